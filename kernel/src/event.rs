@@ -1,0 +1,24 @@
+//! Change events, one per visible change, for watch streams.
+
+use crate::ids::MemberId;
+use crate::model::{ProcessEntry, ServerEntry, Tombstone};
+use serde::{Deserialize, Serialize};
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Event {
+    /// Revision of the state right after this change; strictly increasing.
+    pub revision: u64,
+    pub kind: EventKind,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum EventKind {
+    ServerRegistered(ServerEntry),
+    ServerUpdated(ServerEntry),
+    ProcessRegistered(ProcessEntry),
+    ProcessUpdated(ProcessEntry),
+    /// Left: deregistered, expired or deleted; the tombstone says which.
+    Departed { member: MemberId, tombstone: Tombstone },
+    KvPut { key: String, value: String },
+    KvDeleted { key: String },
+}

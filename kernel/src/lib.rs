@@ -1,0 +1,18 @@
+//! Roster's kernel: every cluster rule as a pure, sans-IO state machine.
+//!
+//! Nothing here reads a clock, touches a socket or a file, spawns, or draws unseeded
+//! randomness. Time comes in as `now_ms` (a monotonic millisecond count the driver
+//! supplies); randomness as a seed. Both drivers (the real node and the simulator) run
+//! exactly this code.
+
+pub mod command;
+pub mod event;
+pub mod ids;
+pub mod model;
+pub mod query;
+
+pub use command::*;
+pub use event::*;
+pub use ids::*;
+pub use model::*;
+pub use query::*;

@@ -1,0 +1,1 @@
+//! The simulated world (filled by the simulation issue).

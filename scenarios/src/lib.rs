@@ -1,0 +1,1 @@
+//! Scenarios and checkers (filled by the simulation issue).
