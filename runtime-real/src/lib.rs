@@ -1,1 +1,6 @@
+//! The Roster node: openraft consensus over the kernel's state machine, durable storage,
+//! TCP transport, the client API and library, and the `roster` binary's commands.
 
+pub mod raft_types;
+pub mod rt;
+pub mod storage;

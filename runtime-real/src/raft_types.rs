@@ -1,0 +1,39 @@
+//! openraft's type configuration for Roster: the kernel's `Proposal` is the log payload,
+//! its `CommandResult` the response, and `RosterRuntime` the one async runtime.
+
+use crate::rt::RosterRuntime;
+use roster_kernel::{CommandResult, Proposal};
+use serde::{Deserialize, Serialize};
+use std::fmt;
+
+/// What the cluster knows of how to reach a server node; carried in Raft membership.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeAddr {
+    /// Peer (Raft) address, `HOST:PORT`.
+    pub raft_addr: String,
+    /// Client API address, `HOST:PORT`.
+    pub api_addr: String,
+}
+
+impl fmt::Display for NodeAddr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "raft={} api={}", self.raft_addr, self.api_addr)
+    }
+}
+
+openraft::declare_raft_types!(
+    pub TypeConfig:
+        D = Proposal,
+        R = CommandResult,
+        NodeId = u64,
+        Node = NodeAddr,
+        AsyncRuntime = RosterRuntime,
+);
+
+pub type NodeId = u64;
+pub type Raft = openraft::Raft<TypeConfig, crate::storage::StateMachineStore>;
+pub type Entry = openraft::alias::EntryOf<TypeConfig>;
+pub type LogId = openraft::alias::LogIdOf<TypeConfig>;
+pub type Vote = openraft::alias::VoteOf<TypeConfig>;
+pub type StoredMembership = openraft::alias::StoredMembershipOf<TypeConfig>;
+pub type SnapshotMeta = openraft::alias::SnapshotMetaOf<TypeConfig>;
