@@ -13,6 +13,16 @@ pub struct Proposal {
     pub body: ProposalBody,
 }
 
+impl std::fmt::Display for Proposal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.body {
+            ProposalBody::OpenSession => write!(f, "open-session"),
+            ProposalBody::Client(r) => write!(f, "{}#{} {:?}", r.session, r.seq, r.command),
+            ProposalBody::Leader(c) => write!(f, "leader {c:?}"),
+        }
+    }
+}
+
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum ProposalBody {
     /// Opens a session; the reply carries its id.
@@ -112,11 +122,11 @@ pub enum CommandError {
     #[error("process claims unknown host {0}")]
     UnknownServer(ServerId),
     #[error("{what} is {len} bytes, over the limit of {max}")]
-    TooLarge { what: &'static str, len: usize, max: usize },
+    TooLarge { what: String, len: usize, max: usize },
     #[error("the cluster holds {count} {what}, its limit")]
-    TableFull { what: &'static str, count: usize },
+    TableFull { what: String, count: usize },
     #[error("invalid field {field}: {reason}")]
-    InvalidField { field: &'static str, reason: String },
+    InvalidField { field: String, reason: String },
 }
 
 pub type CommandResult = Result<Reply, CommandError>;
