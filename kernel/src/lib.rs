@@ -5,11 +5,13 @@
 //! supplies); randomness as a seed. Both drivers (the real node and the simulator) run
 //! exactly this code.
 
+pub mod codec;
 pub mod command;
 pub mod event;
 pub mod ids;
 pub mod model;
 pub mod query;
+pub mod rng;
 
 pub use command::*;
 pub use event::*;
