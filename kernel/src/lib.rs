@@ -9,6 +9,7 @@ pub mod codec;
 pub mod command;
 pub mod event;
 pub mod ids;
+pub mod liveness;
 pub mod model;
 pub mod query;
 pub mod rng;
