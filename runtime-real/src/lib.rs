@@ -3,4 +3,7 @@
 
 pub mod raft_types;
 pub mod rt;
+pub mod network;
 pub mod storage;
+pub mod transport;
+pub mod wire;

@@ -1,0 +1,201 @@
+//! The Raft network: how this node reaches its peers. One persistent framed TCP
+//! connection per peer client, reconnected on failure; RPC deadlines from openraft.
+
+use crate::raft_types::{NodeAddr, NodeId, TypeConfig};
+use crate::rt::Timeout;
+use crate::transport::{self, Reader, TransportError, Writer};
+use crate::wire::{Hello, MAX_PEER_FRAME_BYTES, PeerRequest, PeerResponse, Role, SNAPSHOT_CHUNK_BYTES};
+use openraft::error::{NetworkError, RPCError, ReplicationClosed, StreamingError, Unreachable};
+use openraft::network::{RPCOption, RaftNetworkFactory, v2::RaftNetworkV2};
+use openraft::raft::{AppendEntriesRequest, AppendEntriesResponse, SnapshotResponse, VoteRequest, VoteResponse};
+use std::future::Future;
+use std::time::Duration;
+
+/// Creates one `PeerClient` per target; openraft owns them.
+pub struct PeerNetwork {
+    pub self_id: NodeId,
+    pub token: String,
+}
+
+impl RaftNetworkFactory<TypeConfig> for PeerNetwork {
+    type Network = PeerClient;
+
+    async fn new_client(&mut self, target: NodeId, node: &NodeAddr) -> PeerClient {
+        PeerClient {
+            target,
+            addr: node.addr.clone(),
+            hello: Hello { token: self.token.clone(), role: Role::Peer { from: self.self_id } },
+            conn: None,
+        }
+    }
+}
+
+pub struct PeerClient {
+    target: NodeId,
+    addr: String,
+    hello: Hello,
+    conn: Option<(Reader, Writer)>,
+}
+
+/// Why one RPC failed: before anything was sent (unreachable) or after (network).
+enum RpcFailure {
+    Unreachable(TransportError),
+    Network(TransportError),
+}
+
+impl PeerClient {
+    async fn call(&mut self, req: &PeerRequest, ttl: Duration) -> Result<PeerResponse, RpcFailure> {
+        let deadline = tokio::time::Instant::now() + ttl;
+        if self.conn.is_none() {
+            let timeout_ms = ttl.as_millis() as u64;
+            let conn = transport::connect(&self.addr, &self.hello, MAX_PEER_FRAME_BYTES, timeout_ms)
+                .await
+                .map_err(RpcFailure::Unreachable)?;
+            self.conn = Some(conn);
+        }
+        let (r, w) = self.conn.as_mut().expect("connected above");
+        let exchange = async {
+            w.send(req).await?;
+            r.recv::<PeerResponse>().await
+        };
+        let result = match Timeout::new(exchange, deadline).await {
+            Ok(r) => r,
+            Err(_) => Err(TransportError::Timeout { addr: self.addr.clone(), timeout_ms: ttl.as_millis() as u64 }),
+        };
+        match result {
+            Ok(resp) => Ok(resp),
+            Err(e) => {
+                // The stream may hold half a frame now: start over on the next call.
+                self.conn = None;
+                Err(RpcFailure::Network(e))
+            }
+        }
+    }
+
+    fn rpc_error(&self, f: RpcFailure) -> RPCError<TypeConfig> {
+        match f {
+            RpcFailure::Unreachable(e) => RPCError::Unreachable(Unreachable::new(&e)),
+            RpcFailure::Network(e) => RPCError::Network(NetworkError::new(&e)),
+        }
+    }
+
+    fn unexpected(&mut self, what: &str, got: PeerResponse) -> RPCError<TypeConfig> {
+        self.conn = None;
+        let e = TransportError::Protocol(format!("{what} from node {}: unexpected reply {got:?}", self.target));
+        RPCError::Network(NetworkError::new(&e))
+    }
+}
+
+impl RaftNetworkV2<TypeConfig> for PeerClient {
+    type SnapshotData = Vec<u8>;
+
+    async fn append_entries(
+        &mut self,
+        rpc: AppendEntriesRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<AppendEntriesResponse<TypeConfig>, RPCError<TypeConfig>> {
+        match self.call(&PeerRequest::Append(rpc), option.hard_ttl()).await {
+            Ok(PeerResponse::Append(resp)) => Ok(resp),
+            Ok(PeerResponse::Failed(reason)) => Err(remote_failed(&reason)),
+            Ok(other) => Err(self.unexpected("append", other)),
+            Err(f) => Err(self.rpc_error(f)),
+        }
+    }
+
+    async fn vote(
+        &mut self,
+        rpc: VoteRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<VoteResponse<TypeConfig>, RPCError<TypeConfig>> {
+        match self.call(&PeerRequest::Vote(rpc), option.hard_ttl()).await {
+            Ok(PeerResponse::Vote(resp)) => Ok(resp),
+            Ok(PeerResponse::Failed(reason)) => Err(remote_failed(&reason)),
+            Ok(other) => Err(self.unexpected("vote", other)),
+            Err(f) => Err(self.rpc_error(f)),
+        }
+    }
+
+    async fn pre_vote(
+        &mut self,
+        rpc: VoteRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<VoteResponse<TypeConfig>, RPCError<TypeConfig>> {
+        match self.call(&PeerRequest::PreVote(rpc), option.hard_ttl()).await {
+            Ok(PeerResponse::Vote(resp)) => Ok(resp),
+            Ok(PeerResponse::Failed(reason)) => Err(remote_failed(&reason)),
+            Ok(other) => Err(self.unexpected("pre-vote", other)),
+            Err(f) => Err(self.rpc_error(f)),
+        }
+    }
+
+    async fn full_snapshot(
+        &mut self,
+        vote: openraft::alias::VoteOf<TypeConfig>,
+        snapshot: openraft::alias::SnapshotOf<TypeConfig, Vec<u8>>,
+        cancel: impl Future<Output = ReplicationClosed> + openraft::OptionalSend + 'static,
+        option: RPCOption,
+    ) -> Result<SnapshotResponse<TypeConfig>, StreamingError<TypeConfig>> {
+        let outcome = {
+            let send = std::pin::pin!(self.send_snapshot(vote, snapshot, option.hard_ttl()));
+            let cancel = std::pin::pin!(cancel);
+            // `futures::future::select` polls the left future first: deterministic.
+            match futures::future::select(cancel, send).await {
+                futures::future::Either::Left((closed, _)) => Err(closed),
+                futures::future::Either::Right((result, _)) => Ok(result),
+            }
+        };
+        match outcome {
+            Ok(result) => result,
+            Err(closed) => {
+                // Cancelled mid-stream: the receiver holds a partial snapshot; start over.
+                self.conn = None;
+                Err(StreamingError::Closed(closed))
+            }
+        }
+    }
+}
+
+impl PeerClient {
+    async fn send_snapshot(
+        &mut self,
+        vote: openraft::alias::VoteOf<TypeConfig>,
+        snapshot: openraft::alias::SnapshotOf<TypeConfig, Vec<u8>>,
+        ttl: Duration,
+    ) -> Result<SnapshotResponse<TypeConfig>, StreamingError<TypeConfig>> {
+        let data = snapshot.snapshot;
+        let mut offset = 0usize;
+        loop {
+            let end = (offset + SNAPSHOT_CHUNK_BYTES).min(data.len());
+            let last = end == data.len();
+            let req = PeerRequest::SnapshotChunk {
+                vote: vote.clone(),
+                meta: snapshot.meta.clone(),
+                offset: offset as u64,
+                data: data[offset..end].to_vec(),
+                last,
+            };
+            let resp = self.call(&req, ttl).await.map_err(|f| match f {
+                RpcFailure::Unreachable(e) => StreamingError::Unreachable(Unreachable::new(&e)),
+                RpcFailure::Network(e) => StreamingError::Network(NetworkError::new(&e)),
+            })?;
+            match (resp, last) {
+                (PeerResponse::ChunkAccepted, false) => offset = end,
+                (PeerResponse::SnapshotInstalled(resp), true) => return Ok(resp),
+                (PeerResponse::Failed(reason), _) => {
+                    let e = TransportError::Protocol(reason);
+                    return Err(StreamingError::Network(NetworkError::new(&e)));
+                }
+                (other, _) => {
+                    self.conn = None;
+                    let e = TransportError::Protocol(format!("snapshot chunk: unexpected reply {other:?}"));
+                    return Err(StreamingError::Network(NetworkError::new(&e)));
+                }
+            }
+        }
+    }
+}
+
+fn remote_failed(reason: &str) -> RPCError<TypeConfig> {
+    let e = TransportError::Protocol(format!("peer could not handle the request: {reason}"));
+    RPCError::Unreachable(Unreachable::new(&e))
+}

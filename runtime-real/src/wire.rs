@@ -1,0 +1,160 @@
+//! Messages on the wire. Every connection starts with a `Hello` carrying the cluster
+//! token; peers then exchange Raft RPCs, clients the client API.
+
+use crate::raft_types::{NodeId, TypeConfig};
+use openraft::raft::{AppendEntriesRequest, AppendEntriesResponse, SnapshotResponse, VoteRequest, VoteResponse};
+use roster_kernel::{
+    CommandResult, Event, MemberId, ProcessId, QueryReply, Query, Request, ResourceAverage, ServerId,
+    SessionId,
+};
+use serde::{Deserialize, Serialize};
+
+/// Largest frame a peer may send: an append of many entries or a snapshot chunk.
+pub const MAX_PEER_FRAME_BYTES: usize = 32 << 20;
+/// Largest frame a client may send or receive.
+pub const MAX_CLIENT_FRAME_BYTES: usize = 4 << 20;
+/// Snapshots travel in chunks of at most this many bytes.
+pub const SNAPSHOT_CHUNK_BYTES: usize = 4 << 20;
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Hello {
+    pub token: String,
+    pub role: Role,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Role {
+    Peer { from: NodeId },
+    Client,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub enum HelloReply {
+    Welcome { node: NodeId },
+    Refused { reason: String },
+}
+
+// ---- peers ----
+
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(bound = "")]
+pub enum PeerRequest {
+    Append(AppendEntriesRequest<TypeConfig>),
+    Vote(VoteRequest<TypeConfig>),
+    PreVote(VoteRequest<TypeConfig>),
+    /// One piece of a snapshot; the receiver installs it when `last` arrives.
+    SnapshotChunk {
+        vote: openraft::alias::VoteOf<TypeConfig>,
+        meta: openraft::alias::SnapshotMetaOf<TypeConfig>,
+        offset: u64,
+        data: Vec<u8>,
+        last: bool,
+    },
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(bound = "")]
+pub enum PeerResponse {
+    Append(AppendEntriesResponse<TypeConfig>),
+    Vote(VoteResponse<TypeConfig>),
+    /// A chunk was stored; send the next.
+    ChunkAccepted,
+    SnapshotInstalled(SnapshotResponse<TypeConfig>),
+    /// The receiving node could not handle the request (shutting down, bad chunk order).
+    Failed(String),
+}
+
+// ---- clients ----
+
+/// How fresh a read must be.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Consistency {
+    /// Confirmed with a quorum by the leader (read-index) before answering.
+    Linearizable,
+    /// Whatever the contacted node has applied; may be behind.
+    Stale,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct ClientEnvelope {
+    /// Echoed on the response, so one connection can carry many requests at once.
+    pub id: u64,
+    pub request: ClientRequest,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub enum ClientRequest {
+    OpenSession,
+    /// A command under exactly-once rules.
+    Submit(Request),
+    Query { query: Query, consistency: Consistency },
+    /// "I am alive", to the leader only; servers attach their averaged resources.
+    Heartbeat { member: MemberId, resources: Option<ResourceAverage> },
+    /// Stream change events after `after_revision` on this connection until it closes.
+    Watch { after_revision: u64 },
+    Status,
+    AddNode { id: NodeId, addr: String },
+    RemoveNode { id: NodeId },
+    Launch(LaunchRequest),
+    /// Leader → chosen node: start this program here.
+    StartLocal(LaunchRequest),
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct LaunchRequest {
+    pub name: String,
+    pub program: String,
+    pub args: Vec<String>,
+    pub labels: std::collections::BTreeMap<String, String>,
+    pub require_mem_bytes: Option<u64>,
+    pub require_cpu_percent: Option<u32>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct ClientResponseEnvelope {
+    pub id: u64,
+    pub response: ClientResponse,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub enum ClientResponse {
+    SessionOpened(SessionId),
+    Applied(CommandResult),
+    Query(QueryReply),
+    HeartbeatOk,
+    /// The member is not (or no longer) in the cluster: register again.
+    UnknownMember(MemberId),
+    /// One or more watch events; more follow on the same id.
+    Events(Vec<Event>),
+    /// The requested revision is older than the node keeps; list again and watch from now.
+    WatchCompacted { oldest_available: u64 },
+    Status(Box<ClusterStatus>),
+    Launched { server: ServerId, process: ProcessId },
+    Done,
+    /// Ask the leader instead; the hint is its id and address when known.
+    NotLeader { leader: Option<(NodeId, String)> },
+    /// Try again shortly at the same node (e.g. a new leader not yet ready).
+    RetryLater(String),
+    Error(String),
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct ClusterStatus {
+    pub node: NodeId,
+    pub leader: Option<NodeId>,
+    pub term: u64,
+    pub commit_index: Option<u64>,
+    pub applied_index: Option<u64>,
+    pub revision: u64,
+    pub voters: Vec<(NodeId, String)>,
+    pub learners: Vec<(NodeId, String)>,
+    pub servers: Vec<ServerStatus>,
+    pub processes: Vec<roster_kernel::ProcessEntry>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct ServerStatus {
+    pub entry: roster_kernel::ServerEntry,
+    /// Milliseconds since the leader last heard this server; `None` if not the leader.
+    pub heartbeat_age_ms: Option<u64>,
+}
