@@ -12,6 +12,7 @@ pub mod ids;
 pub mod liveness;
 pub mod model;
 pub mod query;
+pub mod resource_window;
 pub mod rng;
 
 pub use command::*;
