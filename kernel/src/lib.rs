@@ -14,9 +14,11 @@ pub mod model;
 pub mod query;
 pub mod resource_window;
 pub mod rng;
+pub mod state_machine;
 
 pub use command::*;
 pub use event::*;
 pub use ids::*;
 pub use model::*;
 pub use query::*;
+pub use state_machine::{ClusterStateMachine, EventsCompacted, Limits, SnapshotError};

@@ -1,0 +1,730 @@
+//! `ClusterStateMachine`: the replicated record that Raft feeds, one committed proposal at
+//! a time.
+//!
+//! `apply` is the only mutator and a pure function of the state and the proposal: it reads
+//! no clock (time comes in as the proposer's `at_unix_ms`), draws no randomness and
+//! iterates only ordered maps, so every replica that applies the same log holds the same
+//! state and gives the same replies.
+//!
+//! Rules, in one place:
+//! - Revision. Every applied proposal advances `revision` by exactly one: an opened
+//!   session, a leader command, and a client command that passed the session gate (even if
+//!   the command itself is refused: the refusal is its stored reply). A request the gate
+//!   turns away (a duplicate, a stale or skipping sequence, an unknown session, sequence 0)
+//!   changes nothing at all, not even the revision.
+//! - Clock. The state machine's clock is the largest `at_unix_ms` applied so far, so it
+//!   never runs backwards when leaders' clocks disagree. Tombstones are stamped with it
+//!   and pruned by age against it at the start of every applied proposal.
+//! - Events. Each visible change produces one `Event` carrying the proposal's revision;
+//!   a batched leader command can produce several events with the same revision.
+//!   Changes that change nothing (a patch that sets the values already there, a
+//!   resource report equal to the stored one, a delete of an absent key) produce none.
+//!   `KvPut` always produces one.
+//! - Processes outlive their server's record: deregistering or expiring a server does not
+//!   remove the processes it hosts; they expire on their own heartbeats. A process must
+//!   name a known server only when it registers.
+//! - Refusals are checked before anything changes: a refused command changes nothing but
+//!   the revision and its session's stored reply. Sizes are checked first, then
+//!   existence, then table limits.
+
+mod crc32;
+mod history;
+mod limits;
+mod session;
+mod snapshot;
+mod tombstones;
+
+pub use history::EventsCompacted;
+pub use limits::Limits;
+pub use snapshot::{SNAPSHOT_FORMAT_VERSION, SnapshotError};
+
+use crate::command::{
+    Command, CommandError, CommandResult, LeaderCommand, ListFilter, MemberKind, ProcessPatch,
+    Proposal, ProposalBody, Query, Reply, ServerPatch,
+};
+use crate::event::{Event, EventKind};
+use crate::ids::{MemberId, ProcessId, ServerId, SessionId};
+use crate::model::{
+    Departure, MemberStatus, ProcessEntry, ProcessInfo, ResourceAverage, ServerEntry, ServerInfo,
+    Tombstone, TombstoneSubject,
+};
+use crate::query::{QueryReply, QueryResult};
+use history::EventHistory;
+use limits::{KV_KEYS, PROCESSES, SERVERS};
+use session::{Gate, SessionTable};
+use std::collections::BTreeMap;
+use std::ops::Bound;
+use tombstones::TombstoneLog;
+
+/// The replicated cluster record: servers, processes, a small key/value store, client
+/// sessions, tombstones of departed members, and the recent change events.
+#[derive(Clone, Debug)]
+pub struct ClusterStateMachine {
+    limits: Limits,
+    /// Number of applied proposals.
+    revision: u64,
+    /// Largest proposal time applied so far (Unix ms).
+    clock_unix_ms: u64,
+    /// Id of the next process to register; ids are never reused.
+    next_process_id: u64,
+    servers: BTreeMap<ServerId, ServerEntry>,
+    processes: BTreeMap<ProcessId, ProcessEntry>,
+    kv: BTreeMap<String, String>,
+    sessions: SessionTable,
+    tombstones: TombstoneLog,
+    /// Not part of snapshots: a restored machine holds the events after its revision only.
+    history: EventHistory,
+}
+
+impl ClusterStateMachine {
+    /// An empty state machine at revision 0.
+    ///
+    /// # Panics
+    /// If `limits.check()` fails (`max_sessions` of 0): a configuration bug.
+    pub fn new(limits: Limits) -> Self {
+        if let Err(reason) = limits.check() {
+            panic!("invalid state machine limits: {reason}");
+        }
+        ClusterStateMachine {
+            limits,
+            revision: 0,
+            clock_unix_ms: 0,
+            next_process_id: 1,
+            servers: BTreeMap::new(),
+            processes: BTreeMap::new(),
+            kv: BTreeMap::new(),
+            sessions: SessionTable::new(),
+            tombstones: TombstoneLog::default(),
+            history: EventHistory::starting_at(0),
+        }
+    }
+
+    /// Applies one committed proposal and returns its reply. The only mutator.
+    pub fn apply(&mut self, proposal: &Proposal) -> CommandResult {
+        let reply = match &proposal.body {
+            ProposalBody::OpenSession => {
+                let revision = self.begin(proposal.at_unix_ms);
+                let (session, _evicted) = self.sessions.open(revision, self.limits.max_sessions);
+                Ok(Reply::SessionOpened { session })
+            }
+            ProposalBody::Client(request) => match self.sessions.gate(request) {
+                Gate::Duplicate(stored) => return stored.clone(),
+                Gate::Refuse(error) => return Err(error),
+                Gate::Apply => {
+                    let revision = self.begin(proposal.at_unix_ms);
+                    let reply = self.execute(&request.command, revision);
+                    self.sessions.record(request, revision, reply.clone());
+                    reply
+                }
+            },
+            ProposalBody::Leader(command) => {
+                let revision = self.begin(proposal.at_unix_ms);
+                self.execute_leader(command, revision)
+            }
+        };
+        self.debug_check_bounds();
+        reply
+    }
+
+    /// Answers a read at the current revision.
+    pub fn query(&self, query: &Query) -> QueryReply {
+        let result = match query {
+            Query::GetServer(id) => QueryResult::Server(self.servers.get(id).cloned()),
+            Query::GetProcess(id) => QueryResult::Process(self.processes.get(id).cloned()),
+            Query::List(filter) => {
+                let (servers, processes) = self.list(filter);
+                QueryResult::Members {
+                    servers: servers.into_iter().cloned().collect(),
+                    processes: processes.into_iter().cloned().collect(),
+                }
+            }
+            Query::KvGet { key } => QueryResult::KvValue(self.kv.get(key).cloned()),
+            Query::KvRange { start, end, limit } => QueryResult::KvItems(
+                self.kv_range(start, end.as_deref(), *limit)
+                    .map(|(key, value)| (key.to_string(), value.to_string()))
+                    .collect(),
+            ),
+            Query::Tombstones { limit } => QueryResult::Tombstones(
+                self.tombstones()
+                    .take(usize::try_from(*limit).unwrap_or(usize::MAX))
+                    .cloned()
+                    .collect(),
+            ),
+        };
+        QueryReply {
+            revision: self.revision,
+            result,
+        }
+    }
+
+    /// Number of applied proposals; the revision every event and reply refers to.
+    pub fn revision(&self) -> u64 {
+        self.revision
+    }
+
+    /// Largest proposal time applied so far (Unix ms); tombstone ages are measured to it.
+    pub fn clock_unix_ms(&self) -> u64 {
+        self.clock_unix_ms
+    }
+
+    pub fn limits(&self) -> &Limits {
+        &self.limits
+    }
+
+    /// The events with a revision above `revision`, oldest first; `Err` if the bounded
+    /// history no longer holds all of them (re-read the state, then resume after the
+    /// revision that read returned).
+    pub fn events_after(
+        &self,
+        revision: u64,
+    ) -> Result<impl Iterator<Item = &Event> + '_, EventsCompacted> {
+        self.history.after(revision)
+    }
+
+    /// Every live server and process; the leader's liveness tracker is seeded from it.
+    pub fn members(&self) -> impl Iterator<Item = MemberId> + '_ {
+        let servers = self.servers.keys().map(|id| MemberId::Server(*id));
+        servers.chain(self.processes.keys().map(|id| MemberId::Process(*id)))
+    }
+
+    /// Servers in id order.
+    pub fn servers(&self) -> impl Iterator<Item = &ServerEntry> + '_ {
+        self.servers.values()
+    }
+
+    /// Processes in id order.
+    pub fn processes(&self) -> impl Iterator<Item = &ProcessEntry> + '_ {
+        self.processes.values()
+    }
+
+    pub fn get_server(&self, id: ServerId) -> Option<&ServerEntry> {
+        self.servers.get(&id)
+    }
+
+    pub fn get_process(&self, id: ProcessId) -> Option<&ProcessEntry> {
+        self.processes.get(&id)
+    }
+
+    pub fn server_count(&self) -> usize {
+        self.servers.len()
+    }
+
+    pub fn process_count(&self) -> usize {
+        self.processes.len()
+    }
+
+    pub fn kv_get(&self, key: &str) -> Option<&str> {
+        self.kv.get(key).map(String::as_str)
+    }
+
+    pub fn kv_len(&self) -> usize {
+        self.kv.len()
+    }
+
+    /// Keys in `[start, end)` in key order, at most `limit` of them; `end = None` runs to
+    /// the last key, and an `end` at or before `start` gives nothing.
+    pub fn kv_range<'a>(
+        &'a self,
+        start: &'a str,
+        end: Option<&'a str>,
+        limit: u32,
+    ) -> impl Iterator<Item = (&'a str, &'a str)> + 'a {
+        // BTreeMap::range panics on an inverted range, so an empty one stands in for it.
+        let upper = match end {
+            Some(end) if end <= start => Bound::Excluded(start),
+            Some(end) => Bound::Excluded(end),
+            None => Bound::Unbounded,
+        };
+        self.kv
+            .range::<str, _>((Bound::Included(start), upper))
+            .take(usize::try_from(limit).unwrap_or(usize::MAX))
+            .map(|(key, value)| (key.as_str(), value.as_str()))
+    }
+
+    /// Tombstones, newest first.
+    pub fn tombstones(&self) -> impl Iterator<Item = &Tombstone> + '_ {
+        self.tombstones.newest_first()
+    }
+
+    pub fn session_count(&self) -> usize {
+        self.sessions.len()
+    }
+
+    /// Sequence of the last applied command of `session` (0 before the first), or `None`
+    /// if the session is unknown or was evicted.
+    pub fn session_last_seq(&self, session: SessionId) -> Option<u64> {
+        self.sessions.get(session).map(|record| record.last_seq)
+    }
+
+    /// Members matching `filter`: servers have no labels, so a filter with labels matches
+    /// processes only; a `server` filter matches that server and the processes it hosts.
+    pub fn list(&self, filter: &ListFilter) -> (Vec<&ServerEntry>, Vec<&ProcessEntry>) {
+        let status_ok = |status: MemberStatus| filter.status.is_none_or(|want| want == status);
+        let mut servers = Vec::new();
+        if filter.kind != Some(MemberKind::Process) && filter.labels.is_empty() {
+            let candidates: Box<dyn Iterator<Item = &ServerEntry>> = match filter.server {
+                Some(id) => Box::new(self.servers.get(&id).into_iter()),
+                None => Box::new(self.servers.values()),
+            };
+            servers.extend(candidates.filter(|entry| status_ok(entry.status)));
+        }
+        let mut processes = Vec::new();
+        if filter.kind != Some(MemberKind::Server) {
+            processes.extend(self.processes.values().filter(|entry| {
+                filter.server.is_none_or(|id| entry.info.server == id)
+                    && status_ok(entry.status)
+                    && filter
+                        .labels
+                        .iter()
+                        .all(|(key, value)| entry.info.labels.get(key) == Some(value))
+            }));
+        }
+        (servers, processes)
+    }
+
+    /// A versioned, checksummed image of the replicated state (not the event history).
+    pub fn snapshot(&self) -> Vec<u8> {
+        snapshot::encode(self)
+    }
+
+    /// The state machine a `snapshot` was taken of; it gives the same replies to the same
+    /// proposals. Its event history starts empty at the snapshot's revision.
+    pub fn restore(bytes: &[u8]) -> Result<Self, SnapshotError> {
+        snapshot::decode(bytes)
+    }
+
+    /// Checks every invariant of the record; `Err` names the first one broken. O(size):
+    /// `restore` and tests call it, `apply` checks only what it touched.
+    pub fn check_invariants(&self) -> Result<(), String> {
+        let limits = &self.limits;
+        limits.check()?;
+        if self.servers.len() > limits.max_servers {
+            return Err(format!("{} servers exceed the limit", self.servers.len()));
+        }
+        if self.processes.len() > limits.max_processes {
+            return Err(format!(
+                "{} processes exceed the limit",
+                self.processes.len()
+            ));
+        }
+        if self.kv.len() > limits.max_kv_keys {
+            return Err(format!("{} keys exceed the limit", self.kv.len()));
+        }
+        let revs_ok =
+            |registered: u64, updated: u64| registered <= updated && updated <= self.revision;
+        for (id, entry) in &self.servers {
+            if entry.id != *id || !revs_ok(entry.registered_rev, entry.updated_rev) {
+                return Err(format!("{id} is inconsistent"));
+            }
+        }
+        for (id, entry) in &self.processes {
+            if entry.id != *id || !revs_ok(entry.registered_rev, entry.updated_rev) {
+                return Err(format!("{id} is inconsistent"));
+            }
+            if id.0 == 0 || id.0 >= self.next_process_id {
+                return Err(format!("{id} is outside the issued range"));
+            }
+        }
+        self.sessions.check(self.revision, limits.max_sessions)?;
+        self.tombstones.check(
+            self.clock_unix_ms,
+            self.revision,
+            limits.tombstone_max_count,
+            limits.tombstone_max_age_ms,
+        )?;
+        if self.history.len() > limits.event_history {
+            return Err("event history exceeds its limit".to_string());
+        }
+        Ok(())
+    }
+
+    // ----- applying -----
+
+    /// Starts an applied proposal: the next revision, the clock, age-based pruning.
+    fn begin(&mut self, at_unix_ms: u64) -> u64 {
+        self.revision += 1;
+        self.clock_unix_ms = self.clock_unix_ms.max(at_unix_ms);
+        self.tombstones
+            .prune(self.clock_unix_ms, self.limits.tombstone_max_age_ms);
+        self.revision
+    }
+
+    fn debug_check_bounds(&self) {
+        let limits = &self.limits;
+        debug_assert!(self.servers.len() <= limits.max_servers);
+        debug_assert!(self.processes.len() <= limits.max_processes);
+        debug_assert!(self.kv.len() <= limits.max_kv_keys);
+        debug_assert!(self.sessions.len() <= limits.max_sessions);
+        debug_assert!(self.tombstones.len() <= limits.tombstone_max_count);
+        debug_assert!(self.history.len() <= limits.event_history);
+    }
+
+    fn emit(&mut self, revision: u64, kind: EventKind) {
+        debug_assert_eq!(
+            revision, self.revision,
+            "events carry the revision being applied"
+        );
+        self.history
+            .push(Event { revision, kind }, self.limits.event_history);
+    }
+
+    fn execute(&mut self, command: &Command, revision: u64) -> CommandResult {
+        match command {
+            Command::RegisterServer { id, info } => self.register_server(*id, info, revision),
+            Command::DeregisterServer { id } => {
+                let departure = Departure::Deregistered { exit_status: None };
+                self.depart_or_refuse(MemberId::Server(*id), departure, revision)
+            }
+            Command::RegisterProcess { info } => self.register_process(info, revision),
+            Command::DeregisterProcess { id, exit_status } => {
+                let departure = Departure::Deregistered {
+                    exit_status: *exit_status,
+                };
+                self.depart_or_refuse(MemberId::Process(*id), departure, revision)
+            }
+            Command::PutServer { id, patch, create } => {
+                self.put_server(*id, patch, create.as_ref(), revision)
+            }
+            Command::PutProcess { id, patch } => self.put_process(*id, patch, revision),
+            Command::Delete { member } => {
+                self.depart_or_refuse(*member, Departure::Deleted, revision)
+            }
+            Command::KvPut { key, value } => self.kv_put(key, value, revision),
+            Command::KvDelete { key } => self.kv_delete(key, revision),
+            Command::KvCas { key, expected, new } => {
+                self.kv_cas(key, expected.as_deref(), new.as_ref(), revision)
+            }
+            Command::Noop => Ok(Reply::Done { revision }),
+        }
+    }
+
+    fn execute_leader(&mut self, command: &LeaderCommand, revision: u64) -> CommandResult {
+        let mut count: usize = 0;
+        match command {
+            LeaderCommand::Expire { members } => {
+                for &(member, silent_for_ms) in members {
+                    let departure = Departure::Expired { silent_for_ms };
+                    if self.depart(member, departure, revision) {
+                        count += 1;
+                    }
+                }
+            }
+            LeaderCommand::ReportResources { reports } => {
+                for (id, average) in reports {
+                    if self.report_resources(*id, *average, revision) {
+                        count += 1;
+                    }
+                }
+            }
+        }
+        Ok(Reply::Applied {
+            count: u32::try_from(count).unwrap_or(u32::MAX),
+            revision,
+        })
+    }
+
+    fn register_server(&mut self, id: ServerId, info: &ServerInfo, revision: u64) -> CommandResult {
+        self.limits.check_server_info(info)?;
+        if let Some(entry) = self.servers.get_mut(&id) {
+            // A restart: same id, fresh info, online again; its resources stay until the
+            // leader reports new ones.
+            entry.info.clone_from(info);
+            entry.status = MemberStatus::Online;
+            entry.updated_rev = revision;
+            let event = EventKind::ServerUpdated(entry.clone());
+            self.emit(revision, event);
+        } else {
+            self.check_room_for_server()?;
+            self.insert_server(new_server(id, info.clone(), revision), revision);
+        }
+        Ok(Reply::Done { revision })
+    }
+
+    fn put_server(
+        &mut self,
+        id: ServerId,
+        patch: &ServerPatch,
+        create: Option<&ServerInfo>,
+        revision: u64,
+    ) -> CommandResult {
+        self.limits.check_server_patch(patch)?;
+        if let Some(entry) = self.servers.get_mut(&id) {
+            if patch_server(entry, patch) {
+                entry.updated_rev = revision;
+                let event = EventKind::ServerUpdated(entry.clone());
+                self.emit(revision, event);
+            }
+            return Ok(Reply::Done { revision });
+        }
+        let Some(info) = create else {
+            return Err(CommandError::UnknownMember(MemberId::Server(id)));
+        };
+        self.limits.check_server_info(info)?;
+        self.check_room_for_server()?;
+        let mut entry = new_server(id, info.clone(), revision);
+        patch_server(&mut entry, patch);
+        self.insert_server(entry, revision);
+        Ok(Reply::Done { revision })
+    }
+
+    fn check_room_for_server(&self) -> Result<(), CommandError> {
+        if self.servers.len() >= self.limits.max_servers {
+            return Err(CommandError::TableFull {
+                what: SERVERS.to_string(),
+                count: self.servers.len(),
+            });
+        }
+        Ok(())
+    }
+
+    fn insert_server(&mut self, entry: ServerEntry, revision: u64) {
+        let event = EventKind::ServerRegistered(entry.clone());
+        let previous = self.servers.insert(entry.id, entry);
+        assert!(previous.is_none(), "insert_server is for new servers only");
+        self.emit(revision, event);
+    }
+
+    fn register_process(&mut self, info: &ProcessInfo, revision: u64) -> CommandResult {
+        self.limits.check_process_info(info)?;
+        if !self.servers.contains_key(&info.server) {
+            return Err(CommandError::UnknownServer(info.server));
+        }
+        if self.processes.len() >= self.limits.max_processes {
+            return Err(CommandError::TableFull {
+                what: PROCESSES.to_string(),
+                count: self.processes.len(),
+            });
+        }
+        let id = ProcessId(self.next_process_id);
+        self.next_process_id += 1;
+        let entry = ProcessEntry {
+            id,
+            info: info.clone(),
+            status: MemberStatus::Online,
+            registered_rev: revision,
+            updated_rev: revision,
+        };
+        let event = EventKind::ProcessRegistered(entry.clone());
+        let previous = self.processes.insert(id, entry);
+        assert!(previous.is_none(), "process ids are never reused");
+        self.emit(revision, event);
+        Ok(Reply::ProcessRegistered { id, revision })
+    }
+
+    fn put_process(&mut self, id: ProcessId, patch: &ProcessPatch, revision: u64) -> CommandResult {
+        let Some(entry) = self.processes.get_mut(&id) else {
+            return Err(CommandError::UnknownMember(MemberId::Process(id)));
+        };
+        // Checked against the labels it merges into, so existence comes first here.
+        self.limits.check_process_patch(patch, &entry.info.labels)?;
+        if patch_process(entry, patch) {
+            entry.updated_rev = revision;
+            let event = EventKind::ProcessUpdated(entry.clone());
+            self.emit(revision, event);
+        }
+        debug_assert!(self.processes[&id].info.labels.len() <= self.limits.max_labels);
+        Ok(Reply::Done { revision })
+    }
+
+    fn report_resources(&mut self, id: ServerId, average: ResourceAverage, revision: u64) -> bool {
+        let Some(entry) = self.servers.get_mut(&id) else {
+            return false;
+        };
+        if entry.resources != Some(average) {
+            entry.resources = Some(average);
+            entry.updated_rev = revision;
+            let event = EventKind::ServerUpdated(entry.clone());
+            self.emit(revision, event);
+        }
+        true
+    }
+
+    fn depart_or_refuse(
+        &mut self,
+        member: MemberId,
+        departure: Departure,
+        revision: u64,
+    ) -> CommandResult {
+        if !self.depart(member, departure, revision) {
+            return Err(CommandError::UnknownMember(member));
+        }
+        Ok(Reply::Done { revision })
+    }
+
+    /// Removes `member` if present, leaving a tombstone; false if it was not there.
+    fn depart(&mut self, member: MemberId, departure: Departure, revision: u64) -> bool {
+        let subject = match member {
+            MemberId::Server(id) => match self.servers.remove(&id) {
+                Some(entry) => TombstoneSubject::Server(entry),
+                None => return false,
+            },
+            MemberId::Process(id) => match self.processes.remove(&id) {
+                Some(entry) => TombstoneSubject::Process(entry),
+                None => return false,
+            },
+        };
+        let tombstone = Tombstone {
+            subject,
+            departure,
+            left_at_unix_ms: self.clock_unix_ms,
+            left_rev: revision,
+        };
+        self.emit(
+            revision,
+            EventKind::Departed {
+                member,
+                tombstone: tombstone.clone(),
+            },
+        );
+        self.tombstones
+            .push(tombstone, self.limits.tombstone_max_count);
+        true
+    }
+
+    fn kv_put(&mut self, key: &str, value: &str, revision: u64) -> CommandResult {
+        self.limits.check_key(key)?;
+        self.limits.check_value(value)?;
+        match self.kv.get_mut(key) {
+            Some(slot) => value.clone_into(slot),
+            None => {
+                self.check_room_for_key()?;
+                self.kv.insert(key.to_string(), value.to_string());
+            }
+        }
+        self.emit(
+            revision,
+            EventKind::KvPut {
+                key: key.to_string(),
+                value: value.to_string(),
+            },
+        );
+        Ok(Reply::Done { revision })
+    }
+
+    fn kv_delete(&mut self, key: &str, revision: u64) -> CommandResult {
+        self.limits.check_key(key)?;
+        if self.kv.remove(key).is_some() {
+            self.emit(
+                revision,
+                EventKind::KvDeleted {
+                    key: key.to_string(),
+                },
+            );
+        }
+        Ok(Reply::Done { revision })
+    }
+
+    fn kv_cas(
+        &mut self,
+        key: &str,
+        expected: Option<&str>,
+        new: Option<&String>,
+        revision: u64,
+    ) -> CommandResult {
+        self.limits.check_key(key)?;
+        if let Some(value) = new {
+            self.limits.check_value(value)?;
+        }
+        let current = self.kv.get(key).cloned();
+        if current.as_deref() != expected {
+            return Ok(Reply::Cas {
+                swapped: false,
+                current,
+                revision,
+            });
+        }
+        match new {
+            Some(value) => {
+                if current.is_none() {
+                    self.check_room_for_key()?;
+                }
+                self.kv.insert(key.to_string(), value.clone());
+                let event = EventKind::KvPut {
+                    key: key.to_string(),
+                    value: value.clone(),
+                };
+                self.emit(revision, event);
+            }
+            None => {
+                if self.kv.remove(key).is_some() {
+                    self.emit(
+                        revision,
+                        EventKind::KvDeleted {
+                            key: key.to_string(),
+                        },
+                    );
+                }
+            }
+        }
+        Ok(Reply::Cas {
+            swapped: true,
+            current,
+            revision,
+        })
+    }
+
+    fn check_room_for_key(&self) -> Result<(), CommandError> {
+        if self.kv.len() >= self.limits.max_kv_keys {
+            return Err(CommandError::TableFull {
+                what: KV_KEYS.to_string(),
+                count: self.kv.len(),
+            });
+        }
+        Ok(())
+    }
+}
+
+fn new_server(id: ServerId, info: ServerInfo, revision: u64) -> ServerEntry {
+    ServerEntry {
+        id,
+        info,
+        status: MemberStatus::Online,
+        resources: None,
+        registered_rev: revision,
+        updated_rev: revision,
+    }
+}
+
+/// Sets `slot` to `value` if one is given and differs; whether it changed.
+fn set_field<T: PartialEq + Clone>(slot: &mut T, value: &Option<T>) -> bool {
+    match value {
+        Some(value) if value != slot => {
+            slot.clone_from(value);
+            true
+        }
+        _ => false,
+    }
+}
+
+/// Merges `patch` into `entry`; whether anything changed.
+fn patch_server(entry: &mut ServerEntry, patch: &ServerPatch) -> bool {
+    let info = &mut entry.info;
+    let mut changed = set_field(&mut info.name, &patch.name);
+    changed |= set_field(&mut info.raft_addr, &patch.raft_addr);
+    changed |= set_field(&mut info.api_addr, &patch.api_addr);
+    changed |= set_field(&mut info.cpu_capacity_percent, &patch.cpu_capacity_percent);
+    changed |= set_field(&mut info.mem_capacity_bytes, &patch.mem_capacity_bytes);
+    changed |= set_field(&mut entry.status, &patch.status);
+    changed
+}
+
+/// Merges `patch` into `entry`, labels key by key; whether anything changed.
+fn patch_process(entry: &mut ProcessEntry, patch: &ProcessPatch) -> bool {
+    let info = &mut entry.info;
+    let mut changed = set_field(&mut info.name, &patch.name);
+    changed |= set_field(&mut info.service_host, &patch.service_host);
+    changed |= set_field(&mut info.service_port, &patch.service_port);
+    changed |= set_field(&mut entry.status, &patch.status);
+    for (key, value) in &patch.labels {
+        match value {
+            Some(value) => {
+                if info.labels.get(key) != Some(value) {
+                    info.labels.insert(key.clone(), value.clone());
+                    changed = true;
+                }
+            }
+            None => changed |= info.labels.remove(key).is_some(),
+        }
+    }
+    changed
+}

@@ -1,0 +1,202 @@
+//! The session table: exactly-once application of client commands (Raft dissertation,
+//! section 6.3).
+//!
+//! Each session remembers the sequence number and the reply of its last applied command.
+//! Clients are stop-and-wait (one command in flight per session), so one remembered reply
+//! is enough to answer any retry. The table is bounded; opening a session when it is full
+//! evicts the least recently used one: the smallest revision of a last applied command,
+//! ties by session id. Both are replicated values, so eviction is the same on every replica.
+
+use crate::command::{CommandError, CommandResult, Request};
+use crate::ids::SessionId;
+use crate::state_machine::limits::SEQ;
+use std::collections::{BTreeMap, BTreeSet};
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct SessionRecord {
+    /// Sequence of the last applied command; 0 until the first one.
+    pub(crate) last_seq: u64,
+    /// Revision of the last applied command (of the opening, until the first one).
+    pub(crate) last_rev: u64,
+    /// Reply to the last applied command; `None` until the first one.
+    pub(crate) last_reply: Option<CommandResult>,
+}
+
+/// What to do with a client request, decided by its session alone.
+#[derive(Debug)]
+pub(crate) enum Gate<'a> {
+    /// The next command of the session: apply it, then `record` its reply.
+    Apply,
+    /// A retry of the last applied command: answer with its stored reply, apply nothing.
+    Duplicate(&'a CommandResult),
+    /// Refused without applying anything.
+    Refuse(CommandError),
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct SessionTable {
+    records: BTreeMap<SessionId, SessionRecord>,
+    /// `(last_rev, id)` of every record: the first is the least recently used.
+    lru: BTreeSet<(u64, SessionId)>,
+    /// Id of the next session to open; ids are never reused.
+    next_id: u64,
+}
+
+impl SessionTable {
+    pub(crate) fn new() -> Self {
+        SessionTable {
+            records: BTreeMap::new(),
+            lru: BTreeSet::new(),
+            next_id: 1,
+        }
+    }
+
+    /// Rebuilds a table from snapshot parts; `Err` names what is inconsistent.
+    pub(crate) fn from_parts(
+        next_id: u64,
+        records: impl IntoIterator<Item = (SessionId, SessionRecord)>,
+    ) -> Result<Self, String> {
+        let mut table = SessionTable {
+            records: BTreeMap::new(),
+            lru: BTreeSet::new(),
+            next_id,
+        };
+        for (id, record) in records {
+            if id.0 == 0 || id.0 >= next_id {
+                return Err(format!("{id} is outside the issued range 1..{next_id}"));
+            }
+            if record.last_seq == 0 && record.last_reply.is_some() {
+                return Err(format!("{id} has a reply but no applied command"));
+            }
+            if record.last_seq > 0 && record.last_reply.is_none() {
+                return Err(format!("{id} has applied commands but no reply"));
+            }
+            table.lru.insert((record.last_rev, id));
+            if table.records.insert(id, record).is_some() {
+                return Err(format!("{id} appears twice"));
+            }
+        }
+        Ok(table)
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.records.len()
+    }
+
+    pub(crate) fn next_id(&self) -> u64 {
+        self.next_id
+    }
+
+    pub(crate) fn records(&self) -> impl Iterator<Item = (&SessionId, &SessionRecord)> {
+        self.records.iter()
+    }
+
+    pub(crate) fn get(&self, id: SessionId) -> Option<&SessionRecord> {
+        self.records.get(&id)
+    }
+
+    /// Opens a session at `revision`, first evicting the least recently used one if the
+    /// table holds `max_sessions` already. Returns the new id and the evicted one.
+    pub(crate) fn open(
+        &mut self,
+        revision: u64,
+        max_sessions: usize,
+    ) -> (SessionId, Option<SessionId>) {
+        assert!(max_sessions >= 1, "limits were checked at construction");
+        let mut evicted = None;
+        while self.records.len() >= max_sessions {
+            let (_, oldest) = self.lru.pop_first().expect("lru holds every record");
+            self.records.remove(&oldest).expect("lru and records agree");
+            evicted = Some(oldest);
+        }
+        let id = SessionId(self.next_id);
+        self.next_id += 1;
+        let record = SessionRecord {
+            last_seq: 0,
+            last_rev: revision,
+            last_reply: None,
+        };
+        self.lru.insert((revision, id));
+        let previous = self.records.insert(id, record);
+        assert!(previous.is_none(), "session ids are never reused");
+        debug_assert_eq!(self.lru.len(), self.records.len());
+        (id, evicted)
+    }
+
+    /// Decides a request by its sequence number alone.
+    pub(crate) fn gate(&self, request: &Request) -> Gate<'_> {
+        let session = request.session;
+        let seq = request.seq;
+        if seq == 0 {
+            return Gate::Refuse(CommandError::InvalidField {
+                field: SEQ.to_string(),
+                reason: "sequence numbers start at 1".to_string(),
+            });
+        }
+        let Some(record) = self.records.get(&session) else {
+            return Gate::Refuse(CommandError::UnknownSession(session));
+        };
+        let last = record.last_seq;
+        if seq == last + 1 {
+            Gate::Apply
+        } else if seq == last {
+            // seq >= 1 here, so a command was applied and its reply stored.
+            Gate::Duplicate(
+                record
+                    .last_reply
+                    .as_ref()
+                    .expect("applied command has a reply"),
+            )
+        } else if seq < last {
+            Gate::Refuse(CommandError::StaleSequence { session, seq, last })
+        } else {
+            Gate::Refuse(CommandError::SequenceGap { session, seq, last })
+        }
+    }
+
+    /// Records the reply of the command `gate` allowed; `revision` is the one it ran at.
+    pub(crate) fn record(&mut self, request: &Request, revision: u64, reply: CommandResult) {
+        let record = self
+            .records
+            .get_mut(&request.session)
+            .expect("gate found the session");
+        debug_assert_eq!(
+            record.last_seq + 1,
+            request.seq,
+            "only gated commands are recorded"
+        );
+        debug_assert!(record.last_rev < revision, "revisions only grow");
+        let removed = self.lru.remove(&(record.last_rev, request.session));
+        debug_assert!(removed, "lru holds every record");
+        self.lru.insert((revision, request.session));
+        record.last_seq = request.seq;
+        record.last_rev = revision;
+        record.last_reply = Some(reply);
+    }
+
+    /// Checks that the LRU index matches the records and that nothing is newer than
+    /// `revision`.
+    pub(crate) fn check(&self, revision: u64, max_sessions: usize) -> Result<(), String> {
+        if self.records.len() > max_sessions {
+            return Err(format!(
+                "{} sessions exceed the limit {max_sessions}",
+                self.records.len()
+            ));
+        }
+        if self.lru.len() != self.records.len() {
+            return Err("session LRU index and records differ in size".to_string());
+        }
+        for (id, record) in &self.records {
+            if !self.lru.contains(&(record.last_rev, *id)) {
+                return Err(format!("{id} is missing from the LRU index"));
+            }
+            if record.last_rev > revision {
+                return Err(format!("{id} was used at a revision after {revision}"));
+            }
+            if id.0 == 0 || id.0 >= self.next_id {
+                return Err(format!("{id} is outside the issued range"));
+            }
+        }
+        Ok(())
+    }
+}

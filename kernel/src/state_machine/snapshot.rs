@@ -1,0 +1,315 @@
+//! Snapshots: a versioned, checksummed postcard image of the replicated state.
+//!
+//! Layout (integers little-endian):
+//!
+//! ```text
+//! magic "ROSTERSM" (8) | version u16 | payload length u64 | crc32 u32 | payload
+//! ```
+//!
+//! The crc covers the version, the length and the payload, so any damage after the magic
+//! is reported as a checksum mismatch before anything is decoded. A decoded payload is
+//! then checked like any record read back (ordering, ranges, limits, every invariant of
+//! the state machine), so even bytes with a valid checksum cannot build a state that
+//! `apply` could not have built. Restoring never panics on any input.
+//!
+//! The event history is not part of a snapshot: it is a cache for watchers, not state.
+
+use super::ClusterStateMachine;
+use super::crc32::Crc32;
+use super::history::EventHistory;
+use super::limits::Limits;
+use super::session::{SessionRecord, SessionTable};
+use super::tombstones::TombstoneLog;
+use crate::command::CommandResult;
+use crate::ids::{ProcessId, ServerId, SessionId};
+use crate::model::{ProcessEntry, ServerEntry, Tombstone};
+use serde::ser::Serializer;
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, VecDeque};
+
+/// The format `snapshot` writes and `restore` reads.
+pub const SNAPSHOT_FORMAT_VERSION: u16 = 1;
+
+const MAGIC: [u8; 8] = *b"ROSTERSM";
+const VERSION_AT: usize = MAGIC.len();
+const LENGTH_AT: usize = VERSION_AT + 2;
+const CRC_AT: usize = LENGTH_AT + 8;
+const HEADER_LEN: usize = CRC_AT + 4;
+
+/// Why snapshot bytes could not be restored.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum SnapshotError {
+    #[error("not a Roster state machine snapshot (bad magic bytes)")]
+    BadMagic,
+    #[error(
+        "snapshot format version {found} is not supported (this build reads version {supported}); restore it with a matching build"
+    )]
+    UnsupportedVersion { found: u16, supported: u16 },
+    #[error(
+        "snapshot checksum mismatch (header {expected:#010x}, content {actual:#010x}): the snapshot is corrupt; fetch it again"
+    )]
+    ChecksumMismatch { expected: u32, actual: u32 },
+    #[error("malformed snapshot: {0}")]
+    Malformed(String),
+}
+
+fn malformed(reason: impl Into<String>) -> SnapshotError {
+    SnapshotError::Malformed(reason.into())
+}
+
+// ----- the payload -----
+
+#[derive(Serialize)]
+struct SessionOut<'a> {
+    id: SessionId,
+    last_seq: u64,
+    last_rev: u64,
+    last_reply: Option<&'a CommandResult>,
+}
+
+#[derive(Deserialize)]
+struct SessionIn {
+    id: SessionId,
+    last_seq: u64,
+    last_rev: u64,
+    last_reply: Option<CommandResult>,
+}
+
+/// Serialises an ordered map's values (entries carry their own ids) as a sequence.
+struct Values<'a, K, V>(&'a BTreeMap<K, V>);
+
+impl<K, V: Serialize> Serialize for Values<'_, K, V> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_seq(self.0.values())
+    }
+}
+
+/// Serialises the key/value store as a sequence of pairs, in key order.
+struct Pairs<'a>(&'a BTreeMap<String, String>);
+
+impl Serialize for Pairs<'_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_seq(self.0.iter())
+    }
+}
+
+struct Sessions<'a>(&'a SessionTable);
+
+impl Serialize for Sessions<'_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_seq(self.0.records().map(|(id, record)| SessionOut {
+            id: *id,
+            last_seq: record.last_seq,
+            last_rev: record.last_rev,
+            last_reply: record.last_reply.as_ref(),
+        }))
+    }
+}
+
+#[derive(Serialize)]
+struct BodyOut<'a> {
+    limits: &'a Limits,
+    revision: u64,
+    clock_unix_ms: u64,
+    next_process_id: u64,
+    next_session_id: u64,
+    servers: Values<'a, ServerId, ServerEntry>,
+    processes: Values<'a, ProcessId, ProcessEntry>,
+    kv: Pairs<'a>,
+    sessions: Sessions<'a>,
+    /// Oldest first.
+    tombstones: &'a VecDeque<Tombstone>,
+}
+
+#[derive(Deserialize)]
+struct BodyIn {
+    limits: Limits,
+    revision: u64,
+    clock_unix_ms: u64,
+    next_process_id: u64,
+    next_session_id: u64,
+    servers: Vec<ServerEntry>,
+    processes: Vec<ProcessEntry>,
+    kv: Vec<(String, String)>,
+    sessions: Vec<SessionIn>,
+    tombstones: VecDeque<Tombstone>,
+}
+
+/// postcard output into a `Vec` that already holds the header, copying slices whole.
+struct VecFlavor(Vec<u8>);
+
+impl postcard::ser_flavors::Flavor for VecFlavor {
+    type Output = Vec<u8>;
+
+    fn try_extend(&mut self, data: &[u8]) -> postcard::Result<()> {
+        self.0.extend_from_slice(data);
+        Ok(())
+    }
+
+    fn try_push(&mut self, data: u8) -> postcard::Result<()> {
+        self.0.push(data);
+        Ok(())
+    }
+
+    fn finalize(self) -> postcard::Result<Vec<u8>> {
+        Ok(self.0)
+    }
+}
+
+// ----- encode and decode -----
+
+pub(super) fn encode(machine: &ClusterStateMachine) -> Vec<u8> {
+    debug_assert_eq!(
+        machine.check_invariants(),
+        Ok(()),
+        "only a sound state is written"
+    );
+    let body = BodyOut {
+        limits: &machine.limits,
+        revision: machine.revision,
+        clock_unix_ms: machine.clock_unix_ms,
+        next_process_id: machine.next_process_id,
+        next_session_id: machine.sessions.next_id(),
+        servers: Values(&machine.servers),
+        processes: Values(&machine.processes),
+        kv: Pairs(&machine.kv),
+        sessions: Sessions(&machine.sessions),
+        tombstones: machine.tombstones.oldest_first(),
+    };
+    let mut out = Vec::with_capacity(HEADER_LEN + 64 * 1024);
+    out.extend_from_slice(&MAGIC);
+    out.resize(HEADER_LEN, 0);
+    // Every sequence above has an exact length and everything goes to memory, so postcard
+    // has nothing to fail on.
+    let mut out = postcard::serialize_with_flavor(&body, VecFlavor(out))
+        .expect("serialising a state machine to memory cannot fail");
+    let payload_len = (out.len() - HEADER_LEN) as u64;
+    out[VERSION_AT..LENGTH_AT].copy_from_slice(&SNAPSHOT_FORMAT_VERSION.to_le_bytes());
+    out[LENGTH_AT..CRC_AT].copy_from_slice(&payload_len.to_le_bytes());
+    let crc = checksum(&out);
+    out[CRC_AT..HEADER_LEN].copy_from_slice(&crc.to_le_bytes());
+    out
+}
+
+/// The crc of everything after the magic except the crc field itself.
+fn checksum(bytes: &[u8]) -> u32 {
+    let mut crc = Crc32::new();
+    crc.update(&bytes[VERSION_AT..CRC_AT]);
+    crc.update(&bytes[HEADER_LEN..]);
+    crc.finish()
+}
+
+fn read_array<const N: usize>(bytes: &[u8], at: usize) -> [u8; N] {
+    let mut array = [0u8; N];
+    array.copy_from_slice(&bytes[at..at + N]);
+    array
+}
+
+pub(super) fn decode(bytes: &[u8]) -> Result<ClusterStateMachine, SnapshotError> {
+    if bytes.len() < MAGIC.len() || bytes[..MAGIC.len()] != MAGIC {
+        return Err(SnapshotError::BadMagic);
+    }
+    if bytes.len() < HEADER_LEN {
+        return Err(malformed(format!(
+            "{} bytes is shorter than the {HEADER_LEN}-byte header",
+            bytes.len()
+        )));
+    }
+    let payload_len = u64::from_le_bytes(read_array(bytes, LENGTH_AT));
+    let actual_len = (bytes.len() - HEADER_LEN) as u64;
+    if payload_len != actual_len {
+        return Err(malformed(format!(
+            "header says {payload_len} payload bytes, {actual_len} are present"
+        )));
+    }
+    let expected = u32::from_le_bytes(read_array(bytes, CRC_AT));
+    let actual = checksum(bytes);
+    if expected != actual {
+        return Err(SnapshotError::ChecksumMismatch { expected, actual });
+    }
+    let version = u16::from_le_bytes(read_array(bytes, VERSION_AT));
+    if version != SNAPSHOT_FORMAT_VERSION {
+        return Err(SnapshotError::UnsupportedVersion {
+            found: version,
+            supported: SNAPSHOT_FORMAT_VERSION,
+        });
+    }
+    let (body, rest): (BodyIn, &[u8]) = postcard::take_from_bytes(&bytes[HEADER_LEN..])
+        .map_err(|error| malformed(format!("payload does not decode: {error}")))?;
+    if !rest.is_empty() {
+        return Err(malformed(format!(
+            "{} bytes follow the payload",
+            rest.len()
+        )));
+    }
+    build(body)
+}
+
+/// Builds an ordered map from entries that must be in strictly increasing key order.
+fn ordered<K: Ord + Copy + std::fmt::Debug, V>(
+    entries: Vec<V>,
+    key: impl Fn(&V) -> K,
+    what: &str,
+) -> Result<BTreeMap<K, V>, SnapshotError> {
+    if let Some(pair) = entries
+        .windows(2)
+        .find(|pair| key(&pair[0]) >= key(&pair[1]))
+    {
+        return Err(malformed(format!(
+            "{what} out of order at {:?}",
+            key(&pair[1])
+        )));
+    }
+    // Sorted input, so this is a linear bulk build.
+    Ok(entries
+        .into_iter()
+        .map(|entry| (key(&entry), entry))
+        .collect())
+}
+
+fn build(body: BodyIn) -> Result<ClusterStateMachine, SnapshotError> {
+    body.limits.check().map_err(malformed)?;
+    if let Some(pair) = body.kv.windows(2).find(|pair| pair[0].0 >= pair[1].0) {
+        return Err(malformed(format!("keys out of order at {:?}", pair[1].0)));
+    }
+    let kv: BTreeMap<String, String> = body.kv.into_iter().collect();
+    for (key, value) in &kv {
+        body.limits
+            .check_key(key)
+            .map_err(|error| malformed(error.to_string()))?;
+        body.limits
+            .check_value(value)
+            .map_err(|error| malformed(error.to_string()))?;
+    }
+    let records = body.sessions.into_iter().map(|session| {
+        let SessionIn {
+            id,
+            last_seq,
+            last_rev,
+            last_reply,
+        } = session;
+        (
+            id,
+            SessionRecord {
+                last_seq,
+                last_rev,
+                last_reply,
+            },
+        )
+    });
+    let sessions = SessionTable::from_parts(body.next_session_id, records).map_err(malformed)?;
+    let machine = ClusterStateMachine {
+        servers: ordered(body.servers, |entry| entry.id, "servers")?,
+        processes: ordered(body.processes, |entry| entry.id, "processes")?,
+        kv,
+        sessions,
+        tombstones: TombstoneLog::from_oldest_first(body.tombstones),
+        history: EventHistory::starting_at(body.revision),
+        limits: body.limits,
+        revision: body.revision,
+        clock_unix_ms: body.clock_unix_ms,
+        next_process_id: body.next_process_id,
+    };
+    machine.check_invariants().map_err(malformed)?;
+    Ok(machine)
+}
