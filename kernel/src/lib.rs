@@ -11,6 +11,7 @@ pub mod event;
 pub mod ids;
 pub mod liveness;
 pub mod model;
+pub mod placement;
 pub mod query;
 pub mod resource_window;
 pub mod rng;

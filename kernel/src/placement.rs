@@ -1,0 +1,460 @@
+//! Where to start a new worker process: the online server with the most headroom.
+//!
+//! For each [`MemberStatus::Online`] server (draining ones are never chosen):
+//!
+//! ```text
+//! free_cpu_percent = cpu_capacity_percent − cpu_percent_avg − reserved cpu   (saturating at 0)
+//! free_mem_bytes   = mem_capacity_bytes   − mem_bytes_used_avg − reserved mem (saturating at 0)
+//! ```
+//!
+//! where the averages are the server's last report (a server without a report counts as
+//! idle) and `reserved` sums what live processes on it were promised at launch, so a burst
+//! of launches does not all land on one server before its averages catch up.
+//!
+//! A server is a candidate when its free CPU and free memory both meet the
+//! [`Requirements`]. Its **score** is its *bottleneck headroom*:
+//!
+//! ```text
+//! score = min(free_cpu_percent / cpu_capacity_percent, free_mem_bytes / mem_capacity_bytes)
+//! ```
+//!
+//! the fraction of capacity still free on whichever resource is scarcer, so a server with
+//! idle CPU but full memory (or the reverse) scores low (Zeppelin looked at memory only).
+//! The highest score wins; ties go to the larger *sum* of the two fractions, then to the
+//! lower [`ServerId`].
+//!
+//! Fractions are computed in integers, floored to parts per billion
+//! ([`HEADROOM_SCALE`]): no floating point, so every node and the simulator choose the
+//! same server. Two fractions that agree to a billionth count as equal. A server with a
+//! zero capacity has no headroom on that resource.
+
+use crate::ids::ServerId;
+use crate::model::{MemberStatus, ResourceAverage, ServerEntry};
+use serde::{Deserialize, Serialize};
+use std::cmp::Reverse;
+use std::collections::BTreeMap;
+use std::fmt;
+
+/// Headroom fractions are in parts per billion: 1_000_000_000 is all free.
+pub const HEADROOM_SCALE: u64 = 1_000_000_000;
+
+/// What a new process needs free on its host; `None` asks for nothing.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Requirements {
+    pub min_free_mem_bytes: Option<u64>,
+    pub min_free_cpu_percent: Option<u32>,
+}
+
+impl fmt::Display for Requirements {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match (self.min_free_mem_bytes, self.min_free_cpu_percent) {
+            (None, None) => write!(f, "no free resources"),
+            (Some(mem), None) => write!(f, "{mem} bytes of free memory"),
+            (None, Some(cpu)) => write!(f, "{cpu}% of free CPU"),
+            (Some(mem), Some(cpu)) => {
+                write!(f, "{mem} bytes of free memory and {cpu}% of free CPU")
+            }
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum PlacementError {
+    #[error("no server is online: start a server (or end its draining), then retry")]
+    NoServerOnline,
+    /// The best values are each the largest over all online servers, possibly from two
+    /// different servers.
+    #[error(
+        "none of the {considered} online servers has {required}: the most free memory on one is \
+         {best_free_mem_bytes} bytes and the most free CPU {best_free_cpu_percent}%; ask for less or add servers"
+    )]
+    NoneFits {
+        considered: usize,
+        required: Requirements,
+        best_free_mem_bytes: u64,
+        best_free_cpu_percent: u32,
+    },
+}
+
+/// A server's headroom, as placement sees it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Score {
+    pub free_cpu_percent: u32,
+    pub free_mem_bytes: u64,
+    /// `free_cpu_percent / cpu_capacity_percent` in parts per billion.
+    pub cpu_headroom_ppb: u64,
+    /// `free_mem_bytes / mem_capacity_bytes` in parts per billion.
+    pub mem_headroom_ppb: u64,
+}
+
+impl Score {
+    /// The score proper: headroom of the scarcer resource.
+    pub fn bottleneck_ppb(&self) -> u64 {
+        self.cpu_headroom_ppb.min(self.mem_headroom_ppb)
+    }
+
+    /// The first tie-break.
+    pub fn sum_ppb(&self) -> u64 {
+        self.cpu_headroom_ppb + self.mem_headroom_ppb
+    }
+
+    pub fn fits(&self, req: &Requirements) -> bool {
+        req.min_free_cpu_percent
+            .is_none_or(|cpu| self.free_cpu_percent >= cpu)
+            && req
+                .min_free_mem_bytes
+                .is_none_or(|mem| self.free_mem_bytes >= mem)
+    }
+
+    /// Placement chooses the server with the greatest key.
+    pub fn rank_key(&self, id: ServerId) -> (u64, u64, Reverse<ServerId>) {
+        (self.bottleneck_ppb(), self.sum_ppb(), Reverse(id))
+    }
+}
+
+/// The headroom of `server`, counting the reservations in `reserved` for it. Ignores its
+/// status: see [`place`] for who is eligible.
+pub fn score(server: &ServerEntry, reserved: &BTreeMap<ServerId, ResourceAverage>) -> Score {
+    let used = server.resources.unwrap_or_default();
+    let held = reserved.get(&server.id).copied().unwrap_or_default();
+    let cpu_capacity = server.info.cpu_capacity_percent;
+    let mem_capacity = server.info.mem_capacity_bytes;
+    let free_cpu_percent = cpu_capacity
+        .saturating_sub(used.cpu_percent_avg)
+        .saturating_sub(held.cpu_percent_avg);
+    let free_mem_bytes = mem_capacity
+        .saturating_sub(used.mem_bytes_used_avg)
+        .saturating_sub(held.mem_bytes_used_avg);
+    Score {
+        free_cpu_percent,
+        free_mem_bytes,
+        cpu_headroom_ppb: headroom_ppb(u64::from(free_cpu_percent), u64::from(cpu_capacity)),
+        mem_headroom_ppb: headroom_ppb(free_mem_bytes, mem_capacity),
+    }
+}
+
+/// Every online server that meets `req`, best first, with its score: what [`place`]
+/// chooses from, for display.
+pub fn rank<'a>(
+    servers: impl IntoIterator<Item = &'a ServerEntry>,
+    reserved: &BTreeMap<ServerId, ResourceAverage>,
+    req: &Requirements,
+) -> Vec<(ServerId, Score)> {
+    let mut ranked: Vec<(ServerId, Score)> = servers
+        .into_iter()
+        .filter(|s| s.status == MemberStatus::Online)
+        .map(|s| (s.id, score(s, reserved)))
+        .filter(|(_, sc)| sc.fits(req))
+        .collect();
+    ranked.sort_by_key(|(id, sc)| Reverse(sc.rank_key(*id)));
+    ranked
+}
+
+/// Chooses the host for a new process: the online server meeting `req` with the highest
+/// [`score`] (see the module documentation for the rule and its tie-breaks).
+pub fn place<'a>(
+    servers: impl IntoIterator<Item = &'a ServerEntry>,
+    reserved: &BTreeMap<ServerId, ResourceAverage>,
+    req: &Requirements,
+) -> Result<ServerId, PlacementError> {
+    let mut considered = 0usize;
+    let mut best_free_mem_bytes = 0u64;
+    let mut best_free_cpu_percent = 0u32;
+    let mut best: Option<(ServerId, Score)> = None;
+    for server in servers
+        .into_iter()
+        .filter(|s| s.status == MemberStatus::Online)
+    {
+        considered += 1;
+        let sc = score(server, reserved);
+        best_free_mem_bytes = best_free_mem_bytes.max(sc.free_mem_bytes);
+        best_free_cpu_percent = best_free_cpu_percent.max(sc.free_cpu_percent);
+        if !sc.fits(req) {
+            continue;
+        }
+        let better = match &best {
+            None => true,
+            Some((best_id, best_sc)) => sc.rank_key(server.id) > best_sc.rank_key(*best_id),
+        };
+        if better {
+            best = Some((server.id, sc));
+        }
+    }
+    match best {
+        Some((id, _)) => Ok(id),
+        None if considered == 0 => Err(PlacementError::NoServerOnline),
+        None => Err(PlacementError::NoneFits {
+            considered,
+            required: *req,
+            best_free_mem_bytes,
+            best_free_cpu_percent,
+        }),
+    }
+}
+
+/// `free / capacity` floored to parts per billion; 0 for a zero capacity.
+fn headroom_ppb(free: u64, capacity: u64) -> u64 {
+    if capacity == 0 {
+        return 0;
+    }
+    assert!(
+        free <= capacity,
+        "placement: free {free} over capacity {capacity}"
+    );
+    let ppb = u128::from(free) * u128::from(HEADROOM_SCALE) / u128::from(capacity);
+    u64::try_from(ppb).expect("free <= capacity, so ppb <= HEADROOM_SCALE")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::ServerInfo;
+    use proptest::prelude::*;
+
+    const GIB: u64 = 1 << 30;
+
+    fn server(
+        id: u64,
+        cpu_cap: u32,
+        mem_cap: u64,
+        used: Option<(u32, u64)>,
+        status: MemberStatus,
+    ) -> ServerEntry {
+        ServerEntry {
+            id: ServerId(id),
+            info: ServerInfo {
+                name: format!("s{id}"),
+                raft_addr: "127.0.0.1:1".to_string(),
+                api_addr: "127.0.0.1:2".to_string(),
+                started_at_unix_ms: 0,
+                cpu_capacity_percent: cpu_cap,
+                mem_capacity_bytes: mem_cap,
+            },
+            status,
+            resources: used.map(|(cpu, mem)| ResourceAverage {
+                cpu_percent_avg: cpu,
+                mem_bytes_used_avg: mem,
+            }),
+            registered_rev: 1,
+            updated_rev: 1,
+        }
+    }
+
+    fn online(id: u64, cpu_cap: u32, mem_cap: u64, used: Option<(u32, u64)>) -> ServerEntry {
+        server(id, cpu_cap, mem_cap, used, MemberStatus::Online)
+    }
+
+    const ANY: Requirements = Requirements {
+        min_free_mem_bytes: None,
+        min_free_cpu_percent: None,
+    };
+
+    #[test]
+    fn no_server_online() {
+        let none: Vec<ServerEntry> = Vec::new();
+        assert_eq!(
+            place(&none, &BTreeMap::new(), &ANY),
+            Err(PlacementError::NoServerOnline)
+        );
+        let draining = [server(1, 400, GIB, None, MemberStatus::Draining)];
+        let err = place(&draining, &BTreeMap::new(), &ANY).unwrap_err();
+        assert_eq!(err, PlacementError::NoServerOnline);
+        assert!(err.to_string().contains("no server is online"));
+    }
+
+    #[test]
+    fn none_fits_reports_the_best_on_offer() {
+        let servers = [
+            online(1, 400, 8 * GIB, Some((100, 7 * GIB))),
+            online(2, 800, 4 * GIB, Some((700, GIB))),
+        ];
+        let req = Requirements {
+            min_free_mem_bytes: Some(2 * GIB),
+            min_free_cpu_percent: Some(200),
+        };
+        let err = place(&servers, &BTreeMap::new(), &req).unwrap_err();
+        assert_eq!(
+            err,
+            PlacementError::NoneFits {
+                considered: 2,
+                required: req,
+                best_free_mem_bytes: 3 * GIB,
+                best_free_cpu_percent: 300
+            }
+        );
+        let msg = err.to_string();
+        assert!(
+            msg.contains("2147483648 bytes of free memory and 200% of free CPU"),
+            "{msg}"
+        );
+        assert!(msg.contains("3221225472") && msg.contains("300%"), "{msg}");
+    }
+
+    #[test]
+    fn bottleneck_beats_memory_alone() {
+        // Server 1 has the most free memory but its CPU is nearly saturated.
+        let servers = [
+            online(1, 400, 16 * GIB, Some((390, GIB))),
+            online(2, 400, 8 * GIB, Some((100, 4 * GIB))),
+        ];
+        assert_eq!(place(&servers, &BTreeMap::new(), &ANY), Ok(ServerId(2)));
+        let s1 = score(&servers[0], &BTreeMap::new());
+        assert_eq!(s1.cpu_headroom_ppb, 25_000_000);
+        assert_eq!(s1.bottleneck_ppb(), 25_000_000);
+        assert_eq!(s1.mem_headroom_ppb, 937_500_000);
+    }
+
+    #[test]
+    fn unreported_is_idle_and_reservations_count() {
+        let servers = [
+            online(1, 400, 8 * GIB, None),
+            online(2, 400, 8 * GIB, Some((40, GIB))),
+        ];
+        assert_eq!(place(&servers, &BTreeMap::new(), &ANY), Ok(ServerId(1)));
+        let reserved = BTreeMap::from([(
+            ServerId(1),
+            ResourceAverage {
+                cpu_percent_avg: 200,
+                mem_bytes_used_avg: GIB,
+            },
+        )]);
+        assert_eq!(place(&servers, &reserved, &ANY), Ok(ServerId(2)));
+        // Over-reservation saturates at zero free.
+        let reserved = BTreeMap::from([(
+            ServerId(1),
+            ResourceAverage {
+                cpu_percent_avg: 999,
+                mem_bytes_used_avg: u64::MAX,
+            },
+        )]);
+        let sc = score(&servers[0], &reserved);
+        assert_eq!(
+            (sc.free_cpu_percent, sc.free_mem_bytes, sc.bottleneck_ppb()),
+            (0, 0, 0)
+        );
+    }
+
+    #[test]
+    fn requirements_filter_candidates() {
+        let servers = [
+            online(1, 400, 8 * GIB, None),
+            online(2, 1600, 2 * GIB, None),
+        ];
+        let req = Requirements {
+            min_free_mem_bytes: Some(4 * GIB),
+            min_free_cpu_percent: None,
+        };
+        assert_eq!(place(&servers, &BTreeMap::new(), &req), Ok(ServerId(1)));
+        let req = Requirements {
+            min_free_mem_bytes: None,
+            min_free_cpu_percent: Some(800),
+        };
+        assert_eq!(place(&servers, &BTreeMap::new(), &req), Ok(ServerId(2)));
+        assert_eq!(req.to_string(), "800% of free CPU");
+        assert_eq!(
+            Requirements {
+                min_free_mem_bytes: Some(1),
+                ..ANY
+            }
+            .to_string(),
+            "1 bytes of free memory"
+        );
+        assert_eq!(ANY.to_string(), "no free resources");
+    }
+
+    #[test]
+    fn ties_go_to_larger_sum_then_lower_id() {
+        // Equal bottleneck (50%); server 3 has more CPU headroom.
+        let servers = [
+            online(5, 400, 8 * GIB, Some((200, 4 * GIB))),
+            online(3, 400, 8 * GIB, Some((100, 4 * GIB))),
+            online(4, 400, 8 * GIB, Some((100, 4 * GIB))),
+        ];
+        assert_eq!(place(&servers, &BTreeMap::new(), &ANY), Ok(ServerId(3)));
+        let ranked = rank(&servers, &BTreeMap::new(), &ANY);
+        let ids: Vec<_> = ranked.iter().map(|(id, _)| id.0).collect();
+        assert_eq!(ids, vec![3, 4, 5]);
+    }
+
+    #[test]
+    fn zero_capacity_has_no_headroom() {
+        let servers = [
+            online(1, 0, 8 * GIB, None),
+            online(2, 100, 0, None),
+            online(3, 100, 1, Some((99, 0))),
+        ];
+        assert_eq!(place(&servers, &BTreeMap::new(), &ANY), Ok(ServerId(3)));
+        assert_eq!(score(&servers[0], &BTreeMap::new()).bottleneck_ppb(), 0);
+    }
+
+    fn arb_server(id: u64) -> impl Strategy<Value = ServerEntry> {
+        (
+            prop_oneof![Just(0u32), 1u32..3_200],
+            prop_oneof![Just(0u64), 1u64..64, 1u64..(1 << 40)],
+            proptest::option::of((0u32..4_000, 0u64..(1 << 41))),
+            prop_oneof![4 => Just(MemberStatus::Online), 1 => Just(MemberStatus::Draining)],
+        )
+            .prop_map(move |(cpu, mem, used, status)| server(id, cpu, mem, used, status))
+    }
+
+    fn arb_servers() -> impl Strategy<Value = Vec<ServerEntry>> {
+        proptest::collection::btree_set(0u64..40, 0..10).prop_flat_map(|ids| {
+            ids.into_iter()
+                .map(arb_server)
+                .collect::<Vec<_>>()
+                .prop_shuffle()
+        })
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(256))]
+
+        /// Brute force: no eligible server beats the one chosen by the documented rule,
+        /// computed here independently of `score`.
+        #[test]
+        fn picks_the_best_by_its_score(servers in arb_servers(),
+                                       reserved in proptest::collection::btree_map(0u64..40, (0u32..2_000, 0u64..(1 << 40)), 0..6),
+                                       min_mem in proptest::option::of(0u64..(1 << 40)),
+                                       min_cpu in proptest::option::of(0u32..2_000)) {
+            let reserved: BTreeMap<ServerId, ResourceAverage> = reserved.into_iter()
+                .map(|(id, (cpu, mem))| (ServerId(id), ResourceAverage { cpu_percent_avg: cpu, mem_bytes_used_avg: mem }))
+                .collect();
+            let req = Requirements { min_free_mem_bytes: min_mem, min_free_cpu_percent: min_cpu };
+            let frac = |free: u64, cap: u64| if cap == 0 { 0u128 } else { u128::from(free) * 1_000_000_000 / u128::from(cap) };
+            let mut eligible = Vec::new();
+            for s in &servers {
+                if s.status != MemberStatus::Online { continue; }
+                let used = s.resources.unwrap_or_default();
+                let held = reserved.get(&s.id).copied().unwrap_or_default();
+                let free_cpu = i128::from(s.info.cpu_capacity_percent) - i128::from(used.cpu_percent_avg) - i128::from(held.cpu_percent_avg);
+                let free_mem = i128::from(s.info.mem_capacity_bytes) - i128::from(used.mem_bytes_used_avg) - i128::from(held.mem_bytes_used_avg);
+                let free_cpu = free_cpu.max(0) as u64;
+                let free_mem = free_mem.max(0) as u64;
+                if min_cpu.is_some_and(|c| free_cpu < u64::from(c)) || min_mem.is_some_and(|m| free_mem < m) { continue; }
+                let fc = frac(free_cpu, u64::from(s.info.cpu_capacity_percent));
+                let fm = frac(free_mem, s.info.mem_capacity_bytes);
+                eligible.push((fc.min(fm), fc + fm, s.id));
+            }
+            let got = place(&servers, &reserved, &req);
+            let online = servers.iter().filter(|s| s.status == MemberStatus::Online).count();
+            if eligible.is_empty() {
+                if online == 0 {
+                    prop_assert_eq!(got, Err(PlacementError::NoServerOnline));
+                } else {
+                    let is_none_fits = matches!(got, Err(PlacementError::NoneFits { considered, .. }) if considered == online);
+                    prop_assert!(is_none_fits);
+                }
+            } else {
+                let chosen = got.unwrap();
+                let (b, s, _) = eligible.iter().copied().find(|e| e.2 == chosen).unwrap();
+                for (b2, s2, id2) in &eligible {
+                    prop_assert!(b > *b2 || (b == *b2 && (s > *s2 || (s == *s2 && chosen <= *id2))),
+                        "{:?} chosen over better {:?}", chosen, id2);
+                }
+                let ranked = rank(&servers, &reserved, &req);
+                prop_assert_eq!(ranked.len(), eligible.len());
+                prop_assert_eq!(ranked[0].0, chosen);
+            }
+        }
+    }
+}
