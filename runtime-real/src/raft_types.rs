@@ -9,15 +9,13 @@ use std::fmt;
 /// What the cluster knows of how to reach a server node; carried in Raft membership.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct NodeAddr {
-    /// Peer (Raft) address, `HOST:PORT`.
-    pub raft_addr: String,
-    /// Client API address, `HOST:PORT`.
-    pub api_addr: String,
+    /// `HOST:PORT` serving both peers and clients (the handshake tells them apart).
+    pub addr: String,
 }
 
 impl fmt::Display for NodeAddr {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "raft={} api={}", self.raft_addr, self.api_addr)
+        f.write_str(&self.addr)
     }
 }
 

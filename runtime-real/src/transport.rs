@@ -37,6 +37,10 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
         FrameReader { inner, buf: Vec::with_capacity(8 << 10), max_frame_bytes }
     }
 
+    pub fn set_max_frame_bytes(&mut self, max: usize) {
+        self.max_frame_bytes = max;
+    }
+
     /// The next message, or `Closed` at a clean end of stream between frames.
     pub async fn recv<T: DeserializeOwned>(&mut self) -> Result<T, TransportError> {
         loop {
@@ -67,6 +71,10 @@ pub struct FrameWriter<W> {
 impl<W: AsyncWrite + Unpin> FrameWriter<W> {
     pub fn new(inner: W, max_frame_bytes: usize) -> Self {
         FrameWriter { inner, max_frame_bytes }
+    }
+
+    pub fn set_max_frame_bytes(&mut self, max: usize) {
+        self.max_frame_bytes = max;
     }
 
     pub async fn send<T: Serialize>(&mut self, msg: &T) -> Result<(), TransportError> {

@@ -1,0 +1,244 @@
+//! The client API: what a node does with each request on a client connection.
+
+use crate::clock::Clock;
+use crate::leader::{Duties, HeartbeatOutcome};
+use crate::raft_types::{NodeAddr, NodeId, Raft, TypeConfig};
+use crate::storage::SharedState;
+use crate::wire::{
+    ClientEnvelope, ClientRequest, ClientResponse, ClientResponseEnvelope, ClusterStatus, Consistency, ServerStatus,
+};
+use openraft::ReadPolicy;
+use openraft::error::{ForwardReason, ForwardToLeader};
+use roster_kernel::{MemberId, Proposal, ProposalBody, Reply};
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use tokio::sync::mpsc;
+
+/// Most events in one `Events` response of a watch stream.
+const WATCH_BATCH: usize = 512;
+
+pub struct Api {
+    pub(crate) id: NodeId,
+    pub(crate) token: String,
+    pub(crate) raft: Raft,
+    pub(crate) shared: Arc<SharedState>,
+    pub(crate) duties: Arc<Duties>,
+    pub(crate) clock: Clock,
+    pub(crate) launcher: Option<Arc<crate::launch::Launcher>>,
+}
+
+impl Api {
+    pub fn node_id(&self) -> NodeId {
+        self.id
+    }
+
+    pub fn raft(&self) -> &Raft {
+        &self.raft
+    }
+
+    /// Compares without returning early, so timing does not reveal how much matched.
+    pub fn token_matches(&self, given: &str) -> bool {
+        let (a, b) = (self.token.as_bytes(), given.as_bytes());
+        let mut diff = (a.len() ^ b.len()) as u8;
+        for (i, x) in a.iter().enumerate() {
+            diff |= x ^ b.get(i).copied().unwrap_or(0);
+        }
+        diff == 0
+    }
+
+    pub async fn handle(self: Arc<Self>, env: ClientEnvelope, tx: mpsc::Sender<ClientResponseEnvelope>) {
+        let id = env.id;
+        let response = match env.request {
+            ClientRequest::Watch { after_revision } => {
+                self.watch(id, after_revision, tx).await;
+                return;
+            }
+            ClientRequest::OpenSession => match self.write(ProposalBody::OpenSession).await {
+                ClientResponse::Applied(Ok(Reply::SessionOpened { session })) => ClientResponse::SessionOpened(session),
+                other => other,
+            },
+            ClientRequest::Submit(req) => self.write(ProposalBody::Client(req)).await,
+            ClientRequest::Query { query, consistency } => {
+                if consistency == Consistency::Linearizable
+                    && let Err(resp) = self.linearize().await
+                {
+                    resp
+                } else {
+                    ClientResponse::Query(self.shared.with_state(|sm| sm.query(&query)))
+                }
+            }
+            ClientRequest::Heartbeat { member, resources } => {
+                match self.duties.handle_heartbeat(self.clock.now_ms(), member, resources, &self.shared) {
+                    HeartbeatOutcome::Ok => ClientResponse::HeartbeatOk,
+                    HeartbeatOutcome::Unknown(u) => ClientResponse::UnknownMember(u.member),
+                    HeartbeatOutcome::NotLeader => self.not_leader().await,
+                }
+            }
+            ClientRequest::Status => ClientResponse::Status(Box::new(self.status().await)),
+            ClientRequest::AddNode { id, addr } => self.add_node(id, addr).await,
+            ClientRequest::RemoveNode { id } => self.remove_node(id).await,
+            ClientRequest::Launch(req) => match &self.launcher {
+                Some(l) => l.clone().launch(&self, req).await,
+                None => ClientResponse::Error("remote launch is unavailable on this node".into()),
+            },
+            ClientRequest::StartLocal(req) => match &self.launcher {
+                Some(l) => l.clone().start_local(&self, req).await,
+                None => ClientResponse::Error("remote launch is unavailable on this node".into()),
+            },
+        };
+        let _ = tx.send(ClientResponseEnvelope { id, response }).await;
+    }
+
+    /// Proposes through Raft; the answer is the state machine's reply once committed and
+    /// applied, never earlier (Zeppelin acknowledged before the commit and lost writes).
+    pub(crate) async fn write(&self, body: ProposalBody) -> ClientResponse {
+        let proposal = Proposal { at_unix_ms: crate::clock::unix_ms(), body };
+        match self.raft.client_write(proposal).await {
+            Ok(resp) => ClientResponse::Applied(resp.data),
+            Err(e) => match e.forward_to_leader() {
+                Some(f) => self.forward(f),
+                None => ClientResponse::Error(format!("write failed: {e}")),
+            },
+        }
+    }
+
+    async fn linearize(&self) -> Result<(), ClientResponse> {
+        match self.raft.ensure_linearizable(ReadPolicy::ReadIndex).await {
+            Ok(_) => Ok(()),
+            Err(e) => Err(match e.forward_to_leader() {
+                Some(f) => self.forward(f),
+                None => ClientResponse::RetryLater(format!("cannot confirm leadership for a linearizable read: {e}")),
+            }),
+        }
+    }
+
+    fn forward(&self, f: &ForwardToLeader<TypeConfig>) -> ClientResponse {
+        // Right after an election the new leader may refuse with LeaseExpired: same
+        // leader, try again shortly.
+        if f.reason == ForwardReason::LeaseExpired && f.leader_id == Some(self.id) {
+            return ClientResponse::RetryLater("new leader is not ready yet".into());
+        }
+        ClientResponse::NotLeader { leader: f.leader_id.zip(f.leader_node.as_ref().map(|n| n.addr.clone())) }
+    }
+
+    pub(crate) async fn not_leader(&self) -> ClientResponse {
+        let leader = self.raft.current_leader().await;
+        let addr = leader.and_then(|l| self.node_addr(l));
+        match (leader, addr) {
+            (Some(l), _) if l == self.id => ClientResponse::RetryLater("leader is starting its duties".into()),
+            (Some(l), Some(a)) => ClientResponse::NotLeader { leader: Some((l, a)) },
+            _ => ClientResponse::NotLeader { leader: None },
+        }
+    }
+
+    pub(crate) fn node_addr(&self, id: NodeId) -> Option<String> {
+        let m = self.raft.metrics().borrow_watched().membership_config.clone();
+        m.membership().get_node(&id).map(|n| n.addr.clone())
+    }
+
+    async fn watch(&self, id: u64, after_revision: u64, tx: mpsc::Sender<ClientResponseEnvelope>) {
+        let mut seen = after_revision;
+        let mut changes = self.shared.subscribe();
+        loop {
+            let batch = self.shared.with_state(|sm| match sm.events_after(seen) {
+                Ok(events) => Ok(events.take(WATCH_BATCH).cloned().collect::<Vec<_>>()),
+                Err(c) => Err(c.oldest_available),
+            });
+            let response = match batch {
+                Ok(events) if events.is_empty() => {
+                    if changes.changed().await.is_err() {
+                        return;
+                    }
+                    continue;
+                }
+                Ok(events) => {
+                    seen = events.last().map(|e| e.revision).unwrap_or(seen);
+                    ClientResponse::Events(events)
+                }
+                Err(oldest_available) => ClientResponse::WatchCompacted { oldest_available },
+            };
+            let end = matches!(response, ClientResponse::WatchCompacted { .. });
+            if tx.send(ClientResponseEnvelope { id, response }).await.is_err() || end {
+                return;
+            }
+        }
+    }
+
+    async fn status(&self) -> ClusterStatus {
+        let m = self.raft.metrics().borrow_watched().clone();
+        let membership = m.membership_config.membership();
+        let voter_ids: BTreeSet<NodeId> = membership.voter_ids().collect();
+        let mut voters = Vec::new();
+        let mut learners = Vec::new();
+        for (id, node) in membership.nodes() {
+            let entry = (*id, node.addr.clone());
+            if voter_ids.contains(id) { voters.push(entry) } else { learners.push(entry) }
+        }
+        let now_ms = self.clock.now_ms();
+        let (revision, servers, processes) = self.shared.with_state(|sm| {
+            let servers = sm
+                .servers()
+                .map(|s| ServerStatus {
+                    entry: s.clone(),
+                    heartbeat_age_ms: self.duties.heartbeat_age_ms(now_ms, MemberId::Server(s.id)),
+                })
+                .collect::<Vec<_>>();
+            (sm.revision(), servers, sm.processes().cloned().collect::<Vec<_>>())
+        });
+        ClusterStatus {
+            node: self.id,
+            leader: m.current_leader,
+            term: m.current_term,
+            commit_index: m.committed.map(|l| l.index),
+            applied_index: m.last_applied.map(|l| l.index),
+            revision,
+            voters,
+            learners,
+            servers,
+            processes,
+        }
+    }
+
+    async fn add_node(&self, id: NodeId, addr: String) -> ClientResponse {
+        if !self.raft.is_leader() {
+            return self.not_leader().await;
+        }
+        tracing::info!(node = id, %addr, "adding server node: catching up as learner");
+        if let Err(e) = self.raft.add_learner(id, NodeAddr { addr }, true).await {
+            return match e.forward_to_leader() {
+                Some(f) => self.forward(f),
+                None => ClientResponse::Error(format!("adding node {id} as learner failed: {e}")),
+            };
+        }
+        let mut voters: BTreeSet<NodeId> = self.raft.voter_ids().collect();
+        voters.insert(id);
+        self.change_voters(voters, format!("node {id} added as voter")).await
+    }
+
+    async fn remove_node(&self, id: NodeId) -> ClientResponse {
+        if !self.raft.is_leader() {
+            return self.not_leader().await;
+        }
+        let mut voters: BTreeSet<NodeId> = self.raft.voter_ids().collect();
+        if !voters.remove(&id) {
+            return ClientResponse::Error(format!("node {id} is not a voter of this cluster"));
+        }
+        if voters.is_empty() {
+            return ClientResponse::Error(format!("refusing to remove node {id}: it is the last voter"));
+        }
+        self.change_voters(voters, format!("node {id} removed")).await
+    }
+
+    async fn change_voters(&self, voters: BTreeSet<NodeId>, what: String) -> ClientResponse {
+        match self.raft.change_membership(voters, false).await {
+            Ok(_) => {
+                tracing::info!("{what}");
+                ClientResponse::Done
+            }
+            Err(e) => match e.forward_to_leader() {
+                Some(f) => self.forward(f),
+                None => ClientResponse::Error(format!("membership change failed: {e}")),
+            },
+        }
+    }
+}

@@ -1,0 +1,99 @@
+//! `roster dev`: a local 3-node cluster on loopback, data under ./roster-data, live
+//! status until ctrl-c. A restart reuses the data (and the token).
+
+use clap::Args;
+use roster_real::config::NodeConfig;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+pub const DEFAULT_DATA_DIR: &str = "roster-data";
+
+#[derive(Args, Debug)]
+pub struct DevArgs {
+    #[arg(long, default_value = DEFAULT_DATA_DIR)]
+    data_dir: PathBuf,
+    /// Node N listens on 127.0.0.1:(base-port + N - 1).
+    #[arg(long, default_value_t = 7401)]
+    base_port: u16,
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u64).range(1..=7))]
+    nodes: u64,
+    /// Seconds between status prints (0: none).
+    #[arg(long, default_value_t = 2)]
+    status_every_s: u64,
+}
+
+pub async fn run(args: DevArgs) -> Result<ExitCode, String> {
+    super::init_logging();
+    std::fs::create_dir_all(&args.data_dir)
+        .map_err(|e| format!("cannot create {}: {e}", args.data_dir.display()))?;
+    let token_file = ensure_token(&args.data_dir)?;
+    let addr = |n: u64| format!("127.0.0.1:{}", args.base_port as u64 + n - 1);
+    let peers: std::collections::BTreeMap<u64, String> = (1..=args.nodes).map(|n| (n, addr(n))).collect();
+    let mut nodes = Vec::new();
+    for n in 1..=args.nodes {
+        let config = NodeConfig {
+            id: n,
+            listen: addr(n),
+            advertise: None,
+            peers: peers.clone(),
+            data_dir: args.data_dir.join(format!("node-{n}")),
+            token: None,
+            token_file: Some(token_file.clone()),
+            name: Some(format!("dev-{n}")),
+            heartbeat_interval_ms: roster_real::config::defaults::heartbeat_interval_ms(),
+            heartbeat_timeout_ms: roster_real::config::defaults::heartbeat_timeout_ms(),
+            resource_window_ms: roster_real::config::defaults::resource_window_ms(),
+            raft_heartbeat_ms: roster_real::config::defaults::raft_heartbeat_ms(),
+            election_timeout_min_ms: roster_real::config::defaults::election_timeout_min_ms(),
+            election_timeout_max_ms: roster_real::config::defaults::election_timeout_max_ms(),
+            snapshot_every_entries: roster_real::config::defaults::snapshot_every_entries(),
+            launch_allow: Vec::new(),
+            probe: roster_real::config::defaults::probe(),
+        };
+        nodes.push(super::node_cmd::start_node(config).await?);
+    }
+    let endpoints: Vec<String> = (1..=args.nodes).map(addr).collect();
+    println!("roster dev: {} nodes on {}", args.nodes, endpoints.join(", "));
+    println!("data: {}   token file: {}", args.data_dir.display(), token_file.display());
+    println!("try:  roster status --endpoints {}", endpoints.join(","));
+    println!("stop: ctrl-c");
+
+    let status_loop = async {
+        if args.status_every_s == 0 {
+            return std::future::pending::<()>().await;
+        }
+        let client_args = super::ClientArgs {
+            endpoints: endpoints.clone(),
+            token_file: Some(token_file.clone()),
+            timeout_ms: 2_000,
+            json: false,
+        };
+        loop {
+            tokio::time::sleep(std::time::Duration::from_secs(args.status_every_s)).await;
+            match super::client_cmds::fetch_status(&client_args).await {
+                Ok(s) => println!("{}", super::client_cmds::render_status(&s)),
+                Err(e) => println!("status: {e}"),
+            }
+        }
+    };
+    tokio::select! {
+        biased;
+        _ = super::node_cmd::wait_for_signal() => {}
+        _ = status_loop => {}
+    }
+    println!("stopping: each node deregisters, then stops");
+    for node in nodes {
+        node.shutdown().await;
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The dev cluster's token: made once, random, kept beside the data.
+fn ensure_token(dir: &Path) -> Result<PathBuf, String> {
+    let path = dir.join("token");
+    if !path.exists() {
+        let token: String = (0..32).map(|_| format!("{:02x}", rand::random::<u8>())).collect();
+        std::fs::write(&path, token).map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+    }
+    Ok(path)
+}

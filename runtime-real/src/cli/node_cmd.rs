@@ -1,0 +1,149 @@
+//! `roster node`: one server node until SIGTERM / ctrl-c, then a graceful leave.
+
+use clap::Args;
+use roster_real::config::{NodeConfig, parse_peers};
+use roster_real::node::Node;
+use roster_real::storage::FsDisk;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+#[derive(Args, Debug)]
+pub struct NodeArgs {
+    /// TOML config file; flags given here override its values.
+    #[arg(long)]
+    config: Option<PathBuf>,
+    #[arg(long)]
+    id: Option<u64>,
+    /// HOST:PORT for peers and clients.
+    #[arg(long)]
+    listen: Option<String>,
+    /// HOST:PORT others use to reach this node (default: --listen).
+    #[arg(long)]
+    advertise: Option<String>,
+    /// Initial members: 1=HOST:PORT,2=HOST:PORT,... (omit on a node that will be added later).
+    #[arg(long)]
+    peers: Option<String>,
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    /// File holding the cluster token (or set ROSTER_TOKEN).
+    #[arg(long)]
+    token_file: Option<PathBuf>,
+    #[arg(long)]
+    name: Option<String>,
+    #[arg(long)]
+    heartbeat_interval_ms: Option<u64>,
+    #[arg(long)]
+    heartbeat_timeout_ms: Option<u64>,
+    #[arg(long)]
+    resource_window_ms: Option<u64>,
+    /// `system` or `fixed:cpu=PCT,mem=BYTES`.
+    #[arg(long)]
+    probe: Option<String>,
+    /// A program this node may start on a launch request (repeatable).
+    #[arg(long = "launch-allow")]
+    launch_allow: Vec<String>,
+}
+
+impl NodeArgs {
+    fn into_config(self) -> Result<NodeConfig, String> {
+        let mut table = match &self.config {
+            Some(path) => NodeConfig::from_toml_file(path).map_err(|e| e.to_string())?,
+            None => {
+                let missing = |f: &str| format!("missing --{f} (or give --config FILE)");
+                NodeConfig {
+                    id: self.id.ok_or_else(|| missing("id"))?,
+                    listen: self.listen.clone().ok_or_else(|| missing("listen"))?,
+                    advertise: None,
+                    peers: Default::default(),
+                    data_dir: self.data_dir.clone().ok_or_else(|| missing("data-dir"))?,
+                    token: None,
+                    token_file: None,
+                    name: None,
+                    heartbeat_interval_ms: roster_real::config::defaults::heartbeat_interval_ms(),
+                    heartbeat_timeout_ms: roster_real::config::defaults::heartbeat_timeout_ms(),
+                    resource_window_ms: roster_real::config::defaults::resource_window_ms(),
+                    raft_heartbeat_ms: roster_real::config::defaults::raft_heartbeat_ms(),
+                    election_timeout_min_ms: roster_real::config::defaults::election_timeout_min_ms(),
+                    election_timeout_max_ms: roster_real::config::defaults::election_timeout_max_ms(),
+                    snapshot_every_entries: roster_real::config::defaults::snapshot_every_entries(),
+                    launch_allow: Vec::new(),
+                    probe: roster_real::config::defaults::probe(),
+                }
+            }
+        };
+        if let Some(v) = self.id {
+            table.id = v;
+        }
+        if let Some(v) = self.listen {
+            table.listen = v;
+        }
+        if let Some(v) = self.advertise {
+            table.advertise = Some(v);
+        }
+        if let Some(v) = self.peers {
+            table.peers = parse_peers(&v).map_err(|e| e.to_string())?;
+        }
+        if let Some(v) = self.data_dir {
+            table.data_dir = v;
+        }
+        if let Some(v) = self.token_file {
+            table.token_file = Some(v);
+        }
+        if let Some(v) = self.name {
+            table.name = Some(v);
+        }
+        if let Some(v) = self.heartbeat_interval_ms {
+            table.heartbeat_interval_ms = v;
+        }
+        if let Some(v) = self.heartbeat_timeout_ms {
+            table.heartbeat_timeout_ms = v;
+        }
+        if let Some(v) = self.resource_window_ms {
+            table.resource_window_ms = v;
+        }
+        if let Some(v) = self.probe {
+            table.probe = v;
+        }
+        if !self.launch_allow.is_empty() {
+            table.launch_allow = self.launch_allow;
+        }
+        table.validate().map_err(|e| e.to_string())?;
+        Ok(table)
+    }
+}
+
+pub async fn run(args: NodeArgs) -> Result<ExitCode, String> {
+    super::init_logging();
+    let config = args.into_config()?;
+    let node = start_node(config).await?;
+    wait_for_signal().await;
+    tracing::info!("signal received: leaving the cluster");
+    node.shutdown().await;
+    Ok(ExitCode::SUCCESS)
+}
+
+pub async fn start_node(config: NodeConfig) -> Result<Node, String> {
+    std::fs::create_dir_all(&config.data_dir)
+        .map_err(|e| format!("cannot create data dir {}: {e}", config.data_dir.display()))?;
+    let disk = Arc::new(FsDisk::new(&config.data_dir).map_err(|e| e.to_string())?);
+    let probe = roster_real::probe::ProbeSpec::parse(&config.probe).map_err(|e| e.to_string())?.build();
+    Node::start(config, disk, probe).await.map_err(|e| e.to_string())
+}
+
+/// SIGTERM or ctrl-c.
+pub async fn wait_for_signal() {
+    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot watch SIGTERM; ctrl-c only");
+            let _ = tokio::signal::ctrl_c().await;
+            return;
+        }
+    };
+    tokio::select! {
+        biased;
+        _ = term.recv() => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
+}

@@ -1,0 +1,276 @@
+//! Node configuration: TOML file and command-line flags are equivalent; flags win.
+//! Every bad value is refused at start with an error naming the field and the value.
+
+use crate::raft_types::NodeId;
+use roster_kernel::LivenessConfig;
+use serde::Deserialize;
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read { path: String, source: std::io::Error },
+    #[error("config file {path}: {message}")]
+    Parse { path: String, message: String },
+    #[error("invalid {field} = {value:?}: {reason}")]
+    Invalid { field: &'static str, value: String, reason: String },
+    #[error("missing {field}: {hint}")]
+    Missing { field: &'static str, hint: &'static str },
+    #[error("cannot read token file {path}: {source}")]
+    TokenFile { path: String, source: std::io::Error },
+}
+
+/// Everything a node needs to start. Field names are the TOML keys.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NodeConfig {
+    pub id: NodeId,
+    /// `HOST:PORT` to listen on, for peers and clients.
+    pub listen: String,
+    /// `HOST:PORT` others reach this node at; defaults to `listen`.
+    #[serde(default)]
+    pub advertise: Option<String>,
+    /// Initial voters, `id -> HOST:PORT`, including this node. Used once, to form the cluster.
+    #[serde(default)]
+    pub peers: BTreeMap<NodeId, String>,
+    pub data_dir: PathBuf,
+    #[serde(default)]
+    pub token: Option<String>,
+    #[serde(default)]
+    pub token_file: Option<PathBuf>,
+    /// Display name of this server; defaults to `node-<id>`.
+    #[serde(default)]
+    pub name: Option<String>,
+    #[serde(default = "defaults::heartbeat_interval_ms")]
+    pub heartbeat_interval_ms: u64,
+    #[serde(default = "defaults::heartbeat_timeout_ms")]
+    pub heartbeat_timeout_ms: u64,
+    #[serde(default = "defaults::resource_window_ms")]
+    pub resource_window_ms: u64,
+    /// Raft's own leader heartbeat and election timeouts.
+    #[serde(default = "defaults::raft_heartbeat_ms")]
+    pub raft_heartbeat_ms: u64,
+    #[serde(default = "defaults::election_timeout_min_ms")]
+    pub election_timeout_min_ms: u64,
+    #[serde(default = "defaults::election_timeout_max_ms")]
+    pub election_timeout_max_ms: u64,
+    /// Take a snapshot after this many applied entries.
+    #[serde(default = "defaults::snapshot_every_entries")]
+    pub snapshot_every_entries: u64,
+    /// Programs this node may start on a launch request (exact program names or paths).
+    /// Empty: launching is refused.
+    #[serde(default)]
+    pub launch_allow: Vec<String>,
+    /// `system` (sysinfo) or `fixed:cpu=PCT,mem=BYTES` (pinned synthetic values).
+    #[serde(default = "defaults::probe")]
+    pub probe: String,
+}
+
+pub mod defaults {
+    pub fn heartbeat_interval_ms() -> u64 {
+        1_000
+    }
+    pub fn heartbeat_timeout_ms() -> u64 {
+        3_000
+    }
+    pub fn resource_window_ms() -> u64 {
+        60_000
+    }
+    pub fn raft_heartbeat_ms() -> u64 {
+        100
+    }
+    pub fn election_timeout_min_ms() -> u64 {
+        400
+    }
+    pub fn election_timeout_max_ms() -> u64 {
+        800
+    }
+    pub fn snapshot_every_entries() -> u64 {
+        20_000
+    }
+    pub fn probe() -> String {
+        "system".into()
+    }
+}
+
+impl ConfigError {
+    pub fn from_liveness(e: roster_kernel::LivenessConfigError) -> Self {
+        ConfigError::Invalid { field: "heartbeat_timeout_ms", value: String::new(), reason: e.to_string() }
+    }
+}
+
+impl NodeConfig {
+    /// Reads a TOML file; unknown keys are errors so a typo never goes unnoticed.
+    pub fn from_toml_file(path: &std::path::Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|source| ConfigError::Read { path: path.display().to_string(), source })?;
+        toml::from_str(&text).map_err(|e| ConfigError::Parse { path: path.display().to_string(), message: e.to_string() })
+    }
+
+    pub fn advertise_addr(&self) -> &str {
+        self.advertise.as_deref().unwrap_or(&self.listen)
+    }
+
+    pub fn liveness(&self) -> LivenessConfig {
+        LivenessConfig { interval_ms: self.heartbeat_interval_ms, timeout_ms: self.heartbeat_timeout_ms }
+    }
+
+    /// Checks every field; the first problem found is returned.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        check_addr("listen", &self.listen)?;
+        if let Some(a) = &self.advertise {
+            check_addr("advertise", a)?;
+        }
+        for (id, addr) in &self.peers {
+            check_addr("peers", addr).map_err(|_| ConfigError::Invalid {
+                field: "peers",
+                value: format!("{id}={addr}"),
+                reason: "expected ID=HOST:PORT".into(),
+            })?;
+        }
+        if !self.peers.is_empty() && !self.peers.contains_key(&self.id) {
+            return Err(ConfigError::Invalid {
+                field: "peers",
+                value: self.peers.keys().map(|k| k.to_string()).collect::<Vec<_>>().join(","),
+                reason: format!("the initial members must include this node's id {}", self.id),
+            });
+        }
+        self.liveness().validate().map_err(|e| ConfigError::Invalid {
+            field: "heartbeat_timeout_ms",
+            value: self.heartbeat_timeout_ms.to_string(),
+            reason: e.to_string(),
+        })?;
+        if self.resource_window_ms < self.heartbeat_interval_ms {
+            return Err(ConfigError::Invalid {
+                field: "resource_window_ms",
+                value: self.resource_window_ms.to_string(),
+                reason: format!("must be at least heartbeat_interval_ms ({})", self.heartbeat_interval_ms),
+            });
+        }
+        if self.raft_heartbeat_ms == 0 || self.election_timeout_min_ms <= self.raft_heartbeat_ms * 2 {
+            return Err(ConfigError::Invalid {
+                field: "election_timeout_min_ms",
+                value: self.election_timeout_min_ms.to_string(),
+                reason: format!("must exceed twice raft_heartbeat_ms ({})", self.raft_heartbeat_ms),
+            });
+        }
+        if self.election_timeout_max_ms <= self.election_timeout_min_ms {
+            return Err(ConfigError::Invalid {
+                field: "election_timeout_max_ms",
+                value: self.election_timeout_max_ms.to_string(),
+                reason: format!("must exceed election_timeout_min_ms ({})", self.election_timeout_min_ms),
+            });
+        }
+        if self.snapshot_every_entries == 0 {
+            return Err(ConfigError::Invalid {
+                field: "snapshot_every_entries",
+                value: "0".into(),
+                reason: "must be at least 1".into(),
+            });
+        }
+        crate::probe::ProbeSpec::parse(&self.probe)?;
+        Ok(())
+    }
+
+    /// The cluster token: config value, else `ROSTER_TOKEN`, else the token file.
+    pub fn resolve_token(&self) -> Result<String, ConfigError> {
+        resolve_token(self.token.clone(), self.token_file.as_deref())
+    }
+}
+
+/// Token from an explicit value, the `ROSTER_TOKEN` environment variable, or a file.
+pub fn resolve_token(explicit: Option<String>, file: Option<&std::path::Path>) -> Result<String, ConfigError> {
+    let token = if let Some(t) = explicit {
+        t
+    } else if let Ok(t) = std::env::var("ROSTER_TOKEN") {
+        t
+    } else if let Some(path) = file {
+        std::fs::read_to_string(path)
+            .map_err(|source| ConfigError::TokenFile { path: path.display().to_string(), source })?
+            .trim()
+            .to_string()
+    } else {
+        return Err(ConfigError::Missing {
+            field: "token",
+            hint: "give --token-file FILE, set ROSTER_TOKEN, or put token = \"...\" in the config",
+        });
+    };
+    if token.is_empty() || token.len() > 1024 {
+        return Err(ConfigError::Invalid {
+            field: "token",
+            value: format!("<{} bytes>", token.len()),
+            reason: "must be 1 to 1024 bytes".into(),
+        });
+    }
+    Ok(token)
+}
+
+/// `HOST:PORT` with a numeric port.
+pub fn check_addr(field: &'static str, addr: &str) -> Result<(), ConfigError> {
+    let bad = |reason: &str| ConfigError::Invalid { field, value: addr.to_string(), reason: reason.to_string() };
+    let (host, port) = addr.rsplit_once(':').ok_or_else(|| bad("expected HOST:PORT"))?;
+    if host.is_empty() {
+        return Err(bad("host is empty"));
+    }
+    port.parse::<u16>().map_err(|_| bad("port must be a number 0-65535"))?;
+    Ok(())
+}
+
+/// Parses `1=HOST:PORT,2=HOST:PORT`.
+pub fn parse_peers(s: &str) -> Result<BTreeMap<NodeId, String>, ConfigError> {
+    let mut peers = BTreeMap::new();
+    for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let bad = || ConfigError::Invalid { field: "peers", value: part.to_string(), reason: "expected ID=HOST:PORT".into() };
+        let (id, addr) = part.split_once('=').ok_or_else(bad)?;
+        let id: NodeId = id.trim().parse().map_err(|_| bad())?;
+        check_addr("peers", addr.trim()).map_err(|_| bad())?;
+        if peers.insert(id, addr.trim().to_string()).is_some() {
+            return Err(ConfigError::Invalid { field: "peers", value: s.to_string(), reason: format!("node id {id} appears twice") });
+        }
+    }
+    Ok(peers)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn base() -> NodeConfig {
+        toml::from_str("id = 1\nlisten = \"127.0.0.1:7001\"\ndata_dir = \"/tmp/x\"\npeers = { 1 = \"127.0.0.1:7001\" }\n")
+            .expect("minimal config parses")
+    }
+
+    #[test]
+    fn minimal_config_is_valid() {
+        base().validate().expect("valid");
+    }
+
+    #[test]
+    fn unknown_key_is_refused_by_name() {
+        let err = toml::from_str::<NodeConfig>("id = 1\nlisten = \"a:1\"\ndata_dir = \"d\"\nheartbeat_ms = 5\n")
+            .expect_err("unknown field");
+        assert!(err.to_string().contains("heartbeat_ms"), "{err}");
+    }
+
+    #[test]
+    fn short_timeout_names_both_values() {
+        let mut c = base();
+        c.heartbeat_interval_ms = 1000;
+        c.heartbeat_timeout_ms = 2000;
+        let msg = c.validate().expect_err("refused").to_string();
+        assert!(msg.contains("2000") && msg.contains("1000"), "{msg}");
+    }
+
+    #[test]
+    fn bad_addresses_and_peers() {
+        assert!(check_addr("listen", "nohost").is_err());
+        assert!(check_addr("listen", "h:99999").is_err());
+        assert!(parse_peers("1=a:1,1=b:2").is_err());
+        assert!(parse_peers("x=a:1").is_err());
+        assert_eq!(parse_peers("1=a:1, 2=b:2").expect("ok").len(), 2);
+        let mut c = base();
+        c.peers = parse_peers("2=127.0.0.1:7002").expect("ok");
+        assert!(c.validate().expect_err("self missing").to_string().contains("this node"));
+    }
+}

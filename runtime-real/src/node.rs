@@ -1,0 +1,126 @@
+//! A server node: storage, Raft, the listener, leader duties and the node's own
+//! membership agent, wired together.
+
+use crate::api::Api;
+use crate::clock::Clock;
+use crate::config::NodeConfig;
+use crate::leader::{Duties, ResourcePolicy};
+use crate::network::PeerNetwork;
+use crate::raft_types::{NodeAddr, Raft};
+use crate::storage::{self, Disk};
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+#[derive(Debug, thiserror::Error)]
+pub enum NodeError {
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
+    #[error("storage: {0}")]
+    Storage(#[from] storage::StorageError),
+    #[error("cannot listen on {addr}: {source}")]
+    Listen { addr: String, source: std::io::Error },
+    #[error("raft: {0}")]
+    Raft(String),
+}
+
+/// A running node. Dropping it does not stop it; call `shutdown`.
+pub struct Node {
+    pub config: NodeConfig,
+    pub raft: Raft,
+    pub api: Arc<Api>,
+    pub local_addr: std::net::SocketAddr,
+    agent: Option<crate::agent::ServerAgent>,
+}
+
+impl Node {
+    /// Opens the data, starts Raft and the listener, forms the cluster on first start
+    /// and registers this server. `disk` is the real filesystem or the simulator's disk.
+    pub async fn start(
+        config: NodeConfig,
+        disk: Arc<dyn Disk>,
+        probe: Box<dyn crate::probe::Probe>,
+    ) -> Result<Node, NodeError> {
+        config.validate()?;
+        let token = config.resolve_token()?;
+        let (log_store, sm_store) = storage::open(disk).await?;
+        let shared = sm_store.shared();
+
+        let raft_config = openraft::Config {
+            cluster_name: "roster".into(),
+            heartbeat_interval: config.raft_heartbeat_ms,
+            election_timeout_min: config.election_timeout_min_ms,
+            election_timeout_max: config.election_timeout_max_ms,
+            // A reconnecting node must not depose a healthy leader (DESIGN: term ~90 in 60 s without).
+            enable_pre_vote: Some(true),
+            snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(config.snapshot_every_entries),
+            max_in_snapshot_log_to_keep: 1_000,
+            ..Default::default()
+        };
+        let raft_config = Arc::new(raft_config.validate().map_err(|e| NodeError::Raft(e.to_string()))?);
+        let network = PeerNetwork { self_id: config.id, token: token.clone() };
+        let raft = Raft::new(config.id, raft_config, network, log_store, sm_store)
+            .await
+            .map_err(|e| NodeError::Raft(e.to_string()))?;
+
+        let listener = tokio::net::TcpListener::bind(&config.listen)
+            .await
+            .map_err(|source| NodeError::Listen { addr: config.listen.clone(), source })?;
+        let local_addr = listener.local_addr().map_err(|source| NodeError::Listen { addr: config.listen.clone(), source })?;
+
+        let clock = Clock::start();
+        let duties = Arc::new(Duties::new(config.liveness(), ResourcePolicy::default()).map_err(crate::config::ConfigError::from_liveness)?);
+        let launcher = crate::launch::Launcher::new(&config);
+        let api = Arc::new(Api {
+            id: config.id,
+            token: token.clone(),
+            raft: raft.clone(),
+            shared: shared.clone(),
+            duties: duties.clone(),
+            clock,
+            launcher: Some(Arc::new(launcher)),
+        });
+        tokio::spawn(crate::server::serve(listener, api.clone()));
+        tokio::spawn(crate::leader::run(config.id, raft.clone(), shared, duties, clock));
+
+        form_cluster(&raft, &config).await?;
+        tracing::info!(node = config.id, listen = %local_addr, "node started");
+
+        let agent = crate::agent::ServerAgent::start(&config, token, probe, clock);
+        Ok(Node { config, raft, api, local_addr, agent: Some(agent) })
+    }
+
+    /// Graceful stop: deregister this server (awaited, bounded), then stop Raft.
+    pub async fn shutdown(mut self) {
+        if let Some(agent) = self.agent.take() {
+            agent.leave().await;
+        }
+        if let Err(e) = self.raft.shutdown().await {
+            tracing::warn!(error = %e, "raft did not stop cleanly");
+        }
+        tracing::info!(node = self.config.id, "node stopped");
+    }
+}
+
+/// Initialises Raft with the static initial members, once. Every initial member may
+/// try: openraft refuses a second initialisation (`NotAllowed`), which is the success
+/// case here, and identical first configurations from several nodes agree.
+async fn form_cluster(raft: &Raft, config: &NodeConfig) -> Result<(), NodeError> {
+    if config.peers.is_empty() {
+        // A node started to be added later (`roster member add`): it waits to be contacted.
+        return Ok(());
+    }
+    let initialized = raft.is_initialized().await.map_err(|e| NodeError::Raft(e.to_string()))?;
+    if initialized {
+        return Ok(());
+    }
+    let members: BTreeMap<u64, NodeAddr> =
+        config.peers.iter().map(|(id, addr)| (*id, NodeAddr { addr: addr.clone() })).collect();
+    match raft.initialize(members).await {
+        Ok(()) => {
+            tracing::info!(node = config.id, members = ?config.peers.keys().collect::<Vec<_>>(), "cluster initialised");
+            Ok(())
+        }
+        Err(openraft::error::RaftError::APIError(openraft::error::InitializeError::NotAllowed(_))) => Ok(()),
+        Err(e) => Err(NodeError::Raft(format!("initialising the cluster failed: {e}"))),
+    }
+}

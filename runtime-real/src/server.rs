@@ -1,0 +1,158 @@
+//! The listener: accepts TCP connections, checks the cluster token in the handshake, then
+//! serves Raft RPCs to peers or the client API to clients. A bad frame closes only the
+//! connection it came on; the node keeps serving everyone else.
+
+use crate::api::Api;
+use crate::raft_types::TypeConfig;
+use crate::transport::{self, Reader, TransportError, Writer};
+use crate::wire::{
+    ClientEnvelope, ClientResponse, ClientResponseEnvelope, Hello, HelloReply, MAX_CLIENT_FRAME_BYTES,
+    MAX_PEER_FRAME_BYTES, PeerRequest, PeerResponse, Role,
+};
+use std::sync::Arc;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::mpsc;
+
+/// How long a new connection may take to say hello.
+const HELLO_TIMEOUT_MS: u64 = 5_000;
+/// Responses waiting to be written on one client connection; beyond it the handlers wait.
+const CLIENT_OUTBOX: usize = 1_024;
+
+pub async fn serve(listener: TcpListener, api: Arc<Api>) {
+    loop {
+        match listener.accept().await {
+            Ok((stream, peer)) => {
+                let api = api.clone();
+                tokio::spawn(async move {
+                    if let Err(e) = serve_connection(stream, api).await {
+                        tracing::debug!(%peer, error = %e, "connection ended");
+                    }
+                });
+            }
+            Err(e) => {
+                // Out of file descriptors and the like: wait a little instead of spinning.
+                tracing::warn!(error = %e, "accept failed");
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            }
+        }
+    }
+}
+
+async fn serve_connection(stream: TcpStream, api: Arc<Api>) -> Result<(), TransportError> {
+    let peer = stream.peer_addr().map(|a| a.to_string()).unwrap_or_else(|_| "?".into());
+    // Until the token is checked, only a small frame is accepted.
+    let (mut r, mut w) = transport::framed(stream, MAX_CLIENT_FRAME_BYTES);
+    let hello = crate::rt::Timeout::new(
+        r.recv::<Hello>(),
+        tokio::time::Instant::now() + std::time::Duration::from_millis(HELLO_TIMEOUT_MS),
+    )
+    .await
+    .map_err(|_| TransportError::Timeout { addr: peer.clone(), timeout_ms: HELLO_TIMEOUT_MS })?;
+    let hello = match hello {
+        Ok(h) => h,
+        Err(e) => {
+            tracing::warn!(%peer, error = %e, "refused connection: bad handshake");
+            let _ = w.send(&HelloReply::Refused { reason: format!("bad handshake: {e}") }).await;
+            return Err(e);
+        }
+    };
+    if !api.token_matches(&hello.token) {
+        tracing::warn!(%peer, role = ?hello.role, "refused connection: wrong cluster token");
+        let reason = "wrong cluster token: check --token-file / ROSTER_TOKEN".to_string();
+        let _ = w.send(&HelloReply::Refused { reason }).await;
+        return Ok(());
+    }
+    w.send(&HelloReply::Welcome { node: api.node_id() }).await?;
+    match hello.role {
+        Role::Peer { from } => {
+            r.set_max_frame_bytes(MAX_PEER_FRAME_BYTES);
+            w.set_max_frame_bytes(MAX_PEER_FRAME_BYTES);
+            serve_peer(r, w, api, from).await
+        }
+        Role::Client => serve_client(r, w, api, peer).await,
+    }
+}
+
+async fn serve_peer(mut r: Reader, mut w: Writer, api: Arc<Api>, from: u64) -> Result<(), TransportError> {
+    let raft = api.raft().clone();
+    // A snapshot arriving in chunks; dropped if the connection ends before the last one.
+    let mut snapshot_buf: Vec<u8> = Vec::new();
+    loop {
+        let req = match r.recv::<PeerRequest>().await {
+            Ok(req) => req,
+            Err(TransportError::Closed) => return Ok(()),
+            Err(e) => {
+                tracing::warn!(peer = from, error = %e, "closing peer connection: bad frame");
+                return Err(e);
+            }
+        };
+        let resp = match req {
+            PeerRequest::Append(rpc) => match raft.append_entries(rpc).await {
+                Ok(resp) => PeerResponse::Append(resp),
+                Err(e) => PeerResponse::Failed(e.to_string()),
+            },
+            PeerRequest::Vote(rpc) => match raft.vote(rpc).await {
+                Ok(resp) => PeerResponse::Vote(resp),
+                Err(e) => PeerResponse::Failed(e.to_string()),
+            },
+            PeerRequest::PreVote(rpc) => match raft.pre_vote(rpc).await {
+                Ok(resp) => PeerResponse::Vote(resp),
+                Err(e) => PeerResponse::Failed(e.to_string()),
+            },
+            PeerRequest::SnapshotChunk { vote, meta, offset, data, last } => {
+                if offset == 0 {
+                    snapshot_buf.clear();
+                }
+                if offset != snapshot_buf.len() as u64 {
+                    let have = snapshot_buf.len();
+                    snapshot_buf.clear();
+                    PeerResponse::Failed(format!("snapshot chunk at offset {offset}, expected {have}"))
+                } else {
+                    snapshot_buf.extend_from_slice(&data);
+                    if last {
+                        let data = std::mem::take(&mut snapshot_buf);
+                        let snapshot = openraft::alias::SnapshotOf::<TypeConfig, Vec<u8>> { meta, snapshot: data };
+                        match raft.install_full_snapshot(vote, snapshot).await {
+                            Ok(resp) => PeerResponse::SnapshotInstalled(resp),
+                            Err(e) => PeerResponse::Failed(e.to_string()),
+                        }
+                    } else {
+                        PeerResponse::ChunkAccepted
+                    }
+                }
+            }
+        };
+        w.send(&resp).await?;
+    }
+}
+
+async fn serve_client(mut r: Reader, mut w: Writer, api: Arc<Api>, peer: String) -> Result<(), TransportError> {
+    let (tx, mut rx) = mpsc::channel::<ClientResponseEnvelope>(CLIENT_OUTBOX);
+    let writer = tokio::spawn(async move {
+        while let Some(env) = rx.recv().await {
+            if let Err(e) = w.send(&env).await {
+                return Err(e);
+            }
+        }
+        Ok::<_, TransportError>(w)
+    });
+    let result = loop {
+        let env = match r.recv::<ClientEnvelope>().await {
+            Ok(env) => env,
+            Err(TransportError::Closed) => break Ok(()),
+            Err(e) => {
+                tracing::warn!(%peer, error = %e, "closing client connection: bad frame");
+                let msg = ClientResponse::Error(format!("closing connection: {e}"));
+                let _ = tx.send(ClientResponseEnvelope { id: 0, response: msg }).await;
+                break Err(e);
+            }
+        };
+        let api = api.clone();
+        let tx = tx.clone();
+        tokio::spawn(async move { api.handle(env, tx).await });
+    };
+    drop(tx);
+    // Let queued responses (including the error above) reach the client before closing.
+    let _ = writer.await;
+    result
+}
