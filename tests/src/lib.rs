@@ -1,1 +1,227 @@
-//! Black-box tests of the `roster` binary live in `tests/tests/`.
+//! Harness for black-box tests: real `roster` processes on free loopback ports, each
+//! test in its own temporary directory, everything killed when the harness drops.
+//!
+//! The binary is found at `$ROSTER_BIN`, else `<workspace>/target/debug/roster`
+//! (`scripts/test` builds it first).
+
+use serde_json::Value;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+pub fn roster_bin() -> PathBuf {
+    if let Ok(p) = std::env::var("ROSTER_BIN") {
+        return PathBuf::from(p);
+    }
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("workspace root").to_path_buf();
+    let target = std::env::var("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|_| root.join("target"));
+    let bin = target.join("debug").join("roster");
+    assert!(bin.exists(), "{} not found: run `cargo build -p roster-real --bin roster` first (scripts/test does)", bin.display());
+    bin
+}
+
+/// A fresh directory under the system temp dir, removed on drop.
+pub struct TempDir(pub PathBuf);
+
+impl TempDir {
+    pub fn new(tag: &str) -> Self {
+        let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0);
+        let p = std::env::temp_dir().join(format!("roster-test-{tag}-{}-{nanos}", std::process::id()));
+        std::fs::create_dir_all(&p).expect("create temp dir");
+        TempDir(p)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// A port nobody listens on right now.
+pub fn free_port() -> u16 {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral port");
+    l.local_addr().expect("local addr").port()
+}
+
+pub struct NodeProc {
+    pub id: u64,
+    pub addr: String,
+    pub child: Option<Child>,
+    pub extra_args: Vec<String>,
+    pub initial: bool,
+}
+
+pub struct TestCluster {
+    pub dir: TempDir,
+    pub token_file: PathBuf,
+    pub nodes: BTreeMap<u64, NodeProc>,
+    peers: String,
+}
+
+impl TestCluster {
+    /// Starts `n` nodes (ids 1..=n) as one initial cluster; `extra(id)` adds flags per node.
+    pub fn start(tag: &str, n: u64, extra: impl Fn(u64) -> Vec<String>) -> Self {
+        let dir = TempDir::new(tag);
+        let token_file = dir.0.join("token");
+        std::fs::write(&token_file, "test-token-0123456789").expect("write token");
+        let addrs: BTreeMap<u64, String> = (1..=n).map(|id| (id, format!("127.0.0.1:{}", free_port()))).collect();
+        let peers = addrs.iter().map(|(id, a)| format!("{id}={a}")).collect::<Vec<_>>().join(",");
+        let mut c = TestCluster { dir, token_file, nodes: BTreeMap::new(), peers };
+        for (id, addr) in addrs {
+            c.nodes.insert(id, NodeProc { id, addr, child: None, extra_args: extra(id), initial: true });
+            c.spawn(id);
+        }
+        c
+    }
+
+    pub fn data_dir(&self, id: u64) -> PathBuf {
+        self.dir.0.join(format!("node-{id}"))
+    }
+
+    pub fn log_path(&self, id: u64) -> PathBuf {
+        self.dir.0.join(format!("node-{id}.log"))
+    }
+
+    /// (Re)starts node `id` with the same data directory and flags.
+    pub fn spawn(&mut self, id: u64) {
+        let node = self.nodes.get(&id).expect("known node");
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(self.log_path(id)).expect("open log");
+        let mut cmd = Command::new(roster_bin());
+        cmd.arg("node")
+            .args(["--id", &id.to_string(), "--listen", &node.addr])
+            .arg("--data-dir")
+            .arg(self.data_dir(id))
+            .arg("--token-file")
+            .arg(&self.token_file)
+            .args(&node.extra_args)
+            .env("RUST_LOG", "info,openraft=warn")
+            .stdout(Stdio::null())
+            .stderr(log);
+        if node.initial {
+            cmd.args(["--peers", &self.peers]);
+        }
+        let child = cmd.spawn().expect("spawn roster node");
+        self.nodes.get_mut(&id).expect("known node").child = Some(child);
+    }
+
+    /// Adds a node that is not an initial member (for `member add`).
+    pub fn add_process(&mut self, id: u64, extra_args: Vec<String>) -> String {
+        let addr = format!("127.0.0.1:{}", free_port());
+        self.nodes.insert(id, NodeProc { id, addr: addr.clone(), child: None, extra_args, initial: false });
+        self.spawn(id);
+        addr
+    }
+
+    pub fn endpoints(&self) -> String {
+        self.nodes.values().map(|n| n.addr.clone()).collect::<Vec<_>>().join(",")
+    }
+
+    pub fn endpoints_of(&self, ids: &[u64]) -> String {
+        ids.iter().map(|id| self.nodes[id].addr.clone()).collect::<Vec<_>>().join(",")
+    }
+
+    /// Runs a client command against every node.
+    pub fn roster(&self, args: &[&str]) -> Output {
+        self.roster_at(&self.endpoints(), args)
+    }
+
+    pub fn roster_at(&self, endpoints: &str, args: &[&str]) -> Output {
+        Command::new(roster_bin())
+            .args(args)
+            .args(["--endpoints", endpoints])
+            .arg("--token-file")
+            .arg(&self.token_file)
+            .env_remove("ROSTER_TOKEN")
+            .output()
+            .expect("run roster client command")
+    }
+
+    /// `status --json`, retried until it answers with a leader or the deadline passes.
+    pub fn wait_leader(&self, within: Duration) -> Value {
+        let deadline = Instant::now() + within;
+        let mut last = String::new();
+        while Instant::now() < deadline {
+            let out = self.roster(&["status", "--json"]);
+            if out.status.success() {
+                let v: Value = serde_json::from_slice(&out.stdout).expect("status --json is JSON");
+                if v["leader"].is_u64() {
+                    return v;
+                }
+                last = String::from_utf8_lossy(&out.stdout).into_owned();
+            } else {
+                last = String::from_utf8_lossy(&out.stderr).into_owned();
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        panic!("no leader within {within:?}; last: {last}\n{}", self.logs());
+    }
+
+    pub fn leader(&self) -> u64 {
+        self.wait_leader(Duration::from_secs(20))["leader"].as_u64().expect("leader id")
+    }
+
+    /// SIGKILL: no goodbye.
+    pub fn kill9(&mut self, id: u64) {
+        if let Some(mut c) = self.nodes.get_mut(&id).and_then(|n| n.child.take()) {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// SIGTERM and wait for the graceful exit.
+    pub fn stop(&mut self, id: u64) -> std::process::ExitStatus {
+        let mut c = self.nodes.get_mut(&id).and_then(|n| n.child.take()).expect("node running");
+        sigterm(&c);
+        c.wait().expect("wait for node")
+    }
+
+    pub fn logs(&self) -> String {
+        let mut s = String::new();
+        for id in self.nodes.keys() {
+            let text = std::fs::read_to_string(self.log_path(*id)).unwrap_or_default();
+            let tail: Vec<&str> = text.lines().rev().take(30).collect();
+            s.push_str(&format!("--- node {id} (last lines) ---\n"));
+            for l in tail.into_iter().rev() {
+                s.push_str(l);
+                s.push('\n');
+            }
+        }
+        s
+    }
+}
+
+impl Drop for TestCluster {
+    fn drop(&mut self) {
+        for n in self.nodes.values_mut() {
+            if let Some(mut c) = n.child.take() {
+                let _ = c.kill();
+                let _ = c.wait();
+            }
+        }
+    }
+}
+
+pub fn sigterm(child: &Child) {
+    // SAFETY: plain kill(2) on a pid we own.
+    unsafe {
+        libc::kill(child.id() as i32, libc::SIGTERM);
+    }
+}
+
+/// Asserts a command succeeded and returns its stdout.
+pub fn ok(out: &Output) -> String {
+    assert!(
+        out.status.success(),
+        "command failed ({:?}): stdout={} stderr={}",
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+pub fn json(out: &Output) -> Value {
+    serde_json::from_str(&ok(out)).expect("valid JSON on stdout")
+}
