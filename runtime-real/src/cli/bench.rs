@@ -1,0 +1,319 @@
+//! `roster bench`: durable writes and heartbeat scale against a running cluster.
+//! A benchmark prints figures; it asserts nothing about speed.
+
+use super::ClientArgs;
+use clap::{Args, Subcommand};
+use roster_kernel::retry_queue::RetryConfig;
+use roster_kernel::{Command, MemberId, ProcessId, ProcessInfo, Reply, ResourceAverage, ServerId};
+use roster_real::client::{Cluster, ClientOptions, Session};
+use roster_real::wire::{ClientRequest, ClientResponse};
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+#[derive(Args, Debug)]
+pub struct BenchArgs {
+    #[command(subcommand)]
+    mode: Mode,
+}
+
+#[derive(Subcommand, Debug)]
+enum Mode {
+    /// One client, one durable put at a time.
+    Seq {
+        #[arg(long, default_value_t = 2_000)]
+        count: u64,
+        #[arg(long, default_value_t = 100)]
+        value_bytes: usize,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// CLIENTS sessions over CONNECTIONS connections, each one put at a time.
+    Conc {
+        #[arg(long, default_value_t = 20_000)]
+        count: u64,
+        #[arg(long, default_value_t = 100)]
+        clients: u64,
+        #[arg(long, default_value_t = 10)]
+        connections: u64,
+        #[arg(long, default_value_t = 100)]
+        value_bytes: usize,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Register MEMBERS processes and heartbeat each at the interval for DURATION seconds.
+    Heartbeats {
+        #[arg(long, default_value_t = 10_000)]
+        members: u64,
+        #[arg(long, default_value_t = 60)]
+        duration_s: u64,
+        #[arg(long, default_value_t = 1_000)]
+        interval_ms: u64,
+        #[arg(long, default_value_t = 4)]
+        connections: u64,
+        /// Host server the members claim.
+        #[arg(long, default_value_t = 1)]
+        server_id: u64,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Time until every process member is gone (run right after killing a heartbeats bench).
+    ExpiryWatch {
+        /// Only count processes with this name prefix.
+        #[arg(long, default_value = "bench-")]
+        prefix: String,
+        #[arg(long, default_value_t = 60)]
+        max_s: u64,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+}
+
+pub async fn run(args: BenchArgs) -> Result<ExitCode, String> {
+    match args.mode {
+        Mode::Seq { count, value_bytes, client } => seq(count, value_bytes, client).await,
+        Mode::Conc { count, clients, connections, value_bytes, client } => {
+            conc(count, clients, connections, value_bytes, client).await
+        }
+        Mode::Heartbeats { members, duration_s, interval_ms, connections, server_id, client } => {
+            heartbeats(members, duration_s, interval_ms, connections, server_id, client).await
+        }
+        Mode::ExpiryWatch { prefix, max_s, client } => expiry_watch(prefix, max_s, client).await,
+    }
+}
+
+fn options(c: &ClientArgs) -> Result<ClientOptions, String> {
+    Ok(ClientOptions {
+        endpoints: c.endpoints.clone(),
+        token: c.token()?,
+        connect_timeout_ms: 2_000,
+        request_timeout_ms: c.timeout_ms.max(5_000),
+    })
+}
+
+/// Percentile of sorted microsecond latencies.
+fn pct(sorted: &[u64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[i] as f64 / 1000.0
+}
+
+fn report(label: &str, mut lat_us: Vec<u64>, elapsed: Duration, failures: u64, json: bool) {
+    lat_us.sort_unstable();
+    let ops = lat_us.len() as f64 / elapsed.as_secs_f64();
+    if json {
+        println!(
+            "{}",
+            serde_json::json!({
+                "mode": label, "ops": lat_us.len(), "failures": failures, "seconds": elapsed.as_secs_f64(),
+                "ops_per_s": ops, "p50_ms": pct(&lat_us, 0.5), "p99_ms": pct(&lat_us, 0.99),
+                "p999_ms": pct(&lat_us, 0.999), "max_ms": pct(&lat_us, 1.0),
+            })
+        );
+    } else {
+        println!(
+            "{label}: {} puts in {:.2} s = {:.0} ops/s; latency p50 {:.3} ms, p99 {:.3} ms, p99.9 {:.3} ms, max {:.3} ms; failures {failures}",
+            lat_us.len(),
+            elapsed.as_secs_f64(),
+            ops,
+            pct(&lat_us, 0.5),
+            pct(&lat_us, 0.99),
+            pct(&lat_us, 0.999),
+            pct(&lat_us, 1.0)
+        );
+    }
+}
+
+async fn seq(count: u64, value_bytes: usize, c: ClientArgs) -> Result<ExitCode, String> {
+    let cluster = Cluster::new(options(&c)?);
+    let session = Session::open(cluster, RetryConfig::default(), rand::random()).await.map_err(|e| e.to_string())?;
+    let value = "x".repeat(value_bytes);
+    // Warm up the connection and the leader's path.
+    for i in 0..20 {
+        session.execute(Command::KvPut { key: format!("bench/warm/{i}"), value: value.clone() }).await.map_err(|e| e.to_string())?;
+    }
+    let mut lat = Vec::with_capacity(count as usize);
+    let mut failures = 0;
+    let start = Instant::now();
+    for i in 0..count {
+        let t = Instant::now();
+        match session.execute(Command::KvPut { key: format!("bench/seq/{i:08}"), value: value.clone() }).await {
+            Ok(_) => lat.push(t.elapsed().as_micros() as u64),
+            Err(_) => failures += 1,
+        }
+    }
+    report("seq", lat, start.elapsed(), failures, c.json);
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn conc(count: u64, clients: u64, connections: u64, value_bytes: usize, c: ClientArgs) -> Result<ExitCode, String> {
+    if clients == 0 || connections == 0 {
+        return Err("--clients and --connections must be at least 1".into());
+    }
+    let opts = options(&c)?;
+    let pools: Vec<Cluster> = (0..connections).map(|_| Cluster::new(opts.clone())).collect();
+    let mut sessions = Vec::new();
+    for i in 0..clients {
+        let pool = pools[(i % connections) as usize].clone();
+        sessions.push(Session::open(pool, RetryConfig::default(), rand::random()).await.map_err(|e| e.to_string())?);
+    }
+    let per = count / clients;
+    let value = "x".repeat(value_bytes);
+    let start = Instant::now();
+    let mut tasks = Vec::new();
+    for (i, s) in sessions.into_iter().enumerate() {
+        let value = value.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut lat = Vec::with_capacity(per as usize);
+            let mut failures = 0u64;
+            for j in 0..per {
+                let t = Instant::now();
+                match s.execute(Command::KvPut { key: format!("bench/conc/{i}/{j}"), value: value.clone() }).await {
+                    Ok(_) => lat.push(t.elapsed().as_micros() as u64),
+                    Err(_) => failures += 1,
+                }
+            }
+            (lat, failures)
+        }));
+    }
+    let mut all = Vec::with_capacity(count as usize);
+    let mut failures = 0;
+    for t in tasks {
+        let (lat, f) = t.await.map_err(|e| e.to_string())?;
+        all.extend(lat);
+        failures += f;
+    }
+    report(&format!("conc clients={clients} connections={connections}"), all, start.elapsed(), failures, c.json);
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn heartbeats(
+    members: u64,
+    duration_s: u64,
+    interval_ms: u64,
+    connections: u64,
+    server_id: u64,
+    c: ClientArgs,
+) -> Result<ExitCode, String> {
+    let opts = options(&c)?;
+    let pools: Vec<Cluster> = (0..connections.max(1)).map(|_| Cluster::new(opts.clone())).collect();
+    eprintln!("heartbeat bench pid {}: registering {members} members", std::process::id());
+    // Registration: 64 sessions in parallel.
+    let reg_start = Instant::now();
+    let mut tasks = Vec::new();
+    let writers = 64.min(members.max(1));
+    for w in 0..writers {
+        let pool = pools[(w % connections.max(1)) as usize].clone();
+        tasks.push(tokio::spawn(async move {
+            let s = Session::open(pool, RetryConfig::default(), rand::random()).await.map_err(|e| e.to_string())?;
+            let mut ids = Vec::new();
+            let mut i = w;
+            while i < members {
+                let info = ProcessInfo {
+                    name: format!("bench-{i}"),
+                    server: ServerId(server_id),
+                    service_host: "127.0.0.1".into(),
+                    service_port: None,
+                    started_at_unix_ms: roster_real::clock::unix_ms(),
+                    labels: Default::default(),
+                    reserved: ResourceAverage::default(),
+                };
+                match s.execute(Command::RegisterProcess { info }).await.map_err(|e| e.to_string())? {
+                    Reply::ProcessRegistered { id, .. } => ids.push(id),
+                    other => return Err(format!("unexpected reply to register: {other:?}")),
+                }
+                i += writers;
+            }
+            Ok::<Vec<ProcessId>, String>(ids)
+        }));
+    }
+    let mut ids = Vec::new();
+    for t in tasks {
+        ids.extend(t.await.map_err(|e| e.to_string())??);
+    }
+    eprintln!("registered {} members in {:.1} s", ids.len(), reg_start.elapsed().as_secs_f64());
+    // Steady phase: each member beats once per interval, spread evenly over the interval.
+    let start = Instant::now();
+    let end = start + Duration::from_secs(duration_s);
+    let lanes = (connections.max(1) * 16) as usize;
+    let mut tasks = Vec::new();
+    for lane in 0..lanes {
+        let pool = pools[lane % pools.len()].clone();
+        let mine: Vec<ProcessId> = ids.iter().copied().skip(lane).step_by(lanes).collect();
+        tasks.push(tokio::spawn(async move {
+            let (mut ok, mut unknown, mut failed) = (0u64, 0u64, 0u64);
+            let mut lat = Vec::new();
+            if mine.is_empty() {
+                return (ok, unknown, failed, lat);
+            }
+            let gap = Duration::from_micros(interval_ms * 1000 / mine.len() as u64);
+            let mut next = Instant::now();
+            'outer: loop {
+                for id in &mine {
+                    if Instant::now() >= end {
+                        break 'outer;
+                    }
+                    tokio::time::sleep_until(next.into()).await;
+                    next += gap;
+                    let t = Instant::now();
+                    let req = ClientRequest::Heartbeat { member: MemberId::Process(*id), resources: None };
+                    match pool.call_leader(req).await {
+                        Ok(ClientResponse::HeartbeatOk) => {
+                            ok += 1;
+                            lat.push(t.elapsed().as_micros() as u64);
+                        }
+                        Ok(ClientResponse::UnknownMember(_)) => unknown += 1,
+                        _ => failed += 1,
+                    }
+                }
+            }
+            (ok, unknown, failed, lat)
+        }));
+    }
+    let (mut ok, mut unknown, mut failed) = (0, 0, 0);
+    let mut lat = Vec::new();
+    for t in tasks {
+        let (o, u, f, l) = t.await.map_err(|e| e.to_string())?;
+        ok += o;
+        unknown += u;
+        failed += f;
+        lat.extend(l);
+    }
+    lat.sort_unstable();
+    let secs = start.elapsed().as_secs_f64();
+    let line = serde_json::json!({
+        "members": ids.len(), "seconds": secs, "heartbeats_ok": ok, "heartbeats_per_s": ok as f64 / secs,
+        "false_expiries": unknown, "failed": failed,
+        "rtt_p50_ms": pct(&lat, 0.5), "rtt_p99_ms": pct(&lat, 0.99), "rtt_max_ms": pct(&lat, 1.0),
+    });
+    println!("{line}");
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn expiry_watch(prefix: String, max_s: u64, c: ClientArgs) -> Result<ExitCode, String> {
+    let client = c.connect().await?;
+    let start = Instant::now();
+    let mut first_gone: Option<f64> = None;
+    let initial = count_members(&client, &prefix).await?;
+    loop {
+        let n = count_members(&client, &prefix).await?;
+        let t = start.elapsed().as_secs_f64();
+        if n < initial && first_gone.is_none() {
+            first_gone = Some(t);
+        }
+        if n == 0 {
+            println!("{}", serde_json::json!({ "initial": initial, "first_gone_s": first_gone, "all_gone_s": t }));
+            return Ok(ExitCode::SUCCESS);
+        }
+        if t > max_s as f64 {
+            return Err(format!("{n} of {initial} members still present after {max_s} s"));
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+async fn count_members(client: &roster_real::client::Client, prefix: &str) -> Result<usize, String> {
+    let s = client.status().await.map_err(|e| e.to_string())?;
+    Ok(s.processes.iter().filter(|p| p.info.name.starts_with(prefix)).count())
+}

@@ -1,0 +1,446 @@
+//! Client commands: status, get, ls, put, del, kv, watch, member.
+//!
+//! With `--json` each prints one JSON document (watch: one per line) whose fields are the
+//! serde forms of the types in `roster_real::wire` and `roster_kernel` (README lists them).
+
+use super::ClientArgs;
+use clap::{Args, Subcommand};
+use roster_kernel::{
+    Command, ListFilter, MemberId, MemberKind, MemberStatus, ProcessId, ProcessPatch, Query, QueryResult, Reply,
+    ServerId, ServerPatch,
+};
+use roster_real::wire::{ClusterStatus, Consistency};
+use std::process::ExitCode;
+
+#[derive(Args, Debug)]
+pub struct GetArgs {
+    /// `server:ID` or `process:ID`.
+    member: String,
+    /// Read from the contacted node without confirming with the leader (may be stale).
+    #[arg(long)]
+    stale: bool,
+    #[command(flatten)]
+    client: ClientArgs,
+}
+
+#[derive(Args, Debug)]
+pub struct LsArgs {
+    /// `servers` or `processes` (default: both).
+    #[arg(long)]
+    kind: Option<String>,
+    /// Only this server and the processes it hosts.
+    #[arg(long)]
+    server: Option<u64>,
+    /// `online` or `draining`.
+    #[arg(long)]
+    status: Option<String>,
+    /// Every label given must match, `k=v`.
+    #[arg(long = "label")]
+    labels: Vec<String>,
+    #[arg(long)]
+    stale: bool,
+    #[command(flatten)]
+    client: ClientArgs,
+}
+
+#[derive(Args, Debug)]
+pub struct PutArgs {
+    /// `server:ID` or `process:ID`.
+    member: String,
+    #[arg(long)]
+    name: Option<String>,
+    /// `online` or `draining`.
+    #[arg(long)]
+    status: Option<String>,
+    /// Processes: set a label `k=v`, or remove it with `k=`.
+    #[arg(long = "label")]
+    labels: Vec<String>,
+    #[command(flatten)]
+    client: ClientArgs,
+}
+
+#[derive(Args, Debug)]
+pub struct DelArgs {
+    member: String,
+    #[command(flatten)]
+    client: ClientArgs,
+}
+
+#[derive(Args, Debug)]
+pub struct KvArgs {
+    #[command(subcommand)]
+    op: KvOp,
+}
+
+#[derive(Subcommand, Debug)]
+enum KvOp {
+    Get {
+        key: String,
+        #[arg(long)]
+        stale: bool,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    Put {
+        key: String,
+        value: String,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    Del {
+        key: String,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Set KEY to NEW only if it now holds EXPECTED (`--expect-absent` / `--delete`).
+    Cas {
+        key: String,
+        #[arg(long)]
+        expect: Option<String>,
+        #[arg(long, conflicts_with = "expect")]
+        expect_absent: bool,
+        #[arg(long)]
+        new: Option<String>,
+        #[arg(long, conflicts_with = "new")]
+        delete: bool,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+}
+
+#[derive(Args, Debug)]
+pub struct WatchArgs {
+    /// Events after this revision (default: from now).
+    #[arg(long)]
+    after: Option<u64>,
+    /// Stop after this many events (default: run until ctrl-c).
+    #[arg(long)]
+    count: Option<u64>,
+    #[command(flatten)]
+    client: ClientArgs,
+}
+
+#[derive(Args, Debug)]
+pub struct MemberArgs {
+    #[command(subcommand)]
+    op: MemberOp,
+}
+
+#[derive(Subcommand, Debug)]
+enum MemberOp {
+    /// Add server node ID at HOST:PORT (start it first with `roster node` without --peers).
+    Add {
+        id: u64,
+        addr: String,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Remove server node ID from the voters.
+    Remove {
+        id: u64,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+}
+
+fn parse_member(s: &str) -> Result<MemberId, String> {
+    let bad = || format!("bad member {s:?}: expected server:ID or process:ID");
+    let (kind, id) = s.split_once(':').ok_or_else(bad)?;
+    let id: u64 = id.parse().map_err(|_| bad())?;
+    match kind {
+        "server" => Ok(MemberId::Server(ServerId(id))),
+        "process" => Ok(MemberId::Process(ProcessId(id))),
+        _ => Err(bad()),
+    }
+}
+
+fn parse_status(s: &str) -> Result<MemberStatus, String> {
+    match s {
+        "online" => Ok(MemberStatus::Online),
+        "draining" => Ok(MemberStatus::Draining),
+        _ => Err(format!("bad status {s:?}: expected online or draining")),
+    }
+}
+
+pub fn parse_label(s: &str) -> Result<(String, String), String> {
+    let (k, v) = s.split_once('=').ok_or_else(|| format!("bad label {s:?}: expected KEY=VALUE"))?;
+    if k.is_empty() {
+        return Err(format!("bad label {s:?}: empty key"));
+    }
+    Ok((k.to_string(), v.to_string()))
+}
+
+fn consistency(stale: bool) -> Consistency {
+    if stale { Consistency::Stale } else { Consistency::Linearizable }
+}
+
+fn print_json<T: serde::Serialize>(v: &T) -> Result<(), String> {
+    println!("{}", serde_json::to_string_pretty(v).map_err(|e| format!("cannot encode JSON: {e}"))?);
+    Ok(())
+}
+
+fn done(json: bool, reply: &Reply) -> Result<ExitCode, String> {
+    if json {
+        print_json(reply)?;
+    } else {
+        match reply {
+            Reply::Done { revision } => println!("ok (revision {revision})"),
+            other => println!("{other:?}"),
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub async fn fetch_status(args: &ClientArgs) -> Result<ClusterStatus, String> {
+    let client = args.connect().await?;
+    client.status().await.map_err(|e| e.to_string())
+}
+
+pub fn render_status(s: &ClusterStatus) -> String {
+    let mut out = String::new();
+    let leader = s.leader.map(|l| l.to_string()).unwrap_or_else(|| "none".into());
+    out.push_str(&format!(
+        "leader {leader}  term {}  commit {}  applied {}  revision {}  (answered by node {})\n",
+        s.term,
+        s.commit_index.map(|i| i.to_string()).unwrap_or_else(|| "-".into()),
+        s.applied_index.map(|i| i.to_string()).unwrap_or_else(|| "-".into()),
+        s.revision,
+        s.node
+    ));
+    let voters: Vec<String> = s.voters.iter().map(|(id, a)| format!("{id}@{a}")).collect();
+    out.push_str(&format!("voters: {}\n", voters.join(" ")));
+    if !s.learners.is_empty() {
+        let l: Vec<String> = s.learners.iter().map(|(id, a)| format!("{id}@{a}")).collect();
+        out.push_str(&format!("learners: {}\n", l.join(" ")));
+    }
+    out.push_str(&format!("servers ({}):\n", s.servers.len()));
+    out.push_str("  ID    NAME              STATUS    HEARTBEAT   CPU(avg/cap)     MEM(avg/cap)\n");
+    for st in &s.servers {
+        let e = &st.entry;
+        let hb = st.heartbeat_age_ms.map(|a| format!("{a} ms ago")).unwrap_or_else(|| "-".into());
+        let (cpu, mem) = match e.resources {
+            Some(r) => (format!("{}%", r.cpu_percent_avg), format!("{} MiB", r.mem_bytes_used_avg >> 20)),
+            None => ("-".into(), "-".into()),
+        };
+        out.push_str(&format!(
+            "  {:<5} {:<17} {:<9} {:<11} {:>5}/{:<9} {:>9}/{} MiB\n",
+            e.id.0,
+            e.info.name,
+            format!("{:?}", e.status),
+            hb,
+            cpu,
+            format!("{}%", e.info.cpu_capacity_percent),
+            mem,
+            e.info.mem_capacity_bytes >> 20
+        ));
+    }
+    out.push_str(&format!("processes ({}):\n", s.processes.len()));
+    for p in &s.processes {
+        let port = p.info.service_port.map(|p| format!(":{p}")).unwrap_or_default();
+        out.push_str(&format!(
+            "  {:<5} {:<17} on server {:<4} {:?} {}{}\n",
+            p.id.0, p.info.name, p.info.server.0, p.status, p.info.service_host, port
+        ));
+    }
+    out
+}
+
+pub async fn status(args: ClientArgs) -> Result<ExitCode, String> {
+    let s = fetch_status(&args).await?;
+    if args.json {
+        print_json(&s)?;
+    } else {
+        print!("{}", render_status(&s));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub async fn get(args: GetArgs) -> Result<ExitCode, String> {
+    let member = parse_member(&args.member)?;
+    let client = args.client.connect().await?;
+    let query = match member {
+        MemberId::Server(id) => Query::GetServer(id),
+        MemberId::Process(id) => Query::GetProcess(id),
+    };
+    let reply = client.query(query, consistency(args.stale)).await.map_err(|e| e.to_string())?;
+    let found = match &reply.result {
+        QueryResult::Server(s) => s.is_some(),
+        QueryResult::Process(p) => p.is_some(),
+        _ => false,
+    };
+    if !found {
+        return Err(format!("{member} not found (it may have left: see `roster ls` and tombstones)"));
+    }
+    if args.client.json {
+        match reply.result {
+            QueryResult::Server(Some(s)) => print_json(&s)?,
+            QueryResult::Process(Some(p)) => print_json(&p)?,
+            _ => {}
+        }
+    } else {
+        match reply.result {
+            QueryResult::Server(Some(s)) => println!("{s:#?}"),
+            QueryResult::Process(Some(p)) => println!("{p:#?}"),
+            _ => {}
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub async fn ls(args: LsArgs) -> Result<ExitCode, String> {
+    let kind = match args.kind.as_deref() {
+        None => None,
+        Some("servers" | "server") => Some(MemberKind::Server),
+        Some("processes" | "process") => Some(MemberKind::Process),
+        Some(other) => return Err(format!("bad --kind {other:?}: expected servers or processes")),
+    };
+    let status = args.status.as_deref().map(parse_status).transpose()?;
+    let labels = args.labels.iter().map(|l| parse_label(l)).collect::<Result<_, _>>()?;
+    let filter = ListFilter { kind, server: args.server.map(ServerId), status, labels };
+    let client = args.client.connect().await?;
+    let reply = client.query(Query::List(filter), consistency(args.stale)).await.map_err(|e| e.to_string())?;
+    let QueryResult::Members { servers, processes } = reply.result else {
+        return Err("protocol error: list answered with something else".into());
+    };
+    if args.client.json {
+        print_json(&serde_json::json!({ "revision": reply.revision, "servers": servers, "processes": processes }))?;
+    } else {
+        for s in &servers {
+            println!("server:{:<6} {:<20} {:?} {}", s.id.0, s.info.name, s.status, s.info.api_addr);
+        }
+        for p in &processes {
+            let labels: Vec<String> = p.info.labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
+            println!("process:{:<5} {:<20} {:?} server:{} {}", p.id.0, p.info.name, p.status, p.info.server.0, labels.join(","));
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub async fn put(args: PutArgs) -> Result<ExitCode, String> {
+    let member = parse_member(&args.member)?;
+    let status = args.status.as_deref().map(parse_status).transpose()?;
+    let command = match member {
+        MemberId::Server(id) => {
+            if !args.labels.is_empty() {
+                return Err("servers have no labels; --label applies to processes".into());
+            }
+            Command::PutServer { id, patch: ServerPatch { name: args.name, status, ..Default::default() }, create: None }
+        }
+        MemberId::Process(id) => {
+            let mut patch = ProcessPatch { name: args.name, status, ..Default::default() };
+            for l in &args.labels {
+                let (k, v) = parse_label(l)?;
+                patch.labels.insert(k, (!v.is_empty()).then_some(v));
+            }
+            Command::PutProcess { id, patch }
+        }
+    };
+    let client = args.client.connect().await?;
+    let reply = client.execute(command).await.map_err(|e| e.to_string())?;
+    done(args.client.json, &reply)
+}
+
+pub async fn del(args: DelArgs) -> Result<ExitCode, String> {
+    let member = parse_member(&args.member)?;
+    let client = args.client.connect().await?;
+    let reply = client.execute(Command::Delete { member }).await.map_err(|e| e.to_string())?;
+    done(args.client.json, &reply)
+}
+
+pub async fn kv(args: KvArgs) -> Result<ExitCode, String> {
+    match args.op {
+        KvOp::Get { key, stale, client: c } => {
+            let client = c.connect().await?;
+            let reply = client.query(Query::KvGet { key: key.clone() }, consistency(stale)).await.map_err(|e| e.to_string())?;
+            let QueryResult::KvValue(v) = reply.result else {
+                return Err("protocol error: kv get answered with something else".into());
+            };
+            if c.json {
+                print_json(&serde_json::json!({ "key": key, "value": v, "revision": reply.revision }))?;
+                return Ok(ExitCode::SUCCESS);
+            }
+            match v {
+                Some(v) => println!("{v}"),
+                None => return Err(format!("key {key:?} not found")),
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        KvOp::Put { key, value, client: c } => {
+            let client = c.connect().await?;
+            let reply = client.execute(Command::KvPut { key, value }).await.map_err(|e| e.to_string())?;
+            done(c.json, &reply)
+        }
+        KvOp::Del { key, client: c } => {
+            let client = c.connect().await?;
+            let reply = client.execute(Command::KvDelete { key }).await.map_err(|e| e.to_string())?;
+            done(c.json, &reply)
+        }
+        KvOp::Cas { key, expect, expect_absent, new, delete, client: c } => {
+            if expect.is_none() && !expect_absent {
+                return Err("kv cas needs --expect VALUE or --expect-absent".into());
+            }
+            if new.is_none() && !delete {
+                return Err("kv cas needs --new VALUE or --delete".into());
+            }
+            let client = c.connect().await?;
+            let reply = client.execute(Command::KvCas { key, expected: expect, new }).await.map_err(|e| e.to_string())?;
+            if c.json {
+                print_json(&reply)?;
+            } else if let Reply::Cas { swapped, current, revision } = &reply {
+                let cur = current.as_deref().unwrap_or("<absent>");
+                println!("{} (current {cur}, revision {revision})", if *swapped { "swapped" } else { "not swapped" });
+            }
+            match reply {
+                Reply::Cas { swapped: false, .. } => Ok(ExitCode::from(1)),
+                _ => Ok(ExitCode::SUCCESS),
+            }
+        }
+    }
+}
+
+pub async fn watch(args: WatchArgs) -> Result<ExitCode, String> {
+    let client = args.client.connect().await?;
+    let after = match args.after {
+        Some(a) => a,
+        None => client.status().await.map_err(|e| e.to_string())?.revision,
+    };
+    let mut stream = client.watch(after).await.map_err(|e| e.to_string())?;
+    let mut seen = 0u64;
+    while args.count.is_none_or(|c| seen < c) {
+        let event = match stream.next().await {
+            Some(Ok(e)) => e,
+            Some(Err(e)) => return Err(e.to_string()),
+            None => return Err("watch stream ended".into()),
+        };
+        if args.client.json {
+            println!("{}", serde_json::to_string(&event).map_err(|e| e.to_string())?);
+        } else {
+            println!("{:>8}  {:?}", event.revision, event.kind);
+        }
+        seen += 1;
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub async fn member(args: MemberArgs) -> Result<ExitCode, String> {
+    let (c, result) = match args.op {
+        MemberOp::Add { id, addr, client: c } => {
+            roster_real::config::check_addr("addr", &addr).map_err(|e| e.to_string())?;
+            let client = c.connect().await?;
+            let r = client.add_node(id, addr).await;
+            (c, r)
+        }
+        MemberOp::Remove { id, client: c } => {
+            let client = c.connect().await?;
+            let r = client.remove_node(id).await;
+            (c, r)
+        }
+    };
+    result.map_err(|e| e.to_string())?;
+    if c.json {
+        print_json(&serde_json::json!({ "ok": true }))?;
+    } else {
+        println!("ok");
+    }
+    Ok(ExitCode::SUCCESS)
+}

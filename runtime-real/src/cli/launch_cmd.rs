@@ -1,0 +1,45 @@
+//! `roster launch`: ask the cluster to start a program on the idlest server that fits.
+
+use super::ClientArgs;
+use clap::Args;
+use roster_real::wire::LaunchRequest;
+use std::process::ExitCode;
+
+#[derive(Args, Debug)]
+pub struct LaunchArgs {
+    #[arg(long)]
+    name: String,
+    /// Only servers with at least this much free memory (bytes).
+    #[arg(long)]
+    require_mem: Option<u64>,
+    /// Only servers with at least this much free CPU (% of one core).
+    #[arg(long)]
+    require_cpu: Option<u32>,
+    #[arg(long = "label")]
+    labels: Vec<String>,
+    #[command(flatten)]
+    client: ClientArgs,
+    #[arg(last = true, required = true)]
+    command: Vec<String>,
+}
+
+pub async fn run(args: LaunchArgs) -> Result<ExitCode, String> {
+    let labels = args.labels.iter().map(|l| super::client_cmds::parse_label(l)).collect::<Result<_, _>>()?;
+    let (program, rest) = args.command.split_first().ok_or("nothing to launch: give -- CMD ARGS")?;
+    let req = LaunchRequest {
+        name: args.name.clone(),
+        program: program.clone(),
+        args: rest.to_vec(),
+        labels,
+        require_mem_bytes: args.require_mem,
+        require_cpu_percent: args.require_cpu,
+    };
+    let client = args.client.connect().await?;
+    let (server, process) = client.launch(req).await.map_err(|e| e.to_string())?;
+    if args.client.json {
+        println!("{}", serde_json::json!({ "server": server.0, "process": process.0 }));
+    } else {
+        println!("launched {:?} as {process} on {server}", args.name);
+    }
+    Ok(ExitCode::SUCCESS)
+}

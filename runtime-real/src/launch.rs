@@ -1,0 +1,190 @@
+//! Remote launch: the leader places a new worker on the server with the most headroom and
+//! forwards the request there; that node starts the program under `roster run`, so it is
+//! registered, heartbeats, and deregisters with its exit status. Off unless the program is
+//! on the node's allow-list.
+
+use crate::api::Api;
+use crate::config::NodeConfig;
+use crate::wire::{ClientEnvelope, ClientRequest, ClientResponse, ClientResponseEnvelope, Hello, LaunchRequest, Role};
+use roster_kernel::placement::{self, Requirements};
+use roster_kernel::{ResourceAverage, ServerId};
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+/// Label that ties a registered process to the launch that started it.
+pub const LAUNCH_LABEL: &str = "roster.launch-id";
+/// How long a launched program has to start and register.
+const REGISTER_TIMEOUT_MS: u64 = 15_000;
+const FORWARD_TIMEOUT_MS: u64 = REGISTER_TIMEOUT_MS + 5_000;
+
+pub struct Launcher {
+    node: u64,
+    allow: Vec<String>,
+    log_dir: PathBuf,
+    token: Option<String>,
+    token_file: Option<PathBuf>,
+    self_addr: String,
+    heartbeat_interval_ms: u64,
+    next: AtomicU64,
+}
+
+impl Launcher {
+    pub fn new(config: &NodeConfig) -> Self {
+        Launcher {
+            node: config.id,
+            allow: config.launch_allow.clone(),
+            log_dir: config.data_dir.join("launched"),
+            token: config.token.clone(),
+            token_file: config.token_file.clone(),
+            self_addr: config.advertise_addr().to_string(),
+            heartbeat_interval_ms: config.heartbeat_interval_ms,
+            next: AtomicU64::new(1),
+        }
+    }
+
+    /// On the leader: place, then start here or forward to the chosen node.
+    pub async fn launch(self: std::sync::Arc<Self>, api: &Api, req: LaunchRequest) -> ClientResponse {
+        if !api.raft.is_leader() {
+            return api.not_leader().await;
+        }
+        let need = Requirements { min_free_mem_bytes: req.require_mem_bytes, min_free_cpu_percent: req.require_cpu_percent };
+        let chosen = api.shared.with_state(|sm| {
+            let mut reserved: BTreeMap<ServerId, ResourceAverage> = BTreeMap::new();
+            for p in sm.processes() {
+                let r = reserved.entry(p.info.server).or_default();
+                r.cpu_percent_avg = r.cpu_percent_avg.saturating_add(p.info.reserved.cpu_percent_avg);
+                r.mem_bytes_used_avg = r.mem_bytes_used_avg.saturating_add(p.info.reserved.mem_bytes_used_avg);
+            }
+            placement::place(sm.servers(), &reserved, &need)
+        });
+        let server = match chosen {
+            Ok(s) => s,
+            Err(e) => return ClientResponse::Error(format!("launch of {:?}: {e}", req.name)),
+        };
+        tracing::info!(name = %req.name, %server, "launch placed");
+        if server.0 == self.node {
+            return self.start_local(api, req).await;
+        }
+        let Some(addr) = api.node_addr(server.0) else {
+            return ClientResponse::Error(format!("launch: chosen {server} has no known address"));
+        };
+        forward(&addr, &api.token, req).await
+    }
+
+    /// On the chosen node: start the program under `roster run` and wait until it registers.
+    pub async fn start_local(self: std::sync::Arc<Self>, api: &Api, req: LaunchRequest) -> ClientResponse {
+        if !self.allow.iter().any(|a| a == &req.program) {
+            tracing::warn!(program = %req.program, "launch refused: not on the allow-list");
+            return ClientResponse::Error(format!(
+                "launch refused: program {:?} is not on node {}'s allow-list (launch_allow / --launch-allow)",
+                req.program, self.node
+            ));
+        }
+        let launch_id = format!("{}-{}-{}", self.node, crate::clock::unix_ms(), self.next.fetch_add(1, Ordering::Relaxed));
+        let exe = match std::env::current_exe() {
+            Ok(p) => p,
+            Err(e) => return ClientResponse::Error(format!("launch failed: cannot find the roster binary: {e}")),
+        };
+        if let Err(e) = std::fs::create_dir_all(&self.log_dir) {
+            return ClientResponse::Error(format!("launch failed: cannot create {}: {e}", self.log_dir.display()));
+        }
+        let log_path = self.log_dir.join(format!("{}-{launch_id}.log", sanitize(&req.name)));
+        let log = match std::fs::File::create(&log_path) {
+            Ok(f) => f,
+            Err(e) => return ClientResponse::Error(format!("launch failed: cannot create {}: {e}", log_path.display())),
+        };
+        let log_err = match log.try_clone() {
+            Ok(f) => f,
+            Err(e) => return ClientResponse::Error(format!("launch failed: {e}")),
+        };
+        let mut cmd = tokio::process::Command::new(exe);
+        cmd.arg("run")
+            .args(["--name", &req.name, "--server-id", &self.node.to_string(), "--endpoints", &self.self_addr])
+            .args(["--heartbeat-interval-ms", &self.heartbeat_interval_ms.to_string()])
+            .arg("--label")
+            .arg(format!("{LAUNCH_LABEL}={launch_id}"));
+        for (k, v) in &req.labels {
+            cmd.arg("--label").arg(format!("{k}={v}"));
+        }
+        if let Some(m) = req.require_mem_bytes {
+            cmd.args(["--reserve-mem", &m.to_string()]);
+        }
+        if let Some(c) = req.require_cpu_percent {
+            cmd.args(["--reserve-cpu", &c.to_string()]);
+        }
+        cmd.arg("--").arg(&req.program).args(&req.args);
+        match (&self.token, &self.token_file) {
+            (Some(t), _) => {
+                cmd.env("ROSTER_TOKEN", t);
+            }
+            (None, Some(f)) => {
+                cmd.arg("--token-file").arg(f);
+            }
+            (None, None) => {
+                cmd.env("ROSTER_TOKEN", &api.token);
+            }
+        }
+        cmd.stdin(std::process::Stdio::null()).stdout(log).stderr(log_err).kill_on_drop(false);
+        let mut child = match cmd.spawn() {
+            Ok(c) => c,
+            Err(e) => return ClientResponse::Error(format!("launch failed: {e}")),
+        };
+        let deadline = tokio::time::Instant::now() + Duration::from_millis(REGISTER_TIMEOUT_MS);
+        loop {
+            let found = api.shared.with_state(|sm| {
+                sm.processes().find(|p| p.info.labels.get(LAUNCH_LABEL) == Some(&launch_id)).map(|p| p.id)
+            });
+            if let Some(process) = found {
+                tracing::info!(name = %req.name, %process, log = %log_path.display(), "launched");
+                // The wrapper lives on by itself; reap it when it ends.
+                tokio::spawn(async move {
+                    let _ = child.wait().await;
+                });
+                return ClientResponse::Launched { server: ServerId(self.node), process };
+            }
+            if let Ok(Some(status)) = child.try_wait() {
+                let tail = last_line(&log_path);
+                return ClientResponse::Error(format!("launch failed: program exited ({status}) before registering: {tail}"));
+            }
+            if tokio::time::Instant::now() >= deadline {
+                let _ = child.start_kill();
+                return ClientResponse::Error(format!(
+                    "launch timed out: {:?} did not register within {REGISTER_TIMEOUT_MS} ms (log: {})",
+                    req.name,
+                    log_path.display()
+                ));
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+    }
+}
+
+/// Sends a `StartLocal` to the chosen node and relays its answer.
+async fn forward(addr: &str, token: &str, req: LaunchRequest) -> ClientResponse {
+    let hello = Hello { token: token.to_string(), role: Role::Client };
+    let exchange = async {
+        let (mut r, mut w) = crate::transport::connect(addr, &hello, crate::wire::MAX_CLIENT_FRAME_BYTES, 2_000).await?;
+        w.send(&ClientEnvelope { id: 1, request: ClientRequest::StartLocal(req) }).await?;
+        r.recv::<ClientResponseEnvelope>().await
+    };
+    let deadline = tokio::time::Instant::now() + Duration::from_millis(FORWARD_TIMEOUT_MS);
+    match crate::rt::Timeout::new(exchange, deadline).await {
+        Ok(Ok(env)) => env.response,
+        Ok(Err(e)) => ClientResponse::Error(format!("launch: forwarding to {addr} failed: {e}")),
+        Err(_) => ClientResponse::Error(format!("launch timed out waiting for {addr}")),
+    }
+}
+
+fn sanitize(name: &str) -> String {
+    name.chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' { c } else { '_' }).take(64).collect()
+}
+
+fn last_line(path: &std::path::Path) -> String {
+    std::fs::read_to_string(path)
+        .ok()
+        .and_then(|t| t.lines().rev().find(|l| !l.trim().is_empty()).map(str::to_string))
+        .unwrap_or_else(|| "(no output)".into())
+}
+
