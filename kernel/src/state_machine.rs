@@ -34,6 +34,11 @@ mod session;
 mod snapshot;
 mod tombstones;
 
+#[cfg(test)]
+mod model_tests;
+#[cfg(test)]
+mod tests;
+
 pub use history::EventsCompacted;
 pub use limits::Limits;
 pub use snapshot::{SNAPSHOT_FORMAT_VERSION, SnapshotError};
@@ -188,6 +193,14 @@ impl ClusterStateMachine {
     }
 
     /// Servers in id order.
+    /// Whether `member` is live in the record.
+    pub fn contains_member(&self, member: MemberId) -> bool {
+        match member {
+            MemberId::Server(id) => self.get_server(id).is_some(),
+            MemberId::Process(id) => self.get_process(id).is_some(),
+        }
+    }
+
     pub fn servers(&self) -> impl Iterator<Item = &ServerEntry> + '_ {
         self.servers.values()
     }

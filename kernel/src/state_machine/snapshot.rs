@@ -164,6 +164,11 @@ pub(super) fn encode(machine: &ClusterStateMachine) -> Vec<u8> {
         Ok(()),
         "only a sound state is written"
     );
+    encode_unchecked(machine)
+}
+
+/// `encode` without the debug check, so tests can write unsound states.
+pub(super) fn encode_unchecked(machine: &ClusterStateMachine) -> Vec<u8> {
     let body = BodyOut {
         limits: &machine.limits,
         revision: machine.revision,
@@ -312,4 +317,18 @@ fn build(body: BodyIn) -> Result<ClusterStateMachine, SnapshotError> {
     };
     machine.check_invariants().map_err(malformed)?;
     Ok(machine)
+}
+
+#[cfg(test)]
+pub(super) mod tests_support {
+    use super::{CRC_AT, HEADER_LEN, LENGTH_AT, checksum};
+
+    /// Rewrites the length and crc fields of `bytes` to match its payload, so tests can
+    /// hand `restore` damaged content that passes the checksum.
+    pub(crate) fn reseal(bytes: &mut [u8]) {
+        let payload_len = (bytes.len() - HEADER_LEN) as u64;
+        bytes[LENGTH_AT..CRC_AT].copy_from_slice(&payload_len.to_le_bytes());
+        let crc = checksum(bytes);
+        bytes[CRC_AT..HEADER_LEN].copy_from_slice(&crc.to_le_bytes());
+    }
 }
