@@ -14,6 +14,7 @@ pub mod model;
 pub mod placement;
 pub mod query;
 pub mod resource_window;
+pub mod retry_queue;
 pub mod rng;
 pub mod state_machine;
 
