@@ -3,6 +3,7 @@
 
 pub mod raft_types;
 pub mod rt;
+pub mod client;
 pub mod network;
 pub mod storage;
 pub mod transport;
