@@ -1,0 +1,433 @@
+//! openraft's log storage over the WAL, with group commit.
+//!
+//! Every entry not yet purged is kept in memory (a `BTreeMap` by index), so reads never
+//! touch the disk. Writes go, in call order, through a bounded queue to one writer task
+//! that owns the `Wal`. The writer takes every command queued at that moment, writes them
+//! all, then makes them durable with ONE fsync and only then fires the waiting appends'
+//! `IOFlushed` callbacks: concurrent appends share an fsync.
+//!
+//! openraft allows this: `RaftLogStorage::append` must make the entries readable before it
+//! returns, and call the callback once they are persisted, "either before or after this
+//! method returns"; openraft does not wait for the callback before the next `append`
+//! (its `IOFlushed` watermark even tolerates out-of-order completion).
+//!
+//! Vote, truncate and purge are barriers: the writer first makes all earlier appends
+//! durable (and acknowledges them), then performs the operation durably, then replies.
+//! That keeps every write IO in call order, as `RaftLogStorage` requires.
+//!
+//! Determinism: on a `MemDisk` the writer does all its work inline on its own task (no
+//! threads, clocks or randomness), so a simulated run is a function of its seed. On a
+//! disk whose fsync blocks for real (`Disk::sync_blocks_thread`), fsyncs and the barrier
+//! operations run on tokio's blocking pool so they do not stall a runtime worker; that
+//! path is compiled out under `cfg(madsim)`.
+
+use super::StorageError;
+use super::disk::Disk;
+use super::wal::{self, EncodedBatch, Wal, WalOptions};
+use crate::raft_types::{Entry, LogId, TypeConfig, Vote};
+use openraft::OptionalSend;
+use openraft::storage::{IOFlushed, LogState, RaftLogReader, RaftLogStorage};
+use std::collections::BTreeMap;
+use std::fmt::Debug;
+use std::io;
+use std::ops::{Bound, RangeBounds};
+use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use tokio::sync::{mpsc, oneshot};
+
+/// Commands waiting for the writer; `append` waits for room beyond this (backpressure).
+const WRITER_QUEUE_COMMANDS: usize = 1024;
+/// Most entries `limited_get_log_entries` returns at once.
+const MAX_READ_ENTRIES: u64 = 4096;
+
+type Callback = IOFlushed<TypeConfig>;
+type Reply = oneshot::Sender<Result<(), io::Error>>;
+
+enum Command {
+    Append { batch: EncodedBatch, done: Callback },
+    Committed(LogId),
+    SaveVote { vote: Vote, reply: Reply },
+    TruncateAfter { last_kept: Option<u64>, reply: Reply },
+    Purge { upto: LogId, reply: Reply },
+    Flush { reply: Reply },
+}
+
+#[derive(Debug, Default)]
+struct LogMem {
+    entries: BTreeMap<u64, Entry>,
+    vote: Option<Vote>,
+    committed: Option<LogId>,
+    last_purged: Option<LogId>,
+}
+
+impl LogMem {
+    fn last_log_id(&self) -> Option<LogId> {
+        self.entries.last_key_value().map(|(_, e)| e.log_id).or(self.last_purged)
+    }
+}
+
+#[derive(Debug, Default)]
+struct Shared {
+    mem: RwLock<LogMem>,
+}
+
+impl Shared {
+    // No code below panics while holding the lock with `LogMem` half updated, so a
+    // poisoned lock still guards consistent data.
+    fn read(&self) -> RwLockReadGuard<'_, LogMem> {
+        self.mem.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn write(&self) -> RwLockWriteGuard<'_, LogMem> {
+        self.mem.write().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// openraft's `RaftLogStorage`: the Raft log, vote and committed log id, durable in a WAL.
+pub struct LogStore {
+    shared: Arc<Shared>,
+    tx: mpsc::Sender<Command>,
+}
+
+/// A read-only handle to the log (openraft gives one to each replication task).
+#[derive(Clone)]
+pub struct LogReader {
+    shared: Arc<Shared>,
+}
+
+impl LogStore {
+    /// Opens the WAL on `disk` and starts the writer task (so: inside the runtime).
+    pub fn open(disk: Arc<dyn Disk>, opts: WalOptions) -> Result<LogStore, StorageError> {
+        let offload = disk.sync_blocks_thread();
+        let (wal, recovered) = Wal::open(disk, opts)?;
+        tracing::info!(
+            entries = recovered.entries.len(),
+            first = ?recovered.entries.first().map(|e| e.log_id.index),
+            last = ?recovered.entries.last().map(|e| e.log_id.index),
+            purged = ?recovered.last_purged.as_ref().map(|l| l.index),
+            committed = ?recovered.committed.as_ref().map(|l| l.index),
+            "Raft log opened"
+        );
+        let mem = LogMem {
+            entries: recovered.entries.into_iter().map(|e| (e.log_id.index, e)).collect(),
+            vote: recovered.vote,
+            committed: recovered.committed,
+            last_purged: recovered.last_purged,
+        };
+        let (tx, rx) = mpsc::channel(WRITER_QUEUE_COMMANDS);
+        tokio::spawn(run_writer(Arc::new(Mutex::new(wal)), rx, offload));
+        Ok(LogStore { shared: Arc::new(Shared { mem: RwLock::new(mem) }), tx })
+    }
+
+    /// A reader over the same log.
+    pub fn reader(&self) -> LogReader {
+        LogReader { shared: self.shared.clone() }
+    }
+
+    /// Waits until every write so far is durable.
+    pub async fn flush(&mut self) -> Result<(), io::Error> {
+        self.call(|reply| Command::Flush { reply }).await
+    }
+
+    async fn send(&self, cmd: Command) -> Result<(), io::Error> {
+        self.tx.send(cmd).await.map_err(|_| writer_gone())
+    }
+
+    async fn call(&self, cmd: impl FnOnce(Reply) -> Command) -> Result<(), io::Error> {
+        let (reply, rx) = oneshot::channel();
+        self.send(cmd(reply)).await?;
+        rx.await.map_err(|_| writer_gone())?
+    }
+}
+
+fn writer_gone() -> io::Error {
+    io::Error::new(io::ErrorKind::BrokenPipe, "the Raft log's writer task has stopped")
+}
+
+/// Why `entries` cannot follow what the log holds, if they cannot.
+fn check_follows(mem: &LogMem, entries: &[Entry]) -> Result<(), StorageError> {
+    let mut last = mem.last_log_id();
+    let mut have_entry = !mem.entries.is_empty();
+    for e in entries {
+        let expected = last.as_ref().map(|l| l.index + 1);
+        let older_leader = have_entry && last.as_ref().is_some_and(|l| e.log_id.leader_id < l.leader_id);
+        if expected.is_some_and(|x| x != e.log_id.index) || older_leader {
+            return Err(StorageError::OutOfOrder { log_id: e.log_id.to_string(), expected });
+        }
+        last = Some(e.log_id);
+        have_entry = true;
+    }
+    Ok(())
+}
+
+fn read_range<RB: RangeBounds<u64>>(mem: &LogMem, range: &RB, limit: u64) -> Vec<Entry> {
+    let start = match range.start_bound() {
+        Bound::Included(s) => *s,
+        Bound::Excluded(s) => match s.checked_add(1) {
+            Some(s) => s,
+            None => return Vec::new(),
+        },
+        Bound::Unbounded => 0,
+    };
+    let end = match range.end_bound() {
+        Bound::Included(e) => Bound::Included(*e),
+        Bound::Excluded(e) => Bound::Excluded(*e),
+        Bound::Unbounded => Bound::Unbounded,
+    };
+    let empty = match end {
+        Bound::Included(e) => start > e,
+        Bound::Excluded(e) => start >= e,
+        Bound::Unbounded => false,
+    };
+    if empty {
+        return Vec::new();
+    }
+    let limit = usize::try_from(limit).unwrap_or(usize::MAX);
+    mem.entries.range((Bound::Included(start), end)).take(limit).map(|(_, e)| e.clone()).collect()
+}
+
+impl RaftLogReader<TypeConfig> for LogReader {
+    async fn try_get_log_entries<RB: RangeBounds<u64> + Clone + Debug + OptionalSend>(
+        &mut self,
+        range: RB,
+    ) -> Result<Vec<Entry>, io::Error> {
+        Ok(read_range(&self.shared.read(), &range, u64::MAX))
+    }
+
+    async fn read_vote(&mut self) -> Result<Option<Vote>, io::Error> {
+        Ok(self.shared.read().vote)
+    }
+
+    async fn limited_get_log_entries(&mut self, start: u64, end: u64) -> Result<Vec<Entry>, io::Error> {
+        Ok(read_range(&self.shared.read(), &(start..end), MAX_READ_ENTRIES))
+    }
+}
+
+impl RaftLogReader<TypeConfig> for LogStore {
+    async fn try_get_log_entries<RB: RangeBounds<u64> + Clone + Debug + OptionalSend>(
+        &mut self,
+        range: RB,
+    ) -> Result<Vec<Entry>, io::Error> {
+        self.reader().try_get_log_entries(range).await
+    }
+
+    async fn read_vote(&mut self) -> Result<Option<Vote>, io::Error> {
+        self.reader().read_vote().await
+    }
+
+    async fn limited_get_log_entries(&mut self, start: u64, end: u64) -> Result<Vec<Entry>, io::Error> {
+        self.reader().limited_get_log_entries(start, end).await
+    }
+}
+
+impl RaftLogStorage<TypeConfig> for LogStore {
+    type LogReader = LogReader;
+
+    async fn get_log_state(&mut self) -> Result<LogState<TypeConfig>, io::Error> {
+        let mem = self.shared.read();
+        Ok(LogState { last_purged_log_id: mem.last_purged, last_log_id: mem.last_log_id() })
+    }
+
+    async fn get_log_reader(&mut self) -> LogReader {
+        self.reader()
+    }
+
+    async fn save_vote(&mut self, vote: &Vote) -> Result<(), io::Error> {
+        let v = *vote;
+        self.call(|reply| Command::SaveVote { vote: v, reply }).await?;
+        self.shared.write().vote = Some(*vote);
+        Ok(())
+    }
+
+    async fn save_committed(&mut self, committed: Option<LogId>) -> Result<(), io::Error> {
+        self.shared.write().committed = committed;
+        match committed {
+            Some(c) => self.send(Command::Committed(c)).await,
+            None => Ok(()),
+        }
+    }
+
+    async fn read_committed(&mut self) -> Result<Option<LogId>, io::Error> {
+        Ok(self.shared.read().committed)
+    }
+
+    async fn append<I>(&mut self, entries: I, callback: Callback) -> Result<(), io::Error>
+    where
+        I: IntoIterator<Item = Entry> + OptionalSend,
+        I::IntoIter: OptionalSend,
+    {
+        let entries: Vec<Entry> = entries.into_iter().collect();
+        // Encoding here, on the caller's task, keeps the writer's turn short.
+        let batch = wal::encode_entries(&entries)?;
+        {
+            let mut mem = self.shared.write();
+            check_follows(&mem, &entries)?;
+            for e in entries {
+                mem.entries.insert(e.log_id.index, e);
+            }
+        }
+        self.send(Command::Append { batch, done: callback }).await
+    }
+
+    async fn truncate_after(&mut self, last_log_id: Option<LogId>) -> Result<(), io::Error> {
+        let last_kept = last_log_id.as_ref().map(|l| l.index);
+        {
+            let mut mem = self.shared.write();
+            match last_kept {
+                Some(i) => drop(mem.entries.split_off(&(i + 1))),
+                None => mem.entries.clear(),
+            }
+        }
+        self.call(|reply| Command::TruncateAfter { last_kept, reply }).await
+    }
+
+    async fn purge(&mut self, log_id: LogId) -> Result<(), io::Error> {
+        {
+            let mut mem = self.shared.write();
+            if mem.last_purged.as_ref() >= Some(&log_id) {
+                return Ok(());
+            }
+            mem.entries = mem.entries.split_off(&(log_id.index + 1));
+            mem.last_purged = Some(log_id);
+        }
+        self.call(|reply| Command::Purge { upto: log_id, reply }).await
+    }
+}
+
+// ----- the writer task -----
+
+/// Runs `f` where disk work belongs: inline on a `MemDisk` (deterministic), on the
+/// blocking pool when fsync really blocks the thread.
+async fn on_disk<R: Send + 'static>(offload: bool, f: impl FnOnce() -> R + Send + 'static) -> Result<R, String> {
+    #[cfg(not(madsim))]
+    if offload {
+        return tokio::task::spawn_blocking(f).await.map_err(|e| format!("storage I/O task failed: {e}"));
+    }
+    #[cfg(madsim)]
+    let _ = offload;
+    Ok(f())
+}
+
+struct Writer {
+    wal: Arc<Mutex<Wal>>,
+    offload: bool,
+    /// Callbacks of appends written but not yet fsynced.
+    waiting: Vec<Callback>,
+    /// Set by the first failure; every later write is refused with it.
+    failed: Option<String>,
+}
+
+impl Writer {
+    fn wal(&self) -> std::sync::MutexGuard<'_, Wal> {
+        // The WAL is used by one task at a time; a panic inside it poisons nothing we
+        // rely on, because `failed` is set right after and the WAL is never used again.
+        self.wal.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn fail(&mut self, e: impl std::fmt::Display) {
+        let msg = e.to_string();
+        tracing::error!(error = %msg, "Raft log storage failed; refusing further writes");
+        for cb in self.waiting.drain(..) {
+            cb.io_completed(Err(io::Error::other(msg.clone())));
+        }
+        self.failed = Some(msg);
+    }
+
+    fn refusal(&self) -> Option<io::Error> {
+        self.failed.as_ref().map(|m| io::Error::other(StorageError::Failed(m.clone()).to_string()))
+    }
+
+    /// One fsync for everything written; then the waiting appends are acknowledged.
+    async fn flush(&mut self) {
+        if self.failed.is_some() || (self.waiting.is_empty() && !self.wal().needs_sync()) {
+            return;
+        }
+        let wal = self.wal.clone();
+        let result = on_disk(self.offload, move || {
+            let mut wal = wal.lock().unwrap_or_else(|e| e.into_inner());
+            wal.sync().map_err(|e| e.to_string())
+        })
+        .await
+        .and_then(|r| r);
+        match result {
+            Ok(()) => {
+                for cb in self.waiting.drain(..) {
+                    cb.io_completed(Ok(()));
+                }
+            }
+            Err(e) => self.fail(e),
+        }
+    }
+
+    /// A barrier: earlier appends are made durable first, then `op` runs, durably.
+    async fn barrier(&mut self, reply: Reply, op: impl FnOnce(&mut Wal) -> Result<(), StorageError> + Send + 'static) {
+        self.flush().await;
+        if let Some(e) = self.refusal() {
+            let _ = reply.send(Err(e));
+            return;
+        }
+        let wal = self.wal.clone();
+        let result = on_disk(self.offload, move || {
+            let mut wal = wal.lock().unwrap_or_else(|e| e.into_inner());
+            op(&mut wal).map_err(|e| e.to_string())
+        })
+        .await
+        .and_then(|r| r);
+        match result {
+            Ok(()) => {
+                let _ = reply.send(Ok(()));
+            }
+            Err(e) => {
+                self.fail(&e);
+                let _ = reply.send(Err(io::Error::other(e)));
+            }
+        }
+    }
+
+    async fn handle(&mut self, cmd: Command) {
+        match cmd {
+            Command::Append { batch, done } => {
+                if let Some(e) = self.refusal() {
+                    done.io_completed(Err(e));
+                    return;
+                }
+                let written = self.wal().append(&batch);
+                match written {
+                    Ok(()) => self.waiting.push(done),
+                    Err(e) => {
+                        self.waiting.push(done);
+                        self.fail(e);
+                    }
+                }
+            }
+            Command::Committed(log_id) => {
+                if self.failed.is_none() {
+                    let written = self.wal().save_committed(&log_id);
+                    if let Err(e) = written {
+                        self.fail(e);
+                    }
+                }
+            }
+            Command::SaveVote { vote, reply } => self.barrier(reply, move |wal| wal.save_vote(&vote)).await,
+            Command::TruncateAfter { last_kept, reply } => {
+                self.barrier(reply, move |wal| wal.truncate_after(last_kept)).await
+            }
+            Command::Purge { upto, reply } => self.barrier(reply, move |wal| wal.purge(&upto)).await,
+            Command::Flush { reply } => self.barrier(reply, |_| Ok(())).await,
+        }
+    }
+}
+
+async fn run_writer(wal: Arc<Mutex<Wal>>, mut rx: mpsc::Receiver<Command>, offload: bool) {
+    let mut writer = Writer { wal, offload, waiting: Vec::new(), failed: None };
+    while let Some(first) = rx.recv().await {
+        // Group commit: take everything queued right now, then fsync once.
+        writer.handle(first).await;
+        while let Ok(cmd) = rx.try_recv() {
+            writer.handle(cmd).await;
+        }
+        writer.flush().await;
+    }
+    // The store was dropped: finish what was written, so nothing acknowledged is lost
+    // and nobody waits forever.
+    writer.flush().await;
+}

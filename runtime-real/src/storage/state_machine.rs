@@ -1,0 +1,394 @@
+//! openraft's state machine over the kernel's `ClusterStateMachine`, with snapshots in
+//! their own files, and the applied state shared with the client API.
+//!
+//! The state machine itself lives in memory; snapshots are what is durable. On restart
+//! the latest snapshot is restored and openraft re-applies the log from there up to the
+//! committed log id (which the log store keeps).
+//!
+//! Snapshot bytes (`SnapshotData`, what the network ships to a follower whole) are
+//! self-checking:
+//!
+//! ```text
+//! magic "RSTRSNP1" | crc32 of everything after this field: u32 | meta_len: u32
+//! | postcard(SnapshotMeta) | the kernel's own snapshot bytes (versioned, checksummed)
+//! ```
+//!
+//! A snapshot file `snapshot-<n>.snap` (n = last applied index + 1, 0 for none) is
+//! written as `snapshot.tmp`, fsynced, renamed, and the directory fsynced; then older
+//! snapshot files are deleted.
+
+use super::StorageError;
+use super::disk::Disk;
+use crate::raft_types::{Entry, LogId, SnapshotMeta, StoredMembership, TypeConfig};
+use crate::rt::OrderedWatch;
+use futures::StreamExt;
+use openraft::alias::SnapshotOf;
+use openraft::entry::EntryPayload;
+use openraft::storage::{EntryResponder, RaftSnapshotBuilder, RaftStateMachine};
+use openraft::{LogIdOptionExt, OptionalSend};
+use openraft_rt::{Watch, WatchReceiver, WatchSender};
+use roster_kernel::{ClusterStateMachine, CommandResult, Limits, Reply};
+use std::io;
+use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard};
+
+/// A whole snapshot, as built, stored, sent and installed.
+pub type SnapshotData = Vec<u8>;
+pub type Snapshot = SnapshotOf<TypeConfig, SnapshotData>;
+
+const SNAPSHOT_MAGIC: [u8; 8] = *b"RSTRSNP1";
+const SNAPSHOT_HEADER_BYTES: usize = SNAPSHOT_MAGIC.len() + 8;
+const SNAPSHOT_TMP_FILE: &str = "snapshot.tmp";
+
+type AppliedSender = <OrderedWatch as Watch>::Sender<Applied>;
+/// A receiver of `Applied` changes (see `SharedState::subscribe`).
+pub type AppliedReceiver = <OrderedWatch as Watch>::Receiver<Applied>;
+
+/// How far the state machine has applied the log.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Applied {
+    /// Index of the last applied log entry (of any kind).
+    pub log_index: Option<u64>,
+    /// The kernel's revision (number of applied proposals).
+    pub revision: u64,
+}
+
+/// The applied state: the kernel's state machine and where in the log it stands.
+#[derive(Debug)]
+pub struct AppliedState {
+    pub kernel: ClusterStateMachine,
+    pub last_applied: Option<LogId>,
+    pub membership: StoredMembership,
+}
+
+impl AppliedState {
+    fn applied(&self) -> Applied {
+        Applied { log_index: self.last_applied.as_ref().map(|l| l.index), revision: self.kernel.revision() }
+    }
+}
+
+/// The state shared between openraft (which applies) and the client API (which reads and
+/// waits for progress).
+pub struct SharedState {
+    state: RwLock<AppliedState>,
+    applied: AppliedSender,
+}
+
+impl std::fmt::Debug for SharedState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SharedState").field("applied", &self.applied()).finish()
+    }
+}
+
+impl SharedState {
+    fn new(state: AppliedState) -> SharedState {
+        let (applied, _rx) = OrderedWatch::channel(state.applied());
+        SharedState { state: RwLock::new(state), applied }
+    }
+
+    /// Read access to the applied state. Hold it briefly: applying waits for it.
+    pub fn read(&self) -> RwLockReadGuard<'_, AppliedState> {
+        // Applying never panics half way through an update (the kernel's `apply` is
+        // total), so a poisoned lock still guards a consistent state.
+        self.state.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn write(&self) -> RwLockWriteGuard<'_, AppliedState> {
+        self.state.write().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// How far the log has been applied.
+    pub fn applied(&self) -> Applied {
+        *self.applied.borrow_watched()
+    }
+
+    /// A receiver that wakes on every change of `applied()` (deterministic wake order).
+    pub fn subscribe(&self) -> AppliedReceiver {
+        self.applied.subscribe()
+    }
+
+    /// Waits until the log entry at `log_index` (or a later one) has been applied.
+    pub async fn wait_applied(&self, log_index: u64) -> Applied {
+        let mut rx = self.subscribe();
+        loop {
+            let now = *rx.borrow_and_update();
+            if now.log_index.is_some_and(|i| i >= log_index) {
+                return now;
+            }
+            if rx.changed().await.is_err() {
+                // The sender lives as long as `self`; unreachable while we borrow it.
+                return self.applied();
+            }
+        }
+    }
+
+    fn publish(&self, applied: Applied) {
+        self.applied.send_if_modified(|cur| {
+            let changed = *cur != applied;
+            *cur = applied;
+            changed
+        });
+    }
+}
+
+/// openraft's `RaftStateMachine` (and `RaftSnapshotBuilder`: a clone builds snapshots).
+#[derive(Clone)]
+pub struct StateMachineStore {
+    shared: Arc<SharedState>,
+    snapshots: Arc<SnapshotFiles>,
+}
+
+/// The snapshot files; one writer at a time (a build may race an install).
+struct SnapshotFiles {
+    disk: Arc<dyn Disk>,
+    /// Meta and file name of the current snapshot.
+    current: Mutex<Option<(SnapshotMeta, String)>>,
+}
+
+fn io_err(file: &str) -> impl FnOnce(io::Error) -> StorageError + '_ {
+    move |source| StorageError::Io { file: file.to_string(), source }
+}
+
+fn snapshot_file_name(meta: &SnapshotMeta) -> String {
+    format!("snapshot-{:020}.snap", meta.last_log_id.next_index())
+}
+
+fn is_snapshot_file(name: &str) -> bool {
+    name.strip_prefix("snapshot-")
+        .and_then(|s| s.strip_suffix(".snap"))
+        .is_some_and(|d| d.len() == 20 && d.bytes().all(|b| b.is_ascii_digit()))
+}
+
+/// Encodes a snapshot: our header around the kernel's bytes.
+fn encode_snapshot(meta: &SnapshotMeta, kernel: &[u8]) -> Result<SnapshotData, StorageError> {
+    let meta_bytes = postcard::to_allocvec(meta)
+        .map_err(|e| StorageError::Encode { what: "snapshot metadata".into(), reason: e.to_string() })?;
+    let mut out = Vec::with_capacity(SNAPSHOT_HEADER_BYTES + meta_bytes.len() + kernel.len());
+    out.extend_from_slice(&SNAPSHOT_MAGIC);
+    out.extend_from_slice(&[0u8; 4]);
+    out.extend_from_slice(&(meta_bytes.len() as u32).to_le_bytes());
+    out.extend_from_slice(&meta_bytes);
+    out.extend_from_slice(kernel);
+    let crc = crc32fast::hash(&out[12..]);
+    out[8..12].copy_from_slice(&crc.to_le_bytes());
+    Ok(out)
+}
+
+/// Splits snapshot bytes into their meta and the kernel's bytes, checking everything.
+fn decode_snapshot<'a>(bytes: &'a [u8], file: &str) -> Result<(SnapshotMeta, &'a [u8]), StorageError> {
+    let corrupt =
+        |offset: usize, reason: String| StorageError::Corrupt { file: file.to_string(), offset: offset as u64, reason };
+    if bytes.len() < SNAPSHOT_HEADER_BYTES || bytes[..8] != SNAPSHOT_MAGIC {
+        return Err(corrupt(0, "not a Roster snapshot (bad magic or too short)".into()));
+    }
+    let crc = u32::from_le_bytes(bytes[8..12].try_into().expect("4 bytes"));
+    if crc32fast::hash(&bytes[12..]) != crc {
+        return Err(corrupt(8, "snapshot checksum mismatch".into()));
+    }
+    let meta_len = u32::from_le_bytes(bytes[12..16].try_into().expect("4 bytes")) as usize;
+    let meta_end = SNAPSHOT_HEADER_BYTES
+        .checked_add(meta_len)
+        .filter(|end| *end <= bytes.len())
+        .ok_or_else(|| corrupt(12, "metadata length past the end".into()))?;
+    let meta: SnapshotMeta = postcard::from_bytes(&bytes[SNAPSHOT_HEADER_BYTES..meta_end])
+        .map_err(|e| corrupt(SNAPSHOT_HEADER_BYTES, format!("metadata does not decode: {e}")))?;
+    Ok((meta, &bytes[meta_end..]))
+}
+
+fn restore_kernel(kernel: &[u8], file: &str, offset: usize) -> Result<ClusterStateMachine, StorageError> {
+    ClusterStateMachine::restore(kernel).map_err(|e| StorageError::Corrupt {
+        file: file.to_string(),
+        offset: offset as u64,
+        reason: format!("state machine snapshot: {e}"),
+    })
+}
+
+impl SnapshotFiles {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Option<(SnapshotMeta, String)>> {
+        // Updated only after the file work succeeded: never half-written.
+        self.current.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Durably stores `data` as the current snapshot unless a newer one is already
+    /// current; deletes older snapshot files. Returns whether it was stored.
+    fn store(&self, meta: &SnapshotMeta, data: &[u8]) -> Result<bool, StorageError> {
+        let mut current = self.lock();
+        if current.as_ref().is_some_and(|(m, _)| m.last_log_id > meta.last_log_id) {
+            return Ok(false);
+        }
+        let disk = &self.disk;
+        let name = snapshot_file_name(meta);
+        disk.create(SNAPSHOT_TMP_FILE).map_err(io_err(SNAPSHOT_TMP_FILE))?;
+        disk.write_at(SNAPSHOT_TMP_FILE, 0, data).map_err(io_err(SNAPSHOT_TMP_FILE))?;
+        disk.sync_data(SNAPSHOT_TMP_FILE).map_err(io_err(SNAPSHOT_TMP_FILE))?;
+        disk.rename(SNAPSHOT_TMP_FILE, &name).map_err(io_err(&name))?;
+        disk.sync_dir().map_err(io_err("the data directory"))?;
+        *current = Some((meta.clone(), name.clone()));
+        self.remove_others(&name)?;
+        Ok(true)
+    }
+
+    fn remove_others(&self, keep: &str) -> Result<(), StorageError> {
+        let names = self.disk.list().map_err(io_err("the data directory"))?;
+        let mut removed = false;
+        for name in names.iter().filter(|n| (is_snapshot_file(n) && *n != keep) || *n == SNAPSHOT_TMP_FILE) {
+            self.disk.remove(name).map_err(io_err(name))?;
+            removed = true;
+        }
+        if removed {
+            self.disk.sync_dir().map_err(io_err("the data directory"))?;
+        }
+        Ok(())
+    }
+
+    fn read_current(&self) -> Result<Option<Snapshot>, StorageError> {
+        let current = self.lock();
+        let Some((meta, name)) = current.as_ref() else {
+            return Ok(None);
+        };
+        let data = self.disk.read(name).map_err(io_err(name))?;
+        let (file_meta, _) = decode_snapshot(&data, name)?;
+        if &file_meta != meta {
+            return Err(StorageError::Corrupt {
+                file: name.clone(),
+                offset: SNAPSHOT_HEADER_BYTES as u64,
+                reason: format!("holds snapshot {file_meta:?}, expected {meta:?}"),
+            });
+        }
+        Ok(Some(Snapshot { meta: meta.clone(), snapshot: data }))
+    }
+}
+
+impl StateMachineStore {
+    /// Opens the state machine on `disk`: restored from the latest snapshot file if there
+    /// is one, else empty with `limits`.
+    pub fn open(disk: Arc<dyn Disk>, limits: Limits) -> Result<StateMachineStore, StorageError> {
+        let names = disk.list().map_err(io_err("the data directory"))?;
+        let latest = names.iter().filter(|n| is_snapshot_file(n)).max().cloned();
+        let files = SnapshotFiles { disk, current: Mutex::new(None) };
+        let state = match &latest {
+            None => AppliedState {
+                kernel: ClusterStateMachine::new(limits),
+                last_applied: None,
+                membership: StoredMembership::default(),
+            },
+            Some(name) => {
+                let data = files.disk.read(name).map_err(io_err(name))?;
+                let (meta, kernel) = decode_snapshot(&data, name)?;
+                let kernel = restore_kernel(kernel, name, data.len() - kernel.len())?;
+                tracing::info!(file = %name, last_log_id = ?meta.last_log_id, revision = kernel.revision(), "state machine restored from snapshot");
+                *files.lock() = Some((meta.clone(), name.clone()));
+                AppliedState { kernel, last_applied: meta.last_log_id, membership: meta.last_membership.clone() }
+            }
+        };
+        // Leftovers of an interrupted snapshot write, or older snapshots not yet deleted.
+        files.remove_others(latest.as_deref().unwrap_or(""))?;
+        Ok(StateMachineStore { shared: Arc::new(SharedState::new(state)), snapshots: Arc::new(files) })
+    }
+
+    /// The applied state, shared with the client API.
+    pub fn shared(&self) -> Arc<SharedState> {
+        self.shared.clone()
+    }
+
+    /// Applies one entry; the reply for a normal entry is the kernel's.
+    fn apply_entry(&self, entry: &Entry) -> CommandResult {
+        let mut st = self.shared.write();
+        let reply = match &entry.payload {
+            EntryPayload::Normal(proposal) => st.kernel.apply(proposal),
+            EntryPayload::Blank => Ok(Reply::Done { revision: st.kernel.revision() }),
+            EntryPayload::Membership(m) => {
+                st.membership = StoredMembership::new(Some(entry.log_id), m.clone());
+                Ok(Reply::Done { revision: st.kernel.revision() })
+            }
+        };
+        debug_assert!(st.last_applied < Some(entry.log_id), "log entries apply in order");
+        st.last_applied = Some(entry.log_id);
+        let applied = st.applied();
+        drop(st);
+        self.shared.publish(applied);
+        reply
+    }
+
+    fn build(&self) -> Result<Snapshot, StorageError> {
+        let (meta, kernel) = {
+            let st = self.shared.read();
+            let meta = SnapshotMeta { last_log_id: st.last_applied, last_membership: st.membership.clone() };
+            (meta, st.kernel.snapshot())
+        };
+        let data = encode_snapshot(&meta, &kernel)?;
+        if self.snapshots.store(&meta, &data)? {
+            tracing::info!(last_log_id = ?meta.last_log_id, bytes = data.len(), "snapshot taken");
+        }
+        Ok(Snapshot { meta, snapshot: data })
+    }
+
+    fn install(&self, meta: &SnapshotMeta, data: &[u8]) -> Result<(), StorageError> {
+        let what = "received snapshot";
+        let (file_meta, kernel_bytes) = decode_snapshot(data, what)?;
+        if &file_meta != meta {
+            return Err(StorageError::Corrupt {
+                file: what.into(),
+                offset: SNAPSHOT_HEADER_BYTES as u64,
+                reason: format!("holds snapshot {file_meta:?} but was installed as {meta:?}"),
+            });
+        }
+        let kernel = restore_kernel(kernel_bytes, what, data.len() - kernel_bytes.len())?;
+        self.snapshots.store(meta, data)?;
+        let applied = {
+            let mut st = self.shared.write();
+            *st = AppliedState { kernel, last_applied: meta.last_log_id, membership: meta.last_membership.clone() };
+            st.applied()
+        };
+        self.shared.publish(applied);
+        tracing::info!(last_log_id = ?meta.last_log_id, revision = applied.revision, "snapshot installed");
+        Ok(())
+    }
+}
+
+impl RaftSnapshotBuilder<TypeConfig> for StateMachineStore {
+    type SnapshotData = SnapshotData;
+
+    async fn build_snapshot(&mut self) -> Result<Snapshot, io::Error> {
+        Ok(self.build()?)
+    }
+}
+
+impl RaftStateMachine<TypeConfig> for StateMachineStore {
+    type SnapshotData = SnapshotData;
+    type SnapshotBuilder = StateMachineStore;
+
+    async fn applied_state(&mut self) -> Result<(Option<LogId>, StoredMembership), io::Error> {
+        let st = self.shared.read();
+        Ok((st.last_applied, st.membership.clone()))
+    }
+
+    async fn apply<Strm>(&mut self, mut entries: Strm) -> Result<(), io::Error>
+    where
+        Strm: futures::Stream<Item = Result<EntryResponder<TypeConfig>, io::Error>> + Unpin + OptionalSend,
+    {
+        while let Some(item) = entries.next().await {
+            let (entry, responder) = item?;
+            let reply = self.apply_entry(&entry);
+            if let Some(responder) = responder {
+                responder.send(reply);
+            }
+        }
+        Ok(())
+    }
+
+    async fn get_snapshot_builder(&mut self) -> StateMachineStore {
+        self.clone()
+    }
+
+    async fn try_create_snapshot_builder(&mut self, _force: bool) -> Option<StateMachineStore> {
+        Some(self.clone())
+    }
+
+    async fn install_snapshot(&mut self, meta: &SnapshotMeta, snapshot: SnapshotData) -> Result<(), io::Error> {
+        Ok(self.install(meta, &snapshot)?)
+    }
+
+    async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot>, io::Error> {
+        Ok(self.snapshots.read_current()?)
+    }
+}
