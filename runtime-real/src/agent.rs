@@ -115,8 +115,8 @@ impl Agent {
             }
             if registered && now_ms >= next_beat_ms {
                 match client.heartbeat(MemberId::Server(self.id), window.average(now_ms)).await {
-                    Ok(true) => {}
-                    Ok(false) => {
+                    Ok(()) => {}
+                    Err(crate::client::ClientError::UnknownMember(_)) => {
                         tracing::warn!(server = %self.id, "the cluster removed this server (missed heartbeats); registering again");
                         registered = false;
                     }

@@ -8,6 +8,7 @@ use crate::wire::{
     ClientEnvelope, ClientRequest, ClientResponse, ClientResponseEnvelope, ClusterStatus, Consistency, ServerStatus,
 };
 use openraft::ReadPolicy;
+use openraft_rt::WatchReceiver;
 use openraft::error::{ForwardReason, ForwardToLeader};
 use roster_kernel::{MemberId, Proposal, ProposalBody, Reply};
 use std::collections::BTreeSet;
@@ -64,7 +65,7 @@ impl Api {
                 {
                     resp
                 } else {
-                    ClientResponse::Query(self.shared.with_state(|sm| sm.query(&query)))
+                    ClientResponse::Query(crate::storage::with_kernel(&self.shared, |sm| sm.query(&query)))
                 }
             }
             ClientRequest::Heartbeat { member, resources } => {
@@ -140,7 +141,7 @@ impl Api {
         let mut seen = after_revision;
         let mut changes = self.shared.subscribe();
         loop {
-            let batch = self.shared.with_state(|sm| match sm.events_after(seen) {
+            let batch = crate::storage::with_kernel(&self.shared, |sm| match sm.events_after(seen) {
                 Ok(events) => Ok(events.take(WATCH_BATCH).cloned().collect::<Vec<_>>()),
                 Err(c) => Err(c.oldest_available),
             });
@@ -175,7 +176,7 @@ impl Api {
             if voter_ids.contains(id) { voters.push(entry) } else { learners.push(entry) }
         }
         let now_ms = self.clock.now_ms();
-        let (revision, servers, processes) = self.shared.with_state(|sm| {
+        let (revision, servers, processes) = crate::storage::with_kernel(&self.shared, |sm| {
             let servers = sm
                 .servers()
                 .map(|s| ServerStatus {
@@ -189,7 +190,7 @@ impl Api {
             node: self.id,
             leader: m.current_leader,
             term: m.current_term,
-            commit_index: m.committed.map(|l| l.index),
+            commit_index: m.cluster_committed.map(|l| l.index),
             applied_index: m.last_applied.map(|l| l.index),
             revision,
             voters,

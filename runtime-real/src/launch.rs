@@ -50,7 +50,7 @@ impl Launcher {
             return api.not_leader().await;
         }
         let need = Requirements { min_free_mem_bytes: req.require_mem_bytes, min_free_cpu_percent: req.require_cpu_percent };
-        let chosen = api.shared.with_state(|sm| {
+        let chosen = crate::storage::with_kernel(&api.shared, |sm| {
             let mut reserved: BTreeMap<ServerId, ResourceAverage> = BTreeMap::new();
             for p in sm.processes() {
                 let r = reserved.entry(p.info.server).or_default();
@@ -133,7 +133,7 @@ impl Launcher {
         };
         let deadline = tokio::time::Instant::now() + Duration::from_millis(REGISTER_TIMEOUT_MS);
         loop {
-            let found = api.shared.with_state(|sm| {
+            let found = crate::storage::with_kernel(&api.shared, |sm| {
                 sm.processes().find(|p| p.info.labels.get(LAUNCH_LABEL) == Some(&launch_id)).map(|p| p.id)
             });
             if let Some(process) = found {

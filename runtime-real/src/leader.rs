@@ -91,7 +91,7 @@ impl Duties {
             return HeartbeatOutcome::NotLeader;
         }
         if let Err(unknown) = st.liveness.handle_heartbeat(now_ms, member) {
-            if !shared.with_state(|sm| sm.contains_member(member)) {
+            if !crate::storage::with_kernel(shared, |sm| sm.contains_member(member)) {
                 return HeartbeatOutcome::Unknown(unknown);
             }
             st.liveness.handle_member_added(now_ms, member);
@@ -157,7 +157,7 @@ pub async fn run(
             let mut st = duties.lock();
             match (leading, st.liveness.is_leader()) {
                 (true, false) => {
-                    let (members, revision) = shared.with_state(|sm| (sm.members().collect::<Vec<_>>(), sm.revision()));
+                    let (members, revision) = crate::storage::with_kernel(&shared, |sm| (sm.members().collect::<Vec<_>>(), sm.revision()));
                     tracing::info!(node, members = members.len(), "became leader: every member gets a full timeout of grace");
                     st.liveness.handle_became_leader(now_ms, members);
                     st.synced_revision = revision;
@@ -219,7 +219,7 @@ pub async fn run(
 /// Brings the tracker up to date with registrations and departures in the record.
 fn sync_members(st: &mut DutyState, shared: &SharedState, now_ms: u64) {
     let since = st.synced_revision;
-    let outcome = shared.with_state(|sm| match sm.events_after(since) {
+    let outcome = crate::storage::with_kernel(shared, |sm| match sm.events_after(since) {
         Ok(events) => {
             let changes: Vec<(MemberId, bool)> = events
                 .filter_map(|e| match &e.kind {

@@ -42,7 +42,7 @@ impl Node {
     ) -> Result<Node, NodeError> {
         config.validate()?;
         let token = config.resolve_token()?;
-        let (log_store, sm_store) = storage::open(disk).await?;
+        let (log_store, sm_store) = storage::open(disk, storage::StorageOptions::for_fs(roster_kernel::Limits::default())).await?;
         let shared = sm_store.shared();
 
         let raft_config = openraft::Config {

@@ -18,7 +18,7 @@ pub struct Capacity {
     pub mem_capacity_bytes: u64,
 }
 
-pub trait Probe: Send + 'static {
+pub trait Probe: Send + Sync + 'static {
     fn capacity(&self) -> Capacity;
     fn sample(&mut self) -> Sample;
 }

@@ -29,6 +29,7 @@ openraft::declare_raft_types!(
 );
 
 pub type NodeId = u64;
+pub type Raft = openraft::Raft<TypeConfig, crate::storage::StateMachineStore>;
 pub type Entry = openraft::alias::EntryOf<TypeConfig>;
 pub type LogId = openraft::alias::LogIdOf<TypeConfig>;
 pub type Vote = openraft::alias::VoteOf<TypeConfig>;

@@ -126,7 +126,7 @@ fn report(label: &str, mut lat_us: Vec<u64>, elapsed: Duration, failures: u64, j
 }
 
 async fn seq(count: u64, value_bytes: usize, c: ClientArgs) -> Result<ExitCode, String> {
-    let cluster = Cluster::new(options(&c)?);
+    let cluster = Cluster::new(options(&c)?).map_err(|e| e.to_string())?;
     let session = Session::open(cluster, RetryConfig::default(), rand::random()).await.map_err(|e| e.to_string())?;
     let value = "x".repeat(value_bytes);
     // Warm up the connection and the leader's path.
@@ -152,7 +152,8 @@ async fn conc(count: u64, clients: u64, connections: u64, value_bytes: usize, c:
         return Err("--clients and --connections must be at least 1".into());
     }
     let opts = options(&c)?;
-    let pools: Vec<Cluster> = (0..connections).map(|_| Cluster::new(opts.clone())).collect();
+    let pools: Vec<Cluster> =
+        (0..connections).map(|_| Cluster::new(opts.clone())).collect::<Result<_, _>>().map_err(|e| e.to_string())?;
     let mut sessions = Vec::new();
     for i in 0..clients {
         let pool = pools[(i % connections) as usize].clone();
@@ -197,7 +198,10 @@ async fn heartbeats(
     c: ClientArgs,
 ) -> Result<ExitCode, String> {
     let opts = options(&c)?;
-    let pools: Vec<Cluster> = (0..connections.max(1)).map(|_| Cluster::new(opts.clone())).collect();
+    let pools: Vec<Cluster> = (0..connections.max(1))
+        .map(|_| Cluster::new(opts.clone()))
+        .collect::<Result<_, _>>()
+        .map_err(|e| e.to_string())?;
     eprintln!("heartbeat bench pid {}: registering {members} members", std::process::id());
     // Registration: 64 sessions in parallel.
     let reg_start = Instant::now();

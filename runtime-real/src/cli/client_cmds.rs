@@ -407,11 +407,7 @@ pub async fn watch(args: WatchArgs) -> Result<ExitCode, String> {
     let mut stream = client.watch(after).await.map_err(|e| e.to_string())?;
     let mut seen = 0u64;
     while args.count.is_none_or(|c| seen < c) {
-        let event = match stream.next().await {
-            Some(Ok(e)) => e,
-            Some(Err(e)) => return Err(e.to_string()),
-            None => return Err("watch stream ended".into()),
-        };
+        let event = stream.next().await.map_err(|e| e.to_string())?;
         if args.client.json {
             println!("{}", serde_json::to_string(&event).map_err(|e| e.to_string())?);
         } else {

@@ -100,3 +100,8 @@ pub(crate) fn test_dir(name: &str) -> std::path::PathBuf {
     let _ = std::fs::remove_dir_all(&dir);
     dir
 }
+
+/// Runs `f` on the applied kernel state under the read lock; keep `f` short.
+pub fn with_kernel<R>(shared: &SharedState, f: impl FnOnce(&roster_kernel::ClusterStateMachine) -> R) -> R {
+    f(&shared.read().kernel)
+}
