@@ -96,6 +96,11 @@ impl SharedState {
         self.state.write().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// Runs `f` on the kernel's state machine under the read lock (keep `f` short).
+    pub fn with_kernel<R>(&self, f: impl FnOnce(&ClusterStateMachine) -> R) -> R {
+        f(&self.read().kernel)
+    }
+
     /// How far the log has been applied.
     pub fn applied(&self) -> Applied {
         *self.applied.borrow_watched()
@@ -128,6 +133,11 @@ impl SharedState {
             changed
         });
     }
+}
+
+/// Runs `f` on the kernel's state machine in `shared` under the read lock.
+pub fn with_kernel<R>(shared: &SharedState, f: impl FnOnce(&ClusterStateMachine) -> R) -> R {
+    shared.with_kernel(f)
 }
 
 /// openraft's `RaftStateMachine` (and `RaftSnapshotBuilder`: a clone builds snapshots).
