@@ -13,6 +13,8 @@ pub enum ClientError {
     Unreachable { endpoints: Vec<String>, last_error: String },
     #[error("no leader answered within {waited_ms} ms (tried {}; last: {last_error}): the cluster may be electing or have lost its quorum; retry, or check `roster status`", endpoints.join(", "))]
     NoLeader { endpoints: Vec<String>, waited_ms: u64, last_error: String },
+    #[error("{0}")]
+    RetryConfig(roster_kernel::retry_queue::RetryConfigError),
     #[error("cannot connect to {addr}: {reason}")]
     Connect { addr: String, reason: String },
     #[error("{addr} refused the connection: {reason}")]
@@ -105,6 +107,7 @@ mod tests {
                 waited_ms: 5000,
                 last_error: "a:1 knows no leader".into(),
             },
+            ClientError::RetryConfig(roster_kernel::retry_queue::RetryConfigError::ZeroCapacity),
             ClientError::Connect { addr: "a:1".into(), reason: "connection refused".into() },
             ClientError::Rejected { addr: "a:1".into(), reason: "wrong cluster token".into() },
             ClientError::ConnectionLost { addr: "a:1".into(), reason: "closed by the other side".into() },

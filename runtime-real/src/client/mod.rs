@@ -3,19 +3,34 @@
 //!
 //! - [`Cluster`] (`pool.rs`): one multiplexed connection per node, leader finding.
 //! - [`Session`] (`session.rs`): exactly-once commands through the kernel's retry queue.
-//! - [`Client`] (`api.rs`): typed calls over both; [`ProcessHandle`] keeps a registered
-//!   process alive; [`Watch`] follows change events across reconnects.
+//! - [`Client`] (`api.rs`): typed calls over both; [`ProcessHandle`] (`process.rs`) keeps
+//!   a registered process alive; [`Watch`] (`watch.rs`) follows change events across
+//!   reconnects.
 //!
 //! Determinism: no OS threads, no unseeded randomness (seeds come from the caller), time
 //! only from `tokio::time` (simulated under madsim), ordered maps only, and every
 //! `select!` is `biased`.
 
+mod api;
 mod conn;
 mod endpoints;
 mod error;
 mod pool;
+mod process;
+mod session;
+mod watch;
 
+#[cfg(test)]
+mod fake_server;
+#[cfg(test)]
+mod tests;
+
+pub use api::{CasOutcome, Client, LAUNCH_TIMEOUT_MS, MemberList};
 pub use conn::MAX_IN_FLIGHT;
 pub use endpoints::MAX_ENDPOINTS;
 pub use error::ClientError;
 pub use pool::{ClientOptions, Cluster, DEFAULT_CONNECT_TIMEOUT_MS, DEFAULT_REQUEST_TIMEOUT_MS, ResponseStream};
+pub use process::ProcessHandle;
+pub use roster_kernel::retry_queue::RetryConfig;
+pub use session::{LINGER_AFTER_DROP_MS, Pending, Session};
+pub use watch::Watch;

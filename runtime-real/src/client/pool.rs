@@ -99,6 +99,17 @@ struct Slot {
     conn: tokio::sync::Mutex<Option<Arc<Conn>>>,
 }
 
+impl std::fmt::Debug for Cluster {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let state = self.state();
+        f.debug_struct("Cluster")
+            .field("endpoints", &state.table.addrs())
+            .field("leader", &state.table.leader())
+            .field("request_timeout_ms", &self.inner.request_timeout_ms)
+            .finish()
+    }
+}
+
 /// Which node a call wants.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Target {
@@ -195,6 +206,15 @@ impl Cluster {
                 None
             }
         }
+    }
+
+    /// Where a call starts: the known leader, else the rotation cursor.
+    pub(crate) fn first_choice(&self) -> usize {
+        self.state().table.first_choice()
+    }
+
+    pub(crate) fn next_endpoint(&self, endpoint: usize) -> usize {
+        self.state().table.next_after(endpoint)
     }
 
     pub(crate) fn note_leader(&self, endpoint: usize) {

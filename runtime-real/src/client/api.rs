@@ -1,0 +1,386 @@
+//! `Client`: typed calls over a `Cluster` (connections, leader finding) and a `Session`
+//! (exactly-once commands).
+//!
+//! Commands (registrations, puts, deletes, key/value writes) go through the session:
+//! queued, applied once and in order, retried across leader changes. Reads, heartbeats,
+//! status and membership changes are plain calls. Reads take a `Consistency`:
+//! `Linearizable` (the leader confirms it still leads before answering; the usual
+//! choice) or `Stale` (any node, possibly behind, still answers without a leader).
+
+use crate::client::error::ClientError;
+use crate::client::pool::{ClientOptions, Cluster};
+use crate::client::process::ProcessHandle;
+use crate::client::session::{Pending, Session};
+use crate::client::watch::Watch;
+use crate::raft_types::NodeId;
+use crate::wire::{ClientRequest, ClientResponse, ClusterStatus, Consistency, LaunchRequest};
+use roster_kernel::retry_queue::RetryConfig;
+use roster_kernel::{
+    Command, ListFilter, MemberId, ProcessEntry, ProcessId, ProcessInfo, ProcessPatch, Query, QueryReply, QueryResult,
+    Reply, ResourceAverage, ServerEntry, ServerId, ServerInfo, ServerPatch, Tombstone,
+};
+use std::sync::Arc;
+use tokio::sync::OnceCell;
+
+/// Deadline of a remote launch: the leader waits up to ~20 s for the program to start
+/// on its node and register (see `launch.rs`), so the usual request timeout is too short.
+pub const LAUNCH_TIMEOUT_MS: u64 = 30_000;
+
+/// Members listed at one revision.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MemberList {
+    /// Watch from here to follow every change after the list.
+    pub revision: u64,
+    pub servers: Vec<ServerEntry>,
+    pub processes: Vec<ProcessEntry>,
+}
+
+/// The outcome of a compare-and-swap.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CasOutcome {
+    pub swapped: bool,
+    /// The value found (before the swap, when it swapped).
+    pub current: Option<String>,
+    pub revision: u64,
+}
+
+/// A Roster client. Cheap to clone; clones share connections and the session.
+#[derive(Clone, Debug)]
+pub struct Client {
+    cluster: Cluster,
+    retry: RetryConfig,
+    seed: u64,
+    /// Opened by the first command, so read-only use (status, lists) needs no leader
+    /// and writes nothing.
+    session: Arc<OnceCell<Session>>,
+}
+
+impl Client {
+    /// A client with the default retry configuration. Opens no connection yet: the
+    /// first call connects, the first command opens the session. `seed` seeds the retry
+    /// jitter; give each client its own.
+    pub async fn connect(options: ClientOptions, seed: u64) -> Result<Client, ClientError> {
+        Client::connect_with(options, RetryConfig::default(), seed).await
+    }
+
+    pub async fn connect_with(options: ClientOptions, retry: RetryConfig, seed: u64) -> Result<Client, ClientError> {
+        retry.validate().map_err(ClientError::RetryConfig)?;
+        Ok(Client { cluster: Cluster::new(options)?, retry, seed, session: Arc::new(OnceCell::new()) })
+    }
+
+    pub fn cluster(&self) -> &Cluster {
+        &self.cluster
+    }
+
+    /// The session, opened now if it is not yet.
+    pub async fn session(&self) -> Result<&Session, ClientError> {
+        self.session.get_or_try_init(|| Session::open(self.cluster.clone(), self.retry, self.seed)).await
+    }
+
+    /// Waits until every queued command is answered, then stops the session.
+    pub async fn close(&self) {
+        if let Some(session) = self.session.get() {
+            session.close().await;
+        }
+    }
+
+    // ---- commands (exactly once, in order) ----
+
+    /// Queues `command` and returns at once with a future of its answer.
+    pub async fn submit(&self, command: Command) -> Result<Pending, ClientError> {
+        self.session().await?.submit(command)
+    }
+
+    /// Queues `command` on an already open session, without waiting (for `Drop`).
+    pub(crate) fn submit_now(&self, command: Command) -> Result<Pending, ClientError> {
+        match self.session.get() {
+            Some(session) => session.submit(command),
+            None => Err(ClientError::Closed("no session was opened".into())),
+        }
+    }
+
+    /// Runs `command` and waits for the answer; a refusal is `ClientError::Refused`.
+    pub async fn execute(&self, command: Command) -> Result<Reply, ClientError> {
+        self.session().await?.execute(command).await
+    }
+
+    /// Registers this server (or re-registers it after a restart). Returns the revision.
+    pub async fn register_server(&self, id: ServerId, info: ServerInfo) -> Result<u64, ClientError> {
+        done(self.execute(Command::RegisterServer { id, info }).await?)
+    }
+
+    pub async fn deregister_server(&self, id: ServerId) -> Result<u64, ClientError> {
+        done(self.execute(Command::DeregisterServer { id }).await?)
+    }
+
+    /// Registers a process and keeps it alive with a heartbeat every
+    /// `heartbeat_interval_ms` until the handle is closed (or dropped).
+    pub async fn register_process(
+        &self,
+        info: ProcessInfo,
+        heartbeat_interval_ms: u64,
+    ) -> Result<ProcessHandle, ClientError> {
+        if heartbeat_interval_ms == 0 {
+            return Err(ClientError::InvalidOption {
+                field: "heartbeat_interval_ms",
+                value: "0".into(),
+                reason: "set it to at least 1 (default 1000)".into(),
+            });
+        }
+        match self.execute(Command::RegisterProcess { info }).await? {
+            Reply::ProcessRegistered { id, .. } => Ok(ProcessHandle::start(self.clone(), id, heartbeat_interval_ms)),
+            other => Err(unexpected_reply("ProcessRegistered", &other)),
+        }
+    }
+
+    /// Creates or patches a server entry (creates only when `create` is given).
+    pub async fn put_server(
+        &self,
+        id: ServerId,
+        patch: ServerPatch,
+        create: Option<ServerInfo>,
+    ) -> Result<u64, ClientError> {
+        done(self.execute(Command::PutServer { id, patch, create }).await?)
+    }
+
+    pub async fn put_process(&self, id: ProcessId, patch: ProcessPatch) -> Result<u64, ClientError> {
+        done(self.execute(Command::PutProcess { id, patch }).await?)
+    }
+
+    /// Removes a member (operator action); it leaves a `Deleted` tombstone.
+    pub async fn delete(&self, member: MemberId) -> Result<u64, ClientError> {
+        done(self.execute(Command::Delete { member }).await?)
+    }
+
+    pub async fn kv_put(&self, key: impl Into<String>, value: impl Into<String>) -> Result<u64, ClientError> {
+        done(self.execute(Command::KvPut { key: key.into(), value: value.into() }).await?)
+    }
+
+    pub async fn kv_delete(&self, key: impl Into<String>) -> Result<u64, ClientError> {
+        done(self.execute(Command::KvDelete { key: key.into() }).await?)
+    }
+
+    /// Sets `key` to `new` (deletes it when `None`) only if it now holds `expected`
+    /// (`None`: absent).
+    pub async fn kv_cas(
+        &self,
+        key: impl Into<String>,
+        expected: Option<String>,
+        new: Option<String>,
+    ) -> Result<CasOutcome, ClientError> {
+        match self.execute(Command::KvCas { key: key.into(), expected, new }).await? {
+            Reply::Cas { swapped, current, revision } => Ok(CasOutcome { swapped, current, revision }),
+            other => Err(unexpected_reply("Cas", &other)),
+        }
+    }
+
+    // ---- liveness ----
+
+    /// "Alive", to the leader; servers attach their averaged resources.
+    pub async fn heartbeat(&self, member: MemberId, resources: Option<ResourceAverage>) -> Result<(), ClientError> {
+        match self.cluster.call_leader(ClientRequest::Heartbeat { member, resources }).await? {
+            ClientResponse::HeartbeatOk => Ok(()),
+            other => Err(unexpected("HeartbeatOk", other)),
+        }
+    }
+
+    // ---- reads ----
+
+    /// Any query, with the revision it was read at.
+    pub async fn query(&self, query: Query, consistency: Consistency) -> Result<QueryReply, ClientError> {
+        let request = ClientRequest::Query { query, consistency };
+        let answer = match consistency {
+            Consistency::Linearizable => self.cluster.call_leader(request).await?,
+            Consistency::Stale => self.cluster.call_any(request).await?,
+        };
+        match answer {
+            ClientResponse::Query(reply) => Ok(reply),
+            other => Err(unexpected("Query", other)),
+        }
+    }
+
+    pub async fn get_server(&self, id: ServerId, consistency: Consistency) -> Result<Option<ServerEntry>, ClientError> {
+        match self.query(Query::GetServer(id), consistency).await?.result {
+            QueryResult::Server(entry) => Ok(entry),
+            other => Err(unexpected_result("Server", &other)),
+        }
+    }
+
+    pub async fn get_process(
+        &self,
+        id: ProcessId,
+        consistency: Consistency,
+    ) -> Result<Option<ProcessEntry>, ClientError> {
+        match self.query(Query::GetProcess(id), consistency).await?.result {
+            QueryResult::Process(entry) => Ok(entry),
+            other => Err(unexpected_result("Process", &other)),
+        }
+    }
+
+    pub async fn list(&self, filter: ListFilter, consistency: Consistency) -> Result<MemberList, ClientError> {
+        let reply = self.query(Query::List(filter), consistency).await?;
+        match reply.result {
+            QueryResult::Members { servers, processes } => {
+                Ok(MemberList { revision: reply.revision, servers, processes })
+            }
+            other => Err(unexpected_result("Members", &other)),
+        }
+    }
+
+    /// Departed members, newest first as the node keeps them, at most `limit`.
+    pub async fn tombstones(&self, limit: u32, consistency: Consistency) -> Result<Vec<Tombstone>, ClientError> {
+        match self.query(Query::Tombstones { limit }, consistency).await?.result {
+            QueryResult::Tombstones(t) => Ok(t),
+            other => Err(unexpected_result("Tombstones", &other)),
+        }
+    }
+
+    pub async fn kv_get(
+        &self,
+        key: impl Into<String>,
+        consistency: Consistency,
+    ) -> Result<Option<String>, ClientError> {
+        match self.query(Query::KvGet { key: key.into() }, consistency).await?.result {
+            QueryResult::KvValue(v) => Ok(v),
+            other => Err(unexpected_result("KvValue", &other)),
+        }
+    }
+
+    /// Keys in `[start, end)` (`end = None`: to the last key), at most `limit`.
+    pub async fn kv_range(
+        &self,
+        start: impl Into<String>,
+        end: Option<String>,
+        limit: u32,
+        consistency: Consistency,
+    ) -> Result<Vec<(String, String)>, ClientError> {
+        match self.query(Query::KvRange { start: start.into(), end, limit }, consistency).await?.result {
+            QueryResult::KvItems(items) => Ok(items),
+            other => Err(unexpected_result("KvItems", &other)),
+        }
+    }
+
+    /// Change events after `after_revision`, resumed across reconnects.
+    pub async fn watch(&self, after_revision: u64) -> Result<Watch, ClientError> {
+        Watch::open(self.cluster.clone(), after_revision).await
+    }
+
+    // ---- cluster ----
+
+    /// The cluster as seen by the leader if one answers, else by any node.
+    pub async fn status(&self) -> Result<ClusterStatus, ClientError> {
+        status(self.cluster.call_any(ClientRequest::Status).await?)
+    }
+
+    /// The cluster as seen by one node.
+    pub async fn status_of(&self, endpoint: usize) -> Result<ClusterStatus, ClientError> {
+        status(self.cluster.request(endpoint, ClientRequest::Status).await?)
+    }
+
+    /// Adds a server node to the Raft group (as a learner, then a voter).
+    pub async fn add_node(&self, id: NodeId, addr: impl Into<String>) -> Result<(), ClientError> {
+        match self.cluster.call_leader(ClientRequest::AddNode { id, addr: addr.into() }).await? {
+            ClientResponse::Done => Ok(()),
+            other => Err(unexpected("Done", other)),
+        }
+    }
+
+    pub async fn remove_node(&self, id: NodeId) -> Result<(), ClientError> {
+        match self.cluster.call_leader(ClientRequest::RemoveNode { id }).await? {
+            ClientResponse::Done => Ok(()),
+            other => Err(unexpected("Done", other)),
+        }
+    }
+
+    /// Places a new worker on the idlest server and starts it there; returns where it
+    /// runs and its process id. Not repeated on an ambiguous failure (it would start a
+    /// second copy): an unclear outcome is `ClientError::Ambiguous`.
+    pub async fn launch(&self, request: LaunchRequest) -> Result<(ServerId, ProcessId), ClientError> {
+        let timeout_ms = LAUNCH_TIMEOUT_MS.max(self.cluster.request_timeout_ms());
+        match self.cluster.call_leader_within(ClientRequest::Launch(request), timeout_ms).await? {
+            ClientResponse::Launched { server, process } => Ok((server, process)),
+            other => Err(unexpected("Launched", other)),
+        }
+    }
+}
+
+fn status(answer: ClientResponse) -> Result<ClusterStatus, ClientError> {
+    match answer {
+        ClientResponse::Status(status) => Ok(*status),
+        other => Err(unexpected("Status", other)),
+    }
+}
+
+fn done(reply: Reply) -> Result<u64, ClientError> {
+    match reply {
+        Reply::Done { revision } => Ok(revision),
+        other => Err(unexpected_reply("Done", &other)),
+    }
+}
+
+/// An answer that is not the one wanted: the node's own error, or a protocol mismatch.
+fn unexpected(wanted: &str, answer: ClientResponse) -> ClientError {
+    match answer {
+        ClientResponse::Error(e) => ClientError::Server(e),
+        ClientResponse::UnknownMember(member) => ClientError::UnknownMember(member),
+        ClientResponse::Applied(Err(refusal)) => ClientError::Refused(refusal),
+        other => ClientError::Protocol(format!("expected {wanted}, got {}", response_name(&other))),
+    }
+}
+
+fn unexpected_reply(wanted: &str, reply: &Reply) -> ClientError {
+    ClientError::Protocol(format!("expected reply {wanted}, got {reply:?}"))
+}
+
+fn unexpected_result(wanted: &str, result: &QueryResult) -> ClientError {
+    let got = match result {
+        QueryResult::Server(_) => "Server",
+        QueryResult::Process(_) => "Process",
+        QueryResult::Members { .. } => "Members",
+        QueryResult::KvValue(_) => "KvValue",
+        QueryResult::KvItems(_) => "KvItems",
+        QueryResult::Tombstones(_) => "Tombstones",
+    };
+    ClientError::Protocol(format!("expected query result {wanted}, got {got}"))
+}
+
+/// The variant's name: enough to say what came, without printing a whole status.
+fn response_name(answer: &ClientResponse) -> &'static str {
+    match answer {
+        ClientResponse::SessionOpened(_) => "SessionOpened",
+        ClientResponse::Applied(_) => "Applied",
+        ClientResponse::Query(_) => "Query",
+        ClientResponse::HeartbeatOk => "HeartbeatOk",
+        ClientResponse::UnknownMember(_) => "UnknownMember",
+        ClientResponse::Events(_) => "Events",
+        ClientResponse::WatchCompacted { .. } => "WatchCompacted",
+        ClientResponse::Status(_) => "Status",
+        ClientResponse::Launched { .. } => "Launched",
+        ClientResponse::Done => "Done",
+        ClientResponse::NotLeader { .. } => "NotLeader",
+        ClientResponse::RetryLater(_) => "RetryLater",
+        ClientResponse::Error(_) => "Error",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unexpected_answers_become_the_right_error() {
+        assert_eq!(
+            unexpected("Done", ClientResponse::Error("disk full".into())),
+            ClientError::Server("disk full".into())
+        );
+        let member = MemberId::Process(ProcessId(4));
+        assert_eq!(
+            unexpected("HeartbeatOk", ClientResponse::UnknownMember(member)),
+            ClientError::UnknownMember(member)
+        );
+        let e = unexpected("Status", ClientResponse::HeartbeatOk);
+        assert_eq!(e, ClientError::Protocol("expected Status, got HeartbeatOk".into()));
+        assert_eq!(done(Reply::Done { revision: 7 }), Ok(7));
+        assert!(matches!(done(Reply::Applied { count: 1, revision: 2 }), Err(ClientError::Protocol(_))));
+    }
+}

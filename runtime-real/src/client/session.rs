@@ -1,0 +1,490 @@
+//! `Session`: exactly-once commands. A background task drives the kernel's sans-IO
+//! `RetryQueue` (the "local message queue retried by a separate commit thread" of the
+//! design): commands wait in submission order, go to the leader one at a time under the
+//! session's `(session, seq)`, and are retried with backoff across leader changes and
+//! whole-cluster outages until the cluster answers; the state machine's dedup makes the
+//! retries harmless, so each command is applied once, in order.
+//!
+//! The driver loop, after every input:
+//!
+//! ```text
+//! poll_completed  -> resolve the caller's Pending
+//! needs_session   -> open a new session (the cluster evicted or refused the old one)
+//! poll_transmit   -> send Submit(request) to the endpoint; its answer comes back as an input
+//! poll_timeout    -> sleep until then, or until an answer or a new command arrives
+//! ```
+//!
+//! Endpoint indexes are the `Cluster`'s. The queue is built for the endpoints known when
+//! it starts; a leader hint naming a node learned later rebuilds it around the same
+//! session and sequence number (the command in flight is resent under the same
+//! `(session, seq)`, so that too is applied once).
+
+use crate::client::error::ClientError;
+use crate::client::pool::Cluster;
+use crate::wire::{ClientRequest, ClientResponse};
+use roster_kernel::retry_queue::{EndpointId, Failure, QueueFull, RetryConfig, RetryQueue, Transmit};
+use roster_kernel::rng::Rng;
+use roster_kernel::{Command, CommandResult, Reply, SessionId};
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::task::{Context, Poll};
+use std::time::Duration;
+use tokio::sync::{Notify, mpsc, oneshot};
+use tokio::time::Instant;
+
+/// After the last `Session` handle and `Pending` are dropped without `close`, the driver
+/// keeps delivering what is queued (e.g. a deregistration submitted from a `Drop`) for
+/// at most this long, then fails the rest.
+pub const LINGER_AFTER_DROP_MS: u64 = 10_000;
+/// Answers travelling from request tasks to the driver.
+const OUTCOME_BUFFER: usize = 64;
+
+/// A command's answer, or why the session could not get one.
+type CommandAnswer = Result<CommandResult, ClientError>;
+
+/// Exactly-once command submission to a cluster. Cheap to clone; clones share the queue.
+#[derive(Clone)]
+pub struct Session {
+    shared: Arc<Shared>,
+    handle: Arc<HandleGuard>,
+}
+
+impl std::fmt::Debug for Session {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Session").field("session", &self.session_id()).field("queued", &self.queued()).finish()
+    }
+}
+
+/// A submitted command's answer, once the cluster has applied (or refused) it.
+/// Outer error: the session stopped before an answer; inner: the cluster's answer.
+pub struct Pending {
+    seq: u64,
+    rx: oneshot::Receiver<CommandAnswer>,
+    /// Keeps the session's driver running while someone waits for an answer.
+    _handle: Arc<HandleGuard>,
+}
+
+impl Pending {
+    /// The command's place in submission order (1, 2, …).
+    pub fn seq(&self) -> u64 {
+        self.seq
+    }
+}
+
+impl Future for Pending {
+    type Output = Result<CommandResult, ClientError>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        Pin::new(&mut self.rx).poll(cx).map(|r| {
+            r.unwrap_or_else(|_| Err(ClientError::Closed("the session stopped before the command was answered".into())))
+        })
+    }
+}
+
+struct Shared {
+    cluster: Cluster,
+    core: Mutex<Core>,
+    /// New command or lifecycle change; the driver is its only waiter.
+    wake: Notify,
+    start: Instant,
+    driver: Mutex<Option<tokio::task::JoinHandle<()>>>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Lifecycle {
+    Open,
+    /// `close` was called: no new commands; ends when the queue is empty.
+    Closing,
+    /// Every handle is gone: ends when the queue is empty or at `linger_until_ms`.
+    Dropped {
+        linger_until_ms: u64,
+    },
+}
+
+struct Waiting {
+    /// Kept to resubmit it if the queue is rebuilt.
+    command: Command,
+    reply: oneshot::Sender<CommandAnswer>,
+}
+
+struct Core {
+    queue: RetryQueue,
+    /// Endpoints the queue was built for.
+    queue_endpoints: usize,
+    /// Bumped when the queue is rebuilt; answers to older queues' attempts are ignored.
+    generation: u64,
+    /// The attempt most recently transmitted by this generation's queue.
+    last_attempt: Option<u64>,
+    /// By queue sequence number: every command waiting, in flight or completed-unpolled.
+    waiting: BTreeMap<u64, Waiting>,
+    lifecycle: Lifecycle,
+    /// A task is opening a new session.
+    opening: bool,
+    /// Seeds of rebuilt queues.
+    rng: Rng,
+}
+
+/// Something the driver learned from a task.
+enum Outcome {
+    Answer { generation: u64, attempt: u64, endpoint: usize, answer: Result<ClientResponse, ClientError> },
+    SessionOpened(SessionId),
+}
+
+/// What one driver step decided, to do outside the lock.
+struct Step {
+    transmits: Vec<(u64, Transmit)>,
+    open_session: bool,
+    wake_at_ms: Option<u64>,
+    exit: bool,
+}
+
+struct HandleGuard {
+    shared: Arc<Shared>,
+}
+
+impl Drop for HandleGuard {
+    fn drop(&mut self) {
+        let now_ms = self.shared.now_ms();
+        {
+            let mut core = self.shared.core();
+            if core.lifecycle == Lifecycle::Open {
+                core.lifecycle = Lifecycle::Dropped { linger_until_ms: now_ms.saturating_add(LINGER_AFTER_DROP_MS) };
+            }
+        }
+        self.shared.wake.notify_one();
+    }
+}
+
+impl Session {
+    /// Opens a session on the cluster (through the leader) and starts its driver.
+    /// `seed` seeds the retry jitter; pass a different one per client.
+    pub async fn open(cluster: Cluster, config: RetryConfig, seed: u64) -> Result<Session, ClientError> {
+        config.validate().map_err(ClientError::RetryConfig)?;
+        let session = open_session(&cluster).await?;
+        let mut rng = Rng::new(seed);
+        let queue_endpoints = cluster.endpoint_count();
+        let mut queue = RetryQueue::new(config, queue_endpoints, rng.next_u64()).map_err(ClientError::RetryConfig)?;
+        queue.set_session(session, 1);
+        if let Some(leader) = cluster.leader() {
+            queue.handle_leader_hint(EndpointId(leader));
+        }
+        let shared = Arc::new(Shared {
+            cluster,
+            core: Mutex::new(Core {
+                queue,
+                queue_endpoints,
+                generation: 0,
+                last_attempt: None,
+                waiting: BTreeMap::new(),
+                lifecycle: Lifecycle::Open,
+                opening: false,
+                rng,
+            }),
+            wake: Notify::new(),
+            start: Instant::now(),
+            driver: Mutex::new(None),
+        });
+        let (outcome_tx, outcome_rx) = mpsc::channel(OUTCOME_BUFFER);
+        let driver = tokio::spawn(drive(shared.clone(), outcome_tx, outcome_rx));
+        *shared.driver.lock().unwrap_or_else(|e| e.into_inner()) = Some(driver);
+        tracing::debug!(%session, "client session open");
+        Ok(Session { handle: Arc::new(HandleGuard { shared: shared.clone() }), shared })
+    }
+
+    pub fn cluster(&self) -> &Cluster {
+        &self.shared.cluster
+    }
+
+    /// The session commands currently go under; `None` while a new one is being opened.
+    pub fn session_id(&self) -> Option<SessionId> {
+        self.shared.core().queue.session()
+    }
+
+    /// Commands accepted and not yet answered.
+    pub fn queued(&self) -> usize {
+        self.shared.core().waiting.len()
+    }
+
+    /// Queues `command` behind every earlier one. Never drops it: at the queue's bound it
+    /// is refused with `QueueFull`. Submission order is application order.
+    pub fn submit(&self, command: Command) -> Result<Pending, ClientError> {
+        let now_ms = self.shared.now_ms();
+        let (tx, rx) = oneshot::channel();
+        let seq = {
+            let mut core = self.shared.core();
+            if core.lifecycle != Lifecycle::Open {
+                return Err(ClientError::Closed("close() was called".into()));
+            }
+            let seq = core
+                .queue
+                .submit(now_ms, command.clone())
+                .map_err(|QueueFull { max_queued }| ClientError::QueueFull { max: max_queued })?;
+            let previous = core.waiting.insert(seq, Waiting { command, reply: tx });
+            assert!(previous.is_none(), "queue sequence {seq} issued twice");
+            seq
+        };
+        self.shared.wake.notify_one();
+        Ok(Pending { seq, rx, _handle: self.handle.clone() })
+    }
+
+    /// Submits `command` and waits for the cluster's answer; a refusal becomes
+    /// `ClientError::Refused`.
+    pub async fn execute(&self, command: Command) -> Result<Reply, ClientError> {
+        match self.submit(command)?.await? {
+            Ok(reply) => Ok(reply),
+            Err(refusal) => Err(ClientError::Refused(refusal)),
+        }
+    }
+
+    /// Stops taking commands, waits until every queued one is answered (however long
+    /// the cluster takes: bound it with a timeout if needed), then stops the driver.
+    pub async fn close(&self) {
+        {
+            let mut core = self.shared.core();
+            core.lifecycle = Lifecycle::Closing;
+        }
+        self.shared.wake.notify_one();
+        let driver = self.shared.driver.lock().unwrap_or_else(|e| e.into_inner()).take();
+        if let Some(driver) = driver
+            && let Err(e) = driver.await
+        {
+            tracing::error!(error = %e, "client session driver failed");
+        }
+    }
+}
+
+impl Shared {
+    fn core(&self) -> MutexGuard<'_, Core> {
+        // Every update under this lock completes before the lock is released (no await
+        // inside), so a panic cannot leave it half-done: poisoning is ignored.
+        self.core.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Milliseconds since the session started, on tokio's clock (madsim's in simulation).
+    fn now_ms(&self) -> u64 {
+        u64::try_from(self.start.elapsed().as_millis()).unwrap_or(u64::MAX)
+    }
+
+    /// Drains the queue's outputs and decides what to do next.
+    fn step(&self) -> Step {
+        let now_ms = self.now_ms();
+        let mut core = self.core();
+        core.resolve_completed();
+        let open_session = core.queue.needs_session() && !core.queue.is_empty() && !core.opening;
+        if open_session {
+            core.opening = true;
+        }
+        let mut transmits = Vec::new();
+        while let Some(t) = core.queue.poll_transmit(now_ms) {
+            core.last_attempt = Some(t.attempt);
+            transmits.push((core.generation, t));
+        }
+        debug_assert_eq!(core.waiting.len(), core.queue.len(), "one waiter per queued command");
+        let mut wake_at_ms = core.queue.poll_timeout();
+        let exit = match core.lifecycle {
+            Lifecycle::Open => false,
+            Lifecycle::Closing => core.waiting.is_empty(),
+            Lifecycle::Dropped { linger_until_ms } => {
+                if !core.waiting.is_empty() && now_ms >= linger_until_ms {
+                    tracing::warn!(
+                        commands = core.waiting.len(),
+                        "client session dropped: undelivered commands abandoned after {LINGER_AFTER_DROP_MS} ms"
+                    );
+                    core.fail_all("the session was dropped before the command was delivered");
+                }
+                wake_at_ms = Some(wake_at_ms.map_or(linger_until_ms, |t| t.min(linger_until_ms)));
+                core.waiting.is_empty()
+            }
+        };
+        Step { transmits, open_session, wake_at_ms, exit }
+    }
+
+    fn handle_timeout(&self) {
+        let now_ms = self.now_ms();
+        self.core().queue.handle_timeout(now_ms);
+    }
+
+    fn apply(&self, outcome: Outcome) {
+        let now_ms = self.now_ms();
+        let mut core = self.core();
+        match outcome {
+            Outcome::SessionOpened(session) => {
+                core.opening = false;
+                if core.queue.needs_session() {
+                    tracing::info!(%session, "client session reopened; queued commands continue under it");
+                    core.queue.set_session(session, 1);
+                }
+            }
+            Outcome::Answer { generation, attempt, endpoint, answer } => {
+                if generation != core.generation {
+                    return;
+                }
+                self.answer(&mut core, now_ms, attempt, endpoint, answer);
+            }
+        }
+    }
+
+    fn answer(
+        &self,
+        core: &mut Core,
+        now_ms: u64,
+        attempt: u64,
+        endpoint: usize,
+        answer: Result<ClientResponse, ClientError>,
+    ) {
+        let cluster = &self.cluster;
+        match answer {
+            Ok(ClientResponse::Applied(result)) => {
+                cluster.note_leader(endpoint);
+                core.queue.handle_reply(now_ms, attempt, result);
+            }
+            Ok(ClientResponse::NotLeader { leader }) => {
+                let hint = cluster.follow_hint(&leader);
+                if hint.is_none() {
+                    cluster.demote(endpoint);
+                }
+                match hint {
+                    Some(to) if to >= core.queue_endpoints && core.is_current(attempt) => {
+                        core.rebuild(now_ms, cluster.endpoint_count(), to)
+                    }
+                    _ => core.queue.handle_not_leader(now_ms, attempt, hint.map(EndpointId)),
+                }
+            }
+            Ok(ClientResponse::RetryLater(_)) => core.queue.handle_retry_later(now_ms, attempt),
+            Ok(other) => {
+                // The node could not take the command (e.g. shutting down): try elsewhere.
+                tracing::warn!(endpoint, answer = ?other, "unexpected answer to a command; retrying");
+                core.queue.handle_failure(now_ms, attempt, Failure::ConnectionFailed);
+            }
+            Err(e) => {
+                tracing::debug!(endpoint, error = %e, "command attempt failed; retrying");
+                cluster.demote(endpoint);
+                let failure =
+                    if matches!(e, ClientError::Timeout { .. }) { Failure::Timeout } else { Failure::ConnectionFailed };
+                core.queue.handle_failure(now_ms, attempt, failure);
+            }
+        }
+    }
+}
+
+impl Core {
+    fn resolve_completed(&mut self) {
+        while let Some(done) = self.queue.poll_completed() {
+            let waiting = self.waiting.remove(&done.seq);
+            assert!(waiting.is_some(), "completed command {} had no waiter", done.seq);
+            if let Some(waiting) = waiting {
+                // A dropped Pending (fire-and-forget) is fine.
+                let _ = waiting.reply.send(Ok(done.result));
+            }
+        }
+    }
+
+    fn fail_all(&mut self, reason: &str) {
+        for (_, waiting) in std::mem::take(&mut self.waiting) {
+            let _ = waiting.reply.send(Err(ClientError::Closed(reason.to_string())));
+        }
+    }
+
+    fn is_current(&self, attempt: u64) -> bool {
+        self.queue.in_flight() && self.last_attempt == Some(attempt)
+    }
+
+    /// Rebuilds the queue over `endpoint_count` endpoints, aimed at `leader`, keeping the
+    /// session, the sequence number and every command in order.
+    fn rebuild(&mut self, now_ms: u64, endpoint_count: usize, leader: usize) {
+        self.resolve_completed();
+        let config = *self.queue.config();
+        let mut queue = RetryQueue::new(config, endpoint_count, self.rng.next_u64())
+            .expect("the configuration was accepted before and there are endpoints");
+        if let Some(session) = self.queue.session() {
+            queue.set_session(session, self.queue.next_wire_seq());
+        }
+        queue.handle_leader_hint(EndpointId(leader));
+        let mut waiting = BTreeMap::new();
+        for (_, w) in std::mem::take(&mut self.waiting) {
+            let seq = queue.submit(now_ms, w.command.clone()).expect("the old queue held as many");
+            waiting.insert(seq, w);
+        }
+        tracing::debug!(endpoint_count, leader, "client retry queue rebuilt for a newly learned leader");
+        self.queue = queue;
+        self.waiting = waiting;
+        self.queue_endpoints = endpoint_count;
+        self.generation += 1;
+        self.last_attempt = None;
+    }
+}
+
+async fn drive(shared: Arc<Shared>, outcome_tx: mpsc::Sender<Outcome>, mut outcomes: mpsc::Receiver<Outcome>) {
+    loop {
+        let step = shared.step();
+        for (generation, transmit) in step.transmits {
+            let timeout_ms = shared.core().queue.config().request_timeout_ms;
+            tokio::spawn(send_command(shared.cluster.clone(), generation, transmit, timeout_ms, outcome_tx.clone()));
+        }
+        if step.open_session {
+            let backoff_ms = shared.core().queue.config().max_backoff_ms;
+            tokio::spawn(reopen_session(shared.cluster.clone(), backoff_ms, outcome_tx.clone()));
+        }
+        if step.exit {
+            return;
+        }
+        let wake_at = step.wake_at_ms.map(|ms| shared.start + Duration::from_millis(ms));
+        tokio::select! {
+            biased;
+            Some(outcome) = outcomes.recv() => shared.apply(outcome),
+            _ = shared.wake.notified() => {}
+            _ = sleep_until(wake_at) => shared.handle_timeout(),
+        }
+    }
+}
+
+async fn sleep_until(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// One attempt: `Submit` to the queue's chosen endpoint, within the queue's deadline.
+async fn send_command(
+    cluster: Cluster,
+    generation: u64,
+    transmit: Transmit,
+    timeout_ms: u64,
+    tx: mpsc::Sender<Outcome>,
+) {
+    let endpoint = transmit.endpoint.0;
+    let answer = cluster.request_within(endpoint, ClientRequest::Submit(transmit.request), timeout_ms).await;
+    let _ = tx.send(Outcome::Answer { generation, attempt: transmit.attempt, endpoint, answer }).await;
+}
+
+/// Opens a new session, retrying until it works or the driver is gone.
+async fn reopen_session(cluster: Cluster, max_backoff_ms: u64, tx: mpsc::Sender<Outcome>) {
+    let mut pause_ms = 10u64.min(max_backoff_ms);
+    loop {
+        match open_session(&cluster).await {
+            Ok(session) => {
+                let _ = tx.send(Outcome::SessionOpened(session)).await;
+                return;
+            }
+            Err(e) => tracing::warn!(error = %e, "cannot open a new client session; retrying"),
+        }
+        if tx.is_closed() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(pause_ms)).await;
+        pause_ms = (pause_ms * 2).min(max_backoff_ms);
+    }
+}
+
+async fn open_session(cluster: &Cluster) -> Result<SessionId, ClientError> {
+    match cluster.call_leader(ClientRequest::OpenSession).await? {
+        ClientResponse::SessionOpened(session) => Ok(session),
+        ClientResponse::Applied(Ok(Reply::SessionOpened { session })) => Ok(session),
+        ClientResponse::Applied(Err(refusal)) => Err(ClientError::Refused(refusal)),
+        ClientResponse::Error(e) => Err(ClientError::Server(e)),
+        other => Err(ClientError::Protocol(format!("expected SessionOpened, got {other:?}"))),
+    }
+}
