@@ -44,22 +44,22 @@ pub use limits::Limits;
 pub use snapshot::{SNAPSHOT_FORMAT_VERSION, SnapshotError};
 
 use crate::command::{
-    Command, CommandError, CommandResult, LeaderCommand, ListFilter, MemberKind, ProcessPatch,
-    Proposal, ProposalBody, Query, Reply, ServerPatch,
+    Command, CommandError, CommandResult, LeaderCommand, ListFilter, MemberKind, ProcessPatch, Proposal, ProposalBody,
+    Query, Reply, ServerPatch,
 };
-use crate::event::{Event, EventKind};
+use crate::event::Event;
 use crate::ids::{MemberId, ProcessId, ServerId, SessionId};
 use crate::model::{
-    Departure, MemberStatus, ProcessEntry, ProcessInfo, ResourceAverage, ServerEntry, ServerInfo,
-    Tombstone, TombstoneSubject,
+    Departure, MemberStatus, ProcessEntry, ProcessInfo, ResourceAverage, ServerEntry, ServerInfo, Tombstone,
 };
 use crate::query::{QueryReply, QueryResult};
-use history::EventHistory;
+use history::{Change, EventHistory};
 use limits::{KV_KEYS, PROCESSES, SERVERS};
 use session::{Gate, SessionTable};
 use std::collections::BTreeMap;
 use std::ops::Bound;
-use tombstones::TombstoneLog;
+use std::sync::Arc;
+use tombstones::{DepartedEntry, StoredTombstone, TombstoneLog};
 
 /// The replicated cluster record: servers, processes, a small key/value store, client
 /// sessions, tombstones of departed members, and the recent change events.
@@ -72,8 +72,11 @@ pub struct ClusterStateMachine {
     clock_unix_ms: u64,
     /// Id of the next process to register; ids are never reused.
     next_process_id: u64,
-    servers: BTreeMap<ServerId, ServerEntry>,
-    processes: BTreeMap<ProcessId, ProcessEntry>,
+    // Entries sit behind `Arc` so the event history and tombstones share them instead of
+    // copying, and so the maps' nodes stay small (inline entries made every node an
+    // allocation of over a kilobyte).
+    servers: BTreeMap<ServerId, Arc<ServerEntry>>,
+    processes: BTreeMap<ProcessId, Arc<ProcessEntry>>,
     kv: BTreeMap<String, String>,
     sessions: SessionTable,
     tombstones: TombstoneLog,
@@ -134,8 +137,8 @@ impl ClusterStateMachine {
     /// Answers a read at the current revision.
     pub fn query(&self, query: &Query) -> QueryReply {
         let result = match query {
-            Query::GetServer(id) => QueryResult::Server(self.servers.get(id).cloned()),
-            Query::GetProcess(id) => QueryResult::Process(self.processes.get(id).cloned()),
+            Query::GetServer(id) => QueryResult::Server(self.get_server(*id).cloned()),
+            Query::GetProcess(id) => QueryResult::Process(self.get_process(*id).cloned()),
             Query::List(filter) => {
                 let (servers, processes) = self.list(filter);
                 QueryResult::Members {
@@ -149,17 +152,11 @@ impl ClusterStateMachine {
                     .map(|(key, value)| (key.to_string(), value.to_string()))
                     .collect(),
             ),
-            Query::Tombstones { limit } => QueryResult::Tombstones(
-                self.tombstones()
-                    .take(usize::try_from(*limit).unwrap_or(usize::MAX))
-                    .cloned()
-                    .collect(),
-            ),
+            Query::Tombstones { limit } => {
+                QueryResult::Tombstones(self.tombstones().take(usize::try_from(*limit).unwrap_or(usize::MAX)).collect())
+            }
         };
-        QueryReply {
-            revision: self.revision,
-            result,
-        }
+        QueryReply { revision: self.revision, result }
     }
 
     /// Number of applied proposals; the revision every event and reply refers to.
@@ -176,13 +173,10 @@ impl ClusterStateMachine {
         &self.limits
     }
 
-    /// The events with a revision above `revision`, oldest first; `Err` if the bounded
-    /// history no longer holds all of them (re-read the state, then resume after the
-    /// revision that read returned).
-    pub fn events_after(
-        &self,
-        revision: u64,
-    ) -> Result<impl Iterator<Item = &Event> + '_, EventsCompacted> {
+    /// The events with a revision above `revision`, oldest first, each built as it is
+    /// read; `Err` if the bounded history no longer holds all of them (re-read the state,
+    /// then resume after the revision that read returned).
+    pub fn events_after(&self, revision: u64) -> Result<impl DoubleEndedIterator<Item = Event> + '_, EventsCompacted> {
         self.history.after(revision)
     }
 
@@ -192,7 +186,6 @@ impl ClusterStateMachine {
         servers.chain(self.processes.keys().map(|id| MemberId::Process(*id)))
     }
 
-    /// Servers in id order.
     /// Whether `member` is live in the record.
     pub fn contains_member(&self, member: MemberId) -> bool {
         match member {
@@ -201,21 +194,22 @@ impl ClusterStateMachine {
         }
     }
 
+    /// Servers in id order.
     pub fn servers(&self) -> impl Iterator<Item = &ServerEntry> + '_ {
-        self.servers.values()
+        self.servers.values().map(|entry| &**entry)
     }
 
     /// Processes in id order.
     pub fn processes(&self) -> impl Iterator<Item = &ProcessEntry> + '_ {
-        self.processes.values()
+        self.processes.values().map(|entry| &**entry)
     }
 
     pub fn get_server(&self, id: ServerId) -> Option<&ServerEntry> {
-        self.servers.get(&id)
+        self.servers.get(&id).map(|entry| &**entry)
     }
 
     pub fn get_process(&self, id: ProcessId) -> Option<&ProcessEntry> {
-        self.processes.get(&id)
+        self.processes.get(&id).map(|entry| &**entry)
     }
 
     pub fn server_count(&self) -> usize {
@@ -254,9 +248,9 @@ impl ClusterStateMachine {
             .map(|(key, value)| (key.as_str(), value.as_str()))
     }
 
-    /// Tombstones, newest first.
-    pub fn tombstones(&self) -> impl Iterator<Item = &Tombstone> + '_ {
-        self.tombstones.newest_first()
+    /// Tombstones, newest first, each built as it is read.
+    pub fn tombstones(&self) -> impl Iterator<Item = Tombstone> + '_ {
+        self.tombstones.newest_first().map(StoredTombstone::to_tombstone)
     }
 
     pub fn session_count(&self) -> usize {
@@ -276,20 +270,17 @@ impl ClusterStateMachine {
         let mut servers = Vec::new();
         if filter.kind != Some(MemberKind::Process) && filter.labels.is_empty() {
             let candidates: Box<dyn Iterator<Item = &ServerEntry>> = match filter.server {
-                Some(id) => Box::new(self.servers.get(&id).into_iter()),
-                None => Box::new(self.servers.values()),
+                Some(id) => Box::new(self.get_server(id).into_iter()),
+                None => Box::new(self.servers()),
             };
             servers.extend(candidates.filter(|entry| status_ok(entry.status)));
         }
         let mut processes = Vec::new();
         if filter.kind != Some(MemberKind::Server) {
-            processes.extend(self.processes.values().filter(|entry| {
+            processes.extend(self.processes().filter(|entry| {
                 filter.server.is_none_or(|id| entry.info.server == id)
                     && status_ok(entry.status)
-                    && filter
-                        .labels
-                        .iter()
-                        .all(|(key, value)| entry.info.labels.get(key) == Some(value))
+                    && filter.labels.iter().all(|(key, value)| entry.info.labels.get(key) == Some(value))
             }));
         }
         (servers, processes)
@@ -315,16 +306,12 @@ impl ClusterStateMachine {
             return Err(format!("{} servers exceed the limit", self.servers.len()));
         }
         if self.processes.len() > limits.max_processes {
-            return Err(format!(
-                "{} processes exceed the limit",
-                self.processes.len()
-            ));
+            return Err(format!("{} processes exceed the limit", self.processes.len()));
         }
         if self.kv.len() > limits.max_kv_keys {
             return Err(format!("{} keys exceed the limit", self.kv.len()));
         }
-        let revs_ok =
-            |registered: u64, updated: u64| registered <= updated && updated <= self.revision;
+        let revs_ok = |registered: u64, updated: u64| registered <= updated && updated <= self.revision;
         for (id, entry) in &self.servers {
             if entry.id != *id || !revs_ok(entry.registered_rev, entry.updated_rev) {
                 return Err(format!("{id} is inconsistent"));
@@ -357,8 +344,7 @@ impl ClusterStateMachine {
     fn begin(&mut self, at_unix_ms: u64) -> u64 {
         self.revision += 1;
         self.clock_unix_ms = self.clock_unix_ms.max(at_unix_ms);
-        self.tombstones
-            .prune(self.clock_unix_ms, self.limits.tombstone_max_age_ms);
+        self.tombstones.prune(self.clock_unix_ms, self.limits.tombstone_max_age_ms);
         self.revision
     }
 
@@ -372,13 +358,9 @@ impl ClusterStateMachine {
         debug_assert!(self.history.len() <= limits.event_history);
     }
 
-    fn emit(&mut self, revision: u64, kind: EventKind) {
-        debug_assert_eq!(
-            revision, self.revision,
-            "events carry the revision being applied"
-        );
-        self.history
-            .push(Event { revision, kind }, self.limits.event_history);
+    fn emit(&mut self, revision: u64, change: Change) {
+        debug_assert_eq!(revision, self.revision, "events carry the revision being applied");
+        self.history.push(revision, change, self.limits.event_history);
     }
 
     fn execute(&mut self, command: &Command, revision: u64) -> CommandResult {
@@ -390,23 +372,15 @@ impl ClusterStateMachine {
             }
             Command::RegisterProcess { info } => self.register_process(info, revision),
             Command::DeregisterProcess { id, exit_status } => {
-                let departure = Departure::Deregistered {
-                    exit_status: *exit_status,
-                };
+                let departure = Departure::Deregistered { exit_status: *exit_status };
                 self.depart_or_refuse(MemberId::Process(*id), departure, revision)
             }
-            Command::PutServer { id, patch, create } => {
-                self.put_server(*id, patch, create.as_ref(), revision)
-            }
+            Command::PutServer { id, patch, create } => self.put_server(*id, patch, create.as_ref(), revision),
             Command::PutProcess { id, patch } => self.put_process(*id, patch, revision),
-            Command::Delete { member } => {
-                self.depart_or_refuse(*member, Departure::Deleted, revision)
-            }
+            Command::Delete { member } => self.depart_or_refuse(*member, Departure::Deleted, revision),
             Command::KvPut { key, value } => self.kv_put(key, value, revision),
             Command::KvDelete { key } => self.kv_delete(key, revision),
-            Command::KvCas { key, expected, new } => {
-                self.kv_cas(key, expected.as_deref(), new.as_ref(), revision)
-            }
+            Command::KvCas { key, expected, new } => self.kv_cas(key, expected.as_deref(), new.as_ref(), revision),
             Command::Noop => Ok(Reply::Done { revision }),
         }
     }
@@ -430,22 +404,20 @@ impl ClusterStateMachine {
                 }
             }
         }
-        Ok(Reply::Applied {
-            count: u32::try_from(count).unwrap_or(u32::MAX),
-            revision,
-        })
+        Ok(Reply::Applied { count: u32::try_from(count).unwrap_or(u32::MAX), revision })
     }
 
     fn register_server(&mut self, id: ServerId, info: &ServerInfo, revision: u64) -> CommandResult {
         self.limits.check_server_info(info)?;
-        if let Some(entry) = self.servers.get_mut(&id) {
+        if let Some(slot) = self.servers.get_mut(&id) {
             // A restart: same id, fresh info, online again; its resources stay until the
             // leader reports new ones.
+            let entry = Arc::make_mut(slot);
             entry.info.clone_from(info);
             entry.status = MemberStatus::Online;
             entry.updated_rev = revision;
-            let event = EventKind::ServerUpdated(entry.clone());
-            self.emit(revision, event);
+            let change = Change::ServerUpdated(Arc::clone(slot));
+            self.emit(revision, change);
         } else {
             self.check_room_for_server()?;
             self.insert_server(new_server(id, info.clone(), revision), revision);
@@ -461,11 +433,14 @@ impl ClusterStateMachine {
         revision: u64,
     ) -> CommandResult {
         self.limits.check_server_patch(patch)?;
-        if let Some(entry) = self.servers.get_mut(&id) {
-            if patch_server(entry, patch) {
+        if let Some(slot) = self.servers.get_mut(&id) {
+            // Copy-on-write only when something changes: the history may share the entry.
+            if server_patch_changes(slot, patch) {
+                let entry = Arc::make_mut(slot);
+                patch_server(entry, patch);
                 entry.updated_rev = revision;
-                let event = EventKind::ServerUpdated(entry.clone());
-                self.emit(revision, event);
+                let change = Change::ServerUpdated(Arc::clone(slot));
+                self.emit(revision, change);
             }
             return Ok(Reply::Done { revision });
         }
@@ -482,19 +457,16 @@ impl ClusterStateMachine {
 
     fn check_room_for_server(&self) -> Result<(), CommandError> {
         if self.servers.len() >= self.limits.max_servers {
-            return Err(CommandError::TableFull {
-                what: SERVERS.to_string(),
-                count: self.servers.len(),
-            });
+            return Err(CommandError::TableFull { what: SERVERS.to_string(), count: self.servers.len() });
         }
         Ok(())
     }
 
     fn insert_server(&mut self, entry: ServerEntry, revision: u64) {
-        let event = EventKind::ServerRegistered(entry.clone());
-        let previous = self.servers.insert(entry.id, entry);
+        let entry = Arc::new(entry);
+        let previous = self.servers.insert(entry.id, Arc::clone(&entry));
         assert!(previous.is_none(), "insert_server is for new servers only");
-        self.emit(revision, event);
+        self.emit(revision, Change::ServerRegistered(entry));
     }
 
     fn register_process(&mut self, info: &ProcessInfo, revision: u64) -> CommandResult {
@@ -503,61 +475,55 @@ impl ClusterStateMachine {
             return Err(CommandError::UnknownServer(info.server));
         }
         if self.processes.len() >= self.limits.max_processes {
-            return Err(CommandError::TableFull {
-                what: PROCESSES.to_string(),
-                count: self.processes.len(),
-            });
+            return Err(CommandError::TableFull { what: PROCESSES.to_string(), count: self.processes.len() });
         }
         let id = ProcessId(self.next_process_id);
         self.next_process_id += 1;
-        let entry = ProcessEntry {
+        let entry = Arc::new(ProcessEntry {
             id,
             info: info.clone(),
             status: MemberStatus::Online,
             registered_rev: revision,
             updated_rev: revision,
-        };
-        let event = EventKind::ProcessRegistered(entry.clone());
-        let previous = self.processes.insert(id, entry);
+        });
+        let previous = self.processes.insert(id, Arc::clone(&entry));
         assert!(previous.is_none(), "process ids are never reused");
-        self.emit(revision, event);
+        self.emit(revision, Change::ProcessRegistered(entry));
         Ok(Reply::ProcessRegistered { id, revision })
     }
 
     fn put_process(&mut self, id: ProcessId, patch: &ProcessPatch, revision: u64) -> CommandResult {
-        let Some(entry) = self.processes.get_mut(&id) else {
+        let Some(slot) = self.processes.get_mut(&id) else {
             return Err(CommandError::UnknownMember(MemberId::Process(id)));
         };
         // Checked against the labels it merges into, so existence comes first here.
-        self.limits.check_process_patch(patch, &entry.info.labels)?;
-        if patch_process(entry, patch) {
+        self.limits.check_process_patch(patch, &slot.info.labels)?;
+        if process_patch_changes(slot, patch) {
+            let entry = Arc::make_mut(slot);
+            patch_process(entry, patch);
             entry.updated_rev = revision;
-            let event = EventKind::ProcessUpdated(entry.clone());
-            self.emit(revision, event);
+            debug_assert!(entry.info.labels.len() <= self.limits.max_labels);
+            let change = Change::ProcessUpdated(Arc::clone(slot));
+            self.emit(revision, change);
         }
-        debug_assert!(self.processes[&id].info.labels.len() <= self.limits.max_labels);
         Ok(Reply::Done { revision })
     }
 
     fn report_resources(&mut self, id: ServerId, average: ResourceAverage, revision: u64) -> bool {
-        let Some(entry) = self.servers.get_mut(&id) else {
+        let Some(slot) = self.servers.get_mut(&id) else {
             return false;
         };
-        if entry.resources != Some(average) {
+        if slot.resources != Some(average) {
+            let entry = Arc::make_mut(slot);
             entry.resources = Some(average);
             entry.updated_rev = revision;
-            let event = EventKind::ServerUpdated(entry.clone());
-            self.emit(revision, event);
+            let change = Change::ServerUpdated(Arc::clone(slot));
+            self.emit(revision, change);
         }
         true
     }
 
-    fn depart_or_refuse(
-        &mut self,
-        member: MemberId,
-        departure: Departure,
-        revision: u64,
-    ) -> CommandResult {
+    fn depart_or_refuse(&mut self, member: MemberId, departure: Departure, revision: u64) -> CommandResult {
         if !self.depart(member, departure, revision) {
             return Err(CommandError::UnknownMember(member));
         }
@@ -568,29 +534,18 @@ impl ClusterStateMachine {
     fn depart(&mut self, member: MemberId, departure: Departure, revision: u64) -> bool {
         let subject = match member {
             MemberId::Server(id) => match self.servers.remove(&id) {
-                Some(entry) => TombstoneSubject::Server(entry),
+                Some(entry) => DepartedEntry::Server(entry),
                 None => return false,
             },
             MemberId::Process(id) => match self.processes.remove(&id) {
-                Some(entry) => TombstoneSubject::Process(entry),
+                Some(entry) => DepartedEntry::Process(entry),
                 None => return false,
             },
         };
-        let tombstone = Tombstone {
-            subject,
-            departure,
-            left_at_unix_ms: self.clock_unix_ms,
-            left_rev: revision,
-        };
-        self.emit(
-            revision,
-            EventKind::Departed {
-                member,
-                tombstone: tombstone.clone(),
-            },
-        );
-        self.tombstones
-            .push(tombstone, self.limits.tombstone_max_count);
+        let tombstone =
+            Arc::new(StoredTombstone { subject, departure, left_at_unix_ms: self.clock_unix_ms, left_rev: revision });
+        self.emit(revision, Change::Departed(Arc::clone(&tombstone)));
+        self.tombstones.push(tombstone, self.limits.tombstone_max_count);
         true
     }
 
@@ -604,47 +559,26 @@ impl ClusterStateMachine {
                 self.kv.insert(key.to_string(), value.to_string());
             }
         }
-        self.emit(
-            revision,
-            EventKind::KvPut {
-                key: key.to_string(),
-                value: value.to_string(),
-            },
-        );
+        self.emit(revision, Change::KvPut { key: key.to_string(), value: value.to_string() });
         Ok(Reply::Done { revision })
     }
 
     fn kv_delete(&mut self, key: &str, revision: u64) -> CommandResult {
         self.limits.check_key(key)?;
         if self.kv.remove(key).is_some() {
-            self.emit(
-                revision,
-                EventKind::KvDeleted {
-                    key: key.to_string(),
-                },
-            );
+            self.emit(revision, Change::KvDeleted { key: key.to_string() });
         }
         Ok(Reply::Done { revision })
     }
 
-    fn kv_cas(
-        &mut self,
-        key: &str,
-        expected: Option<&str>,
-        new: Option<&String>,
-        revision: u64,
-    ) -> CommandResult {
+    fn kv_cas(&mut self, key: &str, expected: Option<&str>, new: Option<&String>, revision: u64) -> CommandResult {
         self.limits.check_key(key)?;
         if let Some(value) = new {
             self.limits.check_value(value)?;
         }
         let current = self.kv.get(key).cloned();
         if current.as_deref() != expected {
-            return Ok(Reply::Cas {
-                swapped: false,
-                current,
-                revision,
-            });
+            return Ok(Reply::Cas { swapped: false, current, revision });
         }
         match new {
             Some(value) => {
@@ -652,36 +586,20 @@ impl ClusterStateMachine {
                     self.check_room_for_key()?;
                 }
                 self.kv.insert(key.to_string(), value.clone());
-                let event = EventKind::KvPut {
-                    key: key.to_string(),
-                    value: value.clone(),
-                };
-                self.emit(revision, event);
+                self.emit(revision, Change::KvPut { key: key.to_string(), value: value.clone() });
             }
             None => {
                 if self.kv.remove(key).is_some() {
-                    self.emit(
-                        revision,
-                        EventKind::KvDeleted {
-                            key: key.to_string(),
-                        },
-                    );
+                    self.emit(revision, Change::KvDeleted { key: key.to_string() });
                 }
             }
         }
-        Ok(Reply::Cas {
-            swapped: true,
-            current,
-            revision,
-        })
+        Ok(Reply::Cas { swapped: true, current, revision })
     }
 
     fn check_room_for_key(&self) -> Result<(), CommandError> {
         if self.kv.len() >= self.limits.max_kv_keys {
-            return Err(CommandError::TableFull {
-                what: KV_KEYS.to_string(),
-                count: self.kv.len(),
-            });
+            return Err(CommandError::TableFull { what: KV_KEYS.to_string(), count: self.kv.len() });
         }
         Ok(())
     }
@@ -698,46 +616,66 @@ fn new_server(id: ServerId, info: ServerInfo, revision: u64) -> ServerEntry {
     }
 }
 
-/// Sets `slot` to `value` if one is given and differs; whether it changed.
-fn set_field<T: PartialEq + Clone>(slot: &mut T, value: &Option<T>) -> bool {
-    match value {
-        Some(value) if value != slot => {
-            slot.clone_from(value);
-            true
-        }
-        _ => false,
+/// Whether `value` is given and differs from `slot`.
+fn differs<T: PartialEq>(slot: &T, value: &Option<T>) -> bool {
+    matches!(value, Some(value) if value != slot)
+}
+
+/// Whether merging `patch` would change `entry`.
+fn server_patch_changes(entry: &ServerEntry, patch: &ServerPatch) -> bool {
+    let info = &entry.info;
+    differs(&info.name, &patch.name)
+        || differs(&info.raft_addr, &patch.raft_addr)
+        || differs(&info.api_addr, &patch.api_addr)
+        || differs(&info.cpu_capacity_percent, &patch.cpu_capacity_percent)
+        || differs(&info.mem_capacity_bytes, &patch.mem_capacity_bytes)
+        || differs(&entry.status, &patch.status)
+}
+
+/// Whether merging `patch` would change `entry`.
+fn process_patch_changes(entry: &ProcessEntry, patch: &ProcessPatch) -> bool {
+    let info = &entry.info;
+    differs(&info.name, &patch.name)
+        || differs(&info.service_host, &patch.service_host)
+        || differs(&info.service_port, &patch.service_port)
+        || differs(&entry.status, &patch.status)
+        || patch.labels.iter().any(|(key, value)| info.labels.get(key) != value.as_ref())
+}
+
+/// Sets `slot` to `value` if one is given, reusing `slot`'s allocation.
+fn set_field<T: Clone>(slot: &mut T, value: &Option<T>) {
+    if let Some(value) = value {
+        slot.clone_from(value);
     }
 }
 
-/// Merges `patch` into `entry`; whether anything changed.
-fn patch_server(entry: &mut ServerEntry, patch: &ServerPatch) -> bool {
+/// Merges `patch` into `entry`.
+fn patch_server(entry: &mut ServerEntry, patch: &ServerPatch) {
     let info = &mut entry.info;
-    let mut changed = set_field(&mut info.name, &patch.name);
-    changed |= set_field(&mut info.raft_addr, &patch.raft_addr);
-    changed |= set_field(&mut info.api_addr, &patch.api_addr);
-    changed |= set_field(&mut info.cpu_capacity_percent, &patch.cpu_capacity_percent);
-    changed |= set_field(&mut info.mem_capacity_bytes, &patch.mem_capacity_bytes);
-    changed |= set_field(&mut entry.status, &patch.status);
-    changed
+    set_field(&mut info.name, &patch.name);
+    set_field(&mut info.raft_addr, &patch.raft_addr);
+    set_field(&mut info.api_addr, &patch.api_addr);
+    set_field(&mut info.cpu_capacity_percent, &patch.cpu_capacity_percent);
+    set_field(&mut info.mem_capacity_bytes, &patch.mem_capacity_bytes);
+    set_field(&mut entry.status, &patch.status);
 }
 
-/// Merges `patch` into `entry`, labels key by key; whether anything changed.
-fn patch_process(entry: &mut ProcessEntry, patch: &ProcessPatch) -> bool {
+/// Merges `patch` into `entry`, labels key by key (`None` removes one).
+fn patch_process(entry: &mut ProcessEntry, patch: &ProcessPatch) {
     let info = &mut entry.info;
-    let mut changed = set_field(&mut info.name, &patch.name);
-    changed |= set_field(&mut info.service_host, &patch.service_host);
-    changed |= set_field(&mut info.service_port, &patch.service_port);
-    changed |= set_field(&mut entry.status, &patch.status);
+    set_field(&mut info.name, &patch.name);
+    set_field(&mut info.service_host, &patch.service_host);
+    set_field(&mut info.service_port, &patch.service_port);
+    set_field(&mut entry.status, &patch.status);
     for (key, value) in &patch.labels {
-        match value {
-            Some(value) => {
-                if info.labels.get(key) != Some(value) {
-                    info.labels.insert(key.clone(), value.clone());
-                    changed = true;
-                }
+        match (value, info.labels.get_mut(key)) {
+            (Some(value), Some(slot)) => slot.clone_from(value),
+            (Some(value), None) => {
+                info.labels.insert(key.clone(), value.clone());
             }
-            None => changed |= info.labels.remove(key).is_some(),
+            (None, _) => {
+                info.labels.remove(key);
+            }
         }
     }
-    changed
 }

@@ -4,9 +4,17 @@
 //! never decrease but may repeat (a batched expiry departs several members at once). A
 //! watcher resumes "after revision R" and gets every event with a larger revision, or
 //! learns that some of them were already dropped and it must re-read the state.
+//!
+//! Entries are held by `Arc`, shared with the tables and tombstones: recording a
+//! registration or a departure copies nothing, and an `Event` is built only when a
+//! watcher reads it. An update still copies the entry once (copy-on-write in the
+//! table), because the history must keep the version before it.
 
-use crate::event::Event;
+use super::tombstones::StoredTombstone;
+use crate::event::{Event, EventKind};
+use crate::model::{ProcessEntry, ServerEntry};
 use std::collections::VecDeque;
+use std::sync::Arc;
 
 /// Events after `requested` were partly dropped from the bounded history.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
@@ -19,10 +27,44 @@ pub struct EventsCompacted {
     pub oldest_available: u64,
 }
 
+/// `EventKind` with entries shared.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum Change {
+    ServerRegistered(Arc<ServerEntry>),
+    ServerUpdated(Arc<ServerEntry>),
+    ProcessRegistered(Arc<ProcessEntry>),
+    ProcessUpdated(Arc<ProcessEntry>),
+    Departed(Arc<StoredTombstone>),
+    KvPut { key: String, value: String },
+    KvDeleted { key: String },
+}
+
+impl Change {
+    fn to_kind(&self) -> EventKind {
+        match self {
+            Change::ServerRegistered(entry) => EventKind::ServerRegistered(ServerEntry::clone(entry)),
+            Change::ServerUpdated(entry) => EventKind::ServerUpdated(ServerEntry::clone(entry)),
+            Change::ProcessRegistered(entry) => EventKind::ProcessRegistered(ProcessEntry::clone(entry)),
+            Change::ProcessUpdated(entry) => EventKind::ProcessUpdated(ProcessEntry::clone(entry)),
+            Change::Departed(tombstone) => {
+                EventKind::Departed { member: tombstone.member(), tombstone: tombstone.to_tombstone() }
+            }
+            Change::KvPut { key, value } => EventKind::KvPut { key: key.clone(), value: value.clone() },
+            Change::KvDeleted { key } => EventKind::KvDeleted { key: key.clone() },
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct Recorded {
+    revision: u64,
+    change: Change,
+}
+
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) struct EventHistory {
     /// Oldest first.
-    events: VecDeque<Event>,
+    events: VecDeque<Recorded>,
     /// Every event with a revision above this one is still held.
     floor: u64,
 }
@@ -30,50 +72,37 @@ pub(crate) struct EventHistory {
 impl EventHistory {
     /// An empty history that holds everything after `floor`.
     pub(crate) fn starting_at(floor: u64) -> Self {
-        EventHistory {
-            events: VecDeque::new(),
-            floor,
-        }
+        EventHistory { events: VecDeque::new(), floor }
     }
 
     pub(crate) fn len(&self) -> usize {
         self.events.len()
     }
 
-    pub(crate) fn push(&mut self, event: Event, max_events: usize) {
+    pub(crate) fn push(&mut self, revision: u64, change: Change, max_events: usize) {
         if let Some(newest) = self.events.back() {
-            assert!(
-                newest.revision <= event.revision,
-                "events arrive in revision order"
-            );
+            assert!(newest.revision <= revision, "events arrive in revision order");
         }
         if max_events == 0 {
-            self.floor = event.revision;
+            self.floor = revision;
             return;
         }
         if self.events.len() >= max_events {
-            let dropped = self
-                .events
-                .pop_front()
-                .expect("history is full, so not empty");
+            let dropped = self.events.pop_front().expect("history is full, so not empty");
             self.floor = dropped.revision;
         }
-        self.events.push_back(event);
+        self.events.push_back(Recorded { revision, change });
     }
 
-    pub(crate) fn after(
-        &self,
-        revision: u64,
-    ) -> Result<std::collections::vec_deque::Iter<'_, Event>, EventsCompacted> {
+    /// The events after `revision`, oldest first, built as they are read.
+    pub(crate) fn after(&self, revision: u64) -> Result<impl DoubleEndedIterator<Item = Event> + '_, EventsCompacted> {
         if revision < self.floor {
-            return Err(EventsCompacted {
-                requested: revision,
-                oldest_available: self.floor,
-            });
+            return Err(EventsCompacted { requested: revision, oldest_available: self.floor });
         }
-        let start = self
+        let start = self.events.partition_point(|event| event.revision <= revision);
+        Ok(self
             .events
-            .partition_point(|event| event.revision <= revision);
-        Ok(self.events.range(start..))
+            .range(start..)
+            .map(|recorded| Event { revision: recorded.revision, kind: recorded.change.to_kind() }))
     }
 }

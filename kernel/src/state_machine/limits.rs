@@ -80,18 +80,11 @@ pub(crate) const PROCESSES: &str = "processes";
 pub(crate) const KV_KEYS: &str = "kv keys";
 
 fn too_large(what: &str, len: usize, max: usize) -> CommandError {
-    CommandError::TooLarge {
-        what: what.to_string(),
-        len,
-        max,
-    }
+    CommandError::TooLarge { what: what.to_string(), len, max }
 }
 
 fn empty(field: &str) -> CommandError {
-    CommandError::InvalidField {
-        field: field.to_string(),
-        reason: "must not be empty".to_string(),
-    }
+    CommandError::InvalidField { field: field.to_string(), reason: "must not be empty".to_string() }
 }
 
 fn check_len(what: &str, text: &str, max: usize) -> Result<(), CommandError> {
@@ -116,10 +109,7 @@ impl Limits {
         check_len(API_ADDR, &info.api_addr, self.max_name_bytes)
     }
 
-    pub(crate) fn check_server_patch(
-        &self,
-        patch: &crate::command::ServerPatch,
-    ) -> Result<(), CommandError> {
+    pub(crate) fn check_server_patch(&self, patch: &crate::command::ServerPatch) -> Result<(), CommandError> {
         if let Some(name) = &patch.name {
             check_name(SERVER_NAME, name, self)?;
         }
@@ -205,10 +195,7 @@ mod tests {
     #[test]
     fn default_limits_are_usable() {
         assert_eq!(Limits::default().check(), Ok(()));
-        let zero = Limits {
-            max_sessions: 0,
-            ..Limits::default()
-        };
+        let zero = Limits { max_sessions: 0, ..Limits::default() };
         assert!(zero.check().is_err());
     }
 }

@@ -5,14 +5,14 @@
 
 use super::{ClusterStateMachine, Limits, SnapshotError};
 use crate::command::{
-    Command, CommandError, CommandResult, LeaderCommand, ListFilter, ProcessPatch, Proposal,
-    ProposalBody, Query, Reply, Request, ServerPatch,
+    Command, CommandError, CommandResult, LeaderCommand, ListFilter, ProcessPatch, Proposal, ProposalBody, Query,
+    Reply, Request, ServerPatch,
 };
 use crate::event::{Event, EventKind};
 use crate::ids::{MemberId, ProcessId, ServerId, SessionId};
 use crate::model::{
-    Departure, Labels, MemberStatus, ProcessEntry, ProcessInfo, ResourceAverage, ServerEntry,
-    ServerInfo, Tombstone, TombstoneSubject,
+    Departure, Labels, MemberStatus, ProcessEntry, ProcessInfo, ResourceAverage, ServerEntry, ServerInfo, Tombstone,
+    TombstoneSubject,
 };
 use crate::query::QueryResult;
 use proptest::collection::{btree_map, vec};
@@ -65,18 +65,11 @@ struct Model {
 }
 
 fn too_large(what: &str, len: usize, max: usize) -> CommandError {
-    CommandError::TooLarge {
-        what: what.to_string(),
-        len,
-        max,
-    }
+    CommandError::TooLarge { what: what.to_string(), len, max }
 }
 
 fn invalid_empty(field: &str) -> CommandError {
-    CommandError::InvalidField {
-        field: field.to_string(),
-        reason: "must not be empty".to_string(),
-    }
+    CommandError::InvalidField { field: field.to_string(), reason: "must not be empty".to_string() }
 }
 
 impl Model {
@@ -97,25 +90,18 @@ impl Model {
     }
 
     fn last_seq(&self, id: SessionId) -> Option<u64> {
-        self.sessions
-            .iter()
-            .find(|s| s.id == id)
-            .map(|s| s.last_seq)
+        self.sessions.iter().find(|s| s.id == id).map(|s| s.last_seq)
     }
 
     fn begin(&mut self, at: u64) {
         self.revision += 1;
         self.clock = self.clock.max(at);
         let (clock, max_age) = (self.clock, self.limits.tombstone_max_age_ms);
-        self.tombstones
-            .retain(|t| clock - t.left_at_unix_ms <= max_age);
+        self.tombstones.retain(|t| clock - t.left_at_unix_ms <= max_age);
     }
 
     fn event(&mut self, kind: EventKind) {
-        self.events.push(Event {
-            revision: self.revision,
-            kind,
-        });
+        self.events.push(Event { revision: self.revision, kind });
     }
 
     fn apply(&mut self, proposal: &Proposal) -> CommandResult {
@@ -130,12 +116,7 @@ impl Model {
                 }
                 let id = SessionId(self.next_session);
                 self.next_session += 1;
-                self.sessions.push(ModelSession {
-                    id,
-                    last_seq: 0,
-                    last_rev: self.revision,
-                    last_reply: None,
-                });
+                self.sessions.push(ModelSession { id, last_seq: 0, last_rev: self.revision, last_reply: None });
                 Ok(Reply::SessionOpened { session: id })
             }
             ProposalBody::Client(request) => {
@@ -172,9 +153,7 @@ impl Model {
                 match command {
                     LeaderCommand::Expire { members } => {
                         for (member, silent_for_ms) in members {
-                            let departure = Departure::Expired {
-                                silent_for_ms: *silent_for_ms,
-                            };
+                            let departure = Departure::Expired { silent_for_ms: *silent_for_ms };
                             if self.depart(*member, departure) {
                                 count += 1;
                             }
@@ -195,10 +174,7 @@ impl Model {
                         }
                     }
                 }
-                Ok(Reply::Applied {
-                    count,
-                    revision: self.revision,
-                })
+                Ok(Reply::Applied { count, revision: self.revision })
             }
         }
     }
@@ -214,16 +190,8 @@ impl Model {
                 None => return false,
             },
         };
-        let tombstone = Tombstone {
-            subject,
-            departure,
-            left_at_unix_ms: self.clock,
-            left_rev: self.revision,
-        };
-        self.event(EventKind::Departed {
-            member,
-            tombstone: tombstone.clone(),
-        });
+        let tombstone = Tombstone { subject, departure, left_at_unix_ms: self.clock, left_rev: self.revision };
+        self.event(EventKind::Departed { member, tombstone: tombstone.clone() });
         self.tombstones.push(tombstone);
         while self.tombstones.len() > self.limits.tombstone_max_count {
             self.tombstones.remove(0);
@@ -232,11 +200,7 @@ impl Model {
     }
 
     fn check_text(&self, what: &str, text: &str, max: usize) -> Result<(), CommandError> {
-        if text.len() > max {
-            Err(too_large(what, text.len(), max))
-        } else {
-            Ok(())
-        }
+        if text.len() > max { Err(too_large(what, text.len(), max)) } else { Ok(()) }
     }
 
     fn check_name(&self, what: &str, text: &str) -> Result<(), CommandError> {
@@ -275,27 +239,19 @@ impl Model {
             Some(i) => self.kv[i].1 = value.to_string(),
             None => {
                 if self.kv.len() >= self.limits.max_kv_keys {
-                    return Err(CommandError::TableFull {
-                        what: "kv keys".to_string(),
-                        count: self.kv.len(),
-                    });
+                    return Err(CommandError::TableFull { what: "kv keys".to_string(), count: self.kv.len() });
                 }
                 self.kv.push((key.to_string(), value.to_string()));
             }
         }
-        self.event(EventKind::KvPut {
-            key: key.to_string(),
-            value: value.to_string(),
-        });
+        self.event(EventKind::KvPut { key: key.to_string(), value: value.to_string() });
         Ok(())
     }
 
     fn kv_remove(&mut self, key: &str) {
         if let Some(i) = self.kv.iter().position(|(k, _)| k == key) {
             self.kv.remove(i);
-            self.event(EventKind::KvDeleted {
-                key: key.to_string(),
-            });
+            self.event(EventKind::KvDeleted { key: key.to_string() });
         }
     }
 
@@ -336,10 +292,7 @@ impl Model {
                     self.event(EventKind::ServerUpdated(entry));
                 } else {
                     if self.servers.len() >= self.limits.max_servers {
-                        return Err(CommandError::TableFull {
-                            what: "servers".to_string(),
-                            count: self.servers.len(),
-                        });
+                        return Err(CommandError::TableFull { what: "servers".to_string(), count: self.servers.len() });
                     }
                     let entry = ServerEntry {
                         id: *id,
@@ -364,29 +317,18 @@ impl Model {
             }
             Command::RegisterProcess { info } => {
                 self.check_name("process name", &info.name)?;
-                self.check_text(
-                    "service_host",
-                    &info.service_host,
-                    self.limits.max_name_bytes,
-                )?;
+                self.check_text("service_host", &info.service_host, self.limits.max_name_bytes)?;
                 for (key, value) in &info.labels {
                     self.check_label(key, Some(value))?;
                 }
                 if info.labels.len() > self.limits.max_labels {
-                    return Err(too_large(
-                        "labels",
-                        info.labels.len(),
-                        self.limits.max_labels,
-                    ));
+                    return Err(too_large("labels", info.labels.len(), self.limits.max_labels));
                 }
                 if !self.servers.iter().any(|s| s.id == info.server) {
                     return Err(CommandError::UnknownServer(info.server));
                 }
                 if self.processes.len() >= self.limits.max_processes {
-                    return Err(CommandError::TableFull {
-                        what: "processes".to_string(),
-                        count: self.processes.len(),
-                    });
+                    return Err(CommandError::TableFull { what: "processes".to_string(), count: self.processes.len() });
                 }
                 let id = ProcessId(self.next_process);
                 self.next_process += 1;
@@ -402,9 +344,7 @@ impl Model {
                 Ok(Reply::ProcessRegistered { id, revision })
             }
             Command::DeregisterProcess { id, exit_status } => {
-                let departure = Departure::Deregistered {
-                    exit_status: *exit_status,
-                };
+                let departure = Departure::Deregistered { exit_status: *exit_status };
                 if self.depart(MemberId::Process(*id), departure) {
                     done
                 } else {
@@ -434,10 +374,7 @@ impl Model {
                 };
                 self.check_server_info(info)?;
                 if self.servers.len() >= self.limits.max_servers {
-                    return Err(CommandError::TableFull {
-                        what: "servers".to_string(),
-                        count: self.servers.len(),
-                    });
+                    return Err(CommandError::TableFull { what: "servers".to_string(), count: self.servers.len() });
                 }
                 let mut entry = ServerEntry {
                     id: *id,
@@ -518,27 +455,15 @@ impl Model {
                 if let Some(value) = new {
                     self.check_text("value", value, self.limits.max_value_bytes)?;
                 }
-                let current = self
-                    .kv
-                    .iter()
-                    .find(|(k, _)| k == key)
-                    .map(|(_, v)| v.clone());
+                let current = self.kv.iter().find(|(k, _)| k == key).map(|(_, v)| v.clone());
                 if current != *expected {
-                    return Ok(Reply::Cas {
-                        swapped: false,
-                        current,
-                        revision,
-                    });
+                    return Ok(Reply::Cas { swapped: false, current, revision });
                 }
                 match new {
                     Some(value) => self.kv_set(key, value)?,
                     None => self.kv_remove(key),
                 }
-                Ok(Reply::Cas {
-                    swapped: true,
-                    current,
-                    revision,
-                })
+                Ok(Reply::Cas { swapped: true, current, revision })
             }
             Command::Noop => done,
         }
@@ -548,8 +473,7 @@ impl Model {
 // ----- generators -----
 
 fn name() -> impl Strategy<Value = String> {
-    prop_oneof![1 => Just(""), 8 => Just("a"), 8 => Just("srv"), 1 => Just("toolong")]
-        .prop_map(String::from)
+    prop_oneof![1 => Just(""), 8 => Just("a"), 8 => Just("srv"), 1 => Just("toolong")].prop_map(String::from)
 }
 
 fn addr() -> impl Strategy<Value = String> {
@@ -569,15 +493,11 @@ fn process_id() -> impl Strategy<Value = ProcessId> {
 }
 
 fn member() -> impl Strategy<Value = MemberId> {
-    prop_oneof![
-        server_id().prop_map(MemberId::Server),
-        process_id().prop_map(MemberId::Process)
-    ]
+    prop_oneof![server_id().prop_map(MemberId::Server), process_id().prop_map(MemberId::Process)]
 }
 
 fn label_text() -> impl Strategy<Value = String> {
-    prop_oneof![1 => Just(""), 6 => Just("k"), 6 => Just("l"), 6 => Just("m"), 1 => Just("long")]
-        .prop_map(String::from)
+    prop_oneof![1 => Just(""), 6 => Just("k"), 6 => Just("l"), 6 => Just("m"), 1 => Just("long")].prop_map(String::from)
 }
 
 fn labels() -> impl Strategy<Value = Labels> {
@@ -596,14 +516,8 @@ fn server_info() -> impl Strategy<Value = ServerInfo> {
 }
 
 fn process_info() -> impl Strategy<Value = ProcessInfo> {
-    (
-        name(),
-        server_id(),
-        addr(),
-        proptest::option::of(0u16..3),
-        labels(),
-    )
-        .prop_map(|(name, server, host, port, labels)| ProcessInfo {
+    (name(), server_id(), addr(), proptest::option::of(0u16..3), labels()).prop_map(
+        |(name, server, host, port, labels)| ProcessInfo {
             name,
             server,
             service_host: host,
@@ -611,7 +525,8 @@ fn process_info() -> impl Strategy<Value = ProcessInfo> {
             started_at_unix_ms: 9,
             labels,
             reserved: ResourceAverage::default(),
-        })
+        },
+    )
 }
 
 fn server_patch() -> impl Strategy<Value = ServerPatch> {
@@ -640,15 +555,13 @@ fn process_patch() -> impl Strategy<Value = ProcessPatch> {
         proptest::option::of(status()),
         btree_map(label_text(), proptest::option::of(label_text()), 0..3),
     )
-        .prop_map(
-            |(name, service_host, service_port, status, labels)| ProcessPatch {
-                name,
-                service_host,
-                service_port,
-                status,
-                labels,
-            },
-        )
+        .prop_map(|(name, service_host, service_port, status, labels)| ProcessPatch {
+            name,
+            service_host,
+            service_port,
+            status,
+            labels,
+        })
 }
 
 fn key() -> impl Strategy<Value = String> {
@@ -664,8 +577,7 @@ fn key() -> impl Strategy<Value = String> {
 }
 
 fn value() -> impl Strategy<Value = String> {
-    prop_oneof![1 => Just(""), 6 => Just("x"), 6 => Just("yy"), 1 => Just("waytoolong")]
-        .prop_map(String::from)
+    prop_oneof![1 => Just(""), 6 => Just("x"), 6 => Just("yy"), 1 => Just("waytoolong")].prop_map(String::from)
 }
 
 fn command() -> impl Strategy<Value = Command> {
@@ -688,14 +600,11 @@ fn command() -> impl Strategy<Value = Command> {
 }
 
 fn leader_command() -> impl Strategy<Value = LeaderCommand> {
-    let average = (0u32..2, 0u64..2).prop_map(|(cpu, mem)| ResourceAverage {
-        cpu_percent_avg: cpu * 50,
-        mem_bytes_used_avg: mem * 100,
-    });
+    let average = (0u32..2, 0u64..2)
+        .prop_map(|(cpu, mem)| ResourceAverage { cpu_percent_avg: cpu * 50, mem_bytes_used_avg: mem * 100 });
     prop_oneof![
         vec((member(), 0u64..5000), 0..4).prop_map(|members| LeaderCommand::Expire { members }),
-        vec((server_id(), average), 0..3)
-            .prop_map(|reports| LeaderCommand::ReportResources { reports }),
+        vec((server_id(), average), 0..3).prop_map(|reports| LeaderCommand::ReportResources { reports }),
     ]
 }
 
@@ -742,22 +651,14 @@ struct Driver {
 
 impl Driver {
     fn new(limits: Limits) -> Self {
-        Driver {
-            model: Model::new(limits),
-            now: 1_000,
-            last_client: None,
-        }
+        Driver { model: Model::new(limits), now: 1_000, last_client: None }
     }
 
     fn proposal(&mut self, op: &Op, step: i64) -> Proposal {
         self.now = self.now.saturating_add_signed(step);
         let body = match op {
             Op::Open => ProposalBody::OpenSession,
-            Op::Client {
-                pick,
-                delta,
-                command,
-            } => {
+            Op::Client { pick, delta, command } => {
                 let open = &self.model.sessions;
                 let session = if *pick < 4 && !open.is_empty() {
                     open[open.len() - 1 - (*pick as usize % open.len())].id
@@ -766,11 +667,7 @@ impl Driver {
                 };
                 let last = self.model.last_seq(session).unwrap_or(0) as i64;
                 let seq = (last + delta).max(0) as u64;
-                ProposalBody::Client(Request {
-                    session,
-                    seq,
-                    command: command.clone(),
-                })
+                ProposalBody::Client(Request { session, seq, command: command.clone() })
             }
             Op::Retry => match &self.last_client {
                 Some(previous) => previous.body.clone(),
@@ -778,10 +675,7 @@ impl Driver {
             },
             Op::Leader(command) => ProposalBody::Leader(command.clone()),
         };
-        let proposal = Proposal {
-            at_unix_ms: self.now,
-            body,
-        };
+        let proposal = Proposal { at_unix_ms: self.now, body };
         if matches!(proposal.body, ProposalBody::Client(_)) {
             self.last_client = Some(proposal.clone());
         }
@@ -806,11 +700,7 @@ fn sorted_processes(model: &Model) -> Vec<ProcessEntry> {
 fn everything(machine: &ClusterStateMachine) -> Vec<QueryResult> {
     let queries = [
         Query::List(ListFilter::default()),
-        Query::KvRange {
-            start: String::new(),
-            end: None,
-            limit: u32::MAX,
-        },
+        Query::KvRange { start: String::new(), end: None, limit: u32::MAX },
         Query::Tombstones { limit: u32::MAX },
     ];
     queries.iter().map(|q| machine.query(q).result).collect()
@@ -820,11 +710,7 @@ fn everything(machine: &ClusterStateMachine) -> Vec<QueryResult> {
 fn model_floor(model: &Model) -> u64 {
     let kept = model.limits.event_history;
     let dropped = model.events.len().saturating_sub(kept);
-    if dropped == 0 {
-        0
-    } else {
-        model.events[dropped - 1].revision
-    }
+    if dropped == 0 { 0 } else { model.events[dropped - 1].revision }
 }
 
 fn assert_same(machine: &ClusterStateMachine, model: &Model) -> Result<(), TestCaseError> {
@@ -835,32 +721,18 @@ fn assert_same(machine: &ClusterStateMachine, model: &Model) -> Result<(), TestC
     let mut tombstones = model.tombstones.clone();
     tombstones.reverse();
     let expected = vec![
-        QueryResult::Members {
-            servers: sorted_servers(model),
-            processes: sorted_processes(model),
-        },
+        QueryResult::Members { servers: sorted_servers(model), processes: sorted_processes(model) },
         QueryResult::KvItems(kv),
         QueryResult::Tombstones(tombstones),
     ];
     prop_assert_eq!(everything(machine), expected);
     for id in 0..model.next_session + 1 {
-        prop_assert_eq!(
-            machine.session_last_seq(SessionId(id)),
-            model.last_seq(SessionId(id))
-        );
+        prop_assert_eq!(machine.session_last_seq(SessionId(id)), model.last_seq(SessionId(id)));
     }
     let members: Vec<MemberId> = machine.members().collect();
-    let mut expected_members: Vec<MemberId> = model
-        .servers
-        .iter()
-        .map(|s| MemberId::Server(s.id))
-        .collect();
+    let mut expected_members: Vec<MemberId> = model.servers.iter().map(|s| MemberId::Server(s.id)).collect();
     expected_members.sort();
-    let mut processes: Vec<MemberId> = model
-        .processes
-        .iter()
-        .map(|p| MemberId::Process(p.id))
-        .collect();
+    let mut processes: Vec<MemberId> = model.processes.iter().map(|p| MemberId::Process(p.id)).collect();
     processes.sort();
     expected_members.extend(processes);
     prop_assert_eq!(members, expected_members);
@@ -873,13 +745,9 @@ fn assert_events(machine: &ClusterStateMachine, model: &Model) -> Result<(), Tes
         match machine.events_after(revision) {
             Ok(events) => {
                 prop_assert!(revision >= floor, "history claims events it dropped");
-                let got: Vec<&Event> = events.collect();
-                let want: Vec<&Event> = model
-                    .events
-                    .iter()
-                    .filter(|e| e.revision > revision)
-                    .collect();
-                prop_assert_eq!(got, want);
+                let got: Vec<Event> = events.collect();
+                let want: Vec<&Event> = model.events.iter().filter(|e| e.revision > revision).collect();
+                prop_assert_eq!(got.iter().collect::<Vec<_>>(), want);
             }
             Err(compacted) => {
                 prop_assert!(revision < floor);
@@ -891,11 +759,7 @@ fn assert_events(machine: &ClusterStateMachine, model: &Model) -> Result<(), Tes
     Ok(())
 }
 
-fn run_both(
-    machine: &mut ClusterStateMachine,
-    driver: &mut Driver,
-    ops: &[(Op, i64)],
-) -> Result<(), TestCaseError> {
+fn run_both(machine: &mut ClusterStateMachine, driver: &mut Driver, ops: &[(Op, i64)]) -> Result<(), TestCaseError> {
     for (op, step) in ops {
         let proposal = driver.proposal(op, *step);
         let expected = driver.model.apply(&proposal);
@@ -907,10 +771,7 @@ fn run_both(
 }
 
 fn config() -> ProptestConfig {
-    ProptestConfig {
-        cases: 256,
-        ..ProptestConfig::default()
-    }
+    ProptestConfig { cases: 256, ..ProptestConfig::default() }
 }
 
 proptest! {
@@ -1064,35 +925,20 @@ fn model_limits_are_hit() {
             *hit.entry("kv full").or_default() |= model.kv.len() == 3;
             *hit.entry("tombstones full").or_default() |= model.tombstones.len() == 4;
             *hit.entry("duplicate").or_default() |= matches!(op, Op::Client { delta: 0, .. })
-                && reply
-                    .as_ref()
-                    .is_ok_and(|r| !matches!(r, Reply::SessionOpened { .. }));
-            *hit.entry("process registered").or_default() |=
-                matches!(reply, Ok(Reply::ProcessRegistered { .. }));
-            *hit.entry("cas swapped").or_default() |=
-                matches!(reply, Ok(Reply::Cas { swapped: true, .. }));
-            *hit.entry("cas refused").or_default() |=
-                matches!(reply, Ok(Reply::Cas { swapped: false, .. }));
-            *hit.entry("table full").or_default() |=
-                matches!(reply, Err(CommandError::TableFull { .. }));
-            *hit.entry("too large").or_default() |=
-                matches!(reply, Err(CommandError::TooLarge { .. }));
-            *hit.entry("stale").or_default() |=
-                matches!(reply, Err(CommandError::StaleSequence { .. }));
-            *hit.entry("gap").or_default() |=
-                matches!(reply, Err(CommandError::SequenceGap { .. }));
-            *hit.entry("expired").or_default() |=
-                matches!(reply, Ok(Reply::Applied { count: 1.., .. }));
+                && reply.as_ref().is_ok_and(|r| !matches!(r, Reply::SessionOpened { .. }));
+            *hit.entry("process registered").or_default() |= matches!(reply, Ok(Reply::ProcessRegistered { .. }));
+            *hit.entry("cas swapped").or_default() |= matches!(reply, Ok(Reply::Cas { swapped: true, .. }));
+            *hit.entry("cas refused").or_default() |= matches!(reply, Ok(Reply::Cas { swapped: false, .. }));
+            *hit.entry("table full").or_default() |= matches!(reply, Err(CommandError::TableFull { .. }));
+            *hit.entry("too large").or_default() |= matches!(reply, Err(CommandError::TooLarge { .. }));
+            *hit.entry("stale").or_default() |= matches!(reply, Err(CommandError::StaleSequence { .. }));
+            *hit.entry("gap").or_default() |= matches!(reply, Err(CommandError::SequenceGap { .. }));
+            *hit.entry("expired").or_default() |= matches!(reply, Ok(Reply::Applied { count: 1.., .. }));
             *hit.entry("tombstone aged out").or_default() |= model.tombstones.len() < 4
                 && model.tombstones.first().is_some_and(|t| t.left_rev > 1)
-                && model
-                    .events
-                    .iter()
-                    .filter(|e| matches!(e.kind, EventKind::Departed { .. }))
-                    .count()
-                    > 4;
-            *hit.entry("evicted").or_default() |= model.next_session > 1
-                && matches!(reply, Err(CommandError::UnknownSession(SessionId(1))));
+                && model.events.iter().filter(|e| matches!(e.kind, EventKind::Departed { .. })).count() > 4;
+            *hit.entry("evicted").or_default() |=
+                model.next_session > 1 && matches!(reply, Err(CommandError::UnknownSession(SessionId(1))));
         }
     }
     for (what, was_hit) in hit {

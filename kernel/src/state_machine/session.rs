@@ -44,11 +44,7 @@ pub(crate) struct SessionTable {
 
 impl SessionTable {
     pub(crate) fn new() -> Self {
-        SessionTable {
-            records: BTreeMap::new(),
-            lru: BTreeSet::new(),
-            next_id: 1,
-        }
+        SessionTable { records: BTreeMap::new(), lru: BTreeSet::new(), next_id: 1 }
     }
 
     /// Rebuilds a table from snapshot parts; `Err` names what is inconsistent.
@@ -56,11 +52,7 @@ impl SessionTable {
         next_id: u64,
         records: impl IntoIterator<Item = (SessionId, SessionRecord)>,
     ) -> Result<Self, String> {
-        let mut table = SessionTable {
-            records: BTreeMap::new(),
-            lru: BTreeSet::new(),
-            next_id,
-        };
+        let mut table = SessionTable { records: BTreeMap::new(), lru: BTreeSet::new(), next_id };
         for (id, record) in records {
             if id.0 == 0 || id.0 >= next_id {
                 return Err(format!("{id} is outside the issued range 1..{next_id}"));
@@ -97,11 +89,7 @@ impl SessionTable {
 
     /// Opens a session at `revision`, first evicting the least recently used one if the
     /// table holds `max_sessions` already. Returns the new id and the evicted one.
-    pub(crate) fn open(
-        &mut self,
-        revision: u64,
-        max_sessions: usize,
-    ) -> (SessionId, Option<SessionId>) {
+    pub(crate) fn open(&mut self, revision: u64, max_sessions: usize) -> (SessionId, Option<SessionId>) {
         assert!(max_sessions >= 1, "limits were checked at construction");
         let mut evicted = None;
         while self.records.len() >= max_sessions {
@@ -111,11 +99,7 @@ impl SessionTable {
         }
         let id = SessionId(self.next_id);
         self.next_id += 1;
-        let record = SessionRecord {
-            last_seq: 0,
-            last_rev: revision,
-            last_reply: None,
-        };
+        let record = SessionRecord { last_seq: 0, last_rev: revision, last_reply: None };
         self.lru.insert((revision, id));
         let previous = self.records.insert(id, record);
         assert!(previous.is_none(), "session ids are never reused");
@@ -141,12 +125,7 @@ impl SessionTable {
             Gate::Apply
         } else if seq == last {
             // seq >= 1 here, so a command was applied and its reply stored.
-            Gate::Duplicate(
-                record
-                    .last_reply
-                    .as_ref()
-                    .expect("applied command has a reply"),
-            )
+            Gate::Duplicate(record.last_reply.as_ref().expect("applied command has a reply"))
         } else if seq < last {
             Gate::Refuse(CommandError::StaleSequence { session, seq, last })
         } else {
@@ -156,15 +135,8 @@ impl SessionTable {
 
     /// Records the reply of the command `gate` allowed; `revision` is the one it ran at.
     pub(crate) fn record(&mut self, request: &Request, revision: u64, reply: CommandResult) {
-        let record = self
-            .records
-            .get_mut(&request.session)
-            .expect("gate found the session");
-        debug_assert_eq!(
-            record.last_seq + 1,
-            request.seq,
-            "only gated commands are recorded"
-        );
+        let record = self.records.get_mut(&request.session).expect("gate found the session");
+        debug_assert_eq!(record.last_seq + 1, request.seq, "only gated commands are recorded");
         debug_assert!(record.last_rev < revision, "revisions only grow");
         let removed = self.lru.remove(&(record.last_rev, request.session));
         debug_assert!(removed, "lru holds every record");
@@ -178,10 +150,7 @@ impl SessionTable {
     /// `revision`.
     pub(crate) fn check(&self, revision: u64, max_sessions: usize) -> Result<(), String> {
         if self.records.len() > max_sessions {
-            return Err(format!(
-                "{} sessions exceed the limit {max_sessions}",
-                self.records.len()
-            ));
+            return Err(format!("{} sessions exceed the limit {max_sessions}", self.records.len()));
         }
         if self.lru.len() != self.records.len() {
             return Err("session LRU index and records differ in size".to_string());

@@ -19,13 +19,14 @@ use super::crc32::Crc32;
 use super::history::EventHistory;
 use super::limits::Limits;
 use super::session::{SessionRecord, SessionTable};
-use super::tombstones::TombstoneLog;
+use super::tombstones::{DepartedEntry, StoredTombstone, TombstoneLog};
 use crate::command::CommandResult;
 use crate::ids::{ProcessId, ServerId, SessionId};
-use crate::model::{ProcessEntry, ServerEntry, Tombstone};
+use crate::model::{Departure, ProcessEntry, ServerEntry, Tombstone};
 use serde::ser::Serializer;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, VecDeque};
+use std::sync::Arc;
 
 /// The format `snapshot` writes and `restore` reads.
 pub const SNAPSHOT_FORMAT_VERSION: u16 = 1;
@@ -76,11 +77,44 @@ struct SessionIn {
 }
 
 /// Serialises an ordered map's values (entries carry their own ids) as a sequence.
-struct Values<'a, K, V>(&'a BTreeMap<K, V>);
+struct Values<'a, K, V>(&'a BTreeMap<K, Arc<V>>);
 
 impl<K, V: Serialize> Serialize for Values<'_, K, V> {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        serializer.collect_seq(self.0.values())
+        serializer.collect_seq(self.0.values().map(|entry| &**entry))
+    }
+}
+
+/// `TombstoneSubject`, borrowed: serialises exactly as the owned type.
+#[derive(Serialize)]
+enum SubjectRef<'a> {
+    Server(&'a ServerEntry),
+    Process(&'a ProcessEntry),
+}
+
+/// `Tombstone`, borrowed: serialises exactly as the owned type, which `restore` reads.
+#[derive(Serialize)]
+struct TombstoneRef<'a> {
+    subject: SubjectRef<'a>,
+    departure: &'a Departure,
+    left_at_unix_ms: u64,
+    left_rev: u64,
+}
+
+/// Serialises tombstones oldest first.
+struct Tombstones<'a>(&'a TombstoneLog);
+
+impl Serialize for Tombstones<'_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_seq(self.0.oldest_first().map(|tombstone| TombstoneRef {
+            subject: match &tombstone.subject {
+                DepartedEntry::Server(entry) => SubjectRef::Server(entry),
+                DepartedEntry::Process(entry) => SubjectRef::Process(entry),
+            },
+            departure: &tombstone.departure,
+            left_at_unix_ms: tombstone.left_at_unix_ms,
+            left_rev: tombstone.left_rev,
+        }))
     }
 }
 
@@ -118,7 +152,7 @@ struct BodyOut<'a> {
     kv: Pairs<'a>,
     sessions: Sessions<'a>,
     /// Oldest first.
-    tombstones: &'a VecDeque<Tombstone>,
+    tombstones: Tombstones<'a>,
 }
 
 #[derive(Deserialize)]
@@ -159,11 +193,7 @@ impl postcard::ser_flavors::Flavor for VecFlavor {
 // ----- encode and decode -----
 
 pub(super) fn encode(machine: &ClusterStateMachine) -> Vec<u8> {
-    debug_assert_eq!(
-        machine.check_invariants(),
-        Ok(()),
-        "only a sound state is written"
-    );
+    debug_assert_eq!(machine.check_invariants(), Ok(()), "only a sound state is written");
     encode_unchecked(machine)
 }
 
@@ -179,7 +209,7 @@ pub(super) fn encode_unchecked(machine: &ClusterStateMachine) -> Vec<u8> {
         processes: Values(&machine.processes),
         kv: Pairs(&machine.kv),
         sessions: Sessions(&machine.sessions),
-        tombstones: machine.tombstones.oldest_first(),
+        tombstones: Tombstones(&machine.tombstones),
     };
     let mut out = Vec::with_capacity(HEADER_LEN + 64 * 1024);
     out.extend_from_slice(&MAGIC);
@@ -215,17 +245,12 @@ pub(super) fn decode(bytes: &[u8]) -> Result<ClusterStateMachine, SnapshotError>
         return Err(SnapshotError::BadMagic);
     }
     if bytes.len() < HEADER_LEN {
-        return Err(malformed(format!(
-            "{} bytes is shorter than the {HEADER_LEN}-byte header",
-            bytes.len()
-        )));
+        return Err(malformed(format!("{} bytes is shorter than the {HEADER_LEN}-byte header", bytes.len())));
     }
     let payload_len = u64::from_le_bytes(read_array(bytes, LENGTH_AT));
     let actual_len = (bytes.len() - HEADER_LEN) as u64;
     if payload_len != actual_len {
-        return Err(malformed(format!(
-            "header says {payload_len} payload bytes, {actual_len} are present"
-        )));
+        return Err(malformed(format!("header says {payload_len} payload bytes, {actual_len} are present")));
     }
     let expected = u32::from_le_bytes(read_array(bytes, CRC_AT));
     let actual = checksum(bytes);
@@ -234,18 +259,12 @@ pub(super) fn decode(bytes: &[u8]) -> Result<ClusterStateMachine, SnapshotError>
     }
     let version = u16::from_le_bytes(read_array(bytes, VERSION_AT));
     if version != SNAPSHOT_FORMAT_VERSION {
-        return Err(SnapshotError::UnsupportedVersion {
-            found: version,
-            supported: SNAPSHOT_FORMAT_VERSION,
-        });
+        return Err(SnapshotError::UnsupportedVersion { found: version, supported: SNAPSHOT_FORMAT_VERSION });
     }
     let (body, rest): (BodyIn, &[u8]) = postcard::take_from_bytes(&bytes[HEADER_LEN..])
         .map_err(|error| malformed(format!("payload does not decode: {error}")))?;
     if !rest.is_empty() {
-        return Err(malformed(format!(
-            "{} bytes follow the payload",
-            rest.len()
-        )));
+        return Err(malformed(format!("{} bytes follow the payload", rest.len())));
     }
     build(body)
 }
@@ -255,21 +274,12 @@ fn ordered<K: Ord + Copy + std::fmt::Debug, V>(
     entries: Vec<V>,
     key: impl Fn(&V) -> K,
     what: &str,
-) -> Result<BTreeMap<K, V>, SnapshotError> {
-    if let Some(pair) = entries
-        .windows(2)
-        .find(|pair| key(&pair[0]) >= key(&pair[1]))
-    {
-        return Err(malformed(format!(
-            "{what} out of order at {:?}",
-            key(&pair[1])
-        )));
+) -> Result<BTreeMap<K, Arc<V>>, SnapshotError> {
+    if let Some(pair) = entries.windows(2).find(|pair| key(&pair[0]) >= key(&pair[1])) {
+        return Err(malformed(format!("{what} out of order at {:?}", key(&pair[1]))));
     }
     // Sorted input, so this is a linear bulk build.
-    Ok(entries
-        .into_iter()
-        .map(|entry| (key(&entry), entry))
-        .collect())
+    Ok(entries.into_iter().map(|entry| (key(&entry), Arc::new(entry))).collect())
 }
 
 fn build(body: BodyIn) -> Result<ClusterStateMachine, SnapshotError> {
@@ -279,28 +289,12 @@ fn build(body: BodyIn) -> Result<ClusterStateMachine, SnapshotError> {
     }
     let kv: BTreeMap<String, String> = body.kv.into_iter().collect();
     for (key, value) in &kv {
-        body.limits
-            .check_key(key)
-            .map_err(|error| malformed(error.to_string()))?;
-        body.limits
-            .check_value(value)
-            .map_err(|error| malformed(error.to_string()))?;
+        body.limits.check_key(key).map_err(|error| malformed(error.to_string()))?;
+        body.limits.check_value(value).map_err(|error| malformed(error.to_string()))?;
     }
     let records = body.sessions.into_iter().map(|session| {
-        let SessionIn {
-            id,
-            last_seq,
-            last_rev,
-            last_reply,
-        } = session;
-        (
-            id,
-            SessionRecord {
-                last_seq,
-                last_rev,
-                last_reply,
-            },
-        )
+        let SessionIn { id, last_seq, last_rev, last_reply } = session;
+        (id, SessionRecord { last_seq, last_rev, last_reply })
     });
     let sessions = SessionTable::from_parts(body.next_session_id, records).map_err(malformed)?;
     let machine = ClusterStateMachine {
@@ -308,7 +302,9 @@ fn build(body: BodyIn) -> Result<ClusterStateMachine, SnapshotError> {
         processes: ordered(body.processes, |entry| entry.id, "processes")?,
         kv,
         sessions,
-        tombstones: TombstoneLog::from_oldest_first(body.tombstones),
+        tombstones: TombstoneLog::from_oldest_first(
+            body.tombstones.into_iter().map(|tombstone| Arc::new(StoredTombstone::from_tombstone(tombstone))).collect(),
+        ),
         history: EventHistory::starting_at(body.revision),
         limits: body.limits,
         revision: body.revision,

@@ -2,14 +2,12 @@
 
 use super::{ClusterStateMachine, Limits, SnapshotError};
 use crate::command::{
-    Command, CommandError, CommandResult, LeaderCommand, ListFilter, MemberKind, ProcessPatch,
-    Proposal, ProposalBody, Query, Reply, Request, ServerPatch,
+    Command, CommandError, CommandResult, LeaderCommand, ListFilter, MemberKind, ProcessPatch, Proposal, ProposalBody,
+    Query, Reply, Request, ServerPatch,
 };
 use crate::event::EventKind;
 use crate::ids::{MemberId, ProcessId, ServerId, SessionId};
-use crate::model::{
-    Departure, Labels, MemberStatus, ProcessInfo, ResourceAverage, ServerInfo, TombstoneSubject,
-};
+use crate::model::{Departure, Labels, MemberStatus, ProcessInfo, ResourceAverage, ServerInfo, TombstoneSubject};
 use crate::query::QueryResult;
 
 fn limits() -> Limits {
@@ -45,12 +43,7 @@ impl Client {
     fn with(limits: Limits) -> Self {
         let mut machine = ClusterStateMachine::new(limits);
         let session = open(&mut machine, 0);
-        Client {
-            machine,
-            session,
-            seq: 0,
-            now_ms: 0,
-        }
+        Client { machine, session, seq: 0, now_ms: 0 }
     }
 
     fn run(&mut self, command: Command) -> CommandResult {
@@ -59,38 +52,23 @@ impl Client {
     }
 
     fn send(&mut self, seq: u64, command: Command) -> CommandResult {
-        let request = Request {
-            session: self.session,
-            seq,
-            command,
-        };
-        let proposal = Proposal {
-            at_unix_ms: self.now_ms,
-            body: ProposalBody::Client(request),
-        };
+        let request = Request { session: self.session, seq, command };
+        let proposal = Proposal { at_unix_ms: self.now_ms, body: ProposalBody::Client(request) };
         self.machine.apply(&proposal)
     }
 
     fn leader(&mut self, command: LeaderCommand) -> CommandResult {
-        let proposal = Proposal {
-            at_unix_ms: self.now_ms,
-            body: ProposalBody::Leader(command),
-        };
+        let proposal = Proposal { at_unix_ms: self.now_ms, body: ProposalBody::Leader(command) };
         self.machine.apply(&proposal)
     }
 
     fn register_server(&mut self, id: u64) {
-        let reply = self.run(Command::RegisterServer {
-            id: ServerId(id),
-            info: server_info("s"),
-        });
+        let reply = self.run(Command::RegisterServer { id: ServerId(id), info: server_info("s") });
         assert!(reply.is_ok(), "{reply:?}");
     }
 
     fn register_process(&mut self, server: u64) -> ProcessId {
-        match self.run(Command::RegisterProcess {
-            info: process_info("p", server),
-        }) {
+        match self.run(Command::RegisterProcess { info: process_info("p", server) }) {
             Ok(Reply::ProcessRegistered { id, .. }) => id,
             other => panic!("registration failed: {other:?}"),
         }
@@ -98,10 +76,7 @@ impl Client {
 }
 
 fn open(machine: &mut ClusterStateMachine, at_unix_ms: u64) -> SessionId {
-    let proposal = Proposal {
-        at_unix_ms,
-        body: ProposalBody::OpenSession,
-    };
+    let proposal = Proposal { at_unix_ms, body: ProposalBody::OpenSession };
     match machine.apply(&proposal) {
         Ok(Reply::SessionOpened { session }) => session,
         other => panic!("open failed: {other:?}"),
@@ -132,32 +107,19 @@ fn process_info(name: &str, server: u64) -> ProcessInfo {
 }
 
 fn too_large(what: &str, len: usize, max: usize) -> CommandResult {
-    Err(CommandError::TooLarge {
-        what: what.to_string(),
-        len,
-        max,
-    })
+    Err(CommandError::TooLarge { what: what.to_string(), len, max })
 }
 
 fn empty(field: &str) -> CommandResult {
-    Err(CommandError::InvalidField {
-        field: field.to_string(),
-        reason: "must not be empty".to_string(),
-    })
+    Err(CommandError::InvalidField { field: field.to_string(), reason: "must not be empty".to_string() })
 }
 
 fn table_full(what: &str, count: usize) -> CommandResult {
-    Err(CommandError::TableFull {
-        what: what.to_string(),
-        count,
-    })
+    Err(CommandError::TableFull { what: what.to_string(), count })
 }
 
 fn kv_put(key: &str, value: &str) -> Command {
-    Command::KvPut {
-        key: key.to_string(),
-        value: value.to_string(),
-    }
+    Command::KvPut { key: key.to_string(), value: value.to_string() }
 }
 
 // ----- sessions -----
@@ -193,11 +155,7 @@ fn stale_sequence_is_refused() {
     let revision = client.machine.revision();
     assert_eq!(
         client.send(1, Command::Noop),
-        Err(CommandError::StaleSequence {
-            session: client.session,
-            seq: 1,
-            last: 2
-        })
+        Err(CommandError::StaleSequence { session: client.session, seq: 1, last: 2 })
     );
     assert_eq!(client.machine.revision(), revision);
 }
@@ -207,11 +165,7 @@ fn sequence_gap_is_refused() {
     let mut client = Client::new();
     assert_eq!(
         client.send(2, Command::Noop),
-        Err(CommandError::SequenceGap {
-            session: client.session,
-            seq: 2,
-            last: 0
-        })
+        Err(CommandError::SequenceGap { session: client.session, seq: 2, last: 0 })
     );
     assert_eq!(client.machine.revision(), 1);
 }
@@ -221,10 +175,7 @@ fn sequence_zero_is_refused() {
     let mut client = Client::new();
     assert_eq!(
         client.send(0, Command::Noop),
-        Err(CommandError::InvalidField {
-            field: "seq".to_string(),
-            reason: "sequence numbers start at 1".to_string()
-        })
+        Err(CommandError::InvalidField { field: "seq".to_string(), reason: "sequence numbers start at 1".to_string() })
     );
 }
 
@@ -232,10 +183,7 @@ fn sequence_zero_is_refused() {
 fn unknown_session_is_refused() {
     let mut client = Client::new();
     client.session = SessionId(99);
-    assert_eq!(
-        client.run(Command::Noop),
-        Err(CommandError::UnknownSession(SessionId(99)))
-    );
+    assert_eq!(client.run(Command::Noop), Err(CommandError::UnknownSession(SessionId(99))));
     assert_eq!(client.machine.revision(), 1);
 }
 
@@ -248,19 +196,12 @@ fn full_session_table_evicts_the_least_recently_used() {
     // a is used after b and c were opened, so b is now the least recently used.
     let noop = |session, seq| Proposal {
         at_unix_ms: 0,
-        body: ProposalBody::Client(Request {
-            session,
-            seq,
-            command: Command::Noop,
-        }),
+        body: ProposalBody::Client(Request { session, seq, command: Command::Noop }),
     };
     machine.apply(&noop(a, 1)).unwrap();
     let d = open(&mut machine, 0);
     assert_eq!(machine.session_count(), 3);
-    assert_eq!(
-        machine.apply(&noop(b, 1)),
-        Err(CommandError::UnknownSession(b))
-    );
+    assert_eq!(machine.apply(&noop(b, 1)), Err(CommandError::UnknownSession(b)));
     assert_eq!(machine.session_last_seq(a), Some(1));
     assert_eq!(machine.session_last_seq(c), Some(0));
     assert_eq!(machine.session_last_seq(d), Some(0));
@@ -273,34 +214,18 @@ fn full_session_table_evicts_the_least_recently_used() {
 #[test]
 fn a_refusal_is_the_stored_reply_even_after_the_state_changes() {
     let mut client = Client::new();
-    let refused = client.run(Command::RegisterProcess {
-        info: process_info("p", 7),
-    });
+    let refused = client.run(Command::RegisterProcess { info: process_info("p", 7) });
     assert_eq!(refused, Err(CommandError::UnknownServer(ServerId(7))));
     // Another session registers server 7; the retry still gets the original refusal.
     let other = open(&mut client.machine, 0);
     let register = Request {
         session: other,
         seq: 1,
-        command: Command::RegisterServer {
-            id: ServerId(7),
-            info: server_info("s"),
-        },
+        command: Command::RegisterServer { id: ServerId(7), info: server_info("s") },
     };
-    let proposal = Proposal {
-        at_unix_ms: 0,
-        body: ProposalBody::Client(register),
-    };
+    let proposal = Proposal { at_unix_ms: 0, body: ProposalBody::Client(register) };
     client.machine.apply(&proposal).unwrap();
-    assert_eq!(
-        client.send(
-            1,
-            Command::RegisterProcess {
-                info: process_info("p", 7)
-            }
-        ),
-        refused
-    );
+    assert_eq!(client.send(1, Command::RegisterProcess { info: process_info("p", 7) }), refused);
     assert_eq!(client.machine.process_count(), 0);
 }
 
@@ -308,11 +233,7 @@ fn a_refusal_is_the_stored_reply_even_after_the_state_changes() {
 fn refused_commands_still_advance_the_revision() {
     let mut client = Client::new();
     let before = client.machine.revision();
-    assert!(
-        client
-            .run(Command::DeregisterServer { id: ServerId(1) })
-            .is_err()
-    );
+    assert!(client.run(Command::DeregisterServer { id: ServerId(1) }).is_err());
     assert_eq!(client.machine.revision(), before + 1);
 }
 
@@ -323,49 +244,28 @@ fn unknown_members_are_refused() {
     let mut client = Client::new();
     let server = MemberId::Server(ServerId(1));
     let process = MemberId::Process(ProcessId(1));
+    assert_eq!(client.run(Command::DeregisterServer { id: ServerId(1) }), Err(CommandError::UnknownMember(server)));
     assert_eq!(
-        client.run(Command::DeregisterServer { id: ServerId(1) }),
-        Err(CommandError::UnknownMember(server))
-    );
-    assert_eq!(
-        client.run(Command::DeregisterProcess {
-            id: ProcessId(1),
-            exit_status: Some(0)
-        }),
+        client.run(Command::DeregisterProcess { id: ProcessId(1), exit_status: Some(0) }),
         Err(CommandError::UnknownMember(process))
     );
     assert_eq!(
-        client.run(Command::PutServer {
-            id: ServerId(1),
-            patch: ServerPatch::default(),
-            create: None
-        }),
+        client.run(Command::PutServer { id: ServerId(1), patch: ServerPatch::default(), create: None }),
         Err(CommandError::UnknownMember(server))
     );
     assert_eq!(
-        client.run(Command::PutProcess {
-            id: ProcessId(1),
-            patch: ProcessPatch::default()
-        }),
+        client.run(Command::PutProcess { id: ProcessId(1), patch: ProcessPatch::default() }),
         Err(CommandError::UnknownMember(process))
     );
-    assert_eq!(
-        client.run(Command::Delete { member: server }),
-        Err(CommandError::UnknownMember(server))
-    );
-    assert_eq!(
-        client.run(Command::Delete { member: process }),
-        Err(CommandError::UnknownMember(process))
-    );
+    assert_eq!(client.run(Command::Delete { member: server }), Err(CommandError::UnknownMember(server)));
+    assert_eq!(client.run(Command::Delete { member: process }), Err(CommandError::UnknownMember(process)));
 }
 
 #[test]
 fn process_on_unknown_server_is_refused() {
     let mut client = Client::new();
     assert_eq!(
-        client.run(Command::RegisterProcess {
-            info: process_info("p", 3)
-        }),
+        client.run(Command::RegisterProcess { info: process_info("p", 3) }),
         Err(CommandError::UnknownServer(ServerId(3)))
     );
 }
@@ -376,74 +276,31 @@ fn oversized_server_fields_are_refused() {
     let id = ServerId(1);
     let mut info = server_info("s");
     info.name = "x".repeat(7);
-    assert_eq!(
-        client.run(Command::RegisterServer { id, info }),
-        too_large("server name", 7, 6)
-    );
+    assert_eq!(client.run(Command::RegisterServer { id, info }), too_large("server name", 7, 6));
     let mut info = server_info("s");
     info.raft_addr = "x".repeat(8);
-    assert_eq!(
-        client.run(Command::RegisterServer { id, info }),
-        too_large("raft_addr", 8, 6)
-    );
+    assert_eq!(client.run(Command::RegisterServer { id, info }), too_large("raft_addr", 8, 6));
     let mut info = server_info("s");
     info.api_addr = "x".repeat(9);
-    assert_eq!(
-        client.run(Command::RegisterServer { id, info }),
-        too_large("api_addr", 9, 6)
-    );
-    let patch = ServerPatch {
-        name: Some("x".repeat(7)),
-        ..ServerPatch::default()
-    };
-    assert_eq!(
-        client.run(Command::PutServer {
-            id,
-            patch,
-            create: None
-        }),
-        too_large("server name", 7, 6)
-    );
+    assert_eq!(client.run(Command::RegisterServer { id, info }), too_large("api_addr", 9, 6));
+    let patch = ServerPatch { name: Some("x".repeat(7)), ..ServerPatch::default() };
+    assert_eq!(client.run(Command::PutServer { id, patch, create: None }), too_large("server name", 7, 6));
     let mut create = server_info("s");
     create.api_addr = "x".repeat(7);
     let patch = ServerPatch::default();
-    assert_eq!(
-        client.run(Command::PutServer {
-            id,
-            patch,
-            create: Some(create)
-        }),
-        too_large("api_addr", 7, 6)
-    );
+    assert_eq!(client.run(Command::PutServer { id, patch, create: Some(create) }), too_large("api_addr", 7, 6));
     assert_eq!(client.machine.server_count(), 0);
 }
 
 #[test]
 fn empty_names_are_refused() {
     let mut client = Client::new();
-    assert_eq!(
-        client.run(Command::RegisterServer {
-            id: ServerId(1),
-            info: server_info("")
-        }),
-        empty("server name")
-    );
+    assert_eq!(client.run(Command::RegisterServer { id: ServerId(1), info: server_info("") }), empty("server name"));
     client.register_server(1);
-    assert_eq!(
-        client.run(Command::RegisterProcess {
-            info: process_info("", 1)
-        }),
-        empty("process name")
-    );
+    assert_eq!(client.run(Command::RegisterProcess { info: process_info("", 1) }), empty("process name"));
     let id = client.register_process(1);
-    let patch = ProcessPatch {
-        name: Some(String::new()),
-        ..ProcessPatch::default()
-    };
-    assert_eq!(
-        client.run(Command::PutProcess { id, patch }),
-        empty("process name")
-    );
+    let patch = ProcessPatch { name: Some(String::new()), ..ProcessPatch::default() };
+    assert_eq!(client.run(Command::PutProcess { id, patch }), empty("process name"));
 }
 
 #[test]
@@ -452,42 +309,24 @@ fn oversized_process_fields_are_refused() {
     client.register_server(1);
     let mut info = process_info("p", 1);
     info.name = "x".repeat(7);
-    assert_eq!(
-        client.run(Command::RegisterProcess { info }),
-        too_large("process name", 7, 6)
-    );
+    assert_eq!(client.run(Command::RegisterProcess { info }), too_large("process name", 7, 6));
     let mut info = process_info("p", 1);
     info.service_host = "x".repeat(7);
-    assert_eq!(
-        client.run(Command::RegisterProcess { info }),
-        too_large("service_host", 7, 6)
-    );
+    assert_eq!(client.run(Command::RegisterProcess { info }), too_large("service_host", 7, 6));
     let mut info = process_info("p", 1);
     info.labels.insert("long".to_string(), "v".to_string());
-    assert_eq!(
-        client.run(Command::RegisterProcess { info }),
-        too_large("label key", 4, 3)
-    );
+    assert_eq!(client.run(Command::RegisterProcess { info }), too_large("label key", 4, 3));
     let mut info = process_info("p", 1);
     info.labels.insert("k".to_string(), "long".to_string());
-    assert_eq!(
-        client.run(Command::RegisterProcess { info }),
-        too_large("label value", 4, 3)
-    );
+    assert_eq!(client.run(Command::RegisterProcess { info }), too_large("label value", 4, 3));
     let mut info = process_info("p", 1);
     info.labels.insert(String::new(), "v".to_string());
-    assert_eq!(
-        client.run(Command::RegisterProcess { info }),
-        empty("label key")
-    );
+    assert_eq!(client.run(Command::RegisterProcess { info }), empty("label key"));
     let mut info = process_info("p", 1);
     for key in ["a", "b", "c"] {
         info.labels.insert(key.to_string(), "v".to_string());
     }
-    assert_eq!(
-        client.run(Command::RegisterProcess { info }),
-        too_large("labels", 3, 2)
-    );
+    assert_eq!(client.run(Command::RegisterProcess { info }), too_large("labels", 3, 2));
     assert_eq!(client.machine.process_count(), 0);
 }
 
@@ -498,44 +337,22 @@ fn process_patch_is_checked_against_the_labels_it_merges_into() {
     let mut info = process_info("p", 1);
     info.labels.insert("a".to_string(), "1".to_string());
     info.labels.insert("b".to_string(), "1".to_string());
-    let Ok(Reply::ProcessRegistered { id, .. }) = client.run(Command::RegisterProcess { info })
-    else {
+    let Ok(Reply::ProcessRegistered { id, .. }) = client.run(Command::RegisterProcess { info }) else {
         panic!("registration failed");
     };
     let label = |key: &str, value: Option<&str>| (key.to_string(), value.map(str::to_string));
     // Adding a third label is refused ...
-    let patch = ProcessPatch {
-        labels: [label("c", Some("1"))].into(),
-        ..Default::default()
-    };
-    assert_eq!(
-        client.run(Command::PutProcess { id, patch }),
-        too_large("labels", 3, 2)
-    );
+    let patch = ProcessPatch { labels: [label("c", Some("1"))].into(), ..Default::default() };
+    assert_eq!(client.run(Command::PutProcess { id, patch }), too_large("labels", 3, 2));
     // ... but not when another is removed in the same patch.
-    let patch = ProcessPatch {
-        labels: [label("c", Some("1")), label("a", None)].into(),
-        ..Default::default()
-    };
+    let patch = ProcessPatch { labels: [label("c", Some("1")), label("a", None)].into(), ..Default::default() };
     assert!(client.run(Command::PutProcess { id, patch }).is_ok());
     let labels = &client.machine.get_process(id).unwrap().info.labels;
     assert_eq!(labels.keys().collect::<Vec<_>>(), ["b", "c"]);
-    let patch = ProcessPatch {
-        labels: [label("b", Some("long"))].into(),
-        ..Default::default()
-    };
-    assert_eq!(
-        client.run(Command::PutProcess { id, patch }),
-        too_large("label value", 4, 3)
-    );
-    let patch = ProcessPatch {
-        service_host: Some("x".repeat(9)),
-        ..Default::default()
-    };
-    assert_eq!(
-        client.run(Command::PutProcess { id, patch }),
-        too_large("service_host", 9, 6)
-    );
+    let patch = ProcessPatch { labels: [label("b", Some("long"))].into(), ..Default::default() };
+    assert_eq!(client.run(Command::PutProcess { id, patch }), too_large("label value", 4, 3));
+    let patch = ProcessPatch { service_host: Some("x".repeat(9)), ..Default::default() };
+    assert_eq!(client.run(Command::PutProcess { id, patch }), too_large("service_host", 9, 6));
 }
 
 #[test]
@@ -544,15 +361,8 @@ fn oversized_and_empty_keys_and_values_are_refused() {
     assert_eq!(client.run(kv_put("", "v")), empty("key"));
     assert_eq!(client.run(kv_put("kkkkk", "v")), too_large("key", 5, 4));
     assert_eq!(client.run(kv_put("k", "vvvvv")), too_large("value", 5, 4));
-    assert_eq!(
-        client.run(Command::KvDelete { key: String::new() }),
-        empty("key")
-    );
-    let cas = Command::KvCas {
-        key: "k".to_string(),
-        expected: None,
-        new: Some("vvvvv".into()),
-    };
+    assert_eq!(client.run(Command::KvDelete { key: String::new() }), empty("key"));
+    let cas = Command::KvCas { key: "k".to_string(), expected: None, new: Some("vvvvv".into()) };
     assert_eq!(client.run(cas), too_large("value", 5, 4));
     assert_eq!(client.machine.kv_len(), 0);
 }
@@ -563,40 +373,21 @@ fn full_tables_are_refused() {
     client.register_server(1);
     client.register_server(2);
     assert_eq!(
-        client.run(Command::RegisterServer {
-            id: ServerId(3),
-            info: server_info("s")
-        }),
+        client.run(Command::RegisterServer { id: ServerId(3), info: server_info("s") }),
         table_full("servers", 2)
     );
     let create = Some(server_info("s"));
     let patch = ServerPatch::default();
-    assert_eq!(
-        client.run(Command::PutServer {
-            id: ServerId(3),
-            patch,
-            create
-        }),
-        table_full("servers", 2)
-    );
+    assert_eq!(client.run(Command::PutServer { id: ServerId(3), patch, create }), table_full("servers", 2));
     // Re-registering a known server still works at the limit.
     client.register_server(2);
     client.register_process(1);
     client.register_process(1);
-    assert_eq!(
-        client.run(Command::RegisterProcess {
-            info: process_info("p", 1)
-        }),
-        table_full("processes", 2)
-    );
+    assert_eq!(client.run(Command::RegisterProcess { info: process_info("p", 1) }), table_full("processes", 2));
     client.run(kv_put("a", "1")).unwrap();
     client.run(kv_put("b", "1")).unwrap();
     assert_eq!(client.run(kv_put("c", "1")), table_full("kv keys", 2));
-    let cas = Command::KvCas {
-        key: "c".to_string(),
-        expected: None,
-        new: Some("1".into()),
-    };
+    let cas = Command::KvCas { key: "c".to_string(), expected: None, new: Some("1".into()) };
     assert_eq!(client.run(cas), table_full("kv keys", 2));
     // Overwriting an existing key is fine at the limit.
     client.run(kv_put("a", "2")).unwrap();
@@ -609,33 +400,14 @@ fn full_tables_are_refused() {
 fn register_server_twice_updates_it() {
     let mut client = Client::new();
     client.register_server(1);
-    let patch = ServerPatch {
-        status: Some(MemberStatus::Draining),
-        ..Default::default()
-    };
-    client
-        .run(Command::PutServer {
-            id: ServerId(1),
-            patch,
-            create: None,
-        })
-        .unwrap();
-    client
-        .run(Command::RegisterServer {
-            id: ServerId(1),
-            info: server_info("again"),
-        })
-        .unwrap();
+    let patch = ServerPatch { status: Some(MemberStatus::Draining), ..Default::default() };
+    client.run(Command::PutServer { id: ServerId(1), patch, create: None }).unwrap();
+    client.run(Command::RegisterServer { id: ServerId(1), info: server_info("again") }).unwrap();
     let entry = client.machine.get_server(ServerId(1)).unwrap();
     assert_eq!(entry.status, MemberStatus::Online);
     assert_eq!(entry.info.name, "again");
     assert_eq!((entry.registered_rev, entry.updated_rev), (2, 4));
-    let kinds: Vec<_> = client
-        .machine
-        .events_after(0)
-        .unwrap()
-        .map(|e| &e.kind)
-        .collect();
+    let kinds: Vec<_> = client.machine.events_after(0).unwrap().map(|e| e.kind).collect();
     assert!(matches!(kinds[0], EventKind::ServerRegistered(_)));
     assert!(matches!(kinds[1], EventKind::ServerUpdated(_)));
     assert!(matches!(kinds[2], EventKind::ServerUpdated(_)));
@@ -644,30 +416,15 @@ fn register_server_twice_updates_it() {
 #[test]
 fn put_server_creates_only_when_asked_and_merges_otherwise() {
     let mut client = Client::new();
-    let patch = ServerPatch {
-        cpu_capacity_percent: Some(800),
-        ..Default::default()
-    };
+    let patch = ServerPatch { cpu_capacity_percent: Some(800), ..Default::default() };
     let create = Some(server_info("s"));
-    client
-        .run(Command::PutServer {
-            id: ServerId(5),
-            patch: patch.clone(),
-            create,
-        })
-        .unwrap();
+    client.run(Command::PutServer { id: ServerId(5), patch: patch.clone(), create }).unwrap();
     let entry = client.machine.get_server(ServerId(5)).unwrap().clone();
     assert_eq!(entry.info.cpu_capacity_percent, 800);
     assert_eq!(entry.info.name, "s");
     // A patch that sets what is already there changes nothing and emits nothing.
     let events = client.machine.events_after(0).unwrap().count();
-    client
-        .run(Command::PutServer {
-            id: ServerId(5),
-            patch,
-            create: None,
-        })
-        .unwrap();
+    client.run(Command::PutServer { id: ServerId(5), patch, create: None }).unwrap();
     assert_eq!(client.machine.get_server(ServerId(5)), Some(&entry));
     assert_eq!(client.machine.events_after(0).unwrap().count(), events);
 }
@@ -677,14 +434,9 @@ fn processes_outlive_their_server_record() {
     let mut client = Client::new();
     client.register_server(1);
     let process = client.register_process(1);
-    client
-        .run(Command::DeregisterServer { id: ServerId(1) })
-        .unwrap();
+    client.run(Command::DeregisterServer { id: ServerId(1) }).unwrap();
     assert!(client.machine.get_process(process).is_some());
-    assert_eq!(
-        client.machine.members().collect::<Vec<_>>(),
-        [MemberId::Process(process)]
-    );
+    assert_eq!(client.machine.members().collect::<Vec<_>>(), [MemberId::Process(process)]);
 }
 
 #[test]
@@ -693,31 +445,14 @@ fn deregistered_process_leaves_its_exit_status() {
     client.register_server(1);
     let id = client.register_process(1);
     client.now_ms = 42;
-    client
-        .run(Command::DeregisterProcess {
-            id,
-            exit_status: Some(3),
-        })
-        .unwrap();
+    client.run(Command::DeregisterProcess { id, exit_status: Some(3) }).unwrap();
     let tombstone = client.machine.tombstones().next().unwrap().clone();
-    assert_eq!(
-        tombstone.departure,
-        Departure::Deregistered {
-            exit_status: Some(3)
-        }
-    );
+    assert_eq!(tombstone.departure, Departure::Deregistered { exit_status: Some(3) });
     assert_eq!(tombstone.left_at_unix_ms, 42);
     assert!(matches!(tombstone.subject, TombstoneSubject::Process(ref p) if p.id == id));
-    let last = client
-        .machine
-        .events_after(client.machine.revision() - 1)
-        .unwrap()
-        .last();
-    let expected = EventKind::Departed {
-        member: MemberId::Process(id),
-        tombstone,
-    };
-    assert_eq!(last.map(|e| &e.kind), Some(&expected));
+    let last = client.machine.events_after(client.machine.revision() - 1).unwrap().last();
+    let expected = EventKind::Departed { member: MemberId::Process(id), tombstone };
+    assert_eq!(last.map(|e| e.kind), Some(expected));
 }
 
 #[test]
@@ -735,22 +470,8 @@ fn expire_removes_present_members_and_counts_only_them() {
     let revision = client.machine.revision();
     assert_eq!(reply, Reply::Applied { count: 2, revision });
     assert_eq!(client.machine.members().count(), 0);
-    let departures: Vec<_> = client
-        .machine
-        .tombstones()
-        .map(|t| t.departure.clone())
-        .collect();
-    assert_eq!(
-        departures,
-        [
-            Departure::Expired {
-                silent_for_ms: 4_000
-            },
-            Departure::Expired {
-                silent_for_ms: 3_000
-            }
-        ]
-    );
+    let departures: Vec<_> = client.machine.tombstones().map(|t| t.departure.clone()).collect();
+    assert_eq!(departures, [Departure::Expired { silent_for_ms: 4_000 }, Departure::Expired { silent_for_ms: 3_000 }]);
     // Both departures are events of the same revision.
     let events: Vec<_> = client.machine.events_after(revision - 1).unwrap().collect();
     assert_eq!(events.len(), 2);
@@ -761,30 +482,14 @@ fn expire_removes_present_members_and_counts_only_them() {
 fn report_resources_sets_known_servers_only() {
     let mut client = Client::new();
     client.register_server(1);
-    let average = ResourceAverage {
-        cpu_percent_avg: 150,
-        mem_bytes_used_avg: 1 << 20,
-    };
+    let average = ResourceAverage { cpu_percent_avg: 150, mem_bytes_used_avg: 1 << 20 };
     let reports = vec![(ServerId(1), average), (ServerId(9), average)];
-    let reply = client.leader(LeaderCommand::ReportResources {
-        reports: reports.clone(),
-    });
-    assert_eq!(
-        reply,
-        Ok(Reply::Applied {
-            count: 1,
-            revision: client.machine.revision()
-        })
-    );
-    assert_eq!(
-        client.machine.get_server(ServerId(1)).unwrap().resources,
-        Some(average)
-    );
+    let reply = client.leader(LeaderCommand::ReportResources { reports: reports.clone() });
+    assert_eq!(reply, Ok(Reply::Applied { count: 1, revision: client.machine.revision() }));
+    assert_eq!(client.machine.get_server(ServerId(1)).unwrap().resources, Some(average));
     // The same report again: counted, but nothing changed, so no event.
     let revision = client.machine.revision();
-    client
-        .leader(LeaderCommand::ReportResources { reports })
-        .unwrap();
+    client.leader(LeaderCommand::ReportResources { reports }).unwrap();
     assert_eq!(client.machine.events_after(revision).unwrap().count(), 0);
 }
 
@@ -797,14 +502,7 @@ fn compare_and_swap() {
         new: new.map(str::to_string),
     };
     let reply = client.run(cas(None, Some("1"))).unwrap();
-    assert!(matches!(
-        reply,
-        Reply::Cas {
-            swapped: true,
-            current: None,
-            ..
-        }
-    ));
+    assert!(matches!(reply, Reply::Cas { swapped: true, current: None, .. }));
     let reply = client.run(cas(None, Some("2"))).unwrap();
     assert!(matches!(reply, Reply::Cas { swapped: false, current: Some(ref v), .. } if v == "1"));
     let reply = client.run(cas(Some("1"), None)).unwrap();
@@ -821,9 +519,7 @@ fn list_filters_by_kind_server_status_and_labels() {
     client.register_server(2);
     let mut info = process_info("p", 1);
     info.labels.insert("app".to_string(), "web".to_string());
-    let Ok(Reply::ProcessRegistered { id: web, .. }) =
-        client.run(Command::RegisterProcess { info })
-    else {
+    let Ok(Reply::ProcessRegistered { id: web, .. }) = client.run(Command::RegisterProcess { info }) else {
         panic!("registration failed");
     };
     let other = client.register_process(2);
@@ -836,25 +532,13 @@ fn list_filters_by_kind_server_status_and_labels() {
     let s = |id| MemberId::Server(ServerId(id));
     let p = MemberId::Process;
     assert_eq!(ids(ListFilter::default()), [s(1), s(2), p(web), p(other)]);
-    let by_server = ListFilter {
-        server: Some(ServerId(1)),
-        ..Default::default()
-    };
+    let by_server = ListFilter { server: Some(ServerId(1)), ..Default::default() };
     assert_eq!(ids(by_server.clone()), [s(1), p(web)]);
-    let processes_only = ListFilter {
-        kind: Some(MemberKind::Process),
-        ..by_server
-    };
+    let processes_only = ListFilter { kind: Some(MemberKind::Process), ..by_server };
     assert_eq!(ids(processes_only), [p(web)]);
-    let labelled = ListFilter {
-        labels: [("app".to_string(), "web".to_string())].into(),
-        ..Default::default()
-    };
+    let labelled = ListFilter { labels: [("app".to_string(), "web".to_string())].into(), ..Default::default() };
     assert_eq!(ids(labelled), [p(web)]);
-    let draining = ListFilter {
-        status: Some(MemberStatus::Draining),
-        ..Default::default()
-    };
+    let draining = ListFilter { status: Some(MemberStatus::Draining), ..Default::default() };
     assert_eq!(ids(draining), []);
     let reply = client.machine.query(&Query::List(ListFilter::default()));
     assert_eq!(reply.revision, client.machine.revision());
@@ -862,19 +546,12 @@ fn list_filters_by_kind_server_status_and_labels() {
 
 #[test]
 fn kv_range_is_half_open_limited_and_tolerates_inverted_bounds() {
-    let mut client = Client::with(Limits {
-        max_kv_keys: 10,
-        ..limits()
-    });
+    let mut client = Client::with(Limits { max_kv_keys: 10, ..limits() });
     for key in ["a", "b", "c", "d"] {
         client.run(kv_put(key, "v")).unwrap();
     }
     let range = |start: &str, end: Option<&str>, limit| {
-        let query = Query::KvRange {
-            start: start.to_string(),
-            end: end.map(str::to_string),
-            limit,
-        };
+        let query = Query::KvRange { start: start.to_string(), end: end.map(str::to_string), limit };
         match client.machine.query(&query).result {
             QueryResult::KvItems(items) => items.into_iter().map(|(k, _)| k).collect::<Vec<_>>(),
             other => panic!("{other:?}"),
@@ -892,15 +569,10 @@ fn kv_range_is_half_open_limited_and_tolerates_inverted_bounds() {
 
 #[test]
 fn tombstones_are_bounded_by_count_newest_first() {
-    let mut client = Client::with(Limits {
-        max_servers: 10,
-        ..limits()
-    });
+    let mut client = Client::with(Limits { max_servers: 10, ..limits() });
     for id in 1..=5 {
         client.register_server(id);
-        client
-            .run(Command::DeregisterServer { id: ServerId(id) })
-            .unwrap();
+        client.run(Command::DeregisterServer { id: ServerId(id) }).unwrap();
     }
     let left: Vec<ServerId> = client
         .machine
@@ -917,36 +589,20 @@ fn tombstones_are_bounded_by_count_newest_first() {
 
 #[test]
 fn tombstones_are_pruned_by_age_on_the_monotonic_clock() {
-    let mut client = Client::with(Limits {
-        max_servers: 10,
-        ..limits()
-    });
+    let mut client = Client::with(Limits { max_servers: 10, ..limits() });
     client.now_ms = 10_000;
     client.register_server(1);
-    client
-        .run(Command::DeregisterServer { id: ServerId(1) })
-        .unwrap();
+    client.run(Command::DeregisterServer { id: ServerId(1) }).unwrap();
     // A proposer with a clock behind: the state machine's clock does not go back, and
     // the tombstone is stamped with it.
     client.now_ms = 9_000;
     client.register_server(2);
-    client
-        .run(Command::DeregisterServer { id: ServerId(2) })
-        .unwrap();
+    client.run(Command::DeregisterServer { id: ServerId(2) }).unwrap();
     assert_eq!(client.machine.clock_unix_ms(), 10_000);
-    assert!(
-        client
-            .machine
-            .tombstones()
-            .all(|t| t.left_at_unix_ms == 10_000)
-    );
+    assert!(client.machine.tombstones().all(|t| t.left_at_unix_ms == 10_000));
     client.now_ms = 11_000;
     client.run(Command::Noop).unwrap();
-    assert_eq!(
-        client.machine.tombstones().count(),
-        2,
-        "exactly max age old is kept"
-    );
+    assert_eq!(client.machine.tombstones().count(), 2, "exactly max age old is kept");
     client.now_ms = 11_001;
     client.run(Command::Noop).unwrap();
     assert_eq!(client.machine.tombstones().count(), 0);
@@ -956,10 +612,7 @@ fn tombstones_are_pruned_by_age_on_the_monotonic_clock() {
 
 #[test]
 fn event_history_is_bounded_and_says_when_it_was_compacted() {
-    let mut client = Client::with(Limits {
-        max_kv_keys: 10,
-        ..limits()
-    });
+    let mut client = Client::with(Limits { max_kv_keys: 10, ..limits() });
     for value in ["1", "2", "3", "4", "5", "6", "7"] {
         client.run(kv_put("k", value)).unwrap();
     }
@@ -978,14 +631,8 @@ fn busy_machine() -> ClusterStateMachine {
     client.register_server(1);
     client.register_process(1);
     client.run(kv_put("k", "v")).unwrap();
-    client
-        .run(Command::RegisterProcess {
-            info: process_info("p", 9),
-        })
-        .unwrap_err();
-    client
-        .run(Command::DeregisterServer { id: ServerId(1) })
-        .unwrap();
+    client.run(Command::RegisterProcess { info: process_info("p", 9) }).unwrap_err();
+    client.run(Command::DeregisterServer { id: ServerId(1) }).unwrap();
     client.machine
 }
 
@@ -1008,38 +655,20 @@ fn damaged_snapshots_give_typed_errors() {
     let mut wrong_magic = bytes.clone();
     wrong_magic[0] = b'X';
     assert_eq!(restore(&wrong_magic), Some(SnapshotError::BadMagic));
-    assert!(matches!(
-        restore(&bytes[..12]),
-        Some(SnapshotError::Malformed(_))
-    ));
-    assert!(matches!(
-        restore(&bytes[..bytes.len() - 1]),
-        Some(SnapshotError::Malformed(_))
-    ));
+    assert!(matches!(restore(&bytes[..12]), Some(SnapshotError::Malformed(_))));
+    assert!(matches!(restore(&bytes[..bytes.len() - 1]), Some(SnapshotError::Malformed(_))));
     let mut flipped = bytes.clone();
     let last = flipped.len() - 1;
     flipped[last] ^= 0x40;
-    assert!(matches!(
-        restore(&flipped),
-        Some(SnapshotError::ChecksumMismatch { .. })
-    ));
+    assert!(matches!(restore(&flipped), Some(SnapshotError::ChecksumMismatch { .. })));
     let mut future = bytes.clone();
     future[8] = 2;
     super::snapshot::tests_support::reseal(&mut future);
-    assert_eq!(
-        restore(&future),
-        Some(SnapshotError::UnsupportedVersion {
-            found: 2,
-            supported: 1
-        })
-    );
+    assert_eq!(restore(&future), Some(SnapshotError::UnsupportedVersion { found: 2, supported: 1 }));
     let mut trailing = bytes.clone();
     trailing.push(0);
     super::snapshot::tests_support::reseal(&mut trailing);
-    assert!(matches!(
-        restore(&trailing),
-        Some(SnapshotError::Malformed(_))
-    ));
+    assert!(matches!(restore(&trailing), Some(SnapshotError::Malformed(_))));
 }
 
 #[test]
