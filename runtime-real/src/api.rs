@@ -142,7 +142,7 @@ impl Api {
         let mut changes = self.shared.subscribe();
         loop {
             let batch = crate::storage::with_kernel(&self.shared, |sm| match sm.events_after(seen) {
-                Ok(events) => Ok(events.take(WATCH_BATCH).cloned().collect::<Vec<_>>()),
+                Ok(events) => Ok(events.take(WATCH_BATCH).collect::<Vec<_>>()),
                 Err(c) => Err(c.oldest_available),
             });
             let response = match batch {

@@ -25,7 +25,7 @@ impl RaftNetworkFactory<TypeConfig> for PeerNetwork {
             target,
             addr: node.addr.clone(),
             hello: Hello { token: self.token.clone(), role: Role::Peer { from: self.self_id } },
-            conn: None,
+            conn: std::sync::Mutex::new(None),
         }
     }
 }
@@ -34,7 +34,9 @@ pub struct PeerClient {
     target: NodeId,
     addr: String,
     hello: Hello,
-    conn: Option<(Reader, Writer)>,
+    /// madsim's `TcpStream` is not `Sync` and openraft needs `Sync`: the mutex provides
+    /// it; `&mut self` methods reach inside with `get_mut`, so it is never locked.
+    conn: std::sync::Mutex<Option<(Reader, Writer)>>,
 }
 
 /// Why one RPC failed: before anything was sent (unreachable) or after (network).
@@ -44,29 +46,35 @@ enum RpcFailure {
 }
 
 impl PeerClient {
+    fn conn_mut(&mut self) -> &mut Option<(Reader, Writer)> {
+        self.conn.get_mut().unwrap_or_else(|e| e.into_inner())
+    }
+
     async fn call(&mut self, req: &PeerRequest, ttl: Duration) -> Result<PeerResponse, RpcFailure> {
         let deadline = tokio::time::Instant::now() + ttl;
-        if self.conn.is_none() {
+        if self.conn_mut().is_none() {
             let timeout_ms = ttl.as_millis() as u64;
             let conn = transport::connect(&self.addr, &self.hello, MAX_PEER_FRAME_BYTES, timeout_ms)
                 .await
                 .map_err(RpcFailure::Unreachable)?;
-            self.conn = Some(conn);
+            *self.conn_mut() = Some(conn);
         }
-        let (r, w) = self.conn.as_mut().expect("connected above");
+        let addr = self.addr.clone();
+        let conn = self.conn.get_mut().unwrap_or_else(|e| e.into_inner());
+        let (r, w) = conn.as_mut().expect("connected above");
         let exchange = async {
             w.send(req).await?;
             r.recv::<PeerResponse>().await
         };
         let result = match Timeout::new(exchange, deadline).await {
             Ok(r) => r,
-            Err(_) => Err(TransportError::Timeout { addr: self.addr.clone(), timeout_ms: ttl.as_millis() as u64 }),
+            Err(_) => Err(TransportError::Timeout { addr, timeout_ms: ttl.as_millis() as u64 }),
         };
         match result {
             Ok(resp) => Ok(resp),
             Err(e) => {
                 // The stream may hold half a frame now: start over on the next call.
-                self.conn = None;
+                *self.conn_mut() = None;
                 Err(RpcFailure::Network(e))
             }
         }
@@ -80,7 +88,7 @@ impl PeerClient {
     }
 
     fn unexpected(&mut self, what: &str, got: PeerResponse) -> RPCError<TypeConfig> {
-        self.conn = None;
+        *self.conn_mut() = None;
         let e = TransportError::Protocol(format!("{what} from node {}: unexpected reply {got:?}", self.target));
         RPCError::Network(NetworkError::new(&e))
     }
@@ -148,7 +156,7 @@ impl RaftNetworkV2<TypeConfig> for PeerClient {
             Ok(result) => result,
             Err(closed) => {
                 // Cancelled mid-stream: the receiver holds a partial snapshot; start over.
-                self.conn = None;
+                *self.conn_mut() = None;
                 Err(StreamingError::Closed(closed))
             }
         }
@@ -186,7 +194,7 @@ impl PeerClient {
                     return Err(StreamingError::Network(NetworkError::new(&e)));
                 }
                 (other, _) => {
-                    self.conn = None;
+                    *self.conn_mut() = None;
                     let e = TransportError::Protocol(format!("snapshot chunk: unexpected reply {other:?}"));
                     return Err(StreamingError::Network(NetworkError::new(&e)));
                 }

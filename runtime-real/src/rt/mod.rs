@@ -21,12 +21,17 @@ use rand::rngs::SmallRng;
 use std::future::Future;
 use std::time::Duration;
 
-#[derive(Debug)]
 pub struct RosterRuntime {
     #[cfg(not(madsim))]
     rt: tokio::runtime::Runtime,
     #[cfg(madsim)]
     rt: madsim::runtime::Runtime,
+}
+
+impl std::fmt::Debug for RosterRuntime {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("RosterRuntime")
+    }
 }
 
 /// A seed for a fresh RNG: from madsim's seeded RNG in simulation, from the OS otherwise.
