@@ -89,11 +89,17 @@ impl Node {
         Ok(Node { config, raft, api, local_addr, agent: Some(agent) })
     }
 
-    /// Graceful stop: deregister this server (awaited, bounded), then stop Raft.
-    pub async fn shutdown(mut self) {
+    /// Deregisters this server (awaited, bounded) and stops its heartbeats; Raft keeps
+    /// running so the other nodes still have a quorum for their own leave.
+    pub async fn leave(&mut self) {
         if let Some(agent) = self.agent.take() {
             agent.leave().await;
         }
+    }
+
+    /// Graceful stop: deregister this server (awaited, bounded), then stop Raft.
+    pub async fn shutdown(mut self) {
+        self.leave().await;
         if let Err(e) = self.raft.shutdown().await {
             tracing::warn!(error = %e, "raft did not stop cleanly");
         }

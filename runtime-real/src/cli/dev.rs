@@ -29,7 +29,7 @@ pub async fn run(args: DevArgs) -> Result<ExitCode, String> {
     let token_file = ensure_token(&args.data_dir)?;
     let addr = |n: u64| format!("127.0.0.1:{}", args.base_port as u64 + n - 1);
     let peers: std::collections::BTreeMap<u64, String> = (1..=args.nodes).map(|n| (n, addr(n))).collect();
-    let mut nodes = Vec::new();
+    let mut nodes: Vec<roster_real::node::Node> = Vec::new();
     for n in 1..=args.nodes {
         let config = NodeConfig {
             id: n,
@@ -81,7 +81,9 @@ pub async fn run(args: DevArgs) -> Result<ExitCode, String> {
         _ = super::node_cmd::wait_for_signal() => {}
         _ = status_loop => {}
     }
-    println!("stopping: each node deregisters, then stops");
+    println!("stopping: every node deregisters, then stops");
+    // All leave first, together, while a quorum still runs to commit their deregistrations.
+    futures::future::join_all(nodes.iter_mut().map(|n| n.leave())).await;
     for node in nodes {
         node.shutdown().await;
     }

@@ -268,8 +268,19 @@ impl Client {
     // ---- cluster ----
 
     /// The cluster as seen by the leader if one answers, else by any node.
+    /// Prefers the leader's view: only the leader knows heartbeat ages.
     pub async fn status(&self) -> Result<ClusterStatus, ClientError> {
-        status(self.cluster.call_any(ClientRequest::Status).await?)
+        let first = status(self.cluster.call_any(ClientRequest::Status).await?)?;
+        let leader_addr = match first.leader {
+            Some(l) if l != first.node => first.voters.iter().find(|(id, _)| *id == l).map(|(_, a)| a.clone()),
+            _ => None,
+        };
+        let Some(addr) = leader_addr else { return Ok(first) };
+        let index = (0..self.cluster.endpoint_count()).find(|i| self.cluster.endpoint_addr(*i).as_deref() == Some(&addr));
+        match index {
+            Some(i) => Ok(self.status_of(i).await.unwrap_or(first)),
+            None => Ok(first),
+        }
     }
 
     /// The cluster as seen by one node.
