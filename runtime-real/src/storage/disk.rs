@@ -349,9 +349,18 @@ struct MemState {
     inodes: BTreeMap<u64, Inode>,
     next_inode: u64,
     syncs: u64,
+    /// Every change fails with an I/O error while set (an injected EIO).
+    failing: bool,
 }
 
 impl MemState {
+    fn check_failing(&self) -> io::Result<()> {
+        if self.failing {
+            return Err(io::Error::other("injected I/O failure (MemDisk::set_failing)"));
+        }
+        Ok(())
+    }
+
     fn inode(&self, name: &str) -> io::Result<&Inode> {
         check_name(name)?;
         self.names.get(name).and_then(|i| self.inodes.get(i)).ok_or_else(|| not_found(name))
@@ -364,6 +373,7 @@ impl MemState {
     }
 
     fn data_op(&mut self, name: &str, op: DataOp) -> io::Result<()> {
+        self.check_failing()?;
         let inode = self.inode_mut(name)?;
         op.apply(&mut inode.current, None);
         inode.pending.push(op);
@@ -466,6 +476,12 @@ impl MemDisk {
         Ok(())
     }
 
+    /// While `on`, every change (write, sync, create, rename, remove) fails with an I/O
+    /// error, as a dying disk would; reads still work.
+    pub fn set_failing(&self, on: bool) {
+        lock(&self.state).failing = on;
+    }
+
     /// Number of `sync_data` and `sync_dir` calls so far (for tests of group commit).
     pub fn sync_count(&self) -> u64 {
         lock(&self.state).syncs
@@ -476,6 +492,7 @@ impl Disk for MemDisk {
     fn create(&self, name: &str) -> io::Result<()> {
         check_name(name)?;
         let mut s = lock(&self.state);
+        s.check_failing()?;
         if s.names.contains_key(name) {
             return s.data_op(name, DataOp::SetLen(0));
         }
@@ -516,6 +533,7 @@ impl Disk for MemDisk {
 
     fn sync_data(&self, name: &str) -> io::Result<()> {
         let mut s = lock(&self.state);
+        s.check_failing()?;
         s.syncs += 1;
         let inode = s.inode_mut(name)?;
         inode.synced = inode.current.clone();
@@ -526,6 +544,7 @@ impl Disk for MemDisk {
     fn rename(&self, from: &str, to: &str) -> io::Result<()> {
         check_name(to)?;
         let mut s = lock(&self.state);
+        s.check_failing()?;
         s.inode(from)?;
         let op = DirOp::Rename { from: from.to_string(), to: to.to_string() };
         op.apply(&mut s.names);
@@ -535,6 +554,7 @@ impl Disk for MemDisk {
 
     fn remove(&self, name: &str) -> io::Result<()> {
         let mut s = lock(&self.state);
+        s.check_failing()?;
         s.inode(name)?;
         let op = DirOp::Remove { name: name.to_string() };
         op.apply(&mut s.names);
@@ -548,6 +568,7 @@ impl Disk for MemDisk {
 
     fn sync_dir(&self) -> io::Result<()> {
         let mut s = lock(&self.state);
+        s.check_failing()?;
         s.syncs += 1;
         s.synced_names = s.names.clone();
         s.dir_pending.clear();

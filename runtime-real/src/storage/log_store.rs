@@ -431,3 +431,169 @@ async fn run_writer(wal: Arc<Mutex<Wal>>, mut rx: mpsc::Receiver<Command>, offlo
     // and nobody waits forever.
     writer.flush().await;
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::storage::disk::{FsDisk, Keep, MemDisk};
+    use crate::storage::wal::tests::{ent, lid};
+    use openraft::type_config::TypeConfigExt;
+
+    fn mem_store(disk: &MemDisk) -> LogStore {
+        LogStore::open(Arc::new(disk.clone()), WalOptions::for_mem()).unwrap()
+    }
+
+    type Flushed = openraft::alias::OneshotReceiverOf<TypeConfig, Result<(), io::Error>>;
+
+    /// Appends; the receiver reports when the callback fires.
+    async fn append_start(store: &mut LogStore, entries: Vec<Entry>) -> Flushed {
+        let (tx, rx) = TypeConfig::oneshot();
+        store.append(entries, IOFlushed::signal(tx)).await.unwrap();
+        rx
+    }
+
+    async fn flushed(rx: Flushed) -> Result<(), io::Error> {
+        rx.await.expect("the callback fires")
+    }
+
+    async fn append(store: &mut LogStore, entries: Vec<Entry>) {
+        flushed(append_start(store, entries).await).await.unwrap();
+    }
+
+    async fn all(store: &mut LogStore) -> Vec<Entry> {
+        store.try_get_log_entries(..).await.unwrap()
+    }
+
+    #[tokio::test]
+    async fn append_read_and_reopen() {
+        let disk = MemDisk::new();
+        let mut store = mem_store(&disk);
+        let entries: Vec<Entry> = (1..=20).map(|i| ent(1, i)).collect();
+        append(&mut store, entries[..10].to_vec()).await;
+        append(&mut store, entries[10..].to_vec()).await;
+        store.save_vote(&Vote::new(1, 1)).await.unwrap();
+        store.save_committed(Some(lid(1, 15))).await.unwrap();
+        store.flush().await.unwrap();
+
+        assert_eq!(all(&mut store).await, entries);
+        let mut reader = store.get_log_reader().await;
+        assert_eq!(reader.try_get_log_entries(5..8).await.unwrap(), entries[4..7].to_vec());
+        assert_eq!(reader.try_get_log_entries(5..=5).await.unwrap(), entries[4..5].to_vec());
+        assert!(reader.try_get_log_entries(8..8).await.unwrap().is_empty());
+        assert!(reader.try_get_log_entries(30..).await.unwrap().is_empty());
+        assert_eq!(reader.limited_get_log_entries(1, 3).await.unwrap(), entries[..2].to_vec());
+        let state = store.get_log_state().await.unwrap();
+        assert_eq!((state.last_purged_log_id, state.last_log_id), (None, Some(lid(1, 20))));
+        drop(store);
+
+        disk.crash(|_| Keep::NONE);
+        let mut store = mem_store(&disk);
+        assert_eq!(all(&mut store).await, entries);
+        assert_eq!(store.read_vote().await.unwrap(), Some(Vote::new(1, 1)));
+        assert_eq!(store.read_committed().await.unwrap(), Some(lid(1, 15)));
+    }
+
+    #[tokio::test]
+    async fn acknowledged_appends_survive_a_crash() {
+        let disk = MemDisk::new();
+        let mut store = mem_store(&disk);
+        append(&mut store, (0..5).map(|i| ent(1, i)).collect()).await;
+        // Crash before the writer runs again: the next append is lost, the first is not.
+        let pending = append_start(&mut store, vec![ent(1, 5)]).await;
+        drop(pending);
+        disk.crash(|_| Keep::NONE);
+        let mut reopened = mem_store(&disk);
+        let got: Vec<u64> = all(&mut reopened).await.iter().map(|e| e.log_id.index).collect();
+        assert_eq!(got, vec![0, 1, 2, 3, 4]);
+        drop(store);
+    }
+
+    #[tokio::test]
+    async fn concurrent_appends_share_one_fsync() {
+        let disk = MemDisk::new();
+        let mut store = mem_store(&disk);
+        append(&mut store, vec![ent(1, 0)]).await;
+        let before = disk.sync_count();
+        let mut waiting = Vec::new();
+        for i in 1..=50 {
+            // openraft may append again before the previous callback fired.
+            waiting.push(append_start(&mut store, vec![ent(1, i)]).await);
+        }
+        for w in waiting {
+            flushed(w).await.unwrap();
+        }
+        let syncs = disk.sync_count() - before;
+        assert_eq!(syncs, 1, "50 queued appends must share one fsync");
+        // Everything acknowledged is durable.
+        disk.crash(|_| Keep::NONE);
+        let mut reopened = mem_store(&disk);
+        assert_eq!(all(&mut reopened).await.len(), 51);
+    }
+
+    #[tokio::test]
+    async fn truncate_and_purge_through_the_store() {
+        let disk = MemDisk::new();
+        let mut store = mem_store(&disk);
+        append(&mut store, (0..30).map(|i| ent(1, i)).collect()).await;
+        let reader_before = store.get_log_reader().await;
+        store.truncate_after(Some(lid(1, 19))).await.unwrap();
+        assert_eq!(store.get_log_state().await.unwrap().last_log_id, Some(lid(1, 19)));
+        append(&mut store, (20..25).map(|i| ent(2, i)).collect()).await;
+        store.purge(lid(1, 9)).await.unwrap();
+        let state = store.get_log_state().await.unwrap();
+        assert_eq!((state.last_purged_log_id, state.last_log_id), (Some(lid(1, 9)), Some(lid(2, 24))));
+        // Readers share the store's view.
+        let mut r = reader_before.clone();
+        let got: Vec<u64> = r.try_get_log_entries(..).await.unwrap().iter().map(|e| e.log_id.index).collect();
+        assert_eq!(got, (10..25).collect::<Vec<_>>());
+        // A gap is refused before anything is written.
+        let (tx, _rx) = TypeConfig::oneshot();
+        assert!(store.append(vec![ent(2, 30)], IOFlushed::signal(tx)).await.is_err());
+        drop(store);
+        let mut store = mem_store(&disk);
+        let got: Vec<u64> = all(&mut store).await.iter().map(|e| e.log_id.index).collect();
+        assert_eq!(got, (10..25).collect::<Vec<_>>());
+        assert_eq!(store.get_log_state().await.unwrap().last_purged_log_id, Some(lid(1, 9)));
+        // Purging past the end empties the log; the marker becomes the last log id.
+        store.purge(lid(2, 40)).await.unwrap();
+        let state = store.get_log_state().await.unwrap();
+        assert_eq!((state.last_purged_log_id, state.last_log_id), (Some(lid(2, 40)), Some(lid(2, 40))));
+        append(&mut store, vec![ent(3, 41)]).await;
+    }
+
+    #[tokio::test]
+    async fn a_failing_disk_fails_the_store() {
+        let disk = MemDisk::new();
+        let mut store = mem_store(&disk);
+        append(&mut store, vec![ent(1, 0)]).await;
+        disk.set_failing(true);
+        let result = flushed(append_start(&mut store, vec![ent(1, 1)]).await).await;
+        assert!(result.is_err(), "an unsynced append must not be acknowledged");
+        disk.set_failing(false);
+        // Once failed, always failed: openraft stops the node rather than trust the log.
+        assert!(store.save_vote(&Vote::new(2, 1)).await.is_err());
+        let result = flushed(append_start(&mut store, vec![ent(1, 2)]).await).await;
+        assert!(result.is_err());
+    }
+
+    #[tokio::test]
+    async fn fs_disk_store_round_trip() {
+        let dir = crate::storage::test_dir("fs_log_store");
+        let opts = WalOptions { segment_bytes: 64 << 10, preallocate: true };
+        let entries: Vec<Entry> = (0..3000).map(|i| ent(1 + i / 1000, i)).collect();
+        {
+            let mut store = LogStore::open(Arc::new(FsDisk::open(&dir).unwrap()), opts.clone()).unwrap();
+            for chunk in entries.chunks(64) {
+                append(&mut store, chunk.to_vec()).await;
+            }
+            store.save_vote(&Vote::new_committed(3, 1)).await.unwrap();
+            store.truncate_after(Some(lid(3, 2899))).await.unwrap();
+            store.purge(lid(1, 499)).await.unwrap();
+        }
+        let mut store = LogStore::open(Arc::new(FsDisk::open(&dir).unwrap()), opts).unwrap();
+        assert_eq!(all(&mut store).await, entries[500..2900].to_vec());
+        assert_eq!(store.read_vote().await.unwrap(), Some(Vote::new_committed(3, 1)));
+        drop(store);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}

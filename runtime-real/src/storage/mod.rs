@@ -103,5 +103,103 @@ pub(crate) fn test_dir(name: &str) -> std::path::PathBuf {
 
 /// Runs `f` on the applied kernel state under the read lock; keep `f` short.
 pub fn with_kernel<R>(shared: &SharedState, f: impl FnOnce(&roster_kernel::ClusterStateMachine) -> R) -> R {
-    f(&shared.read().kernel)
+    shared.with_kernel(f)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::raft_types::{Entry, TypeConfig, Vote};
+    use crate::storage::wal::tests::lid;
+    use openraft::entry::RaftEntry;
+    use openraft::storage::{IOFlushed, RaftLogStorage, RaftSnapshotBuilder, RaftStateMachine, StorageHelper};
+    use openraft::testing::log::{StoreBuilder, Suite};
+    use openraft::type_config::TypeConfigExt;
+    use roster_kernel::{Proposal, ProposalBody};
+
+    fn sto_err(e: StorageError) -> openraft::StorageError<TypeConfig> {
+        openraft::StorageError::read(TypeConfig::err_from_error(&e))
+    }
+
+    struct MemBuilder;
+
+    impl StoreBuilder<TypeConfig, LogStore, StateMachineStore, MemDisk> for MemBuilder {
+        async fn build(&self) -> Result<(MemDisk, LogStore, StateMachineStore), openraft::StorageError<TypeConfig>> {
+            let disk = MemDisk::new();
+            let (log, sm) =
+                open(Arc::new(disk.clone()), StorageOptions::for_mem(Limits::default())).await.map_err(sto_err)?;
+            Ok((disk, log, sm))
+        }
+    }
+
+    /// Deletes its directory when dropped.
+    struct TempDir(std::path::PathBuf);
+
+    impl Drop for TempDir {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+
+    struct FsBuilder;
+
+    impl StoreBuilder<TypeConfig, LogStore, StateMachineStore, TempDir> for FsBuilder {
+        async fn build(&self) -> Result<(TempDir, LogStore, StateMachineStore), openraft::StorageError<TypeConfig>> {
+            let dir = TempDir(test_dir("suite"));
+            let disk =
+                FsDisk::open(&dir.0).map_err(|e| openraft::StorageError::read(TypeConfig::err_from_error(&e)))?;
+            let opts = StorageOptions {
+                wal: WalOptions { segment_bytes: 64 << 10, preallocate: true },
+                limits: Limits::default(),
+            };
+            let (log, sm) = open(Arc::new(disk), opts).await.map_err(sto_err)?;
+            Ok((dir, log, sm))
+        }
+    }
+
+    #[tokio::test]
+    async fn openraft_storage_suite_on_mem_disk() {
+        Suite::test_all(MemBuilder).await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn openraft_storage_suite_on_fs_disk() {
+        Suite::test_all(FsBuilder).await.unwrap();
+    }
+
+    fn open_session(term: u64, index: u64) -> Entry {
+        Entry::new_normal(lid(term, index), Proposal { at_unix_ms: index, body: ProposalBody::OpenSession })
+    }
+
+    /// A node restart: the state machine comes back from its snapshot and openraft
+    /// re-applies the log up to the saved committed log id.
+    #[tokio::test]
+    async fn restart_recovers_state_from_snapshot_and_log() {
+        let disk = MemDisk::new();
+        let opts = StorageOptions::for_mem(Limits::default());
+        let entries: Vec<Entry> = (1..=30).map(|i| open_session(1, i)).collect();
+        {
+            let (mut log, mut sm) = open(Arc::new(disk.clone()), opts.clone()).await.unwrap();
+            log.save_vote(&Vote::new_committed(1, 1)).await.unwrap();
+            let (tx, rx) = TypeConfig::oneshot();
+            log.append(entries.clone(), IOFlushed::signal(tx)).await.unwrap();
+            rx.await.unwrap().unwrap();
+            let apply = |upto: usize| futures::stream::iter(entries[..upto].iter().cloned().map(|e| Ok((e, None))));
+            sm.apply(apply(10)).await.unwrap();
+            sm.get_snapshot_builder().await.build_snapshot().await.unwrap();
+            log.purge(lid(1, 5)).await.unwrap();
+            log.save_committed(Some(lid(1, 25))).await.unwrap();
+            log.flush().await.unwrap();
+        }
+        disk.crash(|_| Keep::NONE);
+        let (mut log, mut sm) = open(Arc::new(disk.clone()), opts).await.unwrap();
+        assert_eq!(sm.shared().applied().log_index, Some(10), "restored from the snapshot");
+        let state = StorageHelper::new(&mut log, &mut sm).with_id(1).get_initial_state().await.unwrap();
+        assert_eq!(state.vote_ref().leader_id().term, 1);
+        assert_eq!(sm.shared().applied(), Applied { log_index: Some(25), revision: 25 });
+        let (applied, _) = sm.applied_state().await.unwrap();
+        assert_eq!(applied, Some(lid(1, 25)));
+        let last = log.get_log_state().await.unwrap().last_log_id;
+        assert_eq!(last, Some(lid(1, 30)));
+    }
 }

@@ -135,11 +135,6 @@ impl SharedState {
     }
 }
 
-/// Runs `f` on the kernel's state machine in `shared` under the read lock.
-pub fn with_kernel<R>(shared: &SharedState, f: impl FnOnce(&ClusterStateMachine) -> R) -> R {
-    shared.with_kernel(f)
-}
-
 /// openraft's `RaftStateMachine` (and `RaftSnapshotBuilder`: a clone builds snapshots).
 #[derive(Clone)]
 pub struct StateMachineStore {
@@ -400,5 +395,139 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
 
     async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot>, io::Error> {
         Ok(self.snapshots.read_current()?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::storage::disk::MemDisk;
+    use crate::storage::wal::tests::lid;
+    use openraft::Membership;
+    use openraft::entry::RaftEntry;
+    use roster_kernel::{Proposal, ProposalBody};
+    use std::collections::BTreeSet;
+
+    fn open_session(term: u64, index: u64) -> Entry {
+        Entry::new_normal(lid(term, index), Proposal { at_unix_ms: 5_000 + index, body: ProposalBody::OpenSession })
+    }
+
+    fn membership(term: u64, index: u64, voters: &[u64]) -> Entry {
+        let voters: BTreeSet<u64> = voters.iter().copied().collect();
+        Entry::new_membership(lid(term, index), Membership::new_with_defaults(vec![voters], []))
+    }
+
+    async fn apply(sm: &mut StateMachineStore, entries: Vec<Entry>) {
+        sm.apply(futures::stream::iter(entries.into_iter().map(|e| Ok((e, None))))).await.unwrap();
+    }
+
+    fn store(disk: &MemDisk) -> StateMachineStore {
+        StateMachineStore::open(Arc::new(disk.clone()), Limits::default()).unwrap()
+    }
+
+    fn snapshot_files(disk: &MemDisk) -> Vec<String> {
+        disk.list().unwrap().into_iter().filter(|n| n.starts_with("snapshot")).collect()
+    }
+
+    #[tokio::test]
+    async fn apply_snapshot_and_restore() {
+        let disk = MemDisk::new();
+        let mut sm = store(&disk);
+        assert_eq!(sm.applied_state().await.unwrap(), (None, StoredMembership::default()));
+        assert!(sm.get_current_snapshot().await.unwrap().is_none());
+        apply(&mut sm, vec![Entry::new_blank(lid(1, 1)), membership(1, 2, &[1, 2, 3])]).await;
+        apply(&mut sm, (3..10).map(|i| open_session(1, i)).collect()).await;
+        let shared = sm.shared();
+        assert_eq!(shared.applied(), Applied { log_index: Some(9), revision: 7 });
+        let (applied, mem) = sm.applied_state().await.unwrap();
+        assert_eq!(applied, Some(lid(1, 9)));
+        assert_eq!(mem.log_id(), &Some(lid(1, 2)));
+
+        let mut builder = sm.try_create_snapshot_builder(true).await.unwrap();
+        let snap = builder.build_snapshot().await.unwrap();
+        assert_eq!(snap.meta.last_log_id, Some(lid(1, 9)));
+        let current = sm.get_current_snapshot().await.unwrap().unwrap();
+        assert_eq!((current.meta.clone(), current.snapshot.clone()), (snap.meta.clone(), snap.snapshot.clone()));
+
+        // A later snapshot replaces the earlier file.
+        apply(&mut sm, vec![open_session(2, 10)]).await;
+        sm.get_snapshot_builder().await.build_snapshot().await.unwrap();
+        assert_eq!(snapshot_files(&disk), vec![format!("snapshot-{:020}.snap", 11)]);
+
+        // Reopen: the state machine comes back from the latest snapshot.
+        disk.crash(|_| crate::storage::disk::Keep::NONE);
+        let mut sm2 = store(&disk);
+        assert_eq!(sm2.applied_state().await.unwrap(), sm.applied_state().await.unwrap());
+        assert_eq!(sm2.shared().applied(), Applied { log_index: Some(10), revision: 8 });
+        assert_eq!(sm2.shared().with_kernel(|k| k.session_count()), 8);
+    }
+
+    #[tokio::test]
+    async fn install_snapshot_replaces_state_and_files() {
+        let leader_disk = MemDisk::new();
+        let mut leader = store(&leader_disk);
+        apply(&mut leader, vec![membership(1, 1, &[1, 2])]).await;
+        apply(&mut leader, (2..6).map(|i| open_session(1, i)).collect()).await;
+        let snap = leader.get_snapshot_builder().await.build_snapshot().await.unwrap();
+
+        let disk = MemDisk::new();
+        let mut follower = store(&disk);
+        apply(&mut follower, vec![open_session(1, 1)]).await;
+        follower.get_snapshot_builder().await.build_snapshot().await.unwrap();
+        let mut rx = follower.shared().subscribe();
+        follower.install_snapshot(&snap.meta, snap.snapshot.clone()).await.unwrap();
+        assert_eq!(follower.applied_state().await.unwrap(), leader.applied_state().await.unwrap());
+        assert_eq!(*rx.borrow_and_update(), Applied { log_index: Some(5), revision: 4 });
+        assert_eq!(snapshot_files(&disk), vec![format!("snapshot-{:020}.snap", 6)]);
+        let current = follower.get_current_snapshot().await.unwrap().unwrap();
+        assert_eq!(current.meta, snap.meta);
+
+        // Bytes that do not match the metadata they come with are refused, state untouched.
+        let mut other = snap.meta.clone();
+        other.last_log_id = Some(lid(1, 4));
+        assert!(follower.install_snapshot(&other, snap.snapshot.clone()).await.is_err());
+        let mut torn = snap.snapshot.clone();
+        torn.truncate(torn.len() - 3);
+        assert!(follower.install_snapshot(&snap.meta, torn).await.is_err());
+        assert_eq!(follower.shared().applied().log_index, Some(5));
+    }
+
+    #[tokio::test]
+    async fn corrupt_snapshot_file_is_refused_on_open() {
+        let disk = MemDisk::new();
+        let mut sm = store(&disk);
+        apply(&mut sm, (1..4).map(|i| open_session(1, i)).collect()).await;
+        sm.get_snapshot_builder().await.build_snapshot().await.unwrap();
+        let name = snapshot_files(&disk).remove(0);
+        disk.corrupt_byte(&name, 40).unwrap();
+        match StateMachineStore::open(Arc::new(disk.clone()), Limits::default()) {
+            Err(StorageError::Corrupt { file, .. }) => assert_eq!(file, name),
+            Err(other) => panic!("expected Corrupt, got {other}"),
+            Ok(_) => panic!("a corrupt snapshot must not open"),
+        }
+    }
+
+    #[tokio::test]
+    async fn leftover_temp_file_is_removed() {
+        let disk = MemDisk::new();
+        disk.create(SNAPSHOT_TMP_FILE).unwrap();
+        disk.write_at(SNAPSHOT_TMP_FILE, 0, b"half a snapshot").unwrap();
+        let sm = store(&disk);
+        assert!(snapshot_files(&disk).is_empty());
+        assert_eq!(sm.shared().applied(), Applied::default());
+    }
+
+    #[tokio::test]
+    async fn wait_applied_wakes_on_progress() {
+        let disk = MemDisk::new();
+        let mut sm = store(&disk);
+        let shared = sm.shared();
+        let waiter = tokio::spawn(async move { shared.wait_applied(3).await });
+        tokio::task::yield_now().await;
+        apply(&mut sm, vec![open_session(1, 1), open_session(1, 2)]).await;
+        tokio::task::yield_now().await;
+        assert!(!waiter.is_finished());
+        apply(&mut sm, vec![open_session(1, 3)]).await;
+        assert_eq!(waiter.await.unwrap(), Applied { log_index: Some(3), revision: 3 });
     }
 }
