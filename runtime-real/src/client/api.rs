@@ -276,7 +276,8 @@ impl Client {
             _ => None,
         };
         let Some(addr) = leader_addr else { return Ok(first) };
-        let index = (0..self.cluster.endpoint_count()).find(|i| self.cluster.endpoint_addr(*i).as_deref() == Some(&addr));
+        let index =
+            (0..self.cluster.endpoint_count()).find(|i| self.cluster.endpoint_addr(*i).as_deref() == Some(&addr));
         match index {
             Some(i) => Ok(self.status_of(i).await.unwrap_or(first)),
             None => Ok(first),

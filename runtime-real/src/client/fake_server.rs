@@ -17,6 +17,21 @@ use tokio::sync::Notify;
 
 pub(crate) const TOKEN: &str = "test-token";
 
+/// Where to bind a test listener. The OS picks a free port; under madsim, whose loopback
+/// hands out the same low ports to listeners and to connecting sockets alike, ports come
+/// from a range no client socket reaches.
+pub(crate) fn local_addr() -> String {
+    #[cfg(madsim)]
+    {
+        static NEXT_PORT: std::sync::atomic::AtomicU16 = std::sync::atomic::AtomicU16::new(20_000);
+        format!("127.0.0.1:{}", NEXT_PORT.fetch_add(1, std::sync::atomic::Ordering::Relaxed))
+    }
+    #[cfg(not(madsim))]
+    {
+        "127.0.0.1:0".to_string()
+    }
+}
+
 #[derive(Default)]
 pub(crate) struct FakeState {
     pub(crate) addrs: Vec<String>,
@@ -66,7 +81,7 @@ impl FakeCluster {
         let mut listeners = Vec::new();
         let mut addrs = Vec::new();
         for _ in 0..nodes {
-            let l = TcpListener::bind("127.0.0.1:0").await.expect("bind 127.0.0.1:0");
+            let l = TcpListener::bind(local_addr()).await.expect("bind a local port");
             addrs.push(l.local_addr().expect("bound").to_string());
             listeners.push(l);
         }

@@ -24,6 +24,9 @@ pub const DEFAULT_REQUEST_TIMEOUT_MS: u64 = 5_000;
 /// repeated safely), so a node that accepted the connection and then hung leaves time to
 /// try the others.
 const ATTEMPT_SHARE_DIVISOR: u64 = 3;
+/// ... but never less than this (unless the whole call has less), so a short call (a
+/// heartbeat bounded by its interval) still survives one slow round trip.
+const ATTEMPT_MIN_MS: u64 = 100;
 /// Pause before asking again a node that answered `RetryLater` (a new leader whose lease
 /// is not ready yet, typically ready within one heartbeat).
 const RETRY_LATER_PAUSE_MS: u64 = 50;
@@ -329,7 +332,11 @@ impl Cluster {
         let start = Instant::now();
         let deadline = start + Duration::from_millis(timeout_ms);
         let repeatable = is_repeatable(&request);
-        let attempt_budget_ms = if repeatable { (timeout_ms / ATTEMPT_SHARE_DIVISOR).max(1) } else { timeout_ms };
+        let attempt_budget_ms = if repeatable {
+            (timeout_ms / ATTEMPT_SHARE_DIVISOR).max(ATTEMPT_MIN_MS.min(timeout_ms)).max(1)
+        } else {
+            timeout_ms
+        };
         let mut endpoint = self.state().table.first_choice();
         let mut tried: Vec<String> = Vec::new();
         let mut last_error = String::from("no attempt was made (zero timeout)");

@@ -21,7 +21,7 @@ fn put(i: usize) -> Command {
 
 /// An address where nothing listens: bound, then closed.
 async fn dead_addr() -> String {
-    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let l = tokio::net::TcpListener::bind(crate::client::fake_server::local_addr()).await.unwrap();
     l.local_addr().unwrap().to_string()
 }
 
@@ -210,11 +210,11 @@ fn process_info() -> ProcessInfo {
 async fn a_process_heartbeats_until_closed_and_deregisters_with_its_exit_status() {
     let fake = FakeCluster::start(1, Some(0)).await;
     let client = Client::connect_with(options(vec![fake.addr(0)]), retry(), 2).await.unwrap();
-    let handle = client.register_process(process_info(), 20).await.unwrap();
+    let handle = client.register_process(process_info(), 50).await.unwrap();
     let member = handle.member();
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
     let beats = fake.state().heartbeats.iter().filter(|m| **m == member).count();
-    assert!(beats >= 3, "{beats} heartbeats in 300 ms at a 20 ms interval");
+    assert!(beats >= 3, "{beats} heartbeats in 500 ms at a 50 ms interval");
     handle.close(Some(3)).await.unwrap();
     let beats_at_close = {
         let s = fake.state();
@@ -229,7 +229,7 @@ async fn a_process_heartbeats_until_closed_and_deregisters_with_its_exit_status(
 async fn an_expired_process_stops_heartbeating_and_says_so() {
     let fake = FakeCluster::start(1, Some(0)).await;
     let client = Client::connect_with(options(vec![fake.addr(0)]), retry(), 2).await.unwrap();
-    let mut handle = client.register_process(process_info(), 20).await.unwrap();
+    let mut handle = client.register_process(process_info(), 50).await.unwrap();
     let member = handle.member();
     fake.state().members.remove(&member);
     let error = tokio::time::timeout(Duration::from_secs(5), handle.lost()).await.unwrap();
