@@ -12,8 +12,10 @@ use roster_kernel::{
     ClusterStateMachine, Command, LeaderCommand, Limits, ProcessId, ProcessInfo, ProcessPatch, Proposal, ProposalBody,
     Reply, Request, ResourceAverage, ServerId, ServerInfo, SessionId,
 };
+use std::alloc::{GlobalAlloc, Layout, System};
 use std::collections::BTreeMap;
 use std::hint::black_box;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 /// Target: applied commands per second with 100k entries in the table.
@@ -23,6 +25,34 @@ const TARGET_SNAPSHOT: Duration = Duration::from_millis(100);
 /// Commands measured per mix and size, across rounds.
 const COMMANDS_PER_MIX: usize = 400_000;
 const SESSIONS: u64 = 1_000;
+
+/// The system allocator, counting allocations so the table can show how many each
+/// command costs (a figure that, unlike time, other load on the machine cannot skew).
+struct CountingAllocator;
+
+static ALLOCATIONS: AtomicU64 = AtomicU64::new(0);
+
+unsafe impl GlobalAlloc for CountingAllocator {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
+        // SAFETY: forwarded unchanged; the caller upholds `GlobalAlloc::alloc`'s contract.
+        unsafe { System.alloc(layout) }
+    }
+
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        // SAFETY: forwarded unchanged; `ptr` came from `System` through `alloc` above.
+        unsafe { System.dealloc(ptr, layout) }
+    }
+
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
+        // SAFETY: forwarded unchanged; the caller upholds `GlobalAlloc::realloc`'s contract.
+        unsafe { System.realloc(ptr, layout, new_size) }
+    }
+}
+
+#[global_allocator]
+static GLOBAL: CountingAllocator = CountingAllocator;
 
 /// SplitMix64: a seeded generator, so every run measures the same work.
 struct Rng(u64);
@@ -214,12 +244,14 @@ const CHUNK: usize = 1_000;
 struct Timing {
     wall: Duration,
     cpu: Duration,
+    allocations: u64,
 }
 
 impl Timing {
     fn add(&mut self, other: Timing) {
         self.wall += other.wall;
         self.cpu += other.cpu;
+        self.allocations += other.allocations;
     }
 
     fn ns_per(&self, count: usize) -> f64 {
@@ -245,14 +277,16 @@ fn thread_cpu_time() -> Option<Duration> {
 
 fn timed<T>(work: impl FnOnce() -> T) -> (T, Timing) {
     let cpu_before = thread_cpu_time();
+    let allocations_before = ALLOCATIONS.load(Ordering::Relaxed);
     let started = Instant::now();
     let value = work();
     let wall = started.elapsed();
+    let allocations = ALLOCATIONS.load(Ordering::Relaxed) - allocations_before;
     let cpu = match (cpu_before, thread_cpu_time()) {
         (Some(before), Some(after)) => after.saturating_sub(before),
         _ => wall,
     };
-    (value, Timing { wall, cpu })
+    (value, Timing { wall, cpu, allocations })
 }
 
 struct Row {
@@ -332,8 +366,16 @@ fn main() {
     );
     println!();
     println!(
-        "{:<9} {:>8} {:>9} {:>10} {:>11} {:>11} {:>14} {:>15}",
-        "mix", "entries", "commands", "ns/cmd", "cmds/s", "wall cmds/s", "BTreeMap ins/s", "apply/BTreeMap"
+        "{:<9} {:>8} {:>9} {:>8} {:>11} {:>11} {:>11} {:>14} {:>15}",
+        "mix",
+        "entries",
+        "commands",
+        "ns/cmd",
+        "cmds/s",
+        "wall cmds/s",
+        "allocs/cmd",
+        "BTreeMap ins/s",
+        "apply/BTreeMap"
     );
     let mut worst_at_100k = f64::INFINITY;
     for entries in [10_000, 100_000] {
@@ -347,13 +389,14 @@ fn main() {
                 worst_at_100k = worst_at_100k.min(rate);
             }
             println!(
-                "{:<9} {:>8} {:>9} {:>10.0} {:>11.0} {:>11.0} {:>14.0} {:>14.1}x",
+                "{:<9} {:>8} {:>9} {:>8.0} {:>11.0} {:>11.0} {:>11.1} {:>14.0} {:>14.1}x",
                 row.mix,
                 row.entries,
                 row.commands,
                 row.apply.ns_per(row.commands),
                 rate,
                 row.apply.wall_per_second(row.commands),
+                row.apply.allocations as f64 / row.commands as f64,
                 row.baseline.per_second(row.commands),
                 row.apply.cpu.as_secs_f64() / row.baseline.cpu.as_secs_f64(),
             );
