@@ -17,7 +17,11 @@ pub fn roster_bin() -> PathBuf {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("workspace root").to_path_buf();
     let target = std::env::var("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|_| root.join("target"));
     let bin = target.join("debug").join("roster");
-    assert!(bin.exists(), "{} not found: run `cargo build -p roster-real --bin roster` first (scripts/test does)", bin.display());
+    assert!(
+        bin.exists(),
+        "{} not found: run `cargo build -p roster-real --bin roster` first (scripts/test does)",
+        bin.display()
+    );
     bin
 }
 
@@ -26,7 +30,8 @@ pub struct TempDir(pub PathBuf);
 
 impl TempDir {
     pub fn new(tag: &str) -> Self {
-        let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0);
+        let nanos =
+            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0);
         let p = std::env::temp_dir().join(format!("roster-test-{tag}-{}-{nanos}", std::process::id()));
         std::fs::create_dir_all(&p).expect("create temp dir");
         TempDir(p)
@@ -224,4 +229,47 @@ pub fn ok(out: &Output) -> String {
 
 pub fn json(out: &Output) -> Value {
     serde_json::from_str(&ok(out)).expect("valid JSON on stdout")
+}
+
+/// Polls `f` until it returns `Some`, or panics with `what` once `within` has passed.
+pub fn eventually<T>(within: Duration, what: &str, mut f: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + within;
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "timed out after {within:?} waiting for {what}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+impl TestCluster {
+    /// `kv get KEY [--stale]` against the given endpoints: the value, or `None` when the
+    /// command failed (absent key, no leader, node down).
+    pub fn kv_get_at(&self, endpoints: &str, key: &str, stale: bool) -> Option<String> {
+        let mut args = vec!["kv", "get", key, "--json"];
+        if stale {
+            args.push("--stale");
+        }
+        let out = self.roster_at(endpoints, &args);
+        if !out.status.success() {
+            return None;
+        }
+        let v: Value = serde_json::from_slice(&out.stdout).ok()?;
+        v["value"].as_str().map(str::to_owned)
+    }
+
+    /// `status --json` against the given endpoints, if it answers.
+    pub fn status_at(&self, endpoints: &str) -> Option<Value> {
+        let out = self.roster_at(endpoints, &["status", "--json"]);
+        if !out.status.success() {
+            return None;
+        }
+        serde_json::from_slice(&out.stdout).ok()
+    }
+
+    /// The whole log file of node `id`.
+    pub fn log_of(&self, id: u64) -> String {
+        std::fs::read_to_string(self.log_path(id)).unwrap_or_default()
+    }
 }
