@@ -176,7 +176,7 @@ impl PeerClient {
             let end = (offset + SNAPSHOT_CHUNK_BYTES).min(data.len());
             let last = end == data.len();
             let req = PeerRequest::SnapshotChunk {
-                vote: vote.clone(),
+                vote,
                 meta: snapshot.meta.clone(),
                 offset: offset as u64,
                 data: data[offset..end].to_vec(),

@@ -130,9 +130,7 @@ async fn serve_client(mut r: Reader, mut w: Writer, api: Arc<Api>, peer: String)
     let (tx, mut rx) = mpsc::channel::<ClientResponseEnvelope>(CLIENT_OUTBOX);
     let writer = tokio::spawn(async move {
         while let Some(env) = rx.recv().await {
-            if let Err(e) = w.send(&env).await {
-                return Err(e);
-            }
+            w.send(&env).await?;
         }
         Ok::<_, TransportError>(w)
     });

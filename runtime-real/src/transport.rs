@@ -80,6 +80,8 @@ impl<W: AsyncWrite + Unpin> FrameWriter<W> {
     pub async fn send<T: Serialize>(&mut self, msg: &T) -> Result<(), TransportError> {
         let frame = codec::encode_frame(msg, self.max_frame_bytes)?;
         self.inner.write_all(&frame).await?;
+        // madsim's simulated stream sends only on flush; real TCP's flush is a no-op.
+        self.inner.flush().await?;
         Ok(())
     }
 }
