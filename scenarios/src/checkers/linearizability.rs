@@ -12,8 +12,9 @@
 //! register's current state; reaching a return event of an operation not linearized yet
 //! means the last choice was wrong, so it backtracks. A cache of (set of linearized
 //! operations, register state) already explored prunes repeats, which makes the search
-//! polynomial for most real histories; the worst case stays exponential, so it is bounded
-//! by a step budget and gives up with [`Verdict::Unknown`] (never a pass) when it runs out.
+//! polynomial for most real histories; the worst case stays exponential (many unknown
+//! outcomes on one key; see the reductions on `fn search`), so it is bounded by a step budget
+//! and gives up with [`Verdict::Unknown`] (never a pass) when it runs out.
 //!
 //! Time and ties: times are simulated milliseconds. Two events at the same millisecond are
 //! taken as concurrent (calls sort before returns), so a clock too coarse to order them
@@ -30,6 +31,8 @@
 //! shrinking step only *relaxes* the history (any linearization of the original yields one
 //! of the relaxed history), so whatever still fails after them is a genuine contradiction
 //! among the operations left:
+//! 0. right cut at the search's frontier (the latest return it got stuck at), if that
+//!    still fails, to bound the later searches;
 //! 1. left cut at the latest `s` where it still fails: operations that returned before `s`
 //!    are dropped, those pending at `s` become unknown, and the register may start absent
 //!    or holding any value written by an operation invoked before `s`;
@@ -38,14 +41,18 @@
 //! 3. greedily turn each remaining completed operation into an unknown one, keeping the
 //!    change if the history still fails.
 //!
-//! The cuts are searched for (failing is monotone in each) by galloping in from the end,
-//! then bisecting, so a long history shrinks to the window around the contradiction in a
-//! logarithmic number of mostly short searches, and the greedy pass works on that window
-//! only. The core is the completed operations left: no
-//! order of them agrees with real time and the register, even granting that every other
-//! operation on the key may or may not have taken effect at any time after it was invoked.
-//! It is 1-minimal (turning any one of them into an unknown makes the rest orderable)
-//! unless the shrink budget ran out, which the explanation says.
+//! The left cut gallops in from the right end (short windows, cheap searches) and then
+//! bisects, the right cut bisects (failing is monotone in each), so a long history shrinks
+//! to the window around the contradiction in a logarithmic number of mostly short
+//! searches, and the greedy pass works on that window only. The core is the completed
+//! operations left: no order of them agrees with real time and the register, starting
+//! from any state the operations before the window may have left, and granting that every
+//! other operation took effect at any time after its invocation, or never. It is 1-minimal
+//! (turning any one of them into an unknown makes the rest orderable) unless the shrink
+//! budget ran out, which the explanation says.
+//!
+//! Both the search (with its pruning) and the cores are tested against a brute-force
+//! enumeration of orders on small random histories.
 
 use super::{CheckReport, Checker, Violation};
 use std::collections::{BTreeMap, BTreeSet};
@@ -812,12 +819,15 @@ fn explain(
     let unknown = ops.iter().filter(|op| op.returned_at_ms.is_none()).count();
     let start = match relaxation.from_ms {
         None => "the key starting absent".to_string(),
-        Some(from) => format!("whatever the key held at {from} ms (absent or any value written before then)"),
+        Some(from) => format!(
+            "the key holding, at {from} ms, whatever the operations that completed before \
+             then may have left (absent or any value written before then)"
+        ),
     };
     let mut text = format!(
         "key {key:?}: no order of these {} operation(s) agrees with real time and a register, \
-         with {start}, and granting that each operation not listed took effect at any \
-         time after its invocation or never ({} of the key's {} operation(s) were unanswered)",
+         with {start}, and granting that every other operation took effect at any time \
+         after its invocation, or never ({} of the key's {} operation(s) were unanswered)",
         core.len(),
         unknown,
         ops.len()
