@@ -245,8 +245,14 @@ pub fn eventually<T>(within: Duration, what: &str, mut f: impl FnMut() -> Option
 
 impl TestCluster {
     /// `kv get KEY [--stale]` against the given endpoints: the value, or `None` when the
-    /// command failed (absent key, no leader, node down).
+    /// key is absent or the command failed (no leader, node down).
     pub fn kv_get_at(&self, endpoints: &str, key: &str, stale: bool) -> Option<String> {
+        self.kv_lookup_at(endpoints, key, stale).flatten()
+    }
+
+    /// `kv get KEY --json [--stale]`: `None` when the command failed, `Some(None)` when the
+    /// cluster answered that the key is absent, `Some(Some(value))` otherwise.
+    pub fn kv_lookup_at(&self, endpoints: &str, key: &str, stale: bool) -> Option<Option<String>> {
         let mut args = vec!["kv", "get", key, "--json"];
         if stale {
             args.push("--stale");
@@ -256,7 +262,7 @@ impl TestCluster {
             return None;
         }
         let v: Value = serde_json::from_slice(&out.stdout).ok()?;
-        v["value"].as_str().map(str::to_owned)
+        Some(v["value"].as_str().map(str::to_owned))
     }
 
     /// `status --json` against the given endpoints, if it answers.
@@ -271,5 +277,69 @@ impl TestCluster {
     /// The whole log file of node `id`.
     pub fn log_of(&self, id: u64) -> String {
         std::fs::read_to_string(self.log_path(id)).unwrap_or_default()
+    }
+}
+
+/// A background write load: `kv put <prefix><i> v<i>` in a loop until stopped, each put a
+/// separate client process; remembers which puts were acknowledged (exit 0).
+pub struct WriteLoad {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    handle: Option<std::thread::JoinHandle<Vec<(String, String)>>>,
+    acked: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl WriteLoad {
+    pub fn start(cluster: &TestCluster, endpoints: &str, prefix: &str) -> Self {
+        use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+        let stop = std::sync::Arc::new(AtomicBool::new(false));
+        let acked = std::sync::Arc::new(AtomicUsize::new(0));
+        let (stop2, acked2) = (stop.clone(), acked.clone());
+        let token_file = cluster.token_file.clone();
+        let endpoints = endpoints.to_owned();
+        let prefix = prefix.to_owned();
+        let handle = std::thread::spawn(move || {
+            let mut ok = Vec::new();
+            let mut i = 0u64;
+            while !stop2.load(Ordering::SeqCst) {
+                let (k, v) = (format!("{prefix}{i}"), format!("v{i}"));
+                let out = Command::new(roster_bin())
+                    .args(["kv", "put", &k, &v, "--timeout-ms", "3000", "--endpoints", &endpoints])
+                    .arg("--token-file")
+                    .arg(&token_file)
+                    .env_remove("ROSTER_TOKEN")
+                    .output()
+                    .expect("run roster kv put");
+                if out.status.success() {
+                    ok.push((k, v));
+                    acked2.fetch_add(1, Ordering::SeqCst);
+                }
+                i += 1;
+            }
+            ok
+        });
+        WriteLoad { stop, handle: Some(handle), acked }
+    }
+
+    /// How many puts were acknowledged so far.
+    pub fn acked(&self) -> usize {
+        self.acked.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// Waits until `n` more puts than now have been acknowledged (bounded by `within`).
+    pub fn wait_more(&self, n: usize, within: Duration) {
+        let target = self.acked() + n;
+        eventually(within, &format!("{n} more acknowledged puts"), || (self.acked() >= target).then_some(()));
+    }
+
+    /// Stops the loop and returns the acknowledged (key, value) pairs.
+    pub fn finish(mut self) -> Vec<(String, String)> {
+        self.stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        self.handle.take().expect("running").join().expect("write load thread")
+    }
+}
+
+impl Drop for WriteLoad {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::SeqCst);
     }
 }
