@@ -21,9 +21,9 @@
 //! operations run on tokio's blocking pool so they do not stall a runtime worker; that
 //! path is compiled out under `cfg(madsim)`.
 
-use super::StorageError;
 use super::disk::Disk;
 use super::wal::{self, EncodedBatch, Wal, WalOptions};
+use super::{StorageError, on_disk};
 use crate::raft_types::{Entry, LogId, TypeConfig, Vote};
 use openraft::OptionalSend;
 use openraft::storage::{IOFlushed, LogState, RaftLogReader, RaftLogStorage};
@@ -295,18 +295,6 @@ impl RaftLogStorage<TypeConfig> for LogStore {
 
 // ----- the writer task -----
 
-/// Runs `f` where disk work belongs: inline on a `MemDisk` (deterministic), on the
-/// blocking pool when fsync really blocks the thread.
-async fn on_disk<R: Send + 'static>(offload: bool, f: impl FnOnce() -> R + Send + 'static) -> Result<R, String> {
-    #[cfg(not(madsim))]
-    if offload {
-        return tokio::task::spawn_blocking(f).await.map_err(|e| format!("storage I/O task failed: {e}"));
-    }
-    #[cfg(madsim)]
-    let _ = offload;
-    Ok(f())
-}
-
 struct Writer {
     wal: Arc<Mutex<Wal>>,
     offload: bool,
@@ -342,12 +330,10 @@ impl Writer {
             return;
         }
         let wal = self.wal.clone();
-        let result = on_disk(self.offload, move || {
-            let mut wal = wal.lock().unwrap_or_else(|e| e.into_inner());
-            wal.sync().map_err(|e| e.to_string())
-        })
-        .await
-        .and_then(|r| r);
+        let result = on_disk(self.offload, move || wal.lock().unwrap_or_else(|e| e.into_inner()).sync())
+            .await
+            .and_then(|r| r)
+            .map_err(|e| e.to_string());
         match result {
             Ok(()) => {
                 for cb in self.waiting.drain(..) {
@@ -366,12 +352,10 @@ impl Writer {
             return;
         }
         let wal = self.wal.clone();
-        let result = on_disk(self.offload, move || {
-            let mut wal = wal.lock().unwrap_or_else(|e| e.into_inner());
-            op(&mut wal).map_err(|e| e.to_string())
-        })
-        .await
-        .and_then(|r| r);
+        let result = on_disk(self.offload, move || op(&mut wal.lock().unwrap_or_else(|e| e.into_inner())))
+            .await
+            .and_then(|r| r)
+            .map_err(|e| e.to_string());
         match result {
             Ok(()) => {
                 let _ = reply.send(Ok(()));

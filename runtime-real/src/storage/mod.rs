@@ -14,6 +14,9 @@ pub mod log_store;
 pub mod state_machine;
 pub mod wal;
 
+#[cfg(test)]
+mod bench;
+
 pub use disk::{Disk, FsDisk, Keep, MemDisk, Unsynced};
 pub use log_store::{LogReader, LogStore};
 pub use state_machine::{
@@ -88,6 +91,25 @@ pub async fn open(disk: Arc<dyn Disk>, opts: StorageOptions) -> Result<(LogStore
     let sm = StateMachineStore::open(disk.clone(), opts.limits)?;
     let log = LogStore::open(disk, opts.wal)?;
     Ok((log, sm))
+}
+
+/// Runs `f` where disk work belongs: inline on the calling task for an in-memory disk
+/// (deterministic under the simulator), on tokio's blocking pool when the disk's fsync
+/// really blocks the thread (`Disk::sync_blocks_thread`), so a runtime worker is not
+/// stalled. The blocking pool is compiled out under `cfg(madsim)`.
+pub(crate) async fn on_disk<R: Send + 'static>(
+    offload: bool,
+    f: impl FnOnce() -> R + Send + 'static,
+) -> Result<R, StorageError> {
+    #[cfg(not(madsim))]
+    if offload {
+        return tokio::task::spawn_blocking(f)
+            .await
+            .map_err(|e| StorageError::Failed(format!("a storage I/O task died: {e}")));
+    }
+    #[cfg(madsim)]
+    let _ = offload;
+    Ok(f())
 }
 
 /// A fresh, empty directory under the system temp dir for one test.

@@ -17,8 +17,8 @@
 //! written as `snapshot.tmp`, fsynced, renamed, and the directory fsynced; then older
 //! snapshot files are deleted.
 
-use super::StorageError;
 use super::disk::Disk;
+use super::{StorageError, on_disk};
 use crate::raft_types::{Entry, LogId, SnapshotMeta, StoredMembership, TypeConfig};
 use crate::rt::OrderedWatch;
 use futures::StreamExt;
@@ -145,6 +145,8 @@ pub struct StateMachineStore {
 /// The snapshot files; one writer at a time (a build may race an install).
 struct SnapshotFiles {
     disk: Arc<dyn Disk>,
+    /// Run file work on the blocking pool (a real disk); see `on_disk`.
+    offload: bool,
     /// Meta and file name of the current snapshot.
     current: Mutex<Option<(SnapshotMeta, String)>>,
 }
@@ -269,7 +271,7 @@ impl StateMachineStore {
     pub fn open(disk: Arc<dyn Disk>, limits: Limits) -> Result<StateMachineStore, StorageError> {
         let names = disk.list().map_err(io_err("the data directory"))?;
         let latest = names.iter().filter(|n| is_snapshot_file(n)).max().cloned();
-        let files = SnapshotFiles { disk, current: Mutex::new(None) };
+        let files = SnapshotFiles { offload: disk.sync_blocks_thread(), disk, current: Mutex::new(None) };
         let state = match &latest {
             None => AppliedState {
                 kernel: ClusterStateMachine::new(limits),
@@ -314,22 +316,26 @@ impl StateMachineStore {
         reply
     }
 
-    fn build(&self) -> Result<Snapshot, StorageError> {
+    async fn build(&self) -> Result<Snapshot, StorageError> {
         let (meta, kernel) = {
             let st = self.shared.read();
             let meta = SnapshotMeta { last_log_id: st.last_applied, last_membership: st.membership.clone() };
             (meta, st.kernel.snapshot())
         };
         let data = encode_snapshot(&meta, &kernel)?;
-        if self.snapshots.store(&meta, &data)? {
+        let files = self.snapshots.clone();
+        let (stored, meta, data) =
+            on_disk(self.snapshots.offload, move || files.store(&meta, &data).map(|stored| (stored, meta, data)))
+                .await??;
+        if stored {
             tracing::info!(last_log_id = ?meta.last_log_id, bytes = data.len(), "snapshot taken");
         }
         Ok(Snapshot { meta, snapshot: data })
     }
 
-    fn install(&self, meta: &SnapshotMeta, data: &[u8]) -> Result<(), StorageError> {
+    async fn install(&self, meta: &SnapshotMeta, data: SnapshotData) -> Result<(), StorageError> {
         let what = "received snapshot";
-        let (file_meta, kernel_bytes) = decode_snapshot(data, what)?;
+        let (file_meta, kernel_bytes) = decode_snapshot(&data, what)?;
         if &file_meta != meta {
             return Err(StorageError::Corrupt {
                 file: what.into(),
@@ -338,7 +344,9 @@ impl StateMachineStore {
             });
         }
         let kernel = restore_kernel(kernel_bytes, what, data.len() - kernel_bytes.len())?;
-        self.snapshots.store(meta, data)?;
+        let files = self.snapshots.clone();
+        let stored_meta = meta.clone();
+        on_disk(self.snapshots.offload, move || files.store(&stored_meta, &data)).await??;
         let applied = {
             let mut st = self.shared.write();
             *st = AppliedState { kernel, last_applied: meta.last_log_id, membership: meta.last_membership.clone() };
@@ -354,7 +362,7 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachineStore {
     type SnapshotData = SnapshotData;
 
     async fn build_snapshot(&mut self) -> Result<Snapshot, io::Error> {
-        Ok(self.build()?)
+        Ok(self.build().await?)
     }
 }
 
@@ -390,7 +398,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
     }
 
     async fn install_snapshot(&mut self, meta: &SnapshotMeta, snapshot: SnapshotData) -> Result<(), io::Error> {
-        Ok(self.install(meta, &snapshot)?)
+        Ok(self.install(meta, snapshot).await?)
     }
 
     async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot>, io::Error> {

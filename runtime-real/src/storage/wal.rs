@@ -134,6 +134,11 @@ impl EncodedBatch {
     pub fn len(&self) -> usize {
         self.records.len()
     }
+
+    /// Bytes the batch takes in the log.
+    pub fn bytes_len(&self) -> usize {
+        self.bytes.len()
+    }
 }
 
 /// Encodes `entries` as WAL records.
