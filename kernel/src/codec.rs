@@ -37,18 +37,12 @@ pub const DEFAULT_MAX_FRAME_BYTES: usize = 16 * 1024 * 1024;
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum CodecError {
     /// The stream ended inside a frame.
-    #[error(
-        "stream ended inside a frame: have {have} bytes of {need}; the peer closed or crashed mid-write"
-    )]
+    #[error("stream ended inside a frame: have {have} bytes of {need}; the peer closed or crashed mid-write")]
     Truncated { have: usize, need: usize },
     /// `len` counts the version byte and the body.
-    #[error(
-        "frame of {len} bytes is over the limit of {max}: raise max_frame_bytes on both ends or send less"
-    )]
+    #[error("frame of {len} bytes is over the limit of {max}: raise max_frame_bytes on both ends or send less")]
     Oversized { len: usize, max: usize },
-    #[error(
-        "wire version {got}, this build speaks {expected}: run the same Roster version on both ends"
-    )]
+    #[error("wire version {got}, this build speaks {expected}: run the same Roster version on both ends")]
     BadVersion { got: u8, expected: u8 },
     #[error("malformed frame body: {0}")]
     Malformed(String),
@@ -66,8 +60,7 @@ pub fn encode_frame<T: Serialize>(msg: &T, max_frame_bytes: usize) -> Result<Vec
     let mut buf = Vec::with_capacity(64);
     buf.extend_from_slice(&[0; LENGTH_BYTES]);
     buf.push(WIRE_VERSION);
-    let mut buf = postcard::to_extend(msg, buf)
-        .map_err(|e| CodecError::Malformed(format!("cannot encode: {e}")))?;
+    let mut buf = postcard::to_extend(msg, buf).map_err(|e| CodecError::Malformed(format!("cannot encode: {e}")))?;
     let len = buf.len() - LENGTH_BYTES;
     let max = max_frame_bytes.min(u32::MAX as usize);
     if len > max {
@@ -88,10 +81,7 @@ pub fn encode_frame<T: Serialize>(msg: &T, max_frame_bytes: usize) -> Result<Vec
 /// Errors are detected as early as the bytes allow: [`CodecError::Empty`] and
 /// [`CodecError::Oversized`] from the length field alone, [`CodecError::BadVersion`] from
 /// the fifth byte. After an error the stream is out of step: close the connection.
-pub fn decode_frame<T: DeserializeOwned>(
-    buf: &[u8],
-    max_frame_bytes: usize,
-) -> Result<Option<(T, usize)>, CodecError> {
+pub fn decode_frame<T: DeserializeOwned>(buf: &[u8], max_frame_bytes: usize) -> Result<Option<(T, usize)>, CodecError> {
     let Some(len) = read_length(buf) else {
         return Ok(None);
     };
@@ -99,32 +89,22 @@ pub fn decode_frame<T: DeserializeOwned>(
         return Err(CodecError::Empty);
     }
     if len > max_frame_bytes {
-        return Err(CodecError::Oversized {
-            len,
-            max: max_frame_bytes,
-        });
+        return Err(CodecError::Oversized { len, max: max_frame_bytes });
     }
     if let Some(&got) = buf.get(LENGTH_BYTES)
         && got != WIRE_VERSION
     {
-        return Err(CodecError::BadVersion {
-            got,
-            expected: WIRE_VERSION,
-        });
+        return Err(CodecError::BadVersion { got, expected: WIRE_VERSION });
     }
     // `len <= max_frame_bytes <= usize::MAX`, and `len < 2^32`, so this cannot overflow on
     // 64-bit targets; checked anyway so a 32-bit build cannot wrap.
     let Some(frame_end) = LENGTH_BYTES.checked_add(len) else {
-        return Err(CodecError::Oversized {
-            len,
-            max: max_frame_bytes,
-        });
+        return Err(CodecError::Oversized { len, max: max_frame_bytes });
     };
     let Some(body) = buf.get(HEADER_BYTES..frame_end) else {
         return Ok(None);
     };
-    let (msg, rest) =
-        postcard::take_from_bytes::<T>(body).map_err(|e| CodecError::Malformed(e.to_string()))?;
+    let (msg, rest) = postcard::take_from_bytes::<T>(body).map_err(|e| CodecError::Malformed(e.to_string()))?;
     if !rest.is_empty() {
         return Err(CodecError::Malformed(format!(
             "{} trailing bytes after the message in a {len}-byte frame",
@@ -147,13 +127,11 @@ pub fn check_eof(buf: &[u8]) -> Result<(), CodecError> {
     let have = buf.len();
     match frame_len(buf) {
         None => {
-            let need =
-                read_length(buf).map_or(LENGTH_BYTES, |len| LENGTH_BYTES.saturating_add(len));
+            let need = read_length(buf).map_or(LENGTH_BYTES, |len| LENGTH_BYTES.saturating_add(len));
             Err(CodecError::Truncated { have, need })
         }
         Some(_) => Err(CodecError::Malformed(
-            "a complete frame is still buffered at end of stream; decode it before check_eof"
-                .to_string(),
+            "a complete frame is still buffered at end of stream; decode it before check_eof".to_string(),
         )),
     }
 }
@@ -202,11 +180,7 @@ mod tests {
     }
 
     fn msg() -> impl Strategy<Value = Msg> {
-        (
-            any::<u64>(),
-            any::<Option<u32>>(),
-            proptest::collection::vec(shape(), 0..6),
-        )
+        (any::<u64>(), any::<Option<u32>>(), proptest::collection::vec(shape(), 0..6))
             .prop_map(|(id, maybe, shapes)| Msg { id, maybe, shapes })
     }
 
@@ -216,10 +190,7 @@ mod tests {
         Request {
             session: SessionId(9),
             seq: 3,
-            command: Command::KvPut {
-                key: key.to_string(),
-                value: "v".to_string(),
-            },
+            command: Command::KvPut { key: key.to_string(), value: "v".to_string() },
         }
     }
 
@@ -259,43 +230,25 @@ mod tests {
             }
         }
         let err = encode_frame(&UnknownLength, MAX).unwrap_err();
-        assert!(
-            matches!(err, CodecError::Malformed(ref m) if m.starts_with("cannot encode")),
-            "{err:?}"
-        );
+        assert!(matches!(err, CodecError::Malformed(ref m) if m.starts_with("cannot encode")), "{err:?}");
     }
 
     #[test]
     fn oversized_is_seen_from_the_header_alone() {
         let header = 1_000_000u32.to_be_bytes();
         let err = decode_frame::<Msg>(&header, MAX).unwrap_err();
-        assert_eq!(
-            err,
-            CodecError::Oversized {
-                len: 1_000_000,
-                max: MAX
-            }
-        );
+        assert_eq!(err, CodecError::Oversized { len: 1_000_000, max: MAX });
     }
 
     #[test]
     fn zero_length_is_empty() {
-        assert_eq!(
-            decode_frame::<u8>(&[0, 0, 0, 0], MAX).unwrap_err(),
-            CodecError::Empty
-        );
+        assert_eq!(decode_frame::<u8>(&[0, 0, 0, 0], MAX).unwrap_err(), CodecError::Empty);
     }
 
     #[test]
     fn bad_version_is_seen_before_the_body() {
         let err = decode_frame::<Msg>(&[0, 0, 0, 50, WIRE_VERSION + 1], MAX).unwrap_err();
-        assert_eq!(
-            err,
-            CodecError::BadVersion {
-                got: WIRE_VERSION + 1,
-                expected: WIRE_VERSION
-            }
-        );
+        assert_eq!(err, CodecError::BadVersion { got: WIRE_VERSION + 1, expected: WIRE_VERSION });
         assert!(err.to_string().contains("same Roster version"));
     }
 
@@ -305,12 +258,7 @@ mod tests {
         let err = decode_frame::<bool>(&[0, 0, 0, 2, WIRE_VERSION, 9], MAX).unwrap_err();
         assert!(matches!(err, CodecError::Malformed(_)), "{err:?}");
         let err = decode_frame::<u8>(&[0, 0, 0, 3, WIRE_VERSION, 9, 9], MAX).unwrap_err();
-        assert_eq!(
-            err,
-            CodecError::Malformed(
-                "1 trailing bytes after the message in a 3-byte frame".to_string()
-            )
-        );
+        assert_eq!(err, CodecError::Malformed("1 trailing bytes after the message in a 3-byte frame".to_string()));
         // Body shorter than the message needs.
         let err = decode_frame::<u64>(&[0, 0, 0, 2, WIRE_VERSION, 0xFF], MAX).unwrap_err();
         assert!(matches!(err, CodecError::Malformed(_)), "{err:?}");
@@ -319,17 +267,8 @@ mod tests {
     #[test]
     fn check_eof_reports_truncation() {
         let frame = encode_frame(&request("key"), MAX).unwrap();
-        assert_eq!(
-            check_eof(&frame[..2]),
-            Err(CodecError::Truncated { have: 2, need: 4 })
-        );
-        assert_eq!(
-            check_eof(&frame[..6]),
-            Err(CodecError::Truncated {
-                have: 6,
-                need: frame.len()
-            })
-        );
+        assert_eq!(check_eof(&frame[..2]), Err(CodecError::Truncated { have: 2, need: 4 }));
+        assert_eq!(check_eof(&frame[..6]), Err(CodecError::Truncated { have: 6, need: frame.len() }));
         assert!(matches!(check_eof(&frame), Err(CodecError::Malformed(_))));
         assert_eq!(frame_len(&frame), Some(frame.len()));
         assert_eq!(frame_len(&frame[..frame.len() - 1]), None);

@@ -67,21 +67,49 @@ pub struct ProcessPatch {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Command {
     /// Registers a server, or re-registers it (same id) after a restart.
-    RegisterServer { id: ServerId, info: ServerInfo },
-    DeregisterServer { id: ServerId },
-    RegisterProcess { info: ProcessInfo },
-    DeregisterProcess { id: ProcessId, exit_status: Option<i32> },
+    RegisterServer {
+        id: ServerId,
+        info: ServerInfo,
+    },
+    DeregisterServer {
+        id: ServerId,
+    },
+    RegisterProcess {
+        info: ProcessInfo,
+    },
+    DeregisterProcess {
+        id: ProcessId,
+        exit_status: Option<i32>,
+    },
     /// Create-or-merge of a server entry (creates only if `info` is given).
-    PutServer { id: ServerId, patch: ServerPatch, create: Option<ServerInfo> },
+    PutServer {
+        id: ServerId,
+        patch: ServerPatch,
+        create: Option<ServerInfo>,
+    },
     /// Merge into an existing process entry.
-    PutProcess { id: ProcessId, patch: ProcessPatch },
+    PutProcess {
+        id: ProcessId,
+        patch: ProcessPatch,
+    },
     /// Operator removal; leaves a `Deleted` tombstone.
-    Delete { member: MemberId },
-    KvPut { key: String, value: String },
-    KvDelete { key: String },
+    Delete {
+        member: MemberId,
+    },
+    KvPut {
+        key: String,
+        value: String,
+    },
+    KvDelete {
+        key: String,
+    },
     /// Sets `key` to `new` (or deletes it when `new` is `None`) only if its current value
     /// equals `expected` (`None` meaning absent).
-    KvCas { key: String, expected: Option<String>, new: Option<String> },
+    KvCas {
+        key: String,
+        expected: Option<String>,
+        new: Option<String>,
+    },
     /// Does nothing but advance the session; lets a client learn that it is in sync.
     Noop,
 }
@@ -97,14 +125,28 @@ pub enum LeaderCommand {
 /// The successful outcome of an applied command.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Reply {
-    SessionOpened { session: SessionId },
+    SessionOpened {
+        session: SessionId,
+    },
     /// The command changed nothing it was not meant to; `revision` is the state after it.
-    Done { revision: u64 },
-    ProcessRegistered { id: ProcessId, revision: u64 },
+    Done {
+        revision: u64,
+    },
+    ProcessRegistered {
+        id: ProcessId,
+        revision: u64,
+    },
     /// For `KvCas`: whether it swapped, and the value found.
-    Cas { swapped: bool, current: Option<String>, revision: u64 },
+    Cas {
+        swapped: bool,
+        current: Option<String>,
+        revision: u64,
+    },
     /// For leader commands: how many members they touched.
-    Applied { count: u32, revision: u64 },
+    Applied {
+        count: u32,
+        revision: u64,
+    },
 }
 
 /// Why a command was refused; refusals are deterministic, so they are replies too and
@@ -137,10 +179,18 @@ pub enum Query {
     GetServer(ServerId),
     GetProcess(ProcessId),
     List(ListFilter),
-    KvGet { key: String },
+    KvGet {
+        key: String,
+    },
     /// Keys in `[start, end)`; `end = None` means to the last key; at most `limit` items.
-    KvRange { start: String, end: Option<String>, limit: u32 },
-    Tombstones { limit: u32 },
+    KvRange {
+        start: String,
+        end: Option<String>,
+        limit: u32,
+    },
+    Tombstones {
+        limit: u32,
+    },
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]

@@ -18,7 +18,15 @@ pub enum EventKind {
     ProcessRegistered(ProcessEntry),
     ProcessUpdated(ProcessEntry),
     /// Left: deregistered, expired or deleted; the tombstone says which.
-    Departed { member: MemberId, tombstone: Tombstone },
-    KvPut { key: String, value: String },
-    KvDeleted { key: String },
+    Departed {
+        member: MemberId,
+        tombstone: Tombstone,
+    },
+    KvPut {
+        key: String,
+        value: String,
+    },
+    KvDeleted {
+        key: String,
+    },
 }

@@ -36,10 +36,7 @@ pub struct LivenessConfig {
 
 impl Default for LivenessConfig {
     fn default() -> Self {
-        LivenessConfig {
-            interval_ms: 1_000,
-            timeout_ms: 3_000,
-        }
+        LivenessConfig { interval_ms: 1_000, timeout_ms: 3_000 }
     }
 }
 
@@ -82,9 +79,7 @@ impl LivenessConfig {
 /// A heartbeat from a member the leader does not track: the member should register
 /// (again), or the heartbeat reached a node that is not the leader.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
-#[error(
-    "heartbeat from unknown {member}: it is not registered with this leader; register it again"
-)]
+#[error("heartbeat from unknown {member}: it is not registered with this leader; register it again")]
 pub struct UnknownMember {
     pub member: MemberId,
 }
@@ -111,12 +106,7 @@ pub struct Liveness {
 impl Liveness {
     pub fn new(config: LivenessConfig) -> Result<Self, LivenessConfigError> {
         config.validate()?;
-        Ok(Liveness {
-            config,
-            leader: false,
-            members: BTreeMap::new(),
-            deadlines: BTreeSet::new(),
-        })
+        Ok(Liveness { config, leader: false, members: BTreeMap::new(), deadlines: BTreeSet::new() })
     }
 
     pub fn config(&self) -> &LivenessConfig {
@@ -148,18 +138,12 @@ impl Liveness {
     /// How long the member has been silent as this leader sees it (since its last
     /// heartbeat, or since its grace began).
     pub fn silent_for_ms(&self, now_ms: u64, member: MemberId) -> Option<u64> {
-        self.members
-            .get(&member)
-            .map(|t| now_ms.saturating_sub(t.heard_ms))
+        self.members.get(&member).map(|t| now_ms.saturating_sub(t.heard_ms))
     }
 
     /// Starts tracking `members` (everyone in the replicated record), each with a full
     /// timeout of grace from `now_ms`. Replaces whatever was tracked before.
-    pub fn handle_became_leader(
-        &mut self,
-        now_ms: u64,
-        members: impl IntoIterator<Item = MemberId>,
-    ) {
+    pub fn handle_became_leader(&mut self, now_ms: u64, members: impl IntoIterator<Item = MemberId>) {
         self.members.clear();
         self.deadlines.clear();
         self.leader = true;
@@ -193,13 +177,8 @@ impl Liveness {
         if let Some(old) = self.members.remove(&member)
             && !old.pending
         {
-            let removed = self
-                .deadlines
-                .remove(&(self.deadline_ms(old.heard_ms), member));
-            assert!(
-                removed,
-                "liveness: {member} tracked but missing from the deadline index"
-            );
+            let removed = self.deadlines.remove(&(self.deadline_ms(old.heard_ms), member));
+            assert!(removed, "liveness: {member} tracked but missing from the deadline index");
         }
         self.check_invariants();
     }
@@ -233,14 +212,8 @@ impl Liveness {
                 break;
             }
             self.deadlines.pop_first();
-            let tracked = self
-                .members
-                .get_mut(&member)
-                .expect("indexed member is tracked");
-            assert!(
-                !tracked.pending,
-                "liveness: pending {member} still in the deadline index"
-            );
+            let tracked = self.members.get_mut(&member).expect("indexed member is tracked");
+            assert!(!tracked.pending, "liveness: pending {member} still in the deadline index");
             tracked.pending = true;
             let silent_for_ms = now_ms.saturating_sub(tracked.heard_ms);
             // Only a deadline saturated at u64::MAX can come due without the full timeout.
@@ -262,9 +235,7 @@ impl Liveness {
     /// A member heard at `heard_ms` is expired from this instant on: silent for strictly
     /// more than `timeout_ms`.
     fn deadline_ms(&self, heard_ms: u64) -> u64 {
-        heard_ms
-            .saturating_add(self.config.timeout_ms)
-            .saturating_add(1)
+        heard_ms.saturating_add(self.config.timeout_ms).saturating_add(1)
     }
 
     /// Sets `member` as heard at `now_ms` (never earlier than it was already heard, so a
@@ -273,40 +244,22 @@ impl Liveness {
         let heard_ms = match self.members.get(&member) {
             Some(old) => {
                 if !old.pending {
-                    let removed = self
-                        .deadlines
-                        .remove(&(self.deadline_ms(old.heard_ms), member));
-                    assert!(
-                        removed,
-                        "liveness: {member} tracked but missing from the deadline index"
-                    );
+                    let removed = self.deadlines.remove(&(self.deadline_ms(old.heard_ms), member));
+                    assert!(removed, "liveness: {member} tracked but missing from the deadline index");
                 }
                 old.heard_ms.max(now_ms)
             }
             None => now_ms,
         };
-        self.members.insert(
-            member,
-            Tracked {
-                heard_ms,
-                pending: false,
-            },
-        );
+        self.members.insert(member, Tracked { heard_ms, pending: false });
         self.deadlines.insert((self.deadline_ms(heard_ms), member));
     }
 
     fn check_invariants(&self) {
         if cfg!(debug_assertions) {
             let active = self.members.values().filter(|t| !t.pending).count();
-            assert_eq!(
-                active,
-                self.deadlines.len(),
-                "liveness: deadline index out of step"
-            );
-            assert!(
-                self.leader || self.members.is_empty(),
-                "liveness: a follower tracks members"
-            );
+            assert_eq!(active, self.deadlines.len(), "liveness: deadline index out of step");
+            assert!(self.leader || self.members.is_empty(), "liveness: a follower tracks members");
         }
     }
 }
@@ -330,68 +283,24 @@ mod tests {
     #[test]
     fn config_errors_name_their_values() {
         assert_eq!(LivenessConfig::default().validate(), Ok(()));
-        let err = LivenessConfig {
-            interval_ms: 1_000,
-            timeout_ms: 2_999,
-        }
-        .validate()
-        .unwrap_err();
-        assert_eq!(
-            err,
-            LivenessConfigError::TimeoutTooShort {
-                timeout_ms: 2_999,
-                interval_ms: 1_000
-            }
-        );
+        let err = LivenessConfig { interval_ms: 1_000, timeout_ms: 2_999 }.validate().unwrap_err();
+        assert_eq!(err, LivenessConfigError::TimeoutTooShort { timeout_ms: 2_999, interval_ms: 1_000 });
         let msg = err.to_string();
-        assert!(
-            msg.contains("2999") && msg.contains("1000") && msg.contains("3000"),
-            "{msg}"
-        );
+        assert!(msg.contains("2999") && msg.contains("1000") && msg.contains("3000"), "{msg}");
         assert_eq!(
-            LivenessConfig {
-                interval_ms: 0,
-                timeout_ms: 3_000
-            }
-            .validate(),
+            LivenessConfig { interval_ms: 0, timeout_ms: 3_000 }.validate(),
             Err(LivenessConfigError::ZeroInterval)
         );
-        assert_eq!(
-            LivenessConfig {
-                interval_ms: 1,
-                timeout_ms: 0
-            }
-            .validate(),
-            Err(LivenessConfigError::ZeroTimeout)
-        );
-        assert!(
-            Liveness::new(LivenessConfig {
-                interval_ms: u64::MAX,
-                timeout_ms: u64::MAX - 1
-            })
-            .is_err()
-        );
-        assert!(
-            Liveness::new(LivenessConfig {
-                interval_ms: 10,
-                timeout_ms: 30
-            })
-            .is_ok()
-        );
+        assert_eq!(LivenessConfig { interval_ms: 1, timeout_ms: 0 }.validate(), Err(LivenessConfigError::ZeroTimeout));
+        assert!(Liveness::new(LivenessConfig { interval_ms: u64::MAX, timeout_ms: u64::MAX - 1 }).is_err());
+        assert!(Liveness::new(LivenessConfig { interval_ms: 10, timeout_ms: 30 }).is_ok());
     }
 
     #[test]
     fn unknown_member_heartbeat_is_an_error() {
         let mut l = leader(0, &[p(1)]);
-        assert_eq!(
-            l.handle_heartbeat(5, p(2)),
-            Err(UnknownMember { member: p(2) })
-        );
-        assert!(
-            UnknownMember { member: p(2) }
-                .to_string()
-                .contains("process-2")
-        );
+        assert_eq!(l.handle_heartbeat(5, p(2)), Err(UnknownMember { member: p(2) }));
+        assert!(UnknownMember { member: p(2) }.to_string().contains("process-2"));
         let mut follower = Liveness::new(LivenessConfig::default()).unwrap();
         assert!(follower.handle_heartbeat(5, p(1)).is_err());
         follower.handle_member_added(5, p(1));
@@ -406,10 +315,7 @@ mod tests {
         assert_eq!(l.poll_timeout(), Some(13_001));
         assert!(l.poll_expired(13_000).is_empty());
         let expired = l.poll_expired(13_001);
-        assert_eq!(
-            expired,
-            vec![(MemberId::Server(ServerId(1)), 3_001), (p(1), 3_001)]
-        );
+        assert_eq!(expired, vec![(MemberId::Server(ServerId(1)), 3_001), (p(1), 3_001)]);
         assert!(l.is_pending(p(1)));
         assert!(l.poll_expired(20_000).is_empty(), "reported once");
         assert_eq!(l.poll_timeout(), None);
@@ -446,10 +352,11 @@ mod tests {
         }
         let expired = l.poll_expired(5_000);
         assert_eq!(expired.len(), 100);
-        assert!(expired.iter().all(
-            |(m, silent)| matches!(m, MemberId::Process(ProcessId(n)) if n % 100 == 0)
-                && *silent == 5_000
-        ));
+        assert!(
+            expired
+                .iter()
+                .all(|(m, silent)| matches!(m, MemberId::Process(ProcessId(n)) if n % 100 == 0) && *silent == 5_000)
+        );
         assert_eq!(l.poll_timeout(), Some(8_001));
     }
 

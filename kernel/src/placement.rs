@@ -68,12 +68,7 @@ pub enum PlacementError {
         "none of the {considered} online servers has {required}: the most free memory on one is \
          {best_free_mem_bytes} bytes and the most free CPU {best_free_cpu_percent}%; ask for less or add servers"
     )]
-    NoneFits {
-        considered: usize,
-        required: Requirements,
-        best_free_mem_bytes: u64,
-        best_free_cpu_percent: u32,
-    },
+    NoneFits { considered: usize, required: Requirements, best_free_mem_bytes: u64, best_free_cpu_percent: u32 },
 }
 
 /// A server's headroom, as placement sees it.
@@ -99,11 +94,8 @@ impl Score {
     }
 
     pub fn fits(&self, req: &Requirements) -> bool {
-        req.min_free_cpu_percent
-            .is_none_or(|cpu| self.free_cpu_percent >= cpu)
-            && req
-                .min_free_mem_bytes
-                .is_none_or(|mem| self.free_mem_bytes >= mem)
+        req.min_free_cpu_percent.is_none_or(|cpu| self.free_cpu_percent >= cpu)
+            && req.min_free_mem_bytes.is_none_or(|mem| self.free_mem_bytes >= mem)
     }
 
     /// Placement chooses the server with the greatest key.
@@ -119,12 +111,8 @@ pub fn score(server: &ServerEntry, reserved: &BTreeMap<ServerId, ResourceAverage
     let held = reserved.get(&server.id).copied().unwrap_or_default();
     let cpu_capacity = server.info.cpu_capacity_percent;
     let mem_capacity = server.info.mem_capacity_bytes;
-    let free_cpu_percent = cpu_capacity
-        .saturating_sub(used.cpu_percent_avg)
-        .saturating_sub(held.cpu_percent_avg);
-    let free_mem_bytes = mem_capacity
-        .saturating_sub(used.mem_bytes_used_avg)
-        .saturating_sub(held.mem_bytes_used_avg);
+    let free_cpu_percent = cpu_capacity.saturating_sub(used.cpu_percent_avg).saturating_sub(held.cpu_percent_avg);
+    let free_mem_bytes = mem_capacity.saturating_sub(used.mem_bytes_used_avg).saturating_sub(held.mem_bytes_used_avg);
     Score {
         free_cpu_percent,
         free_mem_bytes,
@@ -161,10 +149,7 @@ pub fn place<'a>(
     let mut best_free_mem_bytes = 0u64;
     let mut best_free_cpu_percent = 0u32;
     let mut best: Option<(ServerId, Score)> = None;
-    for server in servers
-        .into_iter()
-        .filter(|s| s.status == MemberStatus::Online)
-    {
+    for server in servers.into_iter().filter(|s| s.status == MemberStatus::Online) {
         considered += 1;
         let sc = score(server, reserved);
         best_free_mem_bytes = best_free_mem_bytes.max(sc.free_mem_bytes);
@@ -183,12 +168,9 @@ pub fn place<'a>(
     match best {
         Some((id, _)) => Ok(id),
         None if considered == 0 => Err(PlacementError::NoServerOnline),
-        None => Err(PlacementError::NoneFits {
-            considered,
-            required: *req,
-            best_free_mem_bytes,
-            best_free_cpu_percent,
-        }),
+        None => {
+            Err(PlacementError::NoneFits { considered, required: *req, best_free_mem_bytes, best_free_cpu_percent })
+        }
     }
 }
 
@@ -197,10 +179,7 @@ fn headroom_ppb(free: u64, capacity: u64) -> u64 {
     if capacity == 0 {
         return 0;
     }
-    assert!(
-        free <= capacity,
-        "placement: free {free} over capacity {capacity}"
-    );
+    assert!(free <= capacity, "placement: free {free} over capacity {capacity}");
     let ppb = u128::from(free) * u128::from(HEADROOM_SCALE) / u128::from(capacity);
     u64::try_from(ppb).expect("free <= capacity, so ppb <= HEADROOM_SCALE")
 }
@@ -213,13 +192,7 @@ mod tests {
 
     const GIB: u64 = 1 << 30;
 
-    fn server(
-        id: u64,
-        cpu_cap: u32,
-        mem_cap: u64,
-        used: Option<(u32, u64)>,
-        status: MemberStatus,
-    ) -> ServerEntry {
+    fn server(id: u64, cpu_cap: u32, mem_cap: u64, used: Option<(u32, u64)>, status: MemberStatus) -> ServerEntry {
         ServerEntry {
             id: ServerId(id),
             info: ServerInfo {
@@ -231,10 +204,7 @@ mod tests {
                 mem_capacity_bytes: mem_cap,
             },
             status,
-            resources: used.map(|(cpu, mem)| ResourceAverage {
-                cpu_percent_avg: cpu,
-                mem_bytes_used_avg: mem,
-            }),
+            resources: used.map(|(cpu, mem)| ResourceAverage { cpu_percent_avg: cpu, mem_bytes_used_avg: mem }),
             registered_rev: 1,
             updated_rev: 1,
         }
@@ -244,18 +214,12 @@ mod tests {
         server(id, cpu_cap, mem_cap, used, MemberStatus::Online)
     }
 
-    const ANY: Requirements = Requirements {
-        min_free_mem_bytes: None,
-        min_free_cpu_percent: None,
-    };
+    const ANY: Requirements = Requirements { min_free_mem_bytes: None, min_free_cpu_percent: None };
 
     #[test]
     fn no_server_online() {
         let none: Vec<ServerEntry> = Vec::new();
-        assert_eq!(
-            place(&none, &BTreeMap::new(), &ANY),
-            Err(PlacementError::NoServerOnline)
-        );
+        assert_eq!(place(&none, &BTreeMap::new(), &ANY), Err(PlacementError::NoServerOnline));
         let draining = [server(1, 400, GIB, None, MemberStatus::Draining)];
         let err = place(&draining, &BTreeMap::new(), &ANY).unwrap_err();
         assert_eq!(err, PlacementError::NoServerOnline);
@@ -264,14 +228,8 @@ mod tests {
 
     #[test]
     fn none_fits_reports_the_best_on_offer() {
-        let servers = [
-            online(1, 400, 8 * GIB, Some((100, 7 * GIB))),
-            online(2, 800, 4 * GIB, Some((700, GIB))),
-        ];
-        let req = Requirements {
-            min_free_mem_bytes: Some(2 * GIB),
-            min_free_cpu_percent: Some(200),
-        };
+        let servers = [online(1, 400, 8 * GIB, Some((100, 7 * GIB))), online(2, 800, 4 * GIB, Some((700, GIB)))];
+        let req = Requirements { min_free_mem_bytes: Some(2 * GIB), min_free_cpu_percent: Some(200) };
         let err = place(&servers, &BTreeMap::new(), &req).unwrap_err();
         assert_eq!(
             err,
@@ -283,20 +241,14 @@ mod tests {
             }
         );
         let msg = err.to_string();
-        assert!(
-            msg.contains("2147483648 bytes of free memory and 200% of free CPU"),
-            "{msg}"
-        );
+        assert!(msg.contains("2147483648 bytes of free memory and 200% of free CPU"), "{msg}");
         assert!(msg.contains("3221225472") && msg.contains("300%"), "{msg}");
     }
 
     #[test]
     fn bottleneck_beats_memory_alone() {
         // Server 1 has the most free memory but its CPU is nearly saturated.
-        let servers = [
-            online(1, 400, 16 * GIB, Some((390, GIB))),
-            online(2, 400, 8 * GIB, Some((100, 4 * GIB))),
-        ];
+        let servers = [online(1, 400, 16 * GIB, Some((390, GIB))), online(2, 400, 8 * GIB, Some((100, 4 * GIB)))];
         assert_eq!(place(&servers, &BTreeMap::new(), &ANY), Ok(ServerId(2)));
         let s1 = score(&servers[0], &BTreeMap::new());
         assert_eq!(s1.cpu_headroom_ppb, 25_000_000);
@@ -306,59 +258,27 @@ mod tests {
 
     #[test]
     fn unreported_is_idle_and_reservations_count() {
-        let servers = [
-            online(1, 400, 8 * GIB, None),
-            online(2, 400, 8 * GIB, Some((40, GIB))),
-        ];
+        let servers = [online(1, 400, 8 * GIB, None), online(2, 400, 8 * GIB, Some((40, GIB)))];
         assert_eq!(place(&servers, &BTreeMap::new(), &ANY), Ok(ServerId(1)));
-        let reserved = BTreeMap::from([(
-            ServerId(1),
-            ResourceAverage {
-                cpu_percent_avg: 200,
-                mem_bytes_used_avg: GIB,
-            },
-        )]);
+        let reserved =
+            BTreeMap::from([(ServerId(1), ResourceAverage { cpu_percent_avg: 200, mem_bytes_used_avg: GIB })]);
         assert_eq!(place(&servers, &reserved, &ANY), Ok(ServerId(2)));
         // Over-reservation saturates at zero free.
-        let reserved = BTreeMap::from([(
-            ServerId(1),
-            ResourceAverage {
-                cpu_percent_avg: 999,
-                mem_bytes_used_avg: u64::MAX,
-            },
-        )]);
+        let reserved =
+            BTreeMap::from([(ServerId(1), ResourceAverage { cpu_percent_avg: 999, mem_bytes_used_avg: u64::MAX })]);
         let sc = score(&servers[0], &reserved);
-        assert_eq!(
-            (sc.free_cpu_percent, sc.free_mem_bytes, sc.bottleneck_ppb()),
-            (0, 0, 0)
-        );
+        assert_eq!((sc.free_cpu_percent, sc.free_mem_bytes, sc.bottleneck_ppb()), (0, 0, 0));
     }
 
     #[test]
     fn requirements_filter_candidates() {
-        let servers = [
-            online(1, 400, 8 * GIB, None),
-            online(2, 1600, 2 * GIB, None),
-        ];
-        let req = Requirements {
-            min_free_mem_bytes: Some(4 * GIB),
-            min_free_cpu_percent: None,
-        };
+        let servers = [online(1, 400, 8 * GIB, None), online(2, 1600, 2 * GIB, None)];
+        let req = Requirements { min_free_mem_bytes: Some(4 * GIB), min_free_cpu_percent: None };
         assert_eq!(place(&servers, &BTreeMap::new(), &req), Ok(ServerId(1)));
-        let req = Requirements {
-            min_free_mem_bytes: None,
-            min_free_cpu_percent: Some(800),
-        };
+        let req = Requirements { min_free_mem_bytes: None, min_free_cpu_percent: Some(800) };
         assert_eq!(place(&servers, &BTreeMap::new(), &req), Ok(ServerId(2)));
         assert_eq!(req.to_string(), "800% of free CPU");
-        assert_eq!(
-            Requirements {
-                min_free_mem_bytes: Some(1),
-                ..ANY
-            }
-            .to_string(),
-            "1 bytes of free memory"
-        );
+        assert_eq!(Requirements { min_free_mem_bytes: Some(1), ..ANY }.to_string(), "1 bytes of free memory");
         assert_eq!(ANY.to_string(), "no free resources");
     }
 
@@ -378,11 +298,7 @@ mod tests {
 
     #[test]
     fn zero_capacity_has_no_headroom() {
-        let servers = [
-            online(1, 0, 8 * GIB, None),
-            online(2, 100, 0, None),
-            online(3, 100, 1, Some((99, 0))),
-        ];
+        let servers = [online(1, 0, 8 * GIB, None), online(2, 100, 0, None), online(3, 100, 1, Some((99, 0)))];
         assert_eq!(place(&servers, &BTreeMap::new(), &ANY), Ok(ServerId(3)));
         assert_eq!(score(&servers[0], &BTreeMap::new()).bottleneck_ppb(), 0);
     }
@@ -398,12 +314,8 @@ mod tests {
     }
 
     fn arb_servers() -> impl Strategy<Value = Vec<ServerEntry>> {
-        proptest::collection::btree_set(0u64..40, 0..10).prop_flat_map(|ids| {
-            ids.into_iter()
-                .map(arb_server)
-                .collect::<Vec<_>>()
-                .prop_shuffle()
-        })
+        proptest::collection::btree_set(0u64..40, 0..10)
+            .prop_flat_map(|ids| ids.into_iter().map(arb_server).collect::<Vec<_>>().prop_shuffle())
     }
 
     proptest! {

@@ -37,12 +37,7 @@ pub enum WindowConfigError {
         "resource window_ms {window_ms} / bucket_ms {bucket_ms} needs {buckets} buckets, over the limit of {max}: \
          use larger buckets"
     )]
-    TooManyBuckets {
-        window_ms: u64,
-        bucket_ms: u64,
-        buckets: u64,
-        max: u64,
-    },
+    TooManyBuckets { window_ms: u64, bucket_ms: u64, buckets: u64, max: u64 },
 }
 
 /// Why a sample was refused. A refused sample changes nothing.
@@ -56,13 +51,9 @@ pub enum SampleError {
     CpuNotFinite { cpu_percent: f32 },
     #[error("CPU sample {cpu_percent}% is negative")]
     CpuNegative { cpu_percent: f32 },
-    #[error(
-        "CPU sample {cpu_percent}% is over the plausible maximum of {max}%: the probe is broken"
-    )]
+    #[error("CPU sample {cpu_percent}% is over the plausible maximum of {max}%: the probe is broken")]
     CpuAbsurd { cpu_percent: f32, max: f32 },
-    #[error(
-        "memory sample {mem_bytes_used} bytes is over the plausible maximum of {max} bytes: the probe is broken"
-    )]
+    #[error("memory sample {mem_bytes_used} bytes is over the plausible maximum of {max} bytes: the probe is broken")]
     MemAbsurd { mem_bytes_used: u64, max: u64 },
 }
 
@@ -100,27 +91,14 @@ impl ResourceWindow {
             return Err(WindowConfigError::ZeroWindow);
         }
         if !window_ms.is_multiple_of(bucket_ms) {
-            return Err(WindowConfigError::NotAMultiple {
-                window_ms,
-                bucket_ms,
-            });
+            return Err(WindowConfigError::NotAMultiple { window_ms, bucket_ms });
         }
         let buckets = window_ms / bucket_ms;
         if buckets > MAX_BUCKETS {
-            return Err(WindowConfigError::TooManyBuckets {
-                window_ms,
-                bucket_ms,
-                buckets,
-                max: MAX_BUCKETS,
-            });
+            return Err(WindowConfigError::TooManyBuckets { window_ms, bucket_ms, buckets, max: MAX_BUCKETS });
         }
         let count = usize::try_from(buckets).expect("MAX_BUCKETS fits in usize");
-        Ok(ResourceWindow {
-            window_ms,
-            bucket_ms,
-            buckets: vec![Bucket::default(); count],
-            last_sample_ms: None,
-        })
+        Ok(ResourceWindow { window_ms, bucket_ms, buckets: vec![Bucket::default(); count], last_sample_ms: None })
     }
 
     pub fn window_ms(&self) -> u64 {
@@ -138,12 +116,7 @@ impl ResourceWindow {
     /// Adds one reading taken at `now_ms`: CPU in percent of one core (a machine with n
     /// cores reads up to n × 100), memory in bytes. Samples must come in time order
     /// (equal times are fine).
-    pub fn handle_sample(
-        &mut self,
-        now_ms: u64,
-        cpu_percent: f32,
-        mem_bytes_used: u64,
-    ) -> Result<(), SampleError> {
+    pub fn handle_sample(&mut self, now_ms: u64, cpu_percent: f32, mem_bytes_used: u64) -> Result<(), SampleError> {
         if let Some(last_ms) = self.last_sample_ms
             && now_ms < last_ms
         {
@@ -151,24 +124,15 @@ impl ResourceWindow {
         }
         let cpu_milli = cpu_milli(cpu_percent)?;
         if mem_bytes_used > MAX_MEM_BYTES {
-            return Err(SampleError::MemAbsurd {
-                mem_bytes_used,
-                max: MAX_MEM_BYTES,
-            });
+            return Err(SampleError::MemAbsurd { mem_bytes_used, max: MAX_MEM_BYTES });
         }
         let index = now_ms / self.bucket_ms;
         let slot = self.slot(index);
         let bucket = &mut self.buckets[slot];
         if bucket.count == 0 || bucket.index != index {
             // The slot holds a bucket a whole window old (or nothing): reuse it.
-            assert!(
-                bucket.count == 0 || bucket.index < index,
-                "resource window: bucket from the future"
-            );
-            *bucket = Bucket {
-                index,
-                ..Bucket::default()
-            };
+            assert!(bucket.count == 0 || bucket.index < index, "resource window: bucket from the future");
+            *bucket = Bucket { index, ..Bucket::default() };
         }
         // Cannot overflow: each term is < 2^54, and a u128 holds 2^74 of them.
         bucket.count += 1;
@@ -191,8 +155,7 @@ impl ResourceWindow {
         // Each is an average of values bounded by MAX_CPU_PERCENT / MAX_MEM_BYTES.
         Some(ResourceAverage {
             cpu_percent_avg: u32::try_from(cpu).expect("average CPU is bounded by MAX_CPU_PERCENT"),
-            mem_bytes_used_avg: u64::try_from(mem)
-                .expect("average memory is bounded by MAX_MEM_BYTES"),
+            mem_bytes_used_avg: u64::try_from(mem).expect("average memory is bounded by MAX_MEM_BYTES"),
         })
     }
 
@@ -236,10 +199,7 @@ fn cpu_milli(cpu_percent: f32) -> Result<u64, SampleError> {
         return Err(SampleError::CpuNegative { cpu_percent });
     }
     if cpu_percent > MAX_CPU_PERCENT {
-        return Err(SampleError::CpuAbsurd {
-            cpu_percent,
-            max: MAX_CPU_PERCENT,
-        });
+        return Err(SampleError::CpuAbsurd { cpu_percent, max: MAX_CPU_PERCENT });
     }
     // In range 0..=1.6e9 after scaling: the cast is exact for the rounded value.
     Ok((f64::from(cpu_percent) * 1_000.0).round() as u64)
@@ -257,20 +217,11 @@ mod tests {
 
     #[test]
     fn config_errors() {
-        assert_eq!(
-            ResourceWindow::new(60_000, 0).unwrap_err(),
-            WindowConfigError::ZeroBucket
-        );
-        assert_eq!(
-            ResourceWindow::new(0, 1_000).unwrap_err(),
-            WindowConfigError::ZeroWindow
-        );
+        assert_eq!(ResourceWindow::new(60_000, 0).unwrap_err(), WindowConfigError::ZeroBucket);
+        assert_eq!(ResourceWindow::new(0, 1_000).unwrap_err(), WindowConfigError::ZeroWindow);
         assert_eq!(
             ResourceWindow::new(60_000, 7_000).unwrap_err(),
-            WindowConfigError::NotAMultiple {
-                window_ms: 60_000,
-                bucket_ms: 7_000
-            }
+            WindowConfigError::NotAMultiple { window_ms: 60_000, bucket_ms: 7_000 }
         );
         let err = ResourceWindow::new(u64::MAX - u64::MAX % 2, 2).unwrap_err();
         assert!(matches!(err, WindowConfigError::TooManyBuckets { .. }));
@@ -282,54 +233,23 @@ mod tests {
     #[test]
     fn sample_errors() {
         let mut w = ResourceWindow::default();
-        assert!(matches!(
-            w.handle_sample(0, f32::NAN, 0),
-            Err(SampleError::CpuNotFinite { .. })
-        ));
-        assert!(matches!(
-            w.handle_sample(0, f32::INFINITY, 0),
-            Err(SampleError::CpuNotFinite { .. })
-        ));
-        assert_eq!(
-            w.handle_sample(0, -0.5, 0),
-            Err(SampleError::CpuNegative { cpu_percent: -0.5 })
-        );
-        assert_eq!(
-            w.handle_sample(0, 2e6, 0),
-            Err(SampleError::CpuAbsurd {
-                cpu_percent: 2e6,
-                max: MAX_CPU_PERCENT
-            })
-        );
+        assert!(matches!(w.handle_sample(0, f32::NAN, 0), Err(SampleError::CpuNotFinite { .. })));
+        assert!(matches!(w.handle_sample(0, f32::INFINITY, 0), Err(SampleError::CpuNotFinite { .. })));
+        assert_eq!(w.handle_sample(0, -0.5, 0), Err(SampleError::CpuNegative { cpu_percent: -0.5 }));
+        assert_eq!(w.handle_sample(0, 2e6, 0), Err(SampleError::CpuAbsurd { cpu_percent: 2e6, max: MAX_CPU_PERCENT }));
         assert_eq!(
             w.handle_sample(0, 1.0, u64::MAX),
-            Err(SampleError::MemAbsurd {
-                mem_bytes_used: u64::MAX,
-                max: MAX_MEM_BYTES
-            })
+            Err(SampleError::MemAbsurd { mem_bytes_used: u64::MAX, max: MAX_MEM_BYTES })
         );
         assert_eq!(w.average(0), None, "refused samples change nothing");
         w.handle_sample(500, 10.0, 100).unwrap();
         w.handle_sample(500, 20.0, 200).unwrap();
         let err = w.handle_sample(499, 10.0, 100).unwrap_err();
-        assert_eq!(
-            err,
-            SampleError::OutOfOrder {
-                now_ms: 499,
-                last_ms: 500
-            }
-        );
+        assert_eq!(err, SampleError::OutOfOrder { now_ms: 499, last_ms: 500 });
         assert!(err.to_string().contains("499") && err.to_string().contains("500"));
-        assert_eq!(
-            w.average(500),
-            Some(ResourceAverage {
-                cpu_percent_avg: 15,
-                mem_bytes_used_avg: 150
-            })
-        );
+        assert_eq!(w.average(500), Some(ResourceAverage { cpu_percent_avg: 15, mem_bytes_used_avg: 150 }));
         // Extremes are accepted.
-        w.handle_sample(600, MAX_CPU_PERCENT, MAX_MEM_BYTES)
-            .unwrap();
+        w.handle_sample(600, MAX_CPU_PERCENT, MAX_MEM_BYTES).unwrap();
         assert!(w.average(600).is_some());
     }
 
@@ -346,13 +266,7 @@ mod tests {
         assert_eq!(w.average(4_000), None);
         // A sample long after reuses slots holding old buckets.
         w.handle_sample(10_000, 12.4, 7).unwrap();
-        assert_eq!(
-            w.average(10_000),
-            Some(ResourceAverage {
-                cpu_percent_avg: 12,
-                mem_bytes_used_avg: 7
-            })
-        );
+        assert_eq!(w.average(10_000), Some(ResourceAverage { cpu_percent_avg: 12, mem_bytes_used_avg: 7 }));
         w.clear();
         assert_eq!((w.average(10_000), w.last_sample_ms()), (None, None));
         w.handle_sample(1, 0.5, 0).unwrap();
@@ -367,13 +281,7 @@ mod tests {
         }
         assert_eq!(w.buckets.len(), 10);
         assert_eq!(w.sample_count(99_999), 10_000);
-        assert_eq!(
-            w.average(99_999),
-            Some(ResourceAverage {
-                cpu_percent_avg: 50,
-                mem_bytes_used_avg: 1 << 30
-            })
-        );
+        assert_eq!(w.average(99_999), Some(ResourceAverage { cpu_percent_avg: 50, mem_bytes_used_avg: 1 << 30 }));
     }
 
     proptest! {

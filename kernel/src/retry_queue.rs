@@ -57,35 +57,21 @@ pub struct RetryConfig {
 
 impl Default for RetryConfig {
     fn default() -> Self {
-        RetryConfig {
-            max_queued: 10_000,
-            base_backoff_ms: 10,
-            max_backoff_ms: 1_000,
-            request_timeout_ms: 2_000,
-        }
+        RetryConfig { max_queued: 10_000, base_backoff_ms: 10, max_backoff_ms: 1_000, request_timeout_ms: 2_000 }
     }
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum RetryConfigError {
-    #[error(
-        "retry queue max_queued is 0: it could accept no command; set it to at least 1 (default 10000)"
-    )]
+    #[error("retry queue max_queued is 0: it could accept no command; set it to at least 1 (default 10000)")]
     ZeroCapacity,
     #[error("retry base_backoff_ms is 0: set it to at least 1 (default 10)")]
     ZeroBaseBackoff,
-    #[error(
-        "retry max_backoff_ms {max_backoff_ms} is under base_backoff_ms {base_backoff_ms}: raise max_backoff_ms"
-    )]
-    BackoffRange {
-        base_backoff_ms: u64,
-        max_backoff_ms: u64,
-    },
+    #[error("retry max_backoff_ms {max_backoff_ms} is under base_backoff_ms {base_backoff_ms}: raise max_backoff_ms")]
+    BackoffRange { base_backoff_ms: u64, max_backoff_ms: u64 },
     #[error("retry request_timeout_ms is 0: set it to at least 1 (default 2000)")]
     ZeroRequestTimeout,
-    #[error(
-        "the retry queue has no endpoint to send to: give the client at least one server address"
-    )]
+    #[error("the retry queue has no endpoint to send to: give the client at least one server address")]
     NoEndpoints,
 }
 
@@ -163,11 +149,7 @@ enum Phase {
     /// The head (if any) may be sent now, to `target`.
     Ready,
     /// The head was sent as `attempt`; no other attempt is answered.
-    InFlight {
-        attempt: u64,
-        endpoint: EndpointId,
-        deadline_ms: u64,
-    },
+    InFlight { attempt: u64, endpoint: EndpointId, deadline_ms: u64 },
     /// The head waits until `until_ms`, then goes to `target`.
     Backoff { until_ms: u64 },
 }
@@ -194,11 +176,7 @@ pub struct RetryQueue {
 }
 
 impl RetryQueue {
-    pub fn new(
-        config: RetryConfig,
-        endpoint_count: usize,
-        seed: u64,
-    ) -> Result<Self, RetryConfigError> {
+    pub fn new(config: RetryConfig, endpoint_count: usize, seed: u64) -> Result<Self, RetryConfigError> {
         config.validate()?;
         if endpoint_count == 0 {
             return Err(RetryConfigError::NoEndpoints);
@@ -297,17 +275,11 @@ impl RetryQueue {
     /// Queues `command` behind every earlier one and returns its queue sequence number.
     pub fn submit(&mut self, now_ms: u64, command: Command) -> Result<u64, QueueFull> {
         if self.queue.len() + self.completed.len() >= self.config.max_queued {
-            return Err(QueueFull {
-                max_queued: self.config.max_queued,
-            });
+            return Err(QueueFull { max_queued: self.config.max_queued });
         }
         let seq = self.next_seq;
         self.next_seq += 1;
-        self.queue.push_back(Queued {
-            seq,
-            command,
-            submitted_at_ms: now_ms,
-        });
+        self.queue.push_back(Queued { seq, command, submitted_at_ms: now_ms });
         Ok(seq)
     }
 
@@ -326,21 +298,10 @@ impl RetryQueue {
         let attempt = self.next_attempt;
         self.next_attempt += 1;
         let endpoint = self.target;
-        self.phase = Phase::InFlight {
-            attempt,
-            endpoint,
-            deadline_ms: now_ms.saturating_add(self.config.request_timeout_ms),
-        };
-        let request = Request {
-            session,
-            seq: self.next_wire_seq,
-            command: head.command.clone(),
-        };
-        Some(Transmit {
-            attempt,
-            endpoint,
-            request,
-        })
+        self.phase =
+            Phase::InFlight { attempt, endpoint, deadline_ms: now_ms.saturating_add(self.config.request_timeout_ms) };
+        let request = Request { session, seq: self.next_wire_seq, command: head.command.clone() };
+        Some(Transmit { attempt, endpoint, request })
     }
 
     /// The cluster applied the command sent as `attempt` (or refused it deterministically,
@@ -353,10 +314,7 @@ impl RetryQueue {
         let Some(endpoint) = self.current(attempt) else {
             return;
         };
-        let head = self
-            .queue
-            .pop_front()
-            .expect("an attempt in flight has a head command");
+        let head = self.queue.pop_front().expect("an attempt in flight has a head command");
         self.phase = Phase::Ready;
         self.backoffs = 0;
         self.hops = 0;
@@ -379,12 +337,7 @@ impl RetryQueue {
 
     /// The endpoint is not the leader; it may know who is. Goes to the hint at once, or
     /// (without a usable hint) to the next endpoint.
-    pub fn handle_not_leader(
-        &mut self,
-        now_ms: u64,
-        attempt: u64,
-        leader_hint: Option<EndpointId>,
-    ) {
+    pub fn handle_not_leader(&mut self, now_ms: u64, attempt: u64, leader_hint: Option<EndpointId>) {
         let Some(from) = self.current(attempt) else {
             return;
         };
@@ -431,11 +384,7 @@ impl RetryQueue {
     /// ends a backoff that is over.
     pub fn handle_timeout(&mut self, now_ms: u64) {
         match self.phase {
-            Phase::InFlight {
-                attempt,
-                deadline_ms,
-                ..
-            } if now_ms >= deadline_ms => {
+            Phase::InFlight { attempt, deadline_ms, .. } if now_ms >= deadline_ms => {
                 self.handle_failure(now_ms, attempt, Failure::Timeout);
             }
             Phase::Backoff { until_ms } if now_ms >= until_ms => self.phase = Phase::Ready,
@@ -461,11 +410,7 @@ impl RetryQueue {
     /// The endpoint of the attempt in flight, if `attempt` is it.
     fn current(&self, attempt: u64) -> Option<EndpointId> {
         match self.phase {
-            Phase::InFlight {
-                attempt: current,
-                endpoint,
-                ..
-            } if current == attempt => Some(endpoint),
+            Phase::InFlight { attempt: current, endpoint, .. } if current == attempt => Some(endpoint),
             _ => None,
         }
     }
@@ -484,18 +429,13 @@ impl RetryQueue {
         self.hops = 0;
         self.backoffs = self.backoffs.saturating_add(1);
         let delay_ms = self.rng.up_to(self.backoff_cap_ms());
-        self.phase = Phase::Backoff {
-            until_ms: now_ms.saturating_add(delay_ms),
-        };
+        self.phase = Phase::Backoff { until_ms: now_ms.saturating_add(delay_ms) };
     }
 
     /// `min(max_backoff_ms, base_backoff_ms × 2^(backoffs − 1))`.
     fn backoff_cap_ms(&self) -> u64 {
         let doublings = self.backoffs.saturating_sub(1).min(63);
-        self.config
-            .base_backoff_ms
-            .saturating_mul(1u64 << doublings)
-            .min(self.config.max_backoff_ms)
+        self.config.base_backoff_ms.saturating_mul(1u64 << doublings).min(self.config.max_backoff_ms)
     }
 
     fn refuses_session(&self, result: &CommandResult) -> bool {
@@ -523,10 +463,7 @@ mod tests {
     use std::collections::BTreeMap;
 
     fn put(i: u64) -> Command {
-        Command::KvPut {
-            key: format!("k{i}"),
-            value: format!("v{i}"),
-        }
+        Command::KvPut { key: format!("k{i}"), value: format!("v{i}") }
     }
 
     fn done(revision: u64) -> CommandResult {
@@ -534,12 +471,7 @@ mod tests {
     }
 
     fn config() -> RetryConfig {
-        RetryConfig {
-            max_queued: 4,
-            base_backoff_ms: 10,
-            max_backoff_ms: 80,
-            request_timeout_ms: 100,
-        }
+        RetryConfig { max_queued: 4, base_backoff_ms: 10, max_backoff_ms: 80, request_timeout_ms: 100 }
     }
 
     fn queue(endpoints: usize) -> RetryQueue {
@@ -557,33 +489,14 @@ mod tests {
             RetryQueue::new(c, 1, 0).unwrap_err()
         };
         assert_eq!(bad(|c| c.max_queued = 0), RetryConfigError::ZeroCapacity);
-        assert_eq!(
-            bad(|c| c.base_backoff_ms = 0),
-            RetryConfigError::ZeroBaseBackoff
-        );
+        assert_eq!(bad(|c| c.base_backoff_ms = 0), RetryConfigError::ZeroBaseBackoff);
         assert_eq!(
             bad(|c| c.max_backoff_ms = 5),
-            RetryConfigError::BackoffRange {
-                base_backoff_ms: 10,
-                max_backoff_ms: 5
-            }
+            RetryConfigError::BackoffRange { base_backoff_ms: 10, max_backoff_ms: 5 }
         );
-        assert_eq!(
-            bad(|c| c.request_timeout_ms = 0),
-            RetryConfigError::ZeroRequestTimeout
-        );
-        assert_eq!(
-            RetryQueue::new(RetryConfig::default(), 0, 0).unwrap_err(),
-            RetryConfigError::NoEndpoints
-        );
-        assert!(
-            RetryConfigError::BackoffRange {
-                base_backoff_ms: 10,
-                max_backoff_ms: 5
-            }
-            .to_string()
-            .contains("5")
-        );
+        assert_eq!(bad(|c| c.request_timeout_ms = 0), RetryConfigError::ZeroRequestTimeout);
+        assert_eq!(RetryQueue::new(RetryConfig::default(), 0, 0).unwrap_err(), RetryConfigError::NoEndpoints);
+        assert!(RetryConfigError::BackoffRange { base_backoff_ms: 10, max_backoff_ms: 5 }.to_string().contains("5"));
     }
 
     #[test]
@@ -594,14 +507,7 @@ mod tests {
         assert_eq!(q.poll_transmit(0), None);
         q.set_session(SessionId(3), 5);
         let t = q.poll_transmit(0).unwrap();
-        assert_eq!(
-            t.request,
-            Request {
-                session: SessionId(3),
-                seq: 5,
-                command: put(1)
-            }
-        );
+        assert_eq!(t.request, Request { session: SessionId(3), seq: 5, command: put(1) });
         assert!(q.in_flight());
         assert_eq!(q.poll_transmit(0), None, "stop-and-wait");
     }
@@ -618,16 +524,9 @@ mod tests {
         let t = q.poll_transmit(0).unwrap();
         q.handle_reply(1, t.attempt, done(1));
         assert_eq!(q.len(), 3);
-        assert_eq!(
-            q.submit(1, put(5)),
-            Err(QueueFull { max_queued: 4 }),
-            "an unpolled completion holds its place"
-        );
+        assert_eq!(q.submit(1, put(5)), Err(QueueFull { max_queued: 4 }), "an unpolled completion holds its place");
         let c = q.poll_completed().unwrap();
-        assert_eq!(
-            (c.seq, c.result, c.submitted_at_ms, c.completed_at_ms),
-            (1, done(1), 0, 1)
-        );
+        assert_eq!((c.seq, c.result, c.submitted_at_ms, c.completed_at_ms), (1, done(1), 0, 1));
         assert_eq!(q.submit(1, put(5)), Ok(5));
     }
 
@@ -651,10 +550,7 @@ mod tests {
         q.handle_reply(6, t2.attempt, done(1));
         assert_eq!(q.known_leader(), Some(t2.endpoint));
         let t3 = q.poll_transmit(6).unwrap();
-        assert_eq!(
-            (t3.endpoint, t3.request.seq, t3.request.command.clone()),
-            (t2.endpoint, 2, put(2))
-        );
+        assert_eq!((t3.endpoint, t3.request.seq, t3.request.command.clone()), (t2.endpoint, 2, put(2)));
         // An answer to a finished attempt does nothing either.
         q.handle_reply(7, t2.attempt, done(9));
         assert_eq!(q.poll_completed().map(|c| c.seq), Some(1));
@@ -678,19 +574,12 @@ mod tests {
         assert_eq!(t.endpoint, EndpointId((other.0 + 1) % 3));
         q.handle_not_leader(0, t.attempt, Some(t.endpoint));
         let t = q.poll_transmit(0).unwrap();
-        assert_eq!(
-            t.endpoint,
-            EndpointId((other.0 + 2) % 3),
-            "a hint naming itself counts as none"
-        );
+        assert_eq!(t.endpoint, EndpointId((other.0 + 2) % 3), "a hint naming itself counts as none");
         q.handle_not_leader(0, t.attempt, None);
         // Three hops used: the next retry waits.
         assert_eq!(q.poll_transmit(0), None);
         let until = q.poll_timeout().unwrap();
-        assert!(
-            until <= 10,
-            "first backoff is at most base_backoff_ms, got {until}"
-        );
+        assert!(until <= 10, "first backoff is at most base_backoff_ms, got {until}");
         q.handle_timeout(until);
         assert!(q.poll_transmit(until).is_some());
     }
@@ -714,10 +603,7 @@ mod tests {
             let cap = (10u64 << (k - 1)).min(80);
             assert!(until - now <= cap, "backoff {} over cap {cap}", until - now);
             caps_seen.push(cap);
-            assert_eq!(
-                q.poll_transmit(until.saturating_sub(1).max(now)).is_some(),
-                until == now
-            );
+            assert_eq!(q.poll_transmit(until.saturating_sub(1).max(now)).is_some(), until == now);
             if until == now {
                 // Zero jitter: it already went; answer it to keep the loop in step.
                 continue;
@@ -745,11 +631,7 @@ mod tests {
         let t3 = q.poll_transmit(101).unwrap();
         q.handle_failure(150, t3.attempt, Failure::Timeout);
         assert_eq!(q.known_leader(), None);
-        assert_eq!(
-            q.poll_timeout(),
-            None,
-            "a hop to the other endpoint needs no timer"
-        );
+        assert_eq!(q.poll_timeout(), None, "a hop to the other endpoint needs no timer");
     }
 
     #[test]
@@ -758,16 +640,10 @@ mod tests {
         q.submit(0, put(1)).unwrap();
         q.submit(0, put(2)).unwrap();
         let t = q.poll_transmit(0).unwrap();
-        let refusal = Err(CommandError::UnknownMember(crate::ids::MemberId::Server(
-            crate::ids::ServerId(4),
-        )));
+        let refusal = Err(CommandError::UnknownMember(crate::ids::MemberId::Server(crate::ids::ServerId(4))));
         q.handle_reply(1, t.attempt, refusal.clone());
         assert_eq!(q.poll_completed().unwrap().result, refusal);
-        assert_eq!(
-            q.poll_transmit(1).unwrap().request.seq,
-            2,
-            "an applied refusal uses its sequence number"
-        );
+        assert_eq!(q.poll_transmit(1).unwrap().request.seq, 2, "an applied refusal uses its sequence number");
     }
 
     #[test]
@@ -776,37 +652,15 @@ mod tests {
         q.submit(0, put(1)).unwrap();
         q.submit(0, put(2)).unwrap();
         let t = q.poll_transmit(0).unwrap();
-        q.handle_reply(
-            1,
-            t.attempt,
-            Err(CommandError::UnknownSession(SessionId(7))),
-        );
+        q.handle_reply(1, t.attempt, Err(CommandError::UnknownSession(SessionId(7))));
         assert!(q.needs_session());
-        assert_eq!(
-            q.poll_completed().unwrap().result,
-            Err(CommandError::UnknownSession(SessionId(7)))
-        );
+        assert_eq!(q.poll_completed().unwrap().result, Err(CommandError::UnknownSession(SessionId(7))));
         assert_eq!(q.poll_transmit(1), None);
         q.set_session(SessionId(8), 1);
         let t = q.poll_transmit(1).unwrap();
-        assert_eq!(
-            t.request,
-            Request {
-                session: SessionId(8),
-                seq: 1,
-                command: put(2)
-            }
-        );
+        assert_eq!(t.request, Request { session: SessionId(8), seq: 1, command: put(2) });
         // A gap refusal for another session is an ordinary answer.
-        q.handle_reply(
-            2,
-            t.attempt,
-            Err(CommandError::SequenceGap {
-                session: SessionId(1),
-                seq: 1,
-                last: 0,
-            }),
-        );
+        q.handle_reply(2, t.attempt, Err(CommandError::SequenceGap { session: SessionId(1), seq: 1, last: 0 }));
         assert!(!q.needs_session());
     }
 
@@ -820,11 +674,7 @@ mod tests {
         q.set_session(SessionId(9), 1);
         assert!(!q.in_flight());
         q.handle_reply(1, t.attempt, done(1));
-        assert_eq!(
-            q.poll_completed(),
-            None,
-            "the abandoned attempt's answer is ignored"
-        );
+        assert_eq!(q.poll_completed(), None, "the abandoned attempt's answer is ignored");
         let t2 = q.poll_transmit(1).unwrap();
         assert_eq!(t2.request.session, SessionId(9));
     }
@@ -928,52 +778,30 @@ mod tests {
             if !self.lease_ready {
                 return Answer::RetryLater;
             }
-            let (last, last_reply) = self
-                .sessions
-                .entry(request.session)
-                .or_insert((0, done(0)))
-                .clone();
+            let (last, last_reply) = self.sessions.entry(request.session).or_insert((0, done(0))).clone();
             let reply = if request.seq == last + 1 {
                 // Every third command is refused deterministically; it still uses its seq.
                 let result = if matches!(&request.command, Command::KvDelete { .. }) {
-                    Err(CommandError::InvalidField {
-                        field: "key".to_string(),
-                        reason: "refused".to_string(),
-                    })
+                    Err(CommandError::InvalidField { field: "key".to_string(), reason: "refused".to_string() })
                 } else {
                     self.applied.push(request.command.clone());
                     done(self.applied.len() as u64)
                 };
-                self.sessions
-                    .insert(request.session, (request.seq, result.clone()));
+                self.sessions.insert(request.session, (request.seq, result.clone()));
                 result
             } else if request.seq == last {
                 last_reply
             } else if request.seq < last {
-                Err(CommandError::StaleSequence {
-                    session: request.session,
-                    seq: request.seq,
-                    last,
-                })
+                Err(CommandError::StaleSequence { session: request.session, seq: request.seq, last })
             } else {
-                Err(CommandError::SequenceGap {
-                    session: request.session,
-                    seq: request.seq,
-                    last,
-                })
+                Err(CommandError::SequenceGap { session: request.session, seq: request.seq, last })
             };
             Answer::Reply(reply)
         }
     }
 
     fn command(i: u64) -> Command {
-        if i.is_multiple_of(3) {
-            Command::KvDelete {
-                key: format!("k{i}"),
-            }
-        } else {
-            put(i)
-        }
+        if i.is_multiple_of(3) { Command::KvDelete { key: format!("k{i}") } } else { put(i) }
     }
 
     fn answer(q: &mut RetryQueue, now: u64, attempt: u64, a: Answer) {

@@ -53,7 +53,11 @@ impl ServerAgent {
         if let Some(stop) = self.stop.take() {
             let (done_tx, done_rx) = oneshot::channel();
             if stop.send(done_tx).is_ok() {
-                let _ = crate::rt::Timeout::new(done_rx, tokio::time::Instant::now() + Duration::from_millis(LEAVE_TIMEOUT_MS + 500)).await;
+                let _ = crate::rt::Timeout::new(
+                    done_rx,
+                    tokio::time::Instant::now() + Duration::from_millis(LEAVE_TIMEOUT_MS + 500),
+                )
+                .await;
             }
         }
     }
@@ -145,7 +149,9 @@ impl Agent {
         match crate::rt::Timeout::new(deregister, deadline).await {
             Ok(Ok(_)) => tracing::info!(server = %self.id, "server deregistered"),
             Ok(Err(e)) => tracing::warn!(server = %self.id, error = %e, "deregistration refused"),
-            Err(_) => tracing::warn!(server = %self.id, "deregistration not committed within {LEAVE_TIMEOUT_MS} ms; the leader will expire this server"),
+            Err(_) => {
+                tracing::warn!(server = %self.id, "deregistration not committed within {LEAVE_TIMEOUT_MS} ms; the leader will expire this server")
+            }
         }
     }
 }

@@ -8,8 +8,8 @@ use crate::wire::{
     ClientEnvelope, ClientRequest, ClientResponse, ClientResponseEnvelope, ClusterStatus, Consistency, ServerStatus,
 };
 use openraft::ReadPolicy;
-use openraft_rt::WatchReceiver;
 use openraft::error::{ForwardReason, ForwardToLeader};
+use openraft_rt::WatchReceiver;
 use roster_kernel::{MemberId, Proposal, ProposalBody, Reply};
 use std::collections::BTreeSet;
 use std::sync::Arc;

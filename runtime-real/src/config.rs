@@ -105,7 +105,8 @@ impl NodeConfig {
     pub fn from_toml_file(path: &std::path::Path) -> Result<Self, ConfigError> {
         let text = std::fs::read_to_string(path)
             .map_err(|source| ConfigError::Read { path: path.display().to_string(), source })?;
-        toml::from_str(&text).map_err(|e| ConfigError::Parse { path: path.display().to_string(), message: e.to_string() })
+        toml::from_str(&text)
+            .map_err(|e| ConfigError::Parse { path: path.display().to_string(), message: e.to_string() })
     }
 
     pub fn advertise_addr(&self) -> &str {
@@ -221,12 +222,17 @@ pub fn check_addr(field: &'static str, addr: &str) -> Result<(), ConfigError> {
 pub fn parse_peers(s: &str) -> Result<BTreeMap<NodeId, String>, ConfigError> {
     let mut peers = BTreeMap::new();
     for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
-        let bad = || ConfigError::Invalid { field: "peers", value: part.to_string(), reason: "expected ID=HOST:PORT".into() };
+        let bad =
+            || ConfigError::Invalid { field: "peers", value: part.to_string(), reason: "expected ID=HOST:PORT".into() };
         let (id, addr) = part.split_once('=').ok_or_else(bad)?;
         let id: NodeId = id.trim().parse().map_err(|_| bad())?;
         check_addr("peers", addr.trim()).map_err(|_| bad())?;
         if peers.insert(id, addr.trim().to_string()).is_some() {
-            return Err(ConfigError::Invalid { field: "peers", value: s.to_string(), reason: format!("node id {id} appears twice") });
+            return Err(ConfigError::Invalid {
+                field: "peers",
+                value: s.to_string(),
+                reason: format!("node id {id} appears twice"),
+            });
         }
     }
     Ok(peers)
@@ -237,8 +243,10 @@ mod tests {
     use super::*;
 
     fn base() -> NodeConfig {
-        toml::from_str("id = 1\nlisten = \"127.0.0.1:7001\"\ndata_dir = \"/tmp/x\"\npeers = { 1 = \"127.0.0.1:7001\" }\n")
-            .expect("minimal config parses")
+        toml::from_str(
+            "id = 1\nlisten = \"127.0.0.1:7001\"\ndata_dir = \"/tmp/x\"\npeers = { 1 = \"127.0.0.1:7001\" }\n",
+        )
+        .expect("minimal config parses")
     }
 
     #[test]

@@ -49,7 +49,8 @@ impl Launcher {
         if !api.raft.is_leader() {
             return api.not_leader().await;
         }
-        let need = Requirements { min_free_mem_bytes: req.require_mem_bytes, min_free_cpu_percent: req.require_cpu_percent };
+        let need =
+            Requirements { min_free_mem_bytes: req.require_mem_bytes, min_free_cpu_percent: req.require_cpu_percent };
         let chosen = crate::storage::with_kernel(&api.shared, |sm| {
             let mut reserved: BTreeMap<ServerId, ResourceAverage> = BTreeMap::new();
             for p in sm.processes() {
@@ -82,7 +83,8 @@ impl Launcher {
                 req.program, self.node
             ));
         }
-        let launch_id = format!("{}-{}-{}", self.node, crate::clock::unix_ms(), self.next.fetch_add(1, Ordering::Relaxed));
+        let launch_id =
+            format!("{}-{}-{}", self.node, crate::clock::unix_ms(), self.next.fetch_add(1, Ordering::Relaxed));
         let exe = match std::env::current_exe() {
             Ok(p) => p,
             Err(e) => return ClientResponse::Error(format!("launch failed: cannot find the roster binary: {e}")),
@@ -93,7 +95,9 @@ impl Launcher {
         let log_path = self.log_dir.join(format!("{}-{launch_id}.log", sanitize(&req.name)));
         let log = match std::fs::File::create(&log_path) {
             Ok(f) => f,
-            Err(e) => return ClientResponse::Error(format!("launch failed: cannot create {}: {e}", log_path.display())),
+            Err(e) => {
+                return ClientResponse::Error(format!("launch failed: cannot create {}: {e}", log_path.display()));
+            }
         };
         let log_err = match log.try_clone() {
             Ok(f) => f,
@@ -146,7 +150,9 @@ impl Launcher {
             }
             if let Ok(Some(status)) = child.try_wait() {
                 let tail = last_line(&log_path);
-                return ClientResponse::Error(format!("launch failed: program exited ({status}) before registering: {tail}"));
+                return ClientResponse::Error(format!(
+                    "launch failed: program exited ({status}) before registering: {tail}"
+                ));
             }
             if tokio::time::Instant::now() >= deadline {
                 let _ = child.start_kill();
@@ -165,7 +171,8 @@ impl Launcher {
 async fn forward(addr: &str, token: &str, req: LaunchRequest) -> ClientResponse {
     let hello = Hello { token: token.to_string(), role: Role::Client };
     let exchange = async {
-        let (mut r, mut w) = crate::transport::connect(addr, &hello, crate::wire::MAX_CLIENT_FRAME_BYTES, 2_000).await?;
+        let (mut r, mut w) =
+            crate::transport::connect(addr, &hello, crate::wire::MAX_CLIENT_FRAME_BYTES, 2_000).await?;
         w.send(&ClientEnvelope { id: 1, request: ClientRequest::StartLocal(req) }).await?;
         r.recv::<ClientResponseEnvelope>().await
     };
@@ -187,4 +194,3 @@ fn last_line(path: &std::path::Path) -> String {
         .and_then(|t| t.lines().rev().find(|l| !l.trim().is_empty()).map(str::to_string))
         .unwrap_or_else(|| "(no output)".into())
 }
-

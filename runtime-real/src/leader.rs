@@ -7,8 +7,8 @@ use crate::raft_types::{NodeId, TypeConfig};
 use crate::storage::SharedState;
 use openraft::alias::ROf;
 use roster_kernel::{
-    EventKind, LeaderCommand, Liveness, LivenessConfig, MemberId, Proposal, ProposalBody, ResourceAverage,
-    ServerId, UnknownMember,
+    EventKind, LeaderCommand, Liveness, LivenessConfig, MemberId, Proposal, ProposalBody, ResourceAverage, ServerId,
+    UnknownMember,
 };
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -32,7 +32,12 @@ pub struct ResourcePolicy {
 
 impl Default for ResourcePolicy {
     fn default() -> Self {
-        ResourcePolicy { min_interval_ms: 1_000, max_interval_ms: 10_000, cpu_change_percent: 5, mem_change_permille: 50 }
+        ResourcePolicy {
+            min_interval_ms: 1_000,
+            max_interval_ms: 10_000,
+            cpu_change_percent: 5,
+            mem_change_permille: 50,
+        }
     }
 }
 
@@ -157,8 +162,13 @@ pub async fn run(
             let mut st = duties.lock();
             match (leading, st.liveness.is_leader()) {
                 (true, false) => {
-                    let (members, revision) = crate::storage::with_kernel(&shared, |sm| (sm.members().collect::<Vec<_>>(), sm.revision()));
-                    tracing::info!(node, members = members.len(), "became leader: every member gets a full timeout of grace");
+                    let (members, revision) =
+                        crate::storage::with_kernel(&shared, |sm| (sm.members().collect::<Vec<_>>(), sm.revision()));
+                    tracing::info!(
+                        node,
+                        members = members.len(),
+                        "became leader: every member gets a full timeout of grace"
+                    );
                     st.liveness.handle_became_leader(now_ms, members);
                     st.synced_revision = revision;
                     st.fresh.clear();
@@ -195,7 +205,8 @@ pub async fn run(
         if leading {
             let due = duties.resources_due(now_ms);
             if !due.is_empty()
-                && let Err(e) = propose(&raft, ProposalBody::Leader(LeaderCommand::ReportResources { reports: due })).await
+                && let Err(e) =
+                    propose(&raft, ProposalBody::Leader(LeaderCommand::ReportResources { reports: due })).await
             {
                 tracing::debug!(error = %e, "resource report not committed");
             }

@@ -42,7 +42,8 @@ impl Node {
     ) -> Result<Node, NodeError> {
         config.validate()?;
         let token = config.resolve_token()?;
-        let (log_store, sm_store) = storage::open(disk, storage::StorageOptions::for_fs(roster_kernel::Limits::default())).await?;
+        let (log_store, sm_store) =
+            storage::open(disk, storage::StorageOptions::for_fs(roster_kernel::Limits::default())).await?;
         let shared = sm_store.shared();
 
         let raft_config = openraft::Config {
@@ -65,10 +66,14 @@ impl Node {
         let listener = tokio::net::TcpListener::bind(&config.listen)
             .await
             .map_err(|source| NodeError::Listen { addr: config.listen.clone(), source })?;
-        let local_addr = listener.local_addr().map_err(|source| NodeError::Listen { addr: config.listen.clone(), source })?;
+        let local_addr =
+            listener.local_addr().map_err(|source| NodeError::Listen { addr: config.listen.clone(), source })?;
 
         let clock = Clock::start();
-        let duties = Arc::new(Duties::new(config.liveness(), ResourcePolicy::default()).map_err(crate::config::ConfigError::from_liveness)?);
+        let duties = Arc::new(
+            Duties::new(config.liveness(), ResourcePolicy::default())
+                .map_err(crate::config::ConfigError::from_liveness)?,
+        );
         let launcher = crate::launch::Launcher::new(&config);
         let api = Arc::new(Api {
             id: config.id,

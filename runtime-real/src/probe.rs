@@ -32,7 +32,8 @@ pub enum ProbeSpec {
 
 impl ProbeSpec {
     pub fn parse(s: &str) -> Result<Self, ConfigError> {
-        let bad = |reason: &str| ConfigError::Invalid { field: "probe", value: s.to_string(), reason: reason.to_string() };
+        let bad =
+            |reason: &str| ConfigError::Invalid { field: "probe", value: s.to_string(), reason: reason.to_string() };
         if s == "system" {
             return Ok(ProbeSpec::System);
         }

@@ -4,8 +4,7 @@
 use crate::raft_types::{NodeId, TypeConfig};
 use openraft::raft::{AppendEntriesRequest, AppendEntriesResponse, SnapshotResponse, VoteRequest, VoteResponse};
 use roster_kernel::{
-    CommandResult, Event, MemberId, ProcessId, QueryReply, Query, Request, ResourceAverage, ServerId,
-    SessionId,
+    CommandResult, Event, MemberId, ProcessId, Query, QueryReply, Request, ResourceAverage, ServerId, SessionId,
 };
 use serde::{Deserialize, Serialize};
 
@@ -87,14 +86,27 @@ pub enum ClientRequest {
     OpenSession,
     /// A command under exactly-once rules.
     Submit(Request),
-    Query { query: Query, consistency: Consistency },
+    Query {
+        query: Query,
+        consistency: Consistency,
+    },
     /// "I am alive", to the leader only; servers attach their averaged resources.
-    Heartbeat { member: MemberId, resources: Option<ResourceAverage> },
+    Heartbeat {
+        member: MemberId,
+        resources: Option<ResourceAverage>,
+    },
     /// Stream change events after `after_revision` on this connection until it closes.
-    Watch { after_revision: u64 },
+    Watch {
+        after_revision: u64,
+    },
     Status,
-    AddNode { id: NodeId, addr: String },
-    RemoveNode { id: NodeId },
+    AddNode {
+        id: NodeId,
+        addr: String,
+    },
+    RemoveNode {
+        id: NodeId,
+    },
     Launch(LaunchRequest),
     /// Leader → chosen node: start this program here.
     StartLocal(LaunchRequest),
@@ -127,12 +139,19 @@ pub enum ClientResponse {
     /// One or more watch events; more follow on the same id.
     Events(Vec<Event>),
     /// The requested revision is older than the node keeps; list again and watch from now.
-    WatchCompacted { oldest_available: u64 },
+    WatchCompacted {
+        oldest_available: u64,
+    },
     Status(Box<ClusterStatus>),
-    Launched { server: ServerId, process: ProcessId },
+    Launched {
+        server: ServerId,
+        process: ProcessId,
+    },
     Done,
     /// Ask the leader instead; the hint is its id and address when known.
-    NotLeader { leader: Option<(NodeId, String)> },
+    NotLeader {
+        leader: Option<(NodeId, String)>,
+    },
     /// Try again shortly at the same node (e.g. a new leader not yet ready).
     RetryLater(String),
     Error(String),

@@ -5,7 +5,7 @@ use super::ClientArgs;
 use clap::{Args, Subcommand};
 use roster_kernel::retry_queue::RetryConfig;
 use roster_kernel::{Command, MemberId, ProcessId, ProcessInfo, Reply, ResourceAverage, ServerId};
-use roster_real::client::{Cluster, ClientOptions, Session};
+use roster_real::client::{ClientOptions, Cluster, Session};
 use roster_real::wire::{ClientRequest, ClientResponse};
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
@@ -131,7 +131,10 @@ async fn seq(count: u64, value_bytes: usize, c: ClientArgs) -> Result<ExitCode, 
     let value = "x".repeat(value_bytes);
     // Warm up the connection and the leader's path.
     for i in 0..20 {
-        session.execute(Command::KvPut { key: format!("bench/warm/{i}"), value: value.clone() }).await.map_err(|e| e.to_string())?;
+        session
+            .execute(Command::KvPut { key: format!("bench/warm/{i}"), value: value.clone() })
+            .await
+            .map_err(|e| e.to_string())?;
     }
     let mut lat = Vec::with_capacity(count as usize);
     let mut failures = 0;
@@ -147,7 +150,13 @@ async fn seq(count: u64, value_bytes: usize, c: ClientArgs) -> Result<ExitCode, 
     Ok(ExitCode::SUCCESS)
 }
 
-async fn conc(count: u64, clients: u64, connections: u64, value_bytes: usize, c: ClientArgs) -> Result<ExitCode, String> {
+async fn conc(
+    count: u64,
+    clients: u64,
+    connections: u64,
+    value_bytes: usize,
+    c: ClientArgs,
+) -> Result<ExitCode, String> {
     if clients == 0 || connections == 0 {
         return Err("--clients and --connections must be at least 1".into());
     }

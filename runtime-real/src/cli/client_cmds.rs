@@ -310,7 +310,14 @@ pub async fn ls(args: LsArgs) -> Result<ExitCode, String> {
         }
         for p in &processes {
             let labels: Vec<String> = p.info.labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
-            println!("process:{:<5} {:<20} {:?} server:{} {}", p.id.0, p.info.name, p.status, p.info.server.0, labels.join(","));
+            println!(
+                "process:{:<5} {:<20} {:?} server:{} {}",
+                p.id.0,
+                p.info.name,
+                p.status,
+                p.info.server.0,
+                labels.join(",")
+            );
         }
     }
     Ok(ExitCode::SUCCESS)
@@ -324,7 +331,11 @@ pub async fn put(args: PutArgs) -> Result<ExitCode, String> {
             if !args.labels.is_empty() {
                 return Err("servers have no labels; --label applies to processes".into());
             }
-            Command::PutServer { id, patch: ServerPatch { name: args.name, status, ..Default::default() }, create: None }
+            Command::PutServer {
+                id,
+                patch: ServerPatch { name: args.name, status, ..Default::default() },
+                create: None,
+            }
         }
         MemberId::Process(id) => {
             let mut patch = ProcessPatch { name: args.name, status, ..Default::default() };
@@ -351,7 +362,8 @@ pub async fn kv(args: KvArgs) -> Result<ExitCode, String> {
     match args.op {
         KvOp::Get { key, stale, client: c } => {
             let client = c.connect().await?;
-            let reply = client.query(Query::KvGet { key: key.clone() }, consistency(stale)).await.map_err(|e| e.to_string())?;
+            let reply =
+                client.query(Query::KvGet { key: key.clone() }, consistency(stale)).await.map_err(|e| e.to_string())?;
             let QueryResult::KvValue(v) = reply.result else {
                 return Err("protocol error: kv get answered with something else".into());
             };
@@ -383,7 +395,8 @@ pub async fn kv(args: KvArgs) -> Result<ExitCode, String> {
                 return Err("kv cas needs --new VALUE or --delete".into());
             }
             let client = c.connect().await?;
-            let reply = client.execute(Command::KvCas { key, expected: expect, new }).await.map_err(|e| e.to_string())?;
+            let reply =
+                client.execute(Command::KvCas { key, expected: expect, new }).await.map_err(|e| e.to_string())?;
             if c.json {
                 print_json(&reply)?;
             } else if let Reply::Cas { swapped, current, revision } = &reply {

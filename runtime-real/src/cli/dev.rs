@@ -24,8 +24,7 @@ pub struct DevArgs {
 
 pub async fn run(args: DevArgs) -> Result<ExitCode, String> {
     super::init_logging();
-    std::fs::create_dir_all(&args.data_dir)
-        .map_err(|e| format!("cannot create {}: {e}", args.data_dir.display()))?;
+    std::fs::create_dir_all(&args.data_dir).map_err(|e| format!("cannot create {}: {e}", args.data_dir.display()))?;
     let token_file = ensure_token(&args.data_dir)?;
     let addr = |n: u64| format!("127.0.0.1:{}", args.base_port as u64 + n - 1);
     let peers: std::collections::BTreeMap<u64, String> = (1..=args.nodes).map(|n| (n, addr(n))).collect();

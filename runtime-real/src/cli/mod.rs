@@ -52,7 +52,12 @@ enum Command {
 #[derive(Args, Clone, Debug)]
 pub struct ClientArgs {
     /// Cluster endpoints, HOST:PORT,...
-    #[arg(long, env = "ROSTER_ENDPOINTS", value_delimiter = ',', default_value = "127.0.0.1:7401,127.0.0.1:7402,127.0.0.1:7403")]
+    #[arg(
+        long,
+        env = "ROSTER_ENDPOINTS",
+        value_delimiter = ',',
+        default_value = "127.0.0.1:7401,127.0.0.1:7402,127.0.0.1:7403"
+    )]
     pub endpoints: Vec<String>,
     /// File holding the cluster token (or set ROSTER_TOKEN).
     #[arg(long, env = "ROSTER_TOKEN_FILE")]

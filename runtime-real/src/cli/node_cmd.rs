@@ -126,7 +126,10 @@ pub async fn run(args: NodeArgs) -> Result<ExitCode, String> {
 pub async fn start_node(config: NodeConfig) -> Result<Node, String> {
     std::fs::create_dir_all(&config.data_dir)
         .map_err(|e| format!("cannot create data dir {}: {e}", config.data_dir.display()))?;
-    let disk = Arc::new(FsDisk::open(&config.data_dir).map_err(|e| format!("cannot open data dir {}: {e}", config.data_dir.display()))?);
+    let disk = Arc::new(
+        FsDisk::open(&config.data_dir)
+            .map_err(|e| format!("cannot open data dir {}: {e}", config.data_dir.display()))?,
+    );
     let probe = roster_real::probe::ProbeSpec::parse(&config.probe).map_err(|e| e.to_string())?.build();
     Node::start(config, disk, probe).await.map_err(|e| e.to_string())
 }

@@ -72,8 +72,10 @@ pub async fn run(args: RunArgs) -> Result<ExitCode, String> {
     // Registration retries through the client's queue while the program already runs.
     let register = client.register_process(info, args.heartbeat_interval_ms);
     tokio::pin!(register);
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).map_err(|e| e.to_string())?;
-    let mut int = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt()).map_err(|e| e.to_string())?;
+    let mut term =
+        tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).map_err(|e| e.to_string())?;
+    let mut int =
+        tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt()).map_err(|e| e.to_string())?;
     let mut handle = None;
     let status = loop {
         tokio::select! {

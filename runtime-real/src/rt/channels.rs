@@ -3,8 +3,7 @@
 
 use futures::TryFutureExt;
 use openraft_rt::{
-    Mpsc, MpscReceiver, MpscSender, MpscWeakSender, OneshotSender, OptionalSend, SendError,
-    TryRecvError,
+    Mpsc, MpscReceiver, MpscSender, MpscWeakSender, OneshotSender, OptionalSend, SendError, TryRecvError,
 };
 use std::future::Future;
 use tokio::sync::{mpsc, oneshot};
