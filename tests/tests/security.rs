@@ -1,7 +1,7 @@
 //! A wrong token is refused and changes nothing; malformed and oversized frames close
 //! their connection without hurting the node.
 
-use roster_tests::{TestCluster, ok, roster_bin};
+use roster_tests::{TestCluster, eventually, ok, roster_bin};
 use std::io::{ErrorKind, Read, Write};
 use std::net::TcpStream;
 use std::process::Command;
@@ -48,8 +48,9 @@ fn expect_closed(mut s: TcpStream, within: Duration, what: &str) -> Vec<u8> {
     }
 }
 
-fn connect(addr: &str) -> TcpStream {
-    let s = TcpStream::connect_timeout(&addr.parse().expect("addr"), Duration::from_secs(5)).expect("connect");
+fn connect(c: &TestCluster, addr: &str) -> TcpStream {
+    let s = TcpStream::connect_timeout(&addr.parse().expect("addr"), Duration::from_secs(5))
+        .unwrap_or_else(|e| panic!("connect to {addr}: {e}\n{}", c.logs()));
     s.set_write_timeout(Some(Duration::from_secs(5))).expect("set write timeout");
     s
 }
@@ -91,7 +92,8 @@ fn wrong_token_is_refused_and_applies_nothing() {
 
     // A raw client Hello with a wrong token is answered (refused) and the connection closed.
     let addr = c.nodes[&1].addr.clone();
-    let mut s = connect(&addr);
+    eventually(Duration::from_secs(10), "node 1 to answer on its own", || c.status_at(&addr));
+    let mut s = connect(&c, &addr);
     s.write_all(&frame(&client_hello("wrong-token"))).expect("send hello");
     let reply = expect_closed(s, Duration::from_secs(5), "hello with a wrong token");
     assert!(reply.len() >= 6 && reply[4] == WIRE_VERSION, "no reply frame before closing: {reply:?}");
@@ -106,28 +108,29 @@ fn malformed_and_oversized_frames_close_the_connection() {
     c.wait_leader(Duration::from_secs(20));
     let addr = c.nodes[&1].addr.clone();
     let token = std::fs::read_to_string(&c.token_file).expect("token");
+    eventually(Duration::from_secs(10), "node 1 to answer on its own", || c.status_at(&addr));
 
     // Garbage body with a valid length as the first frame.
-    let mut s = connect(&addr);
+    let mut s = connect(&c, &addr);
     s.write_all(&frame(&[0xFF, 0xFE, 0xFD, 0xFC, 0x80, 0x80, 0x80, 0x80, 0x80, 0x7F])).expect("send garbage");
     expect_closed(s, Duration::from_secs(5), "garbage first frame");
     still_serving(&c, &addr, "after-garbage");
 
     // A wrong protocol version byte.
-    let mut s = connect(&addr);
+    let mut s = connect(&c, &addr);
     let mut f = frame(&client_hello(&token));
     f[4] = WIRE_VERSION + 7;
     s.write_all(&f).expect("send bad version");
     expect_closed(s, Duration::from_secs(5), "bad version byte");
 
     // An oversized length header (no body follows): refused at once, not waited on.
-    let mut s = connect(&addr);
+    let mut s = connect(&c, &addr);
     s.write_all(&0xFFFF_FFF0u32.to_be_bytes()).expect("send header");
     expect_closed(s, Duration::from_secs(5), "oversized frame header");
     still_serving(&c, &addr, "after-oversized");
 
     // The same after a successful handshake.
-    let mut s = connect(&addr);
+    let mut s = connect(&c, &addr);
     s.write_all(&frame(&client_hello(&token))).expect("send hello");
     let mut head = [0u8; 6];
     s.set_read_timeout(Some(Duration::from_secs(5))).expect("timeout");
@@ -139,7 +142,7 @@ fn malformed_and_oversized_frames_close_the_connection() {
     s.write_all(&frame(&[0xFF; 12])).expect("send garbage request");
     expect_closed(s, Duration::from_secs(5), "garbage request after the handshake");
 
-    let mut s = connect(&addr);
+    let mut s = connect(&c, &addr);
     s.write_all(&frame(&client_hello(&token))).expect("send hello");
     s.write_all(&0xFFFF_FFF0u32.to_be_bytes()).expect("send header");
     expect_closed(s, Duration::from_secs(5), "oversized request after the handshake");
@@ -147,6 +150,9 @@ fn malformed_and_oversized_frames_close_the_connection() {
     still_serving(&c, &addr, "after-all");
     // The other nodes are fine too.
     for id in 2..=3 {
-        assert_eq!(c.kv_get_at(&c.nodes[&id].addr, "after-all", true).as_deref().map(|_| ()), Some(()));
+        let ep = c.nodes[&id].addr.clone();
+        eventually(Duration::from_secs(10), &format!("node {id} to serve after-all"), || {
+            (c.kv_get_at(&ep, "after-all", true).as_deref() == Some("still-here")).then_some(())
+        });
     }
 }
