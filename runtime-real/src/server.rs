@@ -17,6 +17,8 @@ use tokio::sync::mpsc;
 const HELLO_TIMEOUT_MS: u64 = 5_000;
 /// Responses waiting to be written on one client connection; beyond it the handlers wait.
 const CLIENT_OUTBOX: usize = 1_024;
+/// Most responses gathered into one write.
+const WRITE_BATCH: usize = 256;
 
 pub async fn serve(listener: TcpListener, api: Arc<Api>) {
     loop {
@@ -129,8 +131,17 @@ async fn serve_peer(mut r: Reader, mut w: Writer, api: Arc<Api>, from: u64) -> R
 async fn serve_client(mut r: Reader, mut w: Writer, api: Arc<Api>, peer: String) -> Result<(), TransportError> {
     let (tx, mut rx) = mpsc::channel::<ClientResponseEnvelope>(CLIENT_OUTBOX);
     let writer = tokio::spawn(async move {
+        let mut batch = Vec::new();
         while let Some(env) = rx.recv().await {
-            w.send(&env).await?;
+            batch.push(env);
+            while batch.len() < WRITE_BATCH {
+                match rx.try_recv() {
+                    Ok(env) => batch.push(env),
+                    Err(_) => break,
+                }
+            }
+            w.send_batch(&batch).await?;
+            batch.clear();
         }
         Ok::<_, TransportError>(w)
     });

@@ -29,12 +29,18 @@ pub enum TransportError {
 pub struct FrameReader<R> {
     inner: R,
     buf: Vec<u8>,
+    /// Bytes before this offset are consumed; compacted lazily so that a burst of many
+    /// small frames costs one copy, not one shift of the whole buffer per frame.
+    start: usize,
     max_frame_bytes: usize,
 }
 
+/// Bytes asked of the socket per read.
+const READ_CHUNK_BYTES: usize = 64 << 10;
+
 impl<R: AsyncRead + Unpin> FrameReader<R> {
     pub fn new(inner: R, max_frame_bytes: usize) -> Self {
-        FrameReader { inner, buf: Vec::with_capacity(8 << 10), max_frame_bytes }
+        FrameReader { inner, buf: Vec::with_capacity(READ_CHUNK_BYTES), start: 0, max_frame_bytes }
     }
 
     pub fn set_max_frame_bytes(&mut self, max: usize) {
@@ -44,20 +50,26 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
     /// The next message, or `Closed` at a clean end of stream between frames.
     pub async fn recv<T: DeserializeOwned>(&mut self) -> Result<T, TransportError> {
         loop {
-            if let Some((msg, used)) = codec::decode_frame::<T>(&self.buf, self.max_frame_bytes)? {
-                self.buf.drain(..used);
+            if let Some((msg, used)) = codec::decode_frame::<T>(&self.buf[self.start..], self.max_frame_bytes)? {
+                self.start += used;
+                if self.start == self.buf.len() {
+                    self.buf.clear();
+                    self.start = 0;
+                }
                 return Ok(msg);
             }
-            let mut chunk = [0u8; 16 << 10];
-            let n = self.inner.read(&mut chunk).await?;
+            if self.start > 0 {
+                self.buf.drain(..self.start);
+                self.start = 0;
+            }
+            self.buf.reserve(READ_CHUNK_BYTES);
+            let n = self.inner.read_buf(&mut self.buf).await?;
             if n == 0 {
-                if self.buf.is_empty() {
-                    return Err(TransportError::Closed);
+                if !self.buf.is_empty() {
+                    codec::check_eof(&self.buf)?;
                 }
-                codec::check_eof(&self.buf)?;
                 return Err(TransportError::Closed);
             }
-            self.buf.extend_from_slice(&chunk[..n]);
         }
     }
 }
@@ -75,6 +87,30 @@ impl<W: AsyncWrite + Unpin> FrameWriter<W> {
 
     pub fn set_max_frame_bytes(&mut self, max: usize) {
         self.max_frame_bytes = max;
+    }
+
+    /// Sends several messages with one write (and one flush): under load this turns a
+    /// syscall per response into a syscall per burst.
+    pub async fn send_batch<T: Serialize>(&mut self, msgs: &[T]) -> Result<(), TransportError> {
+        let mut out = Vec::new();
+        for m in msgs {
+            out.extend_from_slice(&codec::encode_frame(m, self.max_frame_bytes)?);
+        }
+        self.inner.write_all(&out).await?;
+        self.inner.flush().await?;
+        Ok(())
+    }
+
+    /// Encodes one frame without sending it (to check it alone, then send many at once).
+    pub fn encode<T: Serialize>(&self, msg: &T) -> Result<Vec<u8>, TransportError> {
+        Ok(codec::encode_frame(msg, self.max_frame_bytes)?)
+    }
+
+    /// Writes frames made by `encode`, in one write.
+    pub async fn send_encoded(&mut self, frames: &[u8]) -> Result<(), TransportError> {
+        self.inner.write_all(frames).await?;
+        self.inner.flush().await?;
+        Ok(())
     }
 
     pub async fn send<T: Serialize>(&mut self, msg: &T) -> Result<(), TransportError> {

@@ -245,6 +245,7 @@ impl Conn {
 }
 
 async fn write_loop(shared: Arc<Shared>, mut writer: Writer, mut rx: mpsc::Receiver<ClientEnvelope>) {
+    let mut frames = Vec::new();
     loop {
         let envelope = tokio::select! {
             biased;
@@ -254,17 +255,33 @@ async fn write_loop(shared: Arc<Shared>, mut writer: Writer, mut rx: mpsc::Recei
                 None => return,
             },
         };
-        match writer.send(&envelope).await {
-            Ok(()) => {}
-            // Encoding failed before anything was written: only this request is lost.
-            Err(TransportError::Codec(e)) => shared.fail_one(envelope.id, ClientError::NotSent(e.to_string())),
-            Err(e) => {
-                shared.fail(format!("write failed: {e}"));
-                return;
+        // Everything already queued goes out in the same write.
+        let mut next = Some(envelope);
+        let mut count = 0;
+        while let Some(envelope) = next.take() {
+            match writer.encode(&envelope) {
+                Ok(frame) => frames.extend_from_slice(&frame),
+                // Encoding failed before anything was written: only this request is lost.
+                Err(e) => shared.fail_one(envelope.id, ClientError::NotSent(e.to_string())),
+            }
+            count += 1;
+            if count < WRITE_BATCH {
+                next = rx.try_recv().ok();
             }
         }
+        if frames.is_empty() {
+            continue;
+        }
+        if let Err(e) = writer.send_encoded(&frames).await {
+            shared.fail(format!("write failed: {e}"));
+            return;
+        }
+        frames.clear();
     }
 }
+
+/// Most requests gathered into one write.
+const WRITE_BATCH: usize = 256;
 
 async fn read_loop(shared: Arc<Shared>, mut reader: Reader) {
     let reason = loop {
