@@ -6,6 +6,7 @@ use crate::clock::Clock;
 use crate::raft_types::{NodeId, TypeConfig};
 use crate::storage::SharedState;
 use openraft::alias::ROf;
+use openraft_rt::WatchReceiver;
 use roster_kernel::{
     EventKind, LeaderCommand, Liveness, LivenessConfig, MemberId, Proposal, ProposalBody, ResourceAverage, ServerId,
     UnknownMember,
@@ -154,14 +155,22 @@ pub async fn run(
     clock: Clock,
 ) {
     let mut retry_expire: Vec<(MemberId, u64)> = Vec::new();
+    let mut led_term: Option<u64> = None;
     loop {
         let now_ms = clock.now_ms();
-        let leading = raft.is_leader() && raft.current_leader().await == Some(node);
+        let (leading, term) = {
+            let metrics = raft.metrics();
+            let m = metrics.borrow_watched();
+            (m.current_leader == Some(node) && raft.is_leader(), m.current_term)
+        };
+        // Leadership lost and won back between two ticks is a new term: grace again.
+        let new_term = leading && led_term != Some(term);
         let mut to_expire = Vec::new();
         {
             let mut st = duties.lock();
-            match (leading, st.liveness.is_leader()) {
+            match (leading, st.liveness.is_leader() && !new_term) {
                 (true, false) => {
+                    led_term = Some(term);
                     let (members, revision) =
                         crate::storage::with_kernel(&shared, |sm| (sm.members().collect::<Vec<_>>(), sm.revision()));
                     tracing::info!(
@@ -176,6 +185,7 @@ pub async fn run(
                     retry_expire.clear();
                 }
                 (false, true) => {
+                    led_term = None;
                     tracing::info!(node, "no longer leader: liveness judging stops");
                     st.liveness.handle_stepped_down();
                     retry_expire.clear();
