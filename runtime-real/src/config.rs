@@ -101,6 +101,29 @@ impl ConfigError {
 }
 
 impl NodeConfig {
+    /// A config with every optional field at its default.
+    pub fn new(id: NodeId, listen: String, data_dir: PathBuf) -> Self {
+        NodeConfig {
+            id,
+            listen,
+            advertise: None,
+            peers: BTreeMap::new(),
+            data_dir,
+            token: None,
+            token_file: None,
+            name: None,
+            heartbeat_interval_ms: defaults::heartbeat_interval_ms(),
+            heartbeat_timeout_ms: defaults::heartbeat_timeout_ms(),
+            resource_window_ms: defaults::resource_window_ms(),
+            raft_heartbeat_ms: defaults::raft_heartbeat_ms(),
+            election_timeout_min_ms: defaults::election_timeout_min_ms(),
+            election_timeout_max_ms: defaults::election_timeout_max_ms(),
+            snapshot_every_entries: defaults::snapshot_every_entries(),
+            launch_allow: Vec::new(),
+            probe: defaults::probe(),
+        }
+    }
+
     /// Reads a TOML file; unknown keys are errors so a typo never goes unnoticed.
     pub fn from_toml_file(path: &std::path::Path) -> Result<Self, ConfigError> {
         let text = std::fs::read_to_string(path)

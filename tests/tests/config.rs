@@ -3,6 +3,14 @@
 use roster_tests::{TempDir, roster_bin};
 use std::process::Command;
 
+/// `--id 1 --listen 127.0.0.1:0 --data-dir <dir>/d` followed by `extra`.
+fn node_with(extra: &[&str], dir: &TempDir) -> (Option<i32>, String) {
+    let data = dir.0.join("d");
+    let mut args = vec!["--id", "1", "--listen", "127.0.0.1:0", "--data-dir", data.to_str().expect("utf8")];
+    args.extend_from_slice(extra);
+    node(&args, dir)
+}
+
 fn node(args: &[&str], dir: &TempDir) -> (Option<i32>, String) {
     let token = dir.0.join("token");
     std::fs::write(&token, "t0ken").expect("write token");
@@ -28,20 +36,7 @@ fn bad_listen_address_is_named() {
 #[test]
 fn short_heartbeat_timeout_names_both_values() {
     let dir = TempDir::new("cfg-timeout");
-    let data = dir.0.join("d");
-    let args = [
-        "--id",
-        "1",
-        "--listen",
-        "127.0.0.1:0",
-        "--data-dir",
-        data.to_str().expect("utf8"),
-        "--heartbeat-interval-ms",
-        "1000",
-        "--heartbeat-timeout-ms",
-        "2500",
-    ];
-    let (code, err) = node(&args, &dir);
+    let (code, err) = node_with(&["--heartbeat-interval-ms", "1000", "--heartbeat-timeout-ms", "2500"], &dir);
     assert_eq!(code, Some(1), "{err}");
     assert!(err.contains("2500") && err.contains("1000"), "{err}");
 }
@@ -64,18 +59,7 @@ fn unknown_config_key_is_named() {
 #[test]
 fn peers_without_this_node_are_refused() {
     let dir = TempDir::new("cfg-peers");
-    let data = dir.0.join("d");
-    let args = [
-        "--id",
-        "1",
-        "--listen",
-        "127.0.0.1:0",
-        "--peers",
-        "2=127.0.0.1:1,3=127.0.0.1:2",
-        "--data-dir",
-        data.to_str().expect("utf8"),
-    ];
-    let (code, err) = node(&args, &dir);
+    let (code, err) = node_with(&["--peers", "2=127.0.0.1:1,3=127.0.0.1:2"], &dir);
     assert_eq!(code, Some(1), "{err}");
     assert!(err.contains("peers"), "{err}");
 }

@@ -30,25 +30,10 @@ pub async fn run(args: DevArgs) -> Result<ExitCode, String> {
     let peers: std::collections::BTreeMap<u64, String> = (1..=args.nodes).map(|n| (n, addr(n))).collect();
     let mut nodes: Vec<roster_real::node::Node> = Vec::new();
     for n in 1..=args.nodes {
-        let config = NodeConfig {
-            id: n,
-            listen: addr(n),
-            advertise: None,
-            peers: peers.clone(),
-            data_dir: args.data_dir.join(format!("node-{n}")),
-            token: None,
-            token_file: Some(token_file.clone()),
-            name: Some(format!("dev-{n}")),
-            heartbeat_interval_ms: roster_real::config::defaults::heartbeat_interval_ms(),
-            heartbeat_timeout_ms: roster_real::config::defaults::heartbeat_timeout_ms(),
-            resource_window_ms: roster_real::config::defaults::resource_window_ms(),
-            raft_heartbeat_ms: roster_real::config::defaults::raft_heartbeat_ms(),
-            election_timeout_min_ms: roster_real::config::defaults::election_timeout_min_ms(),
-            election_timeout_max_ms: roster_real::config::defaults::election_timeout_max_ms(),
-            snapshot_every_entries: roster_real::config::defaults::snapshot_every_entries(),
-            launch_allow: Vec::new(),
-            probe: roster_real::config::defaults::probe(),
-        };
+        let mut config = NodeConfig::new(n, addr(n), args.data_dir.join(format!("node-{n}")));
+        config.peers = peers.clone();
+        config.token_file = Some(token_file.clone());
+        config.name = Some(format!("dev-{n}"));
         nodes.push(super::node_cmd::start_node(config).await?);
     }
     let endpoints: Vec<String> = (1..=args.nodes).map(addr).collect();

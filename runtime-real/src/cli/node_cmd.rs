@@ -51,25 +51,11 @@ impl NodeArgs {
             Some(path) => NodeConfig::from_toml_file(path).map_err(|e| e.to_string())?,
             None => {
                 let missing = |f: &str| format!("missing --{f} (or give --config FILE)");
-                NodeConfig {
-                    id: self.id.ok_or_else(|| missing("id"))?,
-                    listen: self.listen.clone().ok_or_else(|| missing("listen"))?,
-                    advertise: None,
-                    peers: Default::default(),
-                    data_dir: self.data_dir.clone().ok_or_else(|| missing("data-dir"))?,
-                    token: None,
-                    token_file: None,
-                    name: None,
-                    heartbeat_interval_ms: roster_real::config::defaults::heartbeat_interval_ms(),
-                    heartbeat_timeout_ms: roster_real::config::defaults::heartbeat_timeout_ms(),
-                    resource_window_ms: roster_real::config::defaults::resource_window_ms(),
-                    raft_heartbeat_ms: roster_real::config::defaults::raft_heartbeat_ms(),
-                    election_timeout_min_ms: roster_real::config::defaults::election_timeout_min_ms(),
-                    election_timeout_max_ms: roster_real::config::defaults::election_timeout_max_ms(),
-                    snapshot_every_entries: roster_real::config::defaults::snapshot_every_entries(),
-                    launch_allow: Vec::new(),
-                    probe: roster_real::config::defaults::probe(),
-                }
+                NodeConfig::new(
+                    self.id.ok_or_else(|| missing("id"))?,
+                    self.listen.clone().ok_or_else(|| missing("listen"))?,
+                    self.data_dir.clone().ok_or_else(|| missing("data-dir"))?,
+                )
             }
         };
         if let Some(v) = self.id {
