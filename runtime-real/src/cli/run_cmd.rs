@@ -43,7 +43,20 @@ pub async fn run(args: RunArgs) -> Result<ExitCode, String> {
     super::init_logging();
     let labels = args.labels.iter().map(|l| super::client_cmds::parse_label(l)).collect::<Result<_, _>>()?;
     let (program, program_args) = args.command.split_first().ok_or("nothing to run: give -- CMD ARGS")?;
-    let mut child = match tokio::process::Command::new(program).args(program_args).kill_on_drop(false).spawn() {
+    let mut cmd = tokio::process::Command::new(program);
+    cmd.args(program_args).kill_on_drop(false);
+    // If the wrapper dies (even by SIGKILL) the cluster will expire the member; the
+    // program must not live on unwatched, so the kernel sends it SIGTERM.
+    // SAFETY: prctl is async-signal-safe and touches only the child being set up.
+    unsafe {
+        cmd.pre_exec(|| {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let mut child = match cmd.spawn() {
         Ok(c) => c,
         Err(e) => {
             eprintln!("error: cannot start {program:?}: {e}");
