@@ -6,7 +6,8 @@ use serde::{Deserialize, Serialize};
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Event {
-    /// Revision of the state right after this change; strictly increasing.
+    /// Revision of the state right after the command that made this change. Never
+    /// decreases; the changes of one command (a batched expiry) share one revision.
     pub revision: u64,
     pub kind: EventKind,
 }

@@ -142,7 +142,7 @@ impl Api {
         let mut changes = self.shared.subscribe();
         loop {
             let batch = crate::storage::with_kernel(&self.shared, |sm| match sm.events_after(seen) {
-                Ok(events) => Ok(events.take(WATCH_BATCH).collect::<Vec<_>>()),
+                Ok(events) => Ok(whole_revisions(events, WATCH_BATCH)),
                 Err(c) => Err(c.oldest_available),
             });
             let response = match batch {
@@ -241,5 +241,37 @@ impl Api {
                 None => ClientResponse::Error(format!("membership change failed: {e}")),
             },
         }
+    }
+}
+
+/// At least `max` events (when there are that many), never splitting a revision: one
+/// batched leader command (an expiry of many members) shares one revision, and a
+/// watcher resumes after the last revision it saw.
+fn whole_revisions(events: impl Iterator<Item = roster_kernel::Event>, max: usize) -> Vec<roster_kernel::Event> {
+    let mut out: Vec<roster_kernel::Event> = Vec::new();
+    for e in events {
+        if out.len() >= max && out.last().is_some_and(|last| last.revision != e.revision) {
+            break;
+        }
+        out.push(e);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::whole_revisions;
+    use roster_kernel::{Event, EventKind};
+
+    fn ev(revision: u64) -> Event {
+        Event { revision, kind: EventKind::KvDeleted { key: revision.to_string() } }
+    }
+
+    #[test]
+    fn batches_never_split_a_revision() {
+        let events = vec![ev(1), ev(2), ev(2), ev(2), ev(3)];
+        let got = whole_revisions(events.clone().into_iter(), 2);
+        assert_eq!(got.iter().map(|e| e.revision).collect::<Vec<_>>(), vec![1, 2, 2, 2]);
+        assert_eq!(whole_revisions(events.into_iter(), 10).len(), 5);
     }
 }
