@@ -118,7 +118,7 @@ impl Launcher {
         if let Some(c) = req.require_cpu_percent {
             cmd.args(["--reserve-cpu", &c.to_string()]);
         }
-        cmd.arg("--").arg(&req.program).args(&req.args);
+        // Options go before `--`: everything after it is the program's own command line.
         match (&self.token, &self.token_file) {
             (Some(t), _) => {
                 cmd.env("ROSTER_TOKEN", t);
@@ -130,6 +130,7 @@ impl Launcher {
                 cmd.env("ROSTER_TOKEN", &api.token);
             }
         }
+        cmd.arg("--").arg(&req.program).args(&req.args);
         cmd.stdin(std::process::Stdio::null()).stdout(log).stderr(log_err).kill_on_drop(false);
         let mut child = match cmd.spawn() {
             Ok(c) => c,

@@ -343,3 +343,125 @@ impl Drop for WriteLoad {
         self.stop.store(true, std::sync::atomic::Ordering::SeqCst);
     }
 }
+
+/// A child process killed (SIGKILL) and reaped when dropped, for long-running client
+/// commands such as `roster run` and `roster watch`.
+pub struct ChildGuard(pub Option<Child>);
+
+impl ChildGuard {
+    pub fn child(&mut self) -> &mut Child {
+        self.0.as_mut().expect("child still owned")
+    }
+
+    pub fn id(&self) -> u32 {
+        self.0.as_ref().expect("child still owned").id()
+    }
+
+    /// SIGKILL and reap: no goodbye.
+    pub fn kill9(&mut self) {
+        if let Some(mut c) = self.0.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Waits (bounded) for the child to exit on its own and returns its output; panics
+    /// (after killing it) when `within` passes first. Stdout/stderr are read only if piped.
+    pub fn wait_output(&mut self, within: Duration) -> Output {
+        let deadline = Instant::now() + within;
+        loop {
+            let c = self.0.as_mut().expect("child still owned");
+            match c.try_wait().expect("try_wait") {
+                Some(_) => return self.0.take().expect("child").wait_with_output().expect("collect output"),
+                None if Instant::now() >= deadline => {
+                    self.kill9();
+                    panic!("child did not exit within {within:?}");
+                }
+                None => std::thread::sleep(Duration::from_millis(20)),
+            }
+        }
+    }
+}
+
+impl Drop for ChildGuard {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+impl TestCluster {
+    /// A `roster ARGS` command aimed at every node through the environment
+    /// (`ROSTER_ENDPOINTS`, `ROSTER_TOKEN_FILE`), so `ARGS` may end with `-- CMD ...`.
+    pub fn command(&self, args: &[&str]) -> Command {
+        self.command_at(&self.endpoints(), args)
+    }
+
+    pub fn command_at(&self, endpoints: &str, args: &[&str]) -> Command {
+        let mut cmd = Command::new(roster_bin());
+        cmd.args(args)
+            .env("ROSTER_ENDPOINTS", endpoints)
+            .env("ROSTER_TOKEN_FILE", &self.token_file)
+            .env_remove("ROSTER_TOKEN")
+            .env("RUST_LOG", "info");
+        cmd
+    }
+
+    /// Runs `command(args)` to completion (for args ending in `-- CMD ...`).
+    pub fn run_to_end(&self, args: &[&str]) -> Output {
+        self.command(args).output().expect("run roster command")
+    }
+
+    /// Spawns `command(args)` in the background with stdout and stderr piped.
+    pub fn spawn_client(&self, args: &[&str]) -> ChildGuard {
+        let child = self
+            .command(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn roster client");
+        ChildGuard(Some(child))
+    }
+
+    /// `status --json` once `n` servers are registered and each has averaged resources in
+    /// the record (so placement sees the pinned probe values, not an idle server).
+    pub fn wait_resources(&self, n: usize, within: Duration) -> Value {
+        eventually(within, &format!("{n} servers with resources in status"), || {
+            let s = self.status_at(&self.endpoints())?;
+            let servers = s["servers"].as_array()?;
+            (servers.len() == n && servers.iter().all(|e| !e["entry"]["resources"].is_null())).then_some(s)
+        })
+    }
+
+    /// The processes listed by `ls --kind processes --json`, or `None` if it failed.
+    pub fn processes(&self) -> Option<Vec<Value>> {
+        let out = self.roster(&["ls", "--kind", "processes", "--json"]);
+        if !out.status.success() {
+            return None;
+        }
+        let v: Value = serde_json::from_slice(&out.stdout).ok()?;
+        v["processes"].as_array().cloned()
+    }
+}
+
+/// Parses `watch --json` output: one event per line.
+pub fn watch_events(stdout: &[u8]) -> Vec<Value> {
+    String::from_utf8_lossy(stdout)
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("watch line is not JSON ({e}): {l}")))
+        .collect()
+}
+
+/// The absolute path of a program found on `PATH` (e.g. `sleep`).
+pub fn which(program: &str) -> String {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    for dir in std::env::split_paths(&path) {
+        let p = dir.join(program);
+        if p.is_file() {
+            // Not canonicalized: a multi-call binary (coreutils) dispatches on its name.
+            return p.to_string_lossy().into_owned();
+        }
+    }
+    panic!("{program} not found on PATH");
+}
