@@ -365,6 +365,21 @@ impl ChildGuard {
         }
     }
 
+    /// SIGKILL (if still running) and everything it wrote to its pipes, for diagnostics.
+    pub fn kill_and_output(&mut self) -> String {
+        let Some(mut c) = self.0.take() else { return "(already reaped)".into() };
+        let _ = c.kill();
+        match c.wait_with_output() {
+            Ok(o) => format!(
+                "{:?}\nstdout: {}\nstderr: {}",
+                o.status,
+                String::from_utf8_lossy(&o.stdout),
+                String::from_utf8_lossy(&o.stderr)
+            ),
+            Err(e) => format!("cannot collect output: {e}"),
+        }
+    }
+
     /// Waits (bounded) for the child to exit on its own and returns its output; panics
     /// (after killing it) when `within` passes first. Stdout/stderr are read only if piped.
     pub fn wait_output(&mut self, within: Duration) -> Output {
@@ -464,4 +479,98 @@ pub fn which(program: &str) -> String {
         }
     }
     panic!("{program} not found on PATH");
+}
+
+/// The direct children of process `pid` (Linux, from /proc), e.g. the program a killed
+/// `roster run` wrapper left behind.
+pub fn child_pids(pid: u32) -> Vec<u32> {
+    std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children"))
+        .unwrap_or_default()
+        .split_whitespace()
+        .filter_map(|p| p.parse().ok())
+        .collect()
+}
+
+/// SIGKILL to a pid we started (directly or through a wrapper).
+pub fn kill_pid(pid: u32) {
+    // SAFETY: plain kill(2).
+    unsafe {
+        libc::kill(pid as i32, libc::SIGKILL);
+    }
+}
+
+/// A `roster watch --json` running in the background; its events are read on a thread.
+pub struct WatchStream {
+    guard: ChildGuard,
+    rx: std::sync::mpsc::Receiver<Value>,
+    /// Every event received so far, in order.
+    pub seen: Vec<Value>,
+}
+
+impl WatchStream {
+    /// `watch --json [--after REV]` (no count: runs until dropped).
+    pub fn start(cluster: &TestCluster, after: Option<u64>) -> Self {
+        let after = after.map(|a| a.to_string());
+        let mut args = vec!["watch", "--json", "--timeout-ms", "20000"];
+        if let Some(a) = &after {
+            args.extend(["--after", a.as_str()]);
+        }
+        let mut guard = cluster.spawn_client(&args);
+        let stdout = guard.child().stdout.take().expect("piped stdout");
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            use std::io::BufRead;
+            for line in std::io::BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                if line.trim().is_empty() {
+                    continue;
+                }
+                let v: Value =
+                    serde_json::from_str(&line).unwrap_or_else(|e| panic!("watch line is not JSON ({e}): {line}"));
+                if tx.send(v).is_err() {
+                    break;
+                }
+            }
+        });
+        WatchStream { guard, rx, seen: Vec::new() }
+    }
+
+    /// Reads events until one satisfies `pred` (returned), or panics after `within`.
+    pub fn until(&mut self, within: Duration, what: &str, pred: impl FnMut(&Value) -> bool) -> Value {
+        self.try_until(within, pred).unwrap_or_else(|| {
+            let seen: Vec<String> = self.seen.iter().map(Value::to_string).collect();
+            panic!("watch: no event matching {what} within {within:?}; seen:\n{}", seen.join("\n"))
+        })
+    }
+
+    /// Reads events until one satisfies `pred`; `None` once `within` has passed.
+    pub fn try_until(&mut self, within: Duration, mut pred: impl FnMut(&Value) -> bool) -> Option<Value> {
+        let deadline = Instant::now() + within;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let v = self.rx.recv_timeout(left).ok()?;
+            self.seen.push(v.clone());
+            if pred(&v) {
+                return Some(v);
+            }
+        }
+    }
+
+    pub fn stop(mut self) -> Vec<Value> {
+        self.guard.kill9();
+        self.seen
+    }
+}
+
+/// For a `Departed` event of process `id`: its departure (`{"Expired": ..}` or
+/// `{"Deregistered": {"exit_status": N}}`); `None` for any other event.
+pub fn process_departure(event: &Value, id: u64) -> Option<Value> {
+    let d = event["kind"].get("Departed")?;
+    (d["member"]["Process"].as_u64() == Some(id)).then(|| d["tombstone"]["departure"].clone())
+}
+
+/// For a `ProcessRegistered` event: the process entry, if its name is `name`.
+pub fn process_registered<'a>(event: &'a Value, name: &str) -> Option<&'a Value> {
+    let p = event["kind"].get("ProcessRegistered")?;
+    (p["info"]["name"].as_str() == Some(name)).then_some(p)
 }
