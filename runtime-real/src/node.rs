@@ -29,6 +29,10 @@ pub struct Node {
     pub raft: Raft,
     pub api: Arc<Api>,
     pub local_addr: std::net::SocketAddr,
+    /// The applied state (for observers such as the simulator's checkers).
+    pub shared: Arc<storage::SharedState>,
+    /// A read-only view of the Raft log (for observers such as the simulator's checkers).
+    pub log_reader: storage::LogReader,
     agent: Option<crate::agent::ServerAgent>,
 }
 
@@ -40,10 +44,22 @@ impl Node {
         disk: Arc<dyn Disk>,
         probe: Box<dyn crate::probe::Probe>,
     ) -> Result<Node, NodeError> {
+        let options = storage::StorageOptions::for_fs(roster_kernel::Limits::default());
+        Node::start_with_storage(config, disk, probe, options).await
+    }
+
+    /// `start` with explicit storage options: `StorageOptions::for_mem` for a `MemDisk`
+    /// (the simulator), `for_fs` for a real directory.
+    pub async fn start_with_storage(
+        config: NodeConfig,
+        disk: Arc<dyn Disk>,
+        probe: Box<dyn crate::probe::Probe>,
+        storage_options: storage::StorageOptions,
+    ) -> Result<Node, NodeError> {
         config.validate()?;
         let token = config.resolve_token()?;
-        let (log_store, sm_store) =
-            storage::open(disk, storage::StorageOptions::for_fs(roster_kernel::Limits::default())).await?;
+        let (mut log_store, sm_store) = storage::open(disk, storage_options).await?;
+        let log_reader = openraft::storage::RaftLogStorage::get_log_reader(&mut log_store).await;
         let shared = sm_store.shared();
 
         let raft_config = openraft::Config {
@@ -85,13 +101,13 @@ impl Node {
             launcher: Some(Arc::new(launcher)),
         });
         tokio::spawn(crate::server::serve(listener, api.clone()));
-        tokio::spawn(crate::leader::run(config.id, raft.clone(), shared, duties, clock));
+        tokio::spawn(crate::leader::run(config.id, raft.clone(), shared.clone(), duties, clock));
 
         form_cluster(&raft, &config).await?;
         tracing::info!(node = config.id, listen = %local_addr, "node started");
 
         let agent = crate::agent::ServerAgent::start(&config, token, probe, clock);
-        Ok(Node { config, raft, api, local_addr, agent: Some(agent) })
+        Ok(Node { config, raft, api, local_addr, shared, log_reader, agent: Some(agent) })
     }
 
     /// Deregisters this server (awaited, bounded) and stops its heartbeats; Raft keeps

@@ -1,0 +1,743 @@
+//! The simulated world: server machines running `roster_real::node::Node` on a `MemDisk`
+//! that outlives their crashes, worker machines running the real client library, the
+//! fault injector, and the sampler that watches every node for the checkers.
+//!
+//! Every machine is a madsim node with its own IP. All randomness (fault choices, what a
+//! crash keeps of unsynced writes, workload choices) comes from madsim's seeded RNG, so a
+//! run is a function of its seed. Build and call it inside a madsim `Runtime::block_on`.
+
+use crate::probe::SimProbe;
+use crate::trace::{AppliedEvent, AppliedRec, CommitRec, CommitSeen, CrashRec, LeaderSeen, ShortSilence, Trace, fnv1a};
+use crate::workload::{self, WorkerCtx, WorkerKind};
+use madsim::net::NetSim;
+use madsim::rand::{Rng, thread_rng};
+use madsim::runtime::{Handle, NodeHandle};
+use madsim::time::Instant;
+use openraft::ServerState;
+use openraft::storage::RaftLogReader;
+use openraft_rt::WatchReceiver;
+use roster_kernel::{Departure, EventKind, Limits, MemberId, ProcessId};
+use roster_real::config::NodeConfig;
+use roster_real::node::Node;
+use roster_real::raft_types::Raft;
+use roster_real::storage::{Keep, LogReader, MemDisk, SharedState, StorageOptions, Unsynced};
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::{IpAddr, Ipv4Addr};
+use std::ops::Range;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+/// The cluster token every simulated machine uses.
+pub const TOKEN: &str = "roster-sim-token";
+/// The port every server listens on (each server has its own IP).
+pub const SERVER_PORT: u16 = 7000;
+/// A commit seen by a sampler whose previous sample is this far behind is hashed only for
+/// its last this-many entries (a restarted node replays thousands at once).
+const MAX_BACKFILL_ENTRIES: u64 = 256;
+
+/// The shape of a world and the timing of its machines.
+#[derive(Clone, Debug)]
+pub struct WorldConfig {
+    /// Voters the cluster forms with (ids 1..=servers).
+    pub servers: u64,
+    /// Extra server machines created empty (no initial peers), to be added later.
+    pub spare_servers: u64,
+    pub kv_workers: u64,
+    pub process_workers: u64,
+    /// Keys the key/value workers use (`k0`, `k1`, …).
+    pub keys: u64,
+    /// Pause between two operations of a key/value worker.
+    pub kv_think_ms: Range<u64>,
+    /// Lifetime of one registration of a process worker before it leaves or crashes;
+    /// `None`: it stays registered for the whole run.
+    pub process_life_ms: Option<Range<u64>>,
+    pub heartbeat_interval_ms: u64,
+    pub heartbeat_timeout_ms: u64,
+    pub raft_heartbeat_ms: u64,
+    pub election_timeout_min_ms: u64,
+    pub election_timeout_max_ms: u64,
+    pub snapshot_every_entries: u64,
+    /// How often the sampler looks at every node.
+    pub sample_every_ms: u64,
+    /// How often (at most) a node's whole state machine is hashed.
+    pub state_hash_every_ms: u64,
+    /// The network when no fault is active.
+    pub base_latency_ms: Range<u64>,
+}
+
+impl Default for WorldConfig {
+    fn default() -> Self {
+        WorldConfig {
+            servers: 5,
+            spare_servers: 0,
+            kv_workers: 12,
+            process_workers: 8,
+            keys: 12,
+            kv_think_ms: 20..200,
+            process_life_ms: None,
+            heartbeat_interval_ms: 1_000,
+            heartbeat_timeout_ms: 3_000,
+            raft_heartbeat_ms: 100,
+            election_timeout_min_ms: 400,
+            election_timeout_max_ms: 800,
+            snapshot_every_entries: 2_000,
+            sample_every_ms: 20,
+            state_hash_every_ms: 200,
+            base_latency_ms: 1..10,
+        }
+    }
+}
+
+pub fn server_ip(id: u64) -> IpAddr {
+    IpAddr::V4(Ipv4Addr::new(10, 0, (id / 250) as u8, (id % 250) as u8 + 1))
+}
+
+pub fn server_addr(id: u64) -> String {
+    format!("{}:{SERVER_PORT}", server_ip(id))
+}
+
+fn worker_ip(index: u64) -> IpAddr {
+    IpAddr::V4(Ipv4Addr::new(10, 1, (index / 250) as u8, (index % 250) as u8 + 1))
+}
+
+/// Simulated milliseconds since the world started; the same origin on every machine.
+#[derive(Clone, Copy, Debug)]
+pub struct SimClock {
+    origin: Instant,
+}
+
+impl SimClock {
+    pub fn now_ms(&self) -> u64 {
+        Instant::now().saturating_duration_since(self.origin).as_millis() as u64
+    }
+}
+
+/// The trace, shared by every machine of the world (one thread runs them all).
+#[derive(Clone, Default)]
+pub struct SharedTrace(Arc<Mutex<Trace>>);
+
+impl SharedTrace {
+    pub fn lock(&self) -> MutexGuard<'_, Trace> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// What the sampler reads of a running server.
+#[derive(Clone)]
+struct NodeView {
+    incarnation: u64,
+    raft: Raft,
+    shared: Arc<SharedState>,
+    log_reader: LogReader,
+}
+
+type Views = Arc<Mutex<BTreeMap<u64, NodeView>>>;
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+struct ServerSlot {
+    handle: NodeHandle,
+    disk: MemDisk,
+    incarnation: Arc<AtomicU64>,
+    up: bool,
+    paused: bool,
+}
+
+/// A worker's machine and what the world needs to know of it.
+struct WorkerSlot {
+    handle: NodeHandle,
+    kind: WorkerKind,
+    /// The process a process worker is registered as right now.
+    member: Arc<Mutex<Option<ProcessId>>>,
+    paused_at_ms: Option<u64>,
+}
+
+/// Per-node memory of the sampler.
+#[derive(Default)]
+struct SamplerNode {
+    incarnation: u64,
+    last_hashed_index: Option<u64>,
+    seen_revision: u64,
+    last_state_hash_ms: Option<u64>,
+    last_state_hash_index: Option<u64>,
+}
+
+pub struct World {
+    pub config: WorldConfig,
+    handle: Handle,
+    clock: SimClock,
+    trace: SharedTrace,
+    views: Views,
+    servers: Vec<ServerSlot>,
+    workers: Vec<WorkerSlot>,
+    /// Workers stop starting operations once set (the quiet phase).
+    quiet: Arc<AtomicBool>,
+    clogged_links: BTreeSet<(u64, u64)>,
+    clogged_nodes: BTreeSet<u64>,
+    paused_workers: BTreeSet<usize>,
+    sampler: Option<madsim::task::JoinHandle<()>>,
+}
+
+impl World {
+    /// Creates every machine and starts the sampler. Call inside `Runtime::block_on`.
+    pub fn start(config: WorldConfig) -> World {
+        let handle = Handle::current();
+        let clock = SimClock { origin: Instant::now() };
+        let trace = SharedTrace::default();
+        let views: Views = Arc::default();
+        let quiet = Arc::new(AtomicBool::new(false));
+        let base = config.base_latency_ms.clone();
+        NetSim::current().update_config(|c| {
+            c.packet_loss_rate = 0.0;
+            c.send_latency = Duration::from_millis(base.start)..Duration::from_millis(base.end);
+        });
+        let peers: BTreeMap<u64, String> = (1..=config.servers).map(|id| (id, server_addr(id))).collect();
+        let mut servers = Vec::new();
+        for id in 1..=config.servers + config.spare_servers {
+            let initial = if id <= config.servers { peers.clone() } else { BTreeMap::new() };
+            servers.push(start_server(&handle, &config, id, initial, clock, &trace, &views));
+        }
+        let endpoints: Vec<String> = (1..=config.servers).map(server_addr).collect();
+        let mut workers = Vec::new();
+        let kinds = (0..config.kv_workers)
+            .map(|_| WorkerKind::Kv)
+            .chain((0..config.process_workers).map(|_| WorkerKind::Process));
+        for (index, kind) in kinds.enumerate() {
+            let member = Arc::new(Mutex::new(None));
+            let ctx = WorkerCtx {
+                index: index as u64,
+                kind,
+                endpoints: endpoints.clone(),
+                clock,
+                trace: trace.clone(),
+                quiet: quiet.clone(),
+                member: member.clone(),
+                config: config.clone(),
+                incarnation: Arc::new(AtomicU64::new(0)),
+            };
+            let node = handle
+                .create_node()
+                .name(format!("worker-{index}"))
+                .ip(worker_ip(index as u64))
+                .init(move || workload::run(ctx.clone()))
+                .build();
+            workers.push(WorkerSlot { handle: node, kind, member, paused_at_ms: None });
+        }
+        let sampler = madsim::task::spawn(sample_loop(
+            views.clone(),
+            trace.clone(),
+            clock,
+            config.sample_every_ms,
+            config.state_hash_every_ms,
+        ));
+        World {
+            config,
+            handle,
+            clock,
+            trace,
+            views,
+            servers,
+            workers,
+            quiet,
+            clogged_links: BTreeSet::new(),
+            clogged_nodes: BTreeSet::new(),
+            paused_workers: BTreeSet::new(),
+            sampler: Some(sampler),
+        }
+    }
+
+    pub fn now_ms(&self) -> u64 {
+        self.clock.now_ms()
+    }
+
+    pub fn trace(&self) -> &SharedTrace {
+        &self.trace
+    }
+
+    /// Sleeps `ms` of simulated time.
+    pub async fn sleep_ms(&self, ms: u64) {
+        madsim::time::sleep(Duration::from_millis(ms)).await;
+    }
+
+    /// Ids of the initial voters.
+    pub fn voter_ids(&self) -> Vec<u64> {
+        (1..=self.config.servers).collect()
+    }
+
+    pub fn process_worker_indexes(&self) -> Vec<usize> {
+        (0..self.workers.len()).filter(|i| self.workers[*i].kind == WorkerKind::Process).collect()
+    }
+
+    fn note(&self, what: String) {
+        let now = self.now_ms();
+        self.trace.lock().record_fault(now, what);
+    }
+
+    /// The server that leads the highest term seen right now, if any.
+    pub fn leader(&self) -> Option<u64> {
+        let views = lock(&self.views);
+        views
+            .iter()
+            .filter(|(id, _)| self.slot(**id).is_some_and(|s| s.up && !s.paused))
+            .filter_map(|(id, v)| {
+                let m = v.raft.metrics();
+                let m = m.borrow_watched();
+                (m.state == ServerState::Leader).then_some((m.current_term, *id))
+            })
+            .max()
+            .map(|(_, id)| id)
+    }
+
+    /// A uniformly random voter id.
+    pub fn random_voter(&self) -> u64 {
+        thread_rng().gen_range(1..=self.config.servers)
+    }
+
+    /// The leader, or a random voter when none is known.
+    pub fn leader_or_random(&self) -> u64 {
+        self.leader().unwrap_or_else(|| self.random_voter())
+    }
+
+    fn slot(&self, id: u64) -> Option<&ServerSlot> {
+        self.servers.get((id as usize).checked_sub(1)?)
+    }
+
+    fn slot_mut(&mut self, id: u64) -> &mut ServerSlot {
+        &mut self.servers[id as usize - 1]
+    }
+
+    pub fn is_up(&self, id: u64) -> bool {
+        self.slot(id).is_some_and(|s| s.up)
+    }
+
+    // ---- network faults ----
+
+    /// Cuts the links between servers `a` and `b` (both ways unless `one_way`: then only
+    /// `a -> b`).
+    pub fn cut(&mut self, a: u64, b: u64, one_way: bool) {
+        let net = NetSim::current();
+        let (na, nb) = (self.slot(a).expect("server").handle.id(), self.slot(b).expect("server").handle.id());
+        net.clog_link(na, nb);
+        self.clogged_links.insert((a, b));
+        if !one_way {
+            net.clog_link(nb, na);
+            self.clogged_links.insert((b, a));
+        }
+    }
+
+    /// Splits the servers into `side` and the rest (`one_way`: only `side -> rest`).
+    pub fn partition(&mut self, side: &[u64], one_way: bool) {
+        let rest: Vec<u64> = (1..=self.servers.len() as u64).filter(|id| !side.contains(id)).collect();
+        for &a in side {
+            for &b in &rest {
+                self.cut(a, b, one_way);
+            }
+        }
+        self.note(format!(
+            "partition {side:?} | {rest:?}{}",
+            if one_way { " (one-way: first side cannot send)" } else { "" }
+        ));
+    }
+
+    /// Clogs a server's every link, clients included.
+    pub fn clog_server(&mut self, id: u64) {
+        let node = self.slot(id).expect("server").handle.id();
+        NetSim::current().clog_node(node);
+        self.clogged_nodes.insert(id);
+        self.note(format!("clog server {id}"));
+    }
+
+    /// Sets latency and packet loss for every link.
+    pub fn set_network(&mut self, latency_ms: Range<u64>, loss_rate: f64) {
+        NetSim::current().update_config(|c| {
+            c.packet_loss_rate = loss_rate;
+            c.send_latency = Duration::from_millis(latency_ms.start)..Duration::from_millis(latency_ms.end);
+        });
+        self.note(format!("network latency {latency_ms:?} ms, loss {:.1}%", loss_rate * 100.0));
+    }
+
+    /// Restores every link and the base network.
+    pub fn heal_network(&mut self) {
+        let net = NetSim::current();
+        for &(a, b) in &self.clogged_links {
+            net.unclog_link(self.servers[a as usize - 1].handle.id(), self.servers[b as usize - 1].handle.id());
+        }
+        for &id in &self.clogged_nodes {
+            net.unclog_node(self.servers[id as usize - 1].handle.id());
+        }
+        self.clogged_links.clear();
+        self.clogged_nodes.clear();
+        let base = self.config.base_latency_ms.clone();
+        net.update_config(|c| {
+            c.packet_loss_rate = 0.0;
+            c.send_latency = Duration::from_millis(base.start)..Duration::from_millis(base.end);
+        });
+    }
+
+    // ---- machine faults ----
+
+    pub fn pause_server(&mut self, id: u64) {
+        let slot = self.slot_mut(id);
+        if !slot.up || slot.paused {
+            return;
+        }
+        slot.paused = true;
+        Handle::current().pause(slot.handle.id());
+        self.note(format!("pause server {id}"));
+    }
+
+    pub fn resume_server(&mut self, id: u64) {
+        let slot = self.slot_mut(id);
+        if !slot.paused {
+            return;
+        }
+        slot.paused = false;
+        Handle::current().resume(slot.handle.id());
+        self.note(format!("resume server {id}"));
+    }
+
+    /// Kills a server (power loss): its disk keeps what was synced, and of each unsynced
+    /// change list a seeded choice of nothing, everything, or a prefix with a torn write.
+    pub fn kill_server(&mut self, id: u64) {
+        if !self.is_up(id) {
+            return;
+        }
+        lock(&self.views).remove(&id);
+        let now = self.now_ms();
+        let slot = self.slot_mut(id);
+        slot.up = false;
+        slot.paused = false;
+        Handle::current().kill(slot.handle.id());
+        let mut lost = 0u64;
+        slot.disk.crash(|u| {
+            let ops = match u {
+                Unsynced::Dir { ops } => ops,
+                Unsynced::File { ops, .. } => ops,
+            };
+            let mut rng = thread_rng();
+            match rng.gen_range(0..4u32) {
+                0 => Keep::ALL,
+                1 => {
+                    lost += ops as u64;
+                    Keep::NONE
+                }
+                _ => {
+                    let keep = rng.gen_range(0..=ops);
+                    lost += (ops - keep) as u64;
+                    let torn = if matches!(u, Unsynced::File { .. }) { rng.gen_range(0..64usize) } else { 0 };
+                    Keep { ops: keep, torn_bytes: torn }
+                }
+            }
+        });
+        let mut trace = self.trace.lock();
+        trace.record_commit(CommitRec { node: id, at_ms: now, event: CommitSeen::Restarted });
+        trace.record_fault(now, format!("kill server {id} ({lost} unsynced changes lost)"));
+    }
+
+    pub fn restart_server(&mut self, id: u64) {
+        let slot = self.slot_mut(id);
+        if slot.up {
+            return;
+        }
+        slot.up = true;
+        slot.incarnation.fetch_add(1, Ordering::Relaxed);
+        Handle::current().restart(slot.handle.id());
+        self.note(format!("restart server {id}"));
+    }
+
+    /// Pauses a worker's machine; its registered process falls silent.
+    pub fn pause_worker(&mut self, index: usize) {
+        let now = self.now_ms();
+        let w = &mut self.workers[index];
+        if w.paused_at_ms.is_some() {
+            return;
+        }
+        w.paused_at_ms = Some(now);
+        Handle::current().pause(w.handle.id());
+        self.paused_workers.insert(index);
+        let member = *lock(&w.member);
+        self.note(format!("pause worker {index} (process {member:?})"));
+    }
+
+    /// Resumes a paused worker and records what its silence was: shorter than the
+    /// heartbeat timeout minus one interval (it must not be expired) or longer than
+    /// timeout plus two intervals (it must be, as if crashed). Pauses in between prove
+    /// nothing either way and are recorded as neither.
+    pub fn resume_worker(&mut self, index: usize) {
+        let now = self.now_ms();
+        let (interval, timeout) = (self.config.heartbeat_interval_ms, self.config.heartbeat_timeout_ms);
+        let w = &mut self.workers[index];
+        let Some(from) = w.paused_at_ms.take() else { return };
+        Handle::current().resume(w.handle.id());
+        self.paused_workers.remove(&index);
+        let member = *lock(&w.member);
+        if let Some(p) = member {
+            let member = MemberId::Process(p);
+            let silent = now - from;
+            let mut trace = self.trace.lock();
+            if silent + interval < timeout {
+                trace.record_short_silence(ShortSilence { member, from_ms: from, until_ms: now });
+            } else if silent > timeout + 2 * interval {
+                trace.record_crash(CrashRec { member, at_ms: from, revived_at_ms: Some(now) });
+            }
+        }
+        self.note(format!("resume worker {index}"));
+    }
+
+    /// Undoes every fault: links, network, pauses, dead servers. Records the heal.
+    pub fn heal_all(&mut self) {
+        self.heal_network();
+        for id in 1..=self.servers.len() as u64 {
+            self.resume_server(id);
+            let spare = id > self.config.servers;
+            if !spare || self.slot(id).is_some_and(|s| s.incarnation.load(Ordering::Relaxed) > 0) {
+                self.restart_server(id);
+            }
+        }
+        for index in self.paused_workers.clone() {
+            self.resume_worker(index);
+        }
+        let now = self.now_ms();
+        let mut trace = self.trace.lock();
+        trace.record_fault(now, "heal everything".into());
+        trace.record_heal(now);
+    }
+
+    /// Asks the cluster (through a fresh client on the supervisor) to add spare server
+    /// `id` as a voter. Returns whether it answered done.
+    pub async fn add_voter(&mut self, id: u64) -> Result<(), String> {
+        let client = self.admin_client(id).await?;
+        let r = client.add_node(id, server_addr(id)).await.map_err(|e| e.to_string());
+        self.note(format!("add node {id} as voter: {r:?}"));
+        r
+    }
+
+    pub async fn remove_voter(&mut self, id: u64) -> Result<(), String> {
+        let client = self.admin_client(id).await?;
+        let r = client.remove_node(id).await.map_err(|e| e.to_string());
+        self.note(format!("remove voter {id}: {r:?}"));
+        r
+    }
+
+    async fn admin_client(&self, seed: u64) -> Result<roster_real::client::Client, String> {
+        let endpoints = (1..=self.config.servers).map(server_addr).collect();
+        let options = roster_real::client::ClientOptions {
+            endpoints,
+            token: TOKEN.into(),
+            connect_timeout_ms: 1_000,
+            request_timeout_ms: 10_000,
+        };
+        roster_real::client::Client::connect(options, 0xad41_0000 ^ seed).await.map_err(|e| e.to_string())
+    }
+
+    /// Stops the workload: no new operations; in-flight ones finish or stay pending.
+    pub fn quiet(&self) {
+        self.quiet.store(true, Ordering::Relaxed);
+        self.note("workload quiet".into());
+    }
+
+    /// Ends the run: stops the sampler, records the final state of the most advanced live
+    /// node, and returns the trace.
+    pub fn finish(mut self) -> Trace {
+        if let Some(s) = self.sampler.take() {
+            s.abort();
+        }
+        let now = self.now_ms();
+        let (kv, applied) = {
+            let views = lock(&self.views);
+            let best = views.values().max_by_key(|v| v.shared.read().last_applied.map_or(0, |l| l.index));
+            match best {
+                Some(v) => {
+                    let st = v.shared.read();
+                    let kv =
+                        st.kernel.kv_range("", None, u32::MAX).map(|(k, v)| (k.to_string(), v.to_string())).collect();
+                    (kv, st.last_applied.map_or(0, |l| l.index))
+                }
+                None => (BTreeMap::new(), 0),
+            }
+        };
+        for w in &self.workers {
+            self.handle.kill(w.handle.id());
+        }
+        for s in &self.servers {
+            if s.up {
+                self.handle.kill(s.handle.id());
+            }
+        }
+        lock(&self.views).clear();
+        let mut trace = self.trace.lock();
+        trace.record_end(now, kv, applied);
+        std::mem::take(&mut *trace)
+    }
+}
+
+fn start_server(
+    handle: &Handle,
+    world: &WorldConfig,
+    id: u64,
+    peers: BTreeMap<u64, String>,
+    clock: SimClock,
+    trace: &SharedTrace,
+    views: &Views,
+) -> ServerSlot {
+    let config = NodeConfig {
+        id,
+        listen: server_addr(id),
+        advertise: None,
+        peers,
+        data_dir: format!("/sim/node-{id}").into(),
+        token: Some(TOKEN.into()),
+        token_file: None,
+        name: Some(format!("server-{id}")),
+        heartbeat_interval_ms: world.heartbeat_interval_ms,
+        heartbeat_timeout_ms: world.heartbeat_timeout_ms,
+        resource_window_ms: 10_000,
+        raft_heartbeat_ms: world.raft_heartbeat_ms,
+        election_timeout_min_ms: world.election_timeout_min_ms,
+        election_timeout_max_ms: world.election_timeout_max_ms,
+        snapshot_every_entries: world.snapshot_every_entries,
+        launch_allow: Vec::new(),
+        probe: "fixed:cpu=0,mem=0".into(),
+    };
+    let disk = MemDisk::new();
+    let incarnation = Arc::new(AtomicU64::new(0));
+    let (d, t, v, inc) = (disk.clone(), trace.clone(), views.clone(), incarnation.clone());
+    let spare = config.peers.is_empty();
+    let node = handle
+        .create_node()
+        .name(format!("server-{id}"))
+        .ip(server_ip(id))
+        .init(move || {
+            let (config, disk, trace, views) = (config.clone(), d.clone(), t.clone(), v.clone());
+            let incarnation = inc.load(Ordering::Relaxed);
+            async move {
+                let probe = Box::new(SimProbe::for_server(id - 1));
+                let options = StorageOptions::for_mem(Limits::default());
+                match Node::start_with_storage(config, Arc::new(disk), probe, options).await {
+                    Ok(node) => {
+                        let view = NodeView {
+                            incarnation,
+                            raft: node.raft.clone(),
+                            shared: node.shared.clone(),
+                            log_reader: node.log_reader.clone(),
+                        };
+                        lock(&views).insert(id, view);
+                        // A madsim node ends when its init future returns: keep it (and
+                        // the node) alive until the world kills the machine.
+                        std::future::pending::<()>().await;
+                        drop(node);
+                    }
+                    Err(e) => {
+                        let now = clock.now_ms();
+                        trace.lock().record_start_failure(now, format!("server {id} failed to start: {e}"));
+                        std::future::pending::<()>().await;
+                    }
+                }
+            }
+        })
+        .build();
+    if spare {
+        // A spare waits, powered off, until a scenario starts it.
+        handle.kill(node.id());
+    }
+    ServerSlot { handle: node, disk, incarnation, up: !spare, paused: false }
+}
+
+/// Every `every_ms`: leader observations, newly committed entries (index, term, payload
+/// hash), state hashes at applied indexes, and the applied event stream, of every live
+/// node.
+async fn sample_loop(views: Views, trace: SharedTrace, clock: SimClock, every_ms: u64, hash_every_ms: u64) {
+    let mut nodes: BTreeMap<u64, SamplerNode> = BTreeMap::new();
+    let mut highest_commit: Option<u64> = None;
+    loop {
+        madsim::time::sleep(Duration::from_millis(every_ms)).await;
+        let now = clock.now_ms();
+        let snapshot: Vec<(u64, NodeView)> = lock(&views).iter().map(|(id, v)| (*id, v.clone())).collect();
+        for (id, view) in snapshot {
+            let state = nodes.entry(id).or_default();
+            if state.incarnation != view.incarnation {
+                *state = SamplerNode { incarnation: view.incarnation, ..SamplerNode::default() };
+            }
+            let (is_leader, term, committed) = {
+                let m = view.raft.metrics();
+                let m = m.borrow_watched();
+                (m.state == ServerState::Leader, m.current_term, m.local_committed)
+            };
+            let mut records = Vec::new();
+            if let Some(c) = committed {
+                let from = match state.last_hashed_index {
+                    Some(i) => i + 1,
+                    None => c.index.saturating_sub(MAX_BACKFILL_ENTRIES - 1),
+                }
+                .max(c.index.saturating_sub(MAX_BACKFILL_ENTRIES - 1));
+                if from <= c.index {
+                    let mut reader = view.log_reader.clone();
+                    if let Ok(entries) = reader.try_get_log_entries(from..=c.index).await {
+                        for e in entries {
+                            let bytes = postcard::to_allocvec(&e.payload).unwrap_or_default();
+                            records.push(CommitRec {
+                                node: id,
+                                at_ms: now,
+                                event: CommitSeen::Committed {
+                                    index: e.log_id.index,
+                                    term: e.log_id.leader_id.term,
+                                    entry_hash: fnv1a(&bytes),
+                                },
+                            });
+                        }
+                    }
+                    state.last_hashed_index = Some(c.index);
+                }
+            }
+            let mut trace = trace.lock();
+            if is_leader {
+                trace.record_leader(LeaderSeen { node: id, term, at_ms: now });
+            }
+            for r in records {
+                trace.record_commit(r);
+            }
+            if let Some(c) = committed
+                && highest_commit.is_none_or(|h| c.index > h)
+            {
+                highest_commit = Some(c.index);
+                trace.record_commit_time(now);
+            }
+            let st = view.shared.read();
+            let applied_index = st.last_applied.map(|l| l.index);
+            if let Some(index) = applied_index
+                && state.last_state_hash_index != Some(index)
+                && state.last_state_hash_ms.is_none_or(|at| now >= at + hash_every_ms)
+            {
+                let hash = fnv1a(&st.kernel.snapshot());
+                trace.record_applied(AppliedRec { node: id, at_ms: now, applied_index: index, state_hash: hash });
+                state.last_state_hash_index = Some(index);
+                state.last_state_hash_ms = Some(now);
+            }
+            match st.kernel.events_after(state.seen_revision) {
+                Ok(events) => {
+                    let mut position = 0u32;
+                    for e in events {
+                        position = if e.revision == state.seen_revision { position + 1 } else { 0 };
+                        state.seen_revision = e.revision;
+                        trace.record_event(e.revision, position, applied_event(&e.kind), id, now);
+                    }
+                }
+                Err(_) => state.seen_revision = st.kernel.revision(),
+            }
+        }
+    }
+}
+
+fn applied_event(kind: &EventKind) -> AppliedEvent {
+    match kind {
+        EventKind::KvPut { key, value } => AppliedEvent::KvPut { key: key.clone(), value: value.clone() },
+        EventKind::KvDeleted { key } => AppliedEvent::KvDeleted { key: key.clone() },
+        EventKind::Departed { member, tombstone } if matches!(tombstone.departure, Departure::Expired { .. }) => {
+            AppliedEvent::Expired { member: *member }
+        }
+        _ => AppliedEvent::Other,
+    }
+}

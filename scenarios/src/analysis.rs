@@ -1,0 +1,407 @@
+//! From a run's trace to the checkers' inputs, and every checker run on them.
+//!
+//! Pure: a function of the trace and the bounds only, compiled in every build.
+
+use crate::checkers::client_oracle::{self, CommandRef, QueueEvent, Queued, Write};
+use crate::checkers::linearizability::{self, LinearizabilityConfig, Operation, Outcome};
+use crate::checkers::liveness_bounds::{self, CrashedMember, HeartbeatDelivery, LeaderTenure, Removal, RemovalBounds};
+use crate::checkers::raft_safety::{self, AppliedSample, CommitEvent, CommitObservation, LeaderObservation};
+use crate::checkers::{CheckReport, Checker, Violation};
+use roster_kernel::{MemberId, ServerId, SessionId};
+use roster_sim::trace::{AppliedEvent, CommitSeen, HEARTBEAT_PRECISION_MS, KvCall, KvOp, KvOutput, OpEnd, Trace};
+use std::collections::{BTreeMap, BTreeSet};
+
+/// The timing promises a run is judged by.
+#[derive(Clone, Copy, Debug)]
+pub struct Bounds {
+    pub heartbeat_interval_ms: u64,
+    pub heartbeat_timeout_ms: u64,
+    /// The leader's duty loop period (`leader::TICK_MS`).
+    pub check_period_ms: u64,
+    /// Room between a leader's decision and the removal being observed.
+    pub removal_slack_ms: u64,
+    /// After a heal, something commits within this.
+    pub progress_ms: u64,
+    /// Commands submitted up to this long before the end must have been answered.
+    pub delivery_settle_ms: u64,
+    /// The sampler's period: a tenure lasts at least until its last sighting plus this.
+    pub sample_every_ms: u64,
+}
+
+/// Runs every checker on `trace`.
+pub fn check(trace: &Trace, bounds: &Bounds) -> CheckReport {
+    let mut report = CheckReport::new();
+    check_linearizability(trace, &mut report);
+    check_raft(trace, &mut report);
+    check_clients(trace, bounds, &mut report);
+    check_liveness(trace, bounds, &mut report);
+    report
+}
+
+fn check_linearizability(trace: &Trace, report: &mut CheckReport) {
+    let history: Vec<Operation> = trace.kv_ops.iter().filter_map(to_operation).collect();
+    match linearizability::check_history(&history, &LinearizabilityConfig::default()) {
+        Ok(verdict) => verdict.record(report),
+        Err(e) => report.record(
+            Checker::Linearizability,
+            [Violation::new(Checker::Linearizability, format!("the recorded history is malformed: {e}"))],
+        ),
+    }
+}
+
+/// A recorded operation as the linearizability checker sees it: refused commands and
+/// unanswered reads are left out; unanswered commands may have taken effect.
+fn to_operation(op: &KvOp) -> Option<Operation> {
+    let call = match &op.call {
+        KvCall::Put { value } => linearizability::KvCall::Put { value: value.clone() },
+        KvCall::Get => linearizability::KvCall::Get,
+        KvCall::Cas { expected, new } => linearizability::KvCall::Cas { expected: expected.clone(), new: new.clone() },
+        KvCall::Delete => linearizability::KvCall::Delete,
+    };
+    let is_read = matches!(op.call, KvCall::Get);
+    let outcome = match &op.end {
+        OpEnd::Refused { .. } => return None,
+        OpEnd::Pending | OpEnd::Failed { .. } if is_read => return None,
+        OpEnd::Pending | OpEnd::Failed { .. } => Outcome::Unknown,
+        OpEnd::Returned { at_ms, output } => Outcome::Returned {
+            at_ms: *at_ms,
+            output: match output {
+                KvOutput::Done => linearizability::KvOutput::Done,
+                KvOutput::Value(v) => linearizability::KvOutput::Value(v.clone()),
+                KvOutput::Cas { swapped, current } => {
+                    linearizability::KvOutput::Cas { swapped: *swapped, current: current.clone() }
+                }
+            },
+        },
+    };
+    Some(Operation { client: op.client, key: op.key.clone(), call, invoked_at_ms: op.invoked_at_ms, outcome })
+}
+
+fn check_raft(trace: &Trace, report: &mut CheckReport) {
+    let leaders: Vec<LeaderObservation> = trace
+        .leaders
+        .iter()
+        .map(|l| LeaderObservation { node: ServerId(l.node), term: l.term, at_ms: l.at_ms })
+        .collect();
+    report.record(Checker::LeaderPerTerm, raft_safety::check_leader_per_term(&leaders));
+    let commits: Vec<CommitObservation> = trace
+        .commits
+        .iter()
+        .map(|c| CommitObservation {
+            node: ServerId(c.node),
+            at_ms: c.at_ms,
+            event: match c.event {
+                CommitSeen::Committed { index, term, entry_hash } => CommitEvent::Committed { index, term, entry_hash },
+                CommitSeen::Restarted => CommitEvent::Restarted,
+            },
+        })
+        .collect();
+    report.record(Checker::CommittedEntries, raft_safety::check_committed_entries(&commits));
+    let mut recovered = raft_safety::check_commits_recovered(&commits);
+    recovered.extend(trace.start_failures.iter().map(|f| Violation::new(Checker::CommitsRecovered, f.clone())));
+    report.record(Checker::CommitsRecovered, recovered);
+    let samples: Vec<AppliedSample> = trace
+        .applied
+        .iter()
+        .map(|a| AppliedSample {
+            node: ServerId(a.node),
+            at_ms: a.at_ms,
+            applied_index: a.applied_index,
+            state_hash: a.state_hash,
+        })
+        .collect();
+    let mut agreement = raft_safety::check_state_machines(&samples);
+    agreement.extend(
+        trace
+            .event_conflicts
+            .iter()
+            .map(|c| Violation::new(Checker::StateMachineAgreement, format!("nodes applied different events at {c}"))),
+    );
+    report.record(Checker::StateMachineAgreement, agreement);
+}
+
+/// The command a unique value `c<client>-<seq>` was written by.
+fn parse_value(value: &str) -> Option<(u64, u64)> {
+    let (client, seq) = value.strip_prefix('c')?.split_once('-')?;
+    Some((client.parse().ok()?, seq.parse().ok()?))
+}
+
+fn command_ref(client: u64, seq: u64) -> CommandRef {
+    CommandRef { session: SessionId(client), seq }
+}
+
+/// What a command wrote, if it wrote: `Some(value)` sets, `Some(None)` deletes.
+fn written(op: &KvOp) -> Option<Option<String>> {
+    match (&op.call, &op.end) {
+        (KvCall::Put { value }, _) => Some(Some(value.clone())),
+        (KvCall::Delete, _) => Some(None),
+        (KvCall::Cas { new, .. }, OpEnd::Returned { output: KvOutput::Cas { swapped: true, .. }, .. }) => {
+            Some(new.clone())
+        }
+        (KvCall::Cas { .. }, OpEnd::Returned { .. }) => None,
+        (KvCall::Cas { new, .. }, _) => Some(new.clone()),
+        (KvCall::Get, _) => None,
+    }
+}
+
+fn check_clients(trace: &Trace, bounds: &Bounds, report: &mut CheckReport) {
+    let mut acknowledged = Vec::new();
+    let mut unconfirmed = Vec::new();
+    for op in &trace.kv_ops {
+        let (Some(seq), Some(value)) = (op.command_seq, written(op)) else { continue };
+        let write = Write { command: command_ref(op.client, seq), key: op.key.clone(), value };
+        match op.end {
+            OpEnd::Returned { .. } => acknowledged.push(write),
+            OpEnd::Pending | OpEnd::Failed { .. } => unconfirmed.push(write),
+            OpEnd::Refused { .. } => {}
+        }
+    }
+    let mut violations = client_oracle::check_acknowledged_writes(&acknowledged, &unconfirmed, &trace.final_kv);
+
+    // The applied stream as far as unique values show it: puts, and compare-and-sets that
+    // swapped in a value. Each client's visible commands are renumbered 1, 2, … so the
+    // exactly-once checker sees no gap where a delete or a failed swap left no value.
+    let mut visible: BTreeMap<(u64, u64), u64> = BTreeMap::new();
+    let mut count: BTreeMap<u64, u64> = BTreeMap::new();
+    let mut acknowledged_visible = Vec::new();
+    for op in &trace.kv_ops {
+        let Some(seq) = op.command_seq else { continue };
+        let shows = match (&op.call, &op.end) {
+            (_, OpEnd::Refused { .. }) => false,
+            (KvCall::Put { .. }, _) => true,
+            (KvCall::Cas { new: Some(_), .. }, OpEnd::Returned { output: KvOutput::Cas { swapped, .. }, .. }) => {
+                *swapped
+            }
+            _ => false,
+        };
+        if shows {
+            let n = count.entry(op.client).or_default();
+            *n += 1;
+            visible.insert((op.client, seq), *n);
+            if matches!(op.end, OpEnd::Returned { .. }) {
+                acknowledged_visible.push(command_ref(op.client, *n));
+            }
+        }
+    }
+    let applied: Vec<CommandRef> = trace
+        .events
+        .values()
+        .filter_map(|e| match &e.event {
+            AppliedEvent::KvPut { value, .. } => parse_value(value),
+            _ => None,
+        })
+        .filter_map(|(client, seq)| visible.get(&(client, seq)).map(|n| command_ref(client, *n)))
+        .collect();
+    violations.extend(client_oracle::check_acknowledged_applied(&acknowledged_visible, &applied));
+    report.record(Checker::AcknowledgedWrites, violations);
+    report.record(Checker::ExactlyOnce, client_oracle::check_exactly_once(&applied));
+
+    let mut submitted = Vec::new();
+    let mut completed = Vec::new();
+    for op in &trace.kv_ops {
+        let Some(queue_seq) = op.queue_seq else { continue };
+        let command = Queued { client: op.client, queue_seq };
+        submitted.push(QueueEvent { command, at_ms: op.invoked_at_ms });
+        if let OpEnd::Returned { at_ms, .. } | OpEnd::Refused { at_ms, .. } = op.end {
+            completed.push(QueueEvent { command, at_ms });
+        }
+    }
+    let required_by = trace.end_ms.saturating_sub(bounds.delivery_settle_ms);
+    report.record(Checker::QueuedDelivery, client_oracle::check_delivery(&submitted, &completed, required_by));
+}
+
+/// One tenure per (leader, term), from its first to its last sighting; a tenure seen in the
+/// last samples of the trace is taken to go on.
+fn tenures(trace: &Trace, bounds: &Bounds) -> Vec<LeaderTenure> {
+    let mut seen: BTreeMap<(u64, u64), (u64, u64)> = BTreeMap::new();
+    for l in &trace.leaders {
+        let e = seen.entry((l.term, l.node)).or_insert((l.at_ms, l.at_ms));
+        e.1 = e.1.max(l.at_ms);
+    }
+    let last_sample = trace.leaders.iter().map(|l| l.at_ms).max().unwrap_or(0);
+    seen.values()
+        .map(|&(from, last)| LeaderTenure {
+            from_ms: from,
+            until_ms: (last + 2 * bounds.sample_every_ms < last_sample.max(trace.end_ms.saturating_sub(100)))
+                .then_some(last + bounds.sample_every_ms),
+        })
+        .collect()
+}
+
+fn check_liveness(trace: &Trace, bounds: &Bounds, report: &mut CheckReport) {
+    let removals: Vec<Removal> = trace
+        .events
+        .values()
+        .filter_map(|e| match e.event {
+            AppliedEvent::Expired { member } => Some(Removal { member, at_ms: e.at_ms }),
+            _ => None,
+        })
+        .collect();
+    let first_removal = |member: MemberId, after_ms: u64| {
+        removals.iter().filter(|r| r.member == member && r.at_ms >= after_ms).map(|r| r.at_ms).min()
+    };
+    let removal_bounds = RemovalBounds {
+        timeout_ms: bounds.heartbeat_timeout_ms,
+        check_period_ms: bounds.check_period_ms,
+        slack_ms: bounds.removal_slack_ms,
+    };
+    let tenures = tenures(trace, bounds);
+    let mut crash_violations = Vec::new();
+    for c in &trace.crashes {
+        let crashed =
+            CrashedMember { member: c.member, crashed_at_ms: c.at_ms, removed_at_ms: first_removal(c.member, c.at_ms) };
+        let end = c.revived_at_ms.unwrap_or(trace.end_ms).min(trace.end_ms);
+        crash_violations.extend(liveness_bounds::check_crash_removal(&removal_bounds, &[crashed], &tenures, end));
+    }
+    report.record(Checker::CrashRemoval, crash_violations);
+
+    let heartbeats: Vec<HeartbeatDelivery> =
+        trace.heartbeats.iter().map(|h| HeartbeatDelivery { member: h.member, at_ms: h.at_ms }).collect();
+    // A recorded heartbeat reached the leader within HEARTBEAT_PRECISION_MS before its
+    // record: shrinking the window by as much keeps every finding sound.
+    let mut false_expiry = liveness_bounds::check_false_expiry(
+        bounds.heartbeat_timeout_ms.saturating_sub(HEARTBEAT_PRECISION_MS),
+        bounds.removal_slack_ms,
+        &heartbeats,
+        &removals,
+    );
+    false_expiry.extend(check_short_silences(trace, bounds, &heartbeats, &removals));
+    report.record(Checker::FalseExpiry, false_expiry);
+
+    report.record(
+        Checker::Progress,
+        liveness_bounds::check_progress(&trace.heals_ms, &trace.commit_times_ms, bounds.progress_ms, trace.end_ms),
+    );
+}
+
+/// A member paused for less than the timeout, healthy right before and right after, must
+/// not be expired around its pause: no leader heard it silent for a whole timeout.
+fn check_short_silences(
+    trace: &Trace,
+    bounds: &Bounds,
+    heartbeats: &[HeartbeatDelivery],
+    removals: &[Removal],
+) -> Vec<Violation> {
+    let mut by_member: BTreeMap<MemberId, BTreeSet<u64>> = BTreeMap::new();
+    for h in heartbeats {
+        by_member.entry(h.member).or_default().insert(h.at_ms);
+    }
+    let reach = bounds.heartbeat_interval_ms + HEARTBEAT_PRECISION_MS;
+    let mut violations = Vec::new();
+    for s in &trace.short_silences {
+        let Some(beats) = by_member.get(&s.member) else { continue };
+        let (Some(&before), Some(&after)) = (beats.range(..=s.from_ms).next_back(), beats.range(s.until_ms..).next())
+        else {
+            continue;
+        };
+        let healthy = before + reach >= s.from_ms && after <= s.until_ms + reach;
+        let gap = after - before + HEARTBEAT_PRECISION_MS;
+        if !healthy || gap >= bounds.heartbeat_timeout_ms {
+            continue;
+        }
+        if let Some(r) = removals.iter().find(|r| r.member == s.member && r.at_ms >= before && r.at_ms <= after) {
+            violations.push(Violation::new(
+                Checker::FalseExpiry,
+                format!(
+                    "{} was expired at {} ms although it was silent only from {before} to {after} ms \
+                     (paused {}..{} ms), under the {} ms timeout",
+                    s.member, r.at_ms, s.from_ms, s.until_ms, bounds.heartbeat_timeout_ms
+                ),
+            ));
+        }
+    }
+    violations
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use roster_kernel::ProcessId;
+    use roster_sim::trace::{CrashRec, HeartbeatRec, LeaderSeen};
+
+    const BOUNDS: Bounds = Bounds {
+        heartbeat_interval_ms: 1_000,
+        heartbeat_timeout_ms: 3_000,
+        check_period_ms: 50,
+        removal_slack_ms: 1_000,
+        progress_ms: 5_000,
+        delivery_settle_ms: 5_000,
+        sample_every_ms: 20,
+    };
+
+    fn op(client: u64, seq: u64, call: KvCall, invoked: u64, end: OpEnd) -> KvOp {
+        KvOp {
+            client,
+            command_seq: (!matches!(call, KvCall::Get)).then_some(seq),
+            queue_seq: (!matches!(call, KvCall::Get)).then_some(seq),
+            key: "k".into(),
+            call,
+            invoked_at_ms: invoked,
+            end,
+        }
+    }
+
+    fn put(v: &str) -> KvCall {
+        KvCall::Put { value: v.into() }
+    }
+
+    fn done(at_ms: u64) -> OpEnd {
+        OpEnd::Returned { at_ms, output: KvOutput::Done }
+    }
+
+    #[test]
+    fn a_stale_read_and_a_lost_write_are_found() {
+        let mut t = Trace::new();
+        t.record_op_invoked(op(1, 1, put("c1-1"), 0, done(10)));
+        t.record_op_invoked(op(2, 0, KvCall::Get, 20, OpEnd::Returned { at_ms: 30, output: KvOutput::Value(None) }));
+        t.record_end(100, BTreeMap::new(), 5);
+        let report = check(&t, &BOUNDS);
+        assert_eq!(report.violation_count(Checker::Linearizability), 1, "{report}");
+        assert_eq!(report.violation_count(Checker::AcknowledgedWrites), 2, "{report}");
+    }
+
+    #[test]
+    fn a_write_applied_twice_is_found_and_a_clean_history_passes() {
+        let mut t = Trace::new();
+        t.record_op_invoked(op(1, 1, put("c1-1"), 0, done(10)));
+        t.record_op_invoked(op(1, 2, KvCall::Delete, 11, done(20)));
+        t.record_op_invoked(op(1, 3, put("c1-3"), 21, done(30)));
+        let ev = |v: &str| AppliedEvent::KvPut { key: "k".into(), value: v.into() };
+        t.record_event(1, 0, ev("c1-1"), 1, 10);
+        t.record_event(2, 0, AppliedEvent::KvDeleted { key: "k".into() }, 1, 20);
+        t.record_event(3, 0, ev("c1-3"), 1, 30);
+        let mut kv = BTreeMap::new();
+        kv.insert("k".to_string(), "c1-3".to_string());
+        let mut clean = t.clone();
+        clean.record_end(100, kv.clone(), 3);
+        let report = check(&clean, &BOUNDS);
+        assert!(report.passed(), "{report}");
+        t.record_event(4, 0, ev("c1-1"), 2, 40);
+        t.record_end(100, kv, 4);
+        let report = check(&t, &BOUNDS);
+        assert_eq!(report.violation_count(Checker::ExactlyOnce), 1, "{report}");
+    }
+
+    #[test]
+    fn a_crashed_process_must_go_and_a_beating_one_must_stay() {
+        let member = MemberId::Process(ProcessId(7));
+        let mut t = Trace::new();
+        for at in (0..=10_000).step_by(20) {
+            t.record_leader(LeaderSeen { node: 1, term: 2, at_ms: at });
+        }
+        for at in (100..=2_100).step_by(1_000) {
+            t.record_heartbeat(HeartbeatRec { member, at_ms: at });
+        }
+        t.record_crash(CrashRec { member, at_ms: 2_200, revived_at_ms: None });
+        t.record_end(10_000, BTreeMap::new(), 0);
+        assert_eq!(check(&t, &BOUNDS).violation_count(Checker::CrashRemoval), 1, "never removed");
+        let mut early = t.clone();
+        early.record_event(1, 0, AppliedEvent::Expired { member }, 1, 3_500);
+        let report = check(&early, &BOUNDS);
+        assert_eq!(report.violation_count(Checker::FalseExpiry), 1, "{report}");
+        assert_eq!(report.violation_count(Checker::CrashRemoval), 0, "{report}");
+        let mut on_time = t;
+        on_time.record_event(1, 0, AppliedEvent::Expired { member }, 1, 5_400);
+        assert!(check(&on_time, &BOUNDS).passed(), "{}", check(&on_time, &BOUNDS));
+    }
+}

@@ -1,0 +1,479 @@
+//! `roster-sim`: runs Roster's fault scenarios under the deterministic simulator.
+//!
+//! ```text
+//! roster-sim list
+//! roster-sim run --scenario S --seed N [--trace]
+//! roster-sim sweep --scenario S|all --seeds A..B [--jobs J]
+//! roster-sim determinism --scenario S|all --seeds A..B [--jobs J]
+//! ```
+//!
+//! Only meaningful when built with `RUSTFLAGS="--cfg madsim"` (see `scripts/sim-suite`);
+//! a normal build says so and exits 2.
+
+#[cfg(not(madsim))]
+fn main() {
+    eprintln!(
+        "roster-sim runs the simulated world and must be built with the madsim configuration:\n  \
+         RUSTFLAGS=\"--cfg madsim\" CARGO_TARGET_DIR=target/madsim cargo build --release -j2 -p roster-scenarios --bin roster-sim"
+    );
+    std::process::exit(2);
+}
+
+#[cfg(madsim)]
+fn main() {
+    std::process::exit(sim::main());
+}
+
+#[cfg(madsim)]
+mod sim {
+    use clap::{Args, Parser, Subcommand};
+    use roster_scenarios::checkers::ReportStatus;
+    use roster_scenarios::runner::{self, RunOptions};
+    use roster_scenarios::scenarios::{self, Scenario};
+    use std::collections::BTreeMap;
+    use std::io::{BufRead, BufReader, Write};
+    use std::process::{Child, Command, Stdio};
+    use std::time::Instant;
+
+    #[derive(Parser)]
+    #[command(name = "roster-sim", about = "Roster's fault scenarios under the deterministic simulator")]
+    struct Cli {
+        #[command(subcommand)]
+        command: Cmd,
+    }
+
+    #[derive(Subcommand)]
+    enum Cmd {
+        /// Lists the scenarios.
+        List,
+        /// Runs one scenario with one seed; prints the checkers' report and the trace hash.
+        Run {
+            #[arg(long)]
+            scenario: String,
+            #[arg(long)]
+            seed: u64,
+            /// Also print the recorded trace.
+            #[arg(long)]
+            trace: bool,
+            /// One tab-separated RESULT line for `sweep` instead of the report.
+            #[arg(long, hide = true)]
+            machine: bool,
+            #[command(flatten)]
+            phases: Phases,
+        },
+        /// Runs scenarios over a range of seeds, in child processes; prints a table.
+        Sweep {
+            /// A scenario name, or `all`.
+            #[arg(long)]
+            scenario: String,
+            /// `A..B` (B excluded) or one seed.
+            #[arg(long)]
+            seeds: String,
+            #[arg(long, default_value_t = 1)]
+            jobs: usize,
+            #[command(flatten)]
+            phases: Phases,
+        },
+        /// For each seed: two runs in separate processes must give the same trace hash, and
+        /// madsim's own check (every RNG draw logged and compared) must pass.
+        Determinism {
+            #[arg(long)]
+            scenario: String,
+            #[arg(long)]
+            seeds: String,
+            #[arg(long, default_value_t = 1)]
+            jobs: usize,
+            #[command(flatten)]
+            phases: Phases,
+        },
+        /// madsim's determinism check of one run (used by `determinism`).
+        #[command(hide = true)]
+        MadsimCheck {
+            #[arg(long)]
+            scenario: String,
+            #[arg(long)]
+            seed: u64,
+            #[command(flatten)]
+            phases: Phases,
+        },
+    }
+
+    /// Phase lengths in simulated ms.
+    #[derive(Args, Clone, Debug)]
+    struct Phases {
+        #[arg(long, default_value_t = RunOptions::default().fault_ms)]
+        fault_ms: u64,
+        #[arg(long, default_value_t = RunOptions::default().settle_ms)]
+        settle_ms: u64,
+        #[arg(long, default_value_t = RunOptions::default().quiet_ms)]
+        quiet_ms: u64,
+    }
+
+    impl Phases {
+        fn options(&self) -> RunOptions {
+            RunOptions {
+                fault_ms: self.fault_ms,
+                settle_ms: self.settle_ms,
+                quiet_ms: self.quiet_ms,
+                ..RunOptions::default()
+            }
+        }
+
+        fn args(&self) -> Vec<String> {
+            let d = RunOptions::default();
+            let mut out = Vec::new();
+            for (flag, v, default) in [
+                ("--fault-ms", self.fault_ms, d.fault_ms),
+                ("--settle-ms", self.settle_ms, d.settle_ms),
+                ("--quiet-ms", self.quiet_ms, d.quiet_ms),
+            ] {
+                if v != default {
+                    out.push(flag.to_string());
+                    out.push(v.to_string());
+                }
+            }
+            out
+        }
+    }
+
+    pub fn main() -> i32 {
+        let cli = Cli::parse();
+        match cli.command {
+            Cmd::List => {
+                for s in scenarios::ALL {
+                    println!("{:<22} {}", s.name, s.about);
+                }
+                0
+            }
+            Cmd::Run { scenario, seed, trace, machine, phases } => match scenarios::find(&scenario) {
+                Some(s) => run_one(s, seed, trace, machine, &phases),
+                None => unknown(&scenario),
+            },
+            Cmd::Sweep { scenario, seeds, jobs, phases } => match (pick(&scenario), parse_seeds(&seeds)) {
+                (Some(list), Some(seeds)) => sweep(&list, seeds, jobs.max(1), &phases),
+                (None, _) => unknown(&scenario),
+                (_, None) => bad_seeds(&seeds),
+            },
+            Cmd::Determinism { scenario, seeds, jobs, phases } => match (pick(&scenario), parse_seeds(&seeds)) {
+                (Some(list), Some(seeds)) => determinism(&list, seeds, jobs.max(1), &phases),
+                (None, _) => unknown(&scenario),
+                (_, None) => bad_seeds(&seeds),
+            },
+            Cmd::MadsimCheck { scenario, seed, phases } => match scenarios::find(&scenario) {
+                Some(s) => {
+                    let hash = runner::check_determinism(s, seed, &phases.options());
+                    println!("madsim determinism check passed: {} seed {seed}, trace hash {hash:016x}", s.name);
+                    0
+                }
+                None => unknown(&scenario),
+            },
+        }
+    }
+
+    fn unknown(name: &str) -> i32 {
+        let names: Vec<&str> = scenarios::ALL.iter().map(|s| s.name).collect();
+        eprintln!("unknown scenario {name:?}: choose one of {} (or `all` for sweep)", names.join(", "));
+        2
+    }
+
+    fn bad_seeds(seeds: &str) -> i32 {
+        eprintln!("invalid --seeds {seeds:?}: expected A..B (B excluded, A < B) or one number");
+        2
+    }
+
+    fn pick(name: &str) -> Option<Vec<&'static Scenario>> {
+        if name == "all" { Some(scenarios::ALL.iter().collect()) } else { scenarios::find(name).map(|s| vec![s]) }
+    }
+
+    fn parse_seeds(s: &str) -> Option<std::ops::Range<u64>> {
+        match s.split_once("..") {
+            Some((a, b)) => {
+                let (a, b) = (a.trim().parse().ok()?, b.trim().parse().ok()?);
+                (a < b).then_some(a..b)
+            }
+            None => {
+                let a: u64 = s.trim().parse().ok()?;
+                Some(a..a + 1)
+            }
+        }
+    }
+
+    fn replay_command(scenario: &str, seed: u64, phases: &Phases) -> String {
+        let mut cmd = format!("roster-sim run --scenario {scenario} --seed {seed}");
+        for a in phases.args() {
+            cmd.push(' ');
+            cmd.push_str(&a);
+        }
+        cmd
+    }
+
+    fn run_one(scenario: &'static Scenario, seed: u64, trace: bool, machine: bool, phases: &Phases) -> i32 {
+        let outcome = runner::run(scenario, seed, &phases.options());
+        let status = outcome.report.status();
+        if machine {
+            let counts: Vec<String> =
+                outcome.report.violation_counts().iter().map(|(c, n)| format!("{}={n}", c.name())).collect();
+            println!(
+                "RESULT\t{}\t{seed}\t{status}\t{:016x}\t{}\t{}\t{}",
+                scenario.name,
+                outcome.trace_hash,
+                outcome.sim_ms,
+                outcome.wall_ms,
+                counts.join(",")
+            );
+            if status != ReportStatus::Passed {
+                for line in outcome.report.summary().lines().filter(|l| l.starts_with("  - ")) {
+                    println!("DETAIL\t{line}");
+                }
+            }
+        } else {
+            if trace {
+                print!("{}", outcome.trace.render());
+            }
+            println!("scenario {} seed {seed}", scenario.name);
+            print!("{}", outcome.report.summary());
+            println!(
+                "faults injected: {}; operations: {}; leader sightings: {}; applied events: {}",
+                outcome.trace.faults.len(),
+                outcome.trace.kv_ops.len(),
+                outcome.trace.leaders.len(),
+                outcome.trace.events.len()
+            );
+            println!(
+                "simulated {:.1} s in {:.2} s wall ({:.0}x real time)",
+                outcome.sim_ms as f64 / 1000.0,
+                outcome.wall_ms as f64 / 1000.0,
+                speed(outcome.sim_ms, outcome.wall_ms)
+            );
+            println!("trace hash {:016x}", outcome.trace_hash);
+            if status == ReportStatus::Failed {
+                println!("replay: {}", replay_command(scenario.name, seed, phases));
+            }
+        }
+        match status {
+            ReportStatus::Passed => 0,
+            ReportStatus::Inconclusive => 3,
+            ReportStatus::Failed => 1,
+        }
+    }
+
+    fn speed(sim_ms: u64, wall_ms: u64) -> f64 {
+        sim_ms as f64 / wall_ms.max(1) as f64
+    }
+
+    /// One child's verdict.
+    struct ChildResult {
+        scenario: &'static str,
+        seed: u64,
+        status: String,
+        hash: String,
+        sim_ms: u64,
+        wall_ms: u64,
+        counts: BTreeMap<String, usize>,
+        details: Vec<String>,
+    }
+
+    fn spawn_run(scenario: &str, seed: u64, phases: &Phases) -> std::io::Result<Child> {
+        let exe = std::env::current_exe()?;
+        Command::new(exe)
+            .args(["run", "--machine", "--scenario", scenario, "--seed", &seed.to_string()])
+            .args(phases.args())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+    }
+
+    fn collect(scenario: &'static str, seed: u64, child: Child) -> ChildResult {
+        let mut r = ChildResult {
+            scenario,
+            seed,
+            status: "CRASHED".into(),
+            hash: String::new(),
+            sim_ms: 0,
+            wall_ms: 0,
+            counts: BTreeMap::new(),
+            details: Vec::new(),
+        };
+        let output = match child.wait_with_output() {
+            Ok(o) => o,
+            Err(e) => {
+                r.details.push(format!("could not wait for the run: {e}"));
+                return r;
+            }
+        };
+        for line in BufReader::new(&output.stdout[..]).lines().map_while(Result::ok) {
+            let f: Vec<&str> = line.split('\t').collect();
+            match f.as_slice() {
+                ["RESULT", _, _, status, hash, sim, wall, counts] => {
+                    r.status = status.to_string();
+                    r.hash = hash.to_string();
+                    r.sim_ms = sim.parse().unwrap_or(0);
+                    r.wall_ms = wall.parse().unwrap_or(0);
+                    for c in counts.split(',').filter(|c| !c.is_empty()) {
+                        if let Some((name, n)) = c.split_once('=') {
+                            r.counts.insert(name.to_string(), n.parse().unwrap_or(0));
+                        }
+                    }
+                }
+                ["DETAIL", d] => r.details.push(d.trim().to_string()),
+                _ => {}
+            }
+        }
+        if r.status == "CRASHED" {
+            let stderr = String::from_utf8_lossy(&output.stderr);
+            let panic = stderr.lines().find(|l| l.contains("panicked")).unwrap_or("no RESULT line").to_string();
+            r.details.push(format!("run crashed ({}): {panic}", output.status));
+        }
+        r
+    }
+
+    /// Runs every (scenario, seed) in child processes, `jobs` at a time, in order.
+    fn run_all(runs: &[(&'static Scenario, u64)], jobs: usize, phases: &Phases) -> Vec<ChildResult> {
+        let mut results = Vec::new();
+        let mut running: std::collections::VecDeque<(&'static str, u64, Child)> = Default::default();
+        let mut next = 0;
+        let total = runs.len();
+        while next < runs.len() || !running.is_empty() {
+            while running.len() < jobs && next < runs.len() {
+                let (s, seed) = runs[next];
+                next += 1;
+                match spawn_run(s.name, seed, phases) {
+                    Ok(child) => running.push_back((s.name, seed, child)),
+                    Err(e) => {
+                        eprintln!("cannot start a run: {e}");
+                        std::process::exit(2);
+                    }
+                }
+            }
+            if let Some((name, seed, child)) = running.pop_front() {
+                let r = collect(name, seed, child);
+                eprintln!(
+                    "[{}/{total}] {:<22} seed {:<5} {:<12} sim {:>5.1} s wall {:>5.2} s{}",
+                    results.len() + 1,
+                    r.scenario,
+                    r.seed,
+                    r.status,
+                    r.sim_ms as f64 / 1000.0,
+                    r.wall_ms as f64 / 1000.0,
+                    if r.status == "PASSED" {
+                        String::new()
+                    } else {
+                        format!("  replay: {}", replay_command(r.scenario, r.seed, phases))
+                    }
+                );
+                let _ = std::io::stderr().flush();
+                results.push(r);
+            }
+        }
+        results
+    }
+
+    fn sweep(list: &[&'static Scenario], seeds: std::ops::Range<u64>, jobs: usize, phases: &Phases) -> i32 {
+        let started = Instant::now();
+        let runs: Vec<(&'static Scenario, u64)> =
+            list.iter().flat_map(|s| seeds.clone().map(move |seed| (*s, seed))).collect();
+        let results = run_all(&runs, jobs, phases);
+        let elapsed = started.elapsed().as_secs_f64();
+        println!();
+        println!(
+            "{:<22} {:>5} {:>6} {:>6} {:>8} {:>8} {:>7}  violations by checker",
+            "scenario", "runs", "failed", "incon", "sim s", "wall s", "sim/wall"
+        );
+        let mut bad = 0;
+        let (mut all_sim, mut all_wall) = (0u64, 0u64);
+        for s in list {
+            let rs: Vec<&ChildResult> = results.iter().filter(|r| r.scenario == s.name).collect();
+            let failed = rs.iter().filter(|r| r.status == "FAILED" || r.status == "CRASHED").count();
+            let incon = rs.iter().filter(|r| r.status == "INCONCLUSIVE").count();
+            bad += failed + incon;
+            let sim: u64 = rs.iter().map(|r| r.sim_ms).sum();
+            let wall: u64 = rs.iter().map(|r| r.wall_ms).sum();
+            all_sim += sim;
+            all_wall += wall;
+            let mut by: BTreeMap<String, usize> = BTreeMap::new();
+            for r in &rs {
+                for (c, n) in &r.counts {
+                    if *n > 0 {
+                        *by.entry(c.clone()).or_default() += *n;
+                    }
+                }
+                if r.status == "CRASHED" {
+                    *by.entry("crashed".into()).or_default() += 1;
+                }
+            }
+            let by = if by.is_empty() {
+                "-".to_string()
+            } else {
+                by.iter().map(|(c, n)| format!("{c}={n}")).collect::<Vec<_>>().join(" ")
+            };
+            println!(
+                "{:<22} {:>5} {:>6} {:>6} {:>8.1} {:>8.1} {:>7.0}x  {by}",
+                s.name,
+                rs.len(),
+                failed,
+                incon,
+                sim as f64 / 1000.0,
+                wall as f64 / 1000.0,
+                speed(sim, wall)
+            );
+        }
+        println!(
+            "total: {} runs, {bad} not passed; {:.0} simulated s in {:.0} s of run time ({:.0}x per core), {elapsed:.0} s elapsed with {jobs} job(s)",
+            results.len(),
+            all_sim as f64 / 1000.0,
+            all_wall as f64 / 1000.0,
+            speed(all_sim, all_wall)
+        );
+        let failing: Vec<&ChildResult> = results.iter().filter(|r| r.status != "PASSED").collect();
+        for r in failing.iter().take(20) {
+            println!("\n{} seed {}: {}", r.scenario, r.seed, r.status);
+            for d in r.details.iter().take(6) {
+                println!("  {d}");
+            }
+            println!("  replay: {}", replay_command(r.scenario, r.seed, phases));
+        }
+        if bad == 0 { 0 } else { 1 }
+    }
+
+    fn determinism(list: &[&'static Scenario], seeds: std::ops::Range<u64>, jobs: usize, phases: &Phases) -> i32 {
+        // Two runs of every seed in separate processes: same trace hash.
+        let runs: Vec<(&'static Scenario, u64)> =
+            list.iter().flat_map(|s| seeds.clone().flat_map(move |seed| [(*s, seed), (*s, seed)])).collect();
+        let results = run_all(&runs, jobs, phases);
+        let mut bad = 0;
+        for pair in results.chunks(2) {
+            let (a, b) = (&pair[0], &pair[1]);
+            if a.hash.is_empty() || a.hash != b.hash {
+                bad += 1;
+                println!("NONDETERMINISTIC {} seed {}: trace hash {} then {}", a.scenario, a.seed, a.hash, b.hash);
+            } else {
+                println!("same hash       {} seed {}: {}", a.scenario, a.seed, a.hash);
+            }
+        }
+        // madsim's check, one child per seed (it panics at the first divergence).
+        for s in list {
+            for seed in seeds.clone() {
+                let exe = std::env::current_exe().expect("own path");
+                let out = Command::new(exe)
+                    .args(["madsim-check", "--scenario", s.name, "--seed", &seed.to_string()])
+                    .args(phases.args())
+                    .output();
+                match out {
+                    Ok(o) if o.status.success() => println!("madsim check ok  {} seed {seed}", s.name),
+                    Ok(o) => {
+                        bad += 1;
+                        let stderr = String::from_utf8_lossy(&o.stderr);
+                        let why = stderr.lines().find(|l| l.contains("panicked") || l.contains("non-determinism"));
+                        println!("MADSIM CHECK FAILED {} seed {seed}: {}", s.name, why.unwrap_or("(no message)"));
+                    }
+                    Err(e) => {
+                        bad += 1;
+                        println!("cannot run the madsim check: {e}");
+                    }
+                }
+            }
+        }
+        println!("determinism: {bad} problem(s)");
+        if bad == 0 { 0 } else { 1 }
+    }
+}

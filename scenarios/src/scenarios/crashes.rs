@@ -1,0 +1,60 @@
+//! Power losses: followers, leaders, one at a time, all at once.
+
+use super::between;
+use roster_sim::world::World;
+
+/// A follower is killed for 1–5 s, then restarted; 2–4 s of calm; repeat.
+pub async fn follower_crash_restart(w: &mut World, fault_ms: u64) {
+    let end = w.now_ms() + fault_ms;
+    while w.now_ms() < end {
+        let leader = w.leader();
+        let mut victim = w.random_voter();
+        while Some(victim) == leader {
+            victim = w.random_voter();
+        }
+        w.kill_server(victim);
+        w.sleep_ms(between(1_000..5_000)).await;
+        w.heal_all();
+        w.sleep_ms(between(2_000..4_000)).await;
+    }
+}
+
+/// The leader is killed, restarted 1–3 s later; 2–3 s of calm; repeat.
+pub async fn leader_crash_loop(w: &mut World, fault_ms: u64) {
+    let end = w.now_ms() + fault_ms;
+    while w.now_ms() < end {
+        let victim = w.leader_or_random();
+        w.kill_server(victim);
+        w.sleep_ms(between(1_000..3_000)).await;
+        w.heal_all();
+        w.sleep_ms(between(2_000..3_000)).await;
+    }
+}
+
+/// Servers 1..=n in turn: killed, restarted 0.5–2 s later, 2–3 s before the next.
+pub async fn rolling_restart(w: &mut World, fault_ms: u64) {
+    let end = w.now_ms() + fault_ms;
+    let mut next = 1;
+    while w.now_ms() < end {
+        w.kill_server(next);
+        w.sleep_ms(between(500..2_000)).await;
+        w.heal_all();
+        w.sleep_ms(between(2_000..3_000)).await;
+        next = next % w.config.servers + 1;
+    }
+}
+
+/// Every server dies within a few ms of the others; 1–3 s later all restart; 4–6 s of
+/// calm; repeat.
+pub async fn full_cluster_restart(w: &mut World, fault_ms: u64) {
+    let end = w.now_ms() + fault_ms;
+    while w.now_ms() < end {
+        for id in w.voter_ids() {
+            w.kill_server(id);
+            w.sleep_ms(between(0..5)).await;
+        }
+        w.sleep_ms(between(1_000..3_000)).await;
+        w.heal_all();
+        w.sleep_ms(between(4_000..6_000)).await;
+    }
+}
