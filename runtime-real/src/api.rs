@@ -26,6 +26,9 @@ pub struct Api {
     pub(crate) duties: Arc<Duties>,
     pub(crate) clock: Clock,
     pub(crate) launcher: Option<Arc<crate::launch::Launcher>>,
+    /// A leader that has not heard from a quorum for this long may have been replaced
+    /// (the election timeout's lower bound): it stops accepting heartbeats.
+    pub(crate) leader_lease_ms: u64,
 }
 
 impl Api {
@@ -68,6 +71,13 @@ impl Api {
                     ClientResponse::Query(crate::storage::with_kernel(&self.shared, |sm| sm.query(&query)))
                 }
             }
+            ClientRequest::Heartbeat { member, .. } if self.leading_without_quorum() => {
+                // Cut off from its followers, this node may have been replaced: accepting
+                // the heartbeat would hide the member from the new leader, which would
+                // expire it after its grace. Point the member elsewhere.
+                tracing::debug!(%member, "heartbeat refused: no quorum heard within the leader lease");
+                ClientResponse::NotLeader { leader: None }
+            }
             ClientRequest::Heartbeat { member, resources } => {
                 match self.duties.handle_heartbeat(self.clock.now_ms(), member, resources, &self.shared) {
                     HeartbeatOutcome::Ok => ClientResponse::HeartbeatOk,
@@ -101,6 +111,18 @@ impl Api {
                 None => ClientResponse::Error(format!("write failed: {e}")),
             },
         }
+    }
+
+    /// This node believes it leads, but no quorum acknowledged it within the lease (a
+    /// single voter is its own quorum).
+    fn leading_without_quorum(&self) -> bool {
+        let m = self.raft.metrics();
+        let m = m.borrow_watched();
+        if m.state != openraft::ServerState::Leader || m.membership_config.membership().voter_ids().count() <= 1 {
+            return false;
+        }
+        let lease = std::time::Duration::from_millis(self.leader_lease_ms);
+        !m.last_quorum_acked.as_ref().is_some_and(|at| openraft::Instant::elapsed(&**at) < lease)
     }
 
     async fn linearize(&self) -> Result<(), ClientResponse> {

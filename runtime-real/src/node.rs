@@ -99,6 +99,7 @@ impl Node {
             duties: duties.clone(),
             clock,
             launcher: Some(Arc::new(launcher)),
+            leader_lease_ms: config.election_timeout_min_ms,
         });
         tokio::spawn(crate::server::serve(listener, api.clone()));
         tokio::spawn(crate::leader::run(config.id, raft.clone(), shared.clone(), duties, clock));
