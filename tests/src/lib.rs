@@ -574,3 +574,23 @@ pub fn process_registered<'a>(event: &'a Value, name: &str) -> Option<&'a Value>
     let p = event["kind"].get("ProcessRegistered")?;
     (p["info"]["name"].as_str() == Some(name)).then_some(p)
 }
+
+impl TestCluster {
+    /// `status --json` once `n` servers have registered themselves (a `roster run` without
+    /// `--server-id` claims the node it reaches as its host, which must be registered).
+    pub fn wait_servers(&self, n: usize, within: Duration) -> Value {
+        eventually(within, &format!("{n} servers registered"), || {
+            let s = self.status_at(&self.endpoints())?;
+            (s["servers"].as_array()?.len() == n).then_some(s)
+        })
+    }
+}
+
+/// Whether process `pid` exists and has not exited (a zombie counts as exited).
+pub fn pid_alive(pid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        // The state follows the parenthesised command name.
+        Ok(stat) => stat.rsplit_once(')').and_then(|(_, rest)| rest.split_whitespace().next()) != Some("Z"),
+        Err(_) => false,
+    }
+}

@@ -22,6 +22,7 @@ fn clients_survive_a_whole_cluster_outage_and_commands_apply_once_in_order() {
         ["--heartbeat-interval-ms", "500", "--heartbeat-timeout-ms", "1500"].map(String::from).to_vec()
     });
     c.wait_leader(Duration::from_secs(20));
+    c.wait_servers(3, Duration::from_secs(20));
     let start_rev = json(&c.roster(&["status", "--json"]))["revision"].as_u64().expect("revision");
 
     // A member that must outlive the outage.

@@ -1,9 +1,11 @@
 //! `roster run` as a member's whole life: it exits with its program's status and leaves a
 //! Deregistered tombstone carrying it; a wrapper killed with SIGKILL stops heartbeating and
-//! its member expires within timeout + one interval; a program that cannot start gives 127.
+//! its member expires within timeout + one interval; a program that cannot start gives 127;
+//! a wrapper whose registration is refused fails and does not leave its program running.
 
 use roster_tests::{
-    TestCluster, WatchStream, child_pids, json, kill_pid, process_departure, process_registered, which,
+    TestCluster, WatchStream, child_pids, eventually, json, kill_pid, pid_alive, process_departure, process_registered,
+    which,
 };
 use serde_json::json;
 use std::time::{Duration, Instant};
@@ -16,6 +18,7 @@ fn cluster(tag: &str) -> TestCluster {
         ["--heartbeat-interval-ms", "500", "--heartbeat-timeout-ms", "1500"].map(String::from).to_vec()
     });
     c.wait_leader(Duration::from_secs(20));
+    c.wait_servers(3, Duration::from_secs(20));
     c
 }
 
@@ -125,4 +128,23 @@ fn run_of_a_missing_program_exits_127_and_registers_nothing() {
     );
     let procs = c.processes().expect("ls");
     assert!(procs.iter().all(|p| p["info"]["name"].as_str() != Some("ghost")), "{procs:?}");
+}
+
+/// Also guards commit 09cb681 (the program gets SIGTERM when its wrapper dies).
+#[test]
+fn refused_registration_stops_the_program_instead_of_orphaning_it() {
+    let c = cluster("lc-run-refused");
+    let pid_file = c.dir.0.join("pid");
+    let script = format!("echo $$ > '{}'; exec sleep 30", pid_file.display());
+    let started = Instant::now();
+    // Server 99 does not exist, so the registration is refused.
+    let out = c.run_to_end(&["run", "--name", "stray", "--server-id", "99", "--", "sh", "-c", &script]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "a refused registration should fail the wrapper: {stderr}");
+    assert!(stderr.contains("stray") && stderr.contains("server-99"), "unclear message: {stderr}");
+    assert!(started.elapsed() < Duration::from_secs(10), "took {:?}", started.elapsed());
+    let pid: u32 = std::fs::read_to_string(&pid_file).expect("the program wrote its pid").trim().parse().expect("pid");
+    eventually(Duration::from_secs(2), "the program to be stopped", || (!pid_alive(pid)).then_some(()));
+    let procs = c.processes().expect("ls");
+    assert!(procs.iter().all(|p| p["info"]["name"].as_str() != Some("stray")), "{procs:?}");
 }
