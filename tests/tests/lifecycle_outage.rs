@@ -8,7 +8,7 @@ use serde_json::Value;
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-const SEQ_COUNT: usize = 600;
+const SEQ_COUNT: usize = 300;
 const OUTAGE: Duration = Duration::from_secs(5);
 
 fn kv_put_key(e: &Value) -> Option<(&str, &str)> {
