@@ -68,7 +68,7 @@ pub async fn run(args: RunArgs) -> Result<ExitCode, String> {
     let client = args.client.connect().await?;
     let server = match args.server_id {
         Some(s) => ServerId(s),
-        None => ServerId(client.status().await.map_err(|e| e.to_string())?.node),
+        None => local_server(&client, args.client.timeout_ms).await?,
     };
     let info = ProcessInfo {
         name: args.name.clone(),
@@ -121,5 +121,24 @@ fn forward(pid: Option<u32>, sig: i32) {
         unsafe {
             libc::kill(pid as i32, sig);
         }
+    }
+}
+
+/// The server node this wrapper reached, once that server's own registration is in the
+/// record (right after a start it may not be yet, and a process must name a known host).
+async fn local_server(client: &roster_real::client::Client, timeout_ms: u64) -> Result<ServerId, String> {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_millis(timeout_ms);
+    loop {
+        let status = client.status().await.map_err(|e| e.to_string())?;
+        if status.servers.iter().any(|s| s.entry.id.0 == status.node) {
+            return Ok(ServerId(status.node));
+        }
+        if std::time::Instant::now() >= deadline {
+            return Err(format!(
+                "server node {} has not registered itself within {timeout_ms} ms; give --server-id",
+                status.node
+            ));
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
 }
