@@ -122,7 +122,7 @@ impl Api {
             return false;
         }
         let lease = std::time::Duration::from_millis(self.leader_lease_ms);
-        !m.last_quorum_acked.as_ref().is_some_and(|at| openraft::Instant::elapsed(&**at) < lease)
+        m.last_quorum_acked.as_ref().is_none_or(|at| openraft::Instant::elapsed(&**at) >= lease)
     }
 
     async fn linearize(&self) -> Result<(), ClientResponse> {
