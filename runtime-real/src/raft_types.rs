@@ -26,6 +26,7 @@ openraft::declare_raft_types!(
         NodeId = u64,
         Node = NodeAddr,
         AsyncRuntime = RosterRuntime,
+        LeaderId = openraft::impls::leader_id_std::LeaderId<u64, u64>,
 );
 
 pub type NodeId = u64;
