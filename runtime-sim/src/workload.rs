@@ -131,17 +131,19 @@ async fn kv_loop(ctx: &WorkerCtx, client_id: u64, client: &Client) {
                 // Not queued: it cannot take effect. Recorded as refused (left out of the
                 // history), with the reason in the trace.
                 let at_ms = ctx.clock.now_ms();
-                let mut trace = ctx.trace.lock();
-                let index = trace.record_op_invoked(KvOp {
-                    client: client_id,
-                    command_seq: None,
-                    queue_seq: None,
-                    key,
-                    call,
-                    invoked_at_ms: invoked,
-                    end: OpEnd::Pending,
-                });
-                trace.record_op_end(index, OpEnd::Refused { at_ms, reason: format!("not queued: {e}") });
+                {
+                    let mut trace = ctx.trace.lock();
+                    let index = trace.record_op_invoked(KvOp {
+                        client: client_id,
+                        command_seq: None,
+                        queue_seq: None,
+                        key,
+                        call,
+                        invoked_at_ms: invoked,
+                        end: OpEnd::Pending,
+                    });
+                    trace.record_op_end(index, OpEnd::Refused { at_ms, reason: format!("not queued: {e}") });
+                }
                 sleep_ms(100).await;
                 continue;
             }

@@ -74,7 +74,7 @@ impl Default for WorldConfig {
             kv_workers: 12,
             process_workers: 8,
             keys: 12,
-            kv_think_ms: 20..200,
+            kv_think_ms: 100..500,
             process_life_ms: None,
             heartbeat_interval_ms: 1_000,
             heartbeat_timeout_ms: 3_000,
@@ -89,8 +89,10 @@ impl Default for WorldConfig {
     }
 }
 
+/// Server `id` (1..=250) is at 10.0.0.`id`.
 pub fn server_ip(id: u64) -> IpAddr {
-    IpAddr::V4(Ipv4Addr::new(10, 0, (id / 250) as u8, (id % 250) as u8 + 1))
+    assert!((1..=250).contains(&id), "server ids of the simulated world are 1..=250, not {id}");
+    IpAddr::V4(Ipv4Addr::new(10, 0, 0, id as u8))
 }
 
 pub fn server_addr(id: u64) -> String {
@@ -173,6 +175,8 @@ pub struct World {
     views: Views,
     servers: Vec<ServerSlot>,
     workers: Vec<WorkerSlot>,
+    /// A machine with an address for the world's own admin calls (the supervisor has none).
+    admin: NodeHandle,
     /// Workers stop starting operations once set (the quiet phase).
     quiet: Arc<AtomicBool>,
     clogged_links: BTreeSet<(u64, u64)>,
@@ -226,6 +230,7 @@ impl World {
                 .build();
             workers.push(WorkerSlot { handle: node, kind, member, paused_at_ms: None });
         }
+        let admin = handle.create_node().name("admin").ip(IpAddr::V4(Ipv4Addr::new(10, 2, 0, 1))).build();
         let sampler = madsim::task::spawn(sample_loop(
             views.clone(),
             trace.clone(),
@@ -241,6 +246,7 @@ impl World {
             views,
             servers,
             workers,
+            admin,
             quiet,
             clogged_links: BTreeSet::new(),
             clogged_nodes: BTreeSet::new(),
@@ -506,23 +512,21 @@ impl World {
         trace.record_heal(now);
     }
 
-    /// Asks the cluster (through a fresh client on the supervisor) to add spare server
-    /// `id` as a voter. Returns whether it answered done.
+    /// Asks the cluster (through a fresh client on the admin machine) to add spare server
+    /// `id` as a voter.
     pub async fn add_voter(&mut self, id: u64) -> Result<(), String> {
-        let client = self.admin_client(id).await?;
-        let r = client.add_node(id, server_addr(id)).await.map_err(|e| e.to_string());
+        let r = self.admin_call(id, true).await;
         self.note(format!("add node {id} as voter: {r:?}"));
         r
     }
 
     pub async fn remove_voter(&mut self, id: u64) -> Result<(), String> {
-        let client = self.admin_client(id).await?;
-        let r = client.remove_node(id).await.map_err(|e| e.to_string());
+        let r = self.admin_call(id, false).await;
         self.note(format!("remove voter {id}: {r:?}"));
         r
     }
 
-    async fn admin_client(&self, seed: u64) -> Result<roster_real::client::Client, String> {
+    async fn admin_call(&self, id: u64, add: bool) -> Result<(), String> {
         let endpoints = (1..=self.config.servers).map(server_addr).collect();
         let options = roster_real::client::ClientOptions {
             endpoints,
@@ -530,7 +534,16 @@ impl World {
             connect_timeout_ms: 1_000,
             request_timeout_ms: 10_000,
         };
-        roster_real::client::Client::connect(options, 0xad41_0000 ^ seed).await.map_err(|e| e.to_string())
+        let call = async move {
+            let client =
+                roster_real::client::Client::connect(options, 0xad41_0000 ^ id).await.map_err(|e| e.to_string())?;
+            let r = if add { client.add_node(id, server_addr(id)).await } else { client.remove_node(id).await };
+            r.map_err(|e| e.to_string())
+        };
+        match self.admin.spawn(call).await {
+            Ok(r) => r,
+            Err(e) => Err(format!("admin task failed: {e}")),
+        }
     }
 
     /// Stops the workload: no new operations; in-flight ones finish or stay pending.

@@ -20,11 +20,25 @@ pub struct RunOptions {
     pub settle_ms: u64,
     /// After the workload stops: long enough for a silent member's removal to be due.
     pub quiet_ms: u64,
+    /// Replace the scenario's number of key/value workers.
+    pub kv_workers: Option<u64>,
+    /// Replace the scenario's number of process workers.
+    pub process_workers: Option<u64>,
+    /// Replace the sampler's period.
+    pub sample_every_ms: Option<u64>,
 }
 
 impl Default for RunOptions {
     fn default() -> Self {
-        RunOptions { warmup_ms: 3_000, fault_ms: 20_000, settle_ms: 8_000, quiet_ms: 6_000 }
+        RunOptions {
+            warmup_ms: 3_000,
+            fault_ms: 20_000,
+            settle_ms: 8_000,
+            quiet_ms: 6_000,
+            kv_workers: None,
+            process_workers: None,
+            sample_every_ms: None,
+        }
     }
 }
 
@@ -51,15 +65,18 @@ pub fn bounds(config: &WorldConfig, opts: &RunOptions) -> Bounds {
     }
 }
 
-pub fn world_config(scenario: &Scenario) -> WorldConfig {
+pub fn world_config(scenario: &Scenario, opts: &RunOptions) -> WorldConfig {
     let mut config = WorldConfig::default();
     (scenario.configure)(&mut config);
+    config.kv_workers = opts.kv_workers.unwrap_or(config.kv_workers);
+    config.process_workers = opts.process_workers.unwrap_or(config.process_workers);
+    config.sample_every_ms = opts.sample_every_ms.unwrap_or(config.sample_every_ms);
     config
 }
 
 /// Runs `scenario` with `seed` in a fresh runtime on this thread.
 pub fn run(scenario: &'static Scenario, seed: u64, opts: &RunOptions) -> RunOutcome {
-    let config = world_config(scenario);
+    let config = world_config(scenario, opts);
     let mut rt = madsim::runtime::Runtime::with_seed_and_config(seed, madsim::Config::default());
     let total_ms = opts.warmup_ms + opts.fault_ms + opts.settle_ms + opts.quiet_ms;
     // A run that hangs (a fault phase that never ends) fails loudly instead.
@@ -94,7 +111,7 @@ fn determinism_body() -> std::pin::Pin<Box<dyn std::future::Future<Output = u64>
         .clone()
         .expect("check_determinism set the scenario first");
     Box::pin(async move {
-        let config = world_config(scenario);
+        let config = world_config(scenario, &opts);
         drive(scenario, config, opts).await.hash()
     })
 }
