@@ -317,7 +317,7 @@ fn check_short_silences(
 mod tests {
     use super::*;
     use roster_kernel::ProcessId;
-    use roster_sim::trace::{CrashRec, HeartbeatRec, LeaderSeen};
+    use roster_sim::trace::{CrashRec, HeartbeatRec, LeaderSeen, ShortSilence};
 
     const BOUNDS: Bounds = Bounds {
         heartbeat_interval_ms: 1_000,
@@ -403,5 +403,23 @@ mod tests {
         let mut on_time = t;
         on_time.record_event(1, 0, AppliedEvent::Expired { member }, 1, 5_400);
         assert!(check(&on_time, &BOUNDS).passed(), "{}", check(&on_time, &BOUNDS));
+    }
+
+    #[test]
+    fn a_member_paused_under_the_timeout_must_not_be_expired() {
+        let member = MemberId::Process(ProcessId(3));
+        let mut t = Trace::new();
+        for at in [1_000, 2_000, 3_000, 4_600, 5_600] {
+            t.record_heartbeat(HeartbeatRec { member, at_ms: at });
+        }
+        t.record_short_silence(ShortSilence { member, from_ms: 3_100, until_ms: 4_500 });
+        t.record_end(10_000, BTreeMap::new(), 0);
+        assert!(check(&t, &BOUNDS).passed(), "{}", check(&t, &BOUNDS));
+        // Removed while paused: the heartbeat at 3 000 ms proves it (plain check), and so
+        // does the pause, which was shorter than the timeout (pause check).
+        t.record_event(1, 0, AppliedEvent::Expired { member }, 1, 4_300);
+        let report = check(&t, &BOUNDS);
+        assert_eq!(report.violation_count(Checker::FalseExpiry), 2, "{report}");
+        assert!(report.violations().iter().any(|v| v.detail.contains("paused 3100..4500")), "{report}");
     }
 }
