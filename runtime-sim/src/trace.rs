@@ -129,6 +129,9 @@ pub struct LeaderSeen {
     pub node: u64,
     pub term: u64,
     pub at_ms: u64,
+    /// How long ago a quorum last acknowledged it (`None`: never). A cut-off or paused
+    /// leader still calls itself leader; this tells whether it can act as one.
+    pub quorum_ack_age_ms: Option<u64>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -287,7 +290,7 @@ impl Trace {
     }
 
     pub fn record_leader(&mut self, seen: LeaderSeen) {
-        self.hash.u64(3).u64(seen.node).u64(seen.term).u64(seen.at_ms);
+        self.hash.u64(3).u64(seen.node).u64(seen.term).u64(seen.at_ms).u64(seen.quorum_ack_age_ms.unwrap_or(u64::MAX));
         self.leaders.push(seen);
     }
 
@@ -386,7 +389,11 @@ impl Trace {
             let _ = writeln!(out, "{at:>8} ms  fault  {what}");
         }
         for s in &self.leaders {
-            let _ = writeln!(out, "{:>8} ms  leader node {} term {}", s.at_ms, s.node, s.term);
+            let _ = writeln!(
+                out,
+                "{:>8} ms  leader node {} term {} (quorum ack {:?} ms ago)",
+                s.at_ms, s.node, s.term, s.quorum_ack_age_ms
+            );
         }
         for (i, op) in self.kv_ops.iter().enumerate() {
             let _ = writeln!(

@@ -674,10 +674,11 @@ async fn sample_loop(views: Views, trace: SharedTrace, clock: SimClock, every_ms
             if state.incarnation != view.incarnation {
                 *state = SamplerNode { incarnation: view.incarnation, ..SamplerNode::default() };
             }
-            let (is_leader, term, committed) = {
+            let (is_leader, term, committed, quorum_ack_age_ms) = {
                 let m = view.raft.metrics();
                 let m = m.borrow_watched();
-                (m.state == ServerState::Leader, m.current_term, m.local_committed)
+                let age = m.last_quorum_acked.as_ref().map(|at| openraft::Instant::elapsed(&**at).as_millis() as u64);
+                (m.state == ServerState::Leader, m.current_term, m.local_committed, age)
             };
             let mut records = Vec::new();
             if let Some(c) = committed {
@@ -707,7 +708,7 @@ async fn sample_loop(views: Views, trace: SharedTrace, clock: SimClock, every_ms
             }
             let mut trace = trace.lock();
             if is_leader {
-                trace.record_leader(LeaderSeen { node: id, term, at_ms: now });
+                trace.record_leader(LeaderSeen { node: id, term, at_ms: now, quorum_ack_age_ms });
             }
             for r in records {
                 trace.record_commit(r);

@@ -26,6 +26,9 @@ pub struct Bounds {
     pub delivery_settle_ms: u64,
     /// The sampler's period: a tenure lasts at least until its last sighting plus this.
     pub sample_every_ms: u64,
+    /// A leader whose last quorum acknowledgement is older than this (the election
+    /// timeout's lower bound) may be cut off or paused: it is not an available leader.
+    pub leader_lease_ms: u64,
 }
 
 /// Runs every checker on `trace`.
@@ -210,19 +213,31 @@ fn check_clients(trace: &Trace, bounds: &Bounds, report: &mut CheckReport) {
     report.record(Checker::QueuedDelivery, client_oracle::check_delivery(&submitted, &completed, required_by));
 }
 
-/// One tenure per (leader, term), from its first to its last sighting; a tenure seen in the
-/// last samples of the trace is taken to go on.
+/// Tenures of available leaders: runs of consecutive sightings of one (leader, term) with
+/// a quorum acknowledgement within the lease. A cut-off or paused leader still calls itself
+/// leader, but nobody can reach it through Raft, so its sightings end the run. A run seen
+/// in the last samples of the trace is taken to go on.
 fn tenures(trace: &Trace, bounds: &Bounds) -> Vec<LeaderTenure> {
-    let mut seen: BTreeMap<(u64, u64), (u64, u64)> = BTreeMap::new();
+    // (term, node) -> runs of (first, last) sighting
+    let mut runs: BTreeMap<(u64, u64), Vec<(u64, u64)>> = BTreeMap::new();
+    let gap_ms = 2 * bounds.sample_every_ms;
     for l in &trace.leaders {
-        let e = seen.entry((l.term, l.node)).or_insert((l.at_ms, l.at_ms));
-        e.1 = e.1.max(l.at_ms);
+        let available = l.quorum_ack_age_ms.is_some_and(|age| age < bounds.leader_lease_ms);
+        if !available {
+            continue;
+        }
+        let list = runs.entry((l.term, l.node)).or_default();
+        match list.last_mut() {
+            Some(run) if l.at_ms <= run.1 + gap_ms => run.1 = l.at_ms,
+            _ => list.push((l.at_ms, l.at_ms)),
+        }
     }
     let last_sample = trace.leaders.iter().map(|l| l.at_ms).max().unwrap_or(0);
-    seen.values()
+    runs.values()
+        .flatten()
         .map(|&(from, last)| LeaderTenure {
             from_ms: from,
-            until_ms: (last + 2 * bounds.sample_every_ms < last_sample.max(trace.end_ms.saturating_sub(100)))
+            until_ms: (last + gap_ms < last_sample.max(trace.end_ms.saturating_sub(100)))
                 .then_some(last + bounds.sample_every_ms),
         })
         .collect()
@@ -327,6 +342,7 @@ mod tests {
         progress_ms: 5_000,
         delivery_settle_ms: 5_000,
         sample_every_ms: 20,
+        leader_lease_ms: 400,
     };
 
     fn op(client: u64, seq: u64, call: KvCall, invoked: u64, end: OpEnd) -> KvOp {
@@ -387,7 +403,7 @@ mod tests {
         let member = MemberId::Process(ProcessId(7));
         let mut t = Trace::new();
         for at in (0..=10_000).step_by(20) {
-            t.record_leader(LeaderSeen { node: 1, term: 2, at_ms: at });
+            t.record_leader(LeaderSeen { node: 1, term: 2, at_ms: at, quorum_ack_age_ms: Some(30) });
         }
         for at in (100..=2_100).step_by(1_000) {
             t.record_heartbeat(HeartbeatRec { member, at_ms: at });

@@ -62,6 +62,7 @@ pub fn bounds(config: &WorldConfig, opts: &RunOptions) -> Bounds {
         progress_ms: 5_000,
         delivery_settle_ms: opts.quiet_ms.saturating_sub(1_000),
         sample_every_ms: config.sample_every_ms,
+        leader_lease_ms: config.election_timeout_min_ms,
     }
 }
 
