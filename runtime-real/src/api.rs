@@ -18,6 +18,14 @@ use tokio::sync::mpsc;
 /// Most events in one `Events` response of a watch stream.
 const WATCH_BATCH: usize = 512;
 
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum LeaderState {
+    NotLeader,
+    /// Raft still calls this node leader, but no quorum acknowledged it within the lease.
+    CutOff,
+    WithQuorum,
+}
+
 pub struct Api {
     pub(crate) id: NodeId,
     pub(crate) token: String,
@@ -71,12 +79,17 @@ impl Api {
                     ClientResponse::Query(crate::storage::with_kernel(&self.shared, |sm| sm.query(&query)))
                 }
             }
-            ClientRequest::Heartbeat { member, .. } if self.leading_without_quorum() => {
-                // Cut off from its followers, this node may have been replaced: accepting
-                // the heartbeat would hide the member from the new leader, which would
-                // expire it after its grace. Point the member elsewhere.
-                tracing::debug!(%member, "heartbeat refused: no quorum heard within the leader lease");
-                ClientResponse::NotLeader { leader: None }
+            ClientRequest::Heartbeat { member, .. } if self.leader_state() != LeaderState::WithQuorum => {
+                // Only a leader that Raft still confirms may take heartbeats. The duty
+                // loop's own view lags (it may be waiting on a proposal), and a leader cut
+                // off from its followers may have been replaced: accepting the heartbeat
+                // there would hide the member from the real leader, which expires it after
+                // its grace. Point the member elsewhere.
+                tracing::debug!(%member, "heartbeat refused: not a leader with a quorum within the lease");
+                match self.leader_state() {
+                    LeaderState::CutOff => ClientResponse::NotLeader { leader: None },
+                    _ => self.not_leader().await,
+                }
             }
             ClientRequest::Heartbeat { member, resources } => {
                 match self.duties.handle_heartbeat(self.clock.now_ms(), member, resources, &self.shared) {
@@ -113,16 +126,22 @@ impl Api {
         }
     }
 
-    /// This node believes it leads, but no quorum acknowledged it within the lease (a
-    /// single voter is its own quorum).
-    fn leading_without_quorum(&self) -> bool {
+    /// Whether this node leads per Raft, and whether a quorum acknowledged it within the
+    /// lease (a single voter is its own quorum).
+    fn leader_state(&self) -> LeaderState {
         let m = self.raft.metrics();
         let m = m.borrow_watched();
-        if m.state != openraft::ServerState::Leader || m.membership_config.membership().voter_ids().count() <= 1 {
-            return false;
+        if m.state != openraft::ServerState::Leader {
+            return LeaderState::NotLeader;
+        }
+        if m.membership_config.membership().voter_ids().count() <= 1 {
+            return LeaderState::WithQuorum;
         }
         let lease = std::time::Duration::from_millis(self.leader_lease_ms);
-        m.last_quorum_acked.as_ref().is_none_or(|at| openraft::Instant::elapsed(&**at) >= lease)
+        match m.last_quorum_acked.as_ref() {
+            Some(at) if openraft::Instant::elapsed(&**at) < lease => LeaderState::WithQuorum,
+            _ => LeaderState::CutOff,
+        }
     }
 
     async fn linearize(&self) -> Result<(), ClientResponse> {

@@ -324,6 +324,11 @@ impl World {
     /// Cuts the links between servers `a` and `b` (both ways unless `one_way`: then only
     /// `a -> b`).
     pub fn cut(&mut self, a: u64, b: u64, one_way: bool) {
+        self.clog_links(a, b, one_way);
+        self.note(format!("cut {a} {} {b}", if one_way { "->" } else { "<->" }));
+    }
+
+    fn clog_links(&mut self, a: u64, b: u64, one_way: bool) {
         let net = NetSim::current();
         let (na, nb) = (self.slot(a).expect("server").handle.id(), self.slot(b).expect("server").handle.id());
         net.clog_link(na, nb);
@@ -339,7 +344,7 @@ impl World {
         let rest: Vec<u64> = (1..=self.servers.len() as u64).filter(|id| !side.contains(id)).collect();
         for &a in side {
             for &b in &rest {
-                self.cut(a, b, one_way);
+                self.clog_links(a, b, one_way);
             }
         }
         self.note(format!(
