@@ -79,17 +79,20 @@ impl Api {
                     ClientResponse::Query(crate::storage::with_kernel(&self.shared, |sm| sm.query(&query)))
                 }
             }
-            ClientRequest::Heartbeat { member, .. } if self.leader_state() != LeaderState::WithQuorum => {
-                // Only a leader that Raft still confirms may take heartbeats. The duty
-                // loop's own view lags (it may be waiting on a proposal), and a leader cut
-                // off from its followers may have been replaced: accepting the heartbeat
-                // there would hide the member from the real leader, which expires it after
-                // its grace. Point the member elsewhere.
-                tracing::debug!(%member, "heartbeat refused: not a leader with a quorum within the lease");
-                match self.leader_state() {
-                    LeaderState::CutOff => ClientResponse::NotLeader { leader: None },
-                    _ => self.not_leader().await,
-                }
+            ClientRequest::Heartbeat { member, resources } if self.leader_state() == LeaderState::CutOff => {
+                // Raft still calls this node leader, but no quorum acknowledged it within
+                // the lease: it may have been replaced, or it is only slow. Count the
+                // heartbeat here (in case it still leads), and send the member on to look
+                // for another leader (in case it does not): a new leader that never hears
+                // the member would expire it after its grace.
+                let _ = self.duties.handle_heartbeat(self.clock.now_ms(), member, resources, &self.shared);
+                tracing::debug!(%member, "heartbeat counted, but no quorum within the leader lease: member sent on");
+                ClientResponse::NotLeader { leader: None }
+            }
+            ClientRequest::Heartbeat { .. } if self.leader_state() == LeaderState::NotLeader => {
+                // The duty loop's own view of leadership lags Raft's (it may be waiting on
+                // a proposal): a deposed leader must not answer HeartbeatOk.
+                self.not_leader().await
             }
             ClientRequest::Heartbeat { member, resources } => {
                 match self.duties.handle_heartbeat(self.clock.now_ms(), member, resources, &self.shared) {

@@ -169,9 +169,11 @@ pub enum AppliedEvent {
     KvDeleted {
         key: String,
     },
-    /// The leader expired the member (not a deregistration or delete).
+    /// The leader expired the member (not a deregistration or delete); it decided so when
+    /// its (simulated) Unix clock read `decided_unix_ms`.
     Expired {
         member: MemberId,
+        decided_unix_ms: u64,
     },
     Other,
 }
@@ -242,12 +244,20 @@ pub struct Trace {
     pub final_kv: BTreeMap<String, String>,
     pub final_applied_index: u64,
     pub end_ms: u64,
+    /// The simulated Unix time (ms) at the world's start: Unix times in the record minus
+    /// this are simulated ms since the start.
+    pub origin_unix_ms: u64,
     hash: Fnv,
 }
 
 impl Trace {
     pub fn new() -> Self {
         Trace::default()
+    }
+
+    pub fn record_origin(&mut self, origin_unix_ms: u64) {
+        self.hash.u64(16).u64(origin_unix_ms);
+        self.origin_unix_ms = origin_unix_ms;
     }
 
     /// The trace hash so far.
@@ -332,7 +342,7 @@ impl Trace {
                 match &event {
                     AppliedEvent::KvPut { key, value } => h.u64(1).str(key).str(value),
                     AppliedEvent::KvDeleted { key } => h.u64(2).str(key),
-                    AppliedEvent::Expired { member } => h.u64(3).member(*member),
+                    AppliedEvent::Expired { member, decided_unix_ms } => h.u64(3).member(*member).u64(*decided_unix_ms),
                     AppliedEvent::Other => h.u64(4),
                 };
                 self.events.insert((revision, position), SeenEvent { event, node, at_ms });

@@ -191,6 +191,7 @@ impl World {
         let handle = Handle::current();
         let clock = SimClock { origin: Instant::now() };
         let trace = SharedTrace::default();
+        trace.lock().record_origin(roster_real::clock::unix_ms());
         let views: Views = Arc::default();
         let quiet = Arc::new(AtomicBool::new(false));
         let base = config.base_latency_ms.clone();
@@ -755,7 +756,7 @@ fn applied_event(kind: &EventKind) -> AppliedEvent {
         EventKind::KvPut { key, value } => AppliedEvent::KvPut { key: key.clone(), value: value.clone() },
         EventKind::KvDeleted { key } => AppliedEvent::KvDeleted { key: key.clone() },
         EventKind::Departed { member, tombstone } if matches!(tombstone.departure, Departure::Expired { .. }) => {
-            AppliedEvent::Expired { member: *member }
+            AppliedEvent::Expired { member: *member, decided_unix_ms: tombstone.left_at_unix_ms }
         }
         _ => AppliedEvent::Other,
     }

@@ -244,11 +244,23 @@ fn tenures(trace: &Trace, bounds: &Bounds) -> Vec<LeaderTenure> {
 }
 
 fn check_liveness(trace: &Trace, bounds: &Bounds, report: &mut CheckReport) {
+    // Removals when they were observed (for crash removal) and when the leader decided
+    // them (for false expiry: the decision may wait long for its commit on a slow network).
     let removals: Vec<Removal> = trace
         .events
         .values()
         .filter_map(|e| match e.event {
-            AppliedEvent::Expired { member } => Some(Removal { member, at_ms: e.at_ms }),
+            AppliedEvent::Expired { member, .. } => Some(Removal { member, at_ms: e.at_ms }),
+            _ => None,
+        })
+        .collect();
+    let decisions: Vec<Removal> = trace
+        .events
+        .values()
+        .filter_map(|e| match e.event {
+            AppliedEvent::Expired { member, decided_unix_ms } => {
+                Some(Removal { member, at_ms: decided_unix_ms.saturating_sub(trace.origin_unix_ms) })
+            }
             _ => None,
         })
         .collect();
@@ -274,13 +286,16 @@ fn check_liveness(trace: &Trace, bounds: &Bounds, report: &mut CheckReport) {
         trace.heartbeats.iter().map(|h| HeartbeatDelivery { member: h.member, at_ms: h.at_ms }).collect();
     // A recorded heartbeat reached the leader within HEARTBEAT_PRECISION_MS before its
     // record: shrinking the window by as much keeps every finding sound.
+    // At its decision the leader had heard nothing for a whole timeout: a heartbeat it
+    // answered within the timeout before the decision proves the removal false. Slack 0:
+    // the decision time is the leader's own.
     let mut false_expiry = liveness_bounds::check_false_expiry(
         bounds.heartbeat_timeout_ms.saturating_sub(HEARTBEAT_PRECISION_MS),
-        bounds.removal_slack_ms,
+        0,
         &heartbeats,
-        &removals,
+        &decisions,
     );
-    false_expiry.extend(check_short_silences(trace, bounds, &heartbeats, &removals));
+    false_expiry.extend(check_short_silences(trace, bounds, &heartbeats, &decisions));
     report.record(Checker::FalseExpiry, false_expiry);
 
     report.record(
@@ -412,12 +427,12 @@ mod tests {
         t.record_end(10_000, BTreeMap::new(), 0);
         assert_eq!(check(&t, &BOUNDS).violation_count(Checker::CrashRemoval), 1, "never removed");
         let mut early = t.clone();
-        early.record_event(1, 0, AppliedEvent::Expired { member }, 1, 3_500);
+        early.record_event(1, 0, AppliedEvent::Expired { member, decided_unix_ms: 3_400 }, 1, 3_500);
         let report = check(&early, &BOUNDS);
         assert_eq!(report.violation_count(Checker::FalseExpiry), 1, "{report}");
         assert_eq!(report.violation_count(Checker::CrashRemoval), 0, "{report}");
         let mut on_time = t;
-        on_time.record_event(1, 0, AppliedEvent::Expired { member }, 1, 5_400);
+        on_time.record_event(1, 0, AppliedEvent::Expired { member, decided_unix_ms: 5_300 }, 1, 5_400);
         assert!(check(&on_time, &BOUNDS).passed(), "{}", check(&on_time, &BOUNDS));
     }
 
@@ -433,7 +448,7 @@ mod tests {
         assert!(check(&t, &BOUNDS).passed(), "{}", check(&t, &BOUNDS));
         // Removed while paused: the heartbeat at 3 000 ms proves it (plain check), and so
         // does the pause, which was shorter than the timeout (pause check).
-        t.record_event(1, 0, AppliedEvent::Expired { member }, 1, 4_300);
+        t.record_event(1, 0, AppliedEvent::Expired { member, decided_unix_ms: 4_250 }, 1, 4_300);
         let report = check(&t, &BOUNDS);
         assert_eq!(report.violation_count(Checker::FalseExpiry), 2, "{report}");
         assert!(report.violations().iter().any(|v| v.detail.contains("paused 3100..4500")), "{report}");
