@@ -194,7 +194,12 @@ pub async fn run(
             }
             if leading {
                 sync_members(&mut st, &shared, now_ms);
-                to_expire = std::mem::take(&mut retry_expire);
+                // A member heard since its expiry was decided is no longer pending: the
+                // retry must not remove it (it kept heartbeating while the proposal waited).
+                to_expire = std::mem::take(&mut retry_expire)
+                    .into_iter()
+                    .filter(|(member, _)| st.liveness.is_pending(*member))
+                    .collect();
                 if to_expire.len() < MAX_EXPIRE_BATCH {
                     let room = MAX_EXPIRE_BATCH - to_expire.len();
                     to_expire.extend(st.liveness.poll_expired_up_to(now_ms, room));
