@@ -32,6 +32,9 @@ pub struct RunArgs {
     reserve_mem: Option<u64>,
     #[arg(long)]
     reserve_cpu: Option<u32>,
+    /// After the program ends, how long to try to deregister before giving up.
+    #[arg(long, default_value_t = 10_000)]
+    leave_timeout_ms: u64,
     #[command(flatten)]
     client: ClientArgs,
     /// The program and its arguments.
@@ -107,8 +110,18 @@ pub async fn run(args: RunArgs) -> Result<ExitCode, String> {
     match handle {
         Some(h) => {
             let id = h.id();
-            h.close(Some(code)).await.map_err(|e| format!("deregistering {id}: {e}"))?;
-            tracing::info!(process = %id, exit_status = code, "deregistered");
+            // Bounded: with the cluster unreachable the wrapper must still end (with the
+            // program's status); the leader then expires the member instead.
+            let leave =
+                tokio::time::timeout(std::time::Duration::from_millis(args.leave_timeout_ms), h.close(Some(code)));
+            match leave.await {
+                Ok(Ok(())) => tracing::info!(process = %id, exit_status = code, "deregistered"),
+                Ok(Err(e)) => eprintln!("warning: deregistering {id} failed: {e}; the cluster will expire it"),
+                Err(_) => eprintln!(
+                    "warning: {id} not deregistered within {} ms (cluster unreachable?); the cluster will expire it",
+                    args.leave_timeout_ms
+                ),
+            }
         }
         None => tracing::warn!("program ended before its registration committed"),
     }
