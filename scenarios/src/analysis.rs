@@ -55,29 +55,20 @@ fn check_linearizability(trace: &Trace, report: &mut CheckReport) {
 /// A recorded operation as the linearizability checker sees it: refused commands and
 /// unanswered reads are left out; unanswered commands may have taken effect.
 fn to_operation(op: &KvOp) -> Option<Operation> {
-    let call = match &op.call {
-        KvCall::Put { value } => linearizability::KvCall::Put { value: value.clone() },
-        KvCall::Get => linearizability::KvCall::Get,
-        KvCall::Cas { expected, new } => linearizability::KvCall::Cas { expected: expected.clone(), new: new.clone() },
-        KvCall::Delete => linearizability::KvCall::Delete,
-    };
     let is_read = matches!(op.call, KvCall::Get);
     let outcome = match &op.end {
         OpEnd::Refused { .. } => return None,
         OpEnd::Pending | OpEnd::Failed { .. } if is_read => return None,
         OpEnd::Pending | OpEnd::Failed { .. } => Outcome::Unknown,
-        OpEnd::Returned { at_ms, output } => Outcome::Returned {
-            at_ms: *at_ms,
-            output: match output {
-                KvOutput::Done => linearizability::KvOutput::Done,
-                KvOutput::Value(v) => linearizability::KvOutput::Value(v.clone()),
-                KvOutput::Cas { swapped, current } => {
-                    linearizability::KvOutput::Cas { swapped: *swapped, current: current.clone() }
-                }
-            },
-        },
+        OpEnd::Returned { at_ms, output } => Outcome::Returned { at_ms: *at_ms, output: output.clone() },
     };
-    Some(Operation { client: op.client, key: op.key.clone(), call, invoked_at_ms: op.invoked_at_ms, outcome })
+    Some(Operation {
+        client: op.client,
+        key: op.key.clone(),
+        call: op.call.clone(),
+        invoked_at_ms: op.invoked_at_ms,
+        outcome,
+    })
 }
 
 fn check_raft(trace: &Trace, report: &mut CheckReport) {

@@ -61,32 +61,10 @@ use std::fmt;
 /// Who issued an operation; used only to name operations in explanations.
 pub type ClientId = u64;
 
-/// What a client asked of a key.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum KvCall {
-    Put {
-        value: String,
-    },
-    Get,
-    /// Sets the key to `new` (`None` deletes it) only if it holds `expected` (`None`:
-    /// absent).
-    Cas {
-        expected: Option<String>,
-        new: Option<String>,
-    },
-    Delete,
-}
-
-/// What the cluster answered.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum KvOutput {
-    /// The answer to `Put` and `Delete`.
-    Done,
-    /// The answer to `Get`.
-    Value(Option<String>),
-    /// The answer to `Cas`: whether it swapped, and the value found before the swap.
-    Cas { swapped: bool, current: Option<String> },
-}
+/// What a client asked of a key (`Cas` sets `new`, `None` deleting, only if the key holds
+/// `expected`, `None` meaning absent), and what the cluster answered (`Cas` carries whether it
+/// swapped and the value found before). The simulator's trace records exactly these.
+pub use roster_sim::trace::{KvCall, KvOutput};
 
 /// How an operation ended, as its client saw it.
 #[derive(Clone, Debug, PartialEq, Eq)]
