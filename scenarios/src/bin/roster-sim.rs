@@ -42,6 +42,32 @@ mod sim {
         command: Cmd,
     }
 
+    /// Which scenarios and seeds a `sweep` or `determinism` covers.
+    #[derive(Args)]
+    struct SeedRange {
+        /// A scenario name, or `all`.
+        #[arg(long)]
+        scenario: String,
+        /// `A..B` (B excluded) or one seed.
+        #[arg(long)]
+        seeds: String,
+        #[arg(long, default_value_t = 1)]
+        jobs: usize,
+        #[command(flatten)]
+        phases: Phases,
+    }
+
+    impl SeedRange {
+        /// Runs `f` on the chosen scenarios and seeds, or explains what is wrong with them.
+        fn with(&self, f: impl FnOnce(&[&'static Scenario], std::ops::Range<u64>, usize, &Phases) -> i32) -> i32 {
+            match (pick(&self.scenario), parse_seeds(&self.seeds)) {
+                (Some(list), Some(seeds)) => f(&list, seeds, self.jobs.max(1), &self.phases),
+                (None, _) => unknown(&self.scenario),
+                (_, None) => bad_seeds(&self.seeds),
+            }
+        }
+    }
+
     #[derive(Subcommand)]
     enum Cmd {
         /// Lists the scenarios.
@@ -62,30 +88,10 @@ mod sim {
             phases: Phases,
         },
         /// Runs scenarios over a range of seeds, in child processes; prints a table.
-        Sweep {
-            /// A scenario name, or `all`.
-            #[arg(long)]
-            scenario: String,
-            /// `A..B` (B excluded) or one seed.
-            #[arg(long)]
-            seeds: String,
-            #[arg(long, default_value_t = 1)]
-            jobs: usize,
-            #[command(flatten)]
-            phases: Phases,
-        },
+        Sweep(SeedRange),
         /// For each seed: two runs in separate processes must give the same trace hash, and
         /// madsim's own check (every RNG draw logged and compared) must pass.
-        Determinism {
-            #[arg(long)]
-            scenario: String,
-            #[arg(long)]
-            seeds: String,
-            #[arg(long, default_value_t = 1)]
-            jobs: usize,
-            #[command(flatten)]
-            phases: Phases,
-        },
+        Determinism(SeedRange),
         /// madsim's determinism check of one run (used by `determinism`).
         #[command(hide = true)]
         MadsimCheck {
@@ -171,16 +177,8 @@ mod sim {
                 Some(s) => run_one(s, seed, trace, machine, &phases),
                 None => unknown(&scenario),
             },
-            Cmd::Sweep { scenario, seeds, jobs, phases } => match (pick(&scenario), parse_seeds(&seeds)) {
-                (Some(list), Some(seeds)) => sweep(&list, seeds, jobs.max(1), &phases),
-                (None, _) => unknown(&scenario),
-                (_, None) => bad_seeds(&seeds),
-            },
-            Cmd::Determinism { scenario, seeds, jobs, phases } => match (pick(&scenario), parse_seeds(&seeds)) {
-                (Some(list), Some(seeds)) => determinism(&list, seeds, jobs.max(1), &phases),
-                (None, _) => unknown(&scenario),
-                (_, None) => bad_seeds(&seeds),
-            },
+            Cmd::Sweep(range) => range.with(sweep),
+            Cmd::Determinism(range) => range.with(determinism),
             Cmd::MadsimCheck { scenario, seed, phases } => match scenarios::find(&scenario) {
                 Some(s) => {
                     let hash = runner::check_determinism(s, seed, &phases.options());
