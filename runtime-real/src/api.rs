@@ -79,28 +79,7 @@ impl Api {
                     ClientResponse::Query(crate::storage::with_kernel(&self.shared, |sm| sm.query(&query)))
                 }
             }
-            ClientRequest::Heartbeat { member, resources } if self.leader_state() == LeaderState::CutOff => {
-                // Raft still calls this node leader, but no quorum acknowledged it within
-                // the lease: it may have been replaced, or it is only slow. Count the
-                // heartbeat here (in case it still leads), and send the member on to look
-                // for another leader (in case it does not): a new leader that never hears
-                // the member would expire it after its grace.
-                let _ = self.duties.handle_heartbeat(self.clock.now_ms(), member, resources, &self.shared);
-                tracing::debug!(%member, "heartbeat counted, but no quorum within the leader lease: member sent on");
-                ClientResponse::NotLeader { leader: None }
-            }
-            ClientRequest::Heartbeat { .. } if self.leader_state() == LeaderState::NotLeader => {
-                // The duty loop's own view of leadership lags Raft's (it may be waiting on
-                // a proposal): a deposed leader must not answer HeartbeatOk.
-                self.not_leader().await
-            }
-            ClientRequest::Heartbeat { member, resources } => {
-                match self.duties.handle_heartbeat(self.clock.now_ms(), member, resources, &self.shared) {
-                    HeartbeatOutcome::Ok => ClientResponse::HeartbeatOk,
-                    HeartbeatOutcome::Unknown(u) => ClientResponse::UnknownMember(u.member),
-                    HeartbeatOutcome::NotLeader => self.not_leader().await,
-                }
-            }
+            ClientRequest::Heartbeat { member, resources } => self.heartbeat(member, resources).await,
             ClientRequest::Status => ClientResponse::Status(Box::new(self.status().await)),
             ClientRequest::AddNode { id, addr } => self.add_node(id, addr).await,
             ClientRequest::RemoveNode { id } => self.remove_node(id).await,
@@ -114,6 +93,32 @@ impl Api {
             },
         };
         let _ = tx.send(ClientResponseEnvelope { id, response }).await;
+    }
+
+    /// "Alive", judged only where Raft says this node leads (read once per heartbeat).
+    async fn heartbeat(&self, member: MemberId, resources: Option<roster_kernel::ResourceAverage>) -> ClientResponse {
+        match self.leader_state() {
+            LeaderState::CutOff => {
+                // Raft still calls this node leader, but no quorum acknowledged it within
+                // the lease: it may have been replaced, or it is only slow. Count the
+                // heartbeat here (in case it still leads), and send the member on to look
+                // for another leader (in case it does not): a new leader that never hears
+                // the member would expire it after its grace.
+                let _ = self.duties.handle_heartbeat(self.clock.now_ms(), member, resources, &self.shared);
+                tracing::debug!(%member, "heartbeat counted, but no quorum within the leader lease: member sent on");
+                ClientResponse::NotLeader { leader: None }
+            }
+            // The duty loop's own view of leadership lags Raft's (it may be waiting on a
+            // proposal): a deposed leader must not answer HeartbeatOk.
+            LeaderState::NotLeader => self.not_leader().await,
+            LeaderState::WithQuorum => {
+                match self.duties.handle_heartbeat(self.clock.now_ms(), member, resources, &self.shared) {
+                    HeartbeatOutcome::Ok => ClientResponse::HeartbeatOk,
+                    HeartbeatOutcome::Unknown(u) => ClientResponse::UnknownMember(u.member),
+                    HeartbeatOutcome::NotLeader => self.not_leader().await,
+                }
+            }
+        }
     }
 
     /// Proposes through Raft; the answer is the state machine's reply once committed and
