@@ -3,6 +3,12 @@
 #[cfg(not(madsim))]
 mod cli;
 
+/// mimalloc instead of glibc malloc: a node under write load allocates per request, and
+/// glibc's free lists (consolidation, unlinking) cost about a fifth of its CPU.
+#[cfg(not(madsim))]
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[cfg(not(madsim))]
 fn main() -> std::process::ExitCode {
     cli::main()
