@@ -2,6 +2,7 @@
 
 use crate::clock::Clock;
 use crate::leader::{Duties, HeartbeatOutcome};
+use crate::proposer::{Proposer, ReplyTo};
 use crate::raft_types::{NodeAddr, NodeId, Raft, TypeConfig};
 use crate::storage::SharedState;
 use crate::wire::{
@@ -10,7 +11,7 @@ use crate::wire::{
 use openraft::ReadPolicy;
 use openraft::error::{ForwardReason, ForwardToLeader};
 use openraft_rt::WatchReceiver;
-use roster_kernel::{MemberId, Proposal, ProposalBody, Reply};
+use roster_kernel::{MemberId, ProposalBody};
 use std::collections::BTreeSet;
 use std::sync::Arc;
 use tokio::sync::mpsc;
@@ -37,6 +38,8 @@ pub struct Api {
     /// A leader that has not heard from a quorum for this long may have been replaced
     /// (the election timeout's lower bound): it stops accepting heartbeats.
     pub(crate) leader_lease_ms: u64,
+    /// Batches writes into Raft entries.
+    pub(crate) proposer: Proposer,
 }
 
 impl Api {
@@ -65,10 +68,7 @@ impl Api {
                 self.watch(id, after_revision, tx).await;
                 return;
             }
-            ClientRequest::OpenSession => match self.write(ProposalBody::OpenSession).await {
-                ClientResponse::Applied(Ok(Reply::SessionOpened { session })) => ClientResponse::SessionOpened(session),
-                other => other,
-            },
+            ClientRequest::OpenSession => self.write(ProposalBody::OpenSession).await,
             ClientRequest::Submit(req) => self.write(ProposalBody::Client(req)).await,
             ClientRequest::Query { query, consistency } => {
                 if consistency == Consistency::Linearizable
@@ -121,17 +121,16 @@ impl Api {
         }
     }
 
-    /// Proposes through Raft; the answer is the state machine's reply once committed and
-    /// applied, never earlier (Zeppelin acknowledged before the commit and lost writes).
+    /// Proposes through Raft (batched with whatever else is being written); the answer is
+    /// the state machine's reply once committed and applied, never earlier (Zeppelin
+    /// acknowledged before the commit and lost writes).
     pub(crate) async fn write(&self, body: ProposalBody) -> ClientResponse {
-        let proposal = Proposal { at_unix_ms: crate::clock::unix_ms(), body };
-        match self.raft.client_write(proposal).await {
-            Ok(resp) => ClientResponse::Applied(resp.data),
-            Err(e) => match e.forward_to_leader() {
-                Some(f) => self.forward(f),
-                None => ClientResponse::Error(format!("write failed: {e}")),
-            },
-        }
+        self.proposer.write(body).await
+    }
+
+    /// Like `write`, but the answer goes straight to a client connection's outbox.
+    pub(crate) async fn submit(&self, body: ProposalBody, reply: ReplyTo) {
+        self.proposer.submit(body, reply).await
     }
 
     /// Whether this node leads per Raft, and whether a quorum acknowledged it within the
@@ -163,12 +162,7 @@ impl Api {
     }
 
     fn forward(&self, f: &ForwardToLeader<TypeConfig>) -> ClientResponse {
-        // Right after an election the new leader may refuse with LeaseExpired: same
-        // leader, try again shortly.
-        if f.reason == ForwardReason::LeaseExpired && f.leader_id == Some(self.id) {
-            return ClientResponse::RetryLater("new leader is not ready yet".into());
-        }
-        ClientResponse::NotLeader { leader: f.leader_id.zip(f.leader_node.as_ref().map(|n| n.addr.clone())) }
+        forward_response(self.id, f)
     }
 
     pub(crate) async fn not_leader(&self) -> ClientResponse {
@@ -291,6 +285,16 @@ impl Api {
             },
         }
     }
+}
+
+/// The answer to a request node `node` cannot serve because it does not lead.
+pub(crate) fn forward_response(node: NodeId, f: &ForwardToLeader<TypeConfig>) -> ClientResponse {
+    // Right after an election the new leader may refuse with LeaseExpired: same leader,
+    // try again shortly.
+    if f.reason == ForwardReason::LeaseExpired && f.leader_id == Some(node) {
+        return ClientResponse::RetryLater("new leader is not ready yet".into());
+    }
+    ClientResponse::NotLeader { leader: f.leader_id.zip(f.leader_node.as_ref().map(|n| n.addr.clone())) }
 }
 
 /// At least `max` events (when there are that many), never splitting a revision: one

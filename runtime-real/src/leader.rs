@@ -2,14 +2,14 @@
 //! members through Raft (batched), and write servers' averaged resources into the
 //! replicated record at a bounded rate. Heartbeats themselves never enter the log.
 
+use crate::batch::Batch;
 use crate::clock::Clock;
-use crate::raft_types::{NodeId, TypeConfig};
+use crate::raft_types::NodeId;
 use crate::storage::SharedState;
-use openraft::alias::ROf;
 use openraft_rt::WatchReceiver;
 use roster_kernel::{
-    EventKind, LeaderCommand, Liveness, LivenessConfig, MemberId, Proposal, ProposalBody, ResourceAverage, ServerId,
-    UnknownMember,
+    CommandResult, EventKind, LeaderCommand, Liveness, LivenessConfig, MemberId, Proposal, ProposalBody,
+    ResourceAverage, ServerId, UnknownMember,
 };
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -279,11 +279,11 @@ fn sync_members(st: &mut DutyState, shared: &SharedState, now_ms: u64) {
     }
 }
 
-/// Proposes through Raft and waits for the result.
-pub async fn propose(raft: &crate::raft_types::Raft, body: ProposalBody) -> Result<ROf<TypeConfig>, String> {
+/// Proposes through Raft, as an entry of its own, and waits for the result.
+pub async fn propose(raft: &crate::raft_types::Raft, body: ProposalBody) -> Result<CommandResult, String> {
     let proposal = Proposal { at_unix_ms: crate::clock::unix_ms(), body };
-    match raft.client_write(proposal).await {
-        Ok(resp) => Ok(resp.data),
+    match raft.client_write(Batch::one(proposal)).await {
+        Ok(resp) => resp.data.into_iter().next().ok_or_else(|| "the state machine gave no reply".to_string()),
         Err(e) => Err(e.to_string()),
     }
 }

@@ -3,6 +3,7 @@
 
 pub mod agent;
 pub mod api;
+pub mod batch;
 pub mod client;
 pub mod clock;
 pub mod config;
@@ -11,6 +12,7 @@ pub mod leader;
 pub mod network;
 pub mod node;
 pub mod probe;
+pub mod proposer;
 pub mod raft_types;
 pub mod rt;
 pub mod server;

@@ -100,6 +100,7 @@ impl Node {
             clock,
             launcher: Some(Arc::new(launcher)),
             leader_lease_ms: config.election_timeout_min_ms,
+            proposer: crate::proposer::Proposer::start(config.id, raft.clone()),
         });
         tokio::spawn(crate::server::serve(listener, api.clone()));
         tokio::spawn(crate::leader::run(config.id, raft.clone(), shared.clone(), duties, clock));

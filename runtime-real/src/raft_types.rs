@@ -1,8 +1,8 @@
-//! openraft's type configuration for Roster: the kernel's `Proposal` is the log payload,
-//! its `CommandResult` the response, and `RosterRuntime` the one async runtime.
+//! openraft's type configuration for Roster: a `Batch` of the kernel's proposals is the
+//! log payload, their results the response, and `RosterRuntime` the one async runtime.
 
+use crate::batch::{Batch, BatchReplies};
 use crate::rt::RosterRuntime;
-use roster_kernel::{CommandResult, Proposal};
 use serde::{Deserialize, Serialize};
 use std::fmt;
 
@@ -21,8 +21,8 @@ impl fmt::Display for NodeAddr {
 
 openraft::declare_raft_types!(
     pub TypeConfig:
-        D = Proposal,
-        R = CommandResult,
+        D = Batch,
+        R = BatchReplies,
         NodeId = u64,
         Node = NodeAddr,
         AsyncRuntime = RosterRuntime,

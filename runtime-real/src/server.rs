@@ -3,12 +3,14 @@
 //! connection it came on; the node keeps serving everyone else.
 
 use crate::api::Api;
+use crate::proposer::ReplyTo;
 use crate::raft_types::TypeConfig;
 use crate::transport::{self, Reader, TransportError, Writer};
 use crate::wire::{
-    ClientEnvelope, ClientResponse, ClientResponseEnvelope, Hello, HelloReply, MAX_CLIENT_FRAME_BYTES,
+    ClientEnvelope, ClientRequest, ClientResponse, ClientResponseEnvelope, Hello, HelloReply, MAX_CLIENT_FRAME_BYTES,
     MAX_PEER_FRAME_BYTES, PeerRequest, PeerResponse, Role,
 };
+use roster_kernel::ProposalBody;
 use std::sync::Arc;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
@@ -156,9 +158,19 @@ async fn serve_client(mut r: Reader, mut w: Writer, api: Arc<Api>, peer: String)
                 break Err(e);
             }
         };
-        let api = api.clone();
-        let tx = tx.clone();
-        tokio::spawn(async move { api.handle(env, tx).await });
+        // Writes go to the proposer, which answers on `tx` itself: no task per write.
+        let body = match env.request {
+            ClientRequest::Submit(req) => ProposalBody::Client(req),
+            ClientRequest::OpenSession => ProposalBody::OpenSession,
+            request => {
+                let api = api.clone();
+                let tx = tx.clone();
+                let env = ClientEnvelope { id: env.id, request };
+                tokio::spawn(async move { api.handle(env, tx).await });
+                continue;
+            }
+        };
+        api.submit(body, ReplyTo::Connection { id: env.id, tx: tx.clone() }).await;
     };
     drop(tx);
     // Let queued responses (including the error above) reach the client before closing.

@@ -131,6 +131,7 @@ pub fn with_kernel<R>(shared: &SharedState, f: impl FnOnce(&roster_kernel::Clust
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::batch::Batch;
     use crate::raft_types::{Entry, TypeConfig, Vote};
     use crate::storage::wal::tests::lid;
     use openraft::entry::RaftEntry;
@@ -190,7 +191,7 @@ mod tests {
     }
 
     fn open_session(term: u64, index: u64) -> Entry {
-        Entry::new_normal(lid(term, index), Proposal { at_unix_ms: index, body: ProposalBody::OpenSession })
+        Entry::new_normal(lid(term, index), Batch::one(Proposal { at_unix_ms: index, body: ProposalBody::OpenSession }))
     }
 
     /// A node restart: the state machine comes back from its snapshot and openraft

@@ -19,6 +19,7 @@
 
 use super::disk::Disk;
 use super::{StorageError, on_disk};
+use crate::batch::BatchReplies;
 use crate::raft_types::{Entry, LogId, SnapshotMeta, StoredMembership, TypeConfig};
 use crate::rt::OrderedWatch;
 use futures::StreamExt;
@@ -27,7 +28,7 @@ use openraft::entry::EntryPayload;
 use openraft::storage::{EntryResponder, RaftSnapshotBuilder, RaftStateMachine};
 use openraft::{LogIdOptionExt, OptionalSend};
 use openraft_rt::{Watch, WatchReceiver, WatchSender};
-use roster_kernel::{ClusterStateMachine, CommandResult, Limits, Reply};
+use roster_kernel::{ClusterStateMachine, Limits};
 use std::io;
 use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
@@ -297,15 +298,16 @@ impl StateMachineStore {
         self.shared.clone()
     }
 
-    /// Applies one entry; the reply for a normal entry is the kernel's.
-    fn apply_entry(&self, entry: &Entry) -> CommandResult {
+    /// Applies one entry: each proposal of a normal entry in order, with the kernel's
+    /// reply to each; other entries have no replies.
+    fn apply_entry(&self, entry: &Entry) -> BatchReplies {
         let mut st = self.shared.write();
-        let reply = match &entry.payload {
-            EntryPayload::Normal(proposal) => st.kernel.apply(proposal),
-            EntryPayload::Blank => Ok(Reply::Done { revision: st.kernel.revision() }),
+        let replies = match &entry.payload {
+            EntryPayload::Normal(batch) => batch.proposals().iter().map(|p| st.kernel.apply(p)).collect(),
+            EntryPayload::Blank => Vec::new(),
             EntryPayload::Membership(m) => {
                 st.membership = StoredMembership::new(Some(entry.log_id), m.clone());
-                Ok(Reply::Done { revision: st.kernel.revision() })
+                Vec::new()
             }
         };
         debug_assert!(st.last_applied < Some(entry.log_id), "log entries apply in order");
@@ -313,7 +315,7 @@ impl StateMachineStore {
         let applied = st.applied();
         drop(st);
         self.shared.publish(applied);
-        reply
+        replies
     }
 
     async fn build(&self) -> Result<Snapshot, StorageError> {
@@ -381,9 +383,9 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
     {
         while let Some(item) = entries.next().await {
             let (entry, responder) = item?;
-            let reply = self.apply_entry(&entry);
+            let replies = self.apply_entry(&entry);
             if let Some(responder) = responder {
-                responder.send(reply);
+                responder.send(replies);
             }
         }
         Ok(())
@@ -409,6 +411,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::batch::Batch;
     use crate::storage::disk::MemDisk;
     use crate::storage::wal::tests::lid;
     use openraft::Membership;
@@ -417,7 +420,10 @@ mod tests {
     use std::collections::BTreeSet;
 
     fn open_session(term: u64, index: u64) -> Entry {
-        Entry::new_normal(lid(term, index), Proposal { at_unix_ms: 5_000 + index, body: ProposalBody::OpenSession })
+        Entry::new_normal(
+            lid(term, index),
+            Batch::one(Proposal { at_unix_ms: 5_000 + index, body: ProposalBody::OpenSession }),
+        )
     }
 
     fn membership(term: u64, index: u64, voters: &[u64]) -> Entry {
@@ -435,6 +441,27 @@ mod tests {
 
     fn snapshot_files(disk: &MemDisk) -> Vec<String> {
         disk.list().unwrap().into_iter().filter(|n| n.starts_with("snapshot")).collect()
+    }
+
+    /// A batch applies its proposals in order, each with its own revision and reply, as
+    /// one log entry.
+    #[tokio::test]
+    async fn a_batch_applies_each_proposal_in_order() {
+        let sm = store(&MemDisk::new());
+        let open = |at| Proposal { at_unix_ms: at, body: ProposalBody::OpenSession };
+        let batch = Batch::new(vec![open(1), open(2), open(3)]).unwrap();
+        let replies = sm.apply_entry(&Entry::new_normal(lid(1, 1), batch));
+        let sessions: Vec<u64> = replies
+            .iter()
+            .map(|r| match r {
+                Ok(roster_kernel::Reply::SessionOpened { session }) => session.0,
+                other => panic!("expected a session, got {other:?}"),
+            })
+            .collect();
+        assert_eq!(sessions.len(), 3);
+        assert!(sessions[0] < sessions[1] && sessions[1] < sessions[2], "applied in order: {sessions:?}");
+        assert_eq!(sm.shared().applied(), Applied { log_index: Some(1), revision: 3 });
+        assert!(sm.apply_entry(&Entry::new_blank(lid(1, 2))).is_empty(), "a blank entry has no replies");
     }
 
     #[tokio::test]

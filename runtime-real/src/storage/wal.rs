@@ -43,7 +43,10 @@ const HEADER_BYTES: usize = 8;
 const ALIGN_BYTES: usize = 8;
 const META_FILE: &str = "wal.meta";
 const META_TMP_FILE: &str = "wal.meta.tmp";
-const META_MAGIC: [u8; 8] = *b"RSTWMET1";
+/// The last byte is the log format: 2 since entries hold batches of proposals.
+const META_MAGIC: [u8; 8] = *b"RSTWMET2";
+/// Format 1 (one proposal per entry), written by Roster before batching.
+const OLD_META_MAGIC: [u8; 8] = *b"RSTWMET1";
 const META_HEADER_BYTES: usize = META_MAGIC.len() + 8;
 const ZERO_CHUNK_BYTES: usize = 1 << 20;
 const MIN_SEGMENT_BYTES: u64 = 4096;
@@ -673,6 +676,12 @@ fn read_meta(disk: &dyn Disk) -> Result<WalMeta, StorageError> {
         offset: offset as u64,
         reason: reason.to_string(),
     };
+    if bytes.starts_with(&OLD_META_MAGIC) {
+        return Err(corrupt(
+            0,
+            "log format 1, written by an older Roster; this build reads format 2: move the data directory away and let the node catch up from its peers",
+        ));
+    }
     if bytes.len() < META_HEADER_BYTES || bytes[..META_MAGIC.len()] != META_MAGIC {
         return Err(corrupt(0, "not a WAL meta file (bad magic or too short)"));
     }
@@ -689,6 +698,7 @@ fn read_meta(disk: &dyn Disk) -> Result<WalMeta, StorageError> {
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
+    use crate::batch::Batch;
     use crate::storage::disk::{Keep, MemDisk, Unsynced};
     use openraft::entry::RaftEntry;
     use proptest::prelude::*;
@@ -705,7 +715,10 @@ pub(crate) mod tests {
         }
         let command = Command::KvPut { key: format!("key-{index}"), value: format!("{index:040}") };
         let request = Request { session: SessionId(1), seq: index + 1, command };
-        Entry::new_normal(lid(term, index), Proposal { at_unix_ms: 1_000 + index, body: ProposalBody::Client(request) })
+        Entry::new_normal(
+            lid(term, index),
+            Batch::one(Proposal { at_unix_ms: 1_000 + index, body: ProposalBody::Client(request) }),
+        )
     }
 
     fn opts(preallocate: bool) -> WalOptions {
@@ -929,6 +942,10 @@ pub(crate) mod tests {
         // A corrupt meta file is refused.
         disk.corrupt_byte(META_FILE, 20).unwrap();
         assert!(matches!(open(&disk, false), Err(StorageError::Corrupt { file, .. }) if file == META_FILE));
+        // A log of the older format is named as such, not misread.
+        disk.write_at(META_FILE, 0, &OLD_META_MAGIC).unwrap();
+        let err = open(&disk, false).unwrap_err();
+        assert!(err.to_string().contains("log format 1"), "{err}");
     }
 
     #[test]
