@@ -1,7 +1,7 @@
 //! The Raft network: how this node reaches its peers. One persistent framed TCP
 //! connection per peer client, reconnected on failure; RPC deadlines from openraft.
 
-use crate::raft_types::{NodeAddr, NodeId, TypeConfig};
+use crate::raft_types::{LogId, NodeAddr, NodeId, TypeConfig};
 use crate::rt::Timeout;
 use crate::transport::{self, Reader, TransportError, Writer};
 use crate::wire::{Hello, MAX_PEER_FRAME_BYTES, PeerRequest, PeerResponse, Role, SNAPSHOT_CHUNK_BYTES};
@@ -94,15 +94,54 @@ impl PeerClient {
     }
 }
 
+/// Room left in a peer frame for the request's enum tag and the frame header.
+const FRAME_MARGIN_BYTES: usize = 64;
+
+/// Keeps only as many of `rpc`'s entries as fit in `budget` encoded bytes (at least one;
+/// a single larger entry is left to fail on its own) and returns the last kept entry's log
+/// id if any were cut. openraft sends the rest next, after a `PartialSuccess`.
+fn fit_in_frame(rpc: &mut AppendEntriesRequest<TypeConfig>, budget: usize) -> Option<LogId> {
+    if rpc.entries.len() <= 1 || encoded_len(rpc) <= budget {
+        return None;
+    }
+    let entries = std::mem::take(&mut rpc.entries);
+    let mut used = encoded_len(rpc);
+    let keep = entries
+        .iter()
+        .position(|e| {
+            used += encoded_len(e);
+            used > budget
+        })
+        .unwrap_or(entries.len())
+        .max(1);
+    rpc.entries = entries;
+    if keep == rpc.entries.len() {
+        return None;
+    }
+    rpc.entries.truncate(keep);
+    rpc.entries.last().map(|e| e.log_id)
+}
+
+/// Encoded size (postcard). Sizing cannot fail for a type that encodes; if it did, the
+/// send itself would say why.
+fn encoded_len<T: serde::Serialize>(value: &T) -> usize {
+    postcard::experimental::serialized_size(value).unwrap_or(0)
+}
+
 impl RaftNetworkV2<TypeConfig> for PeerClient {
     type SnapshotData = Vec<u8>;
 
     async fn append_entries(
         &mut self,
-        rpc: AppendEntriesRequest<TypeConfig>,
+        mut rpc: AppendEntriesRequest<TypeConfig>,
         option: RPCOption,
     ) -> Result<AppendEntriesResponse<TypeConfig>, RPCError<TypeConfig>> {
+        // Entries that would not fit in one frame are left for the next call.
+        let cut_after = fit_in_frame(&mut rpc, MAX_PEER_FRAME_BYTES - FRAME_MARGIN_BYTES);
         match self.call(&PeerRequest::Append(rpc), option.hard_ttl()).await {
+            Ok(PeerResponse::Append(AppendEntriesResponse::Success)) if cut_after.is_some() => {
+                Ok(AppendEntriesResponse::PartialSuccess(cut_after))
+            }
             Ok(PeerResponse::Append(resp)) => Ok(resp),
             Ok(PeerResponse::Failed(reason)) => Err(remote_failed(&reason)),
             Ok(other) => Err(self.unexpected("append", other)),
@@ -206,4 +245,55 @@ impl PeerClient {
 fn remote_failed(reason: &str) -> RPCError<TypeConfig> {
     let e = TransportError::Protocol(format!("peer could not handle the request: {reason}"));
     RPCError::Unreachable(Unreachable::new(&e))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::batch::Batch;
+    use crate::raft_types::{Entry, Vote};
+    use crate::storage::wal::tests::lid;
+    use openraft::entry::RaftEntry;
+    use roster_kernel::{Command, Proposal, ProposalBody, Request, SessionId};
+
+    /// An entry of about `value_bytes` encoded bytes.
+    fn entry(index: u64, value_bytes: usize) -> Entry {
+        let command = Command::KvPut { key: format!("k{index}"), value: "v".repeat(value_bytes) };
+        let request = Request { session: SessionId(1), seq: index, command };
+        Entry::new_normal(lid(1, index), Batch::one(Proposal { at_unix_ms: 0, body: ProposalBody::Client(request) }))
+    }
+
+    fn request(sizes: &[usize]) -> AppendEntriesRequest<TypeConfig> {
+        AppendEntriesRequest {
+            vote: Vote::new_committed(1, 1),
+            prev_log_id: None,
+            entries: sizes.iter().enumerate().map(|(i, &n)| entry(i as u64 + 1, n)).collect(),
+            leader_commit: None,
+        }
+    }
+
+    #[test]
+    fn entries_that_fit_are_all_sent() {
+        let mut rpc = request(&[100, 100, 100]);
+        assert_eq!(fit_in_frame(&mut rpc, 10_000), None);
+        assert_eq!(rpc.entries.len(), 3);
+    }
+
+    #[test]
+    fn entries_past_the_budget_are_left_for_the_next_call() {
+        let mut rpc = request(&[1_000, 1_000, 1_000, 1_000]);
+        assert_eq!(fit_in_frame(&mut rpc, 2_500), Some(lid(1, 2)));
+        assert_eq!(rpc.entries.len(), 2);
+        assert!(encoded_len(&rpc) <= 2_500);
+    }
+
+    #[test]
+    fn a_single_large_entry_is_still_sent_alone() {
+        let mut rpc = request(&[5_000, 10]);
+        assert_eq!(fit_in_frame(&mut rpc, 1_000), Some(lid(1, 1)));
+        assert_eq!(rpc.entries.len(), 1);
+        let mut alone = request(&[5_000]);
+        assert_eq!(fit_in_frame(&mut alone, 1_000), None);
+        assert_eq!(alone.entries.len(), 1);
+    }
 }
