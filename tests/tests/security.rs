@@ -7,7 +7,9 @@ use std::net::TcpStream;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-const WIRE_VERSION: u8 = 1;
+/// The wire protocol version these hand-made frames speak (`roster_kernel::codec::WIRE_VERSION`;
+/// written out, as a client in another language would).
+const WIRE_VERSION: u8 = 2;
 
 /// A frame: u32 BE length (version byte + body), the version byte, the body.
 fn frame(body: &[u8]) -> Vec<u8> {
