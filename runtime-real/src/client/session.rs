@@ -22,6 +22,8 @@
 use crate::client::error::ClientError;
 use crate::client::pool::Cluster;
 use crate::wire::{ClientRequest, ClientResponse};
+use futures::StreamExt;
+use futures::stream::FuturesUnordered;
 use roster_kernel::retry_queue::{EndpointId, Failure, QueueFull, RetryConfig, RetryQueue, Transmit};
 use roster_kernel::rng::Rng;
 use roster_kernel::{Command, CommandResult, Reply, SessionId};
@@ -38,7 +40,7 @@ use tokio::time::Instant;
 /// keeps delivering what is queued (e.g. a deregistration submitted from a `Drop`) for
 /// at most this long, then fails the rest.
 pub const LINGER_AFTER_DROP_MS: u64 = 10_000;
-/// Answers travelling from request tasks to the driver.
+/// Sessions opened by `reopen_session` tasks, travelling to the driver.
 const OUTCOME_BUFFER: usize = 64;
 
 /// A command's answer, or why the session could not get one.
@@ -417,11 +419,14 @@ impl Core {
 }
 
 async fn drive(shared: Arc<Shared>, outcome_tx: mpsc::Sender<Outcome>, mut outcomes: mpsc::Receiver<Outcome>) {
+    // Attempts run inside this task (no task per command): their answers wake the driver
+    // directly. Usually one at a time; a retry may overlap an attempt that timed out.
+    let mut attempts: FuturesUnordered<Pin<Box<dyn Future<Output = Outcome> + Send>>> = FuturesUnordered::new();
     loop {
         let step = shared.step();
         for (generation, transmit) in step.transmits {
             let timeout_ms = shared.core().queue.config().request_timeout_ms;
-            tokio::spawn(send_command(shared.cluster.clone(), generation, transmit, timeout_ms, outcome_tx.clone()));
+            attempts.push(Box::pin(send_command(shared.cluster.clone(), generation, transmit, timeout_ms)));
         }
         if step.open_session {
             let backoff_ms = shared.core().queue.config().max_backoff_ms;
@@ -433,6 +438,7 @@ async fn drive(shared: Arc<Shared>, outcome_tx: mpsc::Sender<Outcome>, mut outco
         let wake_at = step.wake_at_ms.map(|ms| shared.start + Duration::from_millis(ms));
         tokio::select! {
             biased;
+            Some(outcome) = attempts.next(), if !attempts.is_empty() => shared.apply(outcome),
             Some(outcome) = outcomes.recv() => shared.apply(outcome),
             _ = shared.wake.notified() => {}
             _ = sleep_until(wake_at) => shared.handle_timeout(),
@@ -448,16 +454,10 @@ async fn sleep_until(at: Option<Instant>) {
 }
 
 /// One attempt: `Submit` to the queue's chosen endpoint, within the queue's deadline.
-async fn send_command(
-    cluster: Cluster,
-    generation: u64,
-    transmit: Transmit,
-    timeout_ms: u64,
-    tx: mpsc::Sender<Outcome>,
-) {
+async fn send_command(cluster: Cluster, generation: u64, transmit: Transmit, timeout_ms: u64) -> Outcome {
     let endpoint = transmit.endpoint.0;
     let answer = cluster.request_within(endpoint, ClientRequest::Submit(transmit.request), timeout_ms).await;
-    let _ = tx.send(Outcome::Answer { generation, attempt: transmit.attempt, endpoint, answer }).await;
+    Outcome::Answer { generation, attempt: transmit.attempt, endpoint, answer }
 }
 
 /// Opens a new session, retrying until it works or the driver is gone.
