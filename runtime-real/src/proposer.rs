@@ -1,10 +1,10 @@
 //! The proposer: gathers the client commands that arrive together into one Raft entry.
 //!
-//! One task takes proposals from a bounded queue. While fewer than
-//! `MAX_BATCHES_IN_FLIGHT` batches await their commit, whatever is queued goes out at
-//! once as one batch (a lone command waits for nothing). When that many are in flight,
-//! new proposals queue up and leave together when one completes: the busier the node,
-//! the larger the batches, and openraft's per-entry work is shared among more commands.
+//! `MAX_BATCHES_IN_FLIGHT` workers take proposals from one bounded queue. An idle worker
+//! takes whatever is queued at once as one batch (a lone command waits for nothing). When
+//! every worker waits on Raft, new proposals queue up and leave together with the next
+//! free one: the busier the node, the larger the batches, and openraft's per-entry work
+//! is shared among more commands.
 //!
 //! Answers go straight to the client connection a command came on, so no task waits per
 //! command. A batch that fails as a whole (this node no longer leads, Raft shut down)
@@ -16,7 +16,7 @@ use crate::wire::{ClientResponse, ClientResponseEnvelope};
 use openraft::error::{ClientWriteError, RaftError};
 use roster_kernel::{CommandResult, Proposal, ProposalBody, Reply};
 use std::sync::Arc;
-use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
+use tokio::sync::{Mutex, mpsc, oneshot};
 
 /// Most proposals in one batch.
 pub const MAX_BATCH_PROPOSALS: usize = 256;
@@ -46,17 +46,20 @@ struct Pending {
     reply: ReplyTo,
 }
 
-/// The handle the client API submits through; the batching task ends when it is dropped.
+/// The handle the client API submits through; the workers end when every handle is dropped.
 #[derive(Clone, Debug)]
 pub struct Proposer {
     tx: mpsc::Sender<Pending>,
 }
 
 impl Proposer {
-    /// Starts the batching task for `raft` on node `node`.
+    /// Starts the batching workers for `raft` on node `node`.
     pub fn start(node: NodeId, raft: Raft) -> Proposer {
         let (tx, rx) = mpsc::channel(QUEUE_PROPOSALS);
-        tokio::spawn(run(node, raft, rx));
+        let queue = Arc::new(Mutex::new(Queue { rx, carried: None }));
+        for _ in 0..MAX_BATCHES_IN_FLIGHT {
+            tokio::spawn(worker(node, raft.clone(), queue.clone()));
+        }
         Proposer { tx }
     }
 
@@ -78,37 +81,49 @@ impl Proposer {
     }
 }
 
-async fn run(node: NodeId, raft: Raft, mut rx: mpsc::Receiver<Pending>) {
-    let in_flight = Arc::new(Semaphore::new(MAX_BATCHES_IN_FLIGHT));
-    // A proposal that would have pushed the previous batch past its byte bound.
-    let mut carried: Option<Pending> = None;
-    loop {
-        // Wait for a slot first: meanwhile the queue fills and the next batch grows.
-        let Ok(permit) = in_flight.clone().acquire_owned().await else { return };
-        let first = match carried.take() {
+/// The queue the workers take batches from, one worker at a time.
+struct Queue {
+    rx: mpsc::Receiver<Pending>,
+    /// A proposal that would have pushed the previous batch past its byte bound.
+    carried: Option<Pending>,
+}
+
+impl Queue {
+    /// Waits for a proposal, then takes whatever else is queued, within the bounds.
+    /// `None` once every `Proposer` handle is gone.
+    async fn next_batch(&mut self) -> Option<Vec<Pending>> {
+        let first = match self.carried.take() {
             Some(p) => p,
-            None => match rx.recv().await {
-                Some(p) => p,
-                None => return,
-            },
+            None => self.rx.recv().await?,
         };
         let mut bytes = first.bytes;
         let mut batch = vec![first];
         while batch.len() < MAX_BATCH_PROPOSALS {
-            let Ok(next) = rx.try_recv() else { break };
+            let Ok(next) = self.rx.try_recv() else { break };
             if bytes + next.bytes > MAX_BATCH_BYTES {
-                carried = Some(next);
+                self.carried = Some(next);
                 break;
             }
             bytes += next.bytes;
             batch.push(next);
         }
-        tokio::spawn(propose(node, raft.clone(), batch, permit));
+        Some(batch)
+    }
+}
+
+/// One of `MAX_BATCHES_IN_FLIGHT` workers: takes a batch, proposes it, answers, repeats.
+/// While every worker waits on Raft, proposals gather in the queue for the next batch.
+async fn worker(node: NodeId, raft: Raft, queue: Arc<Mutex<Queue>>) {
+    loop {
+        // The lock is held while waiting for the first proposal: the other idle workers
+        // wait behind it (fairly, so the order is the same every run).
+        let Some(batch) = queue.lock().await.next_batch().await else { return };
+        propose(node, &raft, batch).await;
     }
 }
 
 /// Proposes one batch and answers each of its commands.
-async fn propose(node: NodeId, raft: Raft, pending: Vec<Pending>, _permit: OwnedSemaphorePermit) {
+async fn propose(node: NodeId, raft: &Raft, pending: Vec<Pending>) {
     let at_unix_ms = crate::clock::unix_ms();
     let mut replies = Vec::with_capacity(pending.len());
     let mut proposals = Vec::with_capacity(pending.len());
