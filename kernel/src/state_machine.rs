@@ -56,7 +56,7 @@ use crate::query::{QueryReply, QueryResult};
 use history::{Change, EventHistory};
 use limits::{KV_KEYS, PROCESSES, SERVERS};
 use session::{Gate, SessionTable};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, btree_map};
 use std::ops::Bound;
 use std::sync::Arc;
 use tombstones::{DepartedEntry, StoredTombstone, TombstoneLog};
@@ -552,11 +552,14 @@ impl ClusterStateMachine {
     fn kv_put(&mut self, key: &str, value: &str, revision: u64) -> CommandResult {
         self.limits.check_key(key)?;
         self.limits.check_value(value)?;
-        match self.kv.get_mut(key) {
-            Some(slot) => value.clone_into(slot),
-            None => {
-                self.check_room_for_key()?;
-                self.kv.insert(key.to_string(), value.to_string());
+        // One search of the map whether the key is new or not: a search of a large map
+        // costs more than copying the key.
+        let room = self.check_room_for_key();
+        match self.kv.entry(key.to_string()) {
+            btree_map::Entry::Occupied(mut slot) => value.clone_into(slot.get_mut()),
+            btree_map::Entry::Vacant(slot) => {
+                room?;
+                slot.insert(value.to_string());
             }
         }
         self.emit(revision, Change::KvPut { key: key.to_string(), value: value.to_string() });
