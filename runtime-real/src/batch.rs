@@ -15,7 +15,7 @@ use std::sync::Arc;
 
 /// Proposals applied in order as one Raft log entry; never empty.
 #[derive(Clone, PartialEq, Eq)]
-pub struct Batch(Arc<[Proposal]>);
+pub struct Batch(Arc<Vec<Proposal>>);
 
 /// The replies of a batch's proposals, in the batch's order.
 pub type BatchReplies = Vec<CommandResult>;
@@ -28,14 +28,15 @@ pub struct EmptyBatch;
 impl Batch {
     /// A batch of one proposal.
     pub fn one(proposal: Proposal) -> Batch {
-        Batch(Arc::new([proposal]))
+        Batch(Arc::new(vec![proposal]))
     }
 
     pub fn new(proposals: Vec<Proposal>) -> Result<Batch, EmptyBatch> {
         if proposals.is_empty() {
             return Err(EmptyBatch);
         }
-        Ok(Batch(proposals.into()))
+        // `Arc::new` keeps the vector's buffer (`Arc<[_]>` would copy every proposal).
+        Ok(Batch(Arc::new(proposals)))
     }
 
     pub fn proposals(&self) -> &[Proposal] {
@@ -60,7 +61,7 @@ impl fmt::Debug for Batch {
 
 impl fmt::Display for Batch {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match &*self.0 {
+        match self.0.as_slice() {
             [one] => write!(f, "{one}"),
             [first, ..] => write!(f, "batch of {}, first {first}", self.0.len()),
             [] => write!(f, "empty batch"),

