@@ -32,8 +32,10 @@ pub const QUEUE_PROPOSALS: usize = 4 * MAX_BATCH_PROPOSALS;
 /// Where the answer to one proposal goes.
 #[derive(Debug)]
 pub enum ReplyTo {
-    /// A client connection's outbox, under the request's id.
-    Connection { id: u64, tx: mpsc::Sender<ClientResponseEnvelope> },
+    /// A slot reserved in a client connection's outbox, for the answer under the
+    /// request's id: answering never waits, and a client that stops reading its answers
+    /// stops being read once its outbox is spoken for.
+    Connection { id: u64, slot: mpsc::OwnedPermit<ClientResponseEnvelope> },
     /// A caller awaiting it.
     Caller(oneshot::Sender<ClientResponse>),
 }
@@ -165,7 +167,7 @@ fn applied(result: CommandResult, opens_session: bool) -> ClientResponse {
 }
 
 /// The answer to every proposal of a batch Raft refused.
-pub(crate) fn write_error(node: NodeId, e: &RaftError<TypeConfig, ClientWriteError<TypeConfig>>) -> ClientResponse {
+fn write_error(node: NodeId, e: &RaftError<TypeConfig, ClientWriteError<TypeConfig>>) -> ClientResponse {
     match e.forward_to_leader() {
         Some(f) => crate::api::forward_response(node, f),
         None => ClientResponse::Error(format!("write failed: {e}")),
@@ -178,15 +180,9 @@ fn deliver(reply: ReplyTo, response: ClientResponse) {
             // The caller may have given up; nothing to do then.
             let _ = tx.send(response);
         }
-        ReplyTo::Connection { id, tx } => match tx.try_send(ClientResponseEnvelope { id, response }) {
-            Ok(()) | Err(mpsc::error::TrySendError::Closed(_)) => {}
-            // A client that does not read its answers must not hold up the others in this
-            // batch: wait for room on a task of its own.
-            Err(mpsc::error::TrySendError::Full(env)) => {
-                tokio::spawn(async move {
-                    let _ = tx.send(env).await;
-                });
-            }
-        },
+        ReplyTo::Connection { id, slot } => {
+            // Dropped if the connection has closed meanwhile.
+            slot.send(ClientResponseEnvelope { id, response });
+        }
     }
 }

@@ -17,7 +17,8 @@ use tokio::sync::mpsc;
 
 /// How long a new connection may take to say hello.
 const HELLO_TIMEOUT_MS: u64 = 5_000;
-/// Responses waiting to be written on one client connection; beyond it the handlers wait.
+/// Responses waiting to be written on one client connection, and writes in flight on it
+/// (each holds its answer's place); beyond it the connection is not read until one leaves.
 const CLIENT_OUTBOX: usize = 1_024;
 /// Most responses gathered into one write.
 const WRITE_BATCH: usize = 256;
@@ -170,7 +171,9 @@ async fn serve_client(mut r: Reader, mut w: Writer, api: Arc<Api>, peer: String)
                 continue;
             }
         };
-        api.submit(body, ReplyTo::Connection { id: env.id, tx: tx.clone() }).await;
+        // Reserve the answer's place first: with the outbox spoken for, reading stops.
+        let Ok(slot) = tx.clone().reserve_owned().await else { break Ok(()) };
+        api.submit(body, ReplyTo::Connection { id: env.id, slot }).await;
     };
     drop(tx);
     // Let queued responses (including the error above) reach the client before closing.
