@@ -58,6 +58,10 @@ pub struct NodeConfig {
     /// Take a snapshot after this many applied entries.
     #[serde(default = "defaults::snapshot_every_entries")]
     pub snapshot_every_entries: u64,
+    /// ... or after this many bytes of log (an entry carries a batch of writes), whichever
+    /// comes first: the log since the last snapshot is held in memory.
+    #[serde(default = "defaults::snapshot_log_bytes")]
+    pub snapshot_log_bytes: u64,
     /// Programs this node may start on a launch request (exact program names or paths).
     /// Empty: launching is refused.
     #[serde(default)]
@@ -66,6 +70,9 @@ pub struct NodeConfig {
     #[serde(default = "defaults::probe")]
     pub probe: String,
 }
+
+/// Below this, snapshots (each a copy of the whole state) would come too often to pay.
+pub const MIN_SNAPSHOT_LOG_BYTES: u64 = 1 << 20;
 
 pub mod defaults {
     pub fn heartbeat_interval_ms() -> u64 {
@@ -88,6 +95,9 @@ pub mod defaults {
     }
     pub fn snapshot_every_entries() -> u64 {
         20_000
+    }
+    pub fn snapshot_log_bytes() -> u64 {
+        64 << 20
     }
     pub fn probe() -> String {
         "system".into()
@@ -119,6 +129,7 @@ impl NodeConfig {
             election_timeout_min_ms: defaults::election_timeout_min_ms(),
             election_timeout_max_ms: defaults::election_timeout_max_ms(),
             snapshot_every_entries: defaults::snapshot_every_entries(),
+            snapshot_log_bytes: defaults::snapshot_log_bytes(),
             launch_allow: Vec::new(),
             probe: defaults::probe(),
         }
@@ -191,6 +202,13 @@ impl NodeConfig {
                 field: "snapshot_every_entries",
                 value: "0".into(),
                 reason: "must be at least 1".into(),
+            });
+        }
+        if self.snapshot_log_bytes < MIN_SNAPSHOT_LOG_BYTES {
+            return Err(ConfigError::Invalid {
+                field: "snapshot_log_bytes",
+                value: self.snapshot_log_bytes.to_string(),
+                reason: format!("must be at least {MIN_SNAPSHOT_LOG_BYTES}"),
             });
         }
         crate::probe::ProbeSpec::parse(&self.probe)?;
@@ -291,6 +309,20 @@ mod tests {
         c.heartbeat_timeout_ms = 2000;
         let msg = c.validate().expect_err("refused").to_string();
         assert!(msg.contains("2000") && msg.contains("1000"), "{msg}");
+    }
+
+    #[test]
+    fn snapshot_bounds_are_checked_by_name() {
+        let mut c = base();
+        c.snapshot_log_bytes = 1000;
+        let msg = c.validate().expect_err("refused").to_string();
+        assert!(msg.contains("snapshot_log_bytes") && msg.contains("1000"), "{msg}");
+        let c: NodeConfig = toml::from_str(
+            "id = 1\nlisten = \"127.0.0.1:7001\"\ndata_dir = \"/tmp/x\"\npeers = { 1 = \"127.0.0.1:7001\" }\nsnapshot_log_bytes = 2097152\n",
+        )
+        .expect("parses");
+        assert_eq!(c.snapshot_log_bytes, 2 << 20);
+        c.validate().expect("valid");
     }
 
     #[test]

@@ -6,6 +6,7 @@ pub mod api;
 pub mod batch;
 pub mod client;
 pub mod clock;
+pub mod compaction;
 pub mod config;
 pub mod launch;
 pub mod leader;

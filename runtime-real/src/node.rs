@@ -104,6 +104,7 @@ impl Node {
         });
         tokio::spawn(crate::server::serve(listener, api.clone()));
         tokio::spawn(crate::leader::run(config.id, raft.clone(), shared.clone(), duties, clock));
+        tokio::spawn(crate::compaction::run(raft.clone(), log_reader.clone(), config.snapshot_log_bytes));
 
         form_cluster(&raft, &config).await?;
         tracing::info!(node = config.id, listen = %local_addr, "node started");

@@ -54,6 +54,8 @@ enum Command {
 #[derive(Debug, Default)]
 struct LogMem {
     entries: BTreeMap<u64, Entry>,
+    /// Encoded bytes of every entry appended since the store opened (never decreases).
+    appended_bytes: u64,
     vote: Option<Vote>,
     committed: Option<LogId>,
     last_purged: Option<LogId>,
@@ -109,6 +111,7 @@ impl LogStore {
         );
         let mem = LogMem {
             entries: recovered.entries.into_iter().map(|e| (e.log_id.index, e)).collect(),
+            appended_bytes: 0,
             vote: recovered.vote,
             committed: recovered.committed,
             last_purged: recovered.last_purged,
@@ -183,6 +186,14 @@ fn read_range<RB: RangeBounds<u64>>(mem: &LogMem, range: &RB, limit: u64) -> Vec
     }
     let limit = usize::try_from(limit).unwrap_or(usize::MAX);
     mem.entries.range((Bound::Included(start), end)).take(limit).map(|(_, e)| e.clone()).collect()
+}
+
+impl LogReader {
+    /// Encoded bytes of every entry appended since the store opened; the log held in
+    /// memory grows by as much until a snapshot lets it be purged.
+    pub fn appended_bytes(&self) -> u64 {
+        self.shared.read().appended_bytes
+    }
 }
 
 impl RaftLogReader<TypeConfig> for LogReader {
@@ -261,6 +272,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         {
             let mut mem = self.shared.write();
             check_follows(&mem, &entries)?;
+            mem.appended_bytes += batch.bytes_len() as u64;
             for e in entries {
                 mem.entries.insert(e.log_id.index, e);
             }
