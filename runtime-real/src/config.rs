@@ -72,7 +72,7 @@ pub struct NodeConfig {
 }
 
 /// Below this, snapshots (each a copy of the whole state) would come too often to pay.
-pub const MIN_SNAPSHOT_LOG_BYTES: u64 = 1 << 20;
+pub const MIN_SNAPSHOT_LOG_BYTES: u64 = 16 << 10;
 
 pub mod defaults {
     pub fn heartbeat_interval_ms() -> u64 {

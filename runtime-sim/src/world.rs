@@ -618,6 +618,7 @@ fn start_server(
         election_timeout_min_ms: world.election_timeout_min_ms,
         election_timeout_max_ms: world.election_timeout_max_ms,
         snapshot_every_entries: world.snapshot_every_entries,
+        // The smallest bound, so that a run's log (a few hundred KiB) asks for snapshots.
         snapshot_log_bytes: roster_real::config::MIN_SNAPSHOT_LOG_BYTES,
         launch_allow: Vec::new(),
         probe: "fixed:cpu=0,mem=0".into(),
