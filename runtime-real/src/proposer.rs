@@ -186,3 +186,78 @@ fn deliver(reply: ReplyTo, response: ClientResponse) {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use roster_kernel::{Command, Request, SessionId};
+
+    fn put(seq: u64, value_bytes: usize) -> Pending {
+        let command = Command::KvPut { key: format!("k{seq}"), value: "v".repeat(value_bytes) };
+        let body = ProposalBody::Client(Request { session: SessionId(1), seq, command });
+        let bytes = postcard::experimental::serialized_size(&body).unwrap();
+        let (tx, _rx) = oneshot::channel();
+        Pending { body, bytes, reply: ReplyTo::Caller(tx) }
+    }
+
+    fn seqs(batch: &[Pending]) -> Vec<u64> {
+        batch
+            .iter()
+            .map(|p| match &p.body {
+                ProposalBody::Client(r) => r.seq,
+                other => panic!("unexpected {other:?}"),
+            })
+            .collect()
+    }
+
+    fn queue(items: Vec<Pending>) -> (mpsc::Sender<Pending>, Queue) {
+        let (tx, rx) = mpsc::channel(QUEUE_PROPOSALS);
+        for p in items {
+            tx.try_send(p).expect("room");
+        }
+        (tx, Queue { rx, carried: None })
+    }
+
+    #[tokio::test]
+    async fn a_batch_takes_what_is_queued_in_order_up_to_the_count() {
+        let n = MAX_BATCH_PROPOSALS as u64 + 10;
+        let (_tx, mut q) = queue((1..=n).map(|i| put(i, 10)).collect());
+        let first = q.next_batch().await.unwrap();
+        assert_eq!(seqs(&first), (1..=MAX_BATCH_PROPOSALS as u64).collect::<Vec<_>>());
+        let rest = q.next_batch().await.unwrap();
+        assert_eq!(seqs(&rest), (MAX_BATCH_PROPOSALS as u64 + 1..=n).collect::<Vec<_>>());
+    }
+
+    #[tokio::test]
+    async fn a_proposal_past_the_byte_bound_opens_the_next_batch() {
+        let big = MAX_BATCH_BYTES / 3;
+        let (_tx, mut q) = queue((1..=4).map(|i| put(i, big)).collect());
+        let first = q.next_batch().await.unwrap();
+        assert_eq!(seqs(&first), vec![1, 2]);
+        assert!(first.iter().map(|p| p.bytes).sum::<usize>() <= MAX_BATCH_BYTES);
+        assert_eq!(seqs(&q.next_batch().await.unwrap()), vec![3, 4]);
+    }
+
+    #[tokio::test]
+    async fn a_proposal_larger_than_the_bound_goes_alone() {
+        let (_tx, mut q) = queue(vec![put(1, 10), put(2, MAX_BATCH_BYTES + 1), put(3, 10)]);
+        assert_eq!(seqs(&q.next_batch().await.unwrap()), vec![1]);
+        assert_eq!(seqs(&q.next_batch().await.unwrap()), vec![2]);
+        assert_eq!(seqs(&q.next_batch().await.unwrap()), vec![3]);
+    }
+
+    #[tokio::test]
+    async fn the_queue_ends_when_every_handle_is_gone() {
+        let (tx, mut q) = queue(vec![put(1, 10)]);
+        drop(tx);
+        assert_eq!(seqs(&q.next_batch().await.unwrap()), vec![1]);
+        assert!(q.next_batch().await.is_none());
+    }
+
+    #[test]
+    fn only_a_session_opening_answers_with_the_session() {
+        let opened = Ok(Reply::SessionOpened { session: SessionId(9) });
+        assert!(matches!(applied(opened.clone(), true), ClientResponse::SessionOpened(SessionId(9))));
+        assert!(matches!(applied(opened, false), ClientResponse::Applied(Ok(Reply::SessionOpened { .. }))));
+    }
+}
