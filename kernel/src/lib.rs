@@ -9,6 +9,7 @@ pub mod codec;
 pub mod command;
 pub mod event;
 pub mod ids;
+pub mod leader_duties;
 pub mod liveness;
 pub mod model;
 pub mod placement;
@@ -21,6 +22,10 @@ pub mod state_machine;
 pub use command::*;
 pub use event::*;
 pub use ids::*;
+pub use leader_duties::{
+    DutiesConfig, DutiesConfigError, DutyProposal, HeartbeatVerdict, LeaderDuties, Lease, MemberRecord, ProposalId,
+    ProposalOutcome, ResourcePolicy, Role,
+};
 pub use liveness::{Liveness, LivenessConfig, LivenessConfigError, UnknownMember};
 pub use model::*;
 pub use placement::{PlacementError, Requirements};

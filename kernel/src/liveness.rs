@@ -153,6 +153,18 @@ impl Liveness {
         self.check_invariants();
     }
 
+    /// Gives every tracked member a full timeout of grace from `now_ms` (members heard
+    /// later keep their time), pending ones included: they are judged again from scratch.
+    /// For a leader that could not reach a quorum for a while and so cannot tell a silent
+    /// member from one whose heartbeats went elsewhere.
+    pub fn handle_grace(&mut self, now_ms: u64) {
+        let members: Vec<MemberId> = self.members.keys().copied().collect();
+        for member in members {
+            self.track(now_ms, member);
+        }
+        self.check_invariants();
+    }
+
     /// Forgets everything: a follower judges nobody.
     pub fn handle_stepped_down(&mut self) {
         self.leader = false;

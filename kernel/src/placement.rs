@@ -29,7 +29,7 @@
 //! zero capacity has no headroom on that resource.
 
 use crate::ids::ServerId;
-use crate::model::{MemberStatus, ResourceAverage, ServerEntry};
+use crate::model::{MemberStatus, ProcessEntry, ResourceAverage, ServerEntry};
 use serde::{Deserialize, Serialize};
 use std::cmp::Reverse;
 use std::collections::BTreeMap;
@@ -102,6 +102,19 @@ impl Score {
     pub fn rank_key(&self, id: ServerId) -> (u64, u64, Reverse<ServerId>) {
         (self.bottleneck_ppb(), self.sum_ppb(), Reverse(id))
     }
+}
+
+/// What the live processes on each server were promised at launch (`ProcessInfo::reserved`),
+/// summed per server (saturating): the `reserved` argument of [`place`]. Servers without
+/// processes are absent.
+pub fn reservations<'a>(processes: impl IntoIterator<Item = &'a ProcessEntry>) -> BTreeMap<ServerId, ResourceAverage> {
+    let mut reserved: BTreeMap<ServerId, ResourceAverage> = BTreeMap::new();
+    for p in processes {
+        let r = reserved.entry(p.info.server).or_default();
+        r.cpu_percent_avg = r.cpu_percent_avg.saturating_add(p.info.reserved.cpu_percent_avg);
+        r.mem_bytes_used_avg = r.mem_bytes_used_avg.saturating_add(p.info.reserved.mem_bytes_used_avg);
+    }
+    reserved
 }
 
 /// The headroom of `server`, counting the reservations in `reserved` for it. Ignores its
@@ -366,6 +379,47 @@ mod tests {
                 let ranked = rank(&servers, &reserved, &req);
                 prop_assert_eq!(ranked.len(), eligible.len());
                 prop_assert_eq!(ranked[0].0, chosen);
+            }
+        }
+
+        /// Reservations equal the plain sum over the processes placed on each server, and
+        /// no server without processes has one.
+        #[test]
+        fn reservations_are_the_sum_per_server(
+            procs in proptest::collection::vec((1u64..5, 0u32..300, 0u64..(4 * GIB)), 0..40),
+        ) {
+            let entries: Vec<ProcessEntry> = procs
+                .iter()
+                .enumerate()
+                .map(|(i, &(server, cpu, mem))| ProcessEntry {
+                    id: crate::ids::ProcessId(i as u64 + 1),
+                    info: crate::model::ProcessInfo {
+                        name: format!("p{i}"),
+                        server: ServerId(server),
+                        service_host: String::new(),
+                        service_port: None,
+                        started_at_unix_ms: 0,
+                        labels: Default::default(),
+                        reserved: ResourceAverage { cpu_percent_avg: cpu, mem_bytes_used_avg: mem },
+                    },
+                    status: MemberStatus::Online,
+                    registered_rev: 1,
+                    updated_rev: 1,
+                })
+                .collect();
+            let got = reservations(&entries);
+            for server in 1u64..5 {
+                let on: Vec<_> = procs.iter().filter(|p| p.0 == server).collect();
+                let want_cpu: u64 = on.iter().map(|p| u64::from(p.1)).sum();
+                let want_mem: u64 = on.iter().map(|p| p.2).sum();
+                match got.get(&ServerId(server)) {
+                    None => prop_assert!(on.is_empty()),
+                    Some(r) => {
+                        prop_assert!(!on.is_empty());
+                        prop_assert_eq!(u64::from(r.cpu_percent_avg), want_cpu);
+                        prop_assert_eq!(r.mem_bytes_used_avg, want_mem);
+                    }
+                }
             }
         }
     }
