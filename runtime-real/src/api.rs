@@ -1,7 +1,6 @@
 //! The client API: what a node does with each request on a client connection.
 
-use crate::clock::Clock;
-use crate::leader::{Duties, HeartbeatOutcome};
+use crate::leader::LeaderHandle;
 use crate::proposer::{Proposer, ReplyTo};
 use crate::raft_types::{NodeAddr, NodeId, Raft, TypeConfig};
 use crate::storage::SharedState;
@@ -11,7 +10,7 @@ use crate::wire::{
 use openraft::ReadPolicy;
 use openraft::error::{ForwardReason, ForwardToLeader};
 use openraft_rt::WatchReceiver;
-use roster_kernel::{MemberId, ProposalBody};
+use roster_kernel::{HeartbeatVerdict, MemberId, ProposalBody};
 use std::collections::BTreeSet;
 use std::sync::Arc;
 use tokio::sync::mpsc;
@@ -19,25 +18,14 @@ use tokio::sync::mpsc;
 /// Most events in one `Events` response of a watch stream.
 const WATCH_BATCH: usize = 512;
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum LeaderState {
-    NotLeader,
-    /// Raft still calls this node leader, but no quorum acknowledged it within the lease.
-    CutOff,
-    WithQuorum,
-}
-
 pub struct Api {
     pub(crate) id: NodeId,
     pub(crate) token: String,
     pub(crate) raft: Raft,
     pub(crate) shared: Arc<SharedState>,
-    pub(crate) duties: Arc<Duties>,
-    pub(crate) clock: Clock,
+    /// The leader driver, sole owner of the leader's duties.
+    pub(crate) leader: LeaderHandle,
     pub(crate) launcher: Option<Arc<crate::launch::Launcher>>,
-    /// A leader that has not heard from a quorum for this long may have been replaced
-    /// (the election timeout's lower bound): it stops accepting heartbeats.
-    pub(crate) leader_lease_ms: u64,
     /// Batches writes into Raft entries.
     pub(crate) proposer: Proposer,
 }
@@ -95,29 +83,18 @@ impl Api {
         let _ = tx.send(ClientResponseEnvelope { id, response }).await;
     }
 
-    /// "Alive", judged only where Raft says this node leads (read once per heartbeat).
+    /// "Alive", judged by the leader driver (see `roster_kernel::leader_duties` for the
+    /// rules: the lease, the record deciding membership).
     async fn heartbeat(&self, member: MemberId, resources: Option<roster_kernel::ResourceAverage>) -> ClientResponse {
-        match self.leader_state() {
-            LeaderState::CutOff => {
-                // Raft still calls this node leader, but no quorum acknowledged it within
-                // the lease: it may have been replaced, or it is only slow. Count the
-                // heartbeat here (in case it still leads), and send the member on to look
-                // for another leader (in case it does not): a new leader that never hears
-                // the member would expire it after its grace.
-                let _ = self.duties.handle_heartbeat(self.clock.now_ms(), member, resources, &self.shared);
+        match self.leader.heartbeat(member, resources).await {
+            Ok(HeartbeatVerdict::Accepted) => ClientResponse::HeartbeatOk,
+            Ok(HeartbeatVerdict::UnknownMember(u)) => ClientResponse::UnknownMember(u.member),
+            Ok(HeartbeatVerdict::NotLeader) => self.not_leader().await,
+            Ok(HeartbeatVerdict::CountedSentOn) => {
                 tracing::debug!(%member, "heartbeat counted, but no quorum within the leader lease: member sent on");
                 ClientResponse::NotLeader { leader: None }
             }
-            // The duty loop's own view of leadership lags Raft's (it may be waiting on a
-            // proposal): a deposed leader must not answer HeartbeatOk.
-            LeaderState::NotLeader => self.not_leader().await,
-            LeaderState::WithQuorum => {
-                match self.duties.handle_heartbeat(self.clock.now_ms(), member, resources, &self.shared) {
-                    HeartbeatOutcome::Ok => ClientResponse::HeartbeatOk,
-                    HeartbeatOutcome::Unknown(u) => ClientResponse::UnknownMember(u.member),
-                    HeartbeatOutcome::NotLeader => self.not_leader().await,
-                }
-            }
+            Err(e) => ClientResponse::RetryLater(e.to_string()),
         }
     }
 
@@ -131,24 +108,6 @@ impl Api {
     /// Like `write`, but the answer goes straight to a client connection's outbox.
     pub(crate) async fn submit(&self, body: ProposalBody, reply: ReplyTo) {
         self.proposer.submit(body, reply).await
-    }
-
-    /// Whether this node leads per Raft, and whether a quorum acknowledged it within the
-    /// lease (a single voter is its own quorum).
-    fn leader_state(&self) -> LeaderState {
-        let m = self.raft.metrics();
-        let m = m.borrow_watched();
-        if m.state != openraft::ServerState::Leader {
-            return LeaderState::NotLeader;
-        }
-        if m.membership_config.membership().voter_ids().count() <= 1 {
-            return LeaderState::WithQuorum;
-        }
-        let lease = std::time::Duration::from_millis(self.leader_lease_ms);
-        match m.last_quorum_acked.as_ref() {
-            Some(at) if openraft::Instant::elapsed(&**at) < lease => LeaderState::WithQuorum,
-            _ => LeaderState::CutOff,
-        }
     }
 
     async fn linearize(&self) -> Result<(), ClientResponse> {
@@ -218,17 +177,17 @@ impl Api {
             let entry = (*id, node.addr.clone());
             if voter_ids.contains(id) { voters.push(entry) } else { learners.push(entry) }
         }
-        let now_ms = self.clock.now_ms();
         let (revision, servers, processes) = crate::storage::with_kernel(&self.shared, |sm| {
-            let servers = sm
-                .servers()
-                .map(|s| ServerStatus {
-                    entry: s.clone(),
-                    heartbeat_age_ms: self.duties.heartbeat_age_ms(now_ms, MemberId::Server(s.id)),
-                })
-                .collect::<Vec<_>>();
-            (sm.revision(), servers, sm.processes().cloned().collect::<Vec<_>>())
+            (sm.revision(), sm.servers().cloned().collect::<Vec<_>>(), sm.processes().cloned().collect::<Vec<_>>())
         });
+        // Asked after the record's lock is released: never one lock inside another.
+        let members = servers.iter().map(|s| MemberId::Server(s.id)).collect();
+        let ages = self.leader.heartbeat_ages_ms(members).await.unwrap_or_default();
+        let servers = servers
+            .into_iter()
+            .enumerate()
+            .map(|(i, entry)| ServerStatus { entry, heartbeat_age_ms: ages.get(i).copied().flatten() })
+            .collect();
         ClusterStatus {
             node: self.id,
             leader: m.current_leader,

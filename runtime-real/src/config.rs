@@ -105,7 +105,7 @@ pub mod defaults {
 }
 
 impl ConfigError {
-    pub fn from_liveness(e: roster_kernel::LivenessConfigError) -> Self {
+    pub fn from_duties(e: roster_kernel::DutiesConfigError) -> Self {
         ConfigError::Invalid { field: "heartbeat_timeout_ms", value: String::new(), reason: e.to_string() }
     }
 }

@@ -6,9 +6,8 @@
 use crate::api::Api;
 use crate::config::NodeConfig;
 use crate::wire::{ClientEnvelope, ClientRequest, ClientResponse, ClientResponseEnvelope, Hello, LaunchRequest, Role};
+use roster_kernel::ServerId;
 use roster_kernel::placement::{self, Requirements};
-use roster_kernel::{ResourceAverage, ServerId};
-use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -52,13 +51,7 @@ impl Launcher {
         let need =
             Requirements { min_free_mem_bytes: req.require_mem_bytes, min_free_cpu_percent: req.require_cpu_percent };
         let chosen = crate::storage::with_kernel(&api.shared, |sm| {
-            let mut reserved: BTreeMap<ServerId, ResourceAverage> = BTreeMap::new();
-            for p in sm.processes() {
-                let r = reserved.entry(p.info.server).or_default();
-                r.cpu_percent_avg = r.cpu_percent_avg.saturating_add(p.info.reserved.cpu_percent_avg);
-                r.mem_bytes_used_avg = r.mem_bytes_used_avg.saturating_add(p.info.reserved.mem_bytes_used_avg);
-            }
-            placement::place(sm.servers(), &reserved, &need)
+            placement::place(sm.servers(), &placement::reservations(sm.processes()), &need)
         });
         let server = match chosen {
             Ok(s) => s,

@@ -4,7 +4,6 @@
 use crate::api::Api;
 use crate::clock::Clock;
 use crate::config::NodeConfig;
-use crate::leader::{Duties, ResourcePolicy};
 use crate::network::PeerNetwork;
 use crate::raft_types::{NodeAddr, Raft};
 use crate::storage::{self, Disk};
@@ -86,24 +85,26 @@ impl Node {
             listener.local_addr().map_err(|source| NodeError::Listen { addr: config.listen.clone(), source })?;
 
         let clock = Clock::start();
-        let duties = Arc::new(
-            Duties::new(config.liveness(), ResourcePolicy::default())
-                .map_err(crate::config::ConfigError::from_liveness)?,
-        );
+        let driver = crate::leader::Driver {
+            node: config.id,
+            raft: raft.clone(),
+            shared: shared.clone(),
+            clock,
+            lease_ms: config.election_timeout_min_ms,
+        };
+        let leader = crate::leader::start(driver, roster_kernel::DutiesConfig::new(config.liveness()))
+            .map_err(crate::config::ConfigError::from_duties)?;
         let launcher = crate::launch::Launcher::new(&config);
         let api = Arc::new(Api {
             id: config.id,
             token: token.clone(),
             raft: raft.clone(),
             shared: shared.clone(),
-            duties: duties.clone(),
-            clock,
+            leader,
             launcher: Some(Arc::new(launcher)),
-            leader_lease_ms: config.election_timeout_min_ms,
             proposer: crate::proposer::Proposer::start(config.id, raft.clone()),
         });
         tokio::spawn(crate::server::serve(listener, api.clone()));
-        tokio::spawn(crate::leader::run(config.id, raft.clone(), shared.clone(), duties, clock));
         tokio::spawn(crate::compaction::run(raft.clone(), log_reader.clone(), config.snapshot_log_bytes));
 
         form_cluster(&raft, &config).await?;
