@@ -58,7 +58,7 @@ impl fmt::Display for Requirements {
     }
 }
 
-#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
 pub enum PlacementError {
     #[error("no server is online: start a server (or end its draining), then retry")]
     NoServerOnline,

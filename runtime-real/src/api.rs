@@ -1,11 +1,12 @@
 //! The client API: what a node does with each request on a client connection.
 
-use crate::leader::LeaderHandle;
+use crate::leader::{DriverUnavailable, LeaderHandle, QUEUE_CAPACITY};
 use crate::proposer::{Proposer, ReplyTo};
 use crate::raft_types::{NodeAddr, NodeId, Raft, TypeConfig};
 use crate::storage::SharedState;
 use crate::wire::{
-    ClientEnvelope, ClientRequest, ClientResponse, ClientResponseEnvelope, ClusterStatus, Consistency, ServerStatus,
+    ClientEnvelope, ClientRequest, ClientResponse, ClientResponseEnvelope, ClusterStatus, Consistency, RequestError,
+    ServerStatus, Unavailable,
 };
 use openraft::ReadPolicy;
 use openraft::error::{ForwardReason, ForwardToLeader};
@@ -73,11 +74,11 @@ impl Api {
             ClientRequest::RemoveNode { id } => self.remove_node(id).await,
             ClientRequest::Launch(req) => match &self.launcher {
                 Some(l) => l.clone().launch(&self, req).await,
-                None => ClientResponse::Error("remote launch is unavailable on this node".into()),
+                None => ClientResponse::Error(RequestError::LaunchUnavailable { node: self.id }),
             },
             ClientRequest::StartLocal(req) => match &self.launcher {
                 Some(l) => l.clone().start_local(&self, req).await,
-                None => ClientResponse::Error("remote launch is unavailable on this node".into()),
+                None => ClientResponse::Error(RequestError::LaunchUnavailable { node: self.id }),
             },
         };
         let _ = tx.send(ClientResponseEnvelope { id, response }).await;
@@ -94,7 +95,10 @@ impl Api {
                 tracing::debug!(%member, "heartbeat counted, but no quorum within the leader lease: member sent on");
                 ClientResponse::NotLeader { leader: None }
             }
-            Err(e) => ClientResponse::RetryLater(e.to_string()),
+            Err(DriverUnavailable::Busy) => {
+                ClientResponse::RetryLater(Unavailable::DutiesBusy { capacity: QUEUE_CAPACITY })
+            }
+            Err(DriverUnavailable::Stopped) => ClientResponse::RetryLater(Unavailable::ShuttingDown),
         }
     }
 
@@ -115,7 +119,7 @@ impl Api {
             Ok(_) => Ok(()),
             Err(e) => Err(match e.forward_to_leader() {
                 Some(f) => self.forward(f),
-                None => ClientResponse::RetryLater(format!("cannot confirm leadership for a linearizable read: {e}")),
+                None => ClientResponse::RetryLater(Unavailable::ReadNotConfirmed { reason: e.to_string() }),
             }),
         }
     }
@@ -128,7 +132,7 @@ impl Api {
         let leader = self.raft.current_leader().await;
         let addr = leader.and_then(|l| self.node_addr(l));
         match (leader, addr) {
-            (Some(l), _) if l == self.id => ClientResponse::RetryLater("leader is starting its duties".into()),
+            (Some(l), _) if l == self.id => ClientResponse::RetryLater(Unavailable::DutiesStarting),
             (Some(l), Some(a)) => ClientResponse::NotLeader { leader: Some((l, a)) },
             _ => ClientResponse::NotLeader { leader: None },
         }
@@ -210,7 +214,7 @@ impl Api {
         if let Err(e) = self.raft.add_learner(id, NodeAddr { addr }, true).await {
             return match e.forward_to_leader() {
                 Some(f) => self.forward(f),
-                None => ClientResponse::Error(format!("adding node {id} as learner failed: {e}")),
+                None => ClientResponse::Error(RequestError::AddLearner { node: id, reason: e.to_string() }),
             };
         }
         let mut voters: BTreeSet<NodeId> = self.raft.voter_ids().collect();
@@ -224,10 +228,10 @@ impl Api {
         }
         let mut voters: BTreeSet<NodeId> = self.raft.voter_ids().collect();
         if !voters.remove(&id) {
-            return ClientResponse::Error(format!("node {id} is not a voter of this cluster"));
+            return ClientResponse::Error(RequestError::NotAVoter { node: id });
         }
         if voters.is_empty() {
-            return ClientResponse::Error(format!("refusing to remove node {id}: it is the last voter"));
+            return ClientResponse::Error(RequestError::LastVoter { node: id });
         }
         self.change_voters(voters, format!("node {id} removed")).await
     }
@@ -240,7 +244,7 @@ impl Api {
             }
             Err(e) => match e.forward_to_leader() {
                 Some(f) => self.forward(f),
-                None => ClientResponse::Error(format!("membership change failed: {e}")),
+                None => ClientResponse::Error(RequestError::MembershipChange { reason: e.to_string() }),
             },
         }
     }
@@ -251,7 +255,7 @@ pub(crate) fn forward_response(node: NodeId, f: &ForwardToLeader<TypeConfig>) ->
     // Right after an election the new leader may refuse with LeaseExpired: same leader,
     // try again shortly.
     if f.reason == ForwardReason::LeaseExpired && f.leader_id == Some(node) {
-        return ClientResponse::RetryLater("new leader is not ready yet".into());
+        return ClientResponse::RetryLater(Unavailable::LeaderNotReady);
     }
     ClientResponse::NotLeader { leader: f.leader_id.zip(f.leader_node.as_ref().map(|n| n.addr.clone())) }
 }

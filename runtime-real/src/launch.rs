@@ -5,7 +5,9 @@
 
 use crate::api::Api;
 use crate::config::NodeConfig;
-use crate::wire::{ClientEnvelope, ClientRequest, ClientResponse, ClientResponseEnvelope, Hello, LaunchRequest, Role};
+use crate::wire::{
+    ClientEnvelope, ClientRequest, ClientResponse, ClientResponseEnvelope, Hello, LaunchRequest, RequestError, Role,
+};
 use roster_kernel::ServerId;
 use roster_kernel::placement::{self, Requirements};
 use std::path::PathBuf;
@@ -55,14 +57,14 @@ impl Launcher {
         });
         let server = match chosen {
             Ok(s) => s,
-            Err(e) => return ClientResponse::Error(format!("launch of {:?}: {e}", req.name)),
+            Err(error) => return ClientResponse::Error(RequestError::Placement { name: req.name, error }),
         };
         tracing::info!(name = %req.name, %server, "launch placed");
         if server.0 == self.node {
             return self.start_local(api, req).await;
         }
         let Some(addr) = api.node_addr(server.0) else {
-            return ClientResponse::Error(format!("launch: chosen {server} has no known address"));
+            return ClientResponse::Error(RequestError::NoAddress { server });
         };
         forward(&addr, &api.token, req).await
     }
@@ -71,30 +73,27 @@ impl Launcher {
     pub async fn start_local(self: std::sync::Arc<Self>, api: &Api, req: LaunchRequest) -> ClientResponse {
         if !self.allow.iter().any(|a| a == &req.program) {
             tracing::warn!(program = %req.program, "launch refused: not on the allow-list");
-            return ClientResponse::Error(format!(
-                "launch refused: program {:?} is not on node {}'s allow-list (launch_allow / --launch-allow)",
-                req.program, self.node
-            ));
+            return ClientResponse::Error(RequestError::NotAllowed { program: req.program, node: self.node });
         }
         let launch_id =
             format!("{}-{}-{}", self.node, crate::clock::unix_ms(), self.next.fetch_add(1, Ordering::Relaxed));
         let exe = match std::env::current_exe() {
             Ok(p) => p,
-            Err(e) => return ClientResponse::Error(format!("launch failed: cannot find the roster binary: {e}")),
+            Err(e) => return launch_failed(format!("cannot find the roster binary: {e}")),
         };
         if let Err(e) = std::fs::create_dir_all(&self.log_dir) {
-            return ClientResponse::Error(format!("launch failed: cannot create {}: {e}", self.log_dir.display()));
+            return launch_failed(format!("cannot create {}: {e}", self.log_dir.display()));
         }
         let log_path = self.log_dir.join(format!("{}-{launch_id}.log", sanitize(&req.name)));
         let log = match std::fs::File::create(&log_path) {
             Ok(f) => f,
             Err(e) => {
-                return ClientResponse::Error(format!("launch failed: cannot create {}: {e}", log_path.display()));
+                return launch_failed(format!("cannot create {}: {e}", log_path.display()));
             }
         };
         let log_err = match log.try_clone() {
             Ok(f) => f,
-            Err(e) => return ClientResponse::Error(format!("launch failed: {e}")),
+            Err(e) => return launch_failed(e.to_string()),
         };
         let mut cmd = tokio::process::Command::new(exe);
         cmd.arg("run")
@@ -127,7 +126,7 @@ impl Launcher {
         cmd.stdin(std::process::Stdio::null()).stdout(log).stderr(log_err).kill_on_drop(false);
         let mut child = match cmd.spawn() {
             Ok(c) => c,
-            Err(e) => return ClientResponse::Error(format!("launch failed: {e}")),
+            Err(e) => return launch_failed(e.to_string()),
         };
         let deadline = tokio::time::Instant::now() + Duration::from_millis(REGISTER_TIMEOUT_MS);
         loop {
@@ -144,17 +143,18 @@ impl Launcher {
             }
             if let Ok(Some(status)) = child.try_wait() {
                 let tail = last_line(&log_path);
-                return ClientResponse::Error(format!(
-                    "launch failed: program exited ({status}) before registering: {tail}"
-                ));
+                return ClientResponse::Error(RequestError::ExitedBeforeRegistering {
+                    status: status.to_string(),
+                    last_line: tail,
+                });
             }
             if tokio::time::Instant::now() >= deadline {
                 let _ = child.start_kill();
-                return ClientResponse::Error(format!(
-                    "launch timed out: {:?} did not register within {REGISTER_TIMEOUT_MS} ms (log: {})",
-                    req.name,
-                    log_path.display()
-                ));
+                return ClientResponse::Error(RequestError::RegisterTimeout {
+                    name: req.name,
+                    timeout_ms: REGISTER_TIMEOUT_MS,
+                    log: log_path.display().to_string(),
+                });
             }
             tokio::time::sleep(Duration::from_millis(25)).await;
         }
@@ -173,9 +173,15 @@ async fn forward(addr: &str, token: &str, req: LaunchRequest) -> ClientResponse 
     let deadline = tokio::time::Instant::now() + Duration::from_millis(FORWARD_TIMEOUT_MS);
     match crate::rt::Timeout::new(exchange, deadline).await {
         Ok(Ok(env)) => env.response,
-        Ok(Err(e)) => ClientResponse::Error(format!("launch: forwarding to {addr} failed: {e}")),
-        Err(_) => ClientResponse::Error(format!("launch timed out waiting for {addr}")),
+        Ok(Err(e)) => {
+            ClientResponse::Error(RequestError::ForwardFailed { addr: addr.to_string(), reason: e.to_string() })
+        }
+        Err(_) => ClientResponse::Error(RequestError::ForwardTimeout { addr: addr.to_string() }),
     }
+}
+
+fn launch_failed(reason: String) -> ClientResponse {
+    ClientResponse::Error(RequestError::LaunchFailed { reason })
 }
 
 fn sanitize(name: &str) -> String {

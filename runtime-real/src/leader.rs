@@ -26,7 +26,7 @@ use tokio::sync::{mpsc, oneshot};
 pub const TICK_MS: u64 = 50;
 /// Requests waiting for the driver; one more is refused as `Busy` (at 10,000 members
 /// heartbeating at 1 Hz this is more than a second of backlog).
-const QUEUE_CAPACITY: usize = 16_384;
+pub(crate) const QUEUE_CAPACITY: usize = 16_384;
 /// Most requests answered in one batch (under one read of the record).
 const BATCH_MAX: usize = 1_024;
 

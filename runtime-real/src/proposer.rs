@@ -12,7 +12,7 @@
 
 use crate::batch::{Batch, BatchReplies};
 use crate::raft_types::{NodeId, Raft, TypeConfig};
-use crate::wire::{ClientResponse, ClientResponseEnvelope};
+use crate::wire::{ClientResponse, ClientResponseEnvelope, RequestError, Unavailable};
 use openraft::error::{ClientWriteError, RaftError};
 use roster_kernel::{CommandResult, Proposal, ProposalBody, Reply};
 use std::sync::Arc;
@@ -71,7 +71,7 @@ impl Proposer {
         let bytes = postcard::experimental::serialized_size(&body).unwrap_or(MAX_BATCH_BYTES);
         if let Err(mpsc::error::SendError(p)) = self.tx.send(Pending { body, bytes, reply }).await {
             // The node is shutting down.
-            deliver(p.reply, ClientResponse::Error("write failed: the node is shutting down".into()));
+            deliver(p.reply, ClientResponse::RetryLater(Unavailable::ShuttingDown));
         }
     }
 
@@ -79,7 +79,7 @@ impl Proposer {
     pub async fn write(&self, body: ProposalBody) -> ClientResponse {
         let (tx, rx) = oneshot::channel();
         self.submit(body, ReplyTo::Caller(tx)).await;
-        rx.await.unwrap_or_else(|_| ClientResponse::Error("write failed: the node is shutting down".into()))
+        rx.await.unwrap_or(ClientResponse::RetryLater(Unavailable::ShuttingDown))
     }
 }
 
@@ -152,7 +152,7 @@ fn answer_each(replies: Vec<(ReplyTo, bool)>, results: BatchReplies) {
     for (reply, opens_session) in replies {
         let response = match results.next() {
             Some(result) => applied(result, opens_session),
-            None => ClientResponse::Error("write failed: the state machine gave no reply for this command".into()),
+            None => ClientResponse::Error(RequestError::NoReply),
         };
         deliver(reply, response);
     }
@@ -170,7 +170,7 @@ fn applied(result: CommandResult, opens_session: bool) -> ClientResponse {
 fn write_error(node: NodeId, e: &RaftError<TypeConfig, ClientWriteError<TypeConfig>>) -> ClientResponse {
     match e.forward_to_leader() {
         Some(f) => crate::api::forward_response(node, f),
-        None => ClientResponse::Error(format!("write failed: {e}")),
+        None => ClientResponse::Error(RequestError::WriteFailed { reason: e.to_string() }),
     }
 }
 

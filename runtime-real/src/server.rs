@@ -154,7 +154,7 @@ async fn serve_client(mut r: Reader, mut w: Writer, api: Arc<Api>, peer: String)
             Err(TransportError::Closed) => break Ok(()),
             Err(e) => {
                 tracing::warn!(%peer, error = %e, "closing client connection: bad frame");
-                let msg = ClientResponse::Error(format!("closing connection: {e}"));
+                let msg = ClientResponse::Error(crate::wire::RequestError::BadFrame { reason: e.to_string() });
                 let _ = tx.send(ClientResponseEnvelope { id: 0, response: msg }).await;
                 break Err(e);
             }

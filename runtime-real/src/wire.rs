@@ -152,9 +152,73 @@ pub enum ClientResponse {
     NotLeader {
         leader: Option<(NodeId, String)>,
     },
-    /// Try again shortly at the same node (e.g. a new leader not yet ready).
-    RetryLater(String),
-    Error(String),
+    /// Try again shortly at the same node: it cannot serve the request yet.
+    RetryLater(Unavailable),
+    /// The node refused the request: repeating it unchanged cannot succeed.
+    Error(RequestError),
+}
+
+/// Why a node cannot serve a request right now; the same request may succeed shortly at
+/// the same node (clients retry these, with backoff).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+pub enum Unavailable {
+    /// Right after an election openraft refuses writes until the leader's lease holds.
+    #[error("the new leader is not ready yet: its lease is still being established")]
+    LeaderNotReady,
+    /// Raft calls this node leader, but its duties have not started this term yet.
+    #[error("the leader is starting its duties")]
+    DutiesStarting,
+    #[error("cannot confirm leadership for a linearizable read: {reason}")]
+    ReadNotConfirmed { reason: String },
+    /// Heartbeats and status questions wait for the leader driver in a bounded queue.
+    #[error("the leader's duty queue is full ({capacity} requests waiting)")]
+    DutiesBusy { capacity: usize },
+    /// Its connections close next; the client moves to another node.
+    #[error("the node is shutting down")]
+    ShuttingDown,
+}
+
+/// A request the node refused; retrying it unchanged cannot help, so clients surface it
+/// at once with this message.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+pub enum RequestError {
+    #[error("remote launch is unavailable on node {node}")]
+    LaunchUnavailable { node: NodeId },
+    #[error("launch refused: program {program:?} is not on node {node}'s allow-list (launch_allow / --launch-allow)")]
+    NotAllowed { program: String, node: NodeId },
+    #[error("launch of {name:?}: {error}")]
+    Placement { name: String, error: roster_kernel::PlacementError },
+    #[error("launch: chosen {server} has no known address")]
+    NoAddress { server: ServerId },
+    /// Starting the program failed on the chosen node (the OS's reason).
+    #[error("launch failed: {reason}")]
+    LaunchFailed { reason: String },
+    #[error("launch failed: program exited ({status}) before registering: {last_line}")]
+    ExitedBeforeRegistering { status: String, last_line: String },
+    #[error("launch timed out: {name:?} did not register within {timeout_ms} ms (log: {log})")]
+    RegisterTimeout { name: String, timeout_ms: u64, log: String },
+    #[error("launch: forwarding to {addr} failed: {reason}")]
+    ForwardFailed { addr: String, reason: String },
+    #[error("launch timed out waiting for {addr}")]
+    ForwardTimeout { addr: String },
+    #[error("node {node} is not a voter of this cluster")]
+    NotAVoter { node: NodeId },
+    #[error("refusing to remove node {node}: it is the last voter")]
+    LastVoter { node: NodeId },
+    #[error("adding node {node} as learner failed: {reason}")]
+    AddLearner { node: NodeId, reason: String },
+    #[error("membership change failed: {reason}")]
+    MembershipChange { reason: String },
+    /// Raft could not take the write for a reason other than leadership (openraft's text).
+    #[error("write failed: {reason}")]
+    WriteFailed { reason: String },
+    #[error("write failed: the state machine gave no reply for this command")]
+    NoReply,
+    /// The request frame could not be read; the node closes the connection after this.
+    #[error("closing connection: {reason}")]
+    BadFrame { reason: String },
+    #[error("this node does not serve {request}")]
+    Unsupported { request: String },
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 /// The wire protocol version these hand-made frames speak (`roster_kernel::codec::WIRE_VERSION`;
 /// written out, as a client in another language would).
-const WIRE_VERSION: u8 = 2;
+const WIRE_VERSION: u8 = 3;
 
 /// A frame: u32 BE length (version byte + body), the version byte, the body.
 fn frame(body: &[u8]) -> Vec<u8> {
@@ -123,7 +123,11 @@ fn malformed_and_oversized_frames_close_the_connection() {
     let mut f = frame(&client_hello(&token));
     f[4] = WIRE_VERSION + 7;
     s.write_all(&f).expect("send bad version");
-    expect_closed(s, Duration::from_secs(5), "bad version byte");
+    let reply = expect_closed(s, Duration::from_secs(5), "bad version byte");
+    // An old or newer client is told both versions, in a frame it can at least read as text.
+    let text = String::from_utf8_lossy(&reply);
+    let (theirs, ours) = (format!("wire version {}", WIRE_VERSION + 7), format!("speaks {WIRE_VERSION}"));
+    assert!(text.contains(&theirs) && text.contains(&ours), "the refusal should name both versions: {text:?}");
 
     // An oversized length header (no body follows): refused at once, not waited on.
     let mut s = connect(&c, &addr);

@@ -378,12 +378,13 @@ fn response_name(answer: &ClientResponse) -> &'static str {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::wire::RequestError;
 
     #[test]
     fn unexpected_answers_become_the_right_error() {
         assert_eq!(
-            unexpected("Done", ClientResponse::Error("disk full".into())),
-            ClientError::Server("disk full".into())
+            unexpected("Done", ClientResponse::Error(RequestError::NoReply)),
+            ClientError::Server(RequestError::NoReply)
         );
         let member = MemberId::Process(ProcessId(4));
         assert_eq!(

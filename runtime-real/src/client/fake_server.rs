@@ -5,7 +5,7 @@
 use crate::transport::{self, Reader, Writer};
 use crate::wire::{
     ClientEnvelope, ClientRequest, ClientResponse, ClientResponseEnvelope, ClusterStatus, Hello, HelloReply,
-    MAX_CLIENT_FRAME_BYTES,
+    MAX_CLIENT_FRAME_BYTES, RequestError, Unavailable,
 };
 use roster_kernel::{
     Command, CommandError, CommandResult, Event, EventKind, MemberId, ProcessId, Reply, Request, SessionId,
@@ -234,7 +234,7 @@ fn handle(node: usize, request: ClientRequest, s: &mut FakeState) -> Then {
             }
         }
         ClientRequest::Submit(request) => submit(node, request, s),
-        other => Then::Answer(ClientResponse::Error(format!("the fake node does not serve {other:?}"))),
+        other => Then::Answer(ClientResponse::Error(RequestError::Unsupported { request: format!("{other:?}") })),
     }
 }
 
@@ -245,7 +245,7 @@ fn submit(node: usize, request: Request, s: &mut FakeState) -> Then {
     }
     if s.retry_later_once {
         s.retry_later_once = false;
-        return Then::Answer(ClientResponse::RetryLater("new leader is not ready yet".into()));
+        return Then::Answer(ClientResponse::RetryLater(Unavailable::LeaderNotReady));
     }
     let Some((last, last_reply)) = s.sessions.get(&request.session).cloned() else {
         return Then::Answer(ClientResponse::Applied(Err(CommandError::UnknownSession(request.session))));

@@ -404,7 +404,7 @@ impl Cluster {
                 if target == Target::Leader {
                     self.note_leader(endpoint);
                 }
-                Step::Again(reason)
+                Step::Again(reason.to_string())
             }
             Ok(response) => {
                 if target == Target::Leader {
