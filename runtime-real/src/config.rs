@@ -1,7 +1,7 @@
 //! Node configuration: TOML file and command-line flags are equivalent; flags win.
 //! Every bad value is refused at start with an error naming the field and the value.
 
-use crate::raft_types::NodeId;
+use crate::raft::NodeId;
 use roster_kernel::LivenessConfig;
 use serde::Deserialize;
 use std::collections::BTreeMap;
@@ -211,7 +211,7 @@ impl NodeConfig {
                 reason: format!("must be at least {MIN_SNAPSHOT_LOG_BYTES}"),
             });
         }
-        crate::probe::ProbeSpec::parse(&self.probe)?;
+        crate::server::probe::ProbeSpec::parse(&self.probe)?;
         Ok(())
     }
 

@@ -1,11 +1,12 @@
 //! A server node: storage, Raft, the listener, leader duties and the node's own
 //! membership agent, wired together.
 
-use crate::api::Api;
-use crate::clock::Clock;
 use crate::config::NodeConfig;
-use crate::network::PeerNetwork;
-use crate::raft_types::{NodeAddr, Raft};
+use crate::net::peer::PeerNetwork;
+use crate::raft::NodeAddr;
+use crate::rt::clock::Clock;
+use crate::server::Raft;
+use crate::server::api::Api;
 use crate::storage::{self, Disk};
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -32,7 +33,7 @@ pub struct Node {
     pub shared: Arc<storage::SharedState>,
     /// A read-only view of the Raft log (for observers such as the simulator's checkers).
     pub log_reader: storage::LogReader,
-    agent: Option<crate::agent::ServerAgent>,
+    agent: Option<crate::server::agent::ServerAgent>,
 }
 
 impl Node {
@@ -41,7 +42,7 @@ impl Node {
     pub async fn start(
         config: NodeConfig,
         disk: Arc<dyn Disk>,
-        probe: Box<dyn crate::probe::Probe>,
+        probe: Box<dyn crate::server::probe::Probe>,
     ) -> Result<Node, NodeError> {
         let options = storage::StorageOptions::for_fs(roster_kernel::Limits::default());
         Node::start_with_storage(config, disk, probe, options).await
@@ -52,7 +53,7 @@ impl Node {
     pub async fn start_with_storage(
         config: NodeConfig,
         disk: Arc<dyn Disk>,
-        probe: Box<dyn crate::probe::Probe>,
+        probe: Box<dyn crate::server::probe::Probe>,
         storage_options: storage::StorageOptions,
     ) -> Result<Node, NodeError> {
         config.validate()?;
@@ -85,16 +86,16 @@ impl Node {
             listener.local_addr().map_err(|source| NodeError::Listen { addr: config.listen.clone(), source })?;
 
         let clock = Clock::start();
-        let driver = crate::leader::Driver {
+        let driver = crate::server::leader::Driver {
             node: config.id,
             raft: raft.clone(),
             shared: shared.clone(),
             clock,
             lease_ms: config.election_timeout_min_ms,
         };
-        let leader = crate::leader::start(driver, roster_kernel::DutiesConfig::new(config.liveness()))
+        let leader = crate::server::leader::start(driver, roster_kernel::DutiesConfig::new(config.liveness()))
             .map_err(crate::config::ConfigError::from_duties)?;
-        let launcher = crate::launch::Launcher::new(&config);
+        let launcher = crate::server::launch::Launcher::new(&config, raft.clone(), shared.clone(), token.clone());
         let api = Arc::new(Api {
             id: config.id,
             token: token.clone(),
@@ -102,15 +103,15 @@ impl Node {
             shared: shared.clone(),
             leader,
             launcher: Some(Arc::new(launcher)),
-            proposer: crate::proposer::Proposer::start(config.id, raft.clone()),
+            proposer: crate::server::proposer::Proposer::start(config.id, raft.clone()),
         });
-        tokio::spawn(crate::server::serve(listener, api.clone()));
-        tokio::spawn(crate::compaction::run(raft.clone(), log_reader.clone(), config.snapshot_log_bytes));
+        tokio::spawn(crate::server::dispatch::serve(listener, api.clone()));
+        tokio::spawn(crate::server::compaction::run(raft.clone(), log_reader.clone(), config.snapshot_log_bytes));
 
         form_cluster(&raft, &config).await?;
         tracing::info!(node = config.id, listen = %local_addr, "node started");
 
-        let agent = crate::agent::ServerAgent::start(&config, token, probe, clock);
+        let agent = crate::server::agent::ServerAgent::start(&config, token, probe, clock);
         Ok(Node { config, raft, api, local_addr, shared, log_reader, agent: Some(agent) })
     }
 

@@ -16,7 +16,7 @@ use roster_kernel::{
     Command, CommandError, Labels, MemberId, ProcessId, ProcessInfo, Reply, ResourceAverage, ServerId,
 };
 use roster_real::client::{Client, ClientError, ClientOptions};
-use roster_real::wire::Consistency;
+use roster_real::net::wire::Consistency;
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -199,7 +199,7 @@ async fn process_loop(ctx: &WorkerCtx, client: &Client) {
             server: host,
             service_host: String::new(),
             service_port: None,
-            started_at_unix_ms: roster_real::clock::unix_ms(),
+            started_at_unix_ms: roster_real::rt::clock::unix_ms(),
             labels: Labels::default(),
             reserved: ResourceAverage::default(),
         };

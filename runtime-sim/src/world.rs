@@ -19,7 +19,7 @@ use openraft_rt::WatchReceiver;
 use roster_kernel::{Departure, EventKind, Limits, MemberId, ProcessId};
 use roster_real::config::NodeConfig;
 use roster_real::node::Node;
-use roster_real::raft_types::Raft;
+use roster_real::server::Raft;
 use roster_real::storage::{Keep, LogReader, MemDisk, SharedState, StorageOptions, Unsynced};
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, Ipv4Addr};
@@ -191,7 +191,7 @@ impl World {
         let handle = Handle::current();
         let clock = SimClock { origin: Instant::now() };
         let trace = SharedTrace::default();
-        trace.lock().record_origin(roster_real::clock::unix_ms());
+        trace.lock().record_origin(roster_real::rt::clock::unix_ms());
         let views: Views = Arc::default();
         let quiet = Arc::new(AtomicBool::new(false));
         let base = config.base_latency_ms.clone();

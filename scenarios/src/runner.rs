@@ -50,7 +50,7 @@ pub struct RunOutcome {
     pub trace: Trace,
 }
 
-/// The leader's duty loop period (`roster_real::leader`'s `TICK_MS`).
+/// The leader's duty loop period (`roster_real::server::leader`'s `TICK_MS`).
 const LEADER_TICK_MS: u64 = 50;
 
 pub fn bounds(config: &WorldConfig, opts: &RunOptions) -> Bounds {

@@ -6,7 +6,7 @@ use clap::{Args, Subcommand};
 use roster_kernel::retry_queue::RetryConfig;
 use roster_kernel::{Command, MemberId, ProcessId, ProcessInfo, Reply, ResourceAverage, ServerId};
 use roster_real::client::{ClientOptions, Cluster, Session};
-use roster_real::wire::{ClientRequest, ClientResponse};
+use roster_real::net::wire::{ClientRequest, ClientResponse};
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
@@ -228,7 +228,7 @@ async fn heartbeats(
                     server: ServerId(server_id),
                     service_host: "127.0.0.1".into(),
                     service_port: None,
-                    started_at_unix_ms: roster_real::clock::unix_ms(),
+                    started_at_unix_ms: roster_real::rt::clock::unix_ms(),
                     labels: Default::default(),
                     reserved: ResourceAverage::default(),
                 };

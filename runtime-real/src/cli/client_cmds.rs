@@ -1,7 +1,7 @@
 //! Client commands: status, get, ls, put, del, kv, watch, member.
 //!
 //! With `--json` each prints one JSON document (watch: one per line) whose fields are the
-//! serde forms of the types in `roster_real::wire` and `roster_kernel` (README lists them).
+//! serde forms of the types in `roster_real::net::wire` and `roster_kernel` (README lists them).
 
 use super::ClientArgs;
 use clap::{Args, Subcommand};
@@ -9,7 +9,7 @@ use roster_kernel::{
     Command, ListFilter, MemberId, MemberKind, MemberStatus, ProcessId, ProcessPatch, Query, QueryResult, Reply,
     ServerId, ServerPatch,
 };
-use roster_real::wire::{ClusterStatus, Consistency};
+use roster_real::net::wire::{ClusterStatus, Consistency};
 use std::process::ExitCode;
 
 #[derive(Args, Debug)]

@@ -2,7 +2,7 @@
 
 use super::ClientArgs;
 use clap::Args;
-use roster_real::wire::LaunchRequest;
+use roster_real::net::wire::LaunchRequest;
 use std::process::ExitCode;
 
 #[derive(Args, Debug)]

@@ -78,7 +78,7 @@ pub async fn run(args: RunArgs) -> Result<ExitCode, String> {
         server,
         service_host: args.host.clone(),
         service_port: args.port,
-        started_at_unix_ms: roster_real::clock::unix_ms(),
+        started_at_unix_ms: roster_real::rt::clock::unix_ms(),
         labels,
         reserved: ResourceAverage {
             cpu_percent_avg: args.reserve_cpu.unwrap_or(0),

@@ -12,8 +12,8 @@ use crate::client::pool::{ClientOptions, Cluster};
 use crate::client::process::ProcessHandle;
 use crate::client::session::{Pending, Session};
 use crate::client::watch::Watch;
-use crate::raft_types::NodeId;
-use crate::wire::{ClientRequest, ClientResponse, ClusterStatus, Consistency, LaunchRequest};
+use crate::net::wire::{ClientRequest, ClientResponse, ClusterStatus, Consistency, LaunchRequest};
+use crate::raft::NodeId;
 use roster_kernel::retry_queue::RetryConfig;
 use roster_kernel::{
     Command, ListFilter, MemberId, ProcessEntry, ProcessId, ProcessInfo, ProcessPatch, Query, QueryReply, QueryResult,
@@ -378,7 +378,7 @@ fn response_name(answer: &ClientResponse) -> &'static str {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::wire::RequestError;
+    use crate::net::wire::RequestError;
 
     #[test]
     fn unexpected_answers_become_the_right_error() {

@@ -7,11 +7,11 @@
 //! once with `ConnectionLost`, and the pool opens a new connection on the next use.
 
 use crate::client::error::{ClientError, from_transport};
-use crate::rt::Timeout;
-use crate::transport::{self, Reader, TransportError, Writer};
-use crate::wire::{
+use crate::net::transport::{self, Reader, TransportError, Writer};
+use crate::net::wire::{
     ClientEnvelope, ClientRequest, ClientResponse, ClientResponseEnvelope, Hello, MAX_CLIENT_FRAME_BYTES, Role,
 };
+use crate::rt::Timeout;
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 use tokio::sync::{Notify, mpsc, oneshot};

@@ -10,7 +10,7 @@
 use crate::client::api::Client;
 use crate::client::error::ClientError;
 use crate::client::pool::Cluster;
-use crate::wire::{ClientRequest, ClientResponse};
+use crate::net::wire::{ClientRequest, ClientResponse};
 use roster_kernel::{Command, CommandError, MemberId, ProcessId};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};

@@ -21,7 +21,7 @@
 
 use crate::client::error::ClientError;
 use crate::client::pool::Cluster;
-use crate::wire::{ClientRequest, ClientResponse};
+use crate::net::wire::{ClientRequest, ClientResponse};
 use futures::StreamExt;
 use futures::stream::FuturesUnordered;
 use roster_kernel::retry_queue::{EndpointId, Failure, QueueFull, RetryConfig, RetryQueue, Transmit};

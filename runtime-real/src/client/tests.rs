@@ -2,7 +2,7 @@
 
 use crate::client::fake_server::{FakeCluster, TOKEN};
 use crate::client::{Client, ClientError, ClientOptions, Cluster, RetryConfig, Session};
-use crate::wire::{ClientRequest, ClientResponse};
+use crate::net::wire::{ClientRequest, ClientResponse};
 use roster_kernel::{Command, MemberId, ProcessInfo, Reply, ResourceAverage, ServerId};
 use std::time::Duration;
 use tokio::time::Instant;

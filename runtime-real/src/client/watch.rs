@@ -3,7 +3,7 @@
 
 use crate::client::error::ClientError;
 use crate::client::pool::{Cluster, ResponseStream};
-use crate::wire::{ClientRequest, ClientResponse};
+use crate::net::wire::{ClientRequest, ClientResponse};
 use roster_kernel::Event;
 use std::collections::VecDeque;
 use std::time::Duration;

@@ -6,6 +6,7 @@
 //! and the RNG (seeded from madsim's deterministic RNG in simulation).
 
 mod channels;
+pub mod clock;
 mod instant;
 mod timeout;
 mod watch;

@@ -11,7 +11,7 @@ use super::disk::{Disk, FsDisk};
 use super::log_store::LogStore;
 use super::wal::tests::ent;
 use super::wal::{Wal, WalOptions, encode_entries};
-use crate::raft_types::{Entry, TypeConfig};
+use crate::raft::{Entry, TypeConfig};
 use openraft::storage::{IOFlushed, RaftLogStorage};
 use openraft::type_config::TypeConfigExt;
 use std::io;

@@ -24,7 +24,7 @@
 use super::disk::Disk;
 use super::wal::{self, EncodedBatch, Wal, WalOptions};
 use super::{StorageError, on_disk};
-use crate::raft_types::{Entry, LogId, TypeConfig, Vote};
+use crate::raft::{Entry, LogId, TypeConfig, Vote};
 use openraft::OptionalSend;
 use openraft::storage::{IOFlushed, LogState, RaftLogReader, RaftLogStorage};
 use std::collections::BTreeMap;
@@ -431,7 +431,8 @@ async fn run_writer(wal: Arc<Mutex<Wal>>, mut rx: mpsc::Receiver<Command>, offlo
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::storage::disk::{FsDisk, Keep, MemDisk};
+    use crate::storage::disk::FsDisk;
+    use crate::storage::mem_disk::{Keep, MemDisk};
     use crate::storage::wal::tests::{ent, lid};
     use openraft::type_config::TypeConfigExt;
 

@@ -1,7 +1,8 @@
 //! Durable storage: the Raft log (own WAL), vote, committed index and snapshots, over a
 //! `Disk` trait so the simulator can plug in a simulated disk.
 //!
-//! - `disk`: the `Disk` trait, `FsDisk` (std::fs) and `MemDisk` (in memory, crashable).
+//! - `disk`: the `Disk` trait and `FsDisk` (std::fs); `mem_disk`: `MemDisk` (in memory,
+//!   crashable; tests and the simulator only, feature `sim-disk`).
 //! - `wal`: the segmented write-ahead log and its meta file.
 //! - `log_store`: openraft's `RaftLogStorage` over the WAL, with group commit.
 //! - `state_machine`: openraft's `RaftStateMachine` over the kernel's state machine, with
@@ -11,14 +12,18 @@
 
 pub mod disk;
 pub mod log_store;
+#[cfg(any(test, feature = "sim-disk"))]
+pub mod mem_disk;
 pub mod state_machine;
 pub mod wal;
 
 #[cfg(test)]
 mod bench;
 
-pub use disk::{Disk, FsDisk, Keep, MemDisk, Unsynced};
+pub use disk::{Disk, FsDisk};
 pub use log_store::{LogReader, LogStore};
+#[cfg(any(test, feature = "sim-disk"))]
+pub use mem_disk::{Keep, MemDisk, Unsynced};
 pub use state_machine::{
     Applied, AppliedReceiver, AppliedState, SharedState, Snapshot, SnapshotData, StateMachineStore,
 };
@@ -79,6 +84,7 @@ impl StorageOptions {
     }
 
     /// For an in-memory disk (`MemDisk`, tests and the simulator).
+    #[cfg(any(test, feature = "sim-disk"))]
     pub fn for_mem(limits: Limits) -> StorageOptions {
         StorageOptions { wal: WalOptions::for_mem(), limits }
     }
@@ -131,8 +137,8 @@ pub fn with_kernel<R>(shared: &SharedState, f: impl FnOnce(&roster_kernel::Clust
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::batch::Batch;
-    use crate::raft_types::{Entry, TypeConfig, Vote};
+    use crate::raft::entry::Batch;
+    use crate::raft::{Entry, TypeConfig, Vote};
     use crate::storage::wal::tests::lid;
     use openraft::entry::RaftEntry;
     use openraft::storage::{IOFlushed, RaftLogStorage, RaftSnapshotBuilder, RaftStateMachine, StorageHelper};

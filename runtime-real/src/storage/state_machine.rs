@@ -19,8 +19,8 @@
 
 use super::disk::Disk;
 use super::{StorageError, on_disk};
-use crate::batch::BatchReplies;
-use crate::raft_types::{Entry, LogId, SnapshotMeta, StoredMembership, TypeConfig};
+use crate::raft::entry::BatchReplies;
+use crate::raft::{Entry, LogId, SnapshotMeta, StoredMembership, TypeConfig};
 use crate::rt::OrderedWatch;
 use futures::StreamExt;
 use openraft::alias::SnapshotOf;
@@ -411,8 +411,8 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::batch::Batch;
-    use crate::storage::disk::MemDisk;
+    use crate::raft::entry::Batch;
+    use crate::storage::mem_disk::MemDisk;
     use crate::storage::wal::tests::lid;
     use openraft::Membership;
     use openraft::entry::RaftEntry;
@@ -490,7 +490,7 @@ mod tests {
         assert_eq!(snapshot_files(&disk), vec![format!("snapshot-{:020}.snap", 11)]);
 
         // Reopen: the state machine comes back from the latest snapshot.
-        disk.crash(|_| crate::storage::disk::Keep::NONE);
+        disk.crash(|_| crate::storage::mem_disk::Keep::NONE);
         let mut sm2 = store(&disk);
         assert_eq!(sm2.applied_state().await.unwrap(), sm.applied_state().await.unwrap());
         assert_eq!(sm2.shared().applied(), Applied { log_index: Some(10), revision: 8 });

@@ -30,7 +30,7 @@
 
 use super::StorageError;
 use super::disk::Disk;
-use crate::raft_types::{Entry, LogId, Vote};
+use crate::raft::{Entry, LogId, Vote};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
 use std::io;
@@ -69,6 +69,7 @@ impl WalOptions {
     }
 
     /// For an in-memory disk: no pre-zeroing (it would only cost memory).
+    #[cfg(any(test, feature = "sim-disk"))]
     pub fn for_mem() -> WalOptions {
         WalOptions { segment_bytes: 1 << 20, preallocate: false }
     }
@@ -698,14 +699,14 @@ fn read_meta(disk: &dyn Disk) -> Result<WalMeta, StorageError> {
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
-    use crate::batch::Batch;
-    use crate::storage::disk::{Keep, MemDisk, Unsynced};
+    use crate::raft::entry::Batch;
+    use crate::storage::mem_disk::{Keep, MemDisk, Unsynced};
     use openraft::entry::RaftEntry;
     use proptest::prelude::*;
     use roster_kernel::{Command, Proposal, ProposalBody, Request, SessionId};
 
     pub(crate) fn lid(term: u64, index: u64) -> LogId {
-        openraft::testing::log_id::<crate::raft_types::TypeConfig>(term, 1, index)
+        openraft::testing::log_id::<crate::raft::TypeConfig>(term, 1, index)
     }
 
     /// A normal entry of some 70 bytes (a blank one every 5th, for variety).

@@ -3,14 +3,16 @@
 //! registered, heartbeats, and deregisters with its exit status. Off unless the program is
 //! on the node's allow-list.
 
-use crate::api::Api;
 use crate::config::NodeConfig;
-use crate::wire::{
+use crate::net::wire::{
     ClientEnvelope, ClientRequest, ClientResponse, ClientResponseEnvelope, Hello, LaunchRequest, RequestError, Role,
 };
+use crate::server::{Raft, leadership};
+use crate::storage::SharedState;
 use roster_kernel::ServerId;
 use roster_kernel::placement::{self, Requirements};
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
@@ -22,6 +24,11 @@ const FORWARD_TIMEOUT_MS: u64 = REGISTER_TIMEOUT_MS + 5_000;
 
 pub struct Launcher {
     node: u64,
+    raft: Raft,
+    shared: Arc<SharedState>,
+    /// The token this node checks, passed on to a launched wrapper when the config
+    /// names none of its own.
+    cluster_token: String,
     allow: Vec<String>,
     log_dir: PathBuf,
     token: Option<String>,
@@ -32,9 +39,12 @@ pub struct Launcher {
 }
 
 impl Launcher {
-    pub fn new(config: &NodeConfig) -> Self {
+    pub fn new(config: &NodeConfig, raft: Raft, shared: Arc<SharedState>, cluster_token: String) -> Self {
         Launcher {
             node: config.id,
+            raft,
+            shared,
+            cluster_token,
             allow: config.launch_allow.clone(),
             log_dir: config.data_dir.join("launched"),
             token: config.token.clone(),
@@ -46,13 +56,13 @@ impl Launcher {
     }
 
     /// On the leader: place, then start here or forward to the chosen node.
-    pub async fn launch(self: std::sync::Arc<Self>, api: &Api, req: LaunchRequest) -> ClientResponse {
-        if !api.raft.is_leader() {
-            return api.not_leader().await;
+    pub async fn launch(self: Arc<Self>, req: LaunchRequest) -> ClientResponse {
+        if !self.raft.is_leader() {
+            return leadership::not_leader(&self.raft, self.node).await;
         }
         let need =
             Requirements { min_free_mem_bytes: req.require_mem_bytes, min_free_cpu_percent: req.require_cpu_percent };
-        let chosen = crate::storage::with_kernel(&api.shared, |sm| {
+        let chosen = crate::storage::with_kernel(&self.shared, |sm| {
             placement::place(sm.servers(), &placement::reservations(sm.processes()), &need)
         });
         let server = match chosen {
@@ -61,22 +71,22 @@ impl Launcher {
         };
         tracing::info!(name = %req.name, %server, "launch placed");
         if server.0 == self.node {
-            return self.start_local(api, req).await;
+            return self.start_local(req).await;
         }
-        let Some(addr) = api.node_addr(server.0) else {
+        let Some(addr) = leadership::node_addr(&self.raft, server.0) else {
             return ClientResponse::Error(RequestError::NoAddress { server });
         };
-        forward(&addr, &api.token, req).await
+        forward(&addr, &self.cluster_token, req).await
     }
 
     /// On the chosen node: start the program under `roster run` and wait until it registers.
-    pub async fn start_local(self: std::sync::Arc<Self>, api: &Api, req: LaunchRequest) -> ClientResponse {
+    pub async fn start_local(self: Arc<Self>, req: LaunchRequest) -> ClientResponse {
         if !self.allow.iter().any(|a| a == &req.program) {
             tracing::warn!(program = %req.program, "launch refused: not on the allow-list");
             return ClientResponse::Error(RequestError::NotAllowed { program: req.program, node: self.node });
         }
         let launch_id =
-            format!("{}-{}-{}", self.node, crate::clock::unix_ms(), self.next.fetch_add(1, Ordering::Relaxed));
+            format!("{}-{}-{}", self.node, crate::rt::clock::unix_ms(), self.next.fetch_add(1, Ordering::Relaxed));
         let exe = match std::env::current_exe() {
             Ok(p) => p,
             Err(e) => return launch_failed(format!("cannot find the roster binary: {e}")),
@@ -119,7 +129,7 @@ impl Launcher {
                 cmd.arg("--token-file").arg(f);
             }
             (None, None) => {
-                cmd.env("ROSTER_TOKEN", &api.token);
+                cmd.env("ROSTER_TOKEN", &self.cluster_token);
             }
         }
         cmd.arg("--").arg(&req.program).args(&req.args);
@@ -130,7 +140,7 @@ impl Launcher {
         };
         let deadline = tokio::time::Instant::now() + Duration::from_millis(REGISTER_TIMEOUT_MS);
         loop {
-            let found = crate::storage::with_kernel(&api.shared, |sm| {
+            let found = crate::storage::with_kernel(&self.shared, |sm| {
                 sm.processes().find(|p| p.info.labels.get(LAUNCH_LABEL) == Some(&launch_id)).map(|p| p.id)
             });
             if let Some(process) = found {
@@ -166,7 +176,7 @@ async fn forward(addr: &str, token: &str, req: LaunchRequest) -> ClientResponse 
     let hello = Hello { token: token.to_string(), role: Role::Client };
     let exchange = async {
         let (mut r, mut w) =
-            crate::transport::connect(addr, &hello, crate::wire::MAX_CLIENT_FRAME_BYTES, 2_000).await?;
+            crate::net::transport::connect(addr, &hello, crate::net::wire::MAX_CLIENT_FRAME_BYTES, 2_000).await?;
         w.send(&ClientEnvelope { id: 1, request: ClientRequest::StartLocal(req) }).await?;
         r.recv::<ClientResponseEnvelope>().await
     };

@@ -6,7 +6,7 @@
 //! also asks for a snapshot once `snapshot_log_bytes` (config) have been appended since
 //! the last one, whichever comes first.
 
-use crate::raft_types::Raft;
+use crate::server::Raft;
 use crate::storage::LogReader;
 use openraft_rt::WatchReceiver;
 use std::time::Duration;

@@ -1,15 +1,17 @@
 //! The client API: what a node does with each request on a client connection.
 
-use crate::leader::{DriverUnavailable, LeaderHandle, QUEUE_CAPACITY};
-use crate::proposer::{Proposer, ReplyTo};
-use crate::raft_types::{NodeAddr, NodeId, Raft, TypeConfig};
-use crate::storage::SharedState;
-use crate::wire::{
+use crate::net::wire::{
     ClientEnvelope, ClientRequest, ClientResponse, ClientResponseEnvelope, ClusterStatus, Consistency, RequestError,
     ServerStatus, Unavailable,
 };
+use crate::raft::{NodeAddr, NodeId, TypeConfig};
+use crate::server::Raft;
+use crate::server::leader::{DriverUnavailable, LeaderHandle, QUEUE_CAPACITY};
+use crate::server::leadership;
+use crate::server::proposer::{Proposer, ReplyTo};
+use crate::storage::SharedState;
 use openraft::ReadPolicy;
-use openraft::error::{ForwardReason, ForwardToLeader};
+use openraft::error::ForwardToLeader;
 use openraft_rt::WatchReceiver;
 use roster_kernel::{HeartbeatVerdict, MemberId, ProposalBody};
 use std::collections::BTreeSet;
@@ -26,7 +28,7 @@ pub struct Api {
     pub(crate) shared: Arc<SharedState>,
     /// The leader driver, sole owner of the leader's duties.
     pub(crate) leader: LeaderHandle,
-    pub(crate) launcher: Option<Arc<crate::launch::Launcher>>,
+    pub(crate) launcher: Option<Arc<crate::server::launch::Launcher>>,
     /// Batches writes into Raft entries.
     pub(crate) proposer: Proposer,
 }
@@ -73,11 +75,11 @@ impl Api {
             ClientRequest::AddNode { id, addr } => self.add_node(id, addr).await,
             ClientRequest::RemoveNode { id } => self.remove_node(id).await,
             ClientRequest::Launch(req) => match &self.launcher {
-                Some(l) => l.clone().launch(&self, req).await,
+                Some(l) => l.clone().launch(req).await,
                 None => ClientResponse::Error(RequestError::LaunchUnavailable { node: self.id }),
             },
             ClientRequest::StartLocal(req) => match &self.launcher {
-                Some(l) => l.clone().start_local(&self, req).await,
+                Some(l) => l.clone().start_local(req).await,
                 None => ClientResponse::Error(RequestError::LaunchUnavailable { node: self.id }),
             },
         };
@@ -125,22 +127,11 @@ impl Api {
     }
 
     fn forward(&self, f: &ForwardToLeader<TypeConfig>) -> ClientResponse {
-        forward_response(self.id, f)
+        leadership::forward_response(self.id, f)
     }
 
     pub(crate) async fn not_leader(&self) -> ClientResponse {
-        let leader = self.raft.current_leader().await;
-        let addr = leader.and_then(|l| self.node_addr(l));
-        match (leader, addr) {
-            (Some(l), _) if l == self.id => ClientResponse::RetryLater(Unavailable::DutiesStarting),
-            (Some(l), Some(a)) => ClientResponse::NotLeader { leader: Some((l, a)) },
-            _ => ClientResponse::NotLeader { leader: None },
-        }
-    }
-
-    pub(crate) fn node_addr(&self, id: NodeId) -> Option<String> {
-        let m = self.raft.metrics().borrow_watched().membership_config.clone();
-        m.membership().get_node(&id).map(|n| n.addr.clone())
+        leadership::not_leader(&self.raft, self.id).await
     }
 
     async fn watch(&self, id: u64, after_revision: u64, tx: mpsc::Sender<ClientResponseEnvelope>) {
@@ -248,16 +239,6 @@ impl Api {
             },
         }
     }
-}
-
-/// The answer to a request node `node` cannot serve because it does not lead.
-pub(crate) fn forward_response(node: NodeId, f: &ForwardToLeader<TypeConfig>) -> ClientResponse {
-    // Right after an election the new leader may refuse with LeaseExpired: same leader,
-    // try again shortly.
-    if f.reason == ForwardReason::LeaseExpired && f.leader_id == Some(node) {
-        return ClientResponse::RetryLater(Unavailable::LeaderNotReady);
-    }
-    ClientResponse::NotLeader { leader: f.leader_id.zip(f.leader_node.as_ref().map(|n| n.addr.clone())) }
 }
 
 /// At least `max` events (when there are that many), never splitting a revision: one

@@ -2,14 +2,14 @@
 //! serves Raft RPCs to peers or the client API to clients. A bad frame closes only the
 //! connection it came on; the node keeps serving everyone else.
 
-use crate::api::Api;
-use crate::proposer::ReplyTo;
-use crate::raft_types::TypeConfig;
-use crate::transport::{self, Reader, TransportError, Writer};
-use crate::wire::{
+use crate::net::transport::{self, Reader, TransportError, Writer};
+use crate::net::wire::{
     ClientEnvelope, ClientRequest, ClientResponse, ClientResponseEnvelope, Hello, HelloReply, MAX_CLIENT_FRAME_BYTES,
     MAX_PEER_FRAME_BYTES, PeerRequest, PeerResponse, Role,
 };
+use crate::raft::TypeConfig;
+use crate::server::api::Api;
+use crate::server::proposer::ReplyTo;
 use roster_kernel::ProposalBody;
 use std::sync::Arc;
 use tokio::net::{TcpListener, TcpStream};
@@ -154,7 +154,7 @@ async fn serve_client(mut r: Reader, mut w: Writer, api: Arc<Api>, peer: String)
             Err(TransportError::Closed) => break Ok(()),
             Err(e) => {
                 tracing::warn!(%peer, error = %e, "closing client connection: bad frame");
-                let msg = ClientResponse::Error(crate::wire::RequestError::BadFrame { reason: e.to_string() });
+                let msg = ClientResponse::Error(crate::net::wire::RequestError::BadFrame { reason: e.to_string() });
                 let _ = tx.send(ClientResponseEnvelope { id: 0, response: msg }).await;
                 break Err(e);
             }

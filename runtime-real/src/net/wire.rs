@@ -1,7 +1,7 @@
 //! Messages on the wire. Every connection starts with a `Hello` carrying the cluster
 //! token; peers then exchange Raft RPCs, clients the client API.
 
-use crate::raft_types::{NodeId, TypeConfig};
+use crate::raft::{NodeId, TypeConfig};
 use openraft::raft::{AppendEntriesRequest, AppendEntriesResponse, SnapshotResponse, VoteRequest, VoteResponse};
 use roster_kernel::{
     CommandResult, Event, MemberId, ProcessId, Query, QueryReply, Request, ResourceAverage, ServerId, SessionId,

@@ -10,9 +10,10 @@
 //! command. A batch that fails as a whole (this node no longer leads, Raft shut down)
 //! gives every command in it the same answer.
 
-use crate::batch::{Batch, BatchReplies};
-use crate::raft_types::{NodeId, Raft, TypeConfig};
-use crate::wire::{ClientResponse, ClientResponseEnvelope, RequestError, Unavailable};
+use crate::net::wire::{ClientResponse, ClientResponseEnvelope, RequestError, Unavailable};
+use crate::raft::entry::{Batch, BatchReplies};
+use crate::raft::{NodeId, TypeConfig};
+use crate::server::Raft;
 use openraft::error::{ClientWriteError, RaftError};
 use roster_kernel::{CommandResult, Proposal, ProposalBody, Reply};
 use std::sync::Arc;
@@ -126,7 +127,7 @@ async fn worker(node: NodeId, raft: Raft, queue: Arc<Mutex<Queue>>) {
 
 /// Proposes one batch and answers each of its commands.
 async fn propose(node: NodeId, raft: &Raft, pending: Vec<Pending>) {
-    let at_unix_ms = crate::clock::unix_ms();
+    let at_unix_ms = crate::rt::clock::unix_ms();
     let mut replies = Vec::with_capacity(pending.len());
     let mut proposals = Vec::with_capacity(pending.len());
     for p in pending {
@@ -169,7 +170,7 @@ fn applied(result: CommandResult, opens_session: bool) -> ClientResponse {
 /// The answer to every proposal of a batch Raft refused.
 fn write_error(node: NodeId, e: &RaftError<TypeConfig, ClientWriteError<TypeConfig>>) -> ClientResponse {
     match e.forward_to_leader() {
-        Some(f) => crate::api::forward_response(node, f),
+        Some(f) => crate::server::leadership::forward_response(node, f),
         None => ClientResponse::Error(RequestError::WriteFailed { reason: e.to_string() }),
     }
 }

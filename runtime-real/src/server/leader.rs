@@ -8,9 +8,10 @@
 //! applied state's read lock for one batch of inputs; it never holds one while taking the
 //! other, nor across an `.await`.
 
-use crate::batch::Batch;
-use crate::clock::Clock;
-use crate::raft_types::{NodeId, Raft};
+use crate::raft::NodeId;
+use crate::raft::entry::Batch;
+use crate::rt::clock::Clock;
+use crate::server::Raft;
 use crate::storage::SharedState;
 use futures::StreamExt;
 use futures::stream::FuturesUnordered;
@@ -199,7 +200,7 @@ async fn propose(raft: Raft, proposal: DutyProposal) -> (ProposalId, ProposalOut
         }
         LeaderCommand::ReportResources { .. } => None,
     };
-    let entry = Proposal { at_unix_ms: crate::clock::unix_ms(), body: ProposalBody::Leader(command) };
+    let entry = Proposal { at_unix_ms: crate::rt::clock::unix_ms(), body: ProposalBody::Leader(command) };
     match (raft.client_write(Batch::one(entry)).await, expired) {
         (Ok(_), Some((count, first))) => {
             tracing::info!(count, ?first, "members expired");

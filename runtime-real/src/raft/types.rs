@@ -1,7 +1,7 @@
 //! openraft's type configuration for Roster: a `Batch` of the kernel's proposals is the
 //! log payload, their results the response, and `RosterRuntime` the one async runtime.
 
-use crate::batch::{Batch, BatchReplies};
+use crate::raft::entry::{Batch, BatchReplies};
 use crate::rt::RosterRuntime;
 use serde::{Deserialize, Serialize};
 use std::fmt;
@@ -30,7 +30,6 @@ openraft::declare_raft_types!(
 );
 
 pub type NodeId = u64;
-pub type Raft = openraft::Raft<TypeConfig, crate::storage::StateMachineStore>;
 pub type Entry = openraft::alias::EntryOf<TypeConfig>;
 pub type LogId = openraft::alias::LogIdOf<TypeConfig>;
 pub type Vote = openraft::alias::VoteOf<TypeConfig>;

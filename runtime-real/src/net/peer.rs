@@ -1,10 +1,10 @@
 //! The Raft network: how this node reaches its peers. One persistent framed TCP
 //! connection per peer client, reconnected on failure; RPC deadlines from openraft.
 
-use crate::raft_types::{LogId, NodeAddr, NodeId, TypeConfig};
+use crate::net::transport::{self, Reader, TransportError, Writer};
+use crate::net::wire::{Hello, MAX_PEER_FRAME_BYTES, PeerRequest, PeerResponse, Role, SNAPSHOT_CHUNK_BYTES};
+use crate::raft::{LogId, NodeAddr, NodeId, TypeConfig};
 use crate::rt::Timeout;
-use crate::transport::{self, Reader, TransportError, Writer};
-use crate::wire::{Hello, MAX_PEER_FRAME_BYTES, PeerRequest, PeerResponse, Role, SNAPSHOT_CHUNK_BYTES};
 use openraft::error::{NetworkError, RPCError, ReplicationClosed, StreamingError, Unreachable};
 use openraft::network::{RPCOption, RaftNetworkFactory, v2::RaftNetworkV2};
 use openraft::raft::{AppendEntriesRequest, AppendEntriesResponse, SnapshotResponse, VoteRequest, VoteResponse};
@@ -250,8 +250,8 @@ fn remote_failed(reason: &str) -> RPCError<TypeConfig> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::batch::Batch;
-    use crate::raft_types::{Entry, Vote};
+    use crate::raft::entry::Batch;
+    use crate::raft::{Entry, Vote};
     use crate::storage::wal::tests::lid;
     use openraft::entry::RaftEntry;
     use roster_kernel::{Command, Proposal, ProposalBody, Request, SessionId};

@@ -3,9 +3,9 @@
 //! any worker, so the node is judged by the same rules as everyone else.
 
 use crate::client::{Client, ClientOptions};
-use crate::clock::Clock;
 use crate::config::NodeConfig;
-use crate::probe::Probe;
+use crate::rt::clock::Clock;
+use crate::server::probe::Probe;
 use roster_kernel::resource_window::ResourceWindow;
 use roster_kernel::{Command, MemberId, ServerId, ServerInfo};
 use std::time::Duration;
@@ -30,7 +30,7 @@ impl ServerAgent {
             name: config.name.clone().unwrap_or_else(|| format!("node-{}", config.id)),
             raft_addr: config.advertise_addr().to_string(),
             api_addr: config.advertise_addr().to_string(),
-            started_at_unix_ms: crate::clock::unix_ms(),
+            started_at_unix_ms: crate::rt::clock::unix_ms(),
             cpu_capacity_percent: capacity.cpu_capacity_percent,
             mem_capacity_bytes: capacity.mem_capacity_bytes,
         };
@@ -82,7 +82,7 @@ impl Agent {
                 return;
             }
         };
-        let seed = self.id.0 ^ crate::clock::unix_ms();
+        let seed = self.id.0 ^ crate::rt::clock::unix_ms();
         let client = loop {
             match Client::connect(self.options.clone(), seed).await {
                 Ok(c) => break c,

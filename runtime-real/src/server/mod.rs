@@ -1,0 +1,24 @@
+//! The server side of a node: what it does with requests and what it does by itself.
+//!
+//! - `dispatch`: the listener; tells peers from clients and hands each request on.
+//! - `api`: what a node does with each client request.
+//! - `proposer`: gathers writes into batched Raft entries and answers each.
+//! - `leader`: the leader driver, sole owner of the kernel's `LeaderDuties`.
+//! - `agent`: this server's own membership (register, heartbeat with resources, leave).
+//! - `leadership`: where to send a request this node cannot serve.
+//! - `launch`: remote launch (placement on the leader, start on the chosen node).
+//! - `compaction`: snapshots by log bytes.
+//! - `probe`: CPU and memory samples for the agent.
+
+pub mod agent;
+pub mod api;
+pub mod compaction;
+pub mod dispatch;
+pub mod launch;
+pub mod leader;
+pub mod leadership;
+pub mod probe;
+pub mod proposer;
+
+/// The Raft instance of a node: the kernel's state machine behind the durable store.
+pub type Raft = openraft::Raft<crate::raft::TypeConfig, crate::storage::StateMachineStore>;
