@@ -16,7 +16,7 @@ use std::collections::{BTreeMap, BTreeSet};
 pub struct Bounds {
     pub heartbeat_interval_ms: u64,
     pub heartbeat_timeout_ms: u64,
-    /// The leader's duty loop period (`leader::TICK_MS`).
+    /// The leader's duty loop period (`roster_real::server::leader::TICK_MS`).
     pub check_period_ms: u64,
     /// Room between a leader's decision and the removal being observed.
     pub removal_slack_ms: u64,
