@@ -63,17 +63,26 @@ pub struct TestCluster {
     pub token_file: PathBuf,
     pub nodes: BTreeMap<u64, NodeProc>,
     peers: String,
+    /// Set in every node process, restarts included.
+    node_env: Vec<(String, String)>,
 }
 
 impl TestCluster {
     /// Starts `n` nodes (ids 1..=n) as one initial cluster; `extra(id)` adds flags per node.
     pub fn start(tag: &str, n: u64, extra: impl Fn(u64) -> Vec<String>) -> Self {
+        Self::start_with_env(tag, n, &[], extra)
+    }
+
+    /// Like `start`, with environment variables `env` set in every node process (e.g.
+    /// `TOKIO_WORKER_THREADS`).
+    pub fn start_with_env(tag: &str, n: u64, env: &[(&str, &str)], extra: impl Fn(u64) -> Vec<String>) -> Self {
         let dir = TempDir::new(tag);
         let token_file = dir.0.join("token");
         std::fs::write(&token_file, "test-token-0123456789").expect("write token");
         let addrs: BTreeMap<u64, String> = (1..=n).map(|id| (id, format!("127.0.0.1:{}", free_port()))).collect();
         let peers = addrs.iter().map(|(id, a)| format!("{id}={a}")).collect::<Vec<_>>().join(",");
-        let mut c = TestCluster { dir, token_file, nodes: BTreeMap::new(), peers };
+        let node_env = env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        let mut c = TestCluster { dir, token_file, nodes: BTreeMap::new(), peers, node_env };
         for (id, addr) in addrs {
             c.nodes.insert(id, NodeProc { id, addr, child: None, extra_args: extra(id), initial: true });
             c.spawn(id);
@@ -102,6 +111,7 @@ impl TestCluster {
             .arg(&self.token_file)
             .args(&node.extra_args)
             .env("RUST_LOG", "info,openraft=warn")
+            .envs(self.node_env.iter().map(|(k, v)| (k, v)))
             .stdout(Stdio::null())
             .stderr(log);
         if node.initial {
