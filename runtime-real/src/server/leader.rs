@@ -8,8 +8,8 @@
 //! applied state's read lock for one batch of inputs; it never holds one while taking the
 //! other, nor across an `.await`.
 
-use crate::raft::NodeId;
 use crate::raft::entry::Batch;
+use crate::raft::{NodeId, TypeConfig};
 use crate::rt::clock::Clock;
 use crate::server::Raft;
 use crate::storage::SharedState;
@@ -79,6 +79,10 @@ impl LeaderHandle {
     }
 }
 
+/// Raft's metrics as the driver reads them: one receiver, kept (making one per read
+/// registers a receiver each time).
+type Metrics = openraft::alias::WatchReceiverOf<TypeConfig, openraft::RaftMetrics<TypeConfig>>;
+
 /// Everything the driver reads from; it owns the duties alone.
 pub struct Driver {
     pub node: NodeId,
@@ -94,17 +98,18 @@ pub struct Driver {
 pub fn start(driver: Driver, config: DutiesConfig) -> Result<LeaderHandle, roster_kernel::DutiesConfigError> {
     let duties = LeaderDuties::new(config)?;
     let (tx, rx) = mpsc::channel(QUEUE_CAPACITY);
-    tokio::spawn(driver.run(duties, rx));
+    let metrics = driver.raft.metrics();
+    tokio::spawn(driver.run(duties, metrics, rx));
     Ok(LeaderHandle { tx })
 }
 
 impl Driver {
-    async fn run(self, mut duties: LeaderDuties, mut rx: mpsc::Receiver<Request>) {
+    async fn run(self, mut duties: LeaderDuties, metrics: Metrics, mut rx: mpsc::Receiver<Request>) {
         let mut in_flight = FuturesUnordered::new();
         let mut batch = Vec::with_capacity(BATCH_MAX);
         loop {
             let now_ms = self.clock.now_ms();
-            let role = self.role();
+            let role = role_of(&metrics, self.node, self.lease_ms);
             let term_before = duties.term();
             self.shared.with_kernel(|record| duties.handle_tick(now_ms, role, record));
             if duties.term() != term_before {
@@ -131,7 +136,8 @@ impl Driver {
                     if n == 0 {
                         return; // every handle dropped: the node is gone
                     }
-                    self.answer(&mut duties, &mut batch);
+                    let role = role_of(&metrics, self.node, self.lease_ms);
+                    self.answer(&mut duties, role, &mut batch);
                 }
                 _ = self.clock.sleep_until_ms(wake_ms) => {}
             }
@@ -139,9 +145,8 @@ impl Driver {
     }
 
     /// Answers a batch of requests under one read of the role and one of the record.
-    fn answer(&self, duties: &mut LeaderDuties, batch: &mut Vec<Request>) {
+    fn answer(&self, duties: &mut LeaderDuties, role: Role, batch: &mut Vec<Request>) {
         let now_ms = self.clock.now_ms();
-        let role = self.role();
         let mut replies = Vec::with_capacity(batch.len());
         self.shared.with_kernel(|record| {
             for request in batch.drain(..) {
@@ -165,11 +170,6 @@ impl Driver {
             }
         }
     }
-
-    /// This node's role as Raft reports it now.
-    fn role(&self) -> Role {
-        role_of(&self.raft, self.node, self.lease_ms)
-    }
 }
 
 enum Reply {
@@ -179,8 +179,7 @@ enum Reply {
 
 /// Whether Raft calls `node` leader, in which term, and whether a quorum acknowledged it
 /// within `lease_ms` (a single voter is its own quorum).
-pub(crate) fn role_of(raft: &Raft, node: NodeId, lease_ms: u64) -> Role {
-    let metrics = raft.metrics();
+fn role_of(metrics: &Metrics, node: NodeId, lease_ms: u64) -> Role {
     let m = metrics.borrow_watched();
     if m.state != openraft::ServerState::Leader || m.current_leader != Some(node) {
         return Role::Follower;
