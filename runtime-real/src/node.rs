@@ -103,6 +103,7 @@ impl Node {
             shared: shared.clone(),
             leader,
             launcher: Some(Arc::new(launcher)),
+            hand_off_timeout_ms: 2 * config.election_timeout_max_ms,
             proposer: crate::server::proposer::Proposer::start(config.id, raft.clone()),
         });
         tokio::spawn(crate::server::dispatch::serve(listener, api.clone()));
@@ -113,6 +114,20 @@ impl Node {
 
         let agent = crate::server::agent::ServerAgent::start(&config, token, probe, clock);
         Ok(Node { config, raft, api, local_addr, shared, log_reader, agent: Some(agent) })
+    }
+
+    /// If this node leads, hands leadership to the most up-to-date voter first (bounded),
+    /// so a node that is asked to stop costs its clients no election timeout.
+    pub async fn hand_off(&self) {
+        if !self.raft.is_leader() {
+            return;
+        }
+        let timeout_ms = 2 * self.config.election_timeout_max_ms;
+        match crate::server::leadership::hand_off(&self.raft, self.config.id, None, timeout_ms).await {
+            Ok(_) => {}
+            Err(crate::net::wire::RequestError::NoOtherVoter) => {}
+            Err(e) => tracing::warn!(error = %e, "leadership hand-off before stopping failed; stopping anyway"),
+        }
     }
 
     /// Deregisters this server (awaited, bounded) and stops its heartbeats; Raft keeps

@@ -141,6 +141,15 @@ enum MemberOp {
         #[command(flatten)]
         client: ClientArgs,
     },
+    /// Hand leadership to another voter (the most up-to-date one unless --to names it),
+    /// e.g. before taking the leader down; prints the new leader.
+    TransferLeader {
+        /// The voter to lead next.
+        #[arg(long)]
+        to: Option<u64>,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
 }
 
 fn parse_member(s: &str) -> Result<MemberId, String> {
@@ -443,6 +452,16 @@ pub async fn member(args: MemberArgs) -> Result<ExitCode, String> {
             let client = c.connect().await?;
             let r = client.remove_node(id).await;
             (c, r)
+        }
+        MemberOp::TransferLeader { to, client: c } => {
+            let client = c.connect().await?;
+            let leader = client.transfer_leader(to).await.map_err(|e| e.to_string())?;
+            if c.json {
+                print_json(&serde_json::json!({ "ok": true, "leader": leader }))?;
+            } else {
+                println!("leader is now node {leader}");
+            }
+            return Ok(ExitCode::SUCCESS);
         }
     };
     result.map_err(|e| e.to_string())?;

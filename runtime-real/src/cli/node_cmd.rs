@@ -104,7 +104,8 @@ pub async fn run(args: NodeArgs) -> Result<ExitCode, String> {
     let config = args.into_config()?;
     let node = start_node(config).await?;
     wait_for_signal().await;
-    tracing::info!("signal received: leaving the cluster");
+    tracing::info!("signal received: handing leadership over if leading, then leaving the cluster");
+    node.hand_off().await;
     node.shutdown().await;
     Ok(ExitCode::SUCCESS)
 }

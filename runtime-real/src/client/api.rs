@@ -304,6 +304,15 @@ impl Client {
         }
     }
 
+    /// Hands leadership to voter `to`, or to the most up-to-date voter; returns the new
+    /// leader once Raft reports it.
+    pub async fn transfer_leader(&self, to: Option<NodeId>) -> Result<NodeId, ClientError> {
+        match self.cluster.call_leader(ClientRequest::TransferLeader { to }).await? {
+            ClientResponse::LeaderTransferred { leader } => Ok(leader),
+            other => Err(unexpected("LeaderTransferred", other)),
+        }
+    }
+
     /// Places a new worker on the idlest server and starts it there; returns where it
     /// runs and its process id. Not repeated on an ambiguous failure (it would start a
     /// second copy): an unclear outcome is `ClientError::Ambiguous`.
@@ -369,6 +378,7 @@ fn response_name(answer: &ClientResponse) -> &'static str {
         ClientResponse::Status(_) => "Status",
         ClientResponse::Launched { .. } => "Launched",
         ClientResponse::Done => "Done",
+        ClientResponse::LeaderTransferred { .. } => "LeaderTransferred",
         ClientResponse::NotLeader { .. } => "NotLeader",
         ClientResponse::RetryLater(_) => "RetryLater",
         ClientResponse::Error(_) => "Error",

@@ -7,7 +7,10 @@ use crate::raft::{LogId, NodeAddr, NodeId, TypeConfig};
 use crate::rt::Timeout;
 use openraft::error::{NetworkError, RPCError, ReplicationClosed, StreamingError, Unreachable};
 use openraft::network::{RPCOption, RaftNetworkFactory, v2::RaftNetworkV2};
-use openraft::raft::{AppendEntriesRequest, AppendEntriesResponse, SnapshotResponse, VoteRequest, VoteResponse};
+use openraft::raft::{
+    AppendEntriesRequest, AppendEntriesResponse, SnapshotResponse, TransferLeaderRequest, TransferLeaderResponse,
+    VoteRequest, VoteResponse,
+};
 use std::future::Future;
 use std::time::Duration;
 
@@ -171,6 +174,19 @@ impl RaftNetworkV2<TypeConfig> for PeerClient {
             Ok(PeerResponse::Vote(resp)) => Ok(resp),
             Ok(PeerResponse::Failed(reason)) => Err(remote_failed(&reason)),
             Ok(other) => Err(self.unexpected("pre-vote", other)),
+            Err(f) => Err(self.rpc_error(f)),
+        }
+    }
+
+    async fn transfer_leader(
+        &mut self,
+        req: TransferLeaderRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<TransferLeaderResponse<TypeConfig>, RPCError<TypeConfig>> {
+        match self.call(&PeerRequest::TransferLeader(req), option.hard_ttl()).await {
+            Ok(PeerResponse::TransferLeader(resp)) => Ok(resp),
+            Ok(PeerResponse::Failed(reason)) => Err(remote_failed(&reason)),
+            Ok(other) => Err(self.unexpected("transfer-leader", other)),
             Err(f) => Err(self.rpc_error(f)),
         }
     }

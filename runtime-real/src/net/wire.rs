@@ -2,7 +2,10 @@
 //! token; peers then exchange Raft RPCs, clients the client API.
 
 use crate::raft::{NodeId, TypeConfig};
-use openraft::raft::{AppendEntriesRequest, AppendEntriesResponse, SnapshotResponse, VoteRequest, VoteResponse};
+use openraft::raft::{
+    AppendEntriesRequest, AppendEntriesResponse, SnapshotResponse, TransferLeaderRequest, TransferLeaderResponse,
+    VoteRequest, VoteResponse,
+};
 use roster_kernel::{
     CommandResult, Event, MemberId, ProcessId, Query, QueryReply, Request, ResourceAverage, ServerId, SessionId,
 };
@@ -49,6 +52,8 @@ pub enum PeerRequest {
         data: Vec<u8>,
         last: bool,
     },
+    /// The leader hands leadership to the receiver (or tells the others it does).
+    TransferLeader(TransferLeaderRequest<TypeConfig>),
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -59,6 +64,7 @@ pub enum PeerResponse {
     /// A chunk was stored; send the next.
     ChunkAccepted,
     SnapshotInstalled(SnapshotResponse<TypeConfig>),
+    TransferLeader(TransferLeaderResponse<TypeConfig>),
     /// The receiving node could not handle the request (shutting down, bad chunk order).
     Failed(String),
 }
@@ -107,6 +113,10 @@ pub enum ClientRequest {
     RemoveNode {
         id: NodeId,
     },
+    /// Hand leadership to voter `to`, or to the most up-to-date voter.
+    TransferLeader {
+        to: Option<NodeId>,
+    },
     Launch(LaunchRequest),
     /// Leader → chosen node: start this program here.
     StartLocal(LaunchRequest),
@@ -148,6 +158,10 @@ pub enum ClientResponse {
         process: ProcessId,
     },
     Done,
+    /// Leadership moved to this node.
+    LeaderTransferred {
+        leader: NodeId,
+    },
     /// Ask the leader instead; the hint is its id and address when known.
     NotLeader {
         leader: Option<(NodeId, String)>,
@@ -207,6 +221,14 @@ pub enum RequestError {
     LastVoter { node: NodeId },
     #[error("adding node {node} as learner failed: {reason}")]
     AddLearner { node: NodeId, reason: String },
+    #[error("cannot hand leadership to node {node}: it is not a voter of this cluster")]
+    TransferTargetNotVoter { node: NodeId },
+    #[error("cannot hand leadership over: this node is the only voter")]
+    NoOtherVoter,
+    #[error(
+        "leadership did not move to node {to} within {timeout_ms} ms (it may be behind or unreachable); the old leader leads on"
+    )]
+    TransferTimedOut { to: NodeId, timeout_ms: u64 },
     #[error("membership change failed: {reason}")]
     MembershipChange { reason: String },
     /// Raft could not take the write for a reason other than leadership (openraft's text).

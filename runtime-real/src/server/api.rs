@@ -29,6 +29,8 @@ pub struct Api {
     /// The leader driver, sole owner of the leader's duties.
     pub(crate) leader: LeaderHandle,
     pub(crate) launcher: Option<Arc<crate::server::launch::Launcher>>,
+    /// How long a leadership hand-off may take before it is reported as failed.
+    pub(crate) hand_off_timeout_ms: u64,
     /// Batches writes into Raft entries.
     pub(crate) proposer: Proposer,
 }
@@ -74,6 +76,7 @@ impl Api {
             ClientRequest::Status => ClientResponse::Status(Box::new(self.status().await)),
             ClientRequest::AddNode { id, addr } => self.add_node(id, addr).await,
             ClientRequest::RemoveNode { id } => self.remove_node(id).await,
+            ClientRequest::TransferLeader { to } => self.transfer_leader(to).await,
             ClientRequest::Launch(req) => match &self.launcher {
                 Some(l) => l.clone().launch(req).await,
                 None => ClientResponse::Error(RequestError::LaunchUnavailable { node: self.id }),
@@ -211,6 +214,16 @@ impl Api {
         let mut voters: BTreeSet<NodeId> = self.raft.voter_ids().collect();
         voters.insert(id);
         self.change_voters(voters, format!("node {id} added as voter")).await
+    }
+
+    async fn transfer_leader(&self, to: Option<NodeId>) -> ClientResponse {
+        if !self.raft.is_leader() {
+            return self.not_leader().await;
+        }
+        match leadership::hand_off(&self.raft, self.id, to, self.hand_off_timeout_ms).await {
+            Ok(leader) => ClientResponse::LeaderTransferred { leader },
+            Err(e) => ClientResponse::Error(e),
+        }
     }
 
     async fn remove_node(&self, id: NodeId) -> ClientResponse {

@@ -104,6 +104,10 @@ async fn serve_peer(mut r: Reader, mut w: Writer, api: Arc<Api>, from: u64) -> R
                 Ok(resp) => PeerResponse::Vote(resp),
                 Err(e) => PeerResponse::Failed(e.to_string()),
             },
+            PeerRequest::TransferLeader(rpc) => match raft.handle_transfer_leader(rpc).await {
+                Ok(resp) => PeerResponse::TransferLeader(resp),
+                Err(e) => PeerResponse::Failed(e.to_string()),
+            },
             PeerRequest::SnapshotChunk { vote, meta, offset, data, last } => {
                 if offset == 0 {
                     snapshot_buf.clear();
