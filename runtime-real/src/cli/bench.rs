@@ -56,6 +56,22 @@ enum Mode {
         #[command(flatten)]
         client: ClientArgs,
     },
+    /// Continuous durable puts for DURATION seconds from SESSIONS sessions (one put at a
+    /// time each), while the leader is killed or handed over meanwhile: the longest gap
+    /// between two acknowledged puts, and the gap around each leader change seen.
+    Avail {
+        #[arg(long, default_value_t = 30)]
+        duration_s: u64,
+        #[arg(long, default_value_t = 1)]
+        sessions: u64,
+        #[arg(long, default_value_t = 100)]
+        value_bytes: usize,
+        /// How often the leader is looked up, to date leader changes.
+        #[arg(long, default_value_t = 20)]
+        poll_ms: u64,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
     /// Time until every process member is gone (run right after killing a heartbeats bench).
     ExpiryWatch {
         /// Only count processes with this name prefix.
@@ -78,6 +94,9 @@ pub async fn run(args: BenchArgs) -> Result<ExitCode, String> {
             heartbeats(members, duration_s, interval_ms, connections, server_id, client).await
         }
         Mode::ExpiryWatch { prefix, max_s, client } => expiry_watch(prefix, max_s, client).await,
+        Mode::Avail { duration_s, sessions, value_bytes, poll_ms, client } => {
+            avail(duration_s, sessions, value_bytes, poll_ms, client).await
+        }
     }
 }
 
@@ -329,4 +348,123 @@ async fn expiry_watch(prefix: String, max_s: u64, c: ClientArgs) -> Result<ExitC
 async fn count_members(client: &roster_real::client::Client, prefix: &str) -> Result<usize, String> {
     let s = client.status().await.map_err(|e| e.to_string())?;
     Ok(s.processes.iter().filter(|p| p.info.name.starts_with(prefix)).count())
+}
+
+/// A leader change as the poller saw it: when, and who led before and after.
+struct LeaderChange {
+    at: Duration,
+    from: Option<u64>,
+    to: Option<u64>,
+}
+
+async fn avail(
+    duration_s: u64,
+    sessions: u64,
+    value_bytes: usize,
+    poll_ms: u64,
+    c: ClientArgs,
+) -> Result<ExitCode, String> {
+    if sessions == 0 || duration_s == 0 {
+        return Err("--sessions and --duration-s must be at least 1".into());
+    }
+    let opts = options(&c)?;
+    let mut writers = Vec::new();
+    for _ in 0..sessions {
+        let cluster = Cluster::new(opts.clone()).map_err(|e| e.to_string())?;
+        writers.push(Session::open(cluster, RetryConfig::default(), rand::random()).await.map_err(|e| e.to_string())?);
+    }
+    // Status goes through a connection of its own, so a slow status never delays a put.
+    let watcher = roster_real::client::Client::connect(opts, rand::random()).await.map_err(|e| e.to_string())?;
+    let value = "x".repeat(value_bytes);
+    let start = Instant::now();
+    let end = start + Duration::from_secs(duration_s);
+    let mut tasks = Vec::new();
+    for (i, s) in writers.into_iter().enumerate() {
+        let value = value.clone();
+        tasks.push(tokio::spawn(async move {
+            let (mut acks, mut failures, mut j) = (Vec::new(), 0u64, 0u64);
+            while Instant::now() < end {
+                match s.execute(Command::KvPut { key: format!("bench/avail/{i}/{j}"), value: value.clone() }).await {
+                    Ok(_) => acks.push(start.elapsed()),
+                    Err(_) => failures += 1,
+                }
+                j += 1;
+            }
+            (acks, failures)
+        }));
+    }
+    let mut changes: Vec<LeaderChange> = Vec::new();
+    let mut leader: Option<u64> = None;
+    while Instant::now() < end {
+        let poll = tokio::time::timeout(Duration::from_millis(poll_ms.max(1) * 10), watcher.status()).await;
+        if let Ok(Ok(status)) = poll
+            && status.leader.is_some()
+            && status.leader != leader
+        {
+            if leader.is_some() {
+                changes.push(LeaderChange { at: start.elapsed(), from: leader, to: status.leader });
+            }
+            leader = status.leader;
+        }
+        tokio::time::sleep(Duration::from_millis(poll_ms.max(1))).await;
+    }
+    let mut acks = Vec::new();
+    let mut failures = 0;
+    for t in tasks {
+        let (a, f) = t.await.map_err(|e| e.to_string())?;
+        acks.extend(a);
+        failures += f;
+    }
+    acks.sort_unstable();
+    // Gaps between consecutive acknowledgements, from the start and to the end too.
+    let mut edges = vec![Duration::ZERO];
+    edges.extend(acks.iter().copied());
+    let last = acks.last().copied().unwrap_or_default();
+    edges.push(last.max(Duration::from_secs(duration_s)));
+    let gaps: Vec<(Duration, Duration)> = edges.windows(2).map(|w| (w[0], w[1])).collect();
+    let longest = gaps.iter().copied().max_by_key(|(a, b)| b.saturating_sub(*a)).unwrap_or_default();
+    // The gap a change falls in: the last ack before it was seen to the first after.
+    // The poller sees a change after it happened, so the gap that ends just before the
+    // sighting counts when the sighting itself falls between two quick acks.
+    let gap_at = |at: Duration| -> Duration {
+        gaps.iter()
+            .filter(|(a, b)| *b + Duration::from_millis(poll_ms * 10) >= at && *a <= at)
+            .map(|(a, b)| b.saturating_sub(*a))
+            .max()
+            .unwrap_or_default()
+    };
+    let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+    let per_change: Vec<serde_json::Value> = changes
+        .iter()
+        .map(|ch| {
+            serde_json::json!({"at_s": ch.at.as_secs_f64(), "from": ch.from, "to": ch.to, "gap_ms": ms(gap_at(ch.at))})
+        })
+        .collect();
+    if c.json {
+        println!(
+            "{}",
+            serde_json::json!({
+                "mode": "avail", "ops": acks.len(), "failures": failures, "seconds": duration_s,
+                "max_gap_ms": ms(longest.1.saturating_sub(longest.0)), "max_gap_at_s": longest.0.as_secs_f64(),
+                "leader_changes": per_change,
+            })
+        );
+    } else {
+        println!(
+            "avail: {} puts in {duration_s} s from {sessions} session(s), {failures} failed; longest gap {:.1} ms at {:.2} s",
+            acks.len(),
+            ms(longest.1.saturating_sub(longest.0)),
+            longest.0.as_secs_f64()
+        );
+        for ch in &changes {
+            println!(
+                "  leader {:?} -> {:?} seen at {:.2} s: write gap {:.1} ms",
+                ch.from,
+                ch.to,
+                ch.at.as_secs_f64(),
+                ms(gap_at(ch.at))
+            );
+        }
+    }
+    Ok(ExitCode::SUCCESS)
 }
