@@ -380,6 +380,7 @@ impl LeaderDuties {
     }
 
     /// The next leader command to propose, if any is due at `now_ms`. Call until `None`.
+    #[must_use]
     pub fn poll_proposal(&mut self, now_ms: u64) -> Option<DutyProposal> {
         let tenure = self.tenure.as_mut()?;
         if tenure.lease == Lease::Lapsed {
