@@ -3,24 +3,24 @@
 //! - A key/value worker issues puts (every value unique: `c<client>-<n>`), linearizable
 //!   gets, compare-and-sets and deletes on a few shared keys, one at a time, and records
 //!   each as an invocation and an end for the linearizability and client checkers.
-//! - A process worker registers a process, heartbeats for it (recording the heartbeats
-//!   the leader answered), and, when its configured life ends, leaves or crashes (stops
-//!   heartbeating without a word, recorded for the crash-removal checker).
+//! - A process worker registers a process and heartbeats for it with the shipped
+//!   `ProcessHandle` (recording, through its observer hook, the heartbeats the leader
+//!   answered), and, when its configured life ends, leaves or crashes (abandons the
+//!   handle: heartbeats stop without a word, recorded for the crash-removal checker).
 //!
 //! When its machine restarts, a worker comes back as a new client (a new id).
 
 use crate::trace::{CrashRec, HEARTBEAT_PRECISION_MS, HeartbeatRec, KvCall, KvOp, KvOutput, OpEnd};
 use crate::world::{SharedTrace, SimClock, TOKEN, WorldConfig};
 use madsim::rand::{Rng, thread_rng};
-use roster_kernel::{
-    Command, CommandError, Labels, MemberId, ProcessId, ProcessInfo, Reply, ResourceAverage, ServerId,
-};
-use roster_real::client::{Client, ClientError, ClientOptions};
+use roster_kernel::{Command, Labels, MemberId, ProcessId, ProcessInfo, Reply, ResourceAverage, ServerId};
+use roster_real::client::{Client, ClientOptions, ProcessHandle};
 use roster_real::net::wire::Consistency;
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
+use tokio::time::Instant;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum WorkerKind {
@@ -185,6 +185,18 @@ async fn kv_loop(ctx: &WorkerCtx, client_id: u64, client: &Client) {
     }
 }
 
+/// Why one registration of a process worker ended.
+enum LifeEnd {
+    /// The cluster no longer knows the process (expired, or removed): register anew.
+    Lost,
+    /// The workload went quiet: the process stays registered and falls silent.
+    Quiet,
+    /// Its configured life is over: it leaves or crashes.
+    Over,
+}
+
+/// Each registration runs the shipped `ProcessHandle` (the heartbeat loop of `roster run`),
+/// whose acknowledged heartbeats are recorded through its observer hook.
 async fn process_loop(ctx: &WorkerCtx, client: &Client) {
     let host = ServerId(ctx.index % ctx.config.servers + 1);
     let interval_ms = ctx.config.heartbeat_interval_ms;
@@ -212,58 +224,76 @@ async fn process_loop(ctx: &WorkerCtx, client: &Client) {
             }
         };
         *ctx.member.lock().unwrap_or_else(|e| e.into_inner()) = Some(id);
-        let member = MemberId::Process(id);
         let life_ms = ctx.config.process_life_ms.clone().map(|r| thread_rng().gen_range(r));
         let born = ctx.clock.now_ms();
-        let mut next_beat = born;
-        let lost = loop {
-            let now = ctx.clock.now_ms();
-            if next_beat > now {
-                sleep_ms(next_beat - now).await;
-            }
-            next_beat += interval_ms;
-            let now = ctx.clock.now_ms();
-            if ctx.quiet.load(Ordering::Relaxed) || life_ms.is_some_and(|l| now >= born + l) {
-                break false;
-            }
-            let beat = client.heartbeat(member, None);
-            let deadline = tokio::time::Instant::now() + Duration::from_millis(interval_ms);
-            match roster_real::rt::Timeout::new(beat, deadline).await {
-                Ok(Ok(())) => {
-                    let at_ms = ctx.clock.now_ms();
-                    if at_ms - now <= HEARTBEAT_PRECISION_MS {
-                        ctx.trace.lock().record_heartbeat(HeartbeatRec { member, at_ms });
-                    }
-                }
-                Ok(Err(ClientError::UnknownMember(_))) => break true,
-                Ok(Err(_)) | Err(_) => {}
-            }
-            let now = ctx.clock.now_ms();
-            if next_beat < now {
-                next_beat = now;
-            }
-        };
+        let mut handle = ProcessHandle::start_observed(client.clone(), id, interval_ms, heartbeat_recorder(ctx));
+        let end = live(ctx, &mut handle, life_ms.map(|l| born + l), interval_ms).await;
         *ctx.member.lock().unwrap_or_else(|e| e.into_inner()) = None;
-        if lost {
-            continue;
-        }
-        if ctx.quiet.load(Ordering::Relaxed) {
-            // Stays registered and silent: the quiet phase judges its expiry as a crash.
-            let at_ms = ctx.clock.now_ms();
-            ctx.trace.lock().record_crash(CrashRec { member, at_ms, revived_at_ms: None });
-            return;
-        }
-        if thread_rng().gen_bool(0.5) {
-            let at_ms = ctx.clock.now_ms();
-            ctx.trace.lock().record_crash(CrashRec { member, at_ms, revived_at_ms: None });
-        } else {
-            match client.execute(Command::DeregisterProcess { id, exit_status: Some(0) }).await {
-                Ok(_) | Err(ClientError::Refused(CommandError::UnknownMember(_))) => {}
-                Err(e) => {
-                    let now = ctx.clock.now_ms();
-                    ctx.trace.lock().record_fault(now, format!("process {id} could not deregister: {e}"));
-                }
+        match end {
+            // Heartbeats have stopped, and a lost handle deregisters nothing when dropped.
+            LifeEnd::Lost => continue,
+            LifeEnd::Quiet => {
+                // Stays registered and silent: the quiet phase judges its expiry as a crash.
+                crash(ctx, handle).await;
+                return;
+            }
+            LifeEnd::Over => {
+                let crashes = thread_rng().gen_bool(0.5);
+                if crashes { crash(ctx, handle).await } else { leave(ctx, handle).await }
             }
         }
     }
+}
+
+/// Records every heartbeat the leader acknowledged within `HEARTBEAT_PRECISION_MS` of its
+/// sending, at the moment of the acknowledgement (the observer runs right then), so it
+/// reached the leader in `[at_ms - HEARTBEAT_PRECISION_MS, at_ms]`.
+fn heartbeat_recorder(ctx: &WorkerCtx) -> impl FnMut(MemberId, Instant, Instant) + Send + 'static {
+    let (clock, trace) = (ctx.clock, ctx.trace.clone());
+    let precision = Duration::from_millis(HEARTBEAT_PRECISION_MS);
+    move |member, sent_at, acked_at| {
+        if acked_at.saturating_duration_since(sent_at) <= precision {
+            trace.lock().record_heartbeat(HeartbeatRec { member, at_ms: clock.now_ms() });
+        }
+    }
+}
+
+/// Waits, while the handle heartbeats, for the cluster to forget the process, the quiet
+/// phase, or `dies_at_ms`. The world sets the quiet flag without a wake-up: it is looked
+/// at every `poll_ms` (the heartbeat interval, so a process falls silent within one).
+async fn live(ctx: &WorkerCtx, handle: &mut ProcessHandle, dies_at_ms: Option<u64>, poll_ms: u64) -> LifeEnd {
+    loop {
+        if ctx.quiet.load(Ordering::Relaxed) {
+            return LifeEnd::Quiet;
+        }
+        let now = ctx.clock.now_ms();
+        let wait_ms = match dies_at_ms {
+            Some(at) if at <= now => return LifeEnd::Over,
+            Some(at) => (at - now).min(poll_ms),
+            None => poll_ms,
+        };
+        tokio::select! {
+            biased;
+            _ = handle.lost() => return LifeEnd::Lost,
+            () = sleep_ms(wait_ms) => {}
+        }
+    }
+}
+
+/// Stops heartbeating and deregisters, as `roster run` does when its program exits 0.
+async fn leave(ctx: &WorkerCtx, handle: ProcessHandle) {
+    let id = handle.id();
+    if let Err(e) = handle.close(Some(0)).await {
+        let now = ctx.clock.now_ms();
+        ctx.trace.lock().record_fault(now, format!("process {id} could not deregister: {e}"));
+    }
+}
+
+/// Stops heartbeating without a word (no deregistration) and records the crash once the
+/// heartbeats have stopped.
+async fn crash(ctx: &WorkerCtx, handle: ProcessHandle) {
+    let member = handle.member();
+    handle.abandon().await;
+    let at_ms = ctx.clock.now_ms();
+    ctx.trace.lock().record_crash(CrashRec { member, at_ms, revived_at_ms: None });
 }

@@ -6,6 +6,10 @@
 //! `lost()`. It does not re-register by itself: that would give the process a new id
 //! behind its owner's back. The owner decides (`roster run` ends the program, or
 //! registers again).
+//!
+//! An observer can learn of every heartbeat the leader acknowledges through the callback
+//! given to [`ProcessHandle::start_observed`]; the simulator records them this way, so it
+//! checks the very loop `roster run` runs. Without one, the loop does nothing extra.
 
 use crate::client::api::Client;
 use crate::client::error::ClientError;
@@ -17,6 +21,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 use tokio::sync::oneshot;
 use tokio::time::Instant;
+
+/// Told of each heartbeat the leader acknowledged: the member, when the heartbeat was sent,
+/// and when its acknowledgement came back.
+type AckObserver = Box<dyn FnMut(MemberId, Instant, Instant) + Send>;
 
 pub struct ProcessHandle {
     id: ProcessId,
@@ -31,6 +39,24 @@ pub struct ProcessHandle {
 impl ProcessHandle {
     /// Starts heartbeating for `id` every `interval_ms`; the first goes at once.
     pub(crate) fn start(client: Client, id: ProcessId, interval_ms: u64) -> ProcessHandle {
+        ProcessHandle::spawn(client, id, interval_ms, None)
+    }
+
+    /// Starts heartbeating, as `Client::register_process` does, for `id`, a process already
+    /// registered (`Command::RegisterProcess`), and calls `on_ack(member, sent_at,
+    /// acked_at)` for every heartbeat the leader acknowledges, on the heartbeat task right
+    /// when the acknowledgement arrives (so `acked_at` is the present). It runs between two
+    /// heartbeats: keep it short and never block in it.
+    pub fn start_observed(
+        client: Client,
+        id: ProcessId,
+        interval_ms: u64,
+        on_ack: impl FnMut(MemberId, Instant, Instant) + Send + 'static,
+    ) -> ProcessHandle {
+        ProcessHandle::spawn(client, id, interval_ms, Some(Box::new(on_ack)))
+    }
+
+    fn spawn(client: Client, id: ProcessId, interval_ms: u64, on_ack: Option<AckObserver>) -> ProcessHandle {
         let (stop, stop_rx) = oneshot::channel();
         let (lost_tx, lost_rx) = oneshot::channel();
         let lost = Arc::new(AtomicBool::new(false));
@@ -38,6 +64,7 @@ impl ProcessHandle {
             client.cluster().clone(),
             MemberId::Process(id),
             interval_ms,
+            on_ack,
             stop_rx,
             lost_tx,
             lost.clone(),
@@ -85,6 +112,16 @@ impl ProcessHandle {
         }
     }
 
+    /// Stops heartbeating WITHOUT deregistering: to the cluster the process falls silent
+    /// as a crashed one does, and the leader expires it after the heartbeat timeout. Once
+    /// it returns no heartbeat is sent and no acknowledgement observed. Only for modelling
+    /// a crash (the simulator's crashing workers); a process that ends calls `close`, and
+    /// a dropped handle still deregisters.
+    pub async fn abandon(mut self) {
+        self.stop_heartbeats().await;
+        // Drop now finds the task gone and leaves the registration alone.
+    }
+
     async fn stop_heartbeats(&mut self) {
         self.stop.take();
         if let Some(task) = self.task.take()
@@ -100,7 +137,7 @@ impl Drop for ProcessHandle {
     /// session, which keeps delivering it after the handle is gone (see `Session`).
     fn drop(&mut self) {
         if self.task.is_none() {
-            return; // closed
+            return; // closed or abandoned
         }
         self.stop.take();
         if self.is_lost() {
@@ -117,6 +154,7 @@ async fn heartbeat_loop(
     cluster: Cluster,
     member: MemberId,
     interval_ms: u64,
+    mut on_ack: Option<AckObserver>,
     mut stop: oneshot::Receiver<()>,
     lost_tx: oneshot::Sender<ClientError>,
     lost: Arc<AtomicBool>,
@@ -133,13 +171,18 @@ async fn heartbeat_loop(
         // A heartbeat older than one interval is worth less than the next one: bound
         // each by the interval.
         let request = ClientRequest::Heartbeat { member, resources: None };
+        let sent_at = Instant::now();
         let answer = tokio::select! {
             biased;
             _ = &mut stop => return,
             answer = cluster.call_leader_within(request, interval_ms.max(1)) => answer,
         };
         match answer {
-            Ok(ClientResponse::HeartbeatOk) => {}
+            Ok(ClientResponse::HeartbeatOk) => {
+                if let Some(on_ack) = on_ack.as_mut() {
+                    on_ack(member, sent_at, Instant::now());
+                }
+            }
             Ok(ClientResponse::UnknownMember(m)) => {
                 tracing::warn!(member = %m, "the cluster no longer knows this member (expired or deleted); heartbeats stop");
                 lost.store(true, Ordering::Release);
@@ -156,5 +199,86 @@ async fn heartbeat_loop(
         if next_at < now {
             next_at = now;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::client::fake_server::{FakeCluster, TOKEN};
+    use crate::client::{ClientOptions, RetryConfig};
+    use roster_kernel::{ProcessInfo, Reply, ResourceAverage, ServerId};
+    use std::sync::Mutex;
+
+    async fn client_of(fake: &FakeCluster) -> Client {
+        let options = ClientOptions {
+            endpoints: vec![fake.addr(0)],
+            token: TOKEN.into(),
+            connect_timeout_ms: 500,
+            request_timeout_ms: 2_000,
+        };
+        let retry = RetryConfig { max_queued: 64, base_backoff_ms: 5, max_backoff_ms: 50, request_timeout_ms: 500 };
+        Client::connect_with(options, retry, 2).await.unwrap()
+    }
+
+    fn process_info() -> ProcessInfo {
+        ProcessInfo {
+            name: "p".into(),
+            server: ServerId(1),
+            service_host: "127.0.0.1".into(),
+            service_port: None,
+            started_at_unix_ms: 0,
+            labels: Default::default(),
+            reserved: ResourceAverage::default(),
+        }
+    }
+
+    #[tokio::test]
+    async fn the_observer_hears_every_acknowledged_heartbeat_with_when_it_went_and_came_back() {
+        let fake = FakeCluster::start(1, Some(0)).await;
+        let client = client_of(&fake).await;
+        let Reply::ProcessRegistered { id, .. } =
+            client.execute(Command::RegisterProcess { info: process_info() }).await.unwrap()
+        else {
+            panic!("not registered");
+        };
+        let acks = Arc::new(Mutex::new(Vec::new()));
+        let observed = acks.clone();
+        let handle = ProcessHandle::start_observed(client.clone(), id, 50, move |member, sent_at, acked_at| {
+            observed.lock().unwrap().push((member, sent_at, acked_at));
+        });
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        handle.close(None).await.unwrap();
+        let acks = acks.lock().unwrap().clone();
+        let delivered = fake.state().heartbeats.iter().filter(|m| **m == MemberId::Process(id)).count();
+        assert!(acks.len() >= 3, "{} acknowledged heartbeats in 500 ms at a 50 ms interval", acks.len());
+        // The last may have reached the fake node as the handle closed, unanswered.
+        assert!(
+            acks.len() == delivered || acks.len() + 1 == delivered,
+            "{} observed, {delivered} delivered",
+            acks.len()
+        );
+        assert!(acks.iter().all(|(m, sent, acked)| *m == MemberId::Process(id) && sent <= acked));
+        assert!(acks.windows(2).all(|w| w[0].2 <= w[1].1), "one heartbeat at a time, in order");
+    }
+
+    #[tokio::test]
+    async fn an_abandoned_process_falls_silent_but_stays_registered() {
+        let fake = FakeCluster::start(1, Some(0)).await;
+        let client = client_of(&fake).await;
+        let handle = client.register_process(process_info(), 50).await.unwrap();
+        let member = handle.member();
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        handle.abandon().await;
+        drop(client);
+        // A heartbeat already on the wire may still land.
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        let beats_at_abandon = fake.state().heartbeats.len();
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let s = fake.state();
+        assert!(beats_at_abandon >= 2, "{beats_at_abandon} heartbeats before abandoning");
+        assert_eq!(s.heartbeats.len(), beats_at_abandon, "no heartbeat after abandon");
+        assert!(s.deregistered.is_empty(), "abandoning deregisters nothing: {:?}", s.deregistered);
+        assert!(s.members.contains(&member));
     }
 }
