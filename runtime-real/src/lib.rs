@@ -6,14 +6,15 @@
 //! - `rt`: the async runtime glue (openraft's `AsyncRuntime`, an ordered watch, the clock);
 //! - `raft`: openraft's type configuration and the log entry payload;
 //! - `storage`: the WAL, vote and snapshots over a `Disk`;
-//! - `net`: framing, wire messages, openraft's network;
-//! - `client`: the client library (wire and runtime glue only);
+//! - `client` (the `roster-client` crate, re-exported): the client library, framing and
+//!   the client wire messages; it depends on the kernel alone;
+//! - `net`: the peer messages and openraft's network over the client crate's framing;
 //! - `server`: request dispatch, the API, the proposer, the leader driver, the server
 //!   agent, launch, compaction;
 //! - `node`: wires a node together; `config`: its settings; `cli` (in the binary): the
 //!   `roster` commands.
 
-pub mod client;
+pub use roster_client as client;
 pub mod config;
 pub mod net;
 pub mod node;

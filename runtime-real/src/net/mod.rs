@@ -3,5 +3,5 @@
 //! that arrive are served by `server::dispatch`.
 
 pub mod peer;
-pub mod transport;
+pub use roster_client::transport;
 pub mod wire;

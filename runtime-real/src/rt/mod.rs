@@ -8,12 +8,11 @@
 mod channels;
 pub mod clock;
 mod instant;
-mod timeout;
 mod watch;
 
 pub use channels::{RtMpsc, RtMutex, RtOneshot};
 pub use instant::RtInstant;
-pub use timeout::{Elapsed, Timeout};
+pub use roster_client::{Elapsed, Timeout};
 pub use watch::OrderedWatch;
 
 use openraft_rt::OptionalSend;

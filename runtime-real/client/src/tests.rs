@@ -1,8 +1,8 @@
 //! The client against fake nodes on 127.0.0.1 (see `fake_server.rs`).
 
-use crate::client::fake_server::{FakeCluster, TOKEN};
-use crate::client::{Client, ClientError, ClientOptions, Cluster, RetryConfig, Session};
-use crate::net::wire::{ClientRequest, ClientResponse};
+use crate::fake_server::{FakeCluster, TOKEN};
+use crate::wire::{ClientRequest, ClientResponse};
+use crate::{Client, ClientError, ClientOptions, Cluster, RetryConfig, Session};
 use roster_kernel::{Command, MemberId, ProcessInfo, Reply, ResourceAverage, ServerId};
 use std::time::Duration;
 use tokio::time::Instant;
@@ -21,7 +21,7 @@ fn put(i: usize) -> Command {
 
 /// An address where nothing listens: bound, then closed.
 async fn dead_addr() -> String {
-    let l = tokio::net::TcpListener::bind(crate::client::fake_server::local_addr()).await.unwrap();
+    let l = tokio::net::TcpListener::bind(crate::fake_server::local_addr()).await.unwrap();
     l.local_addr().unwrap().to_string()
 }
 

@@ -2,8 +2,8 @@
 //! wire protocol and apply commands with the state machine's exactly-once rule (last
 //! sequence and reply per session), without Raft. Faults are switched on in its state.
 
-use crate::net::transport::{self, Reader, Writer};
-use crate::net::wire::{
+use crate::transport::{self, Reader, Writer};
+use crate::wire::{
     ClientEnvelope, ClientRequest, ClientResponse, ClientResponseEnvelope, ClusterStatus, Hello, HelloReply,
     MAX_CLIENT_FRAME_BYTES, RequestError, Unavailable,
 };

@@ -136,7 +136,7 @@ pub fn framed(stream: TcpStream, max_frame_bytes: usize) -> (Reader, Writer) {
 /// Connects with a deadline, says hello and checks the answer.
 pub async fn connect(
     addr: &str,
-    hello: &crate::net::wire::Hello,
+    hello: &crate::wire::Hello,
     max_frame_bytes: usize,
     timeout_ms: u64,
 ) -> Result<(Reader, Writer), TransportError> {
@@ -147,14 +147,14 @@ pub async fn connect(
             .map_err(|source| TransportError::Connect { addr: addr.to_string(), source })?;
         let (mut r, mut w) = framed(stream, max_frame_bytes);
         w.send(hello).await?;
-        match r.recv::<crate::net::wire::HelloReply>().await? {
-            crate::net::wire::HelloReply::Welcome { .. } => Ok((r, w)),
-            crate::net::wire::HelloReply::Refused { reason } => {
+        match r.recv::<crate::wire::HelloReply>().await? {
+            crate::wire::HelloReply::Welcome { .. } => Ok((r, w)),
+            crate::wire::HelloReply::Refused { reason } => {
                 Err(TransportError::Refused { addr: addr.to_string(), reason })
             }
         }
     };
-    match crate::rt::Timeout::new(handshake, tokio::time::Instant::now() + deadline).await {
+    match crate::Timeout::new(handshake, tokio::time::Instant::now() + deadline).await {
         Ok(r) => r,
         Err(_) => Err(TransportError::Timeout { addr: addr.to_string(), timeout_ms }),
     }

@@ -6,11 +6,11 @@
 //! waiting out `RetryLater`) within one overall deadline; `stream` opens a dedicated
 //! connection for a watch, closed when the stream is dropped.
 
-use crate::client::conn::{Answer, Conn};
-use crate::client::endpoints::EndpointTable;
-use crate::client::error::ClientError;
-use crate::net::wire::{ClientRequest, ClientResponse};
-use crate::rt::Timeout;
+use crate::Timeout;
+use crate::conn::{Answer, Conn};
+use crate::endpoints::EndpointTable;
+use crate::error::ClientError;
+use crate::wire::{ClientRequest, ClientResponse};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
@@ -197,7 +197,7 @@ impl Cluster {
     }
 
     /// Follows a `NotLeader` hint: the hinted node's endpoint, now believed the leader.
-    pub(crate) fn follow_hint(&self, hint: &Option<(crate::raft::NodeId, String)>) -> Option<usize> {
+    pub(crate) fn follow_hint(&self, hint: &Option<(crate::wire::NodeId, String)>) -> Option<usize> {
         let (node, addr) = hint.as_ref()?;
         match self.endpoint_for(addr) {
             Ok(index) => {

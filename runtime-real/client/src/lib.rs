@@ -18,7 +18,10 @@ mod error;
 mod pool;
 mod process;
 mod session;
+mod timeout;
+pub mod transport;
 mod watch;
+pub mod wire;
 
 #[cfg(test)]
 mod fake_server;
@@ -33,4 +36,5 @@ pub use pool::{ClientOptions, Cluster, DEFAULT_CONNECT_TIMEOUT_MS, DEFAULT_REQUE
 pub use process::ProcessHandle;
 pub use roster_kernel::retry_queue::RetryConfig;
 pub use session::{LINGER_AFTER_DROP_MS, Pending, Session};
+pub use timeout::{Elapsed, Timeout};
 pub use watch::Watch;

@@ -11,10 +11,10 @@
 //! given to [`ProcessHandle::start_observed`]; the simulator records them this way, so it
 //! checks the very loop `roster run` runs. Without one, the loop does nothing extra.
 
-use crate::client::api::Client;
-use crate::client::error::ClientError;
-use crate::client::pool::Cluster;
-use crate::net::wire::{ClientRequest, ClientResponse};
+use crate::api::Client;
+use crate::error::ClientError;
+use crate::pool::Cluster;
+use crate::wire::{ClientRequest, ClientResponse};
 use roster_kernel::{Command, CommandError, MemberId, ProcessId};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -205,8 +205,8 @@ async fn heartbeat_loop(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::client::fake_server::{FakeCluster, TOKEN};
-    use crate::client::{ClientOptions, RetryConfig};
+    use crate::fake_server::{FakeCluster, TOKEN};
+    use crate::{ClientOptions, RetryConfig};
     use roster_kernel::{ProcessInfo, Reply, ResourceAverage, ServerId};
     use std::sync::Mutex;
 

@@ -1,9 +1,9 @@
 //! `Watch`: change events in revision order, resumed from the last received revision
 //! whenever the stream's connection breaks, on whichever node answers.
 
-use crate::client::error::ClientError;
-use crate::client::pool::{Cluster, ResponseStream};
-use crate::net::wire::{ClientRequest, ClientResponse};
+use crate::error::ClientError;
+use crate::pool::{Cluster, ResponseStream};
+use crate::wire::{ClientRequest, ClientResponse};
 use roster_kernel::Event;
 use std::collections::VecDeque;
 use std::time::Duration;

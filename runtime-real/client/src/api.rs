@@ -7,13 +7,13 @@
 //! `Linearizable` (the leader confirms it still leads before answering; the usual
 //! choice) or `Stale` (any node, possibly behind, still answers without a leader).
 
-use crate::client::error::ClientError;
-use crate::client::pool::{ClientOptions, Cluster};
-use crate::client::process::ProcessHandle;
-use crate::client::session::{Pending, Session};
-use crate::client::watch::Watch;
-use crate::net::wire::{ClientRequest, ClientResponse, ClusterStatus, Consistency, LaunchRequest};
-use crate::raft::NodeId;
+use crate::error::ClientError;
+use crate::pool::{ClientOptions, Cluster};
+use crate::process::ProcessHandle;
+use crate::session::{Pending, Session};
+use crate::watch::Watch;
+use crate::wire::NodeId;
+use crate::wire::{ClientRequest, ClientResponse, ClusterStatus, Consistency, LaunchRequest};
 use roster_kernel::retry_queue::RetryConfig;
 use roster_kernel::{
     Command, ListFilter, MemberId, ProcessEntry, ProcessId, ProcessInfo, ProcessPatch, Query, QueryReply, QueryResult,
@@ -388,7 +388,7 @@ fn response_name(answer: &ClientResponse) -> &'static str {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::net::wire::RequestError;
+    use crate::wire::RequestError;
 
     #[test]
     fn unexpected_answers_become_the_right_error() {

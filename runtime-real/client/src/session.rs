@@ -19,9 +19,9 @@
 //! session and sequence number (the command in flight is resent under the same
 //! `(session, seq)`, so that too is applied once).
 
-use crate::client::error::ClientError;
-use crate::client::pool::Cluster;
-use crate::net::wire::{ClientRequest, ClientResponse};
+use crate::error::ClientError;
+use crate::pool::Cluster;
+use crate::wire::{ClientRequest, ClientResponse};
 use futures::StreamExt;
 use futures::stream::FuturesUnordered;
 use roster_kernel::retry_queue::{EndpointId, Failure, QueueFull, RetryConfig, RetryQueue, Transmit};

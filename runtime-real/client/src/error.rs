@@ -46,7 +46,7 @@ pub enum ClientError {
     #[error("{0} is not in the cluster (expired, deregistered or never registered): register it again")]
     UnknownMember(MemberId),
     #[error("the node refused the request: {0}")]
-    Server(crate::net::wire::RequestError),
+    Server(crate::wire::RequestError),
     #[error("unexpected answer from the node: {0}; client and node may run different Roster versions")]
     Protocol(String),
     #[error(
@@ -72,8 +72,8 @@ impl ClientError {
     }
 }
 
-pub(crate) fn from_transport(addr: &str, e: crate::net::transport::TransportError) -> ClientError {
-    use crate::net::transport::TransportError as T;
+pub(crate) fn from_transport(addr: &str, e: crate::transport::TransportError) -> ClientError {
+    use crate::transport::TransportError as T;
     match e {
         T::Connect { addr, source } => ClientError::Connect { addr, reason: source.to_string() },
         T::Timeout { addr, timeout_ms } => ClientError::Connect {
@@ -119,7 +119,7 @@ mod tests {
             ClientError::QueueFull { max: 10 },
             ClientError::Refused(CommandError::UnknownSession(SessionId(3))),
             ClientError::UnknownMember(MemberId::Process(ProcessId(9))),
-            ClientError::Server(crate::net::wire::RequestError::WriteFailed { reason: "storage error".into() }),
+            ClientError::Server(crate::wire::RequestError::WriteFailed { reason: "storage error".into() }),
             ClientError::Protocol("expected SessionOpened, got HeartbeatOk".into()),
             ClientError::WatchCompacted { requested: 5, oldest_available: 100 },
             ClientError::Closed("closed by the application".into()),
@@ -144,7 +144,7 @@ mod tests {
     fn transport_errors_are_told_apart_from_answers() {
         assert!(ClientError::Timeout { addr: "a:1".into(), timeout_ms: 1 }.is_transport());
         assert!(ClientError::ConnectionLost { addr: "a:1".into(), reason: "x".into() }.is_transport());
-        assert!(!ClientError::Server(crate::net::wire::RequestError::NoReply).is_transport());
+        assert!(!ClientError::Server(crate::wire::RequestError::NoReply).is_transport());
         assert!(!ClientError::QueueFull { max: 1 }.is_transport());
     }
 }

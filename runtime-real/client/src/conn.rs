@@ -6,12 +6,12 @@
 //! on the stream. When the connection breaks, every request still waiting on it fails at
 //! once with `ConnectionLost`, and the pool opens a new connection on the next use.
 
-use crate::client::error::{ClientError, from_transport};
-use crate::net::transport::{self, Reader, TransportError, Writer};
-use crate::net::wire::{
+use crate::Timeout;
+use crate::error::{ClientError, from_transport};
+use crate::transport::{self, Reader, TransportError, Writer};
+use crate::wire::{
     ClientEnvelope, ClientRequest, ClientResponse, ClientResponseEnvelope, Hello, MAX_CLIENT_FRAME_BYTES, Role,
 };
-use crate::rt::Timeout;
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 use tokio::sync::{Notify, mpsc, oneshot};

@@ -5,7 +5,7 @@
 //! named new addresses; an index never changes meaning, so an index held by a retry
 //! queue stays valid while the list grows.
 
-use crate::client::error::ClientError;
+use crate::error::ClientError;
 
 /// Most addresses one client keeps: the configured ones plus those learned from hints.
 /// A cluster has a handful of nodes; more means hints point somewhere unexpected.

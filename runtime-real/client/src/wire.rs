@@ -1,0 +1,227 @@
+//! Messages between clients and nodes, and the handshake every connection starts with
+//! (a `Hello` carrying the cluster token). Peer messages, which carry openraft's types,
+//! are the node's own (`roster_real::net::wire`).
+
+use roster_kernel::{
+    CommandResult, Event, MemberId, ProcessId, Query, QueryReply, Request, ResourceAverage, ServerId, SessionId,
+};
+use serde::{Deserialize, Serialize};
+
+/// A server node's id in the Raft group.
+pub type NodeId = u64;
+
+/// Largest frame a client may send or receive.
+pub const MAX_CLIENT_FRAME_BYTES: usize = 4 << 20;
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Hello {
+    pub token: String,
+    pub role: Role,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Role {
+    Peer { from: NodeId },
+    Client,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub enum HelloReply {
+    Welcome { node: NodeId },
+    Refused { reason: String },
+}
+
+// ---- clients ----
+
+/// How fresh a read must be.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Consistency {
+    /// Confirmed with a quorum by the leader (read-index) before answering.
+    Linearizable,
+    /// Whatever the contacted node has applied; may be behind.
+    Stale,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct ClientEnvelope {
+    /// Echoed on the response, so one connection can carry many requests at once.
+    pub id: u64,
+    pub request: ClientRequest,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub enum ClientRequest {
+    OpenSession,
+    /// A command under exactly-once rules.
+    Submit(Request),
+    Query {
+        query: Query,
+        consistency: Consistency,
+    },
+    /// "I am alive", to the leader only; servers attach their averaged resources.
+    Heartbeat {
+        member: MemberId,
+        resources: Option<ResourceAverage>,
+    },
+    /// Stream change events after `after_revision` on this connection until it closes.
+    Watch {
+        after_revision: u64,
+    },
+    Status,
+    AddNode {
+        id: NodeId,
+        addr: String,
+    },
+    RemoveNode {
+        id: NodeId,
+    },
+    /// Hand leadership to voter `to`, or to the most up-to-date voter.
+    TransferLeader {
+        to: Option<NodeId>,
+    },
+    Launch(LaunchRequest),
+    /// Leader → chosen node: start this program here.
+    StartLocal(LaunchRequest),
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct LaunchRequest {
+    pub name: String,
+    pub program: String,
+    pub args: Vec<String>,
+    pub labels: std::collections::BTreeMap<String, String>,
+    pub require_mem_bytes: Option<u64>,
+    pub require_cpu_percent: Option<u32>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct ClientResponseEnvelope {
+    pub id: u64,
+    pub response: ClientResponse,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub enum ClientResponse {
+    SessionOpened(SessionId),
+    Applied(CommandResult),
+    Query(QueryReply),
+    HeartbeatOk,
+    /// The member is not (or no longer) in the cluster: register again.
+    UnknownMember(MemberId),
+    /// One or more watch events; more follow on the same id.
+    Events(Vec<Event>),
+    /// The requested revision is older than the node keeps; list again and watch from now.
+    WatchCompacted {
+        oldest_available: u64,
+    },
+    Status(Box<ClusterStatus>),
+    Launched {
+        server: ServerId,
+        process: ProcessId,
+    },
+    Done,
+    /// Leadership moved to this node.
+    LeaderTransferred {
+        leader: NodeId,
+    },
+    /// Ask the leader instead; the hint is its id and address when known.
+    NotLeader {
+        leader: Option<(NodeId, String)>,
+    },
+    /// Try again shortly at the same node: it cannot serve the request yet.
+    RetryLater(Unavailable),
+    /// The node refused the request: repeating it unchanged cannot succeed.
+    Error(RequestError),
+}
+
+/// Why a node cannot serve a request right now; the same request may succeed shortly at
+/// the same node (clients retry these, with backoff).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+pub enum Unavailable {
+    /// Right after an election openraft refuses writes until the leader's lease holds.
+    #[error("the new leader is not ready yet: its lease is still being established")]
+    LeaderNotReady,
+    /// Raft calls this node leader, but its duties have not started this term yet.
+    #[error("the leader is starting its duties")]
+    DutiesStarting,
+    #[error("cannot confirm leadership for a linearizable read: {reason}")]
+    ReadNotConfirmed { reason: String },
+    /// Heartbeats and status questions wait for the leader driver in a bounded queue.
+    #[error("the leader's duty queue is full ({capacity} requests waiting)")]
+    DutiesBusy { capacity: usize },
+    /// Its connections close next; the client moves to another node.
+    #[error("the node is shutting down")]
+    ShuttingDown,
+}
+
+/// A request the node refused; retrying it unchanged cannot help, so clients surface it
+/// at once with this message.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+pub enum RequestError {
+    #[error("remote launch is unavailable on node {node}")]
+    LaunchUnavailable { node: NodeId },
+    #[error("launch refused: program {program:?} is not on node {node}'s allow-list (launch_allow / --launch-allow)")]
+    NotAllowed { program: String, node: NodeId },
+    #[error("launch of {name:?}: {error}")]
+    Placement { name: String, error: roster_kernel::PlacementError },
+    #[error("launch: chosen {server} has no known address")]
+    NoAddress { server: ServerId },
+    /// Starting the program failed on the chosen node (the OS's reason).
+    #[error("launch failed: {reason}")]
+    LaunchFailed { reason: String },
+    #[error("launch failed: program exited ({status}) before registering: {last_line}")]
+    ExitedBeforeRegistering { status: String, last_line: String },
+    #[error("launch timed out: {name:?} did not register within {timeout_ms} ms (log: {log})")]
+    RegisterTimeout { name: String, timeout_ms: u64, log: String },
+    #[error("launch: forwarding to {addr} failed: {reason}")]
+    ForwardFailed { addr: String, reason: String },
+    #[error("launch timed out waiting for {addr}")]
+    ForwardTimeout { addr: String },
+    #[error("node {node} is not a voter of this cluster")]
+    NotAVoter { node: NodeId },
+    #[error("refusing to remove node {node}: it is the last voter")]
+    LastVoter { node: NodeId },
+    #[error("adding node {node} as learner failed: {reason}")]
+    AddLearner { node: NodeId, reason: String },
+    #[error("cannot hand leadership to node {node}: it is not a voter of this cluster")]
+    TransferTargetNotVoter { node: NodeId },
+    #[error("cannot hand leadership over: this node is the only voter")]
+    NoOtherVoter,
+    #[error(
+        "leadership did not move to node {to} within {timeout_ms} ms (it may be behind or unreachable); the old leader leads on"
+    )]
+    TransferTimedOut { to: NodeId, timeout_ms: u64 },
+    #[error("membership change failed: {reason}")]
+    MembershipChange { reason: String },
+    /// Raft could not take the write for a reason other than leadership (openraft's text).
+    #[error("write failed: {reason}")]
+    WriteFailed { reason: String },
+    #[error("write failed: the state machine gave no reply for this command")]
+    NoReply,
+    /// The request frame could not be read; the node closes the connection after this.
+    #[error("closing connection: {reason}")]
+    BadFrame { reason: String },
+    #[error("this node does not serve {request}")]
+    Unsupported { request: String },
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct ClusterStatus {
+    pub node: NodeId,
+    pub leader: Option<NodeId>,
+    pub term: u64,
+    pub commit_index: Option<u64>,
+    pub applied_index: Option<u64>,
+    pub revision: u64,
+    pub voters: Vec<(NodeId, String)>,
+    pub learners: Vec<(NodeId, String)>,
+    pub servers: Vec<ServerStatus>,
+    pub processes: Vec<roster_kernel::ProcessEntry>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct ServerStatus {
+    pub entry: roster_kernel::ServerEntry,
+    /// Milliseconds since the leader last heard this server; `None` if not the leader.
+    pub heartbeat_age_ms: Option<u64>,
+}
