@@ -34,6 +34,11 @@ pub struct NodeConfig {
     /// Initial voters, `id -> HOST:PORT`, including this node. Used once, to form the cluster.
     #[serde(default)]
     pub peers: BTreeMap<NodeId, String>,
+    /// With an empty data directory, form a new cluster of `peers` (unless a peer reports
+    /// one already running). Without it, a node with an empty data directory waits to be
+    /// added or replaced, and does not vote until it has caught up.
+    #[serde(default)]
+    pub bootstrap: bool,
     pub data_dir: PathBuf,
     #[serde(default)]
     pub token: Option<String>,
@@ -118,6 +123,7 @@ impl NodeConfig {
             listen,
             advertise: None,
             peers: BTreeMap::new(),
+            bootstrap: false,
             data_dir,
             token: None,
             token_file: None,

@@ -8,6 +8,7 @@ use crate::rt::clock::Clock;
 use crate::server::Raft;
 use crate::server::api::Api;
 use crate::storage::{self, Disk};
+use openraft_rt::WatchReceiver;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
@@ -58,6 +59,16 @@ impl Node {
     ) -> Result<Node, NodeError> {
         config.validate()?;
         let token = config.resolve_token()?;
+        // Decided before storage writes its first file: an empty directory means a new
+        // node, or one that lost its disk (the vote gate tells them apart from nothing).
+        let fresh = disk
+            .list()
+            .map_err(|source| storage::StorageError::Io { file: "the data directory".into(), source })?
+            .is_empty();
+        let vote_gate = Arc::new(crate::server::vote_gate::VoteGate::open(disk.clone())?);
+        if fresh {
+            vote_gate.close_provisionally("started with an empty data directory: deciding whether to bootstrap".into());
+        }
         let (mut log_store, sm_store) = storage::open(disk, storage_options).await?;
         let log_reader = openraft::storage::RaftLogStorage::get_log_reader(&mut log_store).await;
         let shared = sm_store.shared();
@@ -105,11 +116,27 @@ impl Node {
             launcher: Some(Arc::new(launcher)),
             hand_off_timeout_ms: 2 * config.election_timeout_max_ms,
             proposer: crate::server::proposer::Proposer::start(config.id, raft.clone()),
+            vote_gate: vote_gate.clone(),
         });
         tokio::spawn(crate::server::dispatch::serve(listener, api.clone()));
         tokio::spawn(crate::server::compaction::run(raft.clone(), log_reader.clone(), config.snapshot_log_bytes));
 
-        form_cluster(&raft, &config).await?;
+        if fresh {
+            decide_bootstrap(&raft, &config, &token, &vote_gate).await?;
+        } else if !vote_gate.is_closed() && config.bootstrap {
+            // Not empty but never initialised (stopped between the first write and the
+            // initialisation): finish what the first start began.
+            form_cluster(&raft, &config).await?;
+        }
+        if vote_gate.is_closed() {
+            tracing::warn!(
+                node = config.id,
+                reason = vote_gate.waiting(None).unwrap_or_default(),
+                "this node does not vote, campaign or serve stale reads until it has caught up"
+            );
+            raft.runtime_config().elect(false);
+            tokio::spawn(lift_when_caught_up(raft.clone(), vote_gate.clone()));
+        }
         tracing::info!(node = config.id, listen = %local_addr, "node started");
 
         let agent = crate::server::agent::ServerAgent::start(&config, token, probe, clock);
@@ -145,6 +172,59 @@ impl Node {
             tracing::warn!(error = %e, "raft did not stop cleanly");
         }
         tracing::info!(node = self.config.id, "node stopped");
+    }
+}
+
+/// A node that started with an empty data directory: it forms a new cluster only when told
+/// to (`bootstrap`) and none of its peers knows a running one; otherwise it waits, its vote
+/// gate closed for good, to be added (`member add`) or replaced (`member replace`).
+async fn decide_bootstrap(
+    raft: &Raft,
+    config: &NodeConfig,
+    token: &str,
+    gate: &crate::server::vote_gate::VoteGate,
+) -> Result<(), NodeError> {
+    let id = config.id;
+    let reason = if !config.bootstrap || config.peers.is_empty() {
+        format!(
+            "node {id} started with an empty data directory and without --bootstrap: waiting to be added \
+             (`roster member add {id} ADDR`), or replaced if it lost its data (`roster member replace {id}`)"
+        )
+    } else {
+        match crate::server::rejoin::cluster_running(&config.peers, id, token).await {
+            None => {
+                gate.open_provisional();
+                return form_cluster(raft, config).await;
+            }
+            Some(running) => format!(
+                "node {id} started with an empty data directory and --bootstrap, but a cluster already runs \
+                 ({running}): not bootstrapping; if this node lost its data, run `roster member replace {id}`"
+            ),
+        }
+    };
+    tracing::warn!(node = id, "{reason}");
+    gate.close(reason)?;
+    Ok(())
+}
+
+/// Lifts the vote gate once the node has applied up to its readmission target, and lets
+/// it campaign again.
+async fn lift_when_caught_up(raft: Raft, gate: Arc<crate::server::vote_gate::VoteGate>) {
+    let mut metrics = raft.metrics();
+    loop {
+        let applied = metrics.borrow_watched().last_applied.map(|l| l.index);
+        match gate.lift_if_caught_up(applied) {
+            Ok(true) => {
+                tracing::info!(applied = ?applied, "caught up with the cluster: this node votes again");
+                raft.runtime_config().elect(true);
+                return;
+            }
+            Ok(false) => {}
+            Err(e) => tracing::warn!(error = %e, "cannot lift the vote gate; trying again on the next apply"),
+        }
+        if metrics.changed().await.is_err() {
+            return;
+        }
     }
 }
 

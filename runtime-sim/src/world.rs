@@ -606,6 +606,8 @@ fn start_server(
         id,
         listen: server_addr(id),
         advertise: None,
+        // The initial servers form the cluster; a spare (no peers) waits to be added.
+        bootstrap: !peers.is_empty(),
         peers,
         data_dir: format!("/sim/node-{id}").into(),
         token: Some(TOKEN.into()),

@@ -115,7 +115,7 @@ impl TestCluster {
             .stdout(Stdio::null())
             .stderr(log);
         if node.initial {
-            cmd.args(["--peers", &self.peers]);
+            cmd.args(["--peers", &self.peers, "--bootstrap"]);
         }
         let child = cmd.spawn().expect("spawn roster node");
         self.nodes.get_mut(&id).expect("known node").child = Some(child);

@@ -25,6 +25,9 @@ use tokio::sync::OnceCell;
 /// Deadline of a remote launch: the leader waits up to ~20 s for the program to start
 /// on its node and register (see `launch.rs`), so the usual request timeout is too short.
 pub const LAUNCH_TIMEOUT_MS: u64 = 30_000;
+/// How long `replace_node` waits for the leader's answer: above the leader's own bound on
+/// the catch-up (`REPLACE_CATCH_UP_TIMEOUT_MS` on the node), so its error arrives first.
+pub const REPLACE_TIMEOUT_MS: u64 = 40_000;
 
 /// Members listed at one revision.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -299,6 +302,16 @@ impl Client {
 
     pub async fn remove_node(&self, id: NodeId) -> Result<(), ClientError> {
         match self.cluster.call_leader(ClientRequest::RemoveNode { id }).await? {
+            ClientResponse::Done => Ok(()),
+            other => Err(unexpected("Done", other)),
+        }
+    }
+
+    /// Brings back voter `id` after it lost its data (demoted, caught up as a learner,
+    /// promoted again). Waits up to `REPLACE_TIMEOUT_MS` (or the request timeout, if longer).
+    pub async fn replace_node(&self, id: NodeId) -> Result<(), ClientError> {
+        let timeout_ms = REPLACE_TIMEOUT_MS.max(self.cluster.request_timeout_ms());
+        match self.cluster.call_leader_within(ClientRequest::ReplaceNode { id }, timeout_ms).await? {
             ClientResponse::Done => Ok(()),
             other => Err(unexpected("Done", other)),
         }

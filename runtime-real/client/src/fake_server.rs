@@ -217,6 +217,7 @@ fn handle(node: usize, request: ClientRequest, s: &mut FakeState) -> Then {
             learners: Vec::new(),
             servers: Vec::new(),
             processes: Vec::new(),
+            waiting: None,
         }))),
         _ if !leads => Then::Answer(not_leader(s)),
         ClientRequest::OpenSession => {

@@ -75,6 +75,18 @@ pub enum ClientRequest {
     RemoveNode {
         id: NodeId,
     },
+    /// Bring back voter `id` that lost its data: demote it to learner, replicate to it
+    /// from scratch, wait (bounded) until it caught up, promote it again.
+    ReplaceNode {
+        id: NodeId,
+    },
+    /// Leader → a node that started with an empty data directory and did not bootstrap:
+    /// take replication from me now; vote again once applied up to `last_log_index`
+    /// (the leader's last log index when it let this node back in).
+    Readmit {
+        leader: NodeId,
+        last_log_index: u64,
+    },
     /// Hand leadership to voter `to`, or to the most up-to-date voter.
     TransferLeader {
         to: Option<NodeId>,
@@ -149,6 +161,10 @@ pub enum Unavailable {
     /// Heartbeats and status questions wait for the leader driver in a bounded queue.
     #[error("the leader's duty queue is full ({capacity} requests waiting)")]
     DutiesBusy { capacity: usize },
+    /// The node started with an empty data directory and has not caught up with the
+    /// cluster yet: what it holds is not the cluster's state (see `ClusterStatus::waiting`).
+    #[error("this node is not caught up: {reason}")]
+    NotCaughtUp { reason: String },
     /// Its connections close next; the client moves to another node.
     #[error("the node is shutting down")]
     ShuttingDown,
@@ -191,6 +207,18 @@ pub enum RequestError {
         "leadership did not move to node {to} within {timeout_ms} ms (it may be behind or unreachable); the old leader leads on"
     )]
     TransferTimedOut { to: NodeId, timeout_ms: u64 },
+    #[error(
+        "cannot replace node {node}: it is the leader answering; hand leadership over first (roster member transfer-leader)"
+    )]
+    ReplaceLeader { node: NodeId },
+    #[error("node {node} is not a member of this cluster (neither voter nor learner)")]
+    UnknownNode { node: NodeId },
+    #[error("cannot let node {node} back in: {reason}")]
+    ReadmitFailed { node: NodeId, reason: String },
+    #[error(
+        "node {node} did not catch up within {timeout_ms} ms (matched {matched:?} of {target}); it stays a learner: check that it runs and is reachable, then run `roster member replace {node}` again"
+    )]
+    CatchUpTimedOut { node: NodeId, timeout_ms: u64, matched: Option<u64>, target: u64 },
     #[error("membership change failed: {reason}")]
     MembershipChange { reason: String },
     /// Raft could not take the write for a reason other than leadership (openraft's text).
@@ -217,6 +245,11 @@ pub struct ClusterStatus {
     pub learners: Vec<(NodeId, String)>,
     pub servers: Vec<ServerStatus>,
     pub processes: Vec<roster_kernel::ProcessEntry>,
+    /// Why this node neither votes nor serves stale reads yet: it started with an empty
+    /// data directory without bootstrapping (a new node waiting for `member add`, or one
+    /// that lost its disk waiting for `member replace`). `None` on a node in good standing.
+    #[serde(default)]
+    pub waiting: Option<String>,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]

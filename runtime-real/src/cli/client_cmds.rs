@@ -141,6 +141,13 @@ enum MemberOp {
         #[command(flatten)]
         client: ClientArgs,
     },
+    /// Bring back voter ID after it lost its data directory: demote it to learner,
+    /// replicate to it from scratch, wait until it caught up, promote it again.
+    Replace {
+        id: u64,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
     /// Hand leadership to another voter (the most up-to-date one unless --to names it),
     /// e.g. before taking the leader down; prints the new leader.
     TransferLeader {
@@ -216,6 +223,9 @@ pub fn render_status(s: &ClusterStatus) -> String {
         s.revision,
         s.node
     ));
+    if let Some(reason) = &s.waiting {
+        out.push_str(&format!("waiting: {reason}\n"));
+    }
     let voters: Vec<String> = s.voters.iter().map(|(id, a)| format!("{id}@{a}")).collect();
     out.push_str(&format!("voters: {}\n", voters.join(" ")));
     if !s.learners.is_empty() {
@@ -451,6 +461,11 @@ pub async fn member(args: MemberArgs) -> Result<ExitCode, String> {
         MemberOp::Remove { id, client: c } => {
             let client = c.connect().await?;
             let r = client.remove_node(id).await;
+            (c, r)
+        }
+        MemberOp::Replace { id, client: c } => {
+            let client = c.connect().await?;
+            let r = client.replace_node(id).await;
             (c, r)
         }
         MemberOp::TransferLeader { to, client: c } => {

@@ -32,6 +32,7 @@ pub async fn run(args: DevArgs) -> Result<ExitCode, String> {
     for n in 1..=args.nodes {
         let mut config = NodeConfig::new(n, addr(n), args.data_dir.join(format!("node-{n}")));
         config.peers = peers.clone();
+        config.bootstrap = true;
         config.token_file = Some(token_file.clone());
         config.name = Some(format!("dev-{n}"));
         nodes.push(super::node_cmd::start_node(config).await?);

@@ -24,6 +24,10 @@ pub struct NodeArgs {
     /// Initial members: 1=HOST:PORT,2=HOST:PORT,... (omit on a node that will be added later).
     #[arg(long)]
     peers: Option<String>,
+    /// With an empty data directory, form a new cluster of --peers (refused if a peer
+    /// reports one running). Without it, an empty node waits to be added or replaced.
+    #[arg(long)]
+    bootstrap: bool,
     #[arg(long)]
     data_dir: Option<PathBuf>,
     /// File holding the cluster token (or set ROSTER_TOKEN).
@@ -69,6 +73,9 @@ impl NodeArgs {
         }
         if let Some(v) = self.peers {
             table.peers = parse_peers(&v).map_err(|e| e.to_string())?;
+        }
+        if self.bootstrap {
+            table.bootstrap = true;
         }
         if let Some(v) = self.data_dir {
             table.data_dir = v;

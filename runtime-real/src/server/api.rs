@@ -33,6 +33,8 @@ pub struct Api {
     pub(crate) hand_off_timeout_ms: u64,
     /// Batches writes into Raft entries.
     pub(crate) proposer: Proposer,
+    /// Closed while this node may not vote (it started with an empty data directory).
+    pub(crate) vote_gate: Arc<crate::server::vote_gate::VoteGate>,
 }
 
 impl Api {
@@ -42,6 +44,14 @@ impl Api {
 
     pub fn raft(&self) -> &Raft {
         &self.raft
+    }
+
+    pub fn vote_gate(&self) -> &crate::server::vote_gate::VoteGate {
+        &self.vote_gate
+    }
+
+    fn applied_index(&self) -> Option<u64> {
+        self.raft.metrics().borrow_watched().last_applied.map(|l| l.index)
     }
 
     /// Compares without returning early, so timing does not reveal how much matched.
@@ -64,7 +74,11 @@ impl Api {
             ClientRequest::OpenSession => self.write(ProposalBody::OpenSession).await,
             ClientRequest::Submit(req) => self.write(ProposalBody::Client(req)).await,
             ClientRequest::Query { query, consistency } => {
-                if consistency == Consistency::Linearizable
+                let waiting =
+                    if consistency == Consistency::Stale { self.vote_gate.waiting(self.applied_index()) } else { None };
+                if let Some(reason) = waiting {
+                    ClientResponse::RetryLater(Unavailable::NotCaughtUp { reason })
+                } else if consistency == Consistency::Linearizable
                     && let Err(resp) = self.linearize().await
                 {
                     resp
@@ -76,6 +90,8 @@ impl Api {
             ClientRequest::Status => ClientResponse::Status(Box::new(self.status().await)),
             ClientRequest::AddNode { id, addr } => self.add_node(id, addr).await,
             ClientRequest::RemoveNode { id } => self.remove_node(id).await,
+            ClientRequest::ReplaceNode { id } => self.replace_node(id).await,
+            ClientRequest::Readmit { leader, last_log_index } => self.readmitted(leader, last_log_index),
             ClientRequest::TransferLeader { to } => self.transfer_leader(to).await,
             ClientRequest::Launch(req) => match &self.launcher {
                 Some(l) => l.clone().launch(req).await,
@@ -197,6 +213,38 @@ impl Api {
             learners,
             servers,
             processes,
+            waiting: self.vote_gate.waiting(m.last_applied.map(|l| l.index)),
+        }
+    }
+
+    async fn replace_node(&self, id: NodeId) -> ClientResponse {
+        if !self.raft.is_leader() {
+            return self.not_leader().await;
+        }
+        match crate::server::rejoin::replace(&self.raft, self.id, &self.token, id).await {
+            Ok(()) => ClientResponse::Done,
+            Err(e) => {
+                tracing::warn!(node = id, error = %e, "member replace failed");
+                ClientResponse::Error(e)
+            }
+        }
+    }
+
+    /// The leader lets this node take replication again (see `vote_gate.rs`).
+    fn readmitted(&self, leader: NodeId, last_log_index: u64) -> ClientResponse {
+        if !self.vote_gate.is_closed() {
+            return ClientResponse::Done;
+        }
+        match self.vote_gate.readmit(last_log_index) {
+            Ok(()) => {
+                tracing::info!(
+                    leader,
+                    target = last_log_index,
+                    "readmitted by the leader: taking replication; votes again once applied up to the target"
+                );
+                ClientResponse::Done
+            }
+            Err(e) => ClientResponse::Error(RequestError::ReadmitFailed { node: self.id, reason: e.to_string() }),
         }
     }
 
@@ -205,6 +253,10 @@ impl Api {
             return self.not_leader().await;
         }
         tracing::info!(node = id, %addr, "adding server node: catching up as learner");
+        // A new node waits, refusing replication, until a leader readmits it.
+        if let Err(e) = crate::server::rejoin::readmit(&self.raft, self.id, &self.token, id, &addr).await {
+            return ClientResponse::Error(e);
+        }
         if let Err(e) = self.raft.add_learner(id, NodeAddr { addr }, true).await {
             return match e.forward_to_leader() {
                 Some(f) => self.forward(f),

@@ -80,6 +80,7 @@ async fn serve_connection(stream: TcpStream, api: Arc<Api>) -> Result<(), Transp
 
 async fn serve_peer(mut r: Reader, mut w: Writer, api: Arc<Api>, from: u64) -> Result<(), TransportError> {
     let raft = api.raft().clone();
+    let node = api.node_id();
     // A snapshot arriving in chunks; dropped if the connection ends before the last one.
     let mut snapshot_buf: Vec<u8> = Vec::new();
     loop {
@@ -91,6 +92,16 @@ async fn serve_peer(mut r: Reader, mut w: Writer, api: Arc<Api>, from: u64) -> R
                 return Err(e);
             }
         };
+        let gate = api.vote_gate();
+        let refusal = match &req {
+            PeerRequest::Vote(_) | PeerRequest::PreVote(_) => gate.refuse_vote(node, from),
+            PeerRequest::Append(_) | PeerRequest::SnapshotChunk { .. } => gate.refuse_replication(node),
+            PeerRequest::TransferLeader(_) => gate.refuse_vote(node, from),
+        };
+        if let Some(reason) = refusal {
+            w.send(&PeerResponse::Failed(reason)).await?;
+            continue;
+        }
         let resp = match req {
             PeerRequest::Append(rpc) => match raft.append_entries(rpc).await {
                 Ok(resp) => PeerResponse::Append(resp),

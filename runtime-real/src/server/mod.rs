@@ -9,6 +9,8 @@
 //! - `launch`: remote launch (placement on the leader, start on the chosen node).
 //! - `compaction`: snapshots by log bytes.
 //! - `probe`: CPU and memory samples for the agent.
+//! - `vote_gate`: no vote from a node that started with an empty data directory until it caught up.
+//! - `rejoin`: the bootstrap check of a fresh node, readmission and `member replace`.
 
 pub mod agent;
 pub mod api;
@@ -19,6 +21,8 @@ pub mod leader;
 pub mod leadership;
 pub mod probe;
 pub mod proposer;
+pub mod rejoin;
+pub mod vote_gate;
 
 /// The Raft instance of a node: the kernel's state machine behind the durable store.
 pub type Raft = openraft::Raft<crate::raft::TypeConfig, crate::storage::StateMachineStore>;

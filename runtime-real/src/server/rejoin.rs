@@ -1,0 +1,142 @@
+//! A node with an empty data directory and the cluster around it: whether it may form a
+//! new cluster (`cluster_running`, asked of its peers before bootstrapping), how the leader
+//! lets it back in (`readmit`), and `member replace` (demote, replicate from scratch,
+//! wait for the catch-up, promote). The node's side is the vote gate (`vote_gate.rs`).
+
+use crate::net::wire::{
+    ClientEnvelope, ClientRequest, ClientResponse, ClientResponseEnvelope, Hello, MAX_CLIENT_FRAME_BYTES, RequestError,
+    Role,
+};
+use crate::raft::NodeId;
+use crate::server::Raft;
+use openraft_rt::WatchReceiver;
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+/// How long a fresh node with `--bootstrap` asks its peers whether a cluster already runs,
+/// all peers together: long enough for a loaded peer, short enough not to slow a first start.
+pub const PEER_CHECK_TIMEOUT_MS: u64 = 2_000;
+/// How long `member replace` waits for the replaced node to catch up as a learner
+/// (the client waits `roster_client::REPLACE_TIMEOUT_MS`, longer).
+pub const REPLACE_CATCH_UP_TIMEOUT_MS: u64 = 30_000;
+/// How long the leader waits for a node's answer to a readmission.
+const READMIT_TIMEOUT_MS: u64 = 2_000;
+const CATCH_UP_POLL_MS: u64 = 50;
+
+/// Asks each peer (other than `self_id`) for its status; the first that knows a leader
+/// describes the running cluster, e.g. "node 1 reports leader 1 in term 4, commit index 37".
+/// `None` when no peer answers within the bound or none knows a leader (all starting).
+pub async fn cluster_running(peers: &BTreeMap<NodeId, String>, self_id: NodeId, token: &str) -> Option<String> {
+    let deadline = tokio::time::Instant::now() + Duration::from_millis(PEER_CHECK_TIMEOUT_MS);
+    for (id, addr) in peers.iter().filter(|(id, _)| **id != self_id) {
+        let left_ms = deadline.saturating_duration_since(tokio::time::Instant::now()).as_millis() as u64;
+        if left_ms == 0 {
+            break;
+        }
+        let answer = crate::rt::Timeout::new(ask(addr, token, ClientRequest::Status, left_ms), deadline).await;
+        match answer {
+            Ok(Ok(ClientResponse::Status(s))) if s.leader.is_some() => {
+                return Some(format!(
+                    "node {id} at {addr} reports leader {} in term {}, commit index {}",
+                    s.leader.unwrap_or_default(),
+                    s.term,
+                    s.commit_index.map_or("-".to_string(), |c| c.to_string())
+                ));
+            }
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => tracing::debug!(peer = id, error = %e, "peer did not answer the bootstrap check"),
+            Err(_) => break,
+        }
+    }
+    None
+}
+
+/// One client request to `addr` on a connection of its own.
+async fn ask(addr: &str, token: &str, request: ClientRequest, timeout_ms: u64) -> Result<ClientResponse, String> {
+    let hello = Hello { token: token.to_string(), role: Role::Client };
+    let (mut r, mut w) = crate::net::transport::connect(addr, &hello, MAX_CLIENT_FRAME_BYTES, timeout_ms)
+        .await
+        .map_err(|e| e.to_string())?;
+    w.send(&ClientEnvelope { id: 1, request }).await.map_err(|e| e.to_string())?;
+    let env = r.recv::<ClientResponseEnvelope>().await.map_err(|e| e.to_string())?;
+    Ok(env.response)
+}
+
+/// Tells node `id` at `addr` to take replication from this leader again (see the vote
+/// gate), naming the leader's last log index as the point at which it may vote again.
+pub async fn readmit(raft: &Raft, leader: NodeId, token: &str, id: NodeId, addr: &str) -> Result<u64, RequestError> {
+    let last_log_index = raft.metrics().borrow_watched().last_log_index.unwrap_or(0);
+    let request = ClientRequest::Readmit { leader, last_log_index };
+    let deadline = tokio::time::Instant::now() + Duration::from_millis(READMIT_TIMEOUT_MS);
+    let failed = |reason: String| RequestError::ReadmitFailed { node: id, reason };
+    match crate::rt::Timeout::new(ask(addr, token, request, READMIT_TIMEOUT_MS), deadline).await {
+        Ok(Ok(ClientResponse::Done)) => Ok(last_log_index),
+        Ok(Ok(ClientResponse::Error(e))) => Err(failed(e.to_string())),
+        Ok(Ok(other)) => Err(failed(format!("unexpected answer {other:?}"))),
+        Ok(Err(e)) => Err(failed(format!("{addr}: {e}"))),
+        Err(_) => Err(failed(format!("{addr} did not answer within {READMIT_TIMEOUT_MS} ms"))),
+    }
+}
+
+/// `member replace ID` on the leader. Errors name the node and what to do.
+pub async fn replace(raft: &Raft, leader: NodeId, token: &str, id: NodeId) -> Result<(), RequestError> {
+    if id == leader {
+        return Err(RequestError::ReplaceLeader { node: id });
+    }
+    let (addr, mut voters) = {
+        let m = raft.metrics().borrow_watched().clone();
+        let membership = m.membership_config.membership();
+        let addr = membership.get_node(&id).map(|n| n.addr.clone());
+        (addr, membership.voter_ids().collect::<BTreeSet<NodeId>>())
+    };
+    let addr = addr.ok_or(RequestError::UnknownNode { node: id })?;
+    if voters.remove(&id) {
+        if voters.is_empty() {
+            return Err(RequestError::LastVoter { node: id });
+        }
+        // Kept as a learner (retain): the leader goes on replicating to it.
+        raft.change_membership(voters.clone(), true)
+            .await
+            .map_err(|e| RequestError::MembershipChange { reason: e.to_string() })?;
+        tracing::info!(node = id, "replacing node: demoted to learner");
+    }
+    // Its log went back to empty: let openraft restart its replication from scratch
+    // instead of treating the shorter log as a bug.
+    match raft.trigger().allow_next_revert(&id, true).await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => return Err(RequestError::ReadmitFailed { node: id, reason: e.to_string() }),
+        Err(e) => return Err(RequestError::ReadmitFailed { node: id, reason: e.to_string() }),
+    }
+    let target = readmit(raft, leader, token, id, &addr).await?;
+    tracing::info!(node = id, target, "replacing node: readmitted, catching up as learner");
+    wait_caught_up(raft, id, target).await?;
+    voters.insert(id);
+    raft.change_membership(voters, false)
+        .await
+        .map_err(|e| RequestError::MembershipChange { reason: e.to_string() })?;
+    tracing::info!(node = id, "replacing node: caught up and promoted to voter");
+    Ok(())
+}
+
+/// Until the leader's replication to `id` has matched `target`, bounded.
+async fn wait_caught_up(raft: &Raft, id: NodeId, target: u64) -> Result<(), RequestError> {
+    let deadline = tokio::time::Instant::now() + Duration::from_millis(REPLACE_CATCH_UP_TIMEOUT_MS);
+    loop {
+        let matched = {
+            let m = raft.metrics().borrow_watched().clone();
+            m.replication.as_ref().and_then(|r| r.get(&id).cloned()).flatten().map(|l| l.index)
+        };
+        if matched.is_some_and(|i| i >= target) {
+            return Ok(());
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return Err(RequestError::CatchUpTimedOut {
+                node: id,
+                timeout_ms: REPLACE_CATCH_UP_TIMEOUT_MS,
+                matched,
+                target,
+            });
+        }
+        tokio::time::sleep(Duration::from_millis(CATCH_UP_POLL_MS)).await;
+    }
+}
