@@ -148,6 +148,14 @@ struct ServerSlot {
     paused: bool,
 }
 
+/// A membership change asked of the cluster by the admin machine.
+#[derive(Clone, Copy, Debug)]
+enum AdminOp {
+    Add,
+    Remove,
+    Replace,
+}
+
 /// A worker's machine and what the world needs to know of it.
 struct WorkerSlot {
     handle: NodeHandle,
@@ -532,7 +540,32 @@ impl World {
         r
     }
 
+    /// Asks the cluster to bring back voter `id` after its disk was wiped (`member replace`).
+    pub async fn replace_voter(&mut self, id: u64) -> Result<(), String> {
+        let r = self.admin(id, AdminOp::Replace).await;
+        self.note(format!("replace voter {id}: {r:?}"));
+        r
+    }
+
+    /// Empties the disk of server `id`, which must be down: a disk lost or replaced.
+    pub fn wipe_disk(&mut self, id: u64) {
+        use roster_real::storage::Disk;
+        assert!(!self.is_up(id), "wipe the disk of a server that is down");
+        let now = self.now_ms();
+        let disk = &self.slot_mut(id).disk;
+        let names = disk.list().expect("list a simulated disk");
+        for name in &names {
+            disk.remove(name).expect("remove from a simulated disk");
+        }
+        disk.sync_dir().expect("sync a simulated disk");
+        self.trace.lock().record_fault(now, format!("wipe the disk of server {id} ({} files)", names.len()));
+    }
+
     async fn admin_call(&self, id: u64, add: bool) -> Result<(), String> {
+        self.admin(id, if add { AdminOp::Add } else { AdminOp::Remove }).await
+    }
+
+    async fn admin(&self, id: u64, op: AdminOp) -> Result<(), String> {
         let endpoints = (1..=self.config.servers).map(server_addr).collect();
         let options = roster_real::client::ClientOptions {
             endpoints,
@@ -543,7 +576,11 @@ impl World {
         let call = async move {
             let client =
                 roster_real::client::Client::connect(options, 0xad41_0000 ^ id).await.map_err(|e| e.to_string())?;
-            let r = if add { client.add_node(id, server_addr(id)).await } else { client.remove_node(id).await };
+            let r = match op {
+                AdminOp::Add => client.add_node(id, server_addr(id)).await,
+                AdminOp::Remove => client.remove_node(id).await,
+                AdminOp::Replace => client.replace_node(id).await,
+            };
             r.map_err(|e| e.to_string())
         };
         match self.admin.spawn(call).await {

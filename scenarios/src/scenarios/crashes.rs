@@ -58,3 +58,31 @@ pub async fn full_cluster_restart(w: &mut World, fault_ms: u64) {
         w.sleep_ms(between(4_000..6_000)).await;
     }
 }
+
+/// A follower loses power and its disk: it restarts empty (with --bootstrap, as an initial
+/// member does, so it must notice the running cluster), waits 1–3 s without voting, and is
+/// brought back by `member replace`; 2–4 s of calm; repeat.
+pub async fn disk_loss(w: &mut World, fault_ms: u64) {
+    let end = w.now_ms() + fault_ms;
+    while w.now_ms() < end {
+        let leader = w.leader();
+        let mut victim = w.random_voter();
+        while Some(victim) == leader {
+            victim = w.random_voter();
+        }
+        w.kill_server(victim);
+        w.wipe_disk(victim);
+        w.sleep_ms(between(500..1_500)).await;
+        w.heal_all();
+        w.sleep_ms(between(1_000..3_000)).await;
+        // A replace can fail on a leader change mid-way; the node then stays a learner or
+        // waits, and the next round (or this retry) brings it back.
+        for _ in 0..3 {
+            if w.replace_voter(victim).await.is_ok() {
+                break;
+            }
+            w.sleep_ms(500).await;
+        }
+        w.sleep_ms(between(2_000..4_000)).await;
+    }
+}

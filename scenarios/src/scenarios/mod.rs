@@ -89,6 +89,12 @@ pub const ALL: &[Scenario] = &[
         faults: |w, ms| Box::pin(crashes::full_cluster_restart(w, ms)),
     },
     Scenario {
+        name: "disk-loss",
+        about: "a follower loses power and its disk, restarts empty and is replaced",
+        configure: keep_default,
+        faults: |w, ms| Box::pin(crashes::disk_loss(w, ms)),
+    },
+    Scenario {
         name: "membership-change",
         about: "a spare server is added as a voter, an old one removed and added back",
         configure: membership::membership_config,
