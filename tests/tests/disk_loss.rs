@@ -36,6 +36,15 @@ fn a_follower_that_lost_its_disk_waits_without_voting_until_replaced() {
     let log = c.log_of(lost)[log_before..].to_string();
     assert!(!log.contains("cluster initialised"), "a wiped node must not bootstrap again:\n{log}");
     assert!(log.contains("not bootstrapping"), "its log says why:\n{log}");
+    // A restart does not forget it (the marker in its data directory).
+    c.kill9(lost);
+    let log_before = c.log_of(lost).len();
+    c.spawn(lost);
+    eventually(Duration::from_secs(10), "the restarted node still waits", || {
+        c.status_at(&lost_ep).filter(|s| s["waiting"].as_str().is_some_and(|w| w.contains("member replace")))
+    });
+    let log = c.log_of(lost)[log_before..].to_string();
+    assert!(!log.contains("cluster initialised"), "a restart of a waiting node must not bootstrap:\n{log}");
     // No stale data from an empty node.
     assert_eq!(c.kv_lookup_at(&lost_ep, "k0", true), None, "a wiped node serves no stale reads");
 

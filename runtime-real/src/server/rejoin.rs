@@ -26,6 +26,7 @@ const CATCH_UP_POLL_MS: u64 = 50;
 /// Asks each peer (other than `self_id`) for its status; the first that knows a leader
 /// describes the running cluster, e.g. "node 1 reports leader 1 in term 4, commit index 37".
 /// `None` when no peer answers within the bound or none knows a leader (all starting).
+/// A term above 0 alone proves nothing: openraft's initialisation already enters term 1.
 pub async fn cluster_running(peers: &BTreeMap<NodeId, String>, self_id: NodeId, token: &str) -> Option<String> {
     let deadline = tokio::time::Instant::now() + Duration::from_millis(PEER_CHECK_TIMEOUT_MS);
     for (id, addr) in peers.iter().filter(|(id, _)| **id != self_id) {
@@ -38,7 +39,7 @@ pub async fn cluster_running(peers: &BTreeMap<NodeId, String>, self_id: NodeId, 
             Ok(Ok(ClientResponse::Status(s))) if s.leader.is_some() => {
                 return Some(format!(
                     "node {id} at {addr} reports leader {} in term {}, commit index {}",
-                    s.leader.unwrap_or_default(),
+                    s.leader.map_or("none".to_string(), |l| l.to_string()),
                     s.term,
                     s.commit_index.map_or("-".to_string(), |c| c.to_string())
                 ));
