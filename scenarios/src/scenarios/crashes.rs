@@ -7,11 +7,7 @@ use roster_sim::world::World;
 pub async fn follower_crash_restart(w: &mut World, fault_ms: u64) {
     let end = w.now_ms() + fault_ms;
     while w.now_ms() < end {
-        let leader = w.leader();
-        let mut victim = w.random_voter();
-        while Some(victim) == leader {
-            victim = w.random_voter();
-        }
+        let victim = random_follower(w);
         w.kill_server(victim);
         w.sleep_ms(between(1_000..5_000)).await;
         w.heal_all();
@@ -65,11 +61,7 @@ pub async fn full_cluster_restart(w: &mut World, fault_ms: u64) {
 pub async fn disk_loss(w: &mut World, fault_ms: u64) {
     let end = w.now_ms() + fault_ms;
     while w.now_ms() < end {
-        let leader = w.leader();
-        let mut victim = w.random_voter();
-        while Some(victim) == leader {
-            victim = w.random_voter();
-        }
+        let victim = random_follower(w);
         w.kill_server(victim);
         w.wipe_disk(victim);
         w.sleep_ms(between(500..1_500)).await;
@@ -85,4 +77,14 @@ pub async fn disk_loss(w: &mut World, fault_ms: u64) {
         }
         w.sleep_ms(between(2_000..4_000)).await;
     }
+}
+
+/// A voter drawn at random that is not the current leader (drawn again until it is not).
+fn random_follower(w: &World) -> u64 {
+    let leader = w.leader();
+    let mut victim = w.random_voter();
+    while Some(victim) == leader {
+        victim = w.random_voter();
+    }
+    victim
 }
