@@ -4,6 +4,7 @@ use crate::fake_server::{FakeCluster, TOKEN};
 use crate::wire::{ClientRequest, ClientResponse};
 use crate::{Client, ClientError, ClientOptions, Cluster, RetryConfig, Session};
 use roster_kernel::{Command, MemberId, ProcessInfo, Reply, ResourceAverage, ServerId};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::time::Instant;
 
@@ -264,4 +265,49 @@ async fn status_answers_without_a_leader() {
     assert_eq!(status.node, 2);
     assert_eq!(status.leader, None);
     assert!(client.heartbeat(MemberId::Server(ServerId(1)), None).await.is_err());
+}
+
+#[tokio::test]
+async fn the_observer_hears_every_acknowledged_heartbeat_with_when_it_went_and_came_back() {
+    let fake = FakeCluster::start(1, Some(0)).await;
+    let client = Client::connect_with(options(vec![fake.addr(0)]), retry(), 2).await.unwrap();
+    let Reply::ProcessRegistered { id, .. } =
+        client.execute(Command::RegisterProcess { info: process_info() }).await.unwrap()
+    else {
+        panic!("not registered");
+    };
+    let acks = Arc::new(Mutex::new(Vec::new()));
+    let observed = acks.clone();
+    let handle = crate::ProcessHandle::start_observed(client.clone(), id, 50, move |member, sent_at, acked_at| {
+        observed.lock().unwrap().push((member, sent_at, acked_at));
+    });
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    handle.close(None).await.unwrap();
+    let acks = acks.lock().unwrap().clone();
+    let delivered = fake.state().heartbeats.iter().filter(|m| **m == MemberId::Process(id)).count();
+    assert!(acks.len() >= 3, "{} acknowledged heartbeats in 500 ms at a 50 ms interval", acks.len());
+    // The last may have reached the fake node as the handle closed, unanswered.
+    assert!(acks.len() == delivered || acks.len() + 1 == delivered, "{} observed, {delivered} delivered", acks.len());
+    assert!(acks.iter().all(|(m, sent, acked)| *m == MemberId::Process(id) && sent <= acked));
+    assert!(acks.windows(2).all(|w| w[0].2 <= w[1].1), "one heartbeat at a time, in order");
+}
+
+#[tokio::test]
+async fn an_abandoned_process_falls_silent_but_stays_registered() {
+    let fake = FakeCluster::start(1, Some(0)).await;
+    let client = Client::connect_with(options(vec![fake.addr(0)]), retry(), 2).await.unwrap();
+    let handle = client.register_process(process_info(), 50).await.unwrap();
+    let member = handle.member();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    handle.abandon().await;
+    drop(client);
+    // A heartbeat already on the wire may still land.
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    let beats_at_abandon = fake.state().heartbeats.len();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let s = fake.state();
+    assert!(beats_at_abandon >= 2, "{beats_at_abandon} heartbeats before abandoning");
+    assert_eq!(s.heartbeats.len(), beats_at_abandon, "no heartbeat after abandon");
+    assert!(s.deregistered.is_empty(), "abandoning deregisters nothing: {:?}", s.deregistered);
+    assert!(s.members.contains(&member));
 }
