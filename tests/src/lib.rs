@@ -123,9 +123,16 @@ impl TestCluster {
 
     /// Adds a node that is not an initial member (for `member add`).
     pub fn add_process(&mut self, id: u64, extra_args: Vec<String>) -> String {
+        let addr = self.plan_process(id, extra_args);
+        self.spawn(id);
+        addr
+    }
+
+    /// Names a node that is not an initial member, with its address, without starting it
+    /// (`spawn` starts it).
+    pub fn plan_process(&mut self, id: u64, extra_args: Vec<String>) -> String {
         let addr = format!("127.0.0.1:{}", free_port());
         self.nodes.insert(id, NodeProc { id, addr: addr.clone(), child: None, extra_args, initial: false });
-        self.spawn(id);
         addr
     }
 

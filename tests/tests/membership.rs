@@ -2,6 +2,7 @@
 //! follows and no acknowledged write is lost.
 
 use roster_tests::{TestCluster, WriteLoad, eventually, ok};
+use std::process::Stdio;
 use std::time::Duration;
 
 fn voter_ids(status: &serde_json::Value) -> Vec<u64> {
@@ -18,13 +19,21 @@ fn add_a_node_then_remove_a_follower_under_load() {
     for i in 0..10 {
         ok(&c.roster(&["kv", "put", &format!("before{i}"), &format!("b{i}")]));
     }
-    let addr4 = c.add_process(4, vec![]);
+    let addr4 = c.plan_process(4, vec![]);
 
     let load = WriteLoad::start(&c, &c.endpoints_of(&[1, 2, 3]), "load");
     load.wait_more(3, Duration::from_secs(20));
 
-    let out = c.roster_at(&c.endpoints_of(&[1, 2, 3]), &["member", "add", "4", &addr4, "--timeout-ms", "20000"]);
-    ok(&out);
+    // `member add` is typed while the new node is still starting: the leader waits for it.
+    let add = c
+        .command_at(&c.endpoints_of(&[1, 2, 3]), &["member", "add", "4", &addr4])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run member add");
+    std::thread::sleep(Duration::from_millis(1_000));
+    c.spawn(4);
+    ok(&add.wait_with_output().expect("member add output"));
     let s = eventually(Duration::from_secs(20), "node 4 among the voters", || {
         let s = c.status_at(&c.endpoints_of(&[1, 2, 3]))?;
         (voter_ids(&s) == vec![1, 2, 3, 4]).then_some(s)

@@ -28,6 +28,9 @@ pub const LAUNCH_TIMEOUT_MS: u64 = 30_000;
 /// How long `replace_node` waits for the leader's answer: above the leader's own bound on
 /// the catch-up (`REPLACE_CATCH_UP_TIMEOUT_MS` on the node), so its error arrives first.
 pub const REPLACE_TIMEOUT_MS: u64 = 40_000;
+/// How long `add_node` waits: the leader's readmission of a starting node (5 s) and its
+/// catch-up as a learner.
+pub const ADD_NODE_TIMEOUT_MS: u64 = 30_000;
 
 /// Members listed at one revision.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -292,9 +295,13 @@ impl Client {
         status(self.cluster.request(endpoint, ClientRequest::Status).await?)
     }
 
-    /// Adds a server node to the Raft group (as a learner, then a voter).
+    /// Adds a server node to the Raft group (as a learner, then a voter). Waits up to
+    /// `ADD_NODE_TIMEOUT_MS` (or the request timeout, if longer): the leader first waits
+    /// for a node that is still starting, then for its catch-up.
     pub async fn add_node(&self, id: NodeId, addr: impl Into<String>) -> Result<(), ClientError> {
-        match self.cluster.call_leader(ClientRequest::AddNode { id, addr: addr.into() }).await? {
+        let timeout_ms = ADD_NODE_TIMEOUT_MS.max(self.cluster.request_timeout_ms());
+        let request = ClientRequest::AddNode { id, addr: addr.into() };
+        match self.cluster.call_leader_within(request, timeout_ms).await? {
             ClientResponse::Done => Ok(()),
             other => Err(unexpected("Done", other)),
         }

@@ -19,8 +19,10 @@ pub const PEER_CHECK_TIMEOUT_MS: u64 = 2_000;
 /// How long `member replace` waits for the replaced node to catch up as a learner
 /// (the client waits `roster_client::REPLACE_TIMEOUT_MS`, longer).
 pub const REPLACE_CATCH_UP_TIMEOUT_MS: u64 = 30_000;
-/// How long the leader waits for a node's answer to a readmission.
-const READMIT_TIMEOUT_MS: u64 = 2_000;
+/// How long the leader keeps asking a node to take replication again: long enough for a
+/// node that was started just before `member add` to open its port.
+const READMIT_TIMEOUT_MS: u64 = 5_000;
+const READMIT_RETRY_MS: u64 = 100;
 const CATCH_UP_POLL_MS: u64 = 50;
 
 /// Asks each peer (other than `self_id`) for its status; the first that knows a leader
@@ -65,17 +67,27 @@ async fn ask(addr: &str, token: &str, request: ClientRequest, timeout_ms: u64) -
 
 /// Tells node `id` at `addr` to take replication from this leader again (see the vote
 /// gate), naming the leader's last log index as the point at which it may vote again.
+/// A node that cannot be reached yet (still starting: `member add` often follows its
+/// start at once) is asked again until the bound; readmission is idempotent.
 pub async fn readmit(raft: &Raft, leader: NodeId, token: &str, id: NodeId, addr: &str) -> Result<u64, RequestError> {
     let last_log_index = raft.metrics().borrow_watched().last_log_index.unwrap_or(0);
-    let request = ClientRequest::Readmit { leader, last_log_index };
     let deadline = tokio::time::Instant::now() + Duration::from_millis(READMIT_TIMEOUT_MS);
     let failed = |reason: String| RequestError::ReadmitFailed { node: id, reason };
-    match crate::rt::Timeout::new(ask(addr, token, request, READMIT_TIMEOUT_MS), deadline).await {
-        Ok(Ok(ClientResponse::Done)) => Ok(last_log_index),
-        Ok(Ok(ClientResponse::Error(e))) => Err(failed(e.to_string())),
-        Ok(Ok(other)) => Err(failed(format!("unexpected answer {other:?}"))),
-        Ok(Err(e)) => Err(failed(format!("{addr}: {e}"))),
-        Err(_) => Err(failed(format!("{addr} did not answer within {READMIT_TIMEOUT_MS} ms"))),
+    loop {
+        let left_ms = deadline.saturating_duration_since(tokio::time::Instant::now()).as_millis() as u64;
+        let request = ClientRequest::Readmit { leader, last_log_index };
+        let unreachable = match crate::rt::Timeout::new(ask(addr, token, request, left_ms.max(1)), deadline).await {
+            Ok(Ok(ClientResponse::Done)) => return Ok(last_log_index),
+            Ok(Ok(ClientResponse::Error(e))) => return Err(failed(e.to_string())),
+            Ok(Ok(other)) => return Err(failed(format!("unexpected answer {other:?}"))),
+            Ok(Err(e)) => format!("{addr}: {e}"),
+            Err(_) => format!("{addr} did not answer"),
+        };
+        if tokio::time::Instant::now() + Duration::from_millis(READMIT_RETRY_MS) >= deadline {
+            return Err(failed(format!("{unreachable} (asked for {READMIT_TIMEOUT_MS} ms)")));
+        }
+        tracing::debug!(node = id, error = %unreachable, "node not reachable yet; asking again");
+        tokio::time::sleep(Duration::from_millis(READMIT_RETRY_MS)).await;
     }
 }
 
