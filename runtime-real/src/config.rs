@@ -31,6 +31,10 @@ pub struct NodeConfig {
     /// `HOST:PORT` others reach this node at; defaults to `listen`.
     #[serde(default)]
     pub advertise: Option<String>,
+    /// `HOST:PORT` of the HTTP/JSON API, `/metrics`, `/livez`, `/readyz` and the web page;
+    /// none by default (`roster dev` turns it on).
+    #[serde(default)]
+    pub http_listen: Option<String>,
     /// Initial voters, `id -> HOST:PORT`, including this node. Used once, to form the cluster.
     #[serde(default)]
     pub peers: BTreeMap<NodeId, String>,
@@ -122,6 +126,7 @@ impl NodeConfig {
             id,
             listen,
             advertise: None,
+            http_listen: None,
             peers: BTreeMap::new(),
             bootstrap: false,
             data_dir,
@@ -162,6 +167,16 @@ impl NodeConfig {
         check_addr("listen", &self.listen)?;
         if let Some(a) = &self.advertise {
             check_addr("advertise", a)?;
+        }
+        if let Some(a) = &self.http_listen {
+            check_addr("http_listen", a)?;
+            if a == &self.listen {
+                return Err(ConfigError::Invalid {
+                    field: "http_listen",
+                    value: a.clone(),
+                    reason: "must differ from listen: the binary protocol and HTTP need a port each".into(),
+                });
+            }
         }
         for (id, addr) in &self.peers {
             check_addr("peers", addr).map_err(|_| ConfigError::Invalid {

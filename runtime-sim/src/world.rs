@@ -643,6 +643,8 @@ fn start_server(
         id,
         listen: server_addr(id),
         advertise: None,
+        // HTTP is not in the simulator build; its handlers call code the simulator runs.
+        http_listen: None,
         // The initial servers form the cluster; a spare (no peers) waits to be added.
         bootstrap: !peers.is_empty(),
         peers,

@@ -157,22 +157,18 @@ impl Api {
         let mut seen = after_revision;
         let mut changes = self.shared.subscribe();
         loop {
-            let batch = crate::storage::with_kernel(&self.shared, |sm| match sm.events_after(seen) {
-                Ok(events) => Ok(whole_revisions(events, WATCH_BATCH)),
-                Err(c) => Err(c.oldest_available),
-            });
-            let response = match batch {
-                Ok(events) if events.is_empty() => {
+            let response = match watch_step(&self.shared, seen) {
+                WatchStep::Current { .. } => {
                     if changes.changed().await.is_err() {
                         return;
                     }
                     continue;
                 }
-                Ok(events) => {
+                WatchStep::Events(events) => {
                     seen = events.last().map(|e| e.revision).unwrap_or(seen);
                     ClientResponse::Events(events)
                 }
-                Err(oldest_available) => ClientResponse::WatchCompacted { oldest_available },
+                WatchStep::Compacted { oldest_available } => ClientResponse::WatchCompacted { oldest_available },
             };
             let end = matches!(response, ClientResponse::WatchCompacted { .. });
             if tx.send(ClientResponseEnvelope { id, response }).await.is_err() || end {
@@ -181,7 +177,8 @@ impl Api {
         }
     }
 
-    async fn status(&self) -> ClusterStatus {
+    /// This node's view of the cluster (heartbeat ages only when it leads).
+    pub async fn status(&self) -> ClusterStatus {
         let m = self.raft.metrics().borrow_watched().clone();
         let membership = m.membership_config.membership();
         let voter_ids: BTreeSet<NodeId> = membership.voter_ids().collect();
@@ -304,6 +301,29 @@ impl Api {
             },
         }
     }
+}
+
+/// What a watcher that has seen every event up to `seen` gets next from this node's
+/// applied state. Shared by the binary protocol's `Watch` and the HTTP event stream.
+#[derive(Debug, PartialEq, Eq)]
+pub enum WatchStep {
+    /// The next events, whole revisions only (at most about `WATCH_BATCH`).
+    Events(Vec<roster_kernel::Event>),
+    /// Nothing after `seen`: the watcher has every event up to `revision`, the state's
+    /// current revision, read under the same lock (a progress notice may say so).
+    Current { revision: u64 },
+    /// `seen` is older than the history this node keeps.
+    Compacted { oldest_available: u64 },
+}
+
+pub fn watch_step(shared: &SharedState, seen: u64) -> WatchStep {
+    crate::storage::with_kernel(shared, |sm| match sm.events_after(seen) {
+        Ok(events) => {
+            let events = whole_revisions(events, WATCH_BATCH);
+            if events.is_empty() { WatchStep::Current { revision: sm.revision() } } else { WatchStep::Events(events) }
+        }
+        Err(c) => WatchStep::Compacted { oldest_available: c.oldest_available },
+    })
 }
 
 /// At least `max` events (when there are that many), never splitting a revision: one
