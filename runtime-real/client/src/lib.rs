@@ -13,6 +13,7 @@
 
 mod api;
 mod conn;
+pub mod describe;
 mod endpoints;
 mod error;
 mod pool;
