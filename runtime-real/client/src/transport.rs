@@ -23,6 +23,39 @@ pub enum TransportError {
     Refused { addr: String, reason: String },
     #[error("protocol violation: {0}")]
     Protocol(String),
+    /// The first bytes of the stream are an HTTP request line, not a frame.
+    #[error(
+        "got an HTTP request ({method} ...) on the binary port: this port speaks Roster's binary protocol; \
+         the HTTP API is on the node's http_listen address (off by default for `roster node`)"
+    )]
+    HttpRequest { method: String },
+    /// The first bytes of the stream are an HTTP status line: the address is an HTTP listener.
+    #[error(
+        "got an HTTP answer: this address is an HTTP listener, not a node's binary port; \
+         give the node's listen address (--listen), not its http_listen address"
+    )]
+    HttpResponse,
+}
+
+/// How HTTP begins: the first four bytes of each request method (and of HTTP/2's
+/// preface), read as a frame length they would claim over a gigabyte.
+const HTTP_REQUEST_STARTS: [&[u8; 4]; 10] =
+    [b"GET ", b"POST", b"PUT ", b"HEAD", b"DELE", b"OPTI", b"PATC", b"CONN", b"TRAC", b"PRI "];
+/// How an HTTP answer begins (`HTTP/1.1 400 ...`).
+const HTTP_RESPONSE_START: &[u8; 4] = b"HTTP";
+
+/// Names HTTP at the start of a stream, from its first four bytes. Only the start is
+/// checked: after the first frame, the same bytes are a length like any other.
+fn http_at_start(first: &[u8]) -> Option<TransportError> {
+    let head: &[u8; 4] = first.get(..4)?.try_into().ok()?;
+    if head == HTTP_RESPONSE_START {
+        return Some(TransportError::HttpResponse);
+    }
+    if !HTTP_REQUEST_STARTS.contains(&head) {
+        return None;
+    }
+    let method: String = first.iter().take(8).take_while(|b| b.is_ascii_uppercase()).map(|&b| b as char).collect();
+    Some(TransportError::HttpRequest { method })
 }
 
 /// Reads whole frames from a byte stream.
@@ -33,6 +66,8 @@ pub struct FrameReader<R> {
     /// small frames costs one copy, not one shift of the whole buffer per frame.
     start: usize,
     max_frame_bytes: usize,
+    /// No frame has been read yet: the first bytes may still turn out to be HTTP.
+    at_stream_start: bool,
 }
 
 /// Bytes asked of the socket per read.
@@ -40,7 +75,13 @@ const READ_CHUNK_BYTES: usize = 64 << 10;
 
 impl<R: AsyncRead + Unpin> FrameReader<R> {
     pub fn new(inner: R, max_frame_bytes: usize) -> Self {
-        FrameReader { inner, buf: Vec::with_capacity(READ_CHUNK_BYTES), start: 0, max_frame_bytes }
+        FrameReader {
+            inner,
+            buf: Vec::with_capacity(READ_CHUNK_BYTES),
+            start: 0,
+            max_frame_bytes,
+            at_stream_start: true,
+        }
     }
 
     pub fn set_max_frame_bytes(&mut self, max: usize) {
@@ -48,9 +89,18 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
     }
 
     /// The next message, or `Closed` at a clean end of stream between frames.
+    ///
+    /// An HTTP request or answer at the start of the stream is `HttpRequest` /
+    /// `HttpResponse`, not an oversized frame: someone pointed HTTP at the binary port.
     pub async fn recv<T: DeserializeOwned>(&mut self) -> Result<T, TransportError> {
         loop {
+            if self.at_stream_start
+                && let Some(e) = http_at_start(&self.buf[self.start..])
+            {
+                return Err(e);
+            }
             if let Some((msg, used)) = codec::decode_frame::<T>(&self.buf[self.start..], self.max_frame_bytes)? {
+                self.at_stream_start = false;
                 self.start += used;
                 if self.start == self.buf.len() {
                     self.buf.clear();
@@ -71,6 +121,25 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
                 return Err(TransportError::Closed);
             }
         }
+    }
+
+    /// Reads and drops what the other side still sends, until it closes or `max_bytes`
+    /// have come. Before closing on a client that spoke another protocol: closing with
+    /// unread bytes makes TCP send a reset, which can destroy the answer in flight.
+    pub async fn discard_until_closed(&mut self, max_bytes: usize) -> Result<(), TransportError> {
+        let mut dropped = self.buf.len() - self.start;
+        self.buf.clear();
+        self.start = 0;
+        while dropped < max_bytes {
+            self.buf.reserve(READ_CHUNK_BYTES);
+            let n = self.inner.read_buf(&mut self.buf).await?;
+            if n == 0 {
+                break;
+            }
+            dropped += n;
+            self.buf.clear();
+        }
+        Ok(())
     }
 }
 
@@ -110,6 +179,15 @@ impl<W: AsyncWrite + Unpin> FrameWriter<W> {
     pub async fn send_encoded(&mut self, frames: &[u8]) -> Result<(), TransportError> {
         self.inner.write_all(frames).await?;
         self.inner.flush().await?;
+        Ok(())
+    }
+
+    /// Writes bytes that are not a frame (a plain answer to a client that spoke another
+    /// protocol), then ends this direction of the stream.
+    pub async fn send_unframed_and_close(&mut self, bytes: &[u8]) -> Result<(), TransportError> {
+        self.inner.write_all(bytes).await?;
+        self.inner.flush().await?;
+        self.inner.shutdown().await?;
         Ok(())
     }
 
@@ -157,5 +235,55 @@ pub async fn connect(
     match crate::Timeout::new(handshake, tokio::time::Instant::now() + deadline).await {
         Ok(r) => r,
         Err(_) => Err(TransportError::Timeout { addr: addr.to_string(), timeout_ms }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn first_message(bytes: &[u8]) -> Result<String, TransportError> {
+        FrameReader::new(bytes, 1 << 20).recv::<String>().await
+    }
+
+    #[tokio::test]
+    async fn an_http_request_at_the_start_is_named_not_an_oversized_frame() {
+        for (request, method) in [
+            ("GET / HTTP/1.1\r\nHost: x\r\n\r\n", "GET"),
+            ("POST /v1/kv HTTP/1.1\r\n", "POST"),
+            ("DELETE /v1/kv/a HTTP/1.1\r\n", "DELETE"),
+            ("OPTIONS * HTTP/1.1\r\n", "OPTIONS"),
+        ] {
+            match first_message(request.as_bytes()).await {
+                Err(TransportError::HttpRequest { method: m }) => assert_eq!(m, method),
+                other => panic!("{request:?}: {other:?}"),
+            }
+        }
+        let e = first_message(b"GET / HTTP/1.1\r\n\r\n").await.unwrap_err().to_string();
+        assert!(e.contains("binary protocol") && e.contains("http_listen"), "{e}");
+    }
+
+    #[tokio::test]
+    async fn an_http_answer_at_the_start_is_named() {
+        let got = first_message(b"HTTP/1.1 404 Not Found\r\n\r\n").await;
+        assert!(matches!(got, Err(TransportError::HttpResponse)), "{got:?}");
+    }
+
+    #[tokio::test]
+    async fn other_bad_starts_are_still_frame_errors() {
+        let got = first_message(&[0xff, 0xff, 0xff, 0xff, 3]).await;
+        assert!(matches!(got, Err(TransportError::Codec(CodecError::Oversized { .. }))), "{got:?}");
+        let got = first_message(b"GE").await;
+        assert!(matches!(got, Err(TransportError::Codec(CodecError::Truncated { .. }))), "{got:?}");
+    }
+
+    #[tokio::test]
+    async fn after_the_first_frame_the_same_bytes_are_a_length_like_any_other() {
+        let mut bytes = codec::encode_frame(&"hello".to_string(), 1 << 20).expect("encode");
+        bytes.extend_from_slice(b"GET / HTTP/1.1\r\n\r\n");
+        let mut r = FrameReader::new(&bytes[..], 1 << 20);
+        assert_eq!(r.recv::<String>().await.expect("first frame"), "hello");
+        let got = r.recv::<String>().await;
+        assert!(matches!(got, Err(TransportError::Codec(CodecError::Oversized { .. }))), "{got:?}");
     }
 }

@@ -20,81 +20,85 @@ pub struct BenchArgs {
 enum Mode {
     /// One client, one durable put at a time.
     Seq {
+        /// Puts to make.
         #[arg(long, default_value_t = 2_000)]
         count: u64,
+        /// Size of each value.
         #[arg(long, default_value_t = 100)]
         value_bytes: usize,
-        #[command(flatten)]
-        client: ClientArgs,
     },
     /// CLIENTS sessions over CONNECTIONS connections, each one put at a time.
     Conc {
+        /// Puts to make, over all sessions.
         #[arg(long, default_value_t = 20_000)]
         count: u64,
+        /// Sessions, each with one put in flight.
         #[arg(long, default_value_t = 100)]
         clients: u64,
+        /// TCP connections per node the sessions share.
         #[arg(long, default_value_t = 10)]
         connections: u64,
+        /// Size of each value.
         #[arg(long, default_value_t = 100)]
         value_bytes: usize,
-        #[command(flatten)]
-        client: ClientArgs,
     },
     /// Register MEMBERS processes and heartbeat each at the interval for DURATION seconds.
     Heartbeats {
+        /// Processes to register.
         #[arg(long, default_value_t = 10_000)]
         members: u64,
+        /// How long to heartbeat them.
         #[arg(long, default_value_t = 60)]
         duration_s: u64,
+        /// Heartbeat interval of each member.
         #[arg(long, default_value_t = 1_000)]
         interval_ms: u64,
+        /// TCP connections per node the members share.
         #[arg(long, default_value_t = 4)]
         connections: u64,
         /// Host server the members claim.
         #[arg(long, default_value_t = 1)]
         server_id: u64,
-        #[command(flatten)]
-        client: ClientArgs,
     },
     /// Continuous durable puts for DURATION seconds from SESSIONS sessions (one put at a
     /// time each), while the leader is killed or handed over meanwhile: the longest gap
     /// between two acknowledged puts, and the gap around each leader change seen.
     Avail {
+        /// How long to keep putting.
         #[arg(long, default_value_t = 30)]
         duration_s: u64,
+        /// Sessions, each with one put in flight.
         #[arg(long, default_value_t = 1)]
         sessions: u64,
+        /// Size of each value.
         #[arg(long, default_value_t = 100)]
         value_bytes: usize,
         /// How often the leader is looked up, to date leader changes.
         #[arg(long, default_value_t = 20)]
         poll_ms: u64,
-        #[command(flatten)]
-        client: ClientArgs,
     },
     /// Time until every process member is gone (run right after killing a heartbeats bench).
     ExpiryWatch {
         /// Only count processes with this name prefix.
         #[arg(long, default_value = "bench-")]
         prefix: String,
+        /// Give up after this long.
         #[arg(long, default_value_t = 60)]
         max_s: u64,
-        #[command(flatten)]
-        client: ClientArgs,
     },
 }
 
-pub async fn run(args: BenchArgs) -> Result<ExitCode, String> {
+pub async fn run(args: BenchArgs, client: ClientArgs) -> Result<ExitCode, String> {
     match args.mode {
-        Mode::Seq { count, value_bytes, client } => seq(count, value_bytes, client).await,
-        Mode::Conc { count, clients, connections, value_bytes, client } => {
+        Mode::Seq { count, value_bytes } => seq(count, value_bytes, client).await,
+        Mode::Conc { count, clients, connections, value_bytes } => {
             conc(count, clients, connections, value_bytes, client).await
         }
-        Mode::Heartbeats { members, duration_s, interval_ms, connections, server_id, client } => {
+        Mode::Heartbeats { members, duration_s, interval_ms, connections, server_id } => {
             heartbeats(members, duration_s, interval_ms, connections, server_id, client).await
         }
-        Mode::ExpiryWatch { prefix, max_s, client } => expiry_watch(prefix, max_s, client).await,
-        Mode::Avail { duration_s, sessions, value_bytes, poll_ms, client } => {
+        Mode::ExpiryWatch { prefix, max_s } => expiry_watch(prefix, max_s, client).await,
+        Mode::Avail { duration_s, sessions, value_bytes, poll_ms } => {
             avail(duration_s, sessions, value_bytes, poll_ms, client).await
         }
     }
@@ -122,7 +126,7 @@ fn report(label: &str, mut lat_us: Vec<u64>, elapsed: Duration, failures: u64, j
     lat_us.sort_unstable();
     let ops = lat_us.len() as f64 / elapsed.as_secs_f64();
     if json {
-        println!(
+        outln!(
             "{}",
             serde_json::json!({
                 "mode": label, "ops": lat_us.len(), "failures": failures, "seconds": elapsed.as_secs_f64(),
@@ -131,7 +135,7 @@ fn report(label: &str, mut lat_us: Vec<u64>, elapsed: Duration, failures: u64, j
             })
         );
     } else {
-        println!(
+        outln!(
             "{label}: {} puts in {:.2} s = {:.0} ops/s; latency p50 {:.3} ms, p99 {:.3} ms, p99.9 {:.3} ms, max {:.3} ms; failures {failures}",
             lat_us.len(),
             elapsed.as_secs_f64(),
@@ -319,7 +323,7 @@ async fn heartbeats(
         "false_expiries": unknown, "failed": failed,
         "rtt_p50_ms": pct(&lat, 0.5), "rtt_p99_ms": pct(&lat, 0.99), "rtt_max_ms": pct(&lat, 1.0),
     });
-    println!("{line}");
+    outln!("{line}");
     Ok(ExitCode::SUCCESS)
 }
 
@@ -335,7 +339,7 @@ async fn expiry_watch(prefix: String, max_s: u64, c: ClientArgs) -> Result<ExitC
             first_gone = Some(t);
         }
         if n == 0 {
-            println!("{}", serde_json::json!({ "initial": initial, "first_gone_s": first_gone, "all_gone_s": t }));
+            outln!("{}", serde_json::json!({ "initial": initial, "first_gone_s": first_gone, "all_gone_s": t }));
             return Ok(ExitCode::SUCCESS);
         }
         if t > max_s as f64 {
@@ -441,7 +445,7 @@ async fn avail(
         })
         .collect();
     if c.json {
-        println!(
+        outln!(
             "{}",
             serde_json::json!({
                 "mode": "avail", "ops": acks.len(), "failures": failures, "seconds": duration_s,
@@ -450,14 +454,14 @@ async fn avail(
             })
         );
     } else {
-        println!(
+        outln!(
             "avail: {} puts in {duration_s} s from {sessions} session(s), {failures} failed; longest gap {:.1} ms at {:.2} s",
             acks.len(),
             ms(longest.1.saturating_sub(longest.0)),
             longest.0.as_secs_f64()
         );
         for ch in &changes {
-            println!(
+            outln!(
                 "  leader {:?} -> {:?} seen at {:.2} s: write gap {:.1} ms",
                 ch.from,
                 ch.to,

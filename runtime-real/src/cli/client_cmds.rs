@@ -9,6 +9,7 @@ use roster_kernel::{
     Command, ListFilter, MemberId, MemberKind, MemberStatus, ProcessId, ProcessPatch, Query, QueryResult, Reply,
     ServerId, ServerPatch,
 };
+use roster_real::client::describe::{self, KnownServers, SubjectKind};
 use roster_real::net::wire::{ClusterStatus, Consistency};
 use std::process::ExitCode;
 
@@ -19,8 +20,6 @@ pub struct GetArgs {
     /// Read from the contacted node without confirming with the leader (may be stale).
     #[arg(long)]
     stale: bool,
-    #[command(flatten)]
-    client: ClientArgs,
 }
 
 #[derive(Args, Debug)]
@@ -37,16 +36,16 @@ pub struct LsArgs {
     /// Every label given must match, `k=v`.
     #[arg(long = "label")]
     labels: Vec<String>,
+    /// Read from the contacted node without confirming with the leader (may be stale).
     #[arg(long)]
     stale: bool,
-    #[command(flatten)]
-    client: ClientArgs,
 }
 
 #[derive(Args, Debug)]
 pub struct PutArgs {
     /// `server:ID` or `process:ID`.
     member: String,
+    /// New name.
     #[arg(long)]
     name: Option<String>,
     /// `online` or `draining`.
@@ -55,15 +54,12 @@ pub struct PutArgs {
     /// Processes: set a label `k=v`, or remove it with `k=`.
     #[arg(long = "label")]
     labels: Vec<String>,
-    #[command(flatten)]
-    client: ClientArgs,
 }
 
 #[derive(Args, Debug)]
 pub struct DelArgs {
+    /// `server:ID` or `process:ID`.
     member: String,
-    #[command(flatten)]
-    client: ClientArgs,
 }
 
 #[derive(Args, Debug)]
@@ -74,37 +70,42 @@ pub struct KvArgs {
 
 #[derive(Subcommand, Debug)]
 enum KvOp {
+    /// Print the value of KEY (exit 1 if it is absent).
     Get {
+        /// The key.
         key: String,
+        /// Read from the contacted node without confirming with the leader (may be stale).
         #[arg(long)]
         stale: bool,
-        #[command(flatten)]
-        client: ClientArgs,
     },
+    /// Set KEY to VALUE.
     Put {
+        /// The key.
         key: String,
+        /// The value (text).
         value: String,
-        #[command(flatten)]
-        client: ClientArgs,
     },
+    /// Remove KEY.
     Del {
+        /// The key.
         key: String,
-        #[command(flatten)]
-        client: ClientArgs,
     },
     /// Set KEY to NEW only if it now holds EXPECTED (`--expect-absent` / `--delete`).
     Cas {
+        /// The key.
         key: String,
+        /// The value KEY must hold now.
         #[arg(long)]
         expect: Option<String>,
+        /// KEY must be absent now.
         #[arg(long, conflicts_with = "expect")]
         expect_absent: bool,
+        /// The value to set.
         #[arg(long)]
         new: Option<String>,
+        /// Remove KEY instead of setting it.
         #[arg(long, conflicts_with = "new")]
         delete: bool,
-        #[command(flatten)]
-        client: ClientArgs,
     },
 }
 
@@ -113,11 +114,28 @@ pub struct WatchArgs {
     /// Events after this revision (default: from now).
     #[arg(long)]
     after: Option<u64>,
-    /// Stop after this many events (default: run until ctrl-c).
+    /// Stop after this many events shown (default: run until ctrl-c).
     #[arg(long)]
     count: Option<u64>,
-    #[command(flatten)]
-    client: ClientArgs,
+    /// Only events about servers, processes or kv keys.
+    #[arg(long, value_enum)]
+    kind: Option<WatchKind>,
+    /// Only events about the server or process of this name, or this kv key.
+    #[arg(long)]
+    name: Option<String>,
+    /// Also show the periodic resource reports (server updates that change only the
+    /// averaged CPU and memory).
+    #[arg(long)]
+    resources: bool,
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+enum WatchKind {
+    #[value(alias = "servers")]
+    Server,
+    #[value(alias = "processes")]
+    Process,
+    Kv,
 }
 
 #[derive(Args, Debug)]
@@ -130,23 +148,21 @@ pub struct MemberArgs {
 enum MemberOp {
     /// Add server node ID at HOST:PORT (start it first with `roster node` without --peers).
     Add {
+        /// The new node's id.
         id: u64,
+        /// The new node's HOST:PORT (its --listen or --advertise).
         addr: String,
-        #[command(flatten)]
-        client: ClientArgs,
     },
     /// Remove server node ID from the voters.
     Remove {
+        /// The node to remove.
         id: u64,
-        #[command(flatten)]
-        client: ClientArgs,
     },
     /// Bring back voter ID after it lost its data directory: demote it to learner,
     /// replicate to it from scratch, wait until it caught up, promote it again.
     Replace {
+        /// The node to bring back.
         id: u64,
-        #[command(flatten)]
-        client: ClientArgs,
     },
     /// Hand leadership to another voter (the most up-to-date one unless --to names it),
     /// e.g. before taking the leader down; prints the new leader.
@@ -154,8 +170,6 @@ enum MemberOp {
         /// The voter to lead next.
         #[arg(long)]
         to: Option<u64>,
-        #[command(flatten)]
-        client: ClientArgs,
     },
 }
 
@@ -191,7 +205,7 @@ fn consistency(stale: bool) -> Consistency {
 }
 
 fn print_json<T: serde::Serialize>(v: &T) -> Result<(), String> {
-    println!("{}", serde_json::to_string_pretty(v).map_err(|e| format!("cannot encode JSON: {e}"))?);
+    outln!("{}", serde_json::to_string_pretty(v).map_err(|e| format!("cannot encode JSON: {e}"))?);
     Ok(())
 }
 
@@ -200,8 +214,8 @@ fn done(json: bool, reply: &Reply) -> Result<ExitCode, String> {
         print_json(reply)?;
     } else {
         match reply {
-            Reply::Done { revision } => println!("ok (revision {revision})"),
-            other => println!("{other:?}"),
+            Reply::Done { revision } => outln!("ok (revision {revision})"),
+            other => outln!("{other:?}"),
         }
     }
     Ok(ExitCode::SUCCESS)
@@ -269,14 +283,14 @@ pub async fn status(args: ClientArgs) -> Result<ExitCode, String> {
     if args.json {
         print_json(&s)?;
     } else {
-        print!("{}", render_status(&s));
+        out!("{}", render_status(&s));
     }
     Ok(ExitCode::SUCCESS)
 }
 
-pub async fn get(args: GetArgs) -> Result<ExitCode, String> {
+pub async fn get(args: GetArgs, c: ClientArgs) -> Result<ExitCode, String> {
     let member = parse_member(&args.member)?;
-    let client = args.client.connect().await?;
+    let client = c.connect().await?;
     let query = match member {
         MemberId::Server(id) => Query::GetServer(id),
         MemberId::Process(id) => Query::GetProcess(id),
@@ -290,7 +304,7 @@ pub async fn get(args: GetArgs) -> Result<ExitCode, String> {
     if !found {
         return Err(format!("{member} not found (it may have left: see `roster ls` and tombstones)"));
     }
-    if args.client.json {
+    if c.json {
         match reply.result {
             QueryResult::Server(Some(s)) => print_json(&s)?,
             QueryResult::Process(Some(p)) => print_json(&p)?,
@@ -298,15 +312,15 @@ pub async fn get(args: GetArgs) -> Result<ExitCode, String> {
         }
     } else {
         match reply.result {
-            QueryResult::Server(Some(s)) => println!("{s:#?}"),
-            QueryResult::Process(Some(p)) => println!("{p:#?}"),
+            QueryResult::Server(Some(s)) => outln!("{s:#?}"),
+            QueryResult::Process(Some(p)) => outln!("{p:#?}"),
             _ => {}
         }
     }
     Ok(ExitCode::SUCCESS)
 }
 
-pub async fn ls(args: LsArgs) -> Result<ExitCode, String> {
+pub async fn ls(args: LsArgs, c: ClientArgs) -> Result<ExitCode, String> {
     let kind = match args.kind.as_deref() {
         None => None,
         Some("servers" | "server") => Some(MemberKind::Server),
@@ -316,20 +330,20 @@ pub async fn ls(args: LsArgs) -> Result<ExitCode, String> {
     let status = args.status.as_deref().map(parse_status).transpose()?;
     let labels = args.labels.iter().map(|l| parse_label(l)).collect::<Result<_, _>>()?;
     let filter = ListFilter { kind, server: args.server.map(ServerId), status, labels };
-    let client = args.client.connect().await?;
+    let client = c.connect().await?;
     let reply = client.query(Query::List(filter), consistency(args.stale)).await.map_err(|e| e.to_string())?;
     let QueryResult::Members { servers, processes } = reply.result else {
         return Err("protocol error: list answered with something else".into());
     };
-    if args.client.json {
+    if c.json {
         print_json(&serde_json::json!({ "revision": reply.revision, "servers": servers, "processes": processes }))?;
     } else {
         for s in &servers {
-            println!("server:{:<6} {:<20} {:?} {}", s.id.0, s.info.name, s.status, s.info.api_addr);
+            outln!("server:{:<6} {:<20} {:?} {}", s.id.0, s.info.name, s.status, s.info.api_addr);
         }
         for p in &processes {
             let labels: Vec<String> = p.info.labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
-            println!(
+            outln!(
                 "process:{:<5} {:<20} {:?} server:{} {}",
                 p.id.0,
                 p.info.name,
@@ -342,7 +356,7 @@ pub async fn ls(args: LsArgs) -> Result<ExitCode, String> {
     Ok(ExitCode::SUCCESS)
 }
 
-pub async fn put(args: PutArgs) -> Result<ExitCode, String> {
+pub async fn put(args: PutArgs, c: ClientArgs) -> Result<ExitCode, String> {
     let member = parse_member(&args.member)?;
     let status = args.status.as_deref().map(parse_status).transpose()?;
     let command = match member {
@@ -365,21 +379,21 @@ pub async fn put(args: PutArgs) -> Result<ExitCode, String> {
             Command::PutProcess { id, patch }
         }
     };
-    let client = args.client.connect().await?;
+    let client = c.connect().await?;
     let reply = client.execute(command).await.map_err(|e| e.to_string())?;
-    done(args.client.json, &reply)
+    done(c.json, &reply)
 }
 
-pub async fn del(args: DelArgs) -> Result<ExitCode, String> {
+pub async fn del(args: DelArgs, c: ClientArgs) -> Result<ExitCode, String> {
     let member = parse_member(&args.member)?;
-    let client = args.client.connect().await?;
+    let client = c.connect().await?;
     let reply = client.execute(Command::Delete { member }).await.map_err(|e| e.to_string())?;
-    done(args.client.json, &reply)
+    done(c.json, &reply)
 }
 
-pub async fn kv(args: KvArgs) -> Result<ExitCode, String> {
+pub async fn kv(args: KvArgs, c: ClientArgs) -> Result<ExitCode, String> {
     match args.op {
-        KvOp::Get { key, stale, client: c } => {
+        KvOp::Get { key, stale } => {
             let client = c.connect().await?;
             let reply =
                 client.query(Query::KvGet { key: key.clone() }, consistency(stale)).await.map_err(|e| e.to_string())?;
@@ -391,22 +405,22 @@ pub async fn kv(args: KvArgs) -> Result<ExitCode, String> {
                 return Ok(ExitCode::SUCCESS);
             }
             match v {
-                Some(v) => println!("{v}"),
+                Some(v) => outln!("{v}"),
                 None => return Err(format!("key {key:?} not found")),
             }
             Ok(ExitCode::SUCCESS)
         }
-        KvOp::Put { key, value, client: c } => {
+        KvOp::Put { key, value } => {
             let client = c.connect().await?;
             let reply = client.execute(Command::KvPut { key, value }).await.map_err(|e| e.to_string())?;
             done(c.json, &reply)
         }
-        KvOp::Del { key, client: c } => {
+        KvOp::Del { key } => {
             let client = c.connect().await?;
             let reply = client.execute(Command::KvDelete { key }).await.map_err(|e| e.to_string())?;
             done(c.json, &reply)
         }
-        KvOp::Cas { key, expect, expect_absent, new, delete, client: c } => {
+        KvOp::Cas { key, expect, expect_absent, new, delete } => {
             if expect.is_none() && !expect_absent {
                 return Err("kv cas needs --expect VALUE or --expect-absent".into());
             }
@@ -420,7 +434,7 @@ pub async fn kv(args: KvArgs) -> Result<ExitCode, String> {
                 print_json(&reply)?;
             } else if let Reply::Cas { swapped, current, revision } = &reply {
                 let cur = current.as_deref().unwrap_or("<absent>");
-                println!("{} (current {cur}, revision {revision})", if *swapped { "swapped" } else { "not swapped" });
+                outln!("{} (current {cur}, revision {revision})", if *swapped { "swapped" } else { "not swapped" });
             }
             match reply {
                 Reply::Cas { swapped: false, .. } => Ok(ExitCode::from(1)),
@@ -430,51 +444,61 @@ pub async fn kv(args: KvArgs) -> Result<ExitCode, String> {
     }
 }
 
-pub async fn watch(args: WatchArgs) -> Result<ExitCode, String> {
-    let client = args.client.connect().await?;
-    let after = match args.after {
-        Some(a) => a,
-        None => client.status().await.map_err(|e| e.to_string())?.revision,
-    };
+pub async fn watch(args: WatchArgs, c: ClientArgs) -> Result<ExitCode, String> {
+    let client = c.connect().await?;
+    // The servers now name the hosts of processes, and tell a resources-only update.
+    let status = client.status().await.map_err(|e| e.to_string())?;
+    let after = args.after.unwrap_or(status.revision);
+    let mut known = KnownServers::new(status.servers.into_iter().map(|s| s.entry));
     let mut stream = client.watch(after).await.map_err(|e| e.to_string())?;
-    let mut seen = 0u64;
-    while args.count.is_none_or(|c| seen < c) {
+    let mut shown = 0u64;
+    while args.count.is_none_or(|c| shown < c) {
         let event = stream.next().await.map_err(|e| e.to_string())?;
-        if args.client.json {
-            println!("{}", serde_json::to_string(&event).map_err(|e| e.to_string())?);
-        } else {
-            println!("{:>8}  {:?}", event.revision, event.kind);
+        let show = watch_shows(&args, &known, &event);
+        known.observe(&event);
+        if !show {
+            continue;
         }
-        seen += 1;
+        if c.json {
+            outln!("{}", serde_json::to_string(&event).map_err(|e| format!("cannot encode JSON: {e}"))?);
+        } else {
+            outln!("{}", describe::describe(&event, |id| known.name(id)));
+        }
+        shown += 1;
     }
     Ok(ExitCode::SUCCESS)
 }
 
-pub async fn member(args: MemberArgs) -> Result<ExitCode, String> {
-    let (c, result) = match args.op {
-        MemberOp::Add { id, addr, client: c } => {
+/// Whether `watch` shows `event`: it passes `--kind` and `--name`, and is not a periodic
+/// resource report unless `--resources` asks for those.
+fn watch_shows(args: &WatchArgs, known: &KnownServers, event: &roster_kernel::Event) -> bool {
+    let (kind, name) = describe::subject(event);
+    let kind_matches = match args.kind {
+        None => true,
+        Some(WatchKind::Server) => kind == SubjectKind::Server,
+        Some(WatchKind::Process) => kind == SubjectKind::Process,
+        Some(WatchKind::Kv) => kind == SubjectKind::Kv,
+    };
+    kind_matches
+        && args.name.as_deref().is_none_or(|n| n == name)
+        && (args.resources || !known.is_resources_only(event))
+}
+
+pub async fn member(args: MemberArgs, c: ClientArgs) -> Result<ExitCode, String> {
+    let client = c.connect().await?;
+    let result = match args.op {
+        MemberOp::Add { id, addr } => {
             roster_real::config::check_addr("addr", &addr).map_err(|e| e.to_string())?;
-            let client = c.connect().await?;
-            let r = client.add_node(id, addr).await;
-            (c, r)
+            client.add_node(id, addr).await
         }
-        MemberOp::Remove { id, client: c } => {
-            let client = c.connect().await?;
-            let r = client.remove_node(id).await;
-            (c, r)
-        }
-        MemberOp::Replace { id, client: c } => {
-            let client = c.connect().await?;
-            let r = client.replace_node(id).await;
-            (c, r)
-        }
-        MemberOp::TransferLeader { to, client: c } => {
-            let client = c.connect().await?;
+        MemberOp::Remove { id } => client.remove_node(id).await,
+        MemberOp::Replace { id } => client.replace_node(id).await,
+        MemberOp::TransferLeader { to } => {
             let leader = client.transfer_leader(to).await.map_err(|e| e.to_string())?;
             if c.json {
                 print_json(&serde_json::json!({ "ok": true, "leader": leader }))?;
             } else {
-                println!("leader is now node {leader}");
+                outln!("leader is now node {leader}");
             }
             return Ok(ExitCode::SUCCESS);
         }
@@ -483,7 +507,7 @@ pub async fn member(args: MemberArgs) -> Result<ExitCode, String> {
     if c.json {
         print_json(&serde_json::json!({ "ok": true }))?;
     } else {
-        println!("ok");
+        outln!("ok");
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -7,6 +7,7 @@ use std::process::ExitCode;
 
 #[derive(Args, Debug)]
 pub struct LaunchArgs {
+    /// Name of the process member it registers as.
     #[arg(long)]
     name: String,
     /// Only servers with at least this much free memory (bytes).
@@ -15,15 +16,15 @@ pub struct LaunchArgs {
     /// Only servers with at least this much free CPU (% of one core).
     #[arg(long)]
     require_cpu: Option<u32>,
+    /// A label `k=v` of the process (repeatable).
     #[arg(long = "label")]
     labels: Vec<String>,
-    #[command(flatten)]
-    client: ClientArgs,
+    /// The program and its arguments (after `--`; the chosen node must allow the program).
     #[arg(last = true, required = true)]
     command: Vec<String>,
 }
 
-pub async fn run(args: LaunchArgs) -> Result<ExitCode, String> {
+pub async fn run(args: LaunchArgs, client: ClientArgs) -> Result<ExitCode, String> {
     let labels = args.labels.iter().map(|l| super::client_cmds::parse_label(l)).collect::<Result<_, _>>()?;
     let (program, rest) = args.command.split_first().ok_or("nothing to launch: give -- CMD ARGS")?;
     let req = LaunchRequest {
@@ -34,12 +35,13 @@ pub async fn run(args: LaunchArgs) -> Result<ExitCode, String> {
         require_mem_bytes: args.require_mem,
         require_cpu_percent: args.require_cpu,
     };
-    let client = args.client.connect().await?;
+    let json = client.json;
+    let client = client.connect().await?;
     let (server, process) = client.launch(req).await.map_err(|e| e.to_string())?;
-    if args.client.json {
-        println!("{}", serde_json::json!({ "server": server.0, "process": process.0 }));
+    if json {
+        outln!("{}", serde_json::json!({ "server": server.0, "process": process.0 }));
     } else {
-        println!("launched {:?} as {process} on {server}", args.name);
+        outln!("launched {:?} as {process} on {server}", args.name);
     }
     Ok(ExitCode::SUCCESS)
 }

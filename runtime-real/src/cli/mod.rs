@@ -1,6 +1,18 @@
 //! Command-line interface. Exit codes: 0 ok, 1 error (one line naming the problem),
 //! 2 usage.
 
+/// `println!` for command output: a closed stdout pipe ends the process quietly with
+/// status 0 instead of panicking (every command prints through this or `out!`).
+macro_rules! outln {
+    () => { $crate::cli::write_stdout(format_args!(""), true) };
+    ($($arg:tt)*) => { $crate::cli::write_stdout(format_args!($($arg)*), true) };
+}
+
+/// `print!` for command output, like [`outln!`].
+macro_rules! out {
+    ($($arg:tt)*) => { $crate::cli::write_stdout(format_args!($($arg)*), false) };
+}
+
 mod bench;
 mod client_cmds;
 mod dev;
@@ -8,12 +20,20 @@ mod launch_cmd;
 mod node_cmd;
 mod run_cmd;
 
-use clap::{Args, Parser, Subcommand};
+use clap::parser::ValueSource;
+use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand};
 use std::process::ExitCode;
 
 #[derive(Parser)]
-#[command(name = "roster", version, about = "Roster: a Raft-replicated cluster manager")]
+#[command(
+    name = "roster",
+    version,
+    about = "Roster: a Raft-replicated cluster manager",
+    after_help = "Client options (--endpoints, --token-file, --timeout-ms, --json) go before or after the command."
+)]
 struct Cli {
+    #[command(flatten)]
+    client: ClientArgs,
     #[command(subcommand)]
     command: Command,
 }
@@ -25,7 +45,7 @@ enum Command {
     /// Run a local 3-node cluster on loopback (data in ./roster-data) until ctrl-c.
     Dev(dev::DevArgs),
     /// Leader, term, commit index, every server and process.
-    Status(ClientArgs),
+    Status,
     /// One server or process: `server:ID` or `process:ID`.
     Get(client_cmds::GetArgs),
     /// List servers and processes, with filters.
@@ -34,11 +54,11 @@ enum Command {
     Put(client_cmds::PutArgs),
     /// Remove a server or process entry (leaves a tombstone).
     Del(client_cmds::DelArgs),
-    /// Small key/value namespace.
+    /// Small key/value namespace: get, put, del, cas.
     Kv(client_cmds::KvArgs),
-    /// Stream change events.
+    /// Follow change events, one line each (resource reports hidden unless --resources).
     Watch(client_cmds::WatchArgs),
-    /// Add or remove a server node.
+    /// Add, remove or replace a server node, or hand leadership over.
     Member(client_cmds::MemberArgs),
     /// Benchmarks against a running cluster.
     Bench(bench::BenchArgs),
@@ -48,33 +68,43 @@ enum Command {
     Launch(launch_cmd::LaunchArgs),
 }
 
-/// Options every client command takes.
+// The options every client command takes, accepted before or after the command
+// (`global`). No doc comment here: on a flattened struct it would become the about text.
 #[derive(Args, Clone, Debug)]
 pub struct ClientArgs {
     /// Cluster endpoints, HOST:PORT,...
     #[arg(
         long,
+        global = true,
+        help_heading = CLIENT_OPTIONS,
         env = "ROSTER_ENDPOINTS",
+        hide_env_values = true,
         value_delimiter = ',',
         default_value = "127.0.0.1:7401,127.0.0.1:7402,127.0.0.1:7403"
     )]
     pub endpoints: Vec<String>,
-    /// File holding the cluster token (or set ROSTER_TOKEN).
-    #[arg(long, env = "ROSTER_TOKEN_FILE")]
+    /// File holding the cluster token [env: ROSTER_TOKEN_FILE] (or set ROSTER_TOKEN).
+    // The variable is read in `token()`, not by clap: `roster node --token-file` shares
+    // this option, and a client's environment must not pick a node's token file.
+    #[arg(long, global = true, help_heading = CLIENT_OPTIONS)]
     pub token_file: Option<std::path::PathBuf>,
     /// Give up after this long.
-    #[arg(long, default_value_t = 5_000)]
+    #[arg(long, global = true, help_heading = CLIENT_OPTIONS, default_value_t = 5_000)]
     pub timeout_ms: u64,
     /// Print machine-readable JSON (fields documented in README).
-    #[arg(long)]
+    #[arg(long, global = true, help_heading = CLIENT_OPTIONS)]
     pub json: bool,
 }
 
+const CLIENT_OPTIONS: &str = "Client options";
+
 impl ClientArgs {
-    /// Token from ROSTER_TOKEN, --token-file, or `./roster-data/token` left by `roster dev`.
+    /// Token from ROSTER_TOKEN, --token-file, ROSTER_TOKEN_FILE, or `./roster-data/token`
+    /// left by `roster dev`.
     pub fn token(&self) -> Result<String, String> {
         let dev_token = std::path::Path::new(dev::DEFAULT_DATA_DIR).join("token");
-        let file = self.token_file.clone().or_else(|| dev_token.exists().then_some(dev_token));
+        let from_env = || std::env::var_os("ROSTER_TOKEN_FILE").filter(|v| !v.is_empty()).map(std::path::PathBuf::from);
+        let file = self.token_file.clone().or_else(from_env).or_else(|| dev_token.exists().then_some(dev_token));
         roster_real::config::resolve_token(None, file.as_deref()).map_err(|e| e.to_string())
     }
 
@@ -96,7 +126,15 @@ pub fn init_logging() {
 }
 
 pub fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let matches = command().get_matches();
+    let cli = match Cli::from_arg_matches(&matches) {
+        Ok(cli) => cli,
+        Err(e) => e.exit(),
+    };
+    if let Some((name, options)) = misplaced_client_options(&cli.command, &matches) {
+        let msg = format!("`roster {name}` does not take {options}: only client commands do");
+        command().error(clap::error::ErrorKind::ArgumentConflict, msg).exit();
+    }
     // A benchmark's load generator shares the machine with the cluster it measures: one
     // thread and no cross-thread wake-ups cost it about a quarter less CPU per request.
     let mut builder = match cli.command {
@@ -110,21 +148,22 @@ pub fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     };
+    let c = cli.client;
     let result: Result<ExitCode, String> = rt.block_on(async move {
         match cli.command {
             Command::Node(a) => node_cmd::run(a).await,
             Command::Dev(a) => dev::run(a).await,
-            Command::Status(a) => client_cmds::status(a).await,
-            Command::Get(a) => client_cmds::get(a).await,
-            Command::Ls(a) => client_cmds::ls(a).await,
-            Command::Put(a) => client_cmds::put(a).await,
-            Command::Del(a) => client_cmds::del(a).await,
-            Command::Kv(a) => client_cmds::kv(a).await,
-            Command::Watch(a) => client_cmds::watch(a).await,
-            Command::Member(a) => client_cmds::member(a).await,
-            Command::Bench(a) => bench::run(a).await,
-            Command::Run(a) => run_cmd::run(a).await,
-            Command::Launch(a) => launch_cmd::run(a).await,
+            Command::Status => client_cmds::status(c).await,
+            Command::Get(a) => client_cmds::get(a, c).await,
+            Command::Ls(a) => client_cmds::ls(a, c).await,
+            Command::Put(a) => client_cmds::put(a, c).await,
+            Command::Del(a) => client_cmds::del(a, c).await,
+            Command::Kv(a) => client_cmds::kv(a, c).await,
+            Command::Watch(a) => client_cmds::watch(a, c).await,
+            Command::Member(a) => client_cmds::member(a, c).await,
+            Command::Bench(a) => bench::run(a, c).await,
+            Command::Run(a) => run_cmd::run(a, c).await,
+            Command::Launch(a) => launch_cmd::run(a, c).await,
         }
     });
     // Background tasks (connections, heartbeats) must not keep the process alive.
@@ -134,6 +173,69 @@ pub fn main() -> ExitCode {
         Err(msg) => {
             eprintln!("error: {msg}");
             ExitCode::from(1)
+        }
+    }
+}
+
+/// The command line's grammar. The client options are global, so clap would list them
+/// under `node` and `dev` too, which take none of them. There each gets a hidden stand-in
+/// of the same id and value type instead (clap propagates a global option only where its
+/// id is free), so the help leaves them out and `misplaced_client_options` names them.
+fn command() -> clap::Command {
+    let stand_ins = |ids: &'static [&'static str]| {
+        move |sc: clap::Command| ids.iter().fold(sc, |sc, id| sc.arg(hidden_stand_in(id)))
+    };
+    Cli::command()
+        .mut_subcommand("node", stand_ins(NODE_FOREIGN_OPTIONS))
+        .mut_subcommand("dev", stand_ins(DEV_FOREIGN_OPTIONS))
+}
+
+fn hidden_stand_in(id: &'static str) -> clap::Arg {
+    let arg = clap::Arg::new(id).hide(true);
+    match id {
+        "json" => arg.long("json").action(clap::ArgAction::SetTrue),
+        "timeout_ms" => arg.long("timeout-ms").value_parser(clap::value_parser!(u64)),
+        "token_file" => arg.long("token-file").value_parser(clap::value_parser!(std::path::PathBuf)),
+        "endpoints" => arg.long("endpoints").value_delimiter(',').action(clap::ArgAction::Append),
+        other => unreachable!("no stand-in for client option {other}"),
+    }
+}
+
+/// Client options `roster node` does not take (its `--token-file` is its own).
+const NODE_FOREIGN_OPTIONS: &[&str] = &["endpoints", "timeout_ms", "json"];
+/// Client options `roster dev` does not take.
+const DEV_FOREIGN_OPTIONS: &[&str] = &["endpoints", "token_file", "timeout_ms", "json"];
+
+/// The client options given on the command line of a command that is not a client (a
+/// node or the dev cluster), e.g. `roster node --endpoints ...`: they would be ignored.
+/// A node's `--token-file` is its own.
+fn misplaced_client_options(command: &Command, matches: &clap::ArgMatches) -> Option<(&'static str, String)> {
+    let (name, ids): (&str, &[&str]) = match command {
+        Command::Node(_) => ("node", NODE_FOREIGN_OPTIONS),
+        Command::Dev(_) => ("dev", DEV_FOREIGN_OPTIONS),
+        _ => return None,
+    };
+    let given: Vec<String> = ids
+        .iter()
+        .filter(|id| matches.value_source(id) == Some(ValueSource::CommandLine))
+        .map(|id| format!("--{}", id.replace('_', "-")))
+        .collect();
+    (!given.is_empty()).then(|| (name, given.join(", ")))
+}
+
+/// Writes to stdout; see [`outln!`].
+pub fn write_stdout(args: std::fmt::Arguments<'_>, newline: bool) {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    let written = out.write_fmt(args).and_then(|()| if newline { out.write_all(b"\n") } else { Ok(()) });
+    match written.and_then(|()| out.flush()) {
+        Ok(()) => {}
+        // The reader has what it wanted (`head`, `grep -q`) and closed the pipe: done, as
+        // the tools of a pipeline expect, without a panic or an error.
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => std::process::exit(0),
+        Err(e) => {
+            eprintln!("error: cannot write to stdout: {e}");
+            std::process::exit(1);
         }
     }
 }

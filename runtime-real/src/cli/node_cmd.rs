@@ -13,6 +13,7 @@ pub struct NodeArgs {
     /// TOML config file; flags given here override its values.
     #[arg(long)]
     config: Option<PathBuf>,
+    /// This node's id, unique in the cluster (its Raft node id and server id).
     #[arg(long)]
     id: Option<u64>,
     /// HOST:PORT for peers and clients.
@@ -21,6 +22,9 @@ pub struct NodeArgs {
     /// HOST:PORT others use to reach this node (default: --listen).
     #[arg(long)]
     advertise: Option<String>,
+    /// HOST:PORT for the HTTP/JSON API, /metrics, /livez, /readyz and the web page (default: off).
+    #[arg(long)]
+    http_listen: Option<String>,
     /// Initial members: 1=HOST:PORT,2=HOST:PORT,... (omit on a node that will be added later).
     #[arg(long)]
     peers: Option<String>,
@@ -28,17 +32,24 @@ pub struct NodeArgs {
     /// reports one running). Without it, an empty node waits to be added or replaced.
     #[arg(long)]
     bootstrap: bool,
+    /// Directory for the Raft log, vote and snapshots (created if missing).
     #[arg(long)]
     data_dir: Option<PathBuf>,
     /// File holding the cluster token (or set ROSTER_TOKEN).
+    // Shares its id with the client option of the same name, so it may also come before
+    // `node` (`roster --token-file F node ...`); the two have one type.
     #[arg(long)]
     token_file: Option<PathBuf>,
+    /// Name of this server in the record (default: `node-ID`).
     #[arg(long)]
     name: Option<String>,
+    /// How often members heartbeat to the leader (default 1000).
     #[arg(long)]
     heartbeat_interval_ms: Option<u64>,
+    /// Silence after which the leader expires a member (default 3000, at least 3 intervals).
     #[arg(long)]
     heartbeat_timeout_ms: Option<u64>,
+    /// Window over which CPU and memory use are averaged (default 60000).
     #[arg(long)]
     resource_window_ms: Option<u64>,
     /// `system` or `fixed:cpu=PCT,mem=BYTES`.
@@ -70,6 +81,9 @@ impl NodeArgs {
         }
         if let Some(v) = self.advertise {
             table.advertise = Some(v);
+        }
+        if let Some(v) = self.http_listen {
+            table.http_listen = Some(v);
         }
         if let Some(v) = self.peers {
             table.peers = parse_peers(&v).map_err(|e| e.to_string())?;

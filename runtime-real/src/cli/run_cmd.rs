@@ -11,9 +11,10 @@ use std::process::ExitCode;
 
 #[derive(Args, Debug)]
 pub struct RunArgs {
+    /// Name of the process member it registers as.
     #[arg(long)]
     name: String,
-    /// `k=v`, repeatable.
+    /// A label `k=v` of the process (repeatable).
     #[arg(long = "label")]
     labels: Vec<String>,
     /// The port the program serves on, if any.
@@ -25,24 +26,24 @@ pub struct RunArgs {
     /// The server hosting it (default: the node first reached).
     #[arg(long)]
     server_id: Option<u64>,
+    /// How often it heartbeats while the program lives.
     #[arg(long, default_value_t = 1_000)]
     heartbeat_interval_ms: u64,
-    /// Memory (bytes) / CPU (% of a core) to set aside for it in placement.
+    /// Memory (bytes) to set aside for it in placement.
     #[arg(long)]
     reserve_mem: Option<u64>,
+    /// CPU (% of one core) to set aside for it in placement.
     #[arg(long)]
     reserve_cpu: Option<u32>,
     /// After the program ends, how long to try to deregister before giving up.
     #[arg(long, default_value_t = 10_000)]
     leave_timeout_ms: u64,
-    #[command(flatten)]
-    client: ClientArgs,
-    /// The program and its arguments.
+    /// The program and its arguments (after `--`).
     #[arg(last = true, required = true)]
     command: Vec<String>,
 }
 
-pub async fn run(args: RunArgs) -> Result<ExitCode, String> {
+pub async fn run(args: RunArgs, client_args: ClientArgs) -> Result<ExitCode, String> {
     super::init_logging();
     let labels = args.labels.iter().map(|l| super::client_cmds::parse_label(l)).collect::<Result<_, _>>()?;
     let (program, program_args) = args.command.split_first().ok_or("nothing to run: give -- CMD ARGS")?;
@@ -68,10 +69,10 @@ pub async fn run(args: RunArgs) -> Result<ExitCode, String> {
         }
     };
     let pid = child.id();
-    let client = args.client.connect().await?;
+    let client = client_args.connect().await?;
     let server = match args.server_id {
         Some(s) => ServerId(s),
-        None => local_server(&client, args.client.timeout_ms).await?,
+        None => local_server(&client, client_args.timeout_ms).await?,
     };
     let info = ProcessInfo {
         name: args.name.clone(),

@@ -17,6 +17,10 @@ use tokio::sync::mpsc;
 
 /// How long a new connection may take to say hello.
 const HELLO_TIMEOUT_MS: u64 = 5_000;
+/// After answering an HTTP client, how long and how much of the rest of its request is
+/// read and dropped before closing (closing on unread bytes resets the connection).
+const HTTP_LINGER_MS: u64 = 1_000;
+const HTTP_LINGER_BYTES: usize = 64 << 10;
 /// Responses waiting to be written on one client connection, and writes in flight on it
 /// (each holds its answer's place); beyond it the connection is not read until one leaves.
 const CLIENT_OUTBOX: usize = 1_024;
@@ -55,6 +59,11 @@ async fn serve_connection(stream: TcpStream, api: Arc<Api>) -> Result<(), Transp
     .map_err(|_| TransportError::Timeout { addr: peer.clone(), timeout_ms: HELLO_TIMEOUT_MS })?;
     let hello = match hello {
         Ok(h) => h,
+        Err(e @ TransportError::HttpRequest { .. }) => {
+            tracing::warn!(%peer, "refused connection: {e}");
+            answer_http(&mut r, &mut w, &e).await;
+            return Ok(());
+        }
         Err(e) => {
             tracing::warn!(%peer, error = %e, "refused connection: bad handshake");
             let _ = w.send(&HelloReply::Refused { reason: format!("bad handshake: {e}") }).await;
@@ -194,4 +203,48 @@ async fn serve_client(mut r: Reader, mut w: Writer, api: Arc<Api>, peer: String)
     // Let queued responses (including the error above) reach the client before closing.
     let _ = writer.await;
     result
+}
+
+/// A plain HTTP/1.1 400 for a client that sent HTTP to the binary port, saying where the
+/// HTTP API is; then the connection closes.
+async fn answer_http(r: &mut Reader, w: &mut Writer, e: &TransportError) {
+    let head_only = matches!(e, TransportError::HttpRequest { method } if method == "HEAD");
+    let answer = http_refusal(head_only);
+    if w.send_unframed_and_close(answer.as_bytes()).await.is_err() {
+        return;
+    }
+    let _ = crate::rt::Timeout::new(
+        r.discard_until_closed(HTTP_LINGER_BYTES),
+        tokio::time::Instant::now() + std::time::Duration::from_millis(HTTP_LINGER_MS),
+    )
+    .await;
+}
+
+fn http_refusal(head_only: bool) -> String {
+    let body = "400 Bad Request: this port speaks Roster's binary protocol (for nodes, the roster CLI and the \
+                client library), not HTTP.\nThe HTTP API is on the node's http_listen address, which is off by \
+                default for `roster node`.\n";
+    format!(
+        "HTTP/1.1 400 Bad Request\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: {}\r\n\
+         Connection: close\r\n\r\n{}",
+        body.len(),
+        if head_only { "" } else { body }
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::http_refusal;
+
+    #[test]
+    fn the_http_refusal_is_a_whole_http_answer_naming_the_binary_protocol() {
+        let answer = http_refusal(false);
+        let (head, body) = answer.split_once("\r\n\r\n").expect("head and body");
+        assert!(head.starts_with("HTTP/1.1 400 Bad Request\r\n"), "{head}");
+        assert!(head.contains(&format!("Content-Length: {}", body.len())), "{head}");
+        assert!(head.contains("Connection: close"), "{head}");
+        assert!(body.contains("binary protocol") && body.contains("http_listen"), "{body}");
+        let head_only = http_refusal(true);
+        assert!(head_only.ends_with("\r\n\r\n") && head_only.contains(&format!("Content-Length: {}", body.len())));
+    }
 }
