@@ -11,11 +11,15 @@
 //! - `net`: the peer messages and openraft's network over the client crate's framing;
 //! - `server`: request dispatch, the API, the proposer, the leader driver, the server
 //!   agent, launch, compaction;
+//! - `http` (not in the simulator build): the HTTP/JSON API and health endpoints, over
+//!   the client library and the server's API;
 //! - `node`: wires a node together; `config`: its settings; `cli` (in the binary): the
 //!   `roster` commands.
 
 pub use roster_client as client;
 pub mod config;
+#[cfg(not(madsim))]
+pub mod http;
 pub mod net;
 pub mod node;
 pub mod raft;

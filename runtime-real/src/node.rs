@@ -20,6 +20,8 @@ pub enum NodeError {
     Storage(#[from] storage::StorageError),
     #[error("cannot listen on {addr}: {source}")]
     Listen { addr: String, source: std::io::Error },
+    #[error("cannot start the HTTP listener on {addr}: {reason}")]
+    Http { addr: String, reason: String },
     #[error("raft: {0}")]
     Raft(String),
 }
@@ -30,6 +32,8 @@ pub struct Node {
     pub raft: Raft,
     pub api: Arc<Api>,
     pub local_addr: std::net::SocketAddr,
+    /// Where the HTTP API listens, when `http_listen` is set.
+    pub http_addr: Option<std::net::SocketAddr>,
     /// The applied state (for observers such as the simulator's checkers).
     pub shared: Arc<storage::SharedState>,
     /// A read-only view of the Raft log (for observers such as the simulator's checkers).
@@ -137,10 +141,11 @@ impl Node {
             raft.runtime_config().elect(false);
             tokio::spawn(lift_when_caught_up(raft.clone(), vote_gate.clone()));
         }
-        tracing::info!(node = config.id, listen = %local_addr, "node started");
+        let http_addr = start_http(&config, &api, &token).await?;
+        tracing::info!(node = config.id, listen = %local_addr, http = ?http_addr, "node started");
 
         let agent = crate::server::agent::ServerAgent::start(&config, token, probe, clock);
-        Ok(Node { config, raft, api, local_addr, shared, log_reader, agent: Some(agent) })
+        Ok(Node { config, raft, api, local_addr, http_addr, shared, log_reader, agent: Some(agent) })
     }
 
     /// If this node leads, hands leadership to the most up-to-date voter first (bounded),
@@ -173,6 +178,30 @@ impl Node {
         }
         tracing::info!(node = self.config.id, "node stopped");
     }
+}
+
+/// The HTTP listener, when configured. Its client reaches this node first, then the
+/// initial peers; leader hints bring the rest.
+#[cfg(not(madsim))]
+async fn start_http(
+    config: &NodeConfig,
+    api: &Arc<Api>,
+    token: &str,
+) -> Result<Option<std::net::SocketAddr>, NodeError> {
+    let Some(addr) = &config.http_listen else { return Ok(None) };
+    let fail = |reason: String| NodeError::Http { addr: addr.clone(), reason };
+    let mut endpoints = vec![config.advertise_addr().to_string()];
+    endpoints.extend(config.peers.values().filter(|a| a.as_str() != config.advertise_addr()).cloned());
+    let state =
+        crate::http::HttpState::new(api.clone(), endpoints, token.to_string()).map_err(|e| fail(e.to_string()))?;
+    let local = crate::http::start(addr, state).await.map_err(|e| fail(e.to_string()))?;
+    Ok(Some(local))
+}
+
+/// The simulator has no HTTP listener (`http_listen` is never set there).
+#[cfg(madsim)]
+async fn start_http(_: &NodeConfig, _: &Arc<Api>, _: &str) -> Result<Option<std::net::SocketAddr>, NodeError> {
+    Ok(None)
 }
 
 /// A node that started with an empty data directory: it forms a new cluster only when told

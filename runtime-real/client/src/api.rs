@@ -17,7 +17,7 @@ use crate::wire::{ClientRequest, ClientResponse, ClusterStatus, Consistency, Lau
 use roster_kernel::retry_queue::RetryConfig;
 use roster_kernel::{
     Command, ListFilter, MemberId, ProcessEntry, ProcessId, ProcessInfo, ProcessPatch, Query, QueryReply, QueryResult,
-    Reply, ResourceAverage, ServerEntry, ServerId, ServerInfo, ServerPatch, Tombstone,
+    Reply, ResourceAverage, ServerEntry, ServerId, ServerInfo, ServerPatch, SessionId, Tombstone,
 };
 use std::sync::Arc;
 use tokio::sync::OnceCell;
@@ -74,6 +74,13 @@ impl Client {
         Ok(Client { cluster: Cluster::new(options)?, retry, seed, session: Arc::new(OnceCell::new()) })
     }
 
+    /// A client with a session of its own over `cluster`'s connections (shared with
+    /// every other client made from it).
+    pub fn with_cluster(cluster: Cluster, retry: RetryConfig, seed: u64) -> Result<Client, ClientError> {
+        retry.validate().map_err(ClientError::RetryConfig)?;
+        Ok(Client { cluster, retry, seed, session: Arc::new(OnceCell::new()) })
+    }
+
     pub fn cluster(&self) -> &Cluster {
         &self.cluster
     }
@@ -108,6 +115,26 @@ impl Client {
     /// Runs `command` and waits for the answer; a refusal is `ClientError::Refused`.
     pub async fn execute(&self, command: Command) -> Result<Reply, ClientError> {
         self.session().await?.execute(command).await
+    }
+
+    /// Opens a session that the caller manages itself (the HTTP API's clients do), as
+    /// opposed to this client's own, which `execute` opens and numbers.
+    pub async fn open_session(&self) -> Result<SessionId, ClientError> {
+        match self.cluster.call_leader(ClientRequest::OpenSession).await? {
+            ClientResponse::SessionOpened(id) => Ok(id),
+            other => Err(unexpected("SessionOpened", other)),
+        }
+    }
+
+    /// Runs `command` as command `seq` of a session from `open_session`. The caller sends
+    /// one command at a time, numbered from 1; repeating the same `(session, seq)` after
+    /// a lost answer returns the stored reply instead of applying the command twice.
+    pub async fn execute_in(&self, session: SessionId, seq: u64, command: Command) -> Result<Reply, ClientError> {
+        let request = ClientRequest::Submit(roster_kernel::Request { session, seq, command });
+        match self.cluster.call_leader(request).await? {
+            ClientResponse::Applied(Ok(reply)) => Ok(reply),
+            other => Err(unexpected("Applied", other)),
+        }
     }
 
     /// Registers this server (or re-registers it after a restart). Returns the revision.

@@ -15,6 +15,9 @@ pub struct DevArgs {
     /// Node N listens on 127.0.0.1:(base-port + N - 1).
     #[arg(long, default_value_t = 7401)]
     base_port: u16,
+    /// Node N serves HTTP (API, web page, /metrics) on 127.0.0.1:(http-base-port + N - 1).
+    #[arg(long, default_value_t = 7501)]
+    http_base_port: u16,
     #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u64).range(1..=7))]
     nodes: u64,
     /// Seconds between status prints (0: none).
@@ -27,6 +30,7 @@ pub async fn run(args: DevArgs) -> Result<ExitCode, String> {
     std::fs::create_dir_all(&args.data_dir).map_err(|e| format!("cannot create {}: {e}", args.data_dir.display()))?;
     let token_file = ensure_token(&args.data_dir)?;
     let addr = |n: u64| format!("127.0.0.1:{}", args.base_port as u64 + n - 1);
+    let http_addr = |n: u64| format!("127.0.0.1:{}", args.http_base_port as u64 + n - 1);
     let peers: std::collections::BTreeMap<u64, String> = (1..=args.nodes).map(|n| (n, addr(n))).collect();
     let mut nodes: Vec<roster_real::node::Node> = Vec::new();
     for n in 1..=args.nodes {
@@ -35,12 +39,19 @@ pub async fn run(args: DevArgs) -> Result<ExitCode, String> {
         config.bootstrap = true;
         config.token_file = Some(token_file.clone());
         config.name = Some(format!("dev-{n}"));
+        config.http_listen = Some(http_addr(n));
         nodes.push(super::node_cmd::start_node(config).await?);
     }
     let endpoints: Vec<String> = (1..=args.nodes).map(addr).collect();
     println!("roster dev: {} nodes on {}", args.nodes, endpoints.join(", "));
     println!("data: {}   token file: {}", args.data_dir.display(), token_file.display());
+    println!("http: http://{}/v1/status   (Authorization: Bearer <token>)", http_addr(1));
     println!("try:  roster status --endpoints {}", endpoints.join(","));
+    println!(
+        "      curl -H \"Authorization: Bearer $(cat {})\" http://{}/v1/status",
+        token_file.display(),
+        http_addr(1)
+    );
     println!("stop: ctrl-c");
 
     let status_loop = async {

@@ -1,0 +1,178 @@
+//! Every HTTP error is `{"error": {"kind": ..., "message": ...}}` with a status code that
+//! says who must act: 4xx the caller (fix the request), 503 retry later, 504 the outcome
+//! is unknown. `kind` is stable for scripts; `message` is the one-line text the CLI prints.
+
+use crate::net::wire::RequestError;
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use roster_client::ClientError;
+use roster_kernel::CommandError;
+
+#[derive(Debug)]
+pub struct HttpError {
+    pub status: StatusCode,
+    pub kind: &'static str,
+    pub message: String,
+    /// Extra fields beside kind and message (e.g. `oldest_available` for a compacted watch).
+    pub details: Option<serde_json::Value>,
+}
+
+impl HttpError {
+    pub fn new(status: StatusCode, kind: &'static str, message: impl Into<String>) -> Self {
+        HttpError { status, kind, message: message.into(), details: None }
+    }
+
+    pub fn bad_request(message: impl Into<String>) -> Self {
+        HttpError::new(StatusCode::BAD_REQUEST, "bad_request", message)
+    }
+
+    pub fn not_found(message: impl Into<String>) -> Self {
+        HttpError::new(StatusCode::NOT_FOUND, "not_found", message)
+    }
+
+    pub fn with_details(mut self, details: serde_json::Value) -> Self {
+        self.details = Some(details);
+        self
+    }
+
+    pub fn body(&self) -> serde_json::Value {
+        let mut error = serde_json::json!({ "kind": self.kind, "message": self.message });
+        if let (Some(serde_json::Value::Object(extra)), Some(map)) = (&self.details, error.as_object_mut()) {
+            map.extend(extra.clone());
+        }
+        serde_json::json!({ "error": error })
+    }
+}
+
+impl IntoResponse for HttpError {
+    fn into_response(self) -> Response {
+        let retry_later = self.status == StatusCode::SERVICE_UNAVAILABLE;
+        let mut response = (self.status, axum::Json(self.body())).into_response();
+        if retry_later {
+            response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        }
+        response
+    }
+}
+
+impl From<ClientError> for HttpError {
+    fn from(e: ClientError) -> Self {
+        use StatusCode as S;
+        let message = e.to_string();
+        let (status, kind) = match &e {
+            ClientError::Refused(c) => return HttpError::from_command(c, message),
+            ClientError::Server(r) => return HttpError::from_request(r, message),
+            ClientError::UnknownMember(_) => (S::NOT_FOUND, "unknown_member"),
+            ClientError::NoLeader { .. } => (S::SERVICE_UNAVAILABLE, "no_leader"),
+            ClientError::Unreachable { .. } | ClientError::Connect { .. } | ClientError::ConnectionLost { .. } => {
+                (S::SERVICE_UNAVAILABLE, "unreachable")
+            }
+            ClientError::Busy { .. } | ClientError::QueueFull { .. } => (S::SERVICE_UNAVAILABLE, "busy"),
+            ClientError::Timeout { .. } => (S::GATEWAY_TIMEOUT, "timeout"),
+            // The write may or may not have happened: never a 5xx that invites a blind retry.
+            ClientError::Ambiguous { .. } => (S::GATEWAY_TIMEOUT, "ambiguous"),
+            ClientError::WatchCompacted { .. } => (S::GONE, "compacted"),
+            ClientError::NotSent(_) => (S::PAYLOAD_TOO_LARGE, "too_large"),
+            ClientError::Rejected { .. }
+            | ClientError::NoEndpoints
+            | ClientError::InvalidOption { .. }
+            | ClientError::RetryConfig(_)
+            | ClientError::TooManyEndpoints { .. }
+            | ClientError::Protocol(_)
+            | ClientError::Closed(_) => (S::INTERNAL_SERVER_ERROR, "internal"),
+        };
+        HttpError::new(status, kind, message)
+    }
+}
+
+impl HttpError {
+    fn from_command(e: &CommandError, message: String) -> Self {
+        use StatusCode as S;
+        let (status, kind) = match e {
+            CommandError::UnknownMember(_) => (S::NOT_FOUND, "unknown_member"),
+            CommandError::UnknownSession(_) => (S::NOT_FOUND, "unknown_session"),
+            CommandError::StaleSequence { .. } => (S::CONFLICT, "stale_sequence"),
+            CommandError::SequenceGap { .. } => (S::CONFLICT, "sequence_gap"),
+            CommandError::UnknownServer(_) => (S::UNPROCESSABLE_ENTITY, "unknown_server"),
+            CommandError::TooLarge { .. } => (S::PAYLOAD_TOO_LARGE, "too_large"),
+            CommandError::TableFull { .. } => (S::INSUFFICIENT_STORAGE, "table_full"),
+            CommandError::InvalidField { .. } => (S::BAD_REQUEST, "invalid_field"),
+        };
+        HttpError::new(status, kind, message)
+    }
+
+    fn from_request(e: &RequestError, message: String) -> Self {
+        use StatusCode as S;
+        let (status, kind) = match e {
+            RequestError::NotAVoter { .. } | RequestError::UnknownNode { .. } => (S::NOT_FOUND, "unknown_node"),
+            RequestError::TransferTimedOut { .. }
+            | RequestError::CatchUpTimedOut { .. }
+            | RequestError::RegisterTimeout { .. }
+            | RequestError::ForwardTimeout { .. } => (S::GATEWAY_TIMEOUT, "timeout"),
+            RequestError::Placement { .. } => (S::CONFLICT, "no_placement"),
+            RequestError::NotAllowed { .. } => (S::FORBIDDEN, "not_allowed"),
+            RequestError::BadFrame { .. } => (S::BAD_REQUEST, "bad_request"),
+            _ => (S::UNPROCESSABLE_ENTITY, "refused"),
+        };
+        HttpError::new(status, kind, message)
+    }
+}
+
+/// A JSON body, whatever its `Content-Type` says (`curl -d` sends a form type); a body
+/// that does not parse is named with serde's reason (field and position).
+pub fn json_body<T: serde::de::DeserializeOwned>(
+    body: Result<axum::body::Bytes, axum::extract::rejection::BytesRejection>,
+) -> Result<T, HttpError> {
+    let bytes = body.map_err(bad_body)?;
+    serde_json::from_slice(&bytes).map_err(|e| HttpError::bad_request(format!("request body: {e}")))
+}
+
+/// A body that could not be read: over the limit (413) or broken.
+pub fn bad_body(e: axum::extract::rejection::BytesRejection) -> HttpError {
+    if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+        HttpError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "too_large",
+            format!("request body is over the limit of {} bytes", super::MAX_BODY_BYTES),
+        )
+    } else {
+        HttpError::bad_request(format!("cannot read the request body: {}", e.body_text()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use roster_kernel::{MemberId, ProcessId};
+
+    #[test]
+    fn statuses_say_who_must_act() {
+        let unknown = HttpError::from(ClientError::UnknownMember(MemberId::Process(ProcessId(7))));
+        assert_eq!((unknown.status, unknown.kind), (StatusCode::NOT_FOUND, "unknown_member"));
+        let gap = HttpError::from(ClientError::Refused(CommandError::SequenceGap {
+            session: roster_kernel::SessionId(1),
+            seq: 5,
+            last: 2,
+        }));
+        assert_eq!(gap.status, StatusCode::CONFLICT);
+        assert!(gap.message.contains("sequence 5"), "{}", gap.message);
+        let ambiguous = HttpError::from(ClientError::Ambiguous { addr: "a:1".into(), reason: "lost".into() });
+        assert_eq!(ambiguous.status, StatusCode::GATEWAY_TIMEOUT);
+        let no_leader = HttpError::from(ClientError::NoLeader {
+            endpoints: vec!["a:1".into()],
+            waited_ms: 5,
+            last_error: "x".into(),
+        });
+        assert_eq!(no_leader.status, StatusCode::SERVICE_UNAVAILABLE);
+    }
+
+    #[test]
+    fn the_body_carries_kind_message_and_details() {
+        let e = HttpError::new(StatusCode::GONE, "compacted", "too old")
+            .with_details(serde_json::json!({ "oldest_available": 40 }));
+        assert_eq!(
+            e.body(),
+            serde_json::json!({ "error": { "kind": "compacted", "message": "too old", "oldest_available": 40 } })
+        );
+    }
+}

@@ -1,0 +1,181 @@
+//! `GET /v1/events?after=REV`: change events as they are applied on this node, one JSON
+//! object per line (NDJSON), or as server-sent events with `Accept: text/event-stream`.
+//!
+//! - An event line: `{"revision": 13, "type": "process_registered", "data": {...},
+//!   "text": "rev 13  process web (process-1) registered on dev-1, ..."}`.
+//! - A progress line, after `PROGRESS_MS` without events: `{"progress": {"revision": R}}`
+//!   says every event up to `R` was sent, so an idle watcher knows it is current (etcd's
+//!   progress notify). Resume with `?after=` the last revision seen.
+//! - Without `after`, the stream starts at the current revision (new events only).
+//! - A revision older than the node keeps is 410 with `oldest_available`; when a slow
+//!   reader falls that far behind mid-stream, an error line ends the stream.
+//!
+//! The next batch comes from `api::watch_step`, which the binary protocol's watch uses.
+
+use super::HttpState;
+use super::auth::Authorized;
+use super::error::HttpError;
+use super::query::Params;
+use crate::server::api::{WatchStep, watch_step};
+use crate::storage::{AppliedReceiver, SharedState};
+use axum::body::{Body, Bytes};
+use axum::extract::{RawQuery, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use openraft_rt::WatchReceiver;
+use roster_client::describe::{KnownServers, describe};
+use roster_kernel::Event;
+use serde_json::{Value, json};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Longest silence on an open stream: a progress line follows.
+pub const PROGRESS_MS: u64 = 5_000;
+
+pub async fn events(
+    _: Authorized,
+    State(state): State<HttpState>,
+    RawQuery(q): RawQuery,
+    headers: HeaderMap,
+) -> Result<Response, HttpError> {
+    let params = Params::parse(q.as_deref());
+    params.only(&["after"])?;
+    let shared = state.api().shared.clone();
+    let after = match params.number::<u64>("after")? {
+        Some(r) => r,
+        None => crate::storage::with_kernel(&shared, |sm| sm.revision()),
+    };
+    if let WatchStep::Compacted { oldest_available } = watch_step(&shared, after) {
+        return Err(compacted(after, oldest_available));
+    }
+    let sse =
+        headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()).is_some_and(|a| a.contains("text/event-stream"));
+    let servers = crate::storage::with_kernel(&shared, |sm| KnownServers::new(sm.servers().cloned()));
+    let changes = shared.subscribe();
+    let stream = Stream { shared, seen: after, changes, servers, sse, ended: false };
+    let body = Body::from_stream(futures::stream::unfold(stream, |mut s| async move {
+        let chunk = s.next_chunk().await?;
+        Some((Ok::<Bytes, std::convert::Infallible>(chunk), s))
+    }));
+    let content_type = if sse { "text/event-stream" } else { "application/x-ndjson" };
+    let mut response = (StatusCode::OK, body).into_response();
+    let h = response.headers_mut();
+    h.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    Ok(response)
+}
+
+fn compacted(requested: u64, oldest_available: u64) -> HttpError {
+    HttpError::new(
+        StatusCode::GONE,
+        "compacted",
+        format!(
+            "cannot stream from revision {requested}: the oldest this node keeps is {oldest_available}; \
+             list again and stream from the list's revision"
+        ),
+    )
+    .with_details(json!({ "oldest_available": oldest_available }))
+}
+
+/// One open stream: what it sent, and how to write lines.
+struct Stream {
+    shared: Arc<SharedState>,
+    /// Every event up to this revision was sent.
+    seen: u64,
+    changes: AppliedReceiver,
+    servers: KnownServers,
+    sse: bool,
+    ended: bool,
+}
+
+impl Stream {
+    /// The next bytes to send; `None` ends the stream.
+    async fn next_chunk(&mut self) -> Option<Bytes> {
+        if self.ended {
+            return None;
+        }
+        loop {
+            match watch_step(&self.shared, self.seen) {
+                WatchStep::Events(events) => {
+                    self.seen = events.last().map_or(self.seen, |e| e.revision);
+                    let mut out = String::new();
+                    for e in &events {
+                        let line = event_json(e, &self.servers);
+                        self.servers.observe(e);
+                        out.push_str(&self.frame("change", &line));
+                    }
+                    return Some(Bytes::from(out));
+                }
+                WatchStep::Current { revision } => {
+                    let wait = tokio::time::timeout(Duration::from_millis(PROGRESS_MS), self.changes.changed());
+                    match wait.await {
+                        Ok(Ok(())) => continue,
+                        // The node is stopping.
+                        Ok(Err(_)) => return None,
+                        Err(_) => {
+                            let line = json!({ "progress": { "revision": revision } });
+                            return Some(Bytes::from(self.frame("progress", &line)));
+                        }
+                    }
+                }
+                WatchStep::Compacted { oldest_available } => {
+                    self.ended = true;
+                    let line = compacted(self.seen, oldest_available).body();
+                    return Some(Bytes::from(self.frame("error", &line)));
+                }
+            }
+        }
+    }
+
+    fn frame(&self, event: &str, line: &Value) -> String {
+        if self.sse { format!("event: {event}\ndata: {line}\n\n") } else { format!("{line}\n") }
+    }
+}
+
+/// `{"revision", "type", "data", "text"}`: the kernel's event with its variant as a
+/// snake_case `type`, and the line `roster watch` prints.
+pub fn event_json(event: &Event, servers: &KnownServers) -> Value {
+    let (kind, data) = match serde_json::to_value(&event.kind) {
+        Ok(Value::Object(map)) if map.len() == 1 => map.into_iter().next().expect("one entry"),
+        Ok(other) => (String::new(), other),
+        Err(e) => (String::new(), Value::String(e.to_string())),
+    };
+    json!({
+        "revision": event.revision,
+        "type": snake_case(&kind),
+        "data": data,
+        "text": describe(event, |id| servers.name(id)),
+    })
+}
+
+fn snake_case(name: &str) -> String {
+    let mut out = String::with_capacity(name.len() + 4);
+    for (i, c) in name.chars().enumerate() {
+        if c.is_ascii_uppercase() {
+            if i > 0 {
+                out.push('_');
+            }
+            out.push(c.to_ascii_lowercase());
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use roster_kernel::EventKind;
+
+    #[test]
+    fn an_event_line_has_type_data_and_text() {
+        let e = Event { revision: 9, kind: EventKind::KvPut { key: "a".into(), value: "1".into() } };
+        let v = event_json(&e, &KnownServers::default());
+        assert_eq!(v["revision"], 9);
+        assert_eq!(v["type"], "kv_put");
+        assert_eq!(v["data"], json!({ "key": "a", "value": "1" }));
+        assert!(v["text"].as_str().unwrap().contains("rev 9"), "{v}");
+        assert_eq!(snake_case("ProcessRegistered"), "process_registered");
+    }
+}

@@ -1,0 +1,86 @@
+//! Writes, exactly once over HTTP too.
+//!
+//! - With `Roster-Session: N` and `Roster-Seq: M`, the write is command `M` of session
+//!   `N` (from `POST /v1/sessions`). Send one command at a time per session, numbered
+//!   from 1. After a timeout or a lost answer, send the same request with the same pair
+//!   again: the cluster answers from the reply it stored and applies nothing twice.
+//! - Without them, the node runs the write on one of its own sessions. Its own retries
+//!   (across a leader change) apply it once; a caller that repeats the request makes a
+//!   new command.
+
+use super::HttpState;
+use super::error::HttpError;
+use axum::http::HeaderMap;
+use roster_kernel::{Command, Reply, SessionId};
+
+pub const SESSION_HEADER: &str = "roster-session";
+pub const SEQ_HEADER: &str = "roster-seq";
+
+/// Runs `command` under the caller's session, or this node's.
+pub async fn write(state: &HttpState, headers: &HeaderMap, command: Command) -> Result<Reply, HttpError> {
+    match caller_session(headers)? {
+        Some((session, seq)) => Ok(state.client().execute_in(session, seq, command).await?),
+        None => Ok(state.session_client().execute(command).await?),
+    }
+}
+
+/// `POST /v1/sessions`.
+pub async fn open_session(state: &HttpState) -> Result<serde_json::Value, HttpError> {
+    let session = state.client().open_session().await?;
+    Ok(serde_json::json!({ "session": session.0 }))
+}
+
+fn caller_session(headers: &HeaderMap) -> Result<Option<(SessionId, u64)>, HttpError> {
+    let number = |name: &str| -> Result<Option<u64>, HttpError> {
+        headers
+            .get(name)
+            .map(|v| {
+                v.to_str()
+                    .ok()
+                    .and_then(|s| s.trim().parse::<u64>().ok())
+                    .ok_or_else(|| HttpError::bad_request(format!("header {name}: expected a number, got {v:?}")))
+            })
+            .transpose()
+    };
+    match (number(SESSION_HEADER)?, number(SEQ_HEADER)?) {
+        (None, None) => Ok(None),
+        (Some(session), Some(seq)) => Ok(Some((SessionId(session), seq))),
+        (Some(_), None) => {
+            Err(HttpError::bad_request("Roster-Session without Roster-Seq: number each command of a session from 1"))
+        }
+        (None, Some(_)) => {
+            Err(HttpError::bad_request("Roster-Seq without Roster-Session: open a session with POST /v1/sessions"))
+        }
+    }
+}
+
+/// A reply as the JSON body of a write: its fields, without the variant's wrapper.
+pub fn reply_json(reply: &Reply) -> serde_json::Value {
+    match reply {
+        Reply::SessionOpened { session } => serde_json::json!({ "session": session.0 }),
+        Reply::Done { revision } => serde_json::json!({ "revision": revision }),
+        Reply::ProcessRegistered { id, revision } => serde_json::json!({ "id": id.0, "revision": revision }),
+        Reply::Cas { swapped, current, revision } => {
+            serde_json::json!({ "swapped": swapped, "current": current, "revision": revision })
+        }
+        Reply::Applied { count, revision } => serde_json::json!({ "count": count, "revision": revision }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::http::HeaderValue;
+
+    #[test]
+    fn a_session_needs_both_headers_as_numbers() {
+        let mut h = HeaderMap::new();
+        assert_eq!(caller_session(&h).unwrap(), None);
+        h.insert(SESSION_HEADER, HeaderValue::from_static("7"));
+        assert!(caller_session(&h).unwrap_err().message.contains("Roster-Seq"));
+        h.insert(SEQ_HEADER, HeaderValue::from_static("3"));
+        assert_eq!(caller_session(&h).unwrap(), Some((SessionId(7), 3)));
+        h.insert(SEQ_HEADER, HeaderValue::from_static("three"));
+        assert!(caller_session(&h).unwrap_err().message.contains("expected a number"));
+    }
+}
