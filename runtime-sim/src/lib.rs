@@ -12,9 +12,13 @@
 //!   injection, and the sampler that watches every node.
 //! - `workload` (madsim only): the key/value and process workers.
 //! - `probe` (madsim only): the scripted CPU/memory probe of a simulated server.
+//! - `disk_model` (madsim only): each server's disk latency (heavy-tailed, drawn from the
+//!   seed), stalls and EIO faults.
 
 pub mod trace;
 
+#[cfg(madsim)]
+pub mod disk_model;
 #[cfg(madsim)]
 pub mod probe;
 #[cfg(madsim)]

@@ -6,6 +6,7 @@
 //! crash keeps of unsynced writes, workload choices) comes from madsim's seeded RNG, so a
 //! run is a function of its seed. Build and call it inside a madsim `Runtime::block_on`.
 
+use crate::disk_model::{FailOn, FaultSwitch, SimDiskModel};
 use crate::probe::SimProbe;
 use crate::trace::{AppliedEvent, AppliedRec, CommitRec, CommitSeen, CrashRec, LeaderSeen, ShortSilence, Trace, fnv1a};
 use crate::workload::{self, WorkerCtx, WorkerKind};
@@ -64,6 +65,9 @@ pub struct WorldConfig {
     pub state_hash_every_ms: u64,
     /// The network when no fault is active.
     pub base_latency_ms: Range<u64>,
+    /// Servers' disks take time and can stall or fail (`disk_model`); off: every disk
+    /// operation is instant and an fsync is durable when it returns.
+    pub disk_model: bool,
 }
 
 impl Default for WorldConfig {
@@ -85,6 +89,7 @@ impl Default for WorldConfig {
             sample_every_ms: 20,
             state_hash_every_ms: 200,
             base_latency_ms: 1..10,
+            disk_model: true,
         }
     }
 }
@@ -143,6 +148,11 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 struct ServerSlot {
     handle: NodeHandle,
     disk: MemDisk,
+    /// The disk's fault switches (stalls, EIO).
+    faults: FaultSwitch,
+    /// Set by the node's machine when its Raft stopped on a fatal error (a fail-stop on a
+    /// failed write or fsync); the world then powers the machine off (`reap_stopped`).
+    stopped: Arc<AtomicBool>,
     incarnation: Arc<AtomicU64>,
     up: bool,
     paused: bool,
@@ -457,6 +467,52 @@ impl World {
         trace.record_fault(now, format!("kill server {id} ({lost} unsynced changes lost)"));
     }
 
+    // ---- disk faults ----
+
+    /// Server `id`'s fsyncs stall for 0.2–3 s now and then (`disk_model`) until healed.
+    pub fn slow_disk(&mut self, id: u64) {
+        self.slot_mut(id).faults.lock().slow = true;
+        self.note(format!("slow disk on server {id}"));
+    }
+
+    /// Server `id`'s next write (or next fsync) fails with EIO; its log must fail-stop.
+    pub fn fail_disk(&mut self, id: u64, on: FailOn) {
+        {
+            let mut f = self.slot_mut(id).faults.lock();
+            f.fail = Some(on);
+            f.failed_op = None;
+        }
+        self.note(format!("disk of server {id} fails its {on:?}"));
+    }
+
+    /// Every disk back to its normal latency, no EIO armed.
+    pub fn heal_disks(&mut self) {
+        for slot in &self.servers {
+            let mut f = slot.faults.lock();
+            f.slow = false;
+            f.fail = None;
+        }
+    }
+
+    /// Whether server `id`'s node stopped itself (fail-stop) and awaits `reap_stopped`.
+    pub fn is_stopped(&self, id: u64) -> bool {
+        self.slot(id).is_some_and(|s| s.stopped.load(Ordering::Relaxed))
+    }
+
+    /// Powers off every server whose node fail-stopped (an operator, or a supervisor,
+    /// reboots a machine whose disk returned EIO): what its disk keeps is what a power
+    /// loss keeps. `heal_all` (or `restart_server`) brings it back.
+    pub fn reap_stopped(&mut self) {
+        for id in 1..=self.servers.len() as u64 {
+            if self.is_stopped(id) && self.is_up(id) {
+                let op = self.slot(id).and_then(|s| s.faults.lock().failed_op.take());
+                self.note(format!("server {id} fail-stopped (EIO on {op:?}): power-cycle it"));
+                self.kill_server(id);
+            }
+            self.slot(id).expect("server").stopped.store(false, Ordering::Relaxed);
+        }
+    }
+
     pub fn restart_server(&mut self, id: u64) {
         let slot = self.slot_mut(id);
         if slot.up {
@@ -510,6 +566,8 @@ impl World {
     /// Undoes every fault: links, network, pauses, dead servers. Records the heal.
     pub fn heal_all(&mut self) {
         self.heal_network();
+        self.heal_disks();
+        self.reap_stopped();
         for id in 1..=self.servers.len() as u64 {
             self.resume_server(id);
             let spare = id > self.config.servers;
@@ -558,6 +616,7 @@ impl World {
             disk.remove(name).expect("remove from a simulated disk");
         }
         disk.sync_dir().expect("sync a simulated disk");
+        disk.complete_in_flight();
         self.trace.lock().record_fault(now, format!("wipe the disk of server {id} ({} files)", names.len()));
     }
 
@@ -665,8 +724,13 @@ fn start_server(
         probe: "fixed:cpu=0,mem=0".into(),
     };
     let disk = MemDisk::new();
+    let faults = FaultSwitch::default();
+    if world.disk_model {
+        disk.set_model(Box::new(SimDiskModel::new(thread_rng().r#gen::<u64>(), faults.clone())));
+    }
+    let stopped = Arc::new(AtomicBool::new(false));
     let incarnation = Arc::new(AtomicU64::new(0));
-    let (d, t, v, inc) = (disk.clone(), trace.clone(), views.clone(), incarnation.clone());
+    let (d, t, v, inc, st) = (disk.clone(), trace.clone(), views.clone(), incarnation.clone(), stopped.clone());
     let spare = config.peers.is_empty();
     let node = handle
         .create_node()
@@ -674,6 +738,7 @@ fn start_server(
         .ip(server_ip(id))
         .init(move || {
             let (config, disk, trace, views) = (config.clone(), d.clone(), t.clone(), v.clone());
+            let stopped = st.clone();
             let incarnation = inc.load(Ordering::Relaxed);
             async move {
                 let probe = Box::new(SimProbe::for_server(id - 1));
@@ -687,6 +752,21 @@ fn start_server(
                             log_reader: node.log_reader.clone(),
                         };
                         lock(&views).insert(id, view);
+                        // Raft stops on a fatal error (the log fail-stopped on EIO): the
+                        // node is out of the cluster until the world power-cycles it.
+                        let mut metrics = node.raft.metrics();
+                        let fatal = loop {
+                            if let Err(fatal) = &metrics.borrow_watched().running_state {
+                                break fatal.to_string();
+                            }
+                            if metrics.changed().await.is_err() {
+                                break "Raft's metrics channel closed".to_string();
+                            }
+                        };
+                        let now = clock.now_ms();
+                        trace.lock().record_fault(now, format!("server {id} stopped: {fatal}"));
+                        lock(&views).remove(&id);
+                        stopped.store(true, Ordering::Relaxed);
                         // A madsim node ends when its init future returns: keep it (and
                         // the node) alive until the world kills the machine.
                         std::future::pending::<()>().await;
@@ -705,7 +785,7 @@ fn start_server(
         // A spare waits, powered off, until a scenario starts it.
         handle.kill(node.id());
     }
-    ServerSlot { handle: node, disk, incarnation, up: !spare, paused: false }
+    ServerSlot { handle: node, disk, faults, stopped, incarnation, up: !spare, paused: false }
 }
 
 /// Every `every_ms`: leader observations, newly committed entries (index, term, payload

@@ -16,6 +16,9 @@ use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 
+/// What `Disk::settle` returns: resolves when the disk's work so far has completed.
+pub type Settle = std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send + 'static>>;
+
 /// File operations over one flat directory. See the module docs for what is durable.
 pub trait Disk: Send + Sync + 'static {
     /// Creates `name` empty, or truncates it to empty if it exists.
@@ -56,6 +59,14 @@ pub trait Disk: Send + Sync + 'static {
     /// whose calls must stay on the (deterministic) calling task.
     fn sync_blocks_thread(&self) -> bool {
         false
+    }
+
+    /// For a disk whose operations take simulated time (`MemDisk` with a model): a future
+    /// that resolves when everything issued so far has completed. An fsync is only durable
+    /// once it has, so an async caller awaits this before it reports anything durable.
+    /// `None`: nothing to wait for (a real disk's calls return when they are done).
+    fn settle(&self) -> Option<Settle> {
+        None
     }
 }
 

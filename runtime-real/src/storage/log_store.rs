@@ -100,7 +100,7 @@ impl LogStore {
     /// Opens the WAL on `disk` and starts the writer task (so: inside the runtime).
     pub fn open(disk: Arc<dyn Disk>, opts: WalOptions) -> Result<LogStore, StorageError> {
         let offload = disk.sync_blocks_thread();
-        let (wal, recovered) = Wal::open(disk, opts)?;
+        let (wal, recovered) = Wal::open(disk.clone(), opts)?;
         tracing::info!(
             entries = recovered.entries.len(),
             first = ?recovered.entries.first().map(|e| e.log_id.index),
@@ -109,15 +109,27 @@ impl LogStore {
             committed = ?recovered.committed.as_ref().map(|l| l.index),
             "Raft log opened"
         );
+        // A vote read back from disk is never an established leadership. As leader this
+        // node sent its entries to followers before its own fsync of them completed, and
+        // a quorum of followers may have committed them; a power loss then takes them from
+        // this log. Restored as leader of the same term (openraft's leader restore, on by
+        // default), it would append different entries at those indexes under the same log
+        // ids (found by the simulator's `failing-disk`, seed 1). As a follower it catches
+        // up from the cluster, or wins a new term. The vote stays committed on disk, as in
+        // openraft's own demotion: any later vote is greater than both forms.
+        let vote = recovered.vote.map(|mut v| {
+            v.committed = false;
+            v
+        });
         let mem = LogMem {
             entries: recovered.entries.into_iter().map(|e| (e.log_id.index, e)).collect(),
             appended_bytes: 0,
-            vote: recovered.vote,
+            vote,
             committed: recovered.committed,
             last_purged: recovered.last_purged,
         };
         let (tx, rx) = mpsc::channel(WRITER_QUEUE_COMMANDS);
-        tokio::spawn(run_writer(Arc::new(Mutex::new(wal)), rx, offload));
+        tokio::spawn(run_writer(Arc::new(Mutex::new(wal)), disk, rx, offload));
         Ok(LogStore { shared: Arc::new(Shared { mem: RwLock::new(mem) }), tx })
     }
 
@@ -309,11 +321,14 @@ impl RaftLogStorage<TypeConfig> for LogStore {
 
 struct Writer {
     wal: Arc<Mutex<Wal>>,
+    disk: Arc<dyn Disk>,
     offload: bool,
     /// Callbacks of appends written but not yet fsynced.
     waiting: Vec<Callback>,
-    /// Set by the first failure; every later write is refused with it.
-    failed: Option<String>,
+    /// Set by the first failure (a `StorageError::FailStop` naming the file); every later
+    /// write is refused with it. Fail-stop: after a failed write or fsync nothing says what
+    /// reached the disk, so nothing is retried and nothing more is acknowledged.
+    failed: Option<StorageError>,
 }
 
 impl Writer {
@@ -323,17 +338,17 @@ impl Writer {
         self.wal.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn fail(&mut self, e: impl std::fmt::Display) {
-        let msg = e.to_string();
-        tracing::error!(error = %msg, "Raft log storage failed; refusing further writes");
+    fn fail(&mut self, e: &StorageError) {
+        let stop = e.fail_stop();
+        tracing::error!(error = %stop, "Raft log storage failed; refusing further writes");
         for cb in self.waiting.drain(..) {
-            cb.io_completed(Err(io::Error::other(msg.clone())));
+            cb.io_completed(Err(stop.fail_stop().into_io()));
         }
-        self.failed = Some(msg);
+        self.failed = Some(stop);
     }
 
     fn refusal(&self) -> Option<io::Error> {
-        self.failed.as_ref().map(|m| io::Error::other(StorageError::Failed(m.clone()).to_string()))
+        self.failed.as_ref().map(|e| e.fail_stop().into_io())
     }
 
     /// One fsync for everything written; then the waiting appends are acknowledged.
@@ -342,17 +357,16 @@ impl Writer {
             return;
         }
         let wal = self.wal.clone();
-        let result = on_disk(self.offload, move || wal.lock().unwrap_or_else(|e| e.into_inner()).sync())
+        let result = on_disk(&*self.disk, self.offload, move || wal.lock().unwrap_or_else(|e| e.into_inner()).sync())
             .await
-            .and_then(|r| r)
-            .map_err(|e| e.to_string());
+            .and_then(|r| r);
         match result {
             Ok(()) => {
                 for cb in self.waiting.drain(..) {
                     cb.io_completed(Ok(()));
                 }
             }
-            Err(e) => self.fail(e),
+            Err(e) => self.fail(&e),
         }
     }
 
@@ -364,17 +378,16 @@ impl Writer {
             return;
         }
         let wal = self.wal.clone();
-        let result = on_disk(self.offload, move || op(&mut wal.lock().unwrap_or_else(|e| e.into_inner())))
+        let result = on_disk(&*self.disk, self.offload, move || op(&mut wal.lock().unwrap_or_else(|e| e.into_inner())))
             .await
-            .and_then(|r| r)
-            .map_err(|e| e.to_string());
+            .and_then(|r| r);
         match result {
             Ok(()) => {
                 let _ = reply.send(Ok(()));
             }
             Err(e) => {
                 self.fail(&e);
-                let _ = reply.send(Err(io::Error::other(e)));
+                let _ = reply.send(Err(e.fail_stop().into_io()));
             }
         }
     }
@@ -391,7 +404,7 @@ impl Writer {
                     Ok(()) => self.waiting.push(done),
                     Err(e) => {
                         self.waiting.push(done);
-                        self.fail(e);
+                        self.fail(&e);
                     }
                 }
             }
@@ -399,7 +412,7 @@ impl Writer {
                 if self.failed.is_none() {
                     let written = self.wal().save_committed(&log_id);
                     if let Err(e) = written {
-                        self.fail(e);
+                        self.fail(&e);
                     }
                 }
             }
@@ -413,8 +426,8 @@ impl Writer {
     }
 }
 
-async fn run_writer(wal: Arc<Mutex<Wal>>, mut rx: mpsc::Receiver<Command>, offload: bool) {
-    let mut writer = Writer { wal, offload, waiting: Vec::new(), failed: None };
+async fn run_writer(wal: Arc<Mutex<Wal>>, disk: Arc<dyn Disk>, mut rx: mpsc::Receiver<Command>, offload: bool) {
+    let mut writer = Writer { wal, disk, offload, waiting: Vec::new(), failed: None };
     while let Some(first) = rx.recv().await {
         // Group commit: take everything queued right now, then fsync once.
         writer.handle(first).await;
@@ -573,6 +586,60 @@ mod tests {
         assert!(result.is_err());
     }
 
+    /// Fsyncs take 20 ms; the `fail_at`-th fsync (from 1) fails.
+    struct SlowFsync {
+        fsyncs: u32,
+        fail_at: Option<u32>,
+    }
+
+    impl crate::storage::DiskModel for SlowFsync {
+        fn draw(&mut self, op: crate::storage::DiskOp<'_>) -> crate::storage::Draw {
+            if let crate::storage::DiskOp::Write { .. } = op {
+                return crate::storage::Draw::INSTANT;
+            }
+            self.fsyncs += 1;
+            let latency = std::time::Duration::from_millis(20);
+            crate::storage::Draw { latency, fail: self.fail_at == Some(self.fsyncs) }
+        }
+    }
+
+    #[tokio::test]
+    async fn an_append_is_acknowledged_only_once_its_fsync_completed() {
+        let disk = MemDisk::new();
+        let mut store = mem_store(&disk);
+        append(&mut store, vec![ent(1, 0)]).await;
+        disk.set_model(Box::new(SlowFsync { fsyncs: 0, fail_at: None }));
+        let mut pending = append_start(&mut store, vec![ent(1, 1)]).await;
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        assert!(pending.try_recv().is_err(), "acknowledged while its fsync was in flight");
+        flushed(pending).await.unwrap();
+        disk.crash(|_| Keep::NONE);
+        let mut reopened = mem_store(&disk);
+        assert_eq!(all(&mut reopened).await.len(), 2);
+        drop(store);
+    }
+
+    #[tokio::test]
+    async fn a_failed_fsync_fail_stops_the_log_naming_the_file() {
+        let disk = MemDisk::new();
+        let mut store = mem_store(&disk);
+        disk.set_model(Box::new(SlowFsync { fsyncs: 0, fail_at: Some(2) }));
+        append(&mut store, vec![ent(1, 0)]).await;
+        let err = flushed(append_start(&mut store, vec![ent(1, 1)]).await).await.unwrap_err();
+        let typed = StorageError::find_in(&err).expect("a typed storage error");
+        assert!(matches!(typed, StorageError::FailStop { file, .. } if file.starts_with("wal-")), "{typed:?}");
+        // Nothing is retried: the next fsync would succeed, but the log stays stopped.
+        assert!(store.save_vote(&Vote::new(2, 1)).await.is_err());
+        let err = flushed(append_start(&mut store, vec![ent(1, 2)]).await).await.unwrap_err();
+        assert!(err.to_string().contains("fail-stopped on wal-"), "{err}");
+        drop(store);
+        // After a power cycle the log is what was durable: the first entry only.
+        disk.crash(|_| Keep::ALL);
+        let mut reopened = mem_store(&disk);
+        let got: Vec<u64> = all(&mut reopened).await.iter().map(|e| e.log_id.index).collect();
+        assert_eq!(got, vec![0]);
+    }
+
     #[tokio::test]
     async fn fs_disk_store_round_trip() {
         let dir = crate::storage::test_dir("fs_log_store");
@@ -589,7 +656,8 @@ mod tests {
         }
         let mut store = LogStore::open(Arc::new(FsDisk::open(&dir).unwrap()), opts).unwrap();
         assert_eq!(all(&mut store).await, entries[500..2900].to_vec());
-        assert_eq!(store.read_vote().await.unwrap(), Some(Vote::new_committed(3, 1)));
+        // Read back, a leader's vote is not an established leadership (see `open`).
+        assert_eq!(store.read_vote().await.unwrap(), Some(Vote::new(3, 1)));
         drop(store);
         std::fs::remove_dir_all(&dir).unwrap();
     }

@@ -23,7 +23,7 @@ mod bench;
 pub use disk::{Disk, FsDisk};
 pub use log_store::{LogReader, LogStore};
 #[cfg(any(test, feature = "sim-disk"))]
-pub use mem_disk::{Keep, MemDisk, Unsynced};
+pub use mem_disk::{DiskModel, DiskOp, Draw, Keep, MemDisk, Unsynced};
 pub use state_machine::{
     Applied, AppliedReceiver, AppliedState, SharedState, Snapshot, SnapshotData, StateMachineStore,
 };
@@ -57,6 +57,46 @@ pub enum StorageError {
     InvalidOptions(String),
     #[error("storage has failed earlier and refuses further writes: {0}")]
     Failed(String),
+    /// The log's first write or fsync that failed; the log acknowledges nothing after it.
+    #[error(
+        "the Raft log fail-stopped on {file}: {reason}. Nothing after it is acknowledged and no write is retried \
+         (a failed fsync says nothing about what reached the disk); check the disk, then restart the node: it \
+         recovers from what is durable"
+    )]
+    FailStop { file: String, reason: String },
+}
+
+impl StorageError {
+    /// The fail-stop this error causes in the log: names the file it happened on.
+    pub fn fail_stop(&self) -> StorageError {
+        let file = match self {
+            StorageError::Io { file, .. }
+            | StorageError::Corrupt { file, .. }
+            | StorageError::FailStop { file, .. } => file.clone(),
+            _ => "the Raft log".to_string(),
+        };
+        let reason = match self {
+            StorageError::FailStop { reason, .. } => reason.clone(),
+            other => other.to_string(),
+        };
+        StorageError::FailStop { file, reason }
+    }
+
+    /// The `StorageError` inside an `io::Error` made by `into_io` (openraft hands storage
+    /// errors back as `io::Error`s): lets a node tell a fail-stop from other failures.
+    pub fn find_in(e: &io::Error) -> Option<&StorageError> {
+        e.get_ref()?.downcast_ref::<StorageError>()
+    }
+
+    /// An `io::Error` that carries this error, typed (see `find_in`).
+    pub fn into_io(self) -> io::Error {
+        let kind = match &self {
+            StorageError::Io { source, .. } => source.kind(),
+            StorageError::Corrupt { .. } => io::ErrorKind::InvalidData,
+            _ => io::ErrorKind::Other,
+        };
+        io::Error::new(kind, self)
+    }
 }
 
 impl From<StorageError> for io::Error {
@@ -95,15 +135,22 @@ impl StorageOptions {
 /// spawns the log's writer task.
 pub async fn open(disk: Arc<dyn Disk>, opts: StorageOptions) -> Result<(LogStore, StateMachineStore), StorageError> {
     let sm = StateMachineStore::open(disk.clone(), opts.limits)?;
-    let log = LogStore::open(disk, opts.wal)?;
+    let log = LogStore::open(disk.clone(), opts.wal)?;
+    // What opening cut or created is durable before anything is served.
+    if let Some(done) = disk.settle() {
+        done.await;
+    }
     Ok((log, sm))
 }
 
 /// Runs `f` where disk work belongs: inline on the calling task for an in-memory disk
 /// (deterministic under the simulator), on tokio's blocking pool when the disk's fsync
 /// really blocks the thread (`Disk::sync_blocks_thread`), so a runtime worker is not
-/// stalled. The blocking pool is compiled out under `cfg(madsim)`.
+/// stalled. The blocking pool is compiled out under `cfg(madsim)`. Returns only once the
+/// disk has completed the work (`Disk::settle`: a simulated fsync takes simulated time and
+/// is durable only at its end), so a caller may report what `f` synced as durable.
 pub(crate) async fn on_disk<R: Send + 'static>(
+    disk: &dyn Disk,
     offload: bool,
     f: impl FnOnce() -> R + Send + 'static,
 ) -> Result<R, StorageError> {
@@ -115,7 +162,11 @@ pub(crate) async fn on_disk<R: Send + 'static>(
     }
     #[cfg(madsim)]
     let _ = offload;
-    Ok(f())
+    let r = f();
+    if let Some(done) = disk.settle() {
+        done.await;
+    }
+    Ok(r)
 }
 
 /// A fresh, empty directory under the system temp dir for one test.

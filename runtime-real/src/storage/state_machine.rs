@@ -326,9 +326,10 @@ impl StateMachineStore {
         };
         let data = encode_snapshot(&meta, &kernel)?;
         let files = self.snapshots.clone();
-        let (stored, meta, data) =
-            on_disk(self.snapshots.offload, move || files.store(&meta, &data).map(|stored| (stored, meta, data)))
-                .await??;
+        let (stored, meta, data) = on_disk(&*self.snapshots.disk, self.snapshots.offload, move || {
+            files.store(&meta, &data).map(|stored| (stored, meta, data))
+        })
+        .await??;
         if stored {
             tracing::info!(last_log_id = ?meta.last_log_id, bytes = data.len(), "snapshot taken");
         }
@@ -348,7 +349,7 @@ impl StateMachineStore {
         let kernel = restore_kernel(kernel_bytes, what, data.len() - kernel_bytes.len())?;
         let files = self.snapshots.clone();
         let stored_meta = meta.clone();
-        on_disk(self.snapshots.offload, move || files.store(&stored_meta, &data)).await??;
+        on_disk(&*self.snapshots.disk, self.snapshots.offload, move || files.store(&stored_meta, &data)).await??;
         let applied = {
             let mut st = self.shared.write();
             *st = AppliedState { kernel, last_applied: meta.last_log_id, membership: meta.last_membership.clone() };

@@ -10,6 +10,7 @@ use std::pin::Pin;
 
 mod churn;
 mod crashes;
+mod disks;
 mod membership;
 mod network;
 mod random;
@@ -95,6 +96,18 @@ pub const ALL: &[Scenario] = &[
         faults: |w, ms| Box::pin(crashes::disk_loss(w, ms)),
     },
     Scenario {
+        name: "slow-disk",
+        about: "one to three servers' fsyncs stall for 0.2-3 s now and then (the leader's half the time)",
+        configure: keep_default,
+        faults: |w, ms| Box::pin(disks::slow_disk(w, ms)),
+    },
+    Scenario {
+        name: "failing-disk",
+        about: "a server's next write or fsync fails with EIO: its log fail-stops, it is power-cycled and recovers",
+        configure: keep_default,
+        faults: |w, ms| Box::pin(disks::failing_disk(w, ms)),
+    },
+    Scenario {
         name: "membership-change",
         about: "a spare server is added as a voter, an old one removed and added back",
         configure: membership::membership_config,
@@ -102,7 +115,7 @@ pub const ALL: &[Scenario] = &[
     },
     Scenario {
         name: "random",
-        about: "a seeded mix of every fault above, plus paused and clogged servers",
+        about: "a seeded mix of every fault above (slow and failing disks too), plus paused and clogged servers",
         configure: keep_default,
         faults: |w, ms| Box::pin(random::random_faults(w, ms)),
     },

@@ -1,6 +1,7 @@
 //! A seeded mix of every fault.
 
 use super::{between, chance};
+use roster_sim::disk_model::FailOn;
 use roster_sim::world::World;
 
 /// Each step picks one fault at random, holds it 0.5–5 s, and heals with probability 0.6
@@ -10,7 +11,7 @@ pub async fn random_faults(w: &mut World, fault_ms: u64) {
     let n = w.config.servers;
     let workers = w.process_worker_indexes();
     while w.now_ms() < end {
-        match between(0..9) {
+        match between(0..11) {
             0 => {
                 let leader = w.leader_or_random();
                 w.partition(&[leader], chance(0.3));
@@ -44,6 +45,14 @@ pub async fn random_faults(w: &mut World, fault_ms: u64) {
             7 => {
                 let victim = w.random_voter();
                 w.clog_server(victim);
+            }
+            8 => {
+                let victim = if chance(0.5) { w.leader_or_random() } else { w.random_voter() };
+                w.slow_disk(victim);
+            }
+            9 => {
+                let victim = w.random_voter();
+                w.fail_disk(victim, if chance(0.5) { FailOn::NextWrite } else { FailOn::NextFsync });
             }
             _ => {
                 if !workers.is_empty() {
