@@ -45,7 +45,7 @@ pub async fn run(args: DevArgs) -> Result<ExitCode, String> {
     let endpoints: Vec<String> = (1..=args.nodes).map(addr).collect();
     println!("roster dev: {} nodes on {}", args.nodes, endpoints.join(", "));
     println!("data: {}   token file: {}", args.data_dir.display(), token_file.display());
-    println!("http: http://{}/v1/status   (Authorization: Bearer <token>)", http_addr(1));
+    println!("web:  http://{}/   (the cluster page; it asks for the token once)", http_addr(1));
     println!("try:  roster status --endpoints {}", endpoints.join(","));
     println!(
         "      curl -H \"Authorization: Bearer $(cat {})\" http://{}/v1/status",

@@ -1,5 +1,5 @@
-//! The HTTP/JSON API (`/v1/...`) and health (`/livez`, `/readyz`), on the node's own
-//! `http_listen` address.
+//! The HTTP/JSON API (`/v1/...`), health (`/livez`, `/readyz`) and the cluster web page
+//! (`/`), on the node's own `http_listen` address.
 //!
 //! Not in the simulator build (axum runs on real tokio only). The handlers decide
 //! nothing: each maps an HTTP request to the binary protocol's request and the answer
@@ -12,7 +12,8 @@
 //! `error.rs` turns every failure into a JSON error with its status; `reads.rs`,
 //! `kv.rs`, `members.rs` and `cluster.rs` hold the handlers; `writes.rs` carries a
 //! write exactly once (a client's session, or this node's); `events.rs` streams changes;
-//! `health.rs` answers supervisors.
+//! `health.rs` answers supervisors; `page.rs` serves the web page (`page.html`), which
+//! reads the same API with the token its user enters.
 
 mod auth;
 mod cluster;
@@ -21,6 +22,7 @@ mod events;
 mod health;
 mod kv;
 mod members;
+mod page;
 mod query;
 mod reads;
 mod routes;

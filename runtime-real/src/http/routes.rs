@@ -1,6 +1,6 @@
 //! Every path the HTTP listener serves. The list, with examples, is in README.md.
 
-use super::{HttpState, MAX_BODY_BYTES, cluster, events, health, kv, members, reads};
+use super::{HttpState, MAX_BODY_BYTES, cluster, events, health, kv, members, page, reads};
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::routing::{delete, get, post, put};
@@ -24,6 +24,7 @@ pub fn router(state: HttpState) -> Router {
         .route("/nodes/{id}/replace", post(cluster::replace_node))
         .route("/leader/transfer", post(cluster::transfer_leader));
     Router::new()
+        .route("/", get(page::page))
         .nest("/v1", v1)
         .route("/livez", get(health::livez))
         .route("/readyz", get(health::readyz))
