@@ -5,6 +5,7 @@
 //! roster-sim run --scenario S --seed N [--trace]
 //! roster-sim sweep --scenario S|all --seeds A..B [--jobs J]
 //! roster-sim determinism --scenario S|all --seeds A..B [--jobs J]
+//! roster-sim soak [--scenario S|all] --minutes M [--jobs J] [--first-seed N]
 //! ```
 //!
 //! Only meaningful when built with `RUSTFLAGS="--cfg madsim"` (see `scripts/sim-suite`);
@@ -89,6 +90,21 @@ mod sim {
         },
         /// Runs scenarios over a range of seeds, in child processes; prints a table.
         Sweep(SeedRange),
+        /// Runs fresh seeds of every scenario (or one) for a given wall time, in child
+        /// processes; prints the table, runs per minute and a replay command per failure.
+        Soak {
+            #[arg(long, default_value = "all")]
+            scenario: String,
+            #[arg(long)]
+            minutes: f64,
+            #[arg(long, default_value_t = 1)]
+            jobs: usize,
+            /// The first seed (default: drawn from the wall clock, and printed).
+            #[arg(long)]
+            first_seed: Option<u64>,
+            #[command(flatten)]
+            phases: Phases,
+        },
         /// For each seed: two runs in separate processes must give the same trace hash, and
         /// madsim's own check (every RNG draw logged and compared) must pass.
         Determinism(SeedRange),
@@ -178,6 +194,19 @@ mod sim {
                 None => unknown(&scenario),
             },
             Cmd::Sweep(range) => range.with(sweep),
+            Cmd::Soak { scenario, minutes, jobs, first_seed, phases } => match pick(&scenario) {
+                Some(list) => {
+                    // Fresh seeds: this is the harness, not a simulated path, so the wall
+                    // clock may choose them; the first is printed for a repeat.
+                    let first = first_seed.unwrap_or_else(|| {
+                        let now =
+                            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+                        1_000_000 + now.as_secs() % 1_000_000_000
+                    });
+                    soak(&list, minutes, first, jobs.max(1), &phases)
+                }
+                None => unknown(&scenario),
+            },
             Cmd::Determinism(range) => range.with(determinism),
             Cmd::MadsimCheck { scenario, seed, phases } => match scenarios::find(&scenario) {
                 Some(s) => {
@@ -356,14 +385,26 @@ mod sim {
 
     /// Runs every (scenario, seed) in child processes, `jobs` at a time, in order.
     fn run_all(runs: &[(&'static Scenario, u64)], jobs: usize, phases: &Phases) -> Vec<ChildResult> {
+        run_each(runs.iter().copied(), Some(runs.len()), jobs, phases)
+    }
+
+    /// Runs what `runs` yields (asked only when a job is free), `jobs` at a time.
+    fn run_each(
+        mut runs: impl Iterator<Item = (&'static Scenario, u64)>,
+        total: Option<usize>,
+        jobs: usize,
+        phases: &Phases,
+    ) -> Vec<ChildResult> {
         let mut results = Vec::new();
         let mut running: std::collections::VecDeque<(&'static str, u64, Child)> = Default::default();
-        let mut next = 0;
-        let total = runs.len();
-        while next < runs.len() || !running.is_empty() {
-            while running.len() < jobs && next < runs.len() {
-                let (s, seed) = runs[next];
-                next += 1;
+        let mut more = true;
+        let total = total.map_or("?".to_string(), |t| t.to_string());
+        while more || !running.is_empty() {
+            while more && running.len() < jobs {
+                let Some((s, seed)) = runs.next() else {
+                    more = false;
+                    break;
+                };
                 match spawn_run(s.name, seed, phases) {
                     Ok(child) => running.push_back((s.name, seed, child)),
                     Err(e) => {
@@ -395,12 +436,48 @@ mod sim {
         results
     }
 
+    /// Fresh seeds for `minutes` of wall time: every scenario of `list` in turn, seeds
+    /// counting up from `first_seed`; then the sweep's table, the throughput and a replay
+    /// command per failure.
+    fn soak(list: &[&'static Scenario], minutes: f64, first_seed: u64, jobs: usize, phases: &Phases) -> i32 {
+        let started = Instant::now();
+        let deadline = started + std::time::Duration::from_secs_f64(minutes.max(0.0) * 60.0);
+        eprintln!(
+            "soak: {} scenario(s), seeds from {first_seed}, {minutes} min, {jobs} job(s); repeat with --first-seed {first_seed}",
+            list.len()
+        );
+        let n = list.len() as u64;
+        let runs =
+            (0u64..).map_while(|i| (Instant::now() < deadline).then(|| (list[(i % n) as usize], first_seed + i / n)));
+        let results = run_each(runs, None, jobs, phases);
+        let elapsed = started.elapsed().as_secs_f64();
+        let rc = print_table(list, &results, elapsed, jobs, phases);
+        let last = results.iter().map(|r| r.seed).max().unwrap_or(first_seed);
+        println!(
+            "soak: {:.1} runs/min ({:.1} per job), seeds {first_seed}..={last}",
+            results.len() as f64 * 60.0 / elapsed.max(1e-3),
+            results.len() as f64 * 60.0 / elapsed.max(1e-3) / jobs as f64
+        );
+        rc
+    }
+
     fn sweep(list: &[&'static Scenario], seeds: std::ops::Range<u64>, jobs: usize, phases: &Phases) -> i32 {
         let started = Instant::now();
         let runs: Vec<(&'static Scenario, u64)> =
             list.iter().flat_map(|s| seeds.clone().map(move |seed| (*s, seed))).collect();
         let results = run_all(&runs, jobs, phases);
-        let elapsed = started.elapsed().as_secs_f64();
+        print_table(list, &results, started.elapsed().as_secs_f64(), jobs, phases)
+    }
+
+    /// The table of a sweep or soak, then every failure with its replay command; 0 if
+    /// every run passed.
+    fn print_table(
+        list: &[&'static Scenario],
+        results: &[ChildResult],
+        elapsed: f64,
+        jobs: usize,
+        phases: &Phases,
+    ) -> i32 {
         println!();
         println!(
             "{:<22} {:>5} {:>6} {:>6} {:>8} {:>8} {:>7}  violations by checker",
