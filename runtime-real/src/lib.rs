@@ -20,6 +20,7 @@ pub use roster_client as client;
 pub mod config;
 #[cfg(not(madsim))]
 pub mod http;
+pub mod metrics;
 pub mod net;
 pub mod node;
 pub mod raft;

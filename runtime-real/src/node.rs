@@ -89,7 +89,8 @@ impl Node {
             ..Default::default()
         };
         let raft_config = Arc::new(raft_config.validate().map_err(|e| NodeError::Raft(e.to_string()))?);
-        let network = PeerNetwork { self_id: config.id, token: token.clone() };
+        let metrics = Arc::new(crate::metrics::Metrics::new());
+        let network = PeerNetwork { self_id: config.id, token: token.clone(), metrics: metrics.clone() };
         let raft = Raft::new(config.id, raft_config, network, log_store, sm_store)
             .await
             .map_err(|e| NodeError::Raft(e.to_string()))?;
@@ -107,6 +108,7 @@ impl Node {
             shared: shared.clone(),
             clock,
             lease_ms: config.election_timeout_min_ms,
+            counters: metrics.clone(),
         };
         let leader = crate::server::leader::start(driver, roster_kernel::DutiesConfig::new(config.liveness()))
             .map_err(crate::config::ConfigError::from_duties)?;
@@ -119,9 +121,11 @@ impl Node {
             leader,
             launcher: Some(Arc::new(launcher)),
             hand_off_timeout_ms: 2 * config.election_timeout_max_ms,
-            proposer: crate::server::proposer::Proposer::start(config.id, raft.clone()),
+            proposer: crate::server::proposer::Proposer::start(config.id, raft.clone(), metrics.clone()),
             vote_gate: vote_gate.clone(),
+            metrics: metrics.clone(),
         });
+        tokio::spawn(count_leader_changes(raft.clone(), metrics.clone()));
         tokio::spawn(crate::server::dispatch::serve(listener, api.clone()));
         tokio::spawn(crate::server::compaction::run(raft.clone(), log_reader.clone(), config.snapshot_log_bytes));
 
@@ -234,6 +238,19 @@ async fn decide_bootstrap(
     tracing::warn!(node = id, "{reason}");
     gate.close(reason)?;
     Ok(())
+}
+
+/// Counts every change of the leader this node sees (`roster_server_leader_changes_seen`).
+async fn count_leader_changes(raft: Raft, metrics: Arc<crate::metrics::Metrics>) {
+    let mut watch = raft.metrics();
+    let mut leader = watch.borrow_watched().current_leader;
+    while watch.changed().await.is_ok() {
+        let now = watch.borrow_watched().current_leader;
+        if now != leader && now.is_some() {
+            metrics.leader_changes.inc();
+        }
+        leader = now;
+    }
 }
 
 /// Lifts the vote gate once the node has applied up to its readmission target, and lets

@@ -140,6 +140,30 @@ fn kv_auth_errors_limits_and_health_over_http() {
     assert_eq!(status.body["servers"].as_array().map(Vec::len), Some(3));
     let local = http.call("GET", follower, "/v1/status?local", None);
     assert_eq!(local.body["node"], follower);
+
+    // Prometheus can scrape every node, without a token; the leader committed the writes.
+    let leader = status.body["leader"].as_u64().unwrap();
+    let sample = |text: &str, series: &str| -> Option<f64> {
+        text.lines().find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+    };
+    for node in 1..=3 {
+        let scrape = http.send("GET", node, "/metrics", &[], None);
+        let text = scrape.body.as_str().expect("text").to_string();
+        assert_eq!(scrape.status, 200);
+        assert_eq!(sample(&text, "roster_server_has_leader"), Some(1.0), "{text}");
+        assert_eq!(sample(&text, "roster_server_is_leader"), Some(if node == leader { 1.0 } else { 0.0 }));
+        assert_eq!(sample(&text, "roster_members_count{kind=\"server\",status=\"online\"}"), Some(3.0), "{text}");
+        if node == leader {
+            assert!(sample(&text, "roster_server_proposals_committed_total").unwrap() >= 8.0, "{text}");
+            assert!(sample(&text, "roster_client_request_duration_seconds_count{op=\"submit\"}").unwrap() >= 8.0);
+            assert!(sample(&text, "roster_members_heartbeats_total{result=\"accepted\"}").unwrap() >= 1.0);
+            // The leader replicates to each follower.
+            for to in (1..=3).filter(|id| *id != leader) {
+                let rtt = format!("roster_network_peer_round_trip_time_seconds_count{{To=\"{to}\"}}");
+                assert!(sample(&text, &rtt).unwrap_or(0.0) >= 1.0, "{rtt} in {text}");
+            }
+        }
+    }
 }
 
 #[test]

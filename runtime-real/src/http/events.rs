@@ -3,9 +3,10 @@
 //!
 //! - An event line: `{"revision": 13, "type": "process_registered", "data": {...},
 //!   "text": "rev 13  process web (process-1) registered on dev-1, ..."}`.
-//! - A progress line, after `PROGRESS_MS` without events: `{"progress": {"revision": R}}`
-//!   says every event up to `R` was sent, so an idle watcher knows it is current (etcd's
-//!   progress notify). Resume with `?after=` the last revision seen.
+//! - A progress line every `PROGRESS_MS`, sent when the stream has caught up:
+//!   `{"progress": {"revision": R}}` says every event up to `R` was sent, so a watcher
+//!   knows it is current even when nothing it cares about changes (etcd's progress
+//!   notify). Resume with `?after=` the last revision seen.
 //! - Without `after`, the stream starts at the current revision (new events only).
 //! - A revision older than the node keeps is 410 with `oldest_available`; when a slow
 //!   reader falls that far behind mid-stream, an error line ends the stream.
@@ -29,7 +30,7 @@ use serde_json::{Value, json};
 use std::sync::Arc;
 use std::time::Duration;
 
-/// Longest silence on an open stream: a progress line follows.
+/// How often a caught-up stream says how far it is current.
 pub const PROGRESS_MS: u64 = 5_000;
 
 pub async fn events(
@@ -52,7 +53,9 @@ pub async fn events(
         headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()).is_some_and(|a| a.contains("text/event-stream"));
     let servers = crate::storage::with_kernel(&shared, |sm| KnownServers::new(sm.servers().cloned()));
     let changes = shared.subscribe();
-    let stream = Stream { shared, seen: after, changes, servers, sse, ended: false };
+    let open = crate::metrics::Open::new(&state.api().metrics().watchers);
+    let next_progress = tokio::time::Instant::now() + Duration::from_millis(PROGRESS_MS);
+    let stream = Stream { shared, seen: after, changes, servers, sse, ended: false, next_progress, _open: open };
     let body = Body::from_stream(futures::stream::unfold(stream, |mut s| async move {
         let chunk = s.next_chunk().await?;
         Some((Ok::<Bytes, std::convert::Infallible>(chunk), s))
@@ -86,6 +89,10 @@ struct Stream {
     servers: KnownServers,
     sse: bool,
     ended: bool,
+    /// When the next progress line is due.
+    next_progress: tokio::time::Instant,
+    /// Counts this stream among the node's watchers until the client goes.
+    _open: crate::metrics::Open,
 }
 
 impl Stream {
@@ -107,15 +114,16 @@ impl Stream {
                     return Some(Bytes::from(out));
                 }
                 WatchStep::Current { revision } => {
-                    let wait = tokio::time::timeout(Duration::from_millis(PROGRESS_MS), self.changes.changed());
-                    match wait.await {
-                        Ok(Ok(())) => continue,
+                    let now = tokio::time::Instant::now();
+                    if now >= self.next_progress {
+                        self.next_progress = now + Duration::from_millis(PROGRESS_MS);
+                        let line = json!({ "progress": { "revision": revision } });
+                        return Some(Bytes::from(self.frame("progress", &line)));
+                    }
+                    match tokio::time::timeout_at(self.next_progress, self.changes.changed()).await {
+                        Ok(Ok(())) | Err(_) => continue,
                         // The node is stopping.
                         Ok(Err(_)) => return None,
-                        Err(_) => {
-                            let line = json!({ "progress": { "revision": revision } });
-                            return Some(Bytes::from(self.frame("progress", &line)));
-                        }
                     }
                 }
                 WatchStep::Compacted { oldest_available } => {

@@ -22,6 +22,7 @@ mod events;
 mod health;
 mod kv;
 mod members;
+mod metrics;
 mod page;
 mod query;
 mod reads;

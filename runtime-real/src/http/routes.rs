@@ -1,6 +1,6 @@
 //! Every path the HTTP listener serves. The list, with examples, is in README.md.
 
-use super::{HttpState, MAX_BODY_BYTES, cluster, events, health, kv, members, page, reads};
+use super::{HttpState, MAX_BODY_BYTES, cluster, events, health, kv, members, metrics, page, reads};
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::routing::{delete, get, post, put};
@@ -28,6 +28,7 @@ pub fn router(state: HttpState) -> Router {
         .nest("/v1", v1)
         .route("/livez", get(health::livez))
         .route("/readyz", get(health::readyz))
+        .route("/metrics", get(metrics::metrics))
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .with_state(state)

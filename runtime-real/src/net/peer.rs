@@ -18,6 +18,7 @@ use std::time::Duration;
 pub struct PeerNetwork {
     pub self_id: NodeId,
     pub token: String,
+    pub metrics: std::sync::Arc<crate::metrics::Metrics>,
 }
 
 impl RaftNetworkFactory<TypeConfig> for PeerNetwork {
@@ -29,6 +30,7 @@ impl RaftNetworkFactory<TypeConfig> for PeerNetwork {
             addr: node.addr.clone(),
             hello: Hello { token: self.token.clone(), role: Role::Peer { from: self.self_id } },
             conn: std::sync::Mutex::new(None),
+            metrics: self.metrics.clone(),
         }
     }
 }
@@ -40,6 +42,7 @@ pub struct PeerClient {
     /// madsim's `TcpStream` is not `Sync` and openraft needs `Sync`: the mutex provides
     /// it; `&mut self` methods reach inside with `get_mut`, so it is never locked.
     conn: std::sync::Mutex<Option<(Reader, Writer)>>,
+    metrics: std::sync::Arc<crate::metrics::Metrics>,
 }
 
 /// Why one RPC failed: before anything was sent (unreachable) or after (network).
@@ -63,6 +66,7 @@ impl PeerClient {
             *self.conn_mut() = Some(conn);
         }
         let addr = self.addr.clone();
+        let sent_at = tokio::time::Instant::now();
         let conn = self.conn.get_mut().unwrap_or_else(|e| e.into_inner());
         let (r, w) = conn.as_mut().expect("connected above");
         let exchange = async {
@@ -74,7 +78,10 @@ impl PeerClient {
             Err(_) => Err(TransportError::Timeout { addr, timeout_ms: ttl.as_millis() as u64 }),
         };
         match result {
-            Ok(resp) => Ok(resp),
+            Ok(resp) => {
+                self.metrics.observe_peer_rtt(self.target, sent_at.elapsed());
+                Ok(resp)
+            }
             Err(e) => {
                 // The stream may hold half a frame now: start over on the next call.
                 *self.conn_mut() = None;

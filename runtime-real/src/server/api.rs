@@ -35,6 +35,7 @@ pub struct Api {
     pub(crate) proposer: Proposer,
     /// Closed while this node may not vote (it started with an empty data directory).
     pub(crate) vote_gate: Arc<crate::server::vote_gate::VoteGate>,
+    pub(crate) metrics: Arc<crate::metrics::Metrics>,
 }
 
 impl Api {
@@ -48,6 +49,34 @@ impl Api {
 
     pub fn vote_gate(&self) -> &crate::server::vote_gate::VoteGate {
         &self.vote_gate
+    }
+
+    pub fn metrics(&self) -> &crate::metrics::Metrics {
+        &self.metrics
+    }
+
+    /// The values `/metrics` reads when scraped: Raft's view and the record's counts.
+    pub fn scrape(&self) -> crate::metrics::Scrape {
+        let m = self.raft.metrics().borrow_watched().clone();
+        let (servers, processes, sessions) = crate::storage::with_kernel(&self.shared, |sm| {
+            let online = |s: roster_kernel::MemberStatus| s == roster_kernel::MemberStatus::Online;
+            let servers = sm.servers().fold((0, 0), |(o, d), s| if online(s.status) { (o + 1, d) } else { (o, d + 1) });
+            let processes =
+                sm.processes().fold((0, 0), |(o, d), p| if online(p.status) { (o + 1, d) } else { (o, d + 1) });
+            (servers, processes, sm.session_count() as u64)
+        });
+        crate::metrics::Scrape {
+            has_leader: m.current_leader.is_some(),
+            is_leader: m.current_leader == Some(self.id),
+            term: m.current_term,
+            commit_index: m.cluster_committed.map_or(0, |l| l.index),
+            applied_index: m.last_applied.map_or(0, |l| l.index),
+            servers_online: servers.0,
+            servers_draining: servers.1,
+            processes_online: processes.0,
+            processes_draining: processes.1,
+            sessions,
+        }
     }
 
     fn applied_index(&self) -> Option<u64> {
@@ -66,8 +95,11 @@ impl Api {
 
     pub async fn handle(self: Arc<Self>, env: ClientEnvelope, tx: mpsc::Sender<ClientResponseEnvelope>) {
         let id = env.id;
+        let op = op_name(&env.request);
+        let started = tokio::time::Instant::now();
         let response = match env.request {
             ClientRequest::Watch { after_revision } => {
+                let _open = crate::metrics::Open::new(&self.metrics.watchers);
                 self.watch(id, after_revision, tx).await;
                 return;
             }
@@ -93,15 +125,24 @@ impl Api {
             ClientRequest::ReplaceNode { id } => self.replace_node(id).await,
             ClientRequest::Readmit { leader, last_log_index } => self.readmitted(leader, last_log_index),
             ClientRequest::TransferLeader { to } => self.transfer_leader(to).await,
-            ClientRequest::Launch(req) => match &self.launcher {
-                Some(l) => l.clone().launch(req).await,
-                None => ClientResponse::Error(RequestError::LaunchUnavailable { node: self.id }),
-            },
+            ClientRequest::Launch(req) => {
+                let response = match &self.launcher {
+                    Some(l) => l.clone().launch(req).await,
+                    None => ClientResponse::Error(RequestError::LaunchUnavailable { node: self.id }),
+                };
+                if let Some(result) = launch_result(&response) {
+                    self.metrics.count_launch(result);
+                }
+                response
+            }
             ClientRequest::StartLocal(req) => match &self.launcher {
                 Some(l) => l.clone().start_local(req).await,
                 None => ClientResponse::Error(RequestError::LaunchUnavailable { node: self.id }),
             },
         };
+        if op != "submit" {
+            self.metrics.observe_request(op, started.elapsed());
+        }
         let _ = tx.send(ClientResponseEnvelope { id, response }).await;
     }
 
@@ -300,6 +341,36 @@ impl Api {
                 None => ClientResponse::Error(RequestError::MembershipChange { reason: e.to_string() }),
             },
         }
+    }
+}
+
+/// The `op` label of a request's duration; writes are timed by the proposer (`submit`).
+fn op_name(request: &ClientRequest) -> &'static str {
+    match request {
+        ClientRequest::OpenSession | ClientRequest::Submit(_) => "submit",
+        ClientRequest::Query { consistency: Consistency::Linearizable, .. } => "query",
+        ClientRequest::Query { consistency: Consistency::Stale, .. } => "query_stale",
+        ClientRequest::Heartbeat { .. } => "heartbeat",
+        ClientRequest::Watch { .. } => "watch",
+        ClientRequest::Status => "status",
+        ClientRequest::AddNode { .. }
+        | ClientRequest::RemoveNode { .. }
+        | ClientRequest::ReplaceNode { .. }
+        | ClientRequest::Readmit { .. }
+        | ClientRequest::TransferLeader { .. } => "membership",
+        ClientRequest::Launch(_) => "launch",
+        ClientRequest::StartLocal(_) => "start_local",
+    }
+}
+
+/// The `result` label of a launch this node led; `None` when it sent the caller on.
+fn launch_result(response: &ClientResponse) -> Option<&'static str> {
+    match response {
+        ClientResponse::Launched { .. } => Some("started"),
+        ClientResponse::Error(RequestError::Placement { .. }) => Some("no_placement"),
+        ClientResponse::Error(RequestError::NotAllowed { .. }) => Some("not_allowed"),
+        ClientResponse::Error(_) => Some("failed"),
+        _ => None,
     }
 }
 

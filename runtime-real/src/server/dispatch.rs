@@ -156,6 +156,7 @@ async fn serve_peer(mut r: Reader, mut w: Writer, api: Arc<Api>, from: u64) -> R
 }
 
 async fn serve_client(mut r: Reader, mut w: Writer, api: Arc<Api>, peer: String) -> Result<(), TransportError> {
+    let _open = crate::metrics::Open::new(&api.metrics().client_connections);
     let (tx, mut rx) = mpsc::channel::<ClientResponseEnvelope>(CLIENT_OUTBOX);
     let writer = tokio::spawn(async move {
         let mut batch = Vec::new();

@@ -92,6 +92,8 @@ pub struct Driver {
     /// A leader that has not heard from a quorum for this long may have been replaced
     /// (the election timeout's lower bound).
     pub lease_ms: u64,
+    /// The node's counters (heartbeats answered, members expired).
+    pub counters: Arc<crate::metrics::Metrics>,
 }
 
 /// Starts the driver task; it runs until every handle is dropped.
@@ -124,7 +126,7 @@ impl Driver {
                 }
             }
             while let Some(proposal) = duties.poll_proposal(now_ms) {
-                in_flight.push(propose(self.raft.clone(), proposal));
+                in_flight.push(propose(self.raft.clone(), proposal, self.counters.clone()));
             }
             let wake_ms = duties.poll_timeout().map_or(now_ms + TICK_MS, |t| t.clamp(now_ms, now_ms + TICK_MS));
             tokio::select! {
@@ -153,6 +155,7 @@ impl Driver {
                 match request {
                     Request::Heartbeat { member, resources, reply } => {
                         let verdict = duties.handle_heartbeat(now_ms, role, member, resources, record);
+                        self.counters.count_heartbeat(verdict_label(&verdict));
                         replies.push(Reply::Verdict(reply, verdict));
                     }
                     Request::HeartbeatAges { members, reply } => {
@@ -169,6 +172,15 @@ impl Driver {
                 Reply::Ages(tx, ages) => drop(tx.send(ages)),
             }
         }
+    }
+}
+
+fn verdict_label(verdict: &HeartbeatVerdict) -> &'static str {
+    match verdict {
+        HeartbeatVerdict::Accepted => "accepted",
+        HeartbeatVerdict::NotLeader => "not_leader",
+        HeartbeatVerdict::UnknownMember(_) => "unknown_member",
+        HeartbeatVerdict::CountedSentOn => "sent_on",
     }
 }
 
@@ -191,7 +203,11 @@ fn role_of(metrics: &Metrics, node: NodeId, lease_ms: u64) -> Role {
 }
 
 /// Proposes a leader command as an entry of its own and reports its fate.
-async fn propose(raft: Raft, proposal: DutyProposal) -> (ProposalId, ProposalOutcome) {
+async fn propose(
+    raft: Raft,
+    proposal: DutyProposal,
+    counters: Arc<crate::metrics::Metrics>,
+) -> (ProposalId, ProposalOutcome) {
     let DutyProposal { id, command } = proposal;
     let expired: Option<(usize, Vec<String>)> = match &command {
         LeaderCommand::Expire { members } => {
@@ -203,6 +219,7 @@ async fn propose(raft: Raft, proposal: DutyProposal) -> (ProposalId, ProposalOut
     match (raft.client_write(Batch::one(entry)).await, expired) {
         (Ok(_), Some((count, first))) => {
             tracing::info!(count, ?first, "members expired");
+            counters.expirations.inc_by(count as u64);
             (id, ProposalOutcome::Committed)
         }
         (Ok(_), None) => (id, ProposalOutcome::Committed),

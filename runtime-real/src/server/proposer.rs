@@ -10,6 +10,7 @@
 //! command. A batch that fails as a whole (this node no longer leads, Raft shut down)
 //! gives every command in it the same answer.
 
+use crate::metrics::Metrics;
 use crate::net::wire::{ClientResponse, ClientResponseEnvelope, RequestError, Unavailable};
 use crate::raft::entry::{Batch, BatchReplies};
 use crate::raft::{NodeId, TypeConfig};
@@ -47,31 +48,43 @@ struct Pending {
     /// Encoded size, counted against `MAX_BATCH_BYTES`.
     bytes: usize,
     reply: ReplyTo,
+    /// When it was submitted: its answer's latency is measured from here.
+    queued_at: tokio::time::Instant,
 }
 
 /// The handle the client API submits through; the workers end when every handle is dropped.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct Proposer {
     tx: mpsc::Sender<Pending>,
+    metrics: Arc<Metrics>,
+}
+
+impl std::fmt::Debug for Proposer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Proposer").field("queued", &(QUEUE_PROPOSALS - self.tx.capacity())).finish()
+    }
 }
 
 impl Proposer {
     /// Starts the batching workers for `raft` on node `node`.
-    pub fn start(node: NodeId, raft: Raft) -> Proposer {
+    pub fn start(node: NodeId, raft: Raft, metrics: Arc<Metrics>) -> Proposer {
         let (tx, rx) = mpsc::channel(QUEUE_PROPOSALS);
         let queue = Arc::new(Mutex::new(Queue { rx, carried: None }));
         for _ in 0..MAX_BATCHES_IN_FLIGHT {
-            tokio::spawn(worker(node, raft.clone(), queue.clone()));
+            tokio::spawn(worker(node, raft.clone(), queue.clone(), metrics.clone()));
         }
-        Proposer { tx }
+        Proposer { tx, metrics }
     }
 
     /// Queues `body` for the next batch; the answer goes to `reply` once the batch has
     /// been committed and applied (or has failed). Waits while the queue is full.
     pub async fn submit(&self, body: ProposalBody, reply: ReplyTo) {
         let bytes = postcard::experimental::serialized_size(&body).unwrap_or(MAX_BATCH_BYTES);
-        if let Err(mpsc::error::SendError(p)) = self.tx.send(Pending { body, bytes, reply }).await {
+        self.metrics.proposals_pending.inc();
+        let queued_at = tokio::time::Instant::now();
+        if let Err(mpsc::error::SendError(p)) = self.tx.send(Pending { body, bytes, reply, queued_at }).await {
             // The node is shutting down.
+            self.metrics.proposals_pending.dec();
             deliver(p.reply, ClientResponse::RetryLater(Unavailable::ShuttingDown));
         }
     }
@@ -116,17 +129,28 @@ impl Queue {
 
 /// One of `MAX_BATCHES_IN_FLIGHT` workers: takes a batch, proposes it, answers, repeats.
 /// While every worker waits on Raft, proposals gather in the queue for the next batch.
-async fn worker(node: NodeId, raft: Raft, queue: Arc<Mutex<Queue>>) {
+async fn worker(node: NodeId, raft: Raft, queue: Arc<Mutex<Queue>>, metrics: Arc<Metrics>) {
     loop {
         // The lock is held while waiting for the first proposal: the other idle workers
         // wait behind it (fairly, so the order is the same every run).
         let Some(batch) = queue.lock().await.next_batch().await else { return };
-        propose(node, &raft, batch).await;
+        let count = batch.len() as u64;
+        let queued_at: Vec<tokio::time::Instant> = batch.iter().map(|p| p.queued_at).collect();
+        let committed = propose(node, &raft, batch).await;
+        for at in queued_at {
+            metrics.observe_request("submit", at.elapsed());
+        }
+        metrics.proposals_pending.dec_by(count as i64);
+        if committed {
+            metrics.proposals_committed.inc_by(count)
+        } else {
+            metrics.proposals_failed.inc_by(count)
+        };
     }
 }
 
-/// Proposes one batch and answers each of its commands.
-async fn propose(node: NodeId, raft: &Raft, pending: Vec<Pending>) {
+/// Proposes one batch and answers each of its commands; whether it was committed.
+async fn propose(node: NodeId, raft: &Raft, pending: Vec<Pending>) -> bool {
     let at_unix_ms = crate::rt::clock::unix_ms();
     let mut replies = Vec::with_capacity(pending.len());
     let mut proposals = Vec::with_capacity(pending.len());
@@ -137,12 +161,16 @@ async fn propose(node: NodeId, raft: &Raft, pending: Vec<Pending>) {
     }
     let batch = Batch::new(proposals).expect("a batch starts with one proposal");
     match raft.client_write(batch).await {
-        Ok(resp) => answer_each(replies, resp.data),
+        Ok(resp) => {
+            answer_each(replies, resp.data);
+            true
+        }
         Err(e) => {
             let response = write_error(node, &e);
             for (reply, _) in replies {
                 deliver(reply, response.clone());
             }
+            false
         }
     }
 }
@@ -198,7 +226,7 @@ mod tests {
         let body = ProposalBody::Client(Request { session: SessionId(1), seq, command });
         let bytes = postcard::experimental::serialized_size(&body).unwrap();
         let (tx, _rx) = oneshot::channel();
-        Pending { body, bytes, reply: ReplyTo::Caller(tx) }
+        Pending { body, bytes, reply: ReplyTo::Caller(tx), queued_at: tokio::time::Instant::now() }
     }
 
     fn seqs(batch: &[Pending]) -> Vec<u64> {
