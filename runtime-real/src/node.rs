@@ -73,7 +73,8 @@ impl Node {
         if fresh {
             vote_gate.close_provisionally("started with an empty data directory: deciding whether to bootstrap".into());
         }
-        let (mut log_store, sm_store) = storage::open(disk, storage_options).await?;
+        let metrics = Arc::new(crate::metrics::Metrics::new());
+        let (mut log_store, sm_store) = storage::open(disk, storage_options, metrics.clone()).await?;
         let log_reader = openraft::storage::RaftLogStorage::get_log_reader(&mut log_store).await;
         let shared = sm_store.shared();
 
@@ -89,7 +90,6 @@ impl Node {
             ..Default::default()
         };
         let raft_config = Arc::new(raft_config.validate().map_err(|e| NodeError::Raft(e.to_string()))?);
-        let metrics = Arc::new(crate::metrics::Metrics::new());
         let network = PeerNetwork { self_id: config.id, token: token.clone(), metrics: metrics.clone() };
         let raft = Raft::new(config.id, raft_config, network, log_store, sm_store)
             .await

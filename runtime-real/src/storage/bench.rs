@@ -166,7 +166,7 @@ fn wal_durable_append_figures() {
     rt.block_on(async {
         let dir = bench_dir("store");
         let disk = Counting::open(&dir);
-        let mut store = LogStore::open(disk.clone(), WalOptions::for_fs()).expect("open");
+        let mut store = LogStore::open(disk.clone(), WalOptions::for_fs(), Default::default()).expect("open");
         disk.take();
         let mut lat = Vec::new();
         for i in 0..SINGLE_APPENDS {

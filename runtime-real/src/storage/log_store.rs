@@ -24,6 +24,7 @@
 use super::disk::Disk;
 use super::wal::{self, EncodedBatch, Wal, WalOptions};
 use super::{StorageError, on_disk};
+use crate::metrics::Metrics;
 use crate::raft::{Entry, LogId, TypeConfig, Vote};
 use openraft::OptionalSend;
 use openraft::storage::{IOFlushed, LogState, RaftLogReader, RaftLogStorage};
@@ -98,7 +99,7 @@ pub struct LogReader {
 
 impl LogStore {
     /// Opens the WAL on `disk` and starts the writer task (so: inside the runtime).
-    pub fn open(disk: Arc<dyn Disk>, opts: WalOptions) -> Result<LogStore, StorageError> {
+    pub fn open(disk: Arc<dyn Disk>, opts: WalOptions, metrics: Arc<Metrics>) -> Result<LogStore, StorageError> {
         let offload = disk.sync_blocks_thread();
         let (wal, recovered) = Wal::open(disk.clone(), opts)?;
         tracing::info!(
@@ -129,7 +130,7 @@ impl LogStore {
             last_purged: recovered.last_purged,
         };
         let (tx, rx) = mpsc::channel(WRITER_QUEUE_COMMANDS);
-        tokio::spawn(run_writer(Arc::new(Mutex::new(wal)), disk, rx, offload));
+        tokio::spawn(run_writer(Arc::new(Mutex::new(wal)), disk, rx, offload, metrics));
         Ok(LogStore { shared: Arc::new(Shared { mem: RwLock::new(mem) }), tx })
     }
 
@@ -329,6 +330,8 @@ struct Writer {
     /// write is refused with it. Fail-stop: after a failed write or fsync nothing says what
     /// reached the disk, so nothing is retried and nothing more is acknowledged.
     failed: Option<StorageError>,
+    /// `roster_disk_wal_fsync_duration_seconds`.
+    metrics: Arc<Metrics>,
 }
 
 impl Writer {
@@ -357,11 +360,13 @@ impl Writer {
             return;
         }
         let wal = self.wal.clone();
+        let started = tokio::time::Instant::now();
         let result = on_disk(&*self.disk, self.offload, move || wal.lock().unwrap_or_else(|e| e.into_inner()).sync())
             .await
             .and_then(|r| r);
         match result {
             Ok(()) => {
+                self.metrics.wal_fsync.observe(started.elapsed().as_secs_f64());
                 for cb in self.waiting.drain(..) {
                     cb.io_completed(Ok(()));
                 }
@@ -426,8 +431,14 @@ impl Writer {
     }
 }
 
-async fn run_writer(wal: Arc<Mutex<Wal>>, disk: Arc<dyn Disk>, mut rx: mpsc::Receiver<Command>, offload: bool) {
-    let mut writer = Writer { wal, disk, offload, waiting: Vec::new(), failed: None };
+async fn run_writer(
+    wal: Arc<Mutex<Wal>>,
+    disk: Arc<dyn Disk>,
+    mut rx: mpsc::Receiver<Command>,
+    offload: bool,
+    metrics: Arc<Metrics>,
+) {
+    let mut writer = Writer { wal, disk, offload, waiting: Vec::new(), failed: None, metrics };
     while let Some(first) = rx.recv().await {
         // Group commit: take everything queued right now, then fsync once.
         writer.handle(first).await;
@@ -450,7 +461,7 @@ mod tests {
     use openraft::type_config::TypeConfigExt;
 
     fn mem_store(disk: &MemDisk) -> LogStore {
-        LogStore::open(Arc::new(disk.clone()), WalOptions::for_mem()).unwrap()
+        LogStore::open(Arc::new(disk.clone()), WalOptions::for_mem(), Default::default()).unwrap()
     }
 
     type Flushed = openraft::alias::OneshotReceiverOf<TypeConfig, Result<(), io::Error>>;
@@ -646,7 +657,8 @@ mod tests {
         let opts = WalOptions { segment_bytes: 64 << 10, preallocate: true };
         let entries: Vec<Entry> = (0..3000).map(|i| ent(1 + i / 1000, i)).collect();
         {
-            let mut store = LogStore::open(Arc::new(FsDisk::open(&dir).unwrap()), opts.clone()).unwrap();
+            let mut store =
+                LogStore::open(Arc::new(FsDisk::open(&dir).unwrap()), opts.clone(), Default::default()).unwrap();
             for chunk in entries.chunks(64) {
                 append(&mut store, chunk.to_vec()).await;
             }
@@ -654,7 +666,7 @@ mod tests {
             store.truncate_after(Some(lid(3, 2899))).await.unwrap();
             store.purge(lid(1, 499)).await.unwrap();
         }
-        let mut store = LogStore::open(Arc::new(FsDisk::open(&dir).unwrap()), opts).unwrap();
+        let mut store = LogStore::open(Arc::new(FsDisk::open(&dir).unwrap()), opts, Default::default()).unwrap();
         assert_eq!(all(&mut store).await, entries[500..2900].to_vec());
         // Read back, a leader's vote is not an established leadership (see `open`).
         assert_eq!(store.read_vote().await.unwrap(), Some(Vote::new(3, 1)));

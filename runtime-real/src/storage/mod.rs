@@ -133,9 +133,14 @@ impl StorageOptions {
 /// Opens the node's storage on `disk`: the log store (WAL, vote, committed) and the state
 /// machine (restored from the latest snapshot, if any). Must run inside the runtime: it
 /// spawns the log's writer task.
-pub async fn open(disk: Arc<dyn Disk>, opts: StorageOptions) -> Result<(LogStore, StateMachineStore), StorageError> {
-    let sm = StateMachineStore::open(disk.clone(), opts.limits)?;
-    let log = LogStore::open(disk.clone(), opts.wal)?;
+/// `metrics` times each fsync of the log and each apply.
+pub async fn open(
+    disk: Arc<dyn Disk>,
+    opts: StorageOptions,
+    metrics: Arc<crate::metrics::Metrics>,
+) -> Result<(LogStore, StateMachineStore), StorageError> {
+    let sm = StateMachineStore::open(disk.clone(), opts.limits)?.with_metrics(metrics.clone());
+    let log = LogStore::open(disk.clone(), opts.wal, metrics)?;
     // What opening cut or created is durable before anything is served.
     if let Some(done) = disk.settle() {
         done.await;
@@ -207,7 +212,9 @@ mod tests {
         async fn build(&self) -> Result<(MemDisk, LogStore, StateMachineStore), openraft::StorageError<TypeConfig>> {
             let disk = MemDisk::new();
             let (log, sm) =
-                open(Arc::new(disk.clone()), StorageOptions::for_mem(Limits::default())).await.map_err(sto_err)?;
+                open(Arc::new(disk.clone()), StorageOptions::for_mem(Limits::default()), Default::default())
+                    .await
+                    .map_err(sto_err)?;
             Ok((disk, log, sm))
         }
     }
@@ -232,7 +239,7 @@ mod tests {
                 wal: WalOptions { segment_bytes: 64 << 10, preallocate: true },
                 limits: Limits::default(),
             };
-            let (log, sm) = open(Arc::new(disk), opts).await.map_err(sto_err)?;
+            let (log, sm) = open(Arc::new(disk), opts, Default::default()).await.map_err(sto_err)?;
             Ok((dir, log, sm))
         }
     }
@@ -259,7 +266,7 @@ mod tests {
         let opts = StorageOptions::for_mem(Limits::default());
         let entries: Vec<Entry> = (1..=30).map(|i| open_session(1, i)).collect();
         {
-            let (mut log, mut sm) = open(Arc::new(disk.clone()), opts.clone()).await.unwrap();
+            let (mut log, mut sm) = open(Arc::new(disk.clone()), opts.clone(), Default::default()).await.unwrap();
             log.save_vote(&Vote::new_committed(1, 1)).await.unwrap();
             let (tx, rx) = TypeConfig::oneshot();
             log.append(entries.clone(), IOFlushed::signal(tx)).await.unwrap();
@@ -272,7 +279,7 @@ mod tests {
             log.flush().await.unwrap();
         }
         disk.crash(|_| Keep::NONE);
-        let (mut log, mut sm) = open(Arc::new(disk.clone()), opts).await.unwrap();
+        let (mut log, mut sm) = open(Arc::new(disk.clone()), opts, Default::default()).await.unwrap();
         assert_eq!(sm.shared().applied().log_index, Some(10), "restored from the snapshot");
         let state = StorageHelper::new(&mut log, &mut sm).with_id(1).get_initial_state().await.unwrap();
         assert_eq!(state.vote_ref().leader_id().term, 1);

@@ -141,6 +141,8 @@ impl SharedState {
 pub struct StateMachineStore {
     shared: Arc<SharedState>,
     snapshots: Arc<SnapshotFiles>,
+    /// `roster_server_apply_duration_seconds`.
+    metrics: Arc<crate::metrics::Metrics>,
 }
 
 /// The snapshot files; one writer at a time (a build may race an install).
@@ -290,7 +292,16 @@ impl StateMachineStore {
         };
         // Leftovers of an interrupted snapshot write, or older snapshots not yet deleted.
         files.remove_others(latest.as_deref().unwrap_or(""))?;
-        Ok(StateMachineStore { shared: Arc::new(SharedState::new(state)), snapshots: Arc::new(files) })
+        Ok(StateMachineStore {
+            shared: Arc::new(SharedState::new(state)),
+            snapshots: Arc::new(files),
+            metrics: Default::default(),
+        })
+    }
+
+    /// Times each apply into the node's `metrics` (a fresh store counts into its own).
+    pub fn with_metrics(self, metrics: Arc<crate::metrics::Metrics>) -> StateMachineStore {
+        StateMachineStore { metrics, ..self }
     }
 
     /// The applied state, shared with the client API.
@@ -301,6 +312,7 @@ impl StateMachineStore {
     /// Applies one entry: each proposal of a normal entry in order, with the kernel's
     /// reply to each; other entries have no replies.
     fn apply_entry(&self, entry: &Entry) -> BatchReplies {
+        let started = tokio::time::Instant::now();
         let mut st = self.shared.write();
         let replies = match &entry.payload {
             EntryPayload::Normal(batch) => batch.proposals().iter().map(|p| st.kernel.apply(p)).collect(),
@@ -315,6 +327,7 @@ impl StateMachineStore {
         let applied = st.applied();
         drop(st);
         self.shared.publish(applied);
+        self.metrics.apply.observe(started.elapsed().as_secs_f64());
         replies
     }
 
