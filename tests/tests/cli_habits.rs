@@ -87,9 +87,6 @@ fn described(lines: &[&str], i: usize) -> bool {
     lines.get(i + 1).is_some_and(|next| next.starts_with("          ") && !next.trim().is_empty())
 }
 
-/// Options of commands owned elsewhere, still without a help line (remove as they get one).
-const KNOWN_UNDESCRIBED: &[(&str, &str)] = &[("roster dev", "--data-dir"), ("roster dev", "--nodes")];
-
 /// Walks `roster PATH --help` and every command it lists; records what lacks a text.
 fn walk_help(path: &mut Vec<String>, problems: &mut Vec<String>, visited: &mut usize) {
     *visited += 1;
@@ -130,10 +127,7 @@ fn walk_help(path: &mut Vec<String>, problems: &mut Vec<String>, visited: &mut u
             }
             subcommands.push(name.to_string());
         } else if !described(&lines, i) {
-            let option = entry.split([',', ' ']).rfind(|w| w.starts_with("--")).unwrap_or(name);
-            if !KNOWN_UNDESCRIBED.contains(&(here.as_str(), option)) {
-                problems.push(format!("{here}: {entry:?} ({section}) has no description"));
-            }
+            problems.push(format!("{here}: {entry:?} ({section}) has no description"));
         }
     }
     let mut unique = sibling_abouts.clone();

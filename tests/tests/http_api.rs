@@ -157,7 +157,8 @@ fn kv_auth_errors_limits_and_health_over_http() {
             assert!(sample(&text, "roster_server_proposals_committed_total").unwrap() >= 8.0, "{text}");
             assert!(sample(&text, "roster_client_request_duration_seconds_count{op=\"submit\"}").unwrap() >= 8.0);
             assert!(sample(&text, "roster_members_heartbeats_total{result=\"accepted\"}").unwrap() >= 1.0);
-            for series in ["roster_disk_wal_fsync_duration_seconds_count", "roster_server_apply_duration_seconds_count"] {
+            for series in ["roster_disk_wal_fsync_duration_seconds_count", "roster_server_apply_duration_seconds_count"]
+            {
                 assert!(sample(&text, series).unwrap_or(0.0) >= 8.0, "{series} in {text}");
             }
             // The leader replicates to each follower.

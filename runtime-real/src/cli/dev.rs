@@ -10,6 +10,7 @@ pub const DEFAULT_DATA_DIR: &str = "roster-data";
 
 #[derive(Args, Debug)]
 pub struct DevArgs {
+    /// Where the nodes keep their data and the cluster token; a restart reuses both.
     #[arg(long, default_value = DEFAULT_DATA_DIR)]
     data_dir: PathBuf,
     /// Node N listens on 127.0.0.1:(base-port + N - 1).
@@ -18,6 +19,7 @@ pub struct DevArgs {
     /// Node N serves HTTP (API, web page, /metrics) on 127.0.0.1:(http-base-port + N - 1).
     #[arg(long, default_value_t = 7501)]
     http_base_port: u16,
+    /// How many nodes (1 to 7) form the cluster.
     #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u64).range(1..=7))]
     nodes: u64,
     /// Seconds between status prints (0: none).
@@ -43,16 +45,16 @@ pub async fn run(args: DevArgs) -> Result<ExitCode, String> {
         nodes.push(super::node_cmd::start_node(config).await?);
     }
     let endpoints: Vec<String> = (1..=args.nodes).map(addr).collect();
-    println!("roster dev: {} nodes on {}", args.nodes, endpoints.join(", "));
-    println!("data: {}   token file: {}", args.data_dir.display(), token_file.display());
-    println!("web:  http://{}/   (the cluster page; it asks for the token once)", http_addr(1));
-    println!("try:  roster status --endpoints {}", endpoints.join(","));
-    println!(
+    outln!("roster dev: {} nodes on {}", args.nodes, endpoints.join(", "));
+    outln!("data: {}   token file: {}", args.data_dir.display(), token_file.display());
+    outln!("web:  http://{}/   (the cluster page; it asks for the token once)", http_addr(1));
+    outln!("try:  roster status --endpoints {}", endpoints.join(","));
+    outln!(
         "      curl -H \"Authorization: Bearer $(cat {})\" http://{}/v1/status",
         token_file.display(),
         http_addr(1)
     );
-    println!("stop: ctrl-c");
+    outln!("stop: ctrl-c");
 
     let status_loop = async {
         if args.status_every_s == 0 {
@@ -67,8 +69,8 @@ pub async fn run(args: DevArgs) -> Result<ExitCode, String> {
         loop {
             tokio::time::sleep(std::time::Duration::from_secs(args.status_every_s)).await;
             match super::client_cmds::fetch_status(&client_args).await {
-                Ok(s) => println!("{}", super::client_cmds::render_status(&s)),
-                Err(e) => println!("status: {e}"),
+                Ok(s) => outln!("{}", super::client_cmds::render_status(&s)),
+                Err(e) => outln!("status: {e}"),
             }
         }
     };
@@ -77,7 +79,7 @@ pub async fn run(args: DevArgs) -> Result<ExitCode, String> {
         _ = super::node_cmd::wait_for_signal() => {}
         _ = status_loop => {}
     }
-    println!("stopping: every node deregisters, then stops");
+    outln!("stopping: every node deregisters, then stops");
     // All leave first, together, while a quorum still runs to commit their deregistrations.
     futures::future::join_all(nodes.iter_mut().map(|n| n.leave())).await;
     for node in nodes {
