@@ -49,11 +49,7 @@ pub async fn run(args: DevArgs) -> Result<ExitCode, String> {
     outln!("data: {}   token file: {}", args.data_dir.display(), token_file.display());
     outln!("web:  http://{}/   (the cluster page; it asks for the token once)", http_addr(1));
     outln!("try:  roster status --endpoints {}", endpoints.join(","));
-    outln!(
-        "      curl -H \"Authorization: Bearer $(cat {})\" http://{}/v1/status",
-        token_file.display(),
-        http_addr(1)
-    );
+    outln!("      curl -H \"Authorization: Bearer $(cat {})\" http://{}/v1/status", token_file.display(), http_addr(1));
     outln!("stop: ctrl-c");
 
     let status_loop = async {
