@@ -2,7 +2,8 @@
 //! (WebDriver) with fantoccini. The page is loaded once and the token entered once (after
 //! a wrong one, which must say so); from then on every change reaches it through the event
 //! stream, without a reload: 3 server cards, a process started with `roster run`, and that
-//! process's expiry after its wrapper is killed with SIGKILL.
+//! process's expiry after its wrapper is killed with SIGKILL. Last, the node that served
+//! the page restarts, and the page resumes its stream where it broke off.
 //!
 //! Needs Debian's `chromium` and `chromium-driver` (`.ci/run` installs them). Without them
 //! the test fails and says so; `ROSTER_SKIP_BROWSER=1` skips it.
@@ -32,7 +33,7 @@ fn the_page_shows_servers_then_a_run_process_then_its_expiry_without_a_reload() 
     }
     let browser = Browser::find();
     let http_ports: Vec<u16> = (0..3).map(|_| free_port()).collect();
-    let c = TestCluster::start("web-page", 3, |id| {
+    let mut c = TestCluster::start("web-page", 3, |id| {
         let http = format!("127.0.0.1:{}", http_ports[id as usize - 1]);
         ["--http-listen", &http, "--heartbeat-interval-ms", "500", "--heartbeat-timeout-ms", "1500"]
             .map(String::from)
@@ -46,7 +47,7 @@ fn the_page_shows_servers_then_a_run_process_then_its_expiry_without_a_reload() 
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("tokio runtime");
     runtime.block_on(async {
         let client = browser.session(&driver).await;
-        let result = drive(&client, &c, &page_url, leader).await;
+        let result = drive(&client, &mut c, &page_url, leader).await;
         let _ = tokio::time::timeout(COMMAND_WITHIN, client.close()).await;
         if let Err(e) = result {
             panic!("{e}\n--- chromedriver log (tail) ---\n{}\n{}", tail(&driver.log, 20), c.logs());
@@ -55,7 +56,7 @@ fn the_page_shows_servers_then_a_run_process_then_its_expiry_without_a_reload() 
 }
 
 /// Everything the test does in the browser; `Err` carries what the page showed instead.
-async fn drive(client: &Client, c: &TestCluster, page_url: &str, leader: u64) -> Result<(), String> {
+async fn drive(client: &Client, c: &mut TestCluster, page_url: &str, leader: u64) -> Result<(), String> {
     bounded("open the page", client.goto(page_url)).await?;
     // A mark that lives only as long as this document: a reload would erase it.
     bounded("mark the document", client.execute("window.rosterTestMark = 'loaded once'; return true;", vec![])).await?;
@@ -152,10 +153,14 @@ async fn drive(client: &Client, c: &TestCluster, page_url: &str, leader: u64) ->
         text.contains("8080") && text.contains("team=web") && shown["status"] == "online",
         format!("the process row should show its port, labels and status: {shown}"),
     )?;
-    until(client, "the registration in the event feed", &format!(
-        "return [...document.querySelectorAll('#events [data-type=\"process_registered\"]')]
+    until(
+        client,
+        "the registration in the event feed",
+        &format!(
+            "return [...document.querySelectorAll('#events [data-type=\"process_registered\"]')]
             .some((e) => e.textContent.includes('(process-{id})')) || null;"
-    ))
+        ),
+    )
     .await?;
     // Let the notebook's row appear too, for the screenshot.
     until(
@@ -190,10 +195,14 @@ async fn drive(client: &Client, c: &TestCluster, page_url: &str, leader: u64) ->
         departed["text"].as_str().is_some_and(|t| t.contains("expired after") && t.contains("silent")),
         format!("the departed entry should say how long it was silent: {departed}"),
     )?;
-    until(client, "the expiry in the event feed", &format!(
-        "return [...document.querySelectorAll('#events [data-type=\"departed\"]')]
+    until(
+        client,
+        "the expiry in the event feed",
+        &format!(
+            "return [...document.querySelectorAll('#events [data-type=\"departed\"]')]
             .some((e) => e.textContent.includes('(process-{id})')) || null;"
-    ))
+        ),
+    )
     .await?;
     let counts = compact(&page_text(client, "#summary").await?);
     check(counts.contains("servers3") && counts.contains("processes1"), format!("header counts: {counts}"))?;
@@ -209,7 +218,62 @@ async fn drive(client: &Client, c: &TestCluster, page_url: &str, leader: u64) ->
     let path = artifact_path("web-page.png");
     std::fs::write(&path, png).map_err(|e| format!("cannot write {}: {e}", path.display()))?;
     eprintln!("screenshot: {}", path.display());
-    Ok(())
+
+    resumes_after_its_node_restarts(client, c).await?;
+    let mark = bounded("read the mark", client.execute("return window.rosterTestMark || null;", vec![])).await?;
+    check(mark == json!("loaded once"), format!("the page was reloaded (mark {mark})"))
+}
+
+/// The node that served the page restarts: the broken stream is resumed after the last
+/// revision seen, so later events arrive and none arrives twice.
+async fn resumes_after_its_node_restarts(client: &Client, c: &mut TestCluster) -> Result<(), String> {
+    c.kill9(1);
+    until(
+        client,
+        "the stream broken",
+        "
+        return document.getElementById('connection').dataset.state !== 'live' || null;",
+    )
+    .await?;
+    c.spawn(1);
+    until(
+        client,
+        "the stream live again",
+        "
+        return document.getElementById('connection').dataset.state === 'live' || null;",
+    )
+    .await?;
+    let put = (0..50)
+        .map(|_| {
+            let out = c.roster(&["kv", "put", "web-page-probe", "after-restart"]);
+            if !out.status.success() {
+                std::thread::sleep(Duration::from_millis(200));
+            }
+            out
+        })
+        .find(|out| out.status.success());
+    check(put.is_some(), "kv put after the restart kept failing".into())?;
+    until(
+        client,
+        "the kv put after the restart in the event feed",
+        "
+        return [...document.querySelectorAll('#events [data-type=\"kv_put\"]')]
+            .some((e) => e.textContent.includes('web-page-probe')) || null;",
+    )
+    .await?;
+    let revisions = bounded(
+        "read the feed's revisions",
+        client.execute(
+            "return [...document.querySelectorAll('#events [data-revision]')].map((e) => Number(e.dataset.revision));",
+            vec![],
+        ),
+    )
+    .await?;
+    let mut seen: Vec<u64> = revisions.as_array().into_iter().flatten().filter_map(Value::as_u64).collect();
+    let shown = seen.len();
+    seen.sort_unstable();
+    seen.dedup();
+    check(seen.len() == shown, format!("an event was shown twice after the resume: {revisions}"))
 }
 
 async fn enter_token(client: &Client, token: &str) -> Result<(), String> {
