@@ -272,3 +272,27 @@ fn http_on_the_binary_port_gets_a_plain_400_naming_the_protocol() {
     assert!(line.contains("binary protocol") && line.contains("http_listen"), "{line}");
     assert!(!c.log_of(1).contains("max_frame_bytes"), "{}", c.log_of(1));
 }
+
+#[test]
+fn get_prints_fields_one_per_line_and_tombstones_say_how_members_left() {
+    let c = one_node("habits-get");
+    eventually(Duration::from_secs(20), "the server registered", || {
+        c.roster(&["get", "server:1"]).status.success().then_some(())
+    });
+    let server = ok(&c.roster(&["get", "server:1"]));
+    assert!(server.starts_with("server:1  node-1\n"), "{server}");
+    assert!(server.contains("  status      Online\n") && server.contains("  cpu         "), "{server}");
+    assert!(!server.contains("ServerEntry") && !server.contains('{'), "no debug dump: {server}");
+
+    assert_eq!(ok(&c.roster(&["tombstones"])).trim(), "no member has left yet");
+    let out = c.run_to_end(&["run", "--name", "short", "--", "sh", "-c", "sleep 1"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let departed = eventually(Duration::from_secs(10), "the tombstone", || {
+        let text = ok(&c.roster(&["tombstones"]));
+        text.contains("short").then_some(text)
+    });
+    let line = departed.lines().find(|l| l.contains("short")).expect("a line");
+    assert!(line.starts_with("rev ") && line.contains("exit status 0") && line.ends_with("UTC)"), "{line}");
+    let as_json = json(&c.roster(&["tombstones", "--json", "--limit", "1"]));
+    assert_eq!(as_json[0]["departure"], serde_json::json!({ "Deregistered": { "exit_status": 0 } }), "{as_json}");
+}

@@ -302,7 +302,7 @@ pub async fn get(args: GetArgs, c: ClientArgs) -> Result<ExitCode, String> {
         _ => false,
     };
     if !found {
-        return Err(format!("{member} not found (it may have left: see `roster ls` and tombstones)"));
+        return Err(format!("{member} not found (it may have left: see `roster tombstones`)"));
     }
     if c.json {
         match reply.result {
@@ -312,10 +312,111 @@ pub async fn get(args: GetArgs, c: ClientArgs) -> Result<ExitCode, String> {
         }
     } else {
         match reply.result {
-            QueryResult::Server(Some(s)) => outln!("{s:#?}"),
-            QueryResult::Process(Some(p)) => outln!("{p:#?}"),
+            QueryResult::Server(Some(s)) => out!("{}", render_server(&s)),
+            QueryResult::Process(Some(p)) => out!("{}", render_process(&p)),
             _ => {}
         }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `roster get server:ID`: one field per line.
+fn render_server(s: &roster_kernel::ServerEntry) -> String {
+    let (cpu, mem) = match s.resources {
+        Some(r) => (format!("{}%", r.cpu_percent_avg), format!("{} MiB", r.mem_bytes_used_avg >> 20)),
+        None => ("-".into(), "-".into()),
+    };
+    format!(
+        "server:{id}  {name}\n  status      {status:?}\n  api         {api}\n  raft        {raft}\n  \
+         cpu         {cpu} of {cap_cpu}%\n  memory      {mem} of {cap_mem} MiB\n  started     {started}\n  \
+         revisions   registered {reg}, updated {upd}\n",
+        id = s.id.0,
+        name = s.info.name,
+        status = s.status,
+        api = s.info.api_addr,
+        raft = s.info.raft_addr,
+        cap_cpu = s.info.cpu_capacity_percent,
+        cap_mem = s.info.mem_capacity_bytes >> 20,
+        started = unix_ms_text(s.info.started_at_unix_ms),
+        reg = s.registered_rev,
+        upd = s.updated_rev,
+    )
+}
+
+/// `roster get process:ID`: one field per line.
+fn render_process(p: &roster_kernel::ProcessEntry) -> String {
+    let labels: Vec<String> = p.info.labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
+    let service = match p.info.service_port {
+        Some(port) => format!("{}:{port}", p.info.service_host),
+        None if p.info.service_host.is_empty() => "-".into(),
+        None => p.info.service_host.clone(),
+    };
+    format!(
+        "process:{id}  {name}\n  status      {status:?}\n  server      server:{server}\n  serves      {service}\n  \
+         labels      {labels}\n  reserved    cpu {rcpu}%, memory {rmem} MiB\n  started     {started}\n  \
+         revisions   registered {reg}, updated {upd}\n",
+        id = p.id.0,
+        name = p.info.name,
+        status = p.status,
+        server = p.info.server.0,
+        labels = if labels.is_empty() { "-".into() } else { labels.join(",") },
+        rcpu = p.info.reserved.cpu_percent_avg,
+        rmem = p.info.reserved.mem_bytes_used_avg >> 20,
+        started = unix_ms_text(p.info.started_at_unix_ms),
+        reg = p.registered_rev,
+        upd = p.updated_rev,
+    )
+}
+
+/// Unix milliseconds as UTC `YYYY-MM-DD HH:MM:SS` (the record's times are for display).
+pub fn unix_ms_text(ms: u64) -> String {
+    let secs = ms / 1000;
+    let (days, rem) = (secs / 86_400, secs % 86_400);
+    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+    let z = days as i64 + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!("{year:04}-{month:02}-{day:02} {:02}:{:02}:{:02} UTC", rem / 3_600, rem % 3_600 / 60, rem % 60)
+}
+
+#[derive(Args, Debug)]
+pub struct TombstonesArgs {
+    /// Most departures to show, newest first.
+    #[arg(long, default_value_t = 20)]
+    limit: u32,
+    /// Read from the contacted node without confirming with the leader (may be stale).
+    #[arg(long)]
+    stale: bool,
+}
+
+/// `roster tombstones`: members that left, how and when, newest first.
+pub async fn tombstones(args: TombstonesArgs, c: ClientArgs) -> Result<ExitCode, String> {
+    let client = c.connect().await?;
+    let list = client.tombstones(args.limit, consistency(args.stale)).await.map_err(|e| e.to_string())?;
+    if c.json {
+        print_json(&list)?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    if list.is_empty() {
+        outln!("no member has left yet");
+    }
+    for t in list {
+        let member = match &t.subject {
+            roster_kernel::TombstoneSubject::Server(s) => MemberId::Server(s.id),
+            roster_kernel::TombstoneSubject::Process(p) => MemberId::Process(p.id),
+        };
+        let when = unix_ms_text(t.left_at_unix_ms);
+        let event = roster_kernel::Event {
+            revision: t.left_rev,
+            kind: roster_kernel::EventKind::Departed { member, tombstone: t },
+        };
+        outln!("{}  ({when})", roster_real::client::describe::describe(&event, |_| None));
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -510,4 +611,16 @@ pub async fn member(args: MemberArgs, c: ClientArgs) -> Result<ExitCode, String>
         outln!("ok");
     }
     Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::unix_ms_text;
+
+    #[test]
+    fn unix_times_print_as_utc_dates() {
+        assert_eq!(unix_ms_text(0), "1970-01-01 00:00:00 UTC");
+        assert_eq!(unix_ms_text(951_782_400_000), "2000-02-29 00:00:00 UTC");
+        assert_eq!(unix_ms_text(1_796_170_242_299), "2026-12-02 00:10:42 UTC");
+    }
 }

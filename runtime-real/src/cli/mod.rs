@@ -50,6 +50,8 @@ enum Command {
     Get(client_cmds::GetArgs),
     /// List servers and processes, with filters.
     Ls(client_cmds::LsArgs),
+    /// Members that left: how (deregistered, expired, deleted) and when, newest first.
+    Tombstones(client_cmds::TombstonesArgs),
     /// Merge fields into a server or process entry.
     Put(client_cmds::PutArgs),
     /// Remove a server or process entry (leaves a tombstone).
@@ -156,6 +158,7 @@ pub fn main() -> ExitCode {
             Command::Status => client_cmds::status(c).await,
             Command::Get(a) => client_cmds::get(a, c).await,
             Command::Ls(a) => client_cmds::ls(a, c).await,
+            Command::Tombstones(a) => client_cmds::tombstones(a, c).await,
             Command::Put(a) => client_cmds::put(a, c).await,
             Command::Del(a) => client_cmds::del(a, c).await,
             Command::Kv(a) => client_cmds::kv(a, c).await,
