@@ -186,6 +186,7 @@ enum SyncTarget {
 struct InFlight {
     seq: u64,
     target: SyncTarget,
+    issued_at: Instant,
     done_at: Instant,
 }
 
@@ -317,7 +318,10 @@ impl MemState {
         let seq = self.seq();
         match self.book(op) {
             Ok(None) => self.commit(target, seq),
-            Ok(Some(done_at)) => self.in_flight.push_back(InFlight { seq, target, done_at }),
+            Ok(Some(done_at)) => {
+                let issued_at = Instant::now();
+                self.in_flight.push_back(InFlight { seq, target, issued_at, done_at })
+            }
             Err(e) => {
                 self.forget(target, seq);
                 return Err(e);
@@ -467,6 +471,16 @@ impl MemDisk {
     /// error, as a dying disk would; reads still work.
     pub fn set_failing(&self, on: bool) {
         lock(&self.state).failing = on;
+    }
+
+    /// How long the oldest fsync in flight (issued, not yet complete) has been waiting, if
+    /// one is: a power loss now lands between "written" and "durable".
+    pub fn fsync_in_flight_for(&self) -> Option<std::time::Duration> {
+        let mut s = lock(&self.state);
+        s.model.as_ref()?;
+        let now = Instant::now();
+        s.advance(now);
+        s.in_flight.front().map(|f| now.saturating_duration_since(f.issued_at))
     }
 
     /// Number of `sync_data` and `sync_dir` calls so far (for tests of group commit).

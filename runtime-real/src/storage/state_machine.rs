@@ -332,14 +332,16 @@ impl StateMachineStore {
     }
 
     async fn build(&self) -> Result<Snapshot, StorageError> {
+        // Only a copy is taken under the read lock (applies wait for it); encoding the whole
+        // state runs beside the runtime's workers, with the file work (see `on_disk`).
         let (meta, kernel) = {
             let st = self.shared.read();
             let meta = SnapshotMeta { last_log_id: st.last_applied, last_membership: st.membership.clone() };
-            (meta, st.kernel.snapshot())
+            (meta, st.kernel.clone())
         };
-        let data = encode_snapshot(&meta, &kernel)?;
         let files = self.snapshots.clone();
         let (stored, meta, data) = on_disk(&*self.snapshots.disk, self.snapshots.offload, move || {
+            let data = encode_snapshot(&meta, &kernel.snapshot())?;
             files.store(&meta, &data).map(|stored| (stored, meta, data))
         })
         .await??;

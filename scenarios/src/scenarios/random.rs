@@ -32,11 +32,11 @@ pub async fn random_faults(w: &mut World, fault_ms: u64) {
             3 => w.set_network(1..between(10..100), between(0..8) as f64 / 100.0),
             4 => {
                 let victim = w.leader_or_random();
-                w.kill_server(victim);
+                super::crashes::kill(w, victim).await;
             }
             5 => {
                 let victim = w.random_voter();
-                w.kill_server(victim);
+                super::crashes::kill(w, victim).await;
             }
             6 => {
                 let victim = w.leader_or_random();
