@@ -112,6 +112,12 @@ pub enum Command {
     },
     /// Does nothing but advance the session; lets a client learn that it is in sync.
     Noop,
+    /// Drains server `id` (placement stops choosing it) or ends its drain; see
+    /// `ServerEntry::drained`. Refused for an unknown server.
+    SetDrained {
+        id: ServerId,
+        drained: bool,
+    },
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

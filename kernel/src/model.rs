@@ -44,6 +44,17 @@ pub struct ServerEntry {
     pub id: ServerId,
     pub info: ServerInfo,
     pub status: MemberStatus,
+    /// Drained by an operator (`roster server drain`): placement never chooses it.
+    ///
+    /// A flag of its own, not [`MemberStatus::Draining`]. `Draining` is what the server
+    /// says of itself (it is shutting down and leaves next); `drained` is what an operator
+    /// says of it, while the server still runs, heartbeats and stays a member, possibly for
+    /// days. Kept apart, neither overwrites the other: a restart re-registers the server
+    /// as `Online` and leaves its drain in place, and an undrain never turns a server that
+    /// is leaving back into a candidate. The flag lives on the live entry: a server that
+    /// departs and registers again later comes back undrained.
+    #[serde(default)]
+    pub drained: bool,
     /// Last averages written by the leader; `None` until the first report.
     pub resources: Option<ResourceAverage>,
     pub registered_rev: u64,

@@ -1,6 +1,12 @@
-//! Where to start a new worker process: the online server with the most headroom.
+//! Where to start a new worker process: the online, undrained server with the most
+//! headroom.
 //!
-//! For each [`MemberStatus::Online`] server (draining ones are never chosen):
+//! A server is *eligible* when it is [`MemberStatus::Online`] (a `Draining` one is
+//! leaving) and not drained by an operator (`ServerEntry::drained`). Placement never
+//! chooses any other. When no eligible server fits but a drained one would, the refusal
+//! says so ([`PlacementError::OnlyDrainedFit`]): undraining is the fix, not asking for less.
+//!
+//! For each eligible server:
 //!
 //! ```text
 //! free_cpu_percent = cpu_capacity_percent − cpu_percent_avg − reserved cpu   (saturating at 0)
@@ -58,17 +64,37 @@ impl fmt::Display for Requirements {
     }
 }
 
+/// Most drained servers an [`PlacementError::OnlyDrainedFit`] names; the count is exact.
+pub const DRAINED_NAMED_MAX: usize = 8;
+
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
 pub enum PlacementError {
     #[error("no server is online: start a server (or end its draining), then retry")]
     NoServerOnline,
-    /// The best values are each the largest over all online servers, possibly from two
-    /// different servers.
+    /// The best values are each the largest over all online servers (drained ones too,
+    /// since none of them fits either), possibly from two different servers.
     #[error(
         "none of the {considered} online servers has {required}: the most free memory on one is \
          {best_free_mem_bytes} bytes and the most free CPU {best_free_cpu_percent}%; ask for less or add servers"
     )]
     NoneFits { considered: usize, required: Requirements, best_free_mem_bytes: u64, best_free_cpu_percent: u32 },
+    /// No eligible server fits, but these drained ones would (the first
+    /// [`DRAINED_NAMED_MAX`] by id; `count` is how many in all).
+    #[error(
+        "only drained servers have {required}: {count} drained ({names}) would fit, and placement never picks a \
+         drained server; undrain one (`roster server undrain ID`) or add servers",
+        names = drained_names(servers)
+    )]
+    OnlyDrainedFit { required: Requirements, count: usize, servers: Vec<ServerId> },
+}
+
+fn drained_names(servers: &[ServerId]) -> String {
+    servers.iter().map(|id| id.to_string()).collect::<Vec<_>>().join(", ")
+}
+
+/// Whether placement may choose `server`: online, and not drained by an operator.
+pub fn eligible(server: &ServerEntry) -> bool {
+    server.status == MemberStatus::Online && !server.drained
 }
 
 /// A server's headroom, as placement sees it.
@@ -134,8 +160,8 @@ pub fn score(server: &ServerEntry, reserved: &BTreeMap<ServerId, ResourceAverage
     }
 }
 
-/// Every online server that meets `req`, best first, with its score: what [`place`]
-/// chooses from, for display.
+/// Every eligible server (online, undrained) that meets `req`, best first, with its
+/// score: what [`place`] chooses from, for display.
 pub fn rank<'a>(
     servers: impl IntoIterator<Item = &'a ServerEntry>,
     reserved: &BTreeMap<ServerId, ResourceAverage>,
@@ -143,7 +169,7 @@ pub fn rank<'a>(
 ) -> Vec<(ServerId, Score)> {
     let mut ranked: Vec<(ServerId, Score)> = servers
         .into_iter()
-        .filter(|s| s.status == MemberStatus::Online)
+        .filter(|s| eligible(s))
         .map(|s| (s.id, score(s, reserved)))
         .filter(|(_, sc)| sc.fits(req))
         .collect();
@@ -151,8 +177,9 @@ pub fn rank<'a>(
     ranked
 }
 
-/// Chooses the host for a new process: the online server meeting `req` with the highest
-/// [`score`] (see the module documentation for the rule and its tie-breaks).
+/// Chooses the host for a new process: the eligible server (online, undrained) meeting
+/// `req` with the highest [`score`] (see the module documentation for the rule and its
+/// tie-breaks). A refusal names drained servers that would have fitted.
 pub fn place<'a>(
     servers: impl IntoIterator<Item = &'a ServerEntry>,
     reserved: &BTreeMap<ServerId, ResourceAverage>,
@@ -162,12 +189,19 @@ pub fn place<'a>(
     let mut best_free_mem_bytes = 0u64;
     let mut best_free_cpu_percent = 0u32;
     let mut best: Option<(ServerId, Score)> = None;
+    let mut drained_fit: Vec<ServerId> = Vec::new();
+    let mut drained_fit_count = 0usize;
     for server in servers.into_iter().filter(|s| s.status == MemberStatus::Online) {
         considered += 1;
         let sc = score(server, reserved);
         best_free_mem_bytes = best_free_mem_bytes.max(sc.free_mem_bytes);
         best_free_cpu_percent = best_free_cpu_percent.max(sc.free_cpu_percent);
         if !sc.fits(req) {
+            continue;
+        }
+        if server.drained {
+            drained_fit_count += 1;
+            drained_fit.push(server.id);
             continue;
         }
         let better = match &best {
@@ -181,6 +215,12 @@ pub fn place<'a>(
     match best {
         Some((id, _)) => Ok(id),
         None if considered == 0 => Err(PlacementError::NoServerOnline),
+        None if drained_fit_count > 0 => {
+            // Named in id order whatever order the caller iterates in, and bounded.
+            drained_fit.sort_unstable();
+            drained_fit.truncate(DRAINED_NAMED_MAX);
+            Err(PlacementError::OnlyDrainedFit { required: *req, count: drained_fit_count, servers: drained_fit })
+        }
         None => {
             Err(PlacementError::NoneFits { considered, required: *req, best_free_mem_bytes, best_free_cpu_percent })
         }
@@ -217,6 +257,7 @@ mod tests {
                 mem_capacity_bytes: mem_cap,
             },
             status,
+            drained: false,
             resources: used.map(|(cpu, mem)| ResourceAverage { cpu_percent_avg: cpu, mem_bytes_used_avg: mem }),
             registered_rev: 1,
             updated_rev: 1,
@@ -316,14 +357,53 @@ mod tests {
         assert_eq!(score(&servers[0], &BTreeMap::new()).bottleneck_ppb(), 0);
     }
 
+    fn drained(server: ServerEntry) -> ServerEntry {
+        ServerEntry { drained: true, ..server }
+    }
+
+    #[test]
+    fn a_drained_server_is_never_chosen_even_when_idlest() {
+        let servers = [drained(online(1, 1600, 64 * GIB, None)), online(2, 400, 8 * GIB, Some((300, 6 * GIB)))];
+        assert_eq!(place(&servers, &BTreeMap::new(), &ANY), Ok(ServerId(2)));
+        let ranked: Vec<_> = rank(&servers, &BTreeMap::new(), &ANY).iter().map(|(id, _)| id.0).collect();
+        assert_eq!(ranked, vec![2]);
+        assert!(!eligible(&servers[0]) && eligible(&servers[1]));
+    }
+
+    #[test]
+    fn a_launch_only_a_drained_server_could_take_is_refused_naming_it() {
+        let servers = [drained(online(3, 1600, 64 * GIB, None)), online(2, 400, 8 * GIB, None)];
+        let req = Requirements { min_free_mem_bytes: Some(32 * GIB), min_free_cpu_percent: None };
+        let err = place(&servers, &BTreeMap::new(), &req).unwrap_err();
+        assert_eq!(err, PlacementError::OnlyDrainedFit { required: req, count: 1, servers: vec![ServerId(3)] });
+        let msg = err.to_string();
+        assert!(msg.contains("only drained servers have 34359738368 bytes of free memory"), "{msg}");
+        assert!(msg.contains("1 drained (server-3) would fit"), "{msg}");
+        assert!(msg.contains("roster server undrain"), "{msg}");
+        // Every online server drained: the same refusal, not "no server is online".
+        let all = [drained(online(1, 400, GIB, None)), drained(online(2, 400, GIB, None))];
+        let err = place(&all, &BTreeMap::new(), &ANY).unwrap_err();
+        assert_eq!(
+            err,
+            PlacementError::OnlyDrainedFit { required: ANY, count: 2, servers: vec![ServerId(1), ServerId(2)] }
+        );
+        // A drained server that would not fit either leaves the usual refusal.
+        let req = Requirements { min_free_mem_bytes: Some(128 * GIB), min_free_cpu_percent: None };
+        assert!(matches!(place(&servers, &BTreeMap::new(), &req), Err(PlacementError::NoneFits { considered: 2, .. })));
+    }
+
     fn arb_server(id: u64) -> impl Strategy<Value = ServerEntry> {
         (
             prop_oneof![Just(0u32), 1u32..3_200],
             prop_oneof![Just(0u64), 1u64..64, 1u64..(1 << 40)],
             proptest::option::of((0u32..4_000, 0u64..(1 << 41))),
             prop_oneof![4 => Just(MemberStatus::Online), 1 => Just(MemberStatus::Draining)],
+            proptest::bool::weighted(0.3),
         )
-            .prop_map(move |(cpu, mem, used, status)| server(id, cpu, mem, used, status))
+            .prop_map(move |(cpu, mem, used, status, drained)| ServerEntry {
+                drained,
+                ..server(id, cpu, mem, used, status)
+            })
     }
 
     fn arb_servers() -> impl Strategy<Value = Vec<ServerEntry>> {
@@ -348,7 +428,7 @@ mod tests {
             let frac = |free: u64, cap: u64| if cap == 0 { 0u128 } else { u128::from(free) * 1_000_000_000 / u128::from(cap) };
             let mut eligible = Vec::new();
             for s in &servers {
-                if s.status != MemberStatus::Online { continue; }
+                if s.status != MemberStatus::Online || s.drained { continue; }
                 let used = s.resources.unwrap_or_default();
                 let held = reserved.get(&s.id).copied().unwrap_or_default();
                 let free_cpu = i128::from(s.info.cpu_capacity_percent) - i128::from(used.cpu_percent_avg) - i128::from(held.cpu_percent_avg);
@@ -366,8 +446,10 @@ mod tests {
                 if online == 0 {
                     prop_assert_eq!(got, Err(PlacementError::NoServerOnline));
                 } else {
-                    let is_none_fits = matches!(got, Err(PlacementError::NoneFits { considered, .. }) if considered == online);
-                    prop_assert!(is_none_fits);
+                    // Which of the two refusals is `drain_is_never_chosen`'s to check.
+                    let refused = matches!(got, Err(PlacementError::NoneFits { considered, .. }) if considered == online)
+                        || matches!(got, Err(PlacementError::OnlyDrainedFit { .. }));
+                    prop_assert!(refused, "{:?}", got);
                 }
             } else {
                 let chosen = got.unwrap();
@@ -379,6 +461,55 @@ mod tests {
                 let ranked = rank(&servers, &reserved, &req);
                 prop_assert_eq!(ranked.len(), eligible.len());
                 prop_assert_eq!(ranked[0].0, chosen);
+            }
+        }
+
+        /// Drain, against a naive model: placement among all servers is placement among the
+        /// undrained ones alone; a refusal is `OnlyDrainedFit` exactly when undraining
+        /// everyone would have placed the process, and it names the drained servers that
+        /// fit (computed here by brute force); any other refusal is the one given with no
+        /// server drained.
+        #[test]
+        fn drain_is_never_chosen(servers in arb_servers(),
+                                 reserved in proptest::collection::btree_map(0u64..40, (0u32..2_000, 0u64..(1 << 40)), 0..6),
+                                 min_mem in proptest::option::of(0u64..(1 << 40)),
+                                 min_cpu in proptest::option::of(0u32..2_000)) {
+            let reserved: BTreeMap<ServerId, ResourceAverage> = reserved.into_iter()
+                .map(|(id, (cpu, mem))| (ServerId(id), ResourceAverage { cpu_percent_avg: cpu, mem_bytes_used_avg: mem }))
+                .collect();
+            let req = Requirements { min_free_mem_bytes: min_mem, min_free_cpu_percent: min_cpu };
+            let got = place(&servers, &reserved, &req);
+            let undrained: Vec<ServerEntry> = servers.iter().filter(|s| !s.drained).cloned().collect();
+            let none_drained: Vec<ServerEntry> =
+                servers.iter().map(|s| ServerEntry { drained: false, ..s.clone() }).collect();
+            let mut drained_fit: Vec<ServerId> = servers
+                .iter()
+                .filter(|s| s.status == MemberStatus::Online && s.drained && score(s, &reserved).fits(&req))
+                .map(|s| s.id)
+                .collect();
+            drained_fit.sort();
+            match &got {
+                Ok(id) => {
+                    let host = servers.iter().find(|s| s.id == *id).unwrap();
+                    prop_assert!(!host.drained && host.status == MemberStatus::Online);
+                    prop_assert_eq!(place(&undrained, &reserved, &req), Ok(*id));
+                    prop_assert!(rank(&servers, &reserved, &req).iter().all(|(id, _)| !drained_fit.contains(id)));
+                }
+                Err(PlacementError::OnlyDrainedFit { required, count, servers: named }) => {
+                    prop_assert_eq!(required, &req);
+                    prop_assert!(place(&undrained, &reserved, &req).is_err());
+                    prop_assert_eq!(*count, drained_fit.len());
+                    prop_assert!(*count > 0);
+                    let first: Vec<ServerId> = drained_fit.iter().copied().take(DRAINED_NAMED_MAX).collect();
+                    prop_assert_eq!(named, &first);
+                    let undrained_choice = place(&none_drained, &reserved, &req).unwrap();
+                    prop_assert!(drained_fit.contains(&undrained_choice));
+                    prop_assert!(rank(&servers, &reserved, &req).is_empty());
+                }
+                Err(other) => {
+                    prop_assert!(drained_fit.is_empty());
+                    prop_assert_eq!(place(&none_drained, &reserved, &req), Err(other.clone()));
+                }
             }
         }
 

@@ -23,6 +23,9 @@
 //! - Processes outlive their server's record: deregistering or expiring a server does not
 //!   remove the processes it hosts; they expire on their own heartbeats. A process must
 //!   name a known server only when it registers.
+//! - Drain. `SetDrained` is an operator's flag on a live server entry, apart from the
+//!   status the server reports of itself: re-registering (a restart) keeps it, a departure
+//!   drops it with the entry. Placement (`placement.rs`) never chooses a drained server.
 //! - Refusals are checked before anything changes: a refused command changes nothing but
 //!   the revision and its session's stored reply. Sizes are checked first, then
 //!   existence, then table limits.
@@ -382,6 +385,7 @@ impl ClusterStateMachine {
             Command::KvDelete { key } => self.kv_delete(key, revision),
             Command::KvCas { key, expected, new } => self.kv_cas(key, expected.as_deref(), new.as_ref(), revision),
             Command::Noop => Ok(Reply::Done { revision }),
+            Command::SetDrained { id, drained } => self.set_drained(*id, *drained, revision),
         }
     }
 
@@ -411,7 +415,7 @@ impl ClusterStateMachine {
         self.limits.check_server_info(info)?;
         if let Some(slot) = self.servers.get_mut(&id) {
             // A restart: same id, fresh info, online again; its resources stay until the
-            // leader reports new ones.
+            // leader reports new ones, and an operator's drain stays until undrained.
             let entry = Arc::make_mut(slot);
             entry.info.clone_from(info);
             entry.status = MemberStatus::Online;
@@ -452,6 +456,20 @@ impl ClusterStateMachine {
         let mut entry = new_server(id, info.clone(), revision);
         patch_server(&mut entry, patch);
         self.insert_server(entry, revision);
+        Ok(Reply::Done { revision })
+    }
+
+    fn set_drained(&mut self, id: ServerId, drained: bool, revision: u64) -> CommandResult {
+        let Some(slot) = self.servers.get_mut(&id) else {
+            return Err(CommandError::UnknownMember(MemberId::Server(id)));
+        };
+        if slot.drained != drained {
+            let entry = Arc::make_mut(slot);
+            entry.drained = drained;
+            entry.updated_rev = revision;
+            let change = Change::ServerUpdated(Arc::clone(slot));
+            self.emit(revision, change);
+        }
         Ok(Reply::Done { revision })
     }
 
@@ -613,6 +631,7 @@ fn new_server(id: ServerId, info: ServerInfo, revision: u64) -> ServerEntry {
         id,
         info,
         status: MemberStatus::Online,
+        drained: false,
         resources: None,
         registered_rev: revision,
         updated_rev: revision,

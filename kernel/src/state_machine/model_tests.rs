@@ -298,6 +298,7 @@ impl Model {
                         id: *id,
                         info: info.clone(),
                         status: MemberStatus::Online,
+                        drained: false,
                         resources: None,
                         registered_rev: revision,
                         updated_rev: revision,
@@ -380,6 +381,7 @@ impl Model {
                     id: *id,
                     info: info.clone(),
                     status: MemberStatus::Online,
+                    drained: false,
                     resources: None,
                     registered_rev: revision,
                     updated_rev: revision,
@@ -466,6 +468,18 @@ impl Model {
                 Ok(Reply::Cas { swapped: true, current, revision })
             }
             Command::Noop => done,
+            Command::SetDrained { id, drained } => {
+                let Some(entry) = self.servers.iter_mut().find(|s| s.id == *id) else {
+                    return Err(CommandError::UnknownMember(MemberId::Server(*id)));
+                };
+                if entry.drained != *drained {
+                    entry.drained = *drained;
+                    entry.updated_rev = revision;
+                    let entry = entry.clone();
+                    self.event(EventKind::ServerUpdated(entry));
+                }
+                done
+            }
         }
     }
 }
@@ -596,6 +610,7 @@ fn command() -> impl Strategy<Value = Command> {
         2 => (key(), proptest::option::of(value()), proptest::option::of(value()))
             .prop_map(|(key, expected, new)| Command::KvCas { key, expected, new }),
         1 => Just(Command::Noop),
+        2 => (server_id(), any::<bool>()).prop_map(|(id, drained)| Command::SetDrained { id, drained }),
     ]
 }
 

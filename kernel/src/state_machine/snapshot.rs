@@ -28,8 +28,11 @@ use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
 
-/// The format `snapshot` writes and `restore` reads.
-pub const SNAPSHOT_FORMAT_VERSION: u16 = 1;
+/// The format `snapshot` writes and `restore` reads; any other version is refused.
+///
+/// - 1: the first format.
+/// - 2: server entries carry `drained` (an operator's drain, `Command::SetDrained`).
+pub const SNAPSHOT_FORMAT_VERSION: u16 = 2;
 
 const MAGIC: [u8; 8] = *b"ROSTERSM";
 const VERSION_AT: usize = MAGIC.len();

@@ -414,6 +414,39 @@ fn register_server_twice_updates_it() {
 }
 
 #[test]
+fn a_drain_outlives_a_restart_and_ends_only_by_undrain() {
+    let mut client = Client::new();
+    assert_eq!(
+        client.run(Command::SetDrained { id: ServerId(1), drained: true }),
+        Err(CommandError::UnknownMember(MemberId::Server(ServerId(1))))
+    );
+    client.register_server(1);
+    let drain = Command::SetDrained { id: ServerId(1), drained: true };
+    let revision = match client.run(drain.clone()).unwrap() {
+        Reply::Done { revision } => revision,
+        other => panic!("expected Done, got {other:?}"),
+    };
+    assert!(client.machine.get_server(ServerId(1)).unwrap().drained);
+    assert_eq!(client.machine.get_server(ServerId(1)).unwrap().updated_rev, revision);
+    // Draining twice changes nothing and says nothing.
+    let events_before = client.machine.events_after(0).unwrap().count();
+    client.run(drain).unwrap();
+    assert_eq!(client.machine.events_after(0).unwrap().count(), events_before);
+    // A restart re-registers the server online, still drained; so does a status patch.
+    client.run(Command::RegisterServer { id: ServerId(1), info: server_info("again") }).unwrap();
+    let patch = ServerPatch { status: Some(MemberStatus::Online), ..Default::default() };
+    client.run(Command::PutServer { id: ServerId(1), patch, create: None }).unwrap();
+    let entry = client.machine.get_server(ServerId(1)).unwrap();
+    assert_eq!((entry.status, entry.drained), (MemberStatus::Online, true));
+    let restored = ClusterStateMachine::restore(&client.machine.snapshot()).unwrap();
+    assert!(restored.get_server(ServerId(1)).unwrap().drained, "the flag is in snapshots");
+    client.run(Command::SetDrained { id: ServerId(1), drained: false }).unwrap();
+    assert!(!client.machine.get_server(ServerId(1)).unwrap().drained);
+    let last = client.machine.events_after(0).unwrap().last().unwrap();
+    assert!(matches!(last.kind, EventKind::ServerUpdated(ref e) if !e.drained));
+}
+
+#[test]
 fn put_server_creates_only_when_asked_and_merges_otherwise() {
     let mut client = Client::new();
     let patch = ServerPatch { cpu_capacity_percent: Some(800), ..Default::default() };
@@ -662,9 +695,16 @@ fn damaged_snapshots_give_typed_errors() {
     flipped[last] ^= 0x40;
     assert!(matches!(restore(&flipped), Some(SnapshotError::ChecksumMismatch { .. })));
     let mut future = bytes.clone();
-    future[8] = 2;
+    future[8] = 3;
     super::snapshot::tests_support::reseal(&mut future);
-    assert_eq!(restore(&future), Some(SnapshotError::UnsupportedVersion { found: 2, supported: 1 }));
+    assert_eq!(restore(&future), Some(SnapshotError::UnsupportedVersion { found: 3, supported: 2 }));
+    // Version 1 had no drain flag on server entries: refused, never misread.
+    let mut old = bytes.clone();
+    old[8] = 1;
+    super::snapshot::tests_support::reseal(&mut old);
+    let error = restore(&old).unwrap();
+    assert_eq!(error, SnapshotError::UnsupportedVersion { found: 1, supported: 2 });
+    assert!(error.to_string().contains("version 1 is not supported"), "{error}");
     let mut trailing = bytes.clone();
     trailing.push(0);
     super::snapshot::tests_support::reseal(&mut trailing);
