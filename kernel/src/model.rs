@@ -52,7 +52,8 @@ pub struct ServerEntry {
     /// days. Kept apart, neither overwrites the other: a restart re-registers the server
     /// as `Online` and leaves its drain in place, and an undrain never turns a server that
     /// is leaving back into a candidate. The flag lives on the live entry: a server that
-    /// departs and registers again later comes back undrained.
+    /// departs (a graceful stop deregisters it) and registers again later comes back
+    /// undrained, ready for work after its maintenance.
     #[serde(default)]
     pub drained: bool,
     /// Last averages written by the leader; `None` until the first report.

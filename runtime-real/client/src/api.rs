@@ -8,19 +8,22 @@
 //! choice) or `Stale` (any node, possibly behind, still answers without a leader).
 
 use crate::error::ClientError;
-use crate::pool::{ClientOptions, Cluster};
+use crate::pool::{ClientOptions, Cluster, ResponseStream};
 use crate::process::ProcessHandle;
 use crate::session::{Pending, Session};
+use crate::timeout::Timeout;
 use crate::watch::Watch;
 use crate::wire::NodeId;
-use crate::wire::{ClientRequest, ClientResponse, ClusterStatus, Consistency, LaunchRequest};
+use crate::wire::{ClientRequest, ClientResponse, ClusterStatus, Consistency, LaunchRequest, SnapshotHead};
 use roster_kernel::retry_queue::RetryConfig;
 use roster_kernel::{
     Command, ListFilter, MemberId, ProcessEntry, ProcessId, ProcessInfo, ProcessPatch, Query, QueryReply, QueryResult,
     Reply, ResourceAverage, ServerEntry, ServerId, ServerInfo, ServerPatch, SessionId, Tombstone,
 };
 use std::sync::Arc;
+use std::time::Duration;
 use tokio::sync::OnceCell;
+use tokio::time::Instant;
 
 /// Deadline of a remote launch: the leader waits up to ~20 s for the program to start
 /// on its node and register (see `launch.rs`), so the usual request timeout is too short.
@@ -207,6 +210,12 @@ impl Client {
         }
     }
 
+    /// Drains server `id` (placement stops choosing it; it stays a member) or, with
+    /// `drained = false`, ends its drain. Returns the revision.
+    pub async fn set_drained(&self, id: ServerId, drained: bool) -> Result<u64, ClientError> {
+        done(self.execute(Command::SetDrained { id, drained }).await?)
+    }
+
     // ---- liveness ----
 
     /// "Alive", to the leader; servers attach their averaged resources.
@@ -300,6 +309,75 @@ impl Client {
 
     // ---- cluster ----
 
+    /// Opens a snapshot stream on the leader (found as `call_leader` finds it, within the
+    /// request timeout): its head says what it holds; `SnapshotDownload::next_chunk`
+    /// returns the bytes.
+    pub async fn snapshot(&self) -> Result<SnapshotDownload, ClientError> {
+        let timeout_ms = self.cluster.request_timeout_ms();
+        let start = Instant::now();
+        let deadline = start + Duration::from_millis(timeout_ms);
+        let mut endpoint = self.cluster.first_choice();
+        let mut tried: Vec<String> = Vec::new();
+        let mut last_error = String::from("no attempt was made (zero timeout)");
+        let mut answered = false;
+        while Instant::now() < deadline {
+            let addr = self.cluster.endpoint_addr(endpoint).unwrap_or_default();
+            if !tried.contains(&addr) {
+                tried.push(addr.clone());
+            }
+            let opened = Timeout::new(
+                async {
+                    let mut stream = self.cluster.stream(endpoint, ClientRequest::Snapshot).await?;
+                    let first = stream.next().await?;
+                    Ok::<_, ClientError>((stream, first))
+                },
+                deadline,
+            )
+            .await;
+            match opened {
+                Err(_elapsed) => {
+                    last_error = format!("{addr} did not answer in time");
+                    break;
+                }
+                Ok(Ok((stream, ClientResponse::SnapshotBegin(head)))) => {
+                    self.cluster.note_leader(endpoint);
+                    return Ok(SnapshotDownload { head, stream, received: 0, chunk_timeout_ms: timeout_ms });
+                }
+                Ok(Ok((_, ClientResponse::NotLeader { leader }))) => {
+                    answered = true;
+                    last_error = format!("{addr} is not the leader");
+                    match self.cluster.follow_hint(&leader) {
+                        Some(to) if to != endpoint => endpoint = to,
+                        _ => {
+                            endpoint = self.cluster.next_endpoint(endpoint);
+                            tokio::time::sleep(Duration::from_millis(SNAPSHOT_RETRY_PAUSE_MS)).await;
+                        }
+                    }
+                }
+                Ok(Ok((_, ClientResponse::RetryLater(reason)))) => {
+                    answered = true;
+                    last_error = format!("{addr}: {reason}");
+                    tokio::time::sleep(Duration::from_millis(SNAPSHOT_RETRY_PAUSE_MS)).await;
+                }
+                Ok(Ok((_, other))) => return Err(unexpected("SnapshotBegin", other)),
+                Ok(Err(e @ ClientError::Rejected { .. })) => return Err(e),
+                Ok(Err(e)) if e.is_transport() => {
+                    last_error = e.to_string();
+                    self.cluster.demote(endpoint);
+                    endpoint = self.cluster.next_endpoint(endpoint);
+                    tokio::time::sleep(Duration::from_millis(SNAPSHOT_RETRY_PAUSE_MS)).await;
+                }
+                Ok(Err(e)) => return Err(e),
+            }
+        }
+        let waited_ms = u64::try_from(start.elapsed().as_millis()).unwrap_or(u64::MAX);
+        Err(if answered {
+            ClientError::NoLeader { endpoints: tried, waited_ms, last_error }
+        } else {
+            ClientError::Unreachable { endpoints: tried, last_error }
+        })
+    }
+
     /// The cluster as seen by the leader if one answers, else by any node.
     /// Prefers the leader's view: only the leader knows heartbeat ages.
     pub async fn status(&self) -> Result<ClusterStatus, ClientError> {
@@ -372,6 +450,49 @@ impl Client {
     }
 }
 
+/// Pause before asking again for a snapshot stream (no leader yet, or not ready).
+const SNAPSHOT_RETRY_PAUSE_MS: u64 = 50;
+
+/// A snapshot arriving from the leader: `head` first, then the bytes in order. The
+/// stream's connection is its own and closes when this is dropped.
+pub struct SnapshotDownload {
+    pub head: SnapshotHead,
+    stream: ResponseStream,
+    received: u64,
+    /// Longest wait for one chunk.
+    chunk_timeout_ms: u64,
+}
+
+impl SnapshotDownload {
+    /// The next piece, or `None` once `head.total_bytes` have come. More bytes than the
+    /// head announced, or an empty piece, is a protocol error; the checksum is the
+    /// caller's to verify over the whole (`head.crc32`).
+    pub async fn next_chunk(&mut self) -> Result<Option<Vec<u8>>, ClientError> {
+        if self.received == self.head.total_bytes {
+            return Ok(None);
+        }
+        let deadline = Instant::now() + Duration::from_millis(self.chunk_timeout_ms);
+        let addr = self.stream.addr().to_string();
+        let answer = Timeout::new(self.stream.next(), deadline)
+            .await
+            .map_err(|_| ClientError::Timeout { addr: addr.clone(), timeout_ms: self.chunk_timeout_ms })??;
+        let chunk = match answer {
+            ClientResponse::SnapshotChunk(chunk) => chunk,
+            other => return Err(unexpected("SnapshotChunk", other)),
+        };
+        let left = self.head.total_bytes - self.received;
+        if chunk.is_empty() || chunk.len() as u64 > left {
+            return Err(ClientError::Protocol(format!(
+                "snapshot chunk of {} bytes from {addr} with {left} of {} bytes left",
+                chunk.len(),
+                self.head.total_bytes
+            )));
+        }
+        self.received += chunk.len() as u64;
+        Ok(Some(chunk))
+    }
+}
+
 fn status(answer: ClientResponse) -> Result<ClusterStatus, ClientError> {
     match answer {
         ClientResponse::Status(status) => Ok(*status),
@@ -424,6 +545,8 @@ fn response_name(answer: &ClientResponse) -> &'static str {
         ClientResponse::WatchCompacted { .. } => "WatchCompacted",
         ClientResponse::Status(_) => "Status",
         ClientResponse::Launched { .. } => "Launched",
+        ClientResponse::SnapshotBegin(_) => "SnapshotBegin",
+        ClientResponse::SnapshotChunk(_) => "SnapshotChunk",
         ClientResponse::Done => "Done",
         ClientResponse::LeaderTransferred { .. } => "LeaderTransferred",
         ClientResponse::NotLeader { .. } => "NotLeader",

@@ -42,6 +42,7 @@ pub fn is_resources_only(previous: &ServerEntry, updated: &ServerEntry) -> bool 
     previous.id == updated.id
         && previous.info == updated.info
         && previous.status == updated.status
+        && previous.drained == updated.drained
         && previous.registered_rev == updated.registered_rev
         && previous.resources != updated.resources
 }
@@ -106,9 +107,10 @@ pub fn describe(event: &Event, server_name: impl Fn(ServerId) -> Option<String>)
         ),
         EventKind::ServerUpdated(s) => {
             format!(
-                "server {} updated: {}, at {}, {}",
+                "server {} updated: {}{}, at {}, {}",
                 server_title(s),
                 status_word(s.status),
+                if s.drained { " (drained)" } else { "" },
                 one_line(&s.info.api_addr),
                 resources(s)
             )
@@ -227,6 +229,7 @@ mod tests {
                 mem_capacity_bytes: 16 << 30,
             },
             status: MemberStatus::Online,
+            drained: false,
             resources: None,
             registered_rev: 2,
             updated_rev: 2,

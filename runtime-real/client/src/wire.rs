@@ -13,6 +13,10 @@ pub type NodeId = u64;
 /// Largest frame a client may send or receive.
 pub const MAX_CLIENT_FRAME_BYTES: usize = 4 << 20;
 
+/// Most snapshot bytes in one `SnapshotChunk`: well under a frame, with room for the
+/// envelope, so a snapshot of any size streams in frames the client accepts.
+pub const SNAPSHOT_STREAM_CHUNK_BYTES: usize = 1 << 20;
+
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Hello {
     pub token: String,
@@ -94,6 +98,10 @@ pub enum ClientRequest {
     Launch(LaunchRequest),
     /// Leader → chosen node: start this program here.
     StartLocal(LaunchRequest),
+    /// A consistent snapshot of the applied state, from the leader (after a read-index
+    /// round, so it holds every write acknowledged before the request): one
+    /// `SnapshotBegin`, then `SnapshotChunk`s on the same id until `total_bytes` came.
+    Snapshot,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -131,6 +139,10 @@ pub enum ClientResponse {
         server: ServerId,
         process: ProcessId,
     },
+    /// The head of a snapshot stream: what the snapshot holds, and how to check it.
+    SnapshotBegin(SnapshotHead),
+    /// The next piece of the snapshot (at most `SNAPSHOT_STREAM_CHUNK_BYTES`).
+    SnapshotChunk(Vec<u8>),
     Done,
     /// Leadership moved to this node.
     LeaderTransferred {
@@ -231,6 +243,23 @@ pub enum RequestError {
     BadFrame { reason: String },
     #[error("this node does not serve {request}")]
     Unsupported { request: String },
+    #[error("the leader cannot take a snapshot: {reason}")]
+    SnapshotFailed { reason: String },
+}
+
+/// What a snapshot stream carries: the node's snapshot bytes (its own header, Raft
+/// metadata and the kernel's versioned, checksummed image) at one applied log entry.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SnapshotHead {
+    /// The kernel's revision in the snapshot.
+    pub revision: u64,
+    /// The last log entry applied in it.
+    pub last_log_term: u64,
+    pub last_log_index: u64,
+    /// Length of the bytes that follow in chunks.
+    pub total_bytes: u64,
+    /// CRC-32 (IEEE) of those bytes.
+    pub crc32: u32,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]

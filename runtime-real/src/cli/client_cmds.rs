@@ -247,7 +247,7 @@ pub fn render_status(s: &ClusterStatus) -> String {
         out.push_str(&format!("learners: {}\n", l.join(" ")));
     }
     out.push_str(&format!("servers ({}):\n", s.servers.len()));
-    out.push_str("  ID    NAME              STATUS    HEARTBEAT   CPU(avg/cap)     MEM(avg/cap)\n");
+    out.push_str("  ID    NAME              STATUS          HEARTBEAT   CPU(avg/cap)     MEM(avg/cap)\n");
     for st in &s.servers {
         let e = &st.entry;
         let hb = st.heartbeat_age_ms.map(|a| format!("{a} ms ago")).unwrap_or_else(|| "-".into());
@@ -256,10 +256,10 @@ pub fn render_status(s: &ClusterStatus) -> String {
             None => ("-".into(), "-".into()),
         };
         out.push_str(&format!(
-            "  {:<5} {:<17} {:<9} {:<11} {:>5}/{:<9} {:>9}/{} MiB\n",
+            "  {:<5} {:<17} {:<15} {:<11} {:>5}/{:<9} {:>9}/{} MiB\n",
             e.id.0,
             e.info.name,
-            format!("{:?}", e.status),
+            status_text(e),
             hb,
             cpu,
             format!("{}%", e.info.cpu_capacity_percent),
@@ -276,6 +276,11 @@ pub fn render_status(s: &ClusterStatus) -> String {
         ));
     }
     out
+}
+
+/// A server's status, with `drained` when an operator drained it (`roster server drain`).
+fn status_text(s: &roster_kernel::ServerEntry) -> String {
+    if s.drained { format!("{:?},drained", s.status) } else { format!("{:?}", s.status) }
 }
 
 pub async fn status(args: ClientArgs) -> Result<ExitCode, String> {
@@ -327,12 +332,12 @@ fn render_server(s: &roster_kernel::ServerEntry) -> String {
         None => ("-".into(), "-".into()),
     };
     format!(
-        "server:{id}  {name}\n  status      {status:?}\n  api         {api}\n  raft        {raft}\n  \
+        "server:{id}  {name}\n  status      {status}\n  api         {api}\n  raft        {raft}\n  \
          cpu         {cpu} of {cap_cpu}%\n  memory      {mem} of {cap_mem} MiB\n  started     {started}\n  \
          revisions   registered {reg}, updated {upd}\n",
         id = s.id.0,
         name = s.info.name,
-        status = s.status,
+        status = status_text(s),
         api = s.info.api_addr,
         raft = s.info.raft_addr,
         cap_cpu = s.info.cpu_capacity_percent,
@@ -440,7 +445,7 @@ pub async fn ls(args: LsArgs, c: ClientArgs) -> Result<ExitCode, String> {
         print_json(&serde_json::json!({ "revision": reply.revision, "servers": servers, "processes": processes }))?;
     } else {
         for s in &servers {
-            outln!("server:{:<6} {:<20} {:?} {}", s.id.0, s.info.name, s.status, s.info.api_addr);
+            outln!("server:{:<6} {:<20} {} {}", s.id.0, s.info.name, status_text(s), s.info.api_addr);
         }
         for p in &processes {
             let labels: Vec<String> = p.info.labels.iter().map(|(k, v)| format!("{k}={v}")).collect();

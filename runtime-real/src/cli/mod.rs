@@ -13,12 +13,15 @@ macro_rules! out {
     ($($arg:tt)*) => { $crate::cli::write_stdout(format_args!($($arg)*), false) };
 }
 
+mod backup_file;
 mod bench;
 mod client_cmds;
 mod dev;
 mod launch_cmd;
 mod node_cmd;
 mod run_cmd;
+mod server_cmd;
+mod snapshot_cmd;
 
 use clap::parser::ValueSource;
 use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand};
@@ -62,6 +65,10 @@ enum Command {
     Watch(client_cmds::WatchArgs),
     /// Add, remove or replace a server node, or hand leadership over.
     Member(client_cmds::MemberArgs),
+    /// Drain a server (placement stops picking it) or undrain it.
+    Server(server_cmd::ServerArgs),
+    /// Save a consistent snapshot of the cluster to a file, or seed a new cluster from one.
+    Snapshot(snapshot_cmd::SnapshotArgs),
     /// Benchmarks against a running cluster.
     Bench(bench::BenchArgs),
     /// Run a program as a cluster member: register, heartbeat, deregister with its exit status.
@@ -164,6 +171,8 @@ pub fn main() -> ExitCode {
             Command::Kv(a) => client_cmds::kv(a, c).await,
             Command::Watch(a) => client_cmds::watch(a, c).await,
             Command::Member(a) => client_cmds::member(a, c).await,
+            Command::Server(a) => server_cmd::run(a, c).await,
+            Command::Snapshot(a) => snapshot_cmd::run(a, c).await,
             Command::Bench(a) => bench::run(a, c).await,
             Command::Run(a) => run_cmd::run(a, c).await,
             Command::Launch(a) => launch_cmd::run(a, c).await,

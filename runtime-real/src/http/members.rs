@@ -190,6 +190,30 @@ pub async fn delete_server(
     Ok(Json(reply_json(&reply)))
 }
 
+/// `POST /v1/servers/{id}/drain`: placement stops picking the server (`roster server
+/// drain`); it keeps running, heartbeating and its processes. Answers `{"revision": N}`;
+/// the entry's `drained` field shows the flag.
+pub async fn drain_server(
+    _: Authorized,
+    State(state): State<HttpState>,
+    Path(id): Path<u64>,
+    headers: HeaderMap,
+) -> Result<Json<Value>, HttpError> {
+    let reply = write(&state, &headers, Command::SetDrained { id: ServerId(id), drained: true }).await?;
+    Ok(Json(reply_json(&reply)))
+}
+
+/// `POST /v1/servers/{id}/undrain`: placement may pick the server again.
+pub async fn undrain_server(
+    _: Authorized,
+    State(state): State<HttpState>,
+    Path(id): Path<u64>,
+    headers: HeaderMap,
+) -> Result<Json<Value>, HttpError> {
+    let reply = write(&state, &headers, Command::SetDrained { id: ServerId(id), drained: false }).await?;
+    Ok(Json(reply_json(&reply)))
+}
+
 /// `POST /v1/launch`: `{"name", "program", "args", "labels", "require_mem_bytes",
 /// "require_cpu_percent"}`; answers where it started.
 #[derive(Debug, Deserialize)]

@@ -10,6 +10,8 @@ pub fn router(state: HttpState) -> Router {
         .route("/status", get(reads::status))
         .route("/servers", get(reads::servers))
         .route("/servers/{id}", get(reads::server).patch(members::patch_server).delete(members::delete_server))
+        .route("/servers/{id}/drain", post(members::drain_server))
+        .route("/servers/{id}/undrain", post(members::undrain_server))
         .route("/processes", get(reads::processes).post(members::register))
         .route("/processes/{id}", get(reads::process).patch(members::patch_process).delete(members::deregister))
         .route("/processes/{id}/heartbeat", put(members::heartbeat))

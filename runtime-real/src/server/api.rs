@@ -2,7 +2,7 @@
 
 use crate::net::wire::{
     ClientEnvelope, ClientRequest, ClientResponse, ClientResponseEnvelope, ClusterStatus, Consistency, RequestError,
-    ServerStatus, Unavailable,
+    SNAPSHOT_STREAM_CHUNK_BYTES, ServerStatus, SnapshotHead, Unavailable,
 };
 use crate::raft::{NodeAddr, NodeId, TypeConfig};
 use crate::server::Raft;
@@ -101,6 +101,11 @@ impl Api {
             ClientRequest::Watch { after_revision } => {
                 let _open = crate::metrics::Open::new(&self.metrics.watchers);
                 self.watch(id, after_revision, tx).await;
+                return;
+            }
+            ClientRequest::Snapshot => {
+                self.snapshot_stream(id, tx).await;
+                self.metrics.observe_request(op, started.elapsed());
                 return;
             }
             ClientRequest::OpenSession => self.write(ProposalBody::OpenSession).await,
@@ -216,6 +221,51 @@ impl Api {
                 return;
             }
         }
+    }
+
+    /// A backup: on the leader, after a read-index round (so the state holds every write
+    /// acknowledged before the request), the applied state as snapshot bytes, streamed in
+    /// chunks on request `id` after a head that says what they hold and how to check them.
+    async fn snapshot_stream(&self, id: u64, tx: mpsc::Sender<ClientResponseEnvelope>) {
+        let export = match self.snapshot_export().await {
+            Ok(export) => export,
+            Err(response) => {
+                let _ = tx.send(ClientResponseEnvelope { id, response }).await;
+                return;
+            }
+        };
+        let Some(last) = export.meta.last_log_id else {
+            let reason = "nothing is applied yet".to_string();
+            let response = ClientResponse::Error(RequestError::SnapshotFailed { reason });
+            let _ = tx.send(ClientResponseEnvelope { id, response }).await;
+            return;
+        };
+        let head = SnapshotHead {
+            revision: export.revision,
+            last_log_term: last.committed_leader_id().term,
+            last_log_index: last.index,
+            total_bytes: export.data.len() as u64,
+            crc32: crc32fast::hash(&export.data),
+        };
+        tracing::info!(revision = head.revision, bytes = head.total_bytes, "streaming a snapshot for a backup");
+        if tx.send(ClientResponseEnvelope { id, response: ClientResponse::SnapshotBegin(head) }).await.is_err() {
+            return;
+        }
+        for chunk in export.data.chunks(SNAPSHOT_STREAM_CHUNK_BYTES) {
+            let response = ClientResponse::SnapshotChunk(chunk.to_vec());
+            // A closed connection ends the stream: the client went away.
+            if tx.send(ClientResponseEnvelope { id, response }).await.is_err() {
+                return;
+            }
+        }
+    }
+
+    async fn snapshot_export(&self) -> Result<crate::storage::state_machine::Export, ClientResponse> {
+        if !self.raft.is_leader() {
+            return Err(self.not_leader().await);
+        }
+        self.linearize().await?;
+        self.shared.export().map_err(|e| ClientResponse::Error(RequestError::SnapshotFailed { reason: e.to_string() }))
     }
 
     /// This node's view of the cluster (heartbeat ages only when it leads).
@@ -360,6 +410,7 @@ fn op_name(request: &ClientRequest) -> &'static str {
         | ClientRequest::TransferLeader { .. } => "membership",
         ClientRequest::Launch(_) => "launch",
         ClientRequest::StartLocal(_) => "start_local",
+        ClientRequest::Snapshot => "snapshot",
     }
 }
 

@@ -127,6 +127,17 @@ impl SharedState {
         }
     }
 
+    /// A consistent export of the applied state (see `Export`), for a backup.
+    pub fn export(&self) -> Result<Export, StorageError> {
+        let (meta, revision, kernel) = {
+            let st = self.read();
+            let meta = SnapshotMeta { last_log_id: st.last_applied, last_membership: st.membership.clone() };
+            (meta, st.kernel.revision(), st.kernel.snapshot())
+        };
+        let data = encode_snapshot(&meta, &kernel)?;
+        Ok(Export { meta, revision, data })
+    }
+
     fn publish(&self, applied: Applied) {
         self.applied.send_if_modified(|cur| {
             let changed = *cur != applied;
@@ -210,6 +221,41 @@ fn restore_kernel(kernel: &[u8], file: &str, offset: usize) -> Result<ClusterSta
         offset: offset as u64,
         reason: format!("state machine snapshot: {e}"),
     })
+}
+
+/// A consistent image of the applied state for a backup (`roster snapshot save`): the
+/// snapshot bytes a node would store or ship, taken under one read lock.
+#[derive(Debug)]
+pub struct Export {
+    pub meta: SnapshotMeta,
+    /// The kernel's revision in it.
+    pub revision: u64,
+    pub data: SnapshotData,
+}
+
+/// Checks snapshot bytes from outside the node (a backup) whole, writing nothing: our
+/// header and checksum, the metadata, the kernel's own versioned, checksummed image and
+/// every invariant of the state it builds. `what` names the source in errors.
+pub fn verify_snapshot_data(bytes: &[u8], what: &str) -> Result<(SnapshotMeta, ClusterStateMachine), StorageError> {
+    let (meta, kernel) = decode_snapshot(bytes, what)?;
+    let machine = restore_kernel(kernel, what, bytes.len() - kernel.len())?;
+    Ok((meta, machine))
+}
+
+/// Seeds a new node's empty data directory with `kernel` as its only snapshot, at `meta`
+/// (written as the node writes its own: temp file, fsync, rename, fsync of the
+/// directory). The node's first start restores it as if it had taken it itself. Returns
+/// the file's name.
+pub fn seed_snapshot(
+    disk: Arc<dyn Disk>,
+    meta: &SnapshotMeta,
+    kernel: &ClusterStateMachine,
+) -> Result<String, StorageError> {
+    let data = encode_snapshot(meta, &kernel.snapshot())?;
+    let files = SnapshotFiles { offload: false, disk, current: Mutex::new(None) };
+    let stored = files.store(meta, &data)?;
+    assert!(stored, "a directory without a current snapshot takes any snapshot");
+    Ok(snapshot_file_name(meta))
 }
 
 impl SnapshotFiles {
@@ -556,6 +602,30 @@ mod tests {
             Err(other) => panic!("expected Corrupt, got {other}"),
             Ok(_) => panic!("a corrupt snapshot must not open"),
         }
+    }
+
+    /// A backup's export, checked and seeded into an empty directory, opens as the same
+    /// state at the metadata it was seeded with.
+    #[tokio::test]
+    async fn an_export_seeds_a_new_directory() {
+        let mut sm = store(&MemDisk::new());
+        apply(&mut sm, vec![membership(1, 1, &[1, 2])]).await;
+        apply(&mut sm, (2..6).map(|i| open_session(3, i)).collect()).await;
+        let export = sm.shared().export().unwrap();
+        assert_eq!((export.meta.last_log_id, export.revision), (Some(lid(3, 5)), 4));
+        let (meta, kernel) = verify_snapshot_data(&export.data, "backup").unwrap();
+        assert_eq!(meta, export.meta);
+        let mut torn = export.data.clone();
+        torn.truncate(torn.len() - 1);
+        assert!(matches!(verify_snapshot_data(&torn, "backup"), Err(StorageError::Corrupt { .. })));
+
+        let disk = MemDisk::new();
+        let seeded = SnapshotMeta { last_log_id: Some(lid(0, 5)), last_membership: meta.last_membership.clone() };
+        let name = seed_snapshot(Arc::new(disk.clone()), &seeded, &kernel).unwrap();
+        assert_eq!(snapshot_files(&disk), vec![name]);
+        let mut reopened = store(&disk);
+        assert_eq!(reopened.applied_state().await.unwrap(), (Some(lid(0, 5)), meta.last_membership));
+        assert_eq!(reopened.shared().applied(), Applied { log_index: Some(5), revision: 4 });
     }
 
     #[tokio::test]
