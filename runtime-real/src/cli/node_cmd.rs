@@ -124,7 +124,19 @@ pub async fn run(args: NodeArgs) -> Result<ExitCode, String> {
     super::init_logging();
     let config = args.into_config()?;
     let node = start_node(config).await?;
-    wait_for_signal().await;
+    let stopped = tokio::select! {
+        biased;
+        () = wait_for_signal() => None,
+        why = roster_real::server::raft_stopped::raft_stopped(&node.raft) => Some(why),
+    };
+    if let Some(why) = stopped {
+        // A stopped core would go on calling itself leader (its metrics freeze): leave,
+        // so clients, members and peers turn to the node the others elect.
+        tracing::error!(error = %why, "Raft stopped; exiting so the cluster moves on without this node");
+        return Err(format!(
+            "Raft stopped: {why}. The node exits; fix the cause, then restart it: it recovers from what is durable"
+        ));
+    }
     tracing::info!("signal received: handing leadership over if leading, then leaving the cluster");
     node.hand_off().await;
     node.shutdown().await;

@@ -11,6 +11,7 @@
 //! - `probe`: CPU and memory samples for the agent.
 //! - `vote_gate`: no vote from a node that started with an empty data directory until it caught up.
 //! - `rejoin`: the bootstrap check of a fresh node, readmission and `member replace`.
+//! - `raft_stopped`: tells the node to exit once its Raft core has stopped (a fail-stopped log).
 
 pub mod agent;
 pub mod api;
@@ -21,6 +22,7 @@ pub mod leader;
 pub mod leadership;
 pub mod probe;
 pub mod proposer;
+pub mod raft_stopped;
 pub mod rejoin;
 pub mod vote_gate;
 
