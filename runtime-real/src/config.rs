@@ -57,7 +57,11 @@ pub struct NodeConfig {
     pub heartbeat_timeout_ms: u64,
     #[serde(default = "defaults::resource_window_ms")]
     pub resource_window_ms: u64,
-    /// Raft's own leader heartbeat and election timeouts.
+    /// Raft's own leader heartbeat and election timeouts. openraft adds its leader lease
+    /// (= `election_timeout_max_ms`) to the sampled timeout, so a follower that stops
+    /// hearing from the leader starts an election after `min + max` to `2 × max` ms
+    /// (300–400 ms at the defaults), and a leader refuses writes when no quorum
+    /// acknowledged it within `election_timeout_max_ms`.
     #[serde(default = "defaults::raft_heartbeat_ms")]
     pub raft_heartbeat_ms: u64,
     #[serde(default = "defaults::election_timeout_min_ms")]
@@ -94,13 +98,13 @@ pub mod defaults {
         60_000
     }
     pub fn raft_heartbeat_ms() -> u64 {
-        100
+        40
     }
     pub fn election_timeout_min_ms() -> u64 {
-        400
+        100
     }
     pub fn election_timeout_max_ms() -> u64 {
-        800
+        200
     }
     pub fn snapshot_every_entries() -> u64 {
         20_000
@@ -156,6 +160,12 @@ impl NodeConfig {
 
     pub fn advertise_addr(&self) -> &str {
         self.advertise.as_deref().unwrap_or(&self.listen)
+    }
+
+    /// How long a leadership hand-off may take: the target elects itself at once, so a
+    /// few round trips, but a loaded machine may take longer than the election timeouts.
+    pub fn hand_off_timeout_ms(&self) -> u64 {
+        (4 * self.election_timeout_max_ms).max(2_000)
     }
 
     pub fn liveness(&self) -> LivenessConfig {

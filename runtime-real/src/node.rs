@@ -107,7 +107,9 @@ impl Node {
             raft: raft.clone(),
             shared: shared.clone(),
             clock,
-            lease_ms: config.election_timeout_min_ms,
+            // No other leader can be elected sooner: a follower waits its election timeout
+            // plus openraft's leader lease (= the maximum) after the last contact.
+            lease_ms: config.election_timeout_max_ms,
             counters: metrics.clone(),
         };
         let leader = crate::server::leader::start(driver, roster_kernel::DutiesConfig::new(config.liveness()))
@@ -120,7 +122,7 @@ impl Node {
             shared: shared.clone(),
             leader,
             launcher: Some(Arc::new(launcher)),
-            hand_off_timeout_ms: 2 * config.election_timeout_max_ms,
+            hand_off_timeout_ms: config.hand_off_timeout_ms(),
             proposer: crate::server::proposer::Proposer::start(config.id, raft.clone(), metrics.clone()),
             vote_gate: vote_gate.clone(),
             metrics: metrics.clone(),
@@ -158,7 +160,7 @@ impl Node {
         if !self.raft.is_leader() {
             return;
         }
-        let timeout_ms = 2 * self.config.election_timeout_max_ms;
+        let timeout_ms = self.config.hand_off_timeout_ms();
         match crate::server::leadership::hand_off(&self.raft, self.config.id, None, timeout_ms).await {
             Ok(_) => {}
             Err(crate::net::wire::RequestError::NoOtherVoter) => {}

@@ -82,9 +82,10 @@ impl Default for WorldConfig {
             process_life_ms: None,
             heartbeat_interval_ms: 1_000,
             heartbeat_timeout_ms: 3_000,
-            raft_heartbeat_ms: 100,
-            election_timeout_min_ms: 400,
-            election_timeout_max_ms: 800,
+            // The shipped defaults: the simulator proves the timings users run.
+            raft_heartbeat_ms: roster_real::config::defaults::raft_heartbeat_ms(),
+            election_timeout_min_ms: roster_real::config::defaults::election_timeout_min_ms(),
+            election_timeout_max_ms: roster_real::config::defaults::election_timeout_max_ms(),
             snapshot_every_entries: 2_000,
             sample_every_ms: 20,
             state_hash_every_ms: 200,

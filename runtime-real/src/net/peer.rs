@@ -14,6 +14,9 @@ use openraft::raft::{
 use std::future::Future;
 use std::time::Duration;
 
+/// The shortest deadline of one peer RPC (connect included).
+pub const MIN_RPC_TIMEOUT_MS: u64 = 300;
+
 /// Creates one `PeerClient` per target; openraft owns them.
 pub struct PeerNetwork {
     pub self_id: NodeId,
@@ -57,19 +60,29 @@ impl PeerClient {
     }
 
     async fn call(&mut self, req: &PeerRequest, ttl: Duration) -> Result<PeerResponse, RpcFailure> {
+        // openraft gives AppendEntries its heartbeat interval (40 ms) as the deadline: on a
+        // loaded machine a large batch or a scheduling hiccup would fail the RPC and tear
+        // down a healthy connection. A quorum's other members keep the lease meanwhile.
+        let ttl = ttl.max(Duration::from_millis(MIN_RPC_TIMEOUT_MS));
         let deadline = tokio::time::Instant::now() + ttl;
-        if self.conn_mut().is_none() {
-            let timeout_ms = ttl.as_millis() as u64;
-            let conn = transport::connect(&self.addr, &self.hello, MAX_PEER_FRAME_BYTES, timeout_ms)
-                .await
-                .map_err(RpcFailure::Unreachable)?;
-            *self.conn_mut() = Some(conn);
-        }
+        // The connection is taken out for the exchange and put back only after a whole
+        // answer was read. openraft may drop this future at any point (its heartbeat has a
+        // deadline of its own): the connection then goes with it, instead of staying with
+        // half a frame sent, or an answer still on its way that the next call would read
+        // as its own (an old AppendEntries success taken for a new one).
+        let mut conn = match self.conn_mut().take() {
+            Some(conn) => conn,
+            None => {
+                let timeout_ms = ttl.as_millis() as u64;
+                transport::connect(&self.addr, &self.hello, MAX_PEER_FRAME_BYTES, timeout_ms)
+                    .await
+                    .map_err(RpcFailure::Unreachable)?
+            }
+        };
         let addr = self.addr.clone();
         let sent_at = tokio::time::Instant::now();
-        let conn = self.conn.get_mut().unwrap_or_else(|e| e.into_inner());
-        let (r, w) = conn.as_mut().expect("connected above");
         let exchange = async {
+            let (r, w) = &mut conn;
             w.send(req).await?;
             r.recv::<PeerResponse>().await
         };
@@ -80,13 +93,11 @@ impl PeerClient {
         match result {
             Ok(resp) => {
                 self.metrics.observe_peer_rtt(self.target, sent_at.elapsed());
+                *self.conn_mut() = Some(conn);
                 Ok(resp)
             }
-            Err(e) => {
-                // The stream may hold half a frame now: start over on the next call.
-                *self.conn_mut() = None;
-                Err(RpcFailure::Network(e))
-            }
+            // The stream may hold half a frame now: it is dropped, the next call connects anew.
+            Err(e) => Err(RpcFailure::Network(e)),
         }
     }
 
@@ -293,6 +304,54 @@ mod tests {
             entries: sizes.iter().enumerate().map(|(i, &n)| entry(i as u64 + 1, n)).collect(),
             leader_commit: None,
         }
+    }
+
+    /// A peer that answers request N with `Failed("answer N")`, the first one late.
+    async fn numbering_peer() -> (String, tokio::task::JoinHandle<()>) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        let task = tokio::spawn(async move {
+            let mut n = 0;
+            loop {
+                let Ok((stream, _)) = listener.accept().await else { return };
+                let (mut r, mut w) = transport::framed(stream, MAX_PEER_FRAME_BYTES);
+                let Ok(_) = r.recv::<Hello>().await else { continue };
+                w.send(&roster_client::wire::HelloReply::Welcome { node: 2 }).await.unwrap();
+                while r.recv::<PeerRequest>().await.is_ok() {
+                    n += 1;
+                    if n == 1 {
+                        tokio::time::sleep(Duration::from_millis(200)).await;
+                    }
+                    if w.send(&PeerResponse::Failed(format!("answer {n}"))).await.is_err() {
+                        break;
+                    }
+                }
+            }
+        });
+        (addr, task)
+    }
+
+    #[tokio::test]
+    async fn an_answer_to_a_dropped_call_is_never_taken_for_the_next_ones() {
+        let (addr, server) = numbering_peer().await;
+        let mut client = PeerClient {
+            target: 2,
+            addr,
+            hello: Hello { token: "t".into(), role: Role::Peer { from: 1 } },
+            conn: std::sync::Mutex::new(None),
+            metrics: Default::default(),
+        };
+        let vote = PeerRequest::PreVote(VoteRequest::new(Vote::new(1, 1), None));
+        // openraft's heartbeat gives up on its own deadline, dropping the call mid-exchange.
+        let first = tokio::time::timeout(Duration::from_millis(50), client.call(&vote, Duration::from_secs(5))).await;
+        assert!(first.is_err(), "the first call is dropped before its (late) answer");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        match client.call(&vote, Duration::from_secs(5)).await {
+            Ok(PeerResponse::Failed(answer)) => assert_ne!(answer, "answer 1", "read the dropped call's answer"),
+            Ok(other) => panic!("unexpected {other:?}"),
+            Err(_) => panic!("the second call failed"),
+        }
+        server.abort();
     }
 
     #[test]

@@ -192,7 +192,7 @@ impl Api {
     }
 
     fn forward(&self, f: &ForwardToLeader<TypeConfig>) -> ClientResponse {
-        leadership::forward_response(self.id, f)
+        leadership::forward_response(&self.raft, self.id, f)
     }
 
     pub(crate) async fn not_leader(&self) -> ClientResponse {

@@ -15,6 +15,7 @@ use crate::net::wire::{ClientResponse, ClientResponseEnvelope, RequestError, Una
 use crate::raft::entry::{Batch, BatchReplies};
 use crate::raft::{NodeId, TypeConfig};
 use crate::server::Raft;
+use crate::server::leadership::Redirect;
 use openraft::error::{ClientWriteError, RaftError};
 use roster_kernel::{CommandResult, Proposal, ProposalBody, Reply};
 use std::sync::Arc;
@@ -30,6 +31,9 @@ pub const MAX_BATCHES_IN_FLIGHT: usize = 4;
 /// Proposals waiting for a batch; beyond it, submitting waits (back-pressure on the
 /// connection the command came on).
 pub const QUEUE_PROPOSALS: usize = 4 * MAX_BATCH_PROPOSALS;
+/// How often one batch may wait for a leader and be proposed again (a follower that wins
+/// the election meanwhile, then waits for its lease) before its refusal is answered.
+const MAX_REDIRECTS: u32 = 3;
 
 /// Where the answer to one proposal goes.
 #[derive(Debug)]
@@ -160,19 +164,31 @@ async fn propose(node: NodeId, raft: &Raft, pending: Vec<Pending>) -> bool {
         replies.push((p.reply, opens_session));
     }
     let batch = Batch::new(proposals).expect("a batch starts with one proposal");
-    match raft.client_write(batch).await {
-        Ok(resp) => {
-            answer_each(replies, resp.data);
-            true
-        }
-        Err(e) => {
-            let response = write_error(node, &e);
-            for (reply, _) in replies {
-                deliver(reply, response.clone());
+    // A refused batch was never appended (Raft checks leadership first), so proposing it
+    // again cannot apply it twice; client commands are deduplicated by session anyway.
+    let mut redirects = 0;
+    let response = loop {
+        match raft.client_write(batch.clone()).await {
+            Ok(resp) => {
+                answer_each(replies, resp.data);
+                return true;
             }
-            false
+            Err(e) => match e.forward_to_leader() {
+                Some(f) if redirects < MAX_REDIRECTS => {
+                    redirects += 1;
+                    match crate::server::leadership::redirect(raft, node, f).await {
+                        Redirect::Again => continue,
+                        Redirect::Answer(response) => break response,
+                    }
+                }
+                _ => break write_error(node, raft, &e),
+            },
         }
+    };
+    for (reply, _) in replies {
+        deliver(reply, response.clone());
     }
+    false
 }
 
 fn answer_each(replies: Vec<(ReplyTo, bool)>, results: BatchReplies) {
@@ -196,9 +212,9 @@ fn applied(result: CommandResult, opens_session: bool) -> ClientResponse {
 }
 
 /// The answer to every proposal of a batch Raft refused.
-fn write_error(node: NodeId, e: &RaftError<TypeConfig, ClientWriteError<TypeConfig>>) -> ClientResponse {
+fn write_error(node: NodeId, raft: &Raft, e: &RaftError<TypeConfig, ClientWriteError<TypeConfig>>) -> ClientResponse {
     match e.forward_to_leader() {
-        Some(f) => crate::server::leadership::forward_response(node, f),
+        Some(f) => crate::server::leadership::forward_response(raft, node, f),
         None => ClientResponse::Error(RequestError::WriteFailed { reason: e.to_string() }),
     }
 }
