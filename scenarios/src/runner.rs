@@ -26,6 +26,9 @@ pub struct RunOptions {
     pub process_workers: Option<u64>,
     /// Replace the sampler's period.
     pub sample_every_ms: Option<u64>,
+    /// Instant disks (no latency, stalls or EIO; an fsync is durable when it returns), to
+    /// measure what the disk model costs. Scenarios that inject disk faults then inject none.
+    pub instant_disks: bool,
 }
 
 impl Default for RunOptions {
@@ -38,6 +41,7 @@ impl Default for RunOptions {
             kv_workers: None,
             process_workers: None,
             sample_every_ms: None,
+            instant_disks: false,
         }
     }
 }
@@ -72,6 +76,7 @@ pub fn world_config(scenario: &Scenario, opts: &RunOptions) -> WorldConfig {
     config.kv_workers = opts.kv_workers.unwrap_or(config.kv_workers);
     config.process_workers = opts.process_workers.unwrap_or(config.process_workers);
     config.sample_every_ms = opts.sample_every_ms.unwrap_or(config.sample_every_ms);
+    config.disk_model &= !opts.instant_disks;
     config
 }
 

@@ -138,6 +138,9 @@ mod sim {
         /// The sampler's period instead of 20 ms.
         #[arg(long)]
         sample_ms: Option<u64>,
+        /// Disks without latency or faults (to measure what the disk model costs).
+        #[arg(long)]
+        instant_disks: bool,
     }
 
     impl Phases {
@@ -149,6 +152,7 @@ mod sim {
                 kv_workers: self.kv_workers,
                 process_workers: self.process_workers,
                 sample_every_ms: self.sample_ms,
+                instant_disks: self.instant_disks,
                 ..RunOptions::default()
             }
         }
@@ -175,6 +179,9 @@ mod sim {
                     out.push(flag.to_string());
                     out.push(v.to_string());
                 }
+            }
+            if self.instant_disks {
+                out.push("--instant-disks".to_string());
             }
             out
         }
