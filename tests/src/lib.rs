@@ -4,6 +4,8 @@
 //! The binary is found at `$ROSTER_BIN`, else `<workspace>/target/debug/roster`
 //! (`scripts/test` builds it first).
 
+pub mod nemesis;
+
 use serde_json::Value;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
