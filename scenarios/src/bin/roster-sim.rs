@@ -581,15 +581,25 @@ mod sim {
                 }
             }
         }
-        // madsim's check, one child per seed (it panics at the first divergence).
-        for s in list {
-            for seed in seeds.clone() {
-                let exe = std::env::current_exe().expect("own path");
-                let out = Command::new(exe)
-                    .args(["madsim-check", "--scenario", s.name, "--seed", &seed.to_string()])
-                    .args(phases.args())
-                    .output();
-                match out {
+        // madsim's check, one child per seed (it panics at the first divergence), `jobs`
+        // at a time, reported in order.
+        let checks: Vec<(&'static Scenario, u64)> =
+            list.iter().flat_map(|s| seeds.clone().map(move |seed| (*s, seed))).collect();
+        let exe = std::env::current_exe().expect("own path");
+        for batch in checks.chunks(jobs.max(1)) {
+            let children: Vec<_> = batch
+                .iter()
+                .map(|(s, seed)| {
+                    Command::new(&exe)
+                        .args(["madsim-check", "--scenario", s.name, "--seed", &seed.to_string()])
+                        .args(phases.args())
+                        .stdout(Stdio::piped())
+                        .stderr(Stdio::piped())
+                        .spawn()
+                })
+                .collect();
+            for ((s, seed), child) in batch.iter().zip(children) {
+                match child.and_then(|c| c.wait_with_output()) {
                     Ok(o) if o.status.success() => println!("madsim check ok  {} seed {seed}", s.name),
                     Ok(o) => {
                         bad += 1;

@@ -267,6 +267,20 @@ mod tests {
         assert_eq!(v.len(), 1, "{v:?}");
     }
 
+    /// The etcd failure (issues 15247, 12528): a leader stuck on its disk hears nothing for
+    /// a while, and when it comes back judges every member on the stale times and expires
+    /// them, although their heartbeats reached it (or were waiting for it) all along.
+    #[test]
+    fn an_expiry_by_a_leader_back_from_a_stall_is_flagged() {
+        // Member 1 heartbeats every second throughout; the leader's disk stalls from 2000
+        // to 6000 ms, and right after it the member is removed.
+        let heartbeats: Vec<HeartbeatDelivery> = (1..=9).map(|s| hb(1, s * 1_000)).collect();
+        let removals = [Removal { member: p(1), at_ms: 6_100 }];
+        let v = check_false_expiry(3_000, 200, &heartbeats, &removals);
+        assert_eq!(v.len(), 1, "{v:?}");
+        assert!(v[0].detail.contains("reached the leader at 5000 ms"), "{}", v[0].detail);
+    }
+
     #[test]
     fn progress_after_a_heal_passes() {
         assert!(check_progress(&[1_000, 5_000], &[200, 1_800, 5_000], 1_000, 10_000).is_empty());
