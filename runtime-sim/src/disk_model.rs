@@ -129,7 +129,7 @@ impl SimDiskModel {
     fn fsync_us(&mut self) -> f64 {
         self.fsyncs += 1;
         let z = self.rng.normal();
-        let tail = self.rng.next_u64() % TAIL_EVERY == 0;
+        let tail = self.rng.next_u64().is_multiple_of(TAIL_EVERY);
         if tail {
             let x_min = TAIL_XMIN_MEDIANS * self.fsync_median_us;
             (x_min / self.rng.unit().powf(1.0 / TAIL_ALPHA)).min(TAIL_CAP_US)
