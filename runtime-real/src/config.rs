@@ -82,6 +82,16 @@ pub struct NodeConfig {
     /// `system` (sysinfo) or `fixed:cpu=PCT,mem=BYTES` (pinned synthetic values).
     #[serde(default = "defaults::probe")]
     pub probe: String,
+    /// TLS, off unless all three are given: this node's certificate chain and key (PEM),
+    /// served to peers and clients on `listen` and `http_listen`, and presented to peers
+    /// (mutual TLS); and the CA (PEM) every peer's and client's certificate is checked
+    /// against. Re-read on SIGHUP.
+    #[serde(default)]
+    pub tls_cert: Option<PathBuf>,
+    #[serde(default)]
+    pub tls_key: Option<PathBuf>,
+    #[serde(default)]
+    pub tls_ca: Option<PathBuf>,
 }
 
 /// Below this, snapshots (each a copy of the whole state) would come too often to pay.
@@ -147,7 +157,15 @@ impl NodeConfig {
             snapshot_log_bytes: defaults::snapshot_log_bytes(),
             launch_allow: Vec::new(),
             probe: defaults::probe(),
+            tls_cert: None,
+            tls_key: None,
+            tls_ca: None,
         }
+    }
+
+    /// Whether TLS is on (`validate` checks the three files come together).
+    pub fn tls_on(&self) -> bool {
+        self.tls_cert.is_some()
     }
 
     /// Reads a TOML file; unknown keys are errors so a typo never goes unnoticed.
@@ -243,6 +261,32 @@ impl NodeConfig {
             });
         }
         crate::server::probe::ProbeSpec::parse(&self.probe)?;
+        self.validate_tls()
+    }
+
+    fn validate_tls(&self) -> Result<(), ConfigError> {
+        let files = [("tls_cert", &self.tls_cert), ("tls_key", &self.tls_key), ("tls_ca", &self.tls_ca)];
+        let given: Vec<&str> = files.iter().filter(|(_, f)| f.is_some()).map(|(name, _)| *name).collect();
+        if given.is_empty() {
+            return Ok(());
+        }
+        if let Some((missing, _)) = files.iter().find(|(_, f)| f.is_none()) {
+            return Err(ConfigError::Invalid {
+                field: missing,
+                value: String::new(),
+                reason: format!(
+                    "TLS needs tls_cert, tls_key and tls_ca together; {} given without it",
+                    given.join(" and ")
+                ),
+            });
+        }
+        if cfg!(madsim) {
+            return Err(ConfigError::Invalid {
+                field: "tls_cert",
+                value: String::new(),
+                reason: "the simulator build has no TLS".into(),
+            });
+        }
         Ok(())
     }
 
@@ -354,6 +398,23 @@ mod tests {
         .expect("parses");
         assert_eq!(c.snapshot_log_bytes, 2 << 20);
         c.validate().expect("valid");
+    }
+
+    #[test]
+    fn tls_files_come_all_three_or_none() {
+        let mut c = base();
+        c.tls_cert = Some("node.pem".into());
+        c.tls_key = Some("node.key".into());
+        let msg = c.validate().expect_err("refused").to_string();
+        assert!(msg.contains("tls_ca") && msg.contains("tls_cert and tls_key given"), "{msg}");
+        c.tls_ca = Some("ca.pem".into());
+        c.validate().expect("all three");
+        assert!(c.tls_on());
+        let c: NodeConfig = toml::from_str(
+            "id = 1\nlisten = \"127.0.0.1:7001\"\ndata_dir = \"/tmp/x\"\ntls_cert = \"n.pem\"\ntls_key = \"n.key\"\ntls_ca = \"ca.pem\"\n",
+        )
+        .expect("parses");
+        assert_eq!(c.tls_ca.as_deref(), Some(std::path::Path::new("ca.pem")));
     }
 
     #[test]

@@ -27,3 +27,4 @@ pub mod raft;
 pub mod rt;
 pub mod server;
 pub mod storage;
+pub mod tls;

@@ -24,6 +24,9 @@ pub enum NodeError {
     Http { addr: String, reason: String },
     #[error("raft: {0}")]
     Raft(String),
+    #[cfg(not(madsim))]
+    #[error(transparent)]
+    Tls(#[from] roster_client::TlsError),
 }
 
 /// A running node. Dropping it does not stop it; call `shutdown`.
@@ -90,7 +93,14 @@ impl Node {
             ..Default::default()
         };
         let raft_config = Arc::new(raft_config.validate().map_err(|e| NodeError::Raft(e.to_string()))?);
-        let network = PeerNetwork { self_id: config.id, token: token.clone(), metrics: metrics.clone() };
+        let security = crate::tls::Security::from_config(&config)?;
+        let connector = security.connector.clone();
+        let network = PeerNetwork {
+            self_id: config.id,
+            token: token.clone(),
+            connector: connector.clone(),
+            metrics: metrics.clone(),
+        };
         let raft = Raft::new(config.id, raft_config, network, log_store, sm_store)
             .await
             .map_err(|e| NodeError::Raft(e.to_string()))?;
@@ -114,10 +124,17 @@ impl Node {
         };
         let leader = crate::server::leader::start(driver, roster_kernel::DutiesConfig::new(config.liveness()))
             .map_err(crate::config::ConfigError::from_duties)?;
-        let launcher = crate::server::launch::Launcher::new(&config, raft.clone(), shared.clone(), token.clone());
+        let launcher = crate::server::launch::Launcher::new(
+            &config,
+            raft.clone(),
+            shared.clone(),
+            token.clone(),
+            connector.clone(),
+        );
         let api = Arc::new(Api {
             id: config.id,
             token: token.clone(),
+            connector: connector.clone(),
             raft: raft.clone(),
             shared: shared.clone(),
             leader,
@@ -128,11 +145,12 @@ impl Node {
             metrics: metrics.clone(),
         });
         tokio::spawn(count_leader_changes(raft.clone(), metrics.clone()));
-        tokio::spawn(crate::server::dispatch::serve(listener, api.clone()));
+        tokio::spawn(crate::server::dispatch::serve(listener, api.clone(), security.acceptor.clone()));
+        security.reload_on_sighup();
         tokio::spawn(crate::server::compaction::run(raft.clone(), log_reader.clone(), config.snapshot_log_bytes));
 
         if fresh {
-            decide_bootstrap(&raft, &config, &token, &vote_gate).await?;
+            decide_bootstrap(&raft, &config, &token, &connector, &vote_gate).await?;
         } else if !vote_gate.is_closed() && config.bootstrap {
             // Not empty but never initialised (stopped between the first write and the
             // initialisation): finish what the first start began.
@@ -147,10 +165,11 @@ impl Node {
             raft.runtime_config().elect(false);
             tokio::spawn(lift_when_caught_up(raft.clone(), vote_gate.clone()));
         }
-        let http_addr = start_http(&config, &api, &token).await?;
-        tracing::info!(node = config.id, listen = %local_addr, http = ?http_addr, "node started");
+        let http_addr = start_http(&config, &api, &token, &security).await?;
+        let tls = security.acceptor.is_tls();
+        tracing::info!(node = config.id, listen = %local_addr, http = ?http_addr, tls, "node started");
 
-        let agent = crate::server::agent::ServerAgent::start(&config, token, probe, clock);
+        let agent = crate::server::agent::ServerAgent::start(&config, token, connector, probe, clock);
         Ok(Node { config, raft, api, local_addr, http_addr, shared, log_reader, agent: Some(agent) })
     }
 
@@ -193,20 +212,26 @@ async fn start_http(
     config: &NodeConfig,
     api: &Arc<Api>,
     token: &str,
+    security: &crate::tls::Security,
 ) -> Result<Option<std::net::SocketAddr>, NodeError> {
     let Some(addr) = &config.http_listen else { return Ok(None) };
     let fail = |reason: String| NodeError::Http { addr: addr.clone(), reason };
     let mut endpoints = vec![config.advertise_addr().to_string()];
     endpoints.extend(config.peers.values().filter(|a| a.as_str() != config.advertise_addr()).cloned());
-    let state =
-        crate::http::HttpState::new(api.clone(), endpoints, token.to_string()).map_err(|e| fail(e.to_string()))?;
-    let local = crate::http::start(addr, state).await.map_err(|e| fail(e.to_string()))?;
+    let state = crate::http::HttpState::new(api.clone(), endpoints, token.to_string(), security.connector.clone())
+        .map_err(|e| fail(e.to_string()))?;
+    let local = crate::http::start(addr, state, security.acceptor.clone()).await.map_err(|e| fail(e.to_string()))?;
     Ok(Some(local))
 }
 
 /// The simulator has no HTTP listener (`http_listen` is never set there).
 #[cfg(madsim)]
-async fn start_http(_: &NodeConfig, _: &Arc<Api>, _: &str) -> Result<Option<std::net::SocketAddr>, NodeError> {
+async fn start_http(
+    _: &NodeConfig,
+    _: &Arc<Api>,
+    _: &str,
+    _: &crate::tls::Security,
+) -> Result<Option<std::net::SocketAddr>, NodeError> {
     Ok(None)
 }
 
@@ -217,6 +242,7 @@ async fn decide_bootstrap(
     raft: &Raft,
     config: &NodeConfig,
     token: &str,
+    connector: &crate::net::transport::Connector,
     gate: &crate::server::vote_gate::VoteGate,
 ) -> Result<(), NodeError> {
     let id = config.id;
@@ -226,7 +252,7 @@ async fn decide_bootstrap(
              (`roster member add {id} ADDR`), or replaced if it lost its data (`roster member replace {id}`)"
         )
     } else {
-        match crate::server::rejoin::cluster_running(&config.peers, id, token).await {
+        match crate::server::rejoin::cluster_running(&config.peers, id, token, connector).await {
             None => {
                 gate.open_provisional();
                 return form_cluster(raft, config).await;

@@ -750,6 +750,10 @@ fn start_server(
         snapshot_log_bytes: roster_real::config::MIN_SNAPSHOT_LOG_BYTES,
         launch_allow: Vec::new(),
         probe: "fixed:cpu=0,mem=0".into(),
+        // TLS is not in the simulator build.
+        tls_cert: None,
+        tls_key: None,
+        tls_ca: None,
     };
     let disk = MemDisk::new();
     let faults = FaultSwitch::default();

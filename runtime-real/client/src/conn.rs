@@ -1,4 +1,4 @@
-//! One TCP connection to one node, carrying many requests at once.
+//! One TCP (or TLS) connection to one node, carrying many requests at once.
 //!
 //! Each request goes out as a `ClientEnvelope` with a fresh id; a reader task matches
 //! every `ClientResponseEnvelope` to its waiter by that id. A writer task owns the write
@@ -151,9 +151,14 @@ impl Drop for Conn {
 
 impl Conn {
     /// Connects, says hello with the cluster token, and starts the reader and writer.
-    pub(crate) async fn open(addr: &str, token: &str, connect_timeout_ms: u64) -> Result<Conn, ClientError> {
+    pub(crate) async fn open(
+        addr: &str,
+        token: &str,
+        connector: &transport::Connector,
+        connect_timeout_ms: u64,
+    ) -> Result<Conn, ClientError> {
         let hello = Hello { token: token.to_string(), role: Role::Client };
-        let (reader, writer) = transport::connect(addr, &hello, MAX_CLIENT_FRAME_BYTES, connect_timeout_ms)
+        let (reader, writer) = transport::connect(addr, &hello, MAX_CLIENT_FRAME_BYTES, connect_timeout_ms, connector)
             .await
             .map_err(|e| from_transport(addr, e))?;
         let shared = Arc::new(Shared {

@@ -81,6 +81,7 @@ pub(crate) fn from_transport(addr: &str, e: crate::transport::TransportError) ->
             reason: format!("no handshake within {timeout_ms} ms (raise connect_timeout_ms if the network is slow)"),
         },
         T::Refused { addr, reason } => ClientError::Rejected { addr, reason },
+        T::Tls { addr, reason } => ClientError::Connect { addr, reason: format!("TLS: {reason}") },
         other => ClientError::Connect { addr: addr.to_string(), reason: other.to_string() },
     }
 }

@@ -20,6 +20,8 @@ mod pool;
 mod process;
 mod session;
 mod timeout;
+#[cfg(not(madsim))]
+pub mod tls;
 pub mod transport;
 mod watch;
 pub mod wire;
@@ -38,4 +40,7 @@ pub use process::ProcessHandle;
 pub use roster_kernel::retry_queue::RetryConfig;
 pub use session::{LINGER_AFTER_DROP_MS, Pending, Session};
 pub use timeout::{Elapsed, Timeout};
+#[cfg(not(madsim))]
+pub use tls::{ClientTls, TlsError, TlsFiles};
+pub use transport::Connector;
 pub use watch::Watch;

@@ -10,6 +10,7 @@ use crate::Timeout;
 use crate::conn::{Answer, Conn};
 use crate::endpoints::EndpointTable;
 use crate::error::ClientError;
+use crate::transport::Connector;
 use crate::wire::{ClientRequest, ClientResponse};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -83,6 +84,8 @@ pub struct Cluster {
 
 struct Inner {
     token: String,
+    /// Plain TCP, or TLS: every connection of this client is made the same way.
+    connector: Connector,
     connect_timeout_ms: u64,
     request_timeout_ms: u64,
     state: Mutex<State>,
@@ -138,13 +141,20 @@ enum Step {
 }
 
 impl Cluster {
+    /// Connections over plain TCP.
     pub fn new(options: ClientOptions) -> Result<Cluster, ClientError> {
+        Cluster::with_connector(options, Connector::Plain)
+    }
+
+    /// Connections made by `connector` (TLS, where the build has it).
+    pub fn with_connector(options: ClientOptions, connector: Connector) -> Result<Cluster, ClientError> {
         options.validate()?;
         let table = EndpointTable::new(options.endpoints)?;
         let slots = (0..table.len()).map(|_| Arc::new(Slot::default())).collect();
         Ok(Cluster {
             inner: Arc::new(Inner {
                 token: options.token,
+                connector,
                 connect_timeout_ms: options.connect_timeout_ms,
                 request_timeout_ms: options.request_timeout_ms,
                 state: Mutex::new(State { table, slots }),
@@ -251,7 +261,7 @@ impl Cluster {
     pub async fn stream(&self, endpoint: usize, request: ClientRequest) -> Result<ResponseStream, ClientError> {
         let addr = self.addr_of(endpoint)?;
         let connect_ms = self.inner.connect_timeout_ms.min(self.inner.request_timeout_ms);
-        let conn = Conn::open(&addr, &self.inner.token, connect_ms).await?;
+        let conn = Conn::open(&addr, &self.inner.token, &self.inner.connector, connect_ms).await?;
         let rx = conn.start_stream(self.next_id(), request)?;
         Ok(ResponseStream { conn, rx })
     }
@@ -322,7 +332,9 @@ impl Cluster {
             return Err(timeout());
         }
         let conn =
-            Arc::new(Conn::open(addr, &self.inner.token, self.inner.connect_timeout_ms.min(remaining_ms)).await?);
+            Conn::open(addr, &self.inner.token, &self.inner.connector, self.inner.connect_timeout_ms.min(remaining_ms))
+                .await?;
+        let conn = Arc::new(conn);
         debug_assert_eq!(conn.addr(), addr);
         *guard = Some(conn.clone());
         Ok(conn)

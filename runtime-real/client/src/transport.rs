@@ -1,10 +1,15 @@
-//! Framed connections over TCP with the kernel's codec: one write per frame, nodelay on,
-//! frame size bounded both ways.
+//! Framed connections over TCP, or TLS over TCP, with the kernel's codec: one write per
+//! frame, nodelay on, frame size bounded both ways.
+//!
+//! [`Stream`] is either; everything above it (framing, the handshake, the client's and the
+//! node's connections) has one code path. The simulator build has no TLS variant.
 
 use roster_kernel::codec::{self, CodecError};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpStream;
 
 #[derive(Debug, thiserror::Error)]
@@ -35,6 +40,150 @@ pub enum TransportError {
          give the node's listen address (--listen), not its http_listen address"
     )]
     HttpResponse,
+    /// The TLS handshake, or a TLS error right after it (the node refusing this side's
+    /// certificate), named in words.
+    #[error("TLS with {addr} failed: {reason}")]
+    Tls { addr: String, reason: String },
+    /// The first bytes of the stream are a TLS handshake, on a port that has TLS off.
+    #[error(
+        "got a TLS handshake, but TLS is off on this node: connect without --tls-ca, or give the node \
+         tls_cert, tls_key and tls_ca"
+    )]
+    TlsOnPlainPort,
+}
+
+/// A connection: plain TCP, or TLS over TCP (client or server side).
+pub enum Stream {
+    Plain(TcpStream),
+    #[cfg(not(madsim))]
+    Tls(Box<tokio_rustls::TlsStream<TcpStream>>),
+}
+
+impl From<TcpStream> for Stream {
+    fn from(s: TcpStream) -> Self {
+        Stream::Plain(s)
+    }
+}
+
+impl Stream {
+    pub fn tcp(&self) -> &TcpStream {
+        match self {
+            Stream::Plain(s) => s,
+            #[cfg(not(madsim))]
+            Stream::Tls(s) => s.get_ref().0,
+        }
+    }
+
+    /// Whether the other side presented a certificate that the CA verified.
+    pub fn peer_certified(&self) -> bool {
+        match self {
+            Stream::Plain(_) => false,
+            #[cfg(not(madsim))]
+            Stream::Tls(s) => s.get_ref().1.peer_certificates().is_some_and(|c| !c.is_empty()),
+        }
+    }
+}
+
+impl AsyncRead for Stream {
+    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            Stream::Plain(s) => Pin::new(s).poll_read(cx, buf),
+            #[cfg(not(madsim))]
+            Stream::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
+        }
+    }
+}
+
+impl AsyncWrite for Stream {
+    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
+        match self.get_mut() {
+            Stream::Plain(s) => Pin::new(s).poll_write(cx, buf),
+            #[cfg(not(madsim))]
+            Stream::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            Stream::Plain(s) => Pin::new(s).poll_flush(cx),
+            #[cfg(not(madsim))]
+            Stream::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            Stream::Plain(s) => Pin::new(s).poll_shutdown(cx),
+            #[cfg(not(madsim))]
+            Stream::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
+        }
+    }
+}
+
+/// How a connection to a node is made: plain TCP, or TLS verified against a CA.
+#[derive(Clone, Debug, Default)]
+pub enum Connector {
+    #[default]
+    Plain,
+    #[cfg(not(madsim))]
+    Tls(crate::tls::ClientTls),
+}
+
+impl Connector {
+    /// Wraps a connected socket; for TLS, runs the handshake, verifying the node's
+    /// certificate for the host part of `addr`.
+    async fn secure(&self, addr: &str, tcp: TcpStream) -> Result<Stream, TransportError> {
+        let _ = addr; // only TLS names the host
+        match self {
+            Connector::Plain => Ok(Stream::Plain(tcp)),
+            #[cfg(not(madsim))]
+            Connector::Tls(tls) => {
+                let (config, files) = tls.current();
+                let host = addr.rsplit_once(':').map_or(addr, |(h, _)| h);
+                let host = host.trim_start_matches('[').trim_end_matches(']');
+                let name = rustls::pki_types::ServerName::try_from(host.to_string()).map_err(|e| {
+                    TransportError::Tls { addr: addr.to_string(), reason: format!("{host:?} is not a host name: {e}") }
+                })?;
+                let stream = tokio_rustls::TlsConnector::from(config)
+                    .connect(name, tcp)
+                    .await
+                    .map_err(|e| tls_failure(addr, &files, e))?;
+                Ok(Stream::Tls(Box::new(tokio_rustls::TlsStream::Client(stream))))
+            }
+        }
+    }
+
+    /// Names a TLS error that surfaced after the handshake (in TLS 1.3 the node checks
+    /// this side's certificate after the client considers the handshake done).
+    fn explain(&self, addr: &str, e: TransportError) -> TransportError {
+        match (self, e) {
+            #[cfg(not(madsim))]
+            (Connector::Tls(tls), TransportError::Io(io)) => tls_failure(addr, &tls.current().1, io),
+            #[cfg(not(madsim))]
+            (Connector::Tls(_), TransportError::Codec(_) | TransportError::Closed) => TransportError::Tls {
+                addr: addr.to_string(),
+                reason: "the node closed the connection during the handshake (see its log for why)".into(),
+            },
+            (_, e) => {
+                let _ = addr;
+                e
+            }
+        }
+    }
+}
+
+#[cfg(not(madsim))]
+fn tls_failure(addr: &str, files: &crate::tls::TlsFiles, e: std::io::Error) -> TransportError {
+    match crate::tls::rustls_error(&e) {
+        Some(tls) => {
+            TransportError::Tls { addr: addr.to_string(), reason: crate::tls::describe_client_failure(tls, files) }
+        }
+        None if e.kind() == std::io::ErrorKind::UnexpectedEof => TransportError::Tls {
+            addr: addr.to_string(),
+            reason: "the node closed the connection during the handshake (see its log for why)".into(),
+        },
+        None => TransportError::Io(e),
+    }
 }
 
 /// How HTTP begins: the first four bytes of each request method (and of HTTP/2's
@@ -44,9 +193,16 @@ const HTTP_REQUEST_STARTS: [&[u8; 4]; 10] =
 /// How an HTTP answer begins (`HTTP/1.1 400 ...`).
 const HTTP_RESPONSE_START: &[u8; 4] = b"HTTP";
 
-/// Names HTTP at the start of a stream, from its first four bytes. Only the start is
-/// checked: after the first frame, the same bytes are a length like any other.
+/// How a TLS handshake begins: a handshake record (22) of TLS major version 3. A frame's
+/// first byte is the top byte of its length, 0 for every frame under 16 MiB.
+const TLS_RECORD_START: [u8; 2] = [0x16, 0x03];
+
+/// Names HTTP, or TLS, at the start of a stream, from its first four bytes. Only the start
+/// is checked: after the first frame, the same bytes are a length like any other.
 fn http_at_start(first: &[u8]) -> Option<TransportError> {
+    if first.get(..2) == Some(&TLS_RECORD_START[..]) {
+        return Some(TransportError::TlsOnPlainPort);
+    }
     let head: &[u8; 4] = first.get(..4)?.try_into().ok()?;
     if head == HTTP_RESPONSE_START {
         return Some(TransportError::HttpResponse);
@@ -113,7 +269,13 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
                 self.start = 0;
             }
             self.buf.reserve(READ_CHUNK_BYTES);
-            let n = self.inner.read_buf(&mut self.buf).await?;
+            let n = match self.inner.read_buf(&mut self.buf).await {
+                Ok(n) => n,
+                // TLS reports a peer that closed without a close_notify as an error. The
+                // framing still catches a cut: between frames it is an end like TCP's.
+                Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => 0,
+                Err(e) => return Err(e.into()),
+            };
             if n == 0 {
                 if !self.buf.is_empty() {
                     codec::check_eof(&self.buf)?;
@@ -200,32 +362,43 @@ impl<W: AsyncWrite + Unpin> FrameWriter<W> {
     }
 }
 
-pub type Reader = FrameReader<tokio::io::ReadHalf<TcpStream>>;
-pub type Writer = FrameWriter<tokio::io::WriteHalf<TcpStream>>;
+pub type Reader = FrameReader<tokio::io::ReadHalf<Stream>>;
+pub type Writer = FrameWriter<tokio::io::WriteHalf<Stream>>;
 
 /// Splits a connected stream into framed halves.
-pub fn framed(stream: TcpStream, max_frame_bytes: usize) -> (Reader, Writer) {
-    // Nagle + delayed ACK cost ~40 ms per RPC in the prototype.
-    let _ = stream.set_nodelay(true);
+pub fn framed(stream: impl Into<Stream>, max_frame_bytes: usize) -> (Reader, Writer) {
+    let stream = stream.into();
+    set_nodelay(stream.tcp());
     let (r, w) = tokio::io::split(stream);
     (FrameReader::new(r, max_frame_bytes), FrameWriter::new(w, max_frame_bytes))
 }
 
-/// Connects with a deadline, says hello and checks the answer.
+/// Nagle + delayed ACK cost ~40 ms per RPC in the prototype.
+pub fn set_nodelay(tcp: &TcpStream) {
+    let _ = tcp.set_nodelay(true);
+}
+
+/// Connects with a deadline (TLS handshake included), says hello and checks the answer.
 pub async fn connect(
     addr: &str,
     hello: &crate::wire::Hello,
     max_frame_bytes: usize,
     timeout_ms: u64,
+    connector: &Connector,
 ) -> Result<(Reader, Writer), TransportError> {
     let deadline = std::time::Duration::from_millis(timeout_ms);
     let handshake = async {
-        let stream = TcpStream::connect(addr)
+        let tcp = TcpStream::connect(addr)
             .await
             .map_err(|source| TransportError::Connect { addr: addr.to_string(), source })?;
+        set_nodelay(&tcp);
+        let stream = connector.secure(addr, tcp).await?;
         let (mut r, mut w) = framed(stream, max_frame_bytes);
-        w.send(hello).await?;
-        match r.recv::<crate::wire::HelloReply>().await? {
+        let reply = async {
+            w.send(hello).await?;
+            r.recv::<crate::wire::HelloReply>().await
+        };
+        match reply.await.map_err(|e| connector.explain(addr, e))? {
             crate::wire::HelloReply::Welcome { .. } => Ok((r, w)),
             crate::wire::HelloReply::Refused { reason } => {
                 Err(TransportError::Refused { addr: addr.to_string(), reason })

@@ -149,7 +149,7 @@ fn report(label: &str, mut lat_us: Vec<u64>, elapsed: Duration, failures: u64, j
 }
 
 async fn seq(count: u64, value_bytes: usize, c: ClientArgs) -> Result<ExitCode, String> {
-    let cluster = Cluster::new(options(&c)?).map_err(|e| e.to_string())?;
+    let cluster = Cluster::with_connector(options(&c)?, c.connector()?).map_err(|e| e.to_string())?;
     let session = Session::open(cluster, RetryConfig::default(), rand::random()).await.map_err(|e| e.to_string())?;
     let value = "x".repeat(value_bytes);
     // Warm up the connection and the leader's path.
@@ -183,9 +183,11 @@ async fn conc(
     if clients == 0 || connections == 0 {
         return Err("--clients and --connections must be at least 1".into());
     }
-    let opts = options(&c)?;
-    let pools: Vec<Cluster> =
-        (0..connections).map(|_| Cluster::new(opts.clone())).collect::<Result<_, _>>().map_err(|e| e.to_string())?;
+    let (opts, connector) = (options(&c)?, c.connector()?);
+    let pools: Vec<Cluster> = (0..connections)
+        .map(|_| Cluster::with_connector(opts.clone(), connector.clone()))
+        .collect::<Result<_, _>>()
+        .map_err(|e| e.to_string())?;
     let mut sessions = Vec::new();
     for i in 0..clients {
         let pool = pools[(i % connections) as usize].clone();
@@ -229,9 +231,9 @@ async fn heartbeats(
     server_id: u64,
     c: ClientArgs,
 ) -> Result<ExitCode, String> {
-    let opts = options(&c)?;
+    let (opts, connector) = (options(&c)?, c.connector()?);
     let pools: Vec<Cluster> = (0..connections.max(1))
-        .map(|_| Cluster::new(opts.clone()))
+        .map(|_| Cluster::with_connector(opts.clone(), connector.clone()))
         .collect::<Result<_, _>>()
         .map_err(|e| e.to_string())?;
     eprintln!("heartbeat bench pid {}: registering {members} members", std::process::id());
@@ -371,14 +373,16 @@ async fn avail(
     if sessions == 0 || duration_s == 0 {
         return Err("--sessions and --duration-s must be at least 1".into());
     }
-    let opts = options(&c)?;
+    let (opts, connector) = (options(&c)?, c.connector()?);
     let mut writers = Vec::new();
     for _ in 0..sessions {
-        let cluster = Cluster::new(opts.clone()).map_err(|e| e.to_string())?;
+        let cluster = Cluster::with_connector(opts.clone(), connector.clone()).map_err(|e| e.to_string())?;
         writers.push(Session::open(cluster, RetryConfig::default(), rand::random()).await.map_err(|e| e.to_string())?);
     }
     // Status goes through a connection of its own, so a slow status never delays a put.
-    let watcher = roster_real::client::Client::connect(opts, rand::random()).await.map_err(|e| e.to_string())?;
+    let watcher = Cluster::with_connector(opts, connector)
+        .and_then(|pool| roster_real::client::Client::with_cluster(pool, RetryConfig::default(), rand::random()))
+        .map_err(|e| e.to_string())?;
     let value = "x".repeat(value_bytes);
     let start = Instant::now();
     let end = start + Duration::from_secs(duration_s);

@@ -1,5 +1,6 @@
 //! `roster dev`: a local 3-node cluster on loopback, data under ./roster-data, live
-//! status until ctrl-c. A restart reuses the data (and the token).
+//! status until ctrl-c. A restart reuses the data (and the token, and with `--tls` the
+//! throwaway CA and certificates).
 
 use clap::Args;
 use roster_real::config::NodeConfig;
@@ -25,6 +26,16 @@ pub struct DevArgs {
     /// Seconds between status prints (0: none).
     #[arg(long, default_value_t = 2)]
     status_every_s: u64,
+    /// TLS between the nodes, for clients and on HTTP: a throwaway CA and node
+    /// certificates are made under DATA_DIR/tls (kept for a restart).
+    #[arg(long)]
+    tls: bool,
+}
+
+/// The dev cluster's TLS files: the CA, and each node's certificate and key.
+struct DevTls {
+    ca: PathBuf,
+    nodes: Vec<(PathBuf, PathBuf)>,
 }
 
 pub async fn run(args: DevArgs) -> Result<ExitCode, String> {
@@ -34,6 +45,7 @@ pub async fn run(args: DevArgs) -> Result<ExitCode, String> {
     let addr = |n: u64| format!("127.0.0.1:{}", args.base_port as u64 + n - 1);
     let http_addr = |n: u64| format!("127.0.0.1:{}", args.http_base_port as u64 + n - 1);
     let peers: std::collections::BTreeMap<u64, String> = (1..=args.nodes).map(|n| (n, addr(n))).collect();
+    let tls = if args.tls { Some(ensure_tls(&args.data_dir, args.nodes)?) } else { None };
     let mut nodes: Vec<roster_real::node::Node> = Vec::new();
     for n in 1..=args.nodes {
         let mut config = NodeConfig::new(n, addr(n), args.data_dir.join(format!("node-{n}")));
@@ -42,14 +54,38 @@ pub async fn run(args: DevArgs) -> Result<ExitCode, String> {
         config.token_file = Some(token_file.clone());
         config.name = Some(format!("dev-{n}"));
         config.http_listen = Some(http_addr(n));
+        if let Some(tls) = &tls {
+            let (cert, key) = tls.nodes[n as usize - 1].clone();
+            (config.tls_cert, config.tls_key, config.tls_ca) = (Some(cert), Some(key), Some(tls.ca.clone()));
+        }
         nodes.push(super::node_cmd::start_node(config).await?);
     }
     let endpoints: Vec<String> = (1..=args.nodes).map(addr).collect();
     outln!("roster dev: {} nodes on {}", args.nodes, endpoints.join(", "));
     outln!("data: {}   token file: {}", args.data_dir.display(), token_file.display());
-    outln!("web:  http://{}/   (the cluster page; it asks for the token once)", http_addr(1));
-    outln!("try:  roster status --endpoints {}", endpoints.join(","));
-    outln!("      curl -H \"Authorization: Bearer $(cat {})\" http://{}/v1/status", token_file.display(), http_addr(1));
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    outln!("web:  {scheme}://{}/   (the cluster page; it asks for the token once)", http_addr(1));
+    match &tls {
+        None => {
+            outln!("try:  roster status --endpoints {}", endpoints.join(","));
+            outln!(
+                "      curl -H \"Authorization: Bearer $(cat {})\" http://{}/v1/status",
+                token_file.display(),
+                http_addr(1)
+            );
+        }
+        Some(tls) => {
+            outln!("tls:  CA {} (throwaway; clients verify the nodes with it)", tls.ca.display());
+            outln!("try:  roster status --endpoints {} --tls-ca {}", endpoints.join(","), tls.ca.display());
+            outln!("      (or export ROSTER_TLS_CA={})", tls.ca.display());
+            outln!(
+                "      curl --cacert {} -H \"Authorization: Bearer $(cat {})\" https://{}/v1/status",
+                tls.ca.display(),
+                token_file.display(),
+                http_addr(1)
+            );
+        }
+    }
     outln!("stop: ctrl-c");
 
     let status_loop = async {
@@ -59,6 +95,9 @@ pub async fn run(args: DevArgs) -> Result<ExitCode, String> {
         let client_args = super::ClientArgs {
             endpoints: endpoints.clone(),
             token_file: Some(token_file.clone()),
+            tls_ca: tls.as_ref().map(|t| t.ca.clone()),
+            tls_cert: None,
+            tls_key: None,
             timeout_ms: 2_000,
             json: false,
         };
@@ -82,6 +121,31 @@ pub async fn run(args: DevArgs) -> Result<ExitCode, String> {
         node.shutdown().await;
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// The dev cluster's throwaway CA and a certificate for each node (for `localhost` and
+/// `127.0.0.1`), made once under `DIR/tls`; made again if any file is missing.
+fn ensure_tls(dir: &Path, nodes: u64) -> Result<DevTls, String> {
+    let tls_dir = dir.join("tls");
+    let ca = tls_dir.join("ca.pem");
+    let node_files = |n: u64| (tls_dir.join(format!("node-{n}.pem")), tls_dir.join(format!("node-{n}.key")));
+    let tls = DevTls { ca: ca.clone(), nodes: (1..=nodes).map(node_files).collect() };
+    if ca.exists() && tls.nodes.iter().all(|(c, k)| c.exists() && k.exists()) {
+        return Ok(tls);
+    }
+    std::fs::create_dir_all(&tls_dir).map_err(|e| format!("cannot create {}: {e}", tls_dir.display()))?;
+    let failed = |e: rcgen::Error| format!("cannot make the dev TLS certificates: {e}");
+    let authority = roster_real::tls::throwaway::Ca::new("roster dev CA").map_err(failed)?;
+    let validity = roster_real::tls::throwaway::validity(std::time::Duration::from_secs(365 * 86_400));
+    for n in 1..=nodes {
+        let issued = authority.issue(&format!("roster dev node {n}"), &["localhost", "127.0.0.1"], validity);
+        issued
+            .map_err(failed)?
+            .write(&tls_dir, &format!("node-{n}"))
+            .map_err(|e| format!("cannot write the TLS files of node {n} in {}: {e}", tls_dir.display()))?;
+    }
+    std::fs::write(&ca, authority.cert_pem()).map_err(|e| format!("cannot write {}: {e}", ca.display()))?;
+    Ok(tls)
 }
 
 /// The dev cluster's token: made once, random, kept beside the data.

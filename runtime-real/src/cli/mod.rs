@@ -32,7 +32,8 @@ use std::process::ExitCode;
     name = "roster",
     version,
     about = "Roster: a Raft-replicated cluster manager",
-    after_help = "Client options (--endpoints, --token-file, --timeout-ms, --json) go before or after the command."
+    after_help = "Client options (--endpoints, --token-file, --tls-ca, --tls-cert, --tls-key, --timeout-ms, --json) go \
+                  before or after the command."
 )]
 struct Cli {
     #[command(flatten)]
@@ -44,7 +45,8 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run one server node.
-    Node(node_cmd::NodeArgs),
+    // Boxed: its flags outweigh every other command's.
+    Node(Box<node_cmd::NodeArgs>),
     /// Run a local 3-node cluster on loopback (data in ./roster-data) until ctrl-c.
     Dev(dev::DevArgs),
     /// Leader, term, commit index, every server and process.
@@ -97,6 +99,17 @@ pub struct ClientArgs {
     // this option, and a client's environment must not pick a node's token file.
     #[arg(long, global = true, help_heading = CLIENT_OPTIONS)]
     pub token_file: Option<std::path::PathBuf>,
+    /// CA file (PEM) to verify the nodes' TLS certificates: TLS is on when given [env: ROSTER_TLS_CA].
+    // The TLS variables are read in `connector()`, not by clap, as the token file's:
+    // `roster node --tls-ca` and the others share these options.
+    #[arg(long, global = true, help_heading = CLIENT_OPTIONS)]
+    pub tls_ca: Option<std::path::PathBuf>,
+    /// Certificate (PEM) this client presents over TLS, with --tls-key [env: ROSTER_TLS_CERT].
+    #[arg(long, global = true, help_heading = CLIENT_OPTIONS)]
+    pub tls_cert: Option<std::path::PathBuf>,
+    /// Private key (PEM) of --tls-cert [env: ROSTER_TLS_KEY].
+    #[arg(long, global = true, help_heading = CLIENT_OPTIONS)]
+    pub tls_key: Option<std::path::PathBuf>,
     /// Give up after this long.
     #[arg(long, global = true, help_heading = CLIENT_OPTIONS, default_value_t = 5_000)]
     pub timeout_ms: u64,
@@ -117,6 +130,26 @@ impl ClientArgs {
         roster_real::config::resolve_token(None, file.as_deref()).map_err(|e| e.to_string())
     }
 
+    /// Plain TCP, or TLS when a CA is given (--tls-ca, else ROSTER_TLS_CA); the client's
+    /// own certificate and key likewise. A file that does not load is named.
+    pub fn connector(&self) -> Result<roster_real::client::Connector, String> {
+        let from_env = |name: &str| std::env::var_os(name).filter(|v| !v.is_empty()).map(std::path::PathBuf::from);
+        let pick = |flag: &Option<std::path::PathBuf>, env: &str| flag.clone().or_else(|| from_env(env));
+        let ca = pick(&self.tls_ca, "ROSTER_TLS_CA");
+        let (cert, key) = (pick(&self.tls_cert, "ROSTER_TLS_CERT"), pick(&self.tls_key, "ROSTER_TLS_KEY"));
+        let Some(ca) = ca else {
+            if cert.is_some() || key.is_some() {
+                return Err("--tls-cert / --tls-key given without --tls-ca: TLS needs the cluster's CA to verify \
+                            the nodes"
+                    .into());
+            }
+            return Ok(roster_real::client::Connector::Plain);
+        };
+        let tls = roster_real::client::ClientTls::load(roster_real::client::TlsFiles { ca, cert, key })
+            .map_err(|e| e.to_string())?;
+        Ok(roster_real::client::Connector::Tls(tls))
+    }
+
     pub async fn connect(&self) -> Result<roster_real::client::Client, String> {
         let options = roster_real::client::ClientOptions {
             endpoints: self.endpoints.clone(),
@@ -124,7 +157,10 @@ impl ClientArgs {
             connect_timeout_ms: self.timeout_ms.min(2_000),
             request_timeout_ms: self.timeout_ms,
         };
-        roster_real::client::Client::connect(options, rand::random()).await.map_err(|e| e.to_string())
+        let cluster = roster_real::client::Cluster::with_connector(options, self.connector()?);
+        cluster
+            .and_then(|c| roster_real::client::Client::with_cluster(c, Default::default(), rand::random()))
+            .map_err(|e| e.to_string())
     }
 }
 
@@ -160,7 +196,7 @@ pub fn main() -> ExitCode {
     let c = cli.client;
     let result: Result<ExitCode, String> = rt.block_on(async move {
         match cli.command {
-            Command::Node(a) => node_cmd::run(a).await,
+            Command::Node(a) => node_cmd::run(*a).await,
             Command::Dev(a) => dev::run(a).await,
             Command::Status => client_cmds::status(c).await,
             Command::Get(a) => client_cmds::get(a, c).await,
@@ -208,19 +244,23 @@ fn hidden_stand_in(id: &'static str) -> clap::Arg {
         "json" => arg.long("json").action(clap::ArgAction::SetTrue),
         "timeout_ms" => arg.long("timeout-ms").value_parser(clap::value_parser!(u64)),
         "token_file" => arg.long("token-file").value_parser(clap::value_parser!(std::path::PathBuf)),
+        "tls_ca" => arg.long("tls-ca").value_parser(clap::value_parser!(std::path::PathBuf)),
+        "tls_cert" => arg.long("tls-cert").value_parser(clap::value_parser!(std::path::PathBuf)),
+        "tls_key" => arg.long("tls-key").value_parser(clap::value_parser!(std::path::PathBuf)),
         "endpoints" => arg.long("endpoints").value_delimiter(',').action(clap::ArgAction::Append),
         other => unreachable!("no stand-in for client option {other}"),
     }
 }
 
-/// Client options `roster node` does not take (its `--token-file` is its own).
+/// Client options `roster node` does not take (its `--token-file` and TLS files are its own).
 const NODE_FOREIGN_OPTIONS: &[&str] = &["endpoints", "timeout_ms", "json"];
 /// Client options `roster dev` does not take.
-const DEV_FOREIGN_OPTIONS: &[&str] = &["endpoints", "token_file", "timeout_ms", "json"];
+const DEV_FOREIGN_OPTIONS: &[&str] =
+    &["endpoints", "token_file", "tls_ca", "tls_cert", "tls_key", "timeout_ms", "json"];
 
 /// The client options given on the command line of a command that is not a client (a
 /// node or the dev cluster), e.g. `roster node --endpoints ...`: they would be ignored.
-/// A node's `--token-file` is its own.
+/// A node's `--token-file` and TLS files are its own.
 fn misplaced_client_options(command: &Command, matches: &clap::ArgMatches) -> Option<(&'static str, String)> {
     let (name, ids): (&str, &[&str]) = match command {
         Command::Node(_) => ("node", NODE_FOREIGN_OPTIONS),

@@ -58,6 +58,19 @@ pub struct NodeArgs {
     /// A program this node may start on a launch request (repeatable).
     #[arg(long = "launch-allow")]
     launch_allow: Vec<String>,
+    /// TLS: this node's certificate chain (PEM), for peers, clients and HTTPS; with
+    /// --tls-key and --tls-ca (default: TLS off). Re-read on SIGHUP.
+    // These three share their ids with the client options of the same names, as
+    // --token-file does.
+    #[arg(long)]
+    tls_cert: Option<PathBuf>,
+    /// TLS: the private key (PEM) of --tls-cert.
+    #[arg(long)]
+    tls_key: Option<PathBuf>,
+    /// TLS: the CA (PEM) that signs every node's certificate; peers must present one
+    /// (mutual TLS), clients may.
+    #[arg(long)]
+    tls_ca: Option<PathBuf>,
 }
 
 impl NodeArgs {
@@ -114,6 +127,15 @@ impl NodeArgs {
         }
         if !self.launch_allow.is_empty() {
             table.launch_allow = self.launch_allow;
+        }
+        if let Some(v) = self.tls_cert {
+            table.tls_cert = Some(v);
+        }
+        if let Some(v) = self.tls_key {
+            table.tls_key = Some(v);
+        }
+        if let Some(v) = self.tls_ca {
+            table.tls_ca = Some(v);
         }
         table.validate().map_err(|e| e.to_string())?;
         Ok(table)

@@ -59,14 +59,20 @@ struct Inner {
 impl HttpState {
     /// `endpoints`: this node's advertised address first, then its peers; the client
     /// learns the leader's address from hints, so a node added later needs only its own.
-    pub fn new(api: Arc<Api>, endpoints: Vec<String>, token: String) -> Result<Self, roster_client::ClientError> {
+    /// `connector`: how this node's own client reaches the nodes (TLS when it is on).
+    pub fn new(
+        api: Arc<Api>,
+        endpoints: Vec<String>,
+        token: String,
+        connector: roster_client::Connector,
+    ) -> Result<Self, roster_client::ClientError> {
         let options = ClientOptions {
             endpoints,
             token,
             connect_timeout_ms: roster_client::DEFAULT_CONNECT_TIMEOUT_MS,
             request_timeout_ms: REQUEST_TIMEOUT_MS,
         };
-        let cluster = roster_client::Cluster::new(options)?;
+        let cluster = roster_client::Cluster::with_connector(options, connector)?;
         let clients = (0..NODE_SESSIONS)
             .map(|_| Client::with_cluster(cluster.clone(), roster_client::RetryConfig::default(), rand::random()))
             .collect::<Result<Vec<_>, _>>()?;
@@ -89,16 +95,82 @@ impl HttpState {
     }
 }
 
-/// Binds `addr` and serves until the process ends. Returns the bound address (port 0
-/// picks one).
-pub async fn start(addr: &str, state: HttpState) -> Result<std::net::SocketAddr, std::io::Error> {
+/// Binds `addr` and serves until the process ends, HTTPS when `acceptor` has TLS on.
+/// Returns the bound address (port 0 picks one).
+pub async fn start(
+    addr: &str,
+    state: HttpState,
+    acceptor: crate::tls::Acceptor,
+) -> Result<std::net::SocketAddr, std::io::Error> {
     let listener = tokio::net::TcpListener::bind(addr).await?;
     let local = listener.local_addr()?;
     let app = routes::router(state);
+    if acceptor.is_tls() {
+        tokio::spawn(serve_https(listener, app, acceptor));
+        return Ok(local);
+    }
     tokio::spawn(async move {
         if let Err(e) = axum::serve(listener, app).await {
             tracing::error!(error = %e, "the HTTP listener stopped");
         }
     });
     Ok(local)
+}
+
+/// How long a new HTTPS connection may take for its TLS handshake.
+const TLS_HANDSHAKE_TIMEOUT_MS: u64 = 5_000;
+
+/// The router over TLS: axum::serve takes plain TCP only, so each connection is
+/// accepted here and handed to hyper's HTTP/1 server.
+async fn serve_https(listener: tokio::net::TcpListener, app: axum::Router, acceptor: crate::tls::Acceptor) {
+    loop {
+        let (tcp, peer) = match listener.accept().await {
+            Ok(accepted) => accepted,
+            Err(e) => {
+                // Out of file descriptors and the like: wait a little instead of spinning.
+                tracing::warn!(error = %e, "HTTPS accept failed");
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let (app, acceptor) = (app.clone(), acceptor.clone());
+        tokio::spawn(async move {
+            let _ = tcp.set_nodelay(true);
+            let peer = peer.to_string();
+            let deadline = tokio::time::Instant::now() + std::time::Duration::from_millis(TLS_HANDSHAKE_TIMEOUT_MS);
+            let stream = match crate::rt::Timeout::new(acceptor.accept(tcp, &peer), deadline).await {
+                Ok(Ok(crate::tls::Accepted::Stream(stream))) => stream,
+                Ok(Ok(crate::tls::Accepted::Plaintext(tcp))) => return refuse_plain_http(tcp, &peer).await,
+                Ok(Err(e)) => return tracing::warn!(%peer, "refused HTTPS connection: {e}"),
+                Err(_) => return tracing::debug!(%peer, "HTTPS connection gave no TLS handshake in time"),
+            };
+            let service = hyper_util::service::TowerToHyperService::new(app);
+            let served = hyper::server::conn::http1::Builder::new()
+                .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
+                .with_upgrades()
+                .await;
+            if let Err(e) = served {
+                tracing::debug!(%peer, error = %e, "HTTPS connection ended");
+            }
+        });
+    }
+}
+
+/// Plain HTTP on the HTTPS listener: one 400 that says to use https://, then close.
+async fn refuse_plain_http(mut tcp: tokio::net::TcpStream, peer: &str) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    tracing::warn!(%peer, "refused a plain HTTP connection: this listener speaks HTTPS only");
+    let body = "400 Bad Request: this listener speaks HTTPS only (TLS is on): use https://\n";
+    let answer = format!(
+        "HTTP/1.1 400 Bad Request\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: {}\r\n\
+         Connection: close\r\n\r\n{body}",
+        body.len()
+    );
+    // The request is read first: closing on unread bytes resets the connection.
+    let mut request = [0u8; 8 << 10];
+    let read = tokio::time::timeout(std::time::Duration::from_millis(1_000), tcp.read(&mut request)).await;
+    if matches!(read, Ok(Ok(_))) {
+        let _ = tcp.write_all(answer.as_bytes()).await;
+        let _ = tcp.shutdown().await;
+    }
 }

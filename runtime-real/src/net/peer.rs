@@ -1,7 +1,8 @@
-//! The Raft network: how this node reaches its peers. One persistent framed TCP
-//! connection per peer client, reconnected on failure; RPC deadlines from openraft.
+//! The Raft network: how this node reaches its peers. One persistent framed TCP (or
+//! mutual TLS) connection per peer client, reconnected on failure; RPC deadlines from
+//! openraft.
 
-use crate::net::transport::{self, Reader, TransportError, Writer};
+use crate::net::transport::{self, Connector, Reader, TransportError, Writer};
 use crate::net::wire::{Hello, MAX_PEER_FRAME_BYTES, PeerRequest, PeerResponse, Role, SNAPSHOT_CHUNK_BYTES};
 use crate::raft::{LogId, NodeAddr, NodeId, TypeConfig};
 use crate::rt::Timeout;
@@ -21,6 +22,8 @@ pub const MIN_RPC_TIMEOUT_MS: u64 = 300;
 pub struct PeerNetwork {
     pub self_id: NodeId,
     pub token: String,
+    /// Plain TCP, or TLS presenting this node's certificate (peers require one).
+    pub connector: Connector,
     pub metrics: std::sync::Arc<crate::metrics::Metrics>,
 }
 
@@ -32,6 +35,7 @@ impl RaftNetworkFactory<TypeConfig> for PeerNetwork {
             target,
             addr: node.addr.clone(),
             hello: Hello { token: self.token.clone(), role: Role::Peer { from: self.self_id } },
+            connector: self.connector.clone(),
             conn: std::sync::Mutex::new(None),
             metrics: self.metrics.clone(),
         }
@@ -42,6 +46,7 @@ pub struct PeerClient {
     target: NodeId,
     addr: String,
     hello: Hello,
+    connector: Connector,
     /// madsim's `TcpStream` is not `Sync` and openraft needs `Sync`: the mutex provides
     /// it; `&mut self` methods reach inside with `get_mut`, so it is never locked.
     conn: std::sync::Mutex<Option<(Reader, Writer)>>,
@@ -74,7 +79,7 @@ impl PeerClient {
             Some(conn) => conn,
             None => {
                 let timeout_ms = ttl.as_millis() as u64;
-                transport::connect(&self.addr, &self.hello, MAX_PEER_FRAME_BYTES, timeout_ms)
+                transport::connect(&self.addr, &self.hello, MAX_PEER_FRAME_BYTES, timeout_ms, &self.connector)
                     .await
                     .map_err(RpcFailure::Unreachable)?
             }
@@ -338,6 +343,7 @@ mod tests {
             target: 2,
             addr,
             hello: Hello { token: "t".into(), role: Role::Peer { from: 1 } },
+            connector: Connector::Plain,
             conn: std::sync::Mutex::new(None),
             metrics: Default::default(),
         };

@@ -21,7 +21,13 @@ pub struct ServerAgent {
 }
 
 impl ServerAgent {
-    pub fn start(config: &NodeConfig, token: String, probe: Box<dyn Probe>, clock: Clock) -> Self {
+    pub fn start(
+        config: &NodeConfig,
+        token: String,
+        connector: crate::net::transport::Connector,
+        probe: Box<dyn Probe>,
+        clock: Clock,
+    ) -> Self {
         let (stop_tx, stop_rx) = oneshot::channel();
         let mut endpoints = vec![config.advertise_addr().to_string()];
         endpoints.extend(config.peers.values().filter(|a| a.as_str() != config.advertise_addr()).cloned());
@@ -39,6 +45,7 @@ impl ServerAgent {
             id: ServerId(config.id),
             info,
             options,
+            connector,
             interval_ms: config.heartbeat_interval_ms,
             window_ms: config.resource_window_ms,
             probe,
@@ -67,6 +74,7 @@ struct Agent {
     id: ServerId,
     info: ServerInfo,
     options: ClientOptions,
+    connector: crate::net::transport::Connector,
     interval_ms: u64,
     window_ms: u64,
     probe: Box<dyn Probe>,
@@ -84,7 +92,8 @@ impl Agent {
         };
         let seed = self.id.0 ^ crate::rt::clock::unix_ms();
         let client = loop {
-            match Client::connect(self.options.clone(), seed).await {
+            let cluster = crate::client::Cluster::with_connector(self.options.clone(), self.connector.clone());
+            match cluster.and_then(|c| Client::with_cluster(c, crate::client::RetryConfig::default(), seed)) {
                 Ok(c) => break c,
                 Err(e) => {
                     tracing::debug!(error = %e, "server agent: cluster not reachable yet");

@@ -24,6 +24,8 @@ const WATCH_BATCH: usize = 512;
 pub struct Api {
     pub(crate) id: NodeId,
     pub(crate) token: String,
+    /// How this node connects to another (plain TCP, or TLS with its certificate).
+    pub(crate) connector: crate::net::transport::Connector,
     pub(crate) raft: Raft,
     pub(crate) shared: Arc<SharedState>,
     /// The leader driver, sole owner of the leader's duties.
@@ -309,7 +311,7 @@ impl Api {
         if !self.raft.is_leader() {
             return self.not_leader().await;
         }
-        match crate::server::rejoin::replace(&self.raft, self.id, &self.token, id).await {
+        match crate::server::rejoin::replace(&self.raft, self.id, &self.token, &self.connector, id).await {
             Ok(()) => ClientResponse::Done,
             Err(e) => {
                 tracing::warn!(node = id, error = %e, "member replace failed");
@@ -342,7 +344,9 @@ impl Api {
         }
         tracing::info!(node = id, %addr, "adding server node: catching up as learner");
         // A new node waits, refusing replication, until a leader readmits it.
-        if let Err(e) = crate::server::rejoin::readmit(&self.raft, self.id, &self.token, id, &addr).await {
+        if let Err(e) =
+            crate::server::rejoin::readmit(&self.raft, self.id, &self.token, &self.connector, id, &addr).await
+        {
             return ClientResponse::Error(e);
         }
         if let Err(e) = self.raft.add_learner(id, NodeAddr { addr }, true).await {

@@ -1,6 +1,6 @@
-//! The listener: accepts TCP connections, checks the cluster token in the handshake, then
-//! serves Raft RPCs to peers or the client API to clients. A bad frame closes only the
-//! connection it came on; the node keeps serving everyone else.
+//! The listener: accepts TCP connections (through TLS when it is on), checks the cluster
+//! token in the handshake, then serves Raft RPCs to peers or the client API to clients. A
+//! bad frame closes only the connection it came on; the node keeps serving everyone else.
 
 use crate::net::transport::{self, Reader, TransportError, Writer};
 use crate::net::wire::{
@@ -10,6 +10,7 @@ use crate::net::wire::{
 use crate::raft::TypeConfig;
 use crate::server::api::Api;
 use crate::server::proposer::ReplyTo;
+use crate::tls::{Accepted, Acceptor};
 use roster_kernel::ProposalBody;
 use std::sync::Arc;
 use tokio::net::{TcpListener, TcpStream};
@@ -27,13 +28,14 @@ const CLIENT_OUTBOX: usize = 1_024;
 /// Most responses gathered into one write.
 const WRITE_BATCH: usize = 256;
 
-pub async fn serve(listener: TcpListener, api: Arc<Api>) {
+pub async fn serve(listener: TcpListener, api: Arc<Api>, acceptor: Acceptor) {
     loop {
         match listener.accept().await {
             Ok((stream, peer)) => {
                 let api = api.clone();
+                let acceptor = acceptor.clone();
                 tokio::spawn(async move {
-                    if let Err(e) = serve_connection(stream, api).await {
+                    if let Err(e) = serve_connection(stream, api, acceptor).await {
                         tracing::debug!(%peer, error = %e, "connection ended");
                     }
                 });
@@ -47,21 +49,43 @@ pub async fn serve(listener: TcpListener, api: Arc<Api>) {
     }
 }
 
-async fn serve_connection(stream: TcpStream, api: Arc<Api>) -> Result<(), TransportError> {
-    let peer = stream.peer_addr().map(|a| a.to_string()).unwrap_or_else(|_| "?".into());
+async fn serve_connection(tcp: TcpStream, api: Arc<Api>, acceptor: Acceptor) -> Result<(), TransportError> {
+    let peer = tcp.peer_addr().map(|a| a.to_string()).unwrap_or_else(|_| "?".into());
+    // The TLS handshake and the hello share one deadline.
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_millis(HELLO_TIMEOUT_MS);
+    let timed_out = || TransportError::Timeout { addr: peer.clone(), timeout_ms: HELLO_TIMEOUT_MS };
+    let accepted = crate::rt::Timeout::new(acceptor.accept(tcp, &peer), deadline).await.map_err(|_| timed_out())?;
+    let stream = match accepted {
+        Ok(Accepted::Stream(stream)) => stream,
+        Ok(Accepted::Plaintext(tcp)) => return refuse_plaintext(tcp, &peer, deadline).await,
+        Err(e @ TransportError::Tls { .. }) => {
+            tracing::warn!(%peer, "refused connection: {e}");
+            return Ok(());
+        }
+        Err(e) => return Err(e),
+    };
+    let certified = stream.peer_certified();
     // Until the token is checked, only a small frame is accepted.
     let (mut r, mut w) = transport::framed(stream, MAX_CLIENT_FRAME_BYTES);
-    let hello = crate::rt::Timeout::new(
-        r.recv::<Hello>(),
-        tokio::time::Instant::now() + std::time::Duration::from_millis(HELLO_TIMEOUT_MS),
-    )
-    .await
-    .map_err(|_| TransportError::Timeout { addr: peer.clone(), timeout_ms: HELLO_TIMEOUT_MS })?;
+    let hello = crate::rt::Timeout::new(r.recv::<Hello>(), deadline).await.map_err(|_| timed_out())?;
     let hello = match hello {
         Ok(h) => h,
         Err(e @ TransportError::HttpRequest { .. }) => {
             tracing::warn!(%peer, "refused connection: {e}");
             answer_http(&mut r, &mut w, &e).await;
+            return Ok(());
+        }
+        Err(e @ TransportError::TlsOnPlainPort) => {
+            // Any plain answer tells a TLS client that this side does not speak TLS (it
+            // reads it as a bad record); its unread handshake is drained first, so that
+            // closing sends no reset that could destroy the answer.
+            tracing::warn!(%peer, "refused connection: {e}");
+            let _ = w.send(&HelloReply::Refused { reason: e.to_string() }).await;
+            let _ = crate::rt::Timeout::new(
+                r.discard_until_closed(HTTP_LINGER_BYTES),
+                tokio::time::Instant::now() + std::time::Duration::from_millis(HTTP_LINGER_MS),
+            )
+            .await;
             return Ok(());
         }
         Err(e) => {
@@ -73,6 +97,15 @@ async fn serve_connection(stream: TcpStream, api: Arc<Api>) -> Result<(), Transp
     if !api.token_matches(&hello.token) {
         tracing::warn!(%peer, role = ?hello.role, "refused connection: wrong cluster token");
         let reason = "wrong cluster token: check --token-file / ROSTER_TOKEN".to_string();
+        let _ = w.send(&HelloReply::Refused { reason }).await;
+        return Ok(());
+    }
+    if acceptor.is_tls() && matches!(hello.role, Role::Peer { .. }) && !certified {
+        // Mutual TLS between peers: the token alone does not admit one.
+        tracing::warn!(%peer, role = ?hello.role, "refused connection: a peer without a client certificate");
+        let reason = "peer connections need a certificate signed by the cluster's CA (the node's tls_cert and \
+                      tls_key)"
+            .to_string();
         let _ = w.send(&HelloReply::Refused { reason }).await;
         return Ok(());
     }
@@ -204,6 +237,23 @@ async fn serve_client(mut r: Reader, mut w: Writer, api: Arc<Api>, peer: String)
     // Let queued responses (including the error above) reach the client before closing.
     let _ = writer.await;
     result
+}
+
+/// A client that spoke plain TCP to a node with TLS on: its hello is read (closing on
+/// unread bytes would reset the connection and lose the answer), then refused in a plain
+/// frame that it can read, saying what to do.
+async fn refuse_plaintext(tcp: TcpStream, peer: &str, deadline: tokio::time::Instant) -> Result<(), TransportError> {
+    let (mut r, mut w) = transport::framed(tcp, MAX_CLIENT_FRAME_BYTES);
+    let hello = crate::rt::Timeout::new(r.recv::<Hello>(), deadline).await;
+    if let Ok(Err(e @ TransportError::HttpRequest { .. })) = &hello {
+        tracing::warn!(%peer, "refused a plaintext connection: TLS is on here, and {e}");
+        answer_http(&mut r, &mut w, e).await;
+        return Ok(());
+    }
+    tracing::warn!(%peer, "refused a plaintext connection: TLS is on here (tls_cert, tls_key, tls_ca)");
+    let reason = "this node requires TLS: give the cluster's CA with --tls-ca FILE (or ROSTER_TLS_CA)".to_string();
+    let _ = w.send(&HelloReply::Refused { reason }).await;
+    Ok(())
 }
 
 /// A plain HTTP/1.1 400 for a client that sent HTTP to the binary port, saying where the

@@ -33,13 +33,27 @@ pub struct Launcher {
     log_dir: PathBuf,
     token: Option<String>,
     token_file: Option<PathBuf>,
+    /// How a forwarded launch reaches the chosen node.
+    connector: crate::net::transport::Connector,
+    /// `--tls-ca`, `--tls-cert`, `--tls-key` for a launched wrapper: this node's own files.
+    tls_args: Vec<(&'static str, PathBuf)>,
     self_addr: String,
     heartbeat_interval_ms: u64,
     next: AtomicU64,
 }
 
 impl Launcher {
-    pub fn new(config: &NodeConfig, raft: Raft, shared: Arc<SharedState>, cluster_token: String) -> Self {
+    pub fn new(
+        config: &NodeConfig,
+        raft: Raft,
+        shared: Arc<SharedState>,
+        cluster_token: String,
+        connector: crate::net::transport::Connector,
+    ) -> Self {
+        let tls_args = [("--tls-ca", &config.tls_ca), ("--tls-cert", &config.tls_cert), ("--tls-key", &config.tls_key)]
+            .into_iter()
+            .filter_map(|(flag, file)| file.clone().map(|f| (flag, f)))
+            .collect();
         Launcher {
             node: config.id,
             raft,
@@ -49,6 +63,8 @@ impl Launcher {
             log_dir: config.data_dir.join("launched"),
             token: config.token.clone(),
             token_file: config.token_file.clone(),
+            connector,
+            tls_args,
             self_addr: config.advertise_addr().to_string(),
             heartbeat_interval_ms: config.heartbeat_interval_ms,
             next: AtomicU64::new(1),
@@ -76,7 +92,7 @@ impl Launcher {
         let Some(addr) = leadership::node_addr(&self.raft, server.0) else {
             return ClientResponse::Error(RequestError::NoAddress { server });
         };
-        forward(&addr, &self.cluster_token, req).await
+        forward(&addr, &self.cluster_token, &self.connector, req).await
     }
 
     /// On the chosen node: start the program under `roster run` and wait until it registers.
@@ -132,6 +148,9 @@ impl Launcher {
                 cmd.env("ROSTER_TOKEN", &self.cluster_token);
             }
         }
+        for (flag, file) in &self.tls_args {
+            cmd.arg(flag).arg(file);
+        }
         cmd.arg("--").arg(&req.program).args(&req.args);
         cmd.stdin(std::process::Stdio::null()).stdout(log).stderr(log_err).kill_on_drop(false);
         let mut child = match cmd.spawn() {
@@ -172,11 +191,17 @@ impl Launcher {
 }
 
 /// Sends a `StartLocal` to the chosen node and relays its answer.
-async fn forward(addr: &str, token: &str, req: LaunchRequest) -> ClientResponse {
+async fn forward(
+    addr: &str,
+    token: &str,
+    connector: &crate::net::transport::Connector,
+    req: LaunchRequest,
+) -> ClientResponse {
     let hello = Hello { token: token.to_string(), role: Role::Client };
     let exchange = async {
         let (mut r, mut w) =
-            crate::net::transport::connect(addr, &hello, crate::net::wire::MAX_CLIENT_FRAME_BYTES, 2_000).await?;
+            crate::net::transport::connect(addr, &hello, crate::net::wire::MAX_CLIENT_FRAME_BYTES, 2_000, connector)
+                .await?;
         w.send(&ClientEnvelope { id: 1, request: ClientRequest::StartLocal(req) }).await?;
         r.recv::<ClientResponseEnvelope>().await
     };

@@ -3,6 +3,7 @@
 //! lets it back in (`readmit`), and `member replace` (demote, replicate from scratch,
 //! wait for the catch-up, promote). The node's side is the vote gate (`vote_gate.rs`).
 
+use crate::net::transport::Connector;
 use crate::net::wire::{
     ClientEnvelope, ClientRequest, ClientResponse, ClientResponseEnvelope, Hello, MAX_CLIENT_FRAME_BYTES, RequestError,
     Role,
@@ -29,14 +30,20 @@ const CATCH_UP_POLL_MS: u64 = 50;
 /// describes the running cluster, e.g. "node 1 reports leader 1 in term 4, commit index 37".
 /// `None` when no peer answers within the bound or none knows a leader (all starting).
 /// A term above 0 alone proves nothing: openraft's initialisation already enters term 1.
-pub async fn cluster_running(peers: &BTreeMap<NodeId, String>, self_id: NodeId, token: &str) -> Option<String> {
+pub async fn cluster_running(
+    peers: &BTreeMap<NodeId, String>,
+    self_id: NodeId,
+    token: &str,
+    connector: &Connector,
+) -> Option<String> {
     let deadline = tokio::time::Instant::now() + Duration::from_millis(PEER_CHECK_TIMEOUT_MS);
     for (id, addr) in peers.iter().filter(|(id, _)| **id != self_id) {
         let left_ms = deadline.saturating_duration_since(tokio::time::Instant::now()).as_millis() as u64;
         if left_ms == 0 {
             break;
         }
-        let answer = crate::rt::Timeout::new(ask(addr, token, ClientRequest::Status, left_ms), deadline).await;
+        let answer =
+            crate::rt::Timeout::new(ask(addr, token, connector, ClientRequest::Status, left_ms), deadline).await;
         match answer {
             Ok(Ok(ClientResponse::Status(s))) if s.leader.is_some() => {
                 return Some(format!(
@@ -55,9 +62,15 @@ pub async fn cluster_running(peers: &BTreeMap<NodeId, String>, self_id: NodeId, 
 }
 
 /// One client request to `addr` on a connection of its own.
-async fn ask(addr: &str, token: &str, request: ClientRequest, timeout_ms: u64) -> Result<ClientResponse, String> {
+async fn ask(
+    addr: &str,
+    token: &str,
+    connector: &Connector,
+    request: ClientRequest,
+    timeout_ms: u64,
+) -> Result<ClientResponse, String> {
     let hello = Hello { token: token.to_string(), role: Role::Client };
-    let (mut r, mut w) = crate::net::transport::connect(addr, &hello, MAX_CLIENT_FRAME_BYTES, timeout_ms)
+    let (mut r, mut w) = crate::net::transport::connect(addr, &hello, MAX_CLIENT_FRAME_BYTES, timeout_ms, connector)
         .await
         .map_err(|e| e.to_string())?;
     w.send(&ClientEnvelope { id: 1, request }).await.map_err(|e| e.to_string())?;
@@ -69,20 +82,28 @@ async fn ask(addr: &str, token: &str, request: ClientRequest, timeout_ms: u64) -
 /// gate), naming the leader's last log index as the point at which it may vote again.
 /// A node that cannot be reached yet (still starting: `member add` often follows its
 /// start at once) is asked again until the bound; readmission is idempotent.
-pub async fn readmit(raft: &Raft, leader: NodeId, token: &str, id: NodeId, addr: &str) -> Result<u64, RequestError> {
+pub async fn readmit(
+    raft: &Raft,
+    leader: NodeId,
+    token: &str,
+    connector: &Connector,
+    id: NodeId,
+    addr: &str,
+) -> Result<u64, RequestError> {
     let last_log_index = raft.metrics().borrow_watched().last_log_index.unwrap_or(0);
     let deadline = tokio::time::Instant::now() + Duration::from_millis(READMIT_TIMEOUT_MS);
     let failed = |reason: String| RequestError::ReadmitFailed { node: id, reason };
     loop {
         let left_ms = deadline.saturating_duration_since(tokio::time::Instant::now()).as_millis() as u64;
         let request = ClientRequest::Readmit { leader, last_log_index };
-        let unreachable = match crate::rt::Timeout::new(ask(addr, token, request, left_ms.max(1)), deadline).await {
-            Ok(Ok(ClientResponse::Done)) => return Ok(last_log_index),
-            Ok(Ok(ClientResponse::Error(e))) => return Err(failed(e.to_string())),
-            Ok(Ok(other)) => return Err(failed(format!("unexpected answer {other:?}"))),
-            Ok(Err(e)) => format!("{addr}: {e}"),
-            Err(_) => format!("{addr} did not answer"),
-        };
+        let unreachable =
+            match crate::rt::Timeout::new(ask(addr, token, connector, request, left_ms.max(1)), deadline).await {
+                Ok(Ok(ClientResponse::Done)) => return Ok(last_log_index),
+                Ok(Ok(ClientResponse::Error(e))) => return Err(failed(e.to_string())),
+                Ok(Ok(other)) => return Err(failed(format!("unexpected answer {other:?}"))),
+                Ok(Err(e)) => format!("{addr}: {e}"),
+                Err(_) => format!("{addr} did not answer"),
+            };
         if tokio::time::Instant::now() + Duration::from_millis(READMIT_RETRY_MS) >= deadline {
             return Err(failed(format!("{unreachable} (asked for {READMIT_TIMEOUT_MS} ms)")));
         }
@@ -92,7 +113,13 @@ pub async fn readmit(raft: &Raft, leader: NodeId, token: &str, id: NodeId, addr:
 }
 
 /// `member replace ID` on the leader. Errors name the node and what to do.
-pub async fn replace(raft: &Raft, leader: NodeId, token: &str, id: NodeId) -> Result<(), RequestError> {
+pub async fn replace(
+    raft: &Raft,
+    leader: NodeId,
+    token: &str,
+    connector: &Connector,
+    id: NodeId,
+) -> Result<(), RequestError> {
     if id == leader {
         return Err(RequestError::ReplaceLeader { node: id });
     }
@@ -120,7 +147,7 @@ pub async fn replace(raft: &Raft, leader: NodeId, token: &str, id: NodeId) -> Re
         Ok(Err(e)) => return Err(RequestError::ReadmitFailed { node: id, reason: e.to_string() }),
         Err(e) => return Err(RequestError::ReadmitFailed { node: id, reason: e.to_string() }),
     }
-    let target = readmit(raft, leader, token, id, &addr).await?;
+    let target = readmit(raft, leader, token, connector, id, &addr).await?;
     tracing::info!(node = id, target, "replacing node: readmitted, catching up as learner");
     wait_caught_up(raft, id, target).await?;
     voters.insert(id);
