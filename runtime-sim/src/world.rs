@@ -521,13 +521,18 @@ impl World {
     pub async fn await_fsync_in_flight(&mut self, id: u64, min_age_ms: u64, max_wait_ms: u64) -> bool {
         let until = self.now_ms() + max_wait_ms;
         let min_age = Duration::from_millis(min_age_ms);
-        let found = |w: &World| {
-            w.is_up(id) && w.slot(id).and_then(|s| s.disk.fsync_in_flight_for()).is_some_and(|age| age >= min_age)
-        };
-        while self.is_up(id) && self.now_ms() < until && !found(self) {
-            madsim::time::sleep(Duration::from_micros(100)).await;
+        let age = |w: &World| if w.is_up(id) { w.slot(id).and_then(|s| s.disk.fsync_in_flight_for()) } else { None };
+        while self.is_up(id) && self.now_ms() < until {
+            // An fsync in flight but younger than wanted: sleep until it would be old
+            // enough (it may complete meanwhile); none: look again shortly.
+            let step = match age(self) {
+                Some(a) if a >= min_age => break,
+                Some(a) => min_age - a,
+                None => Duration::from_micros(100),
+            };
+            madsim::time::sleep(step).await;
         }
-        let hit = found(self);
+        let hit = age(self).is_some_and(|a| a >= min_age);
         if hit {
             self.note(format!("server {id} has an fsync in flight"));
         }
