@@ -23,7 +23,8 @@ use serde::de::DeserializeOwned;
 
 /// Version of the frame layout and of every message type carried in it. A peer with
 /// another version is refused with [`CodecError::BadVersion`] instead of misread.
-pub const WIRE_VERSION: u8 = 3;
+/// (4: a peer's hello and a readmission carry the cluster id; status shows it.)
+pub const WIRE_VERSION: u8 = 4;
 
 /// Size of the length field.
 pub const LENGTH_BYTES: usize = 4;

@@ -24,6 +24,8 @@ pub enum NodeError {
     Http { addr: String, reason: String },
     #[error("raft: {0}")]
     Raft(String),
+    #[error(transparent)]
+    Identity(#[from] crate::server::cluster_id::IdentityError),
     #[cfg(not(madsim))]
     #[error(transparent)]
     Tls(#[from] roster_client::TlsError),
@@ -73,6 +75,7 @@ impl Node {
             .map_err(|source| storage::StorageError::Io { file: "the data directory".into(), source })?
             .is_empty();
         let vote_gate = Arc::new(crate::server::vote_gate::VoteGate::open(disk.clone())?);
+        let identity = Arc::new(crate::server::cluster_id::Identity::open(disk.clone())?);
         if fresh {
             vote_gate.close_provisionally("started with an empty data directory: deciding whether to bootstrap".into());
         }
@@ -100,6 +103,7 @@ impl Node {
             token: token.clone(),
             connector: connector.clone(),
             metrics: metrics.clone(),
+            identity: identity.clone(),
         };
         let raft = Raft::new(config.id, raft_config, network, log_store, sm_store)
             .await
@@ -143,6 +147,7 @@ impl Node {
             proposer: crate::server::proposer::Proposer::start(config.id, raft.clone(), metrics.clone()),
             vote_gate: vote_gate.clone(),
             metrics: metrics.clone(),
+            identity: identity.clone(),
         });
         tokio::spawn(count_leader_changes(raft.clone(), metrics.clone()));
         tokio::spawn(crate::server::dispatch::serve(listener, api.clone(), security.acceptor.clone()));
@@ -150,11 +155,11 @@ impl Node {
         tokio::spawn(crate::server::compaction::run(raft.clone(), log_reader.clone(), config.snapshot_log_bytes));
 
         if fresh {
-            decide_bootstrap(&raft, &config, &token, &connector, &vote_gate).await?;
+            decide_bootstrap(&raft, &config, &token, &connector, &vote_gate, &identity).await?;
         } else if !vote_gate.is_closed() && config.bootstrap {
             // Not empty but never initialised (stopped between the first write and the
             // initialisation): finish what the first start began.
-            form_cluster(&raft, &config).await?;
+            form_cluster(&raft, &config, &token, &identity).await?;
         }
         if vote_gate.is_closed() {
             tracing::warn!(
@@ -244,6 +249,7 @@ async fn decide_bootstrap(
     token: &str,
     connector: &crate::net::transport::Connector,
     gate: &crate::server::vote_gate::VoteGate,
+    identity: &crate::server::cluster_id::Identity,
 ) -> Result<(), NodeError> {
     let id = config.id;
     let reason = if !config.bootstrap || config.peers.is_empty() {
@@ -255,7 +261,7 @@ async fn decide_bootstrap(
         match crate::server::rejoin::cluster_running(&config.peers, id, token, connector).await {
             None => {
                 gate.open_provisional();
-                return form_cluster(raft, config).await;
+                return form_cluster(raft, config, token, identity).await;
             }
             Some(running) => format!(
                 "node {id} started with an empty data directory and --bootstrap, but a cluster already runs \
@@ -304,8 +310,14 @@ async fn lift_when_caught_up(raft: Raft, gate: Arc<crate::server::vote_gate::Vot
 
 /// Initialises Raft with the static initial members, once. Every initial member may
 /// try: openraft refuses a second initialisation (`NotAllowed`), which is the success
-/// case here, and identical first configurations from several nodes agree.
-async fn form_cluster(raft: &Raft, config: &NodeConfig) -> Result<(), NodeError> {
+/// case here, and identical first configurations from several nodes agree. The cluster
+/// id (`server::cluster_id`) is made first, the same on every initial member.
+async fn form_cluster(
+    raft: &Raft,
+    config: &NodeConfig,
+    token: &str,
+    identity: &crate::server::cluster_id::Identity,
+) -> Result<(), NodeError> {
     if config.peers.is_empty() {
         // A node started to be added later (`roster member add`): it waits to be contacted.
         return Ok(());
@@ -314,6 +326,8 @@ async fn form_cluster(raft: &Raft, config: &NodeConfig) -> Result<(), NodeError>
     if initialized {
         return Ok(());
     }
+    let cluster = crate::server::cluster_id::derive(&config.peers, token);
+    identity.adopt(cluster, "the bootstrap")?;
     let members: BTreeMap<u64, NodeAddr> =
         config.peers.iter().map(|(id, addr)| (*id, NodeAddr { addr: addr.clone() })).collect();
     match raft.initialize(members).await {

@@ -218,6 +218,7 @@ fn handle(node: usize, request: ClientRequest, s: &mut FakeState) -> Then {
             servers: Vec::new(),
             processes: Vec::new(),
             waiting: None,
+            cluster_id: None,
         }))),
         _ if !leads => Then::Answer(not_leader(s)),
         ClientRequest::OpenSession => {

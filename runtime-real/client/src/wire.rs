@@ -25,7 +25,12 @@ pub struct Hello {
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Role {
-    Peer { from: NodeId },
+    /// Another node of the cluster; `cluster` is its cluster id when it knows it (a node
+    /// of another cluster is refused).
+    Peer {
+        from: NodeId,
+        cluster: Option<u64>,
+    },
     Client,
 }
 
@@ -90,6 +95,8 @@ pub enum ClientRequest {
     Readmit {
         leader: NodeId,
         last_log_index: u64,
+        /// The cluster id, which the node adopts (a node of another cluster refuses).
+        cluster: Option<u64>,
     },
     /// Hand leadership to voter `to`, or to the most up-to-date voter.
     TransferLeader {
@@ -279,6 +286,9 @@ pub struct ClusterStatus {
     /// that lost its disk waiting for `member replace`). `None` on a node in good standing.
     #[serde(default)]
     pub waiting: Option<String>,
+    /// The cluster this node belongs to (16 hex digits), once it knows.
+    #[serde(default)]
+    pub cluster_id: Option<String>,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]

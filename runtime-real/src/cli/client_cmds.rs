@@ -240,6 +240,9 @@ pub fn render_status(s: &ClusterStatus) -> String {
     if let Some(reason) = &s.waiting {
         out.push_str(&format!("waiting: {reason}\n"));
     }
+    if let Some(cluster) = &s.cluster_id {
+        out.push_str(&format!("cluster: {cluster}\n"));
+    }
     let voters: Vec<String> = s.voters.iter().map(|(id, a)| format!("{id}@{a}")).collect();
     out.push_str(&format!("voters: {}\n", voters.join(" ")));
     if !s.learners.is_empty() {

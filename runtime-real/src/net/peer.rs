@@ -25,6 +25,9 @@ pub struct PeerNetwork {
     /// Plain TCP, or TLS presenting this node's certificate (peers require one).
     pub connector: Connector,
     pub metrics: std::sync::Arc<crate::metrics::Metrics>,
+    /// This node's cluster id, named in every hello (read at each connect: a node that is
+    /// readmitted learns it after its clients were made).
+    pub identity: std::sync::Arc<crate::server::cluster_id::Identity>,
 }
 
 impl RaftNetworkFactory<TypeConfig> for PeerNetwork {
@@ -34,10 +37,12 @@ impl RaftNetworkFactory<TypeConfig> for PeerNetwork {
         PeerClient {
             target,
             addr: node.addr.clone(),
-            hello: Hello { token: self.token.clone(), role: Role::Peer { from: self.self_id } },
+            self_id: self.self_id,
+            token: self.token.clone(),
             connector: self.connector.clone(),
             conn: std::sync::Mutex::new(None),
             metrics: self.metrics.clone(),
+            identity: self.identity.clone(),
         }
     }
 }
@@ -45,12 +50,14 @@ impl RaftNetworkFactory<TypeConfig> for PeerNetwork {
 pub struct PeerClient {
     target: NodeId,
     addr: String,
-    hello: Hello,
+    self_id: NodeId,
+    token: String,
     connector: Connector,
     /// madsim's `TcpStream` is not `Sync` and openraft needs `Sync`: the mutex provides
     /// it; `&mut self` methods reach inside with `get_mut`, so it is never locked.
     conn: std::sync::Mutex<Option<(Reader, Writer)>>,
     metrics: std::sync::Arc<crate::metrics::Metrics>,
+    identity: std::sync::Arc<crate::server::cluster_id::Identity>,
 }
 
 /// Why one RPC failed: before anything was sent (unreachable) or after (network).
@@ -60,6 +67,11 @@ enum RpcFailure {
 }
 
 impl PeerClient {
+    fn hello(&self) -> Hello {
+        let cluster = self.identity.get().map(|id| id.0);
+        Hello { token: self.token.clone(), role: Role::Peer { from: self.self_id, cluster } }
+    }
+
     fn conn_mut(&mut self) -> &mut Option<(Reader, Writer)> {
         self.conn.get_mut().unwrap_or_else(|e| e.into_inner())
     }
@@ -79,7 +91,7 @@ impl PeerClient {
             Some(conn) => conn,
             None => {
                 let timeout_ms = ttl.as_millis() as u64;
-                transport::connect(&self.addr, &self.hello, MAX_PEER_FRAME_BYTES, timeout_ms, &self.connector)
+                transport::connect(&self.addr, &self.hello(), MAX_PEER_FRAME_BYTES, timeout_ms, &self.connector)
                     .await
                     .map_err(RpcFailure::Unreachable)?
             }
@@ -342,10 +354,14 @@ mod tests {
         let mut client = PeerClient {
             target: 2,
             addr,
-            hello: Hello { token: "t".into(), role: Role::Peer { from: 1 } },
+            self_id: 1,
+            token: "t".into(),
             connector: Connector::Plain,
             conn: std::sync::Mutex::new(None),
             metrics: Default::default(),
+            identity: std::sync::Arc::new(
+                crate::server::cluster_id::Identity::open(std::sync::Arc::new(crate::storage::MemDisk::new())).unwrap(),
+            ),
         };
         let vote = PeerRequest::PreVote(VoteRequest::new(Vote::new(1, 1), None));
         // openraft's heartbeat gives up on its own deadline, dropping the call mid-exchange.

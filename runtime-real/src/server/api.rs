@@ -38,6 +38,8 @@ pub struct Api {
     /// Closed while this node may not vote (it started with an empty data directory).
     pub(crate) vote_gate: Arc<crate::server::vote_gate::VoteGate>,
     pub(crate) metrics: Arc<crate::metrics::Metrics>,
+    /// Which cluster this node belongs to.
+    pub(crate) identity: Arc<crate::server::cluster_id::Identity>,
 }
 
 impl Api {
@@ -51,6 +53,14 @@ impl Api {
 
     pub fn vote_gate(&self) -> &crate::server::vote_gate::VoteGate {
         &self.vote_gate
+    }
+
+    pub fn identity(&self) -> &crate::server::cluster_id::Identity {
+        &self.identity
+    }
+
+    fn cluster(&self) -> Option<u64> {
+        self.identity.get().map(|id| id.0)
     }
 
     pub fn metrics(&self) -> &crate::metrics::Metrics {
@@ -130,7 +140,9 @@ impl Api {
             ClientRequest::AddNode { id, addr } => self.add_node(id, addr).await,
             ClientRequest::RemoveNode { id } => self.remove_node(id).await,
             ClientRequest::ReplaceNode { id } => self.replace_node(id).await,
-            ClientRequest::Readmit { leader, last_log_index } => self.readmitted(leader, last_log_index),
+            ClientRequest::Readmit { leader, last_log_index, cluster } => {
+                self.readmitted(leader, last_log_index, cluster)
+            }
             ClientRequest::TransferLeader { to } => self.transfer_leader(to).await,
             ClientRequest::Launch(req) => {
                 let response = match &self.launcher {
@@ -304,6 +316,7 @@ impl Api {
             servers,
             processes,
             waiting: self.vote_gate.waiting(m.last_applied.map(|l| l.index)),
+            cluster_id: self.identity.get().map(|id| id.to_string()),
         }
     }
 
@@ -311,7 +324,9 @@ impl Api {
         if !self.raft.is_leader() {
             return self.not_leader().await;
         }
-        match crate::server::rejoin::replace(&self.raft, self.id, &self.token, &self.connector, id).await {
+        match crate::server::rejoin::replace(&self.raft, self.id, &self.token, &self.connector, self.cluster(), id)
+            .await
+        {
             Ok(()) => ClientResponse::Done,
             Err(e) => {
                 tracing::warn!(node = id, error = %e, "member replace failed");
@@ -320,8 +335,15 @@ impl Api {
         }
     }
 
-    /// The leader lets this node take replication again (see `vote_gate.rs`).
-    fn readmitted(&self, leader: NodeId, last_log_index: u64) -> ClientResponse {
+    /// The leader lets this node take replication again (see `vote_gate.rs`), and names
+    /// the cluster: a node of another cluster refuses.
+    fn readmitted(&self, leader: NodeId, last_log_index: u64, cluster: Option<u64>) -> ClientResponse {
+        if let Some(id) = cluster
+            && let Err(e) = self.identity.adopt(crate::server::cluster_id::ClusterId(id), &format!("leader {leader}"))
+        {
+            tracing::warn!(leader, error = %e, "refusing readmission");
+            return ClientResponse::Error(RequestError::ReadmitFailed { node: self.id, reason: e.to_string() });
+        }
         if !self.vote_gate.is_closed() {
             return ClientResponse::Done;
         }
@@ -345,7 +367,8 @@ impl Api {
         tracing::info!(node = id, %addr, "adding server node: catching up as learner");
         // A new node waits, refusing replication, until a leader readmits it.
         if let Err(e) =
-            crate::server::rejoin::readmit(&self.raft, self.id, &self.token, &self.connector, id, &addr).await
+            crate::server::rejoin::readmit(&self.raft, self.id, &self.token, &self.connector, self.cluster(), id, &addr)
+                .await
         {
             return ClientResponse::Error(e);
         }

@@ -109,9 +109,15 @@ async fn serve_connection(tcp: TcpStream, api: Arc<Api>, acceptor: Acceptor) -> 
         let _ = w.send(&HelloReply::Refused { reason }).await;
         return Ok(());
     }
+    if let Role::Peer { from, cluster } = hello.role
+        && let Some(reason) = api.identity().refuse_peer(from, cluster, crate::rt::clock::unix_ms())
+    {
+        let _ = w.send(&HelloReply::Refused { reason }).await;
+        return Ok(());
+    }
     w.send(&HelloReply::Welcome { node: api.node_id() }).await?;
     match hello.role {
-        Role::Peer { from } => {
+        Role::Peer { from, .. } => {
             r.set_max_frame_bytes(MAX_PEER_FRAME_BYTES);
             w.set_max_frame_bytes(MAX_PEER_FRAME_BYTES);
             serve_peer(r, w, api, from).await

@@ -10,11 +10,13 @@
 //! - `compaction`: snapshots by log bytes.
 //! - `probe`: CPU and memory samples for the agent.
 //! - `vote_gate`: no vote from a node that started with an empty data directory until it caught up.
+//! - `cluster_id`: which cluster this node belongs to; peers of another are refused.
 //! - `rejoin`: the bootstrap check of a fresh node, readmission and `member replace`.
 //! - `raft_stopped`: tells the node to exit once its Raft core has stopped (a fail-stopped log).
 
 pub mod agent;
 pub mod api;
+pub mod cluster_id;
 pub mod compaction;
 pub mod dispatch;
 pub mod launch;

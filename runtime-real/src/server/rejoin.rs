@@ -81,12 +81,14 @@ async fn ask(
 /// Tells node `id` at `addr` to take replication from this leader again (see the vote
 /// gate), naming the leader's last log index as the point at which it may vote again.
 /// A node that cannot be reached yet (still starting: `member add` often follows its
-/// start at once) is asked again until the bound; readmission is idempotent.
+/// start at once) is asked again until the bound; readmission is idempotent. `cluster`
+/// is this cluster's id, which the node adopts (one of another cluster refuses).
 pub async fn readmit(
     raft: &Raft,
     leader: NodeId,
     token: &str,
     connector: &Connector,
+    cluster: Option<u64>,
     id: NodeId,
     addr: &str,
 ) -> Result<u64, RequestError> {
@@ -95,7 +97,7 @@ pub async fn readmit(
     let failed = |reason: String| RequestError::ReadmitFailed { node: id, reason };
     loop {
         let left_ms = deadline.saturating_duration_since(tokio::time::Instant::now()).as_millis() as u64;
-        let request = ClientRequest::Readmit { leader, last_log_index };
+        let request = ClientRequest::Readmit { leader, last_log_index, cluster };
         let unreachable =
             match crate::rt::Timeout::new(ask(addr, token, connector, request, left_ms.max(1)), deadline).await {
                 Ok(Ok(ClientResponse::Done)) => return Ok(last_log_index),
@@ -118,6 +120,7 @@ pub async fn replace(
     leader: NodeId,
     token: &str,
     connector: &Connector,
+    cluster: Option<u64>,
     id: NodeId,
 ) -> Result<(), RequestError> {
     if id == leader {
@@ -147,7 +150,7 @@ pub async fn replace(
         Ok(Err(e)) => return Err(RequestError::ReadmitFailed { node: id, reason: e.to_string() }),
         Err(e) => return Err(RequestError::ReadmitFailed { node: id, reason: e.to_string() }),
     }
-    let target = readmit(raft, leader, token, connector, id, &addr).await?;
+    let target = readmit(raft, leader, token, connector, cluster, id, &addr).await?;
     tracing::info!(node = id, target, "replacing node: readmitted, catching up as learner");
     wait_caught_up(raft, id, target).await?;
     voters.insert(id);
