@@ -23,8 +23,9 @@ use serde::de::DeserializeOwned;
 
 /// Version of the frame layout and of every message type carried in it. A peer with
 /// another version is refused with [`CodecError::BadVersion`] instead of misread.
-/// (4: a peer's hello and a readmission carry the cluster id; status shows it.)
-pub const WIRE_VERSION: u8 = 4;
+/// (4: a peer's hello and a readmission carry the cluster id; status shows it. 5: status
+/// tells the bootstrap check who is deciding and whom a node formed the cluster with.)
+pub const WIRE_VERSION: u8 = 5;
 
 /// Size of the length field.
 pub const LENGTH_BYTES: usize = 4;

@@ -96,6 +96,8 @@ pub struct NodeConfig {
 
 /// Below this, snapshots (each a copy of the whole state) would come too often to pay.
 pub const MIN_SNAPSHOT_LOG_BYTES: u64 = 16 << 10;
+/// Longest election timeout accepted (a minute); it also bounds the waits derived from it.
+pub const MAX_ELECTION_TIMEOUT_MS: u64 = 60_000;
 
 pub mod defaults {
     pub fn heartbeat_interval_ms() -> u64 {
@@ -213,6 +215,15 @@ impl NodeConfig {
                 reason: "expected ID=HOST:PORT".into(),
             })?;
         }
+        if self.bootstrap && self.peers.is_empty() {
+            return Err(ConfigError::Invalid {
+                field: "bootstrap",
+                value: "true".into(),
+                reason: "a new cluster needs its initial members: give peers (ID=HOST:PORT,...) with this node among \
+                         them"
+                    .into(),
+            });
+        }
         if !self.peers.is_empty() && !self.peers.contains_key(&self.id) {
             return Err(ConfigError::Invalid {
                 field: "peers",
@@ -237,6 +248,13 @@ impl NodeConfig {
                 field: "election_timeout_min_ms",
                 value: self.election_timeout_min_ms.to_string(),
                 reason: format!("must exceed twice raft_heartbeat_ms ({})", self.raft_heartbeat_ms),
+            });
+        }
+        if self.election_timeout_max_ms > MAX_ELECTION_TIMEOUT_MS {
+            return Err(ConfigError::Invalid {
+                field: "election_timeout_max_ms",
+                value: self.election_timeout_max_ms.to_string(),
+                reason: format!("must be at most {MAX_ELECTION_TIMEOUT_MS} (a leader lost for longer is no lease)"),
             });
         }
         if self.election_timeout_max_ms <= self.election_timeout_min_ms {
@@ -375,6 +393,20 @@ mod tests {
         let err = toml::from_str::<NodeConfig>("id = 1\nlisten = \"a:1\"\ndata_dir = \"d\"\nheartbeat_ms = 5\n")
             .expect_err("unknown field");
         assert!(err.to_string().contains("heartbeat_ms"), "{err}");
+    }
+
+    #[test]
+    fn bootstrap_needs_peers_and_election_timeouts_are_bounded() {
+        let mut c = base();
+        c.bootstrap = true;
+        c.validate().expect("bootstrap with peers");
+        c.peers.clear();
+        let msg = c.validate().expect_err("bootstrap without peers").to_string();
+        assert!(msg.contains("bootstrap") && msg.contains("peers"), "{msg}");
+        let mut c = base();
+        c.election_timeout_max_ms = MAX_ELECTION_TIMEOUT_MS + 1;
+        let msg = c.validate().expect_err("too long").to_string();
+        assert!(msg.contains("election_timeout_max_ms") && msg.contains("60000"), "{msg}");
     }
 
     #[test]

@@ -68,21 +68,24 @@ impl Node {
     ) -> Result<Node, NodeError> {
         config.validate()?;
         let token = config.resolve_token()?;
-        // Decided before storage writes its first file: an empty directory means a new
-        // node, or one that lost its disk (the vote gate tells them apart from nothing).
-        let fresh = disk
-            .list()
-            .map_err(|source| storage::StorageError::Io { file: "the data directory".into(), source })?
-            .is_empty();
         let vote_gate = Arc::new(crate::server::vote_gate::VoteGate::open(disk.clone())?);
         let identity = Arc::new(crate::server::cluster_id::Identity::open(disk.clone())?);
-        if fresh {
-            vote_gate.close_provisionally("started with an empty data directory: deciding whether to bootstrap".into());
-        }
         let metrics = Arc::new(crate::metrics::Metrics::new());
         let (mut log_store, sm_store) = storage::open(disk, storage_options, metrics.clone()).await?;
         let log_reader = openraft::storage::RaftLogStorage::get_log_reader(&mut log_store).await;
         let shared = sm_store.shared();
+        // A node that holds no vote and no log entry (not even a purged one) is new, or lost
+        // its disk: the two look alike, so it decides whether to bootstrap before it may
+        // vote. Judged from what storage read back, not from the directory listing, so a
+        // start that crashed before the cluster was formed decides again, and a stray file
+        // in the directory changes nothing. A node already waiting (its marker) waits on.
+        let fresh = log_is_empty(&mut log_store).await? && !vote_gate.is_closed();
+        if fresh {
+            vote_gate.close_provisionally("started with an empty data directory: deciding whether to bootstrap".into());
+        }
+        let deciding = fresh && config.bootstrap && !config.peers.is_empty();
+        let formation =
+            Arc::new(crate::server::formation::Formation::new(crate::server::formation::new_incarnation(), deciding));
 
         let raft_config = openraft::Config {
             cluster_name: "roster".into(),
@@ -148,6 +151,7 @@ impl Node {
             vote_gate: vote_gate.clone(),
             metrics: metrics.clone(),
             identity: identity.clone(),
+            formation: formation.clone(),
         });
         tokio::spawn(count_leader_changes(raft.clone(), metrics.clone()));
         tokio::spawn(crate::server::dispatch::serve(listener, api.clone(), security.acceptor.clone()));
@@ -155,11 +159,7 @@ impl Node {
         tokio::spawn(crate::server::compaction::run(raft.clone(), log_reader.clone(), config.snapshot_log_bytes));
 
         if fresh {
-            decide_bootstrap(&raft, &config, &token, &connector, &vote_gate, &identity).await?;
-        } else if !vote_gate.is_closed() && config.bootstrap {
-            // Not empty but never initialised (stopped between the first write and the
-            // initialisation): finish what the first start began.
-            form_cluster(&raft, &config, &token, &identity).await?;
+            decide_bootstrap(&raft, &config, &token, &connector, &vote_gate, &identity, &formation).await?;
         }
         if vote_gate.is_closed() {
             tracing::warn!(
@@ -250,7 +250,9 @@ async fn decide_bootstrap(
     connector: &crate::net::transport::Connector,
     gate: &crate::server::vote_gate::VoteGate,
     identity: &crate::server::cluster_id::Identity,
+    formation: &crate::server::formation::Formation,
 ) -> Result<(), NodeError> {
+    use crate::server::formation::PeerCheck;
     let id = config.id;
     let reason = if !config.bootstrap || config.peers.is_empty() {
         format!(
@@ -258,20 +260,41 @@ async fn decide_bootstrap(
              (`roster member add {id} ADDR`), or replaced if it lost its data (`roster member replace {id}`)"
         )
     } else {
-        match crate::server::rejoin::cluster_running(&config.peers, id, token, connector).await {
-            None => {
+        let me = (id, formation.incarnation());
+        match crate::server::rejoin::check_peers(&config.peers, me, token, connector).await {
+            PeerCheck::NoCluster { deciding } => {
+                // Remembered before the cluster exists, so every peer that sees it formed
+                // also sees whom it was formed with.
+                formation.decided(deciding);
                 gate.open_provisional();
                 return form_cluster(raft, config, token, identity).await;
             }
-            Some(running) => format!(
+            PeerCheck::FormedWithMe { by } => {
+                tracing::info!(node = id, "{by} formed the cluster while this node was deciding: forming it too");
+                formation.decided(Vec::new());
+                gate.open_provisional();
+                return form_cluster(raft, config, token, identity).await;
+            }
+            PeerCheck::Running(running) => format!(
                 "node {id} started with an empty data directory and --bootstrap, but a cluster already runs \
                  ({running}): not bootstrapping; if this node lost its data, run `roster member replace {id}`"
             ),
         }
     };
+    formation.decided(Vec::new());
     tracing::warn!(node = id, "{reason}");
     gate.close(reason)?;
     Ok(())
+}
+
+/// True if the log holds no vote and no entry, not even a purged one: Raft was never
+/// initialised here and nothing was replicated to this node.
+async fn log_is_empty(log: &mut storage::LogStore) -> Result<bool, NodeError> {
+    use openraft::storage::{RaftLogReader, RaftLogStorage};
+    let io = |source| storage::StorageError::Io { file: "the Raft log".into(), source };
+    let state = log.get_log_state().await.map_err(io)?;
+    let vote = log.read_vote().await.map_err(io)?;
+    Ok(state.last_log_id.is_none() && state.last_purged_log_id.is_none() && vote.is_none())
 }
 
 /// Counts every change of the leader this node sees (`roster_server_leader_changes_seen`).

@@ -4,6 +4,8 @@
 //! The binary is found at `$ROSTER_BIN`, else `<workspace>/target/debug/roster`
 //! (`scripts/test` builds it first).
 
+// Real processes, namespaces and a multi-threaded runtime: not in the simulator build.
+#[cfg(not(madsim))]
 pub mod nemesis;
 
 use serde_json::Value;
@@ -78,6 +80,18 @@ impl TestCluster {
     /// Like `start`, with environment variables `env` set in every node process (e.g.
     /// `TOKIO_WORKER_THREADS`).
     pub fn start_with_env(tag: &str, n: u64, env: &[(&str, &str)], extra: impl Fn(u64) -> Vec<String>) -> Self {
+        Self::start_all_but(tag, n, &[], env, extra)
+    }
+
+    /// Like `start_with_env`, but the initial members in `late` are not started yet: the
+    /// test starts them with `spawn` when it wants.
+    pub fn start_all_but(
+        tag: &str,
+        n: u64,
+        late: &[u64],
+        env: &[(&str, &str)],
+        extra: impl Fn(u64) -> Vec<String>,
+    ) -> Self {
         let dir = TempDir::new(tag);
         let token_file = dir.0.join("token");
         std::fs::write(&token_file, "test-token-0123456789").expect("write token");
@@ -87,7 +101,9 @@ impl TestCluster {
         let mut c = TestCluster { dir, token_file, nodes: BTreeMap::new(), peers, node_env };
         for (id, addr) in addrs {
             c.nodes.insert(id, NodeProc { id, addr, child: None, extra_args: extra(id), initial: true });
-            c.spawn(id);
+            if !late.contains(&id) {
+                c.spawn(id);
+            }
         }
         c
     }

@@ -95,6 +95,29 @@ fn a_node_with_an_empty_directory_and_no_bootstrap_says_it_waits() {
     });
 }
 
+/// Initial members started a moment apart (as by hand, or a slow machine) form the cluster
+/// together: the late one is seen deciding by the others' bootstrap check and joins the
+/// formation instead of waiting for `member replace`.
+#[test]
+fn an_initial_member_started_a_moment_late_joins_the_formation() {
+    let mut c = TestCluster::start_all_but("late-initial", 3, &[3], &[], |_| vec![]);
+    // Late enough that the others would have formed without it; within their check's 2 s.
+    std::thread::sleep(Duration::from_millis(800));
+    c.spawn(3);
+    let ep = c.endpoints_of(&[3]);
+    let status = eventually(Duration::from_secs(20), "the late member to apply as a voter in good standing", || {
+        c.status_at(&ep).filter(|s| s["applied_index"].as_u64().is_some() && s["waiting"].is_null())
+    });
+    let voters: Vec<u64> = status["voters"].as_array().unwrap().iter().map(|v| v[0].as_u64().unwrap()).collect();
+    assert_eq!(voters, vec![1, 2, 3], "{status}");
+    ok(&c.roster_at(&c.endpoints_of(&[1, 2]), &["kv", "put", "after-formation", "1"]));
+    eventually(Duration::from_secs(10), "the late member to apply the put", || {
+        (c.kv_get_at(&ep, "after-formation", true).as_deref() == Some("1")).then_some(())
+    });
+    let log = c.log_of(3);
+    assert!(!log.contains("not bootstrapping"), "the late member must not wait for member replace:\n{log}");
+}
+
 #[test]
 fn replace_refuses_unknown_ids() {
     let c = TestCluster::start("replace-errors", 3, |_| vec![]);

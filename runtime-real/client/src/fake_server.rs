@@ -219,6 +219,8 @@ fn handle(node: usize, request: ClientRequest, s: &mut FakeState) -> Then {
             processes: Vec::new(),
             waiting: None,
             cluster_id: None,
+            deciding: None,
+            formed_with: Vec::new(),
         }))),
         _ if !leads => Then::Answer(not_leader(s)),
         ClientRequest::OpenSession => {

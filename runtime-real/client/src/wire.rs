@@ -289,6 +289,14 @@ pub struct ClusterStatus {
     /// The cluster this node belongs to (16 hex digits), once it knows.
     #[serde(default)]
     pub cluster_id: Option<String>,
+    /// This start's incarnation while the node decides whether to form a new cluster
+    /// (it started with `--bootstrap` and found no vote and no log).
+    #[serde(default)]
+    pub deciding: Option<u64>,
+    /// The peers (id, incarnation) this node saw deciding when it formed the cluster: they
+    /// may form it too (see the node's `server::formation`).
+    #[serde(default)]
+    pub formed_with: Vec<(NodeId, u64)>,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]

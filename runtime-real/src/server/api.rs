@@ -40,6 +40,8 @@ pub struct Api {
     pub(crate) metrics: Arc<crate::metrics::Metrics>,
     /// Which cluster this node belongs to.
     pub(crate) identity: Arc<crate::server::cluster_id::Identity>,
+    /// What this start knows of the first formation (answers the bootstrap check).
+    pub(crate) formation: Arc<crate::server::formation::Formation>,
 }
 
 impl Api {
@@ -95,14 +97,9 @@ impl Api {
         self.raft.metrics().borrow_watched().last_applied.map(|l| l.index)
     }
 
-    /// Compares without returning early, so timing does not reveal how much matched.
+    /// Whether `given` is the cluster token (constant time: see [`tokens_match`]).
     pub fn token_matches(&self, given: &str) -> bool {
-        let (a, b) = (self.token.as_bytes(), given.as_bytes());
-        let mut diff = (a.len() ^ b.len()) as u8;
-        for (i, x) in a.iter().enumerate() {
-            diff |= x ^ b.get(i).copied().unwrap_or(0);
-        }
-        diff == 0
+        tokens_match(&self.token, given)
     }
 
     pub async fn handle(self: Arc<Self>, env: ClientEnvelope, tx: mpsc::Sender<ClientResponseEnvelope>) {
@@ -317,6 +314,8 @@ impl Api {
             processes,
             waiting: self.vote_gate.waiting(m.last_applied.map(|l| l.index)),
             cluster_id: self.identity.get().map(|id| id.to_string()),
+            deciding: self.formation.deciding(),
+            formed_with: self.formation.formed_with(),
         }
     }
 
@@ -489,10 +488,36 @@ fn whole_revisions(events: impl Iterator<Item = roster_kernel::Event>, max: usiz
     out
 }
 
+/// Compares without returning early, so timing does not reveal how much matched. Any
+/// length difference fails (casting `len ^ len` to a byte would let a multiple of 256
+/// extra bytes through).
+pub fn tokens_match(expected: &str, given: &str) -> bool {
+    let (a, b) = (expected.as_bytes(), given.as_bytes());
+    let mut diff = u8::from(a.len() != b.len());
+    for (i, x) in a.iter().enumerate() {
+        diff |= x ^ b.get(i).copied().unwrap_or(0);
+    }
+    diff == 0
+}
+
 #[cfg(test)]
 mod tests {
-    use super::whole_revisions;
+    use super::{tokens_match, whole_revisions};
     use roster_kernel::{Event, EventKind};
+
+    #[test]
+    fn only_the_exact_token_matches() {
+        let token = "s3cret-token";
+        assert!(tokens_match(token, token));
+        assert!(!tokens_match(token, ""));
+        assert!(!tokens_match(token, "s3cret-tokeN"));
+        assert!(!tokens_match(token, "s3cret-toke"));
+        // Extra bytes after the token fail, whatever their count (256 would wrap a byte).
+        for extra in [1, 255, 256, 512] {
+            let longer = format!("{token}{}", "x".repeat(extra));
+            assert!(!tokens_match(token, &longer), "{extra} extra bytes matched");
+        }
+    }
 
     fn ev(revision: u64) -> Event {
         Event { revision, kind: EventKind::KvDeleted { key: revision.to_string() } }

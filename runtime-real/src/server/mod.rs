@@ -12,6 +12,7 @@
 //! - `vote_gate`: no vote from a node that started with an empty data directory until it caught up.
 //! - `cluster_id`: which cluster this node belongs to; peers of another are refused.
 //! - `rejoin`: the bootstrap check of a fresh node, readmission and `member replace`.
+//! - `formation`: initial members started together form the cluster together.
 //! - `raft_stopped`: tells the node to exit once its Raft core has stopped (a fail-stopped log).
 
 pub mod agent;
@@ -19,6 +20,7 @@ pub mod api;
 pub mod cluster_id;
 pub mod compaction;
 pub mod dispatch;
+pub mod formation;
 pub mod launch;
 pub mod leader;
 pub mod leadership;

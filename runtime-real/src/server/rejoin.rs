@@ -1,5 +1,5 @@
 //! A node with an empty data directory and the cluster around it: whether it may form a
-//! new cluster (`cluster_running`, asked of its peers before bootstrapping), how the leader
+//! new cluster (`check_peers`, asked of its peers before bootstrapping), how the leader
 //! lets it back in (`readmit`), and `member replace` (demote, replicate from scratch,
 //! wait for the catch-up, promote). The node's side is the vote gate (`vote_gate.rs`).
 
@@ -17,6 +17,8 @@ use std::time::Duration;
 /// How long a fresh node with `--bootstrap` asks its peers whether a cluster already runs,
 /// all peers together: long enough for a loaded peer, short enough not to slow a first start.
 pub const PEER_CHECK_TIMEOUT_MS: u64 = 2_000;
+/// How often a peer that did not answer the bootstrap check is asked again.
+const PEER_CHECK_RETRY_MS: u64 = 100;
 /// How long `member replace` waits for the replaced node to catch up as a learner
 /// (the client waits `roster_client::REPLACE_TIMEOUT_MS`, longer).
 pub const REPLACE_CATCH_UP_TIMEOUT_MS: u64 = 30_000;
@@ -26,39 +28,52 @@ const READMIT_TIMEOUT_MS: u64 = 5_000;
 const READMIT_RETRY_MS: u64 = 100;
 const CATCH_UP_POLL_MS: u64 = 50;
 
-/// Asks each peer (other than `self_id`) for its status; the first that knows a leader
-/// describes the running cluster, e.g. "node 1 reports leader 1 in term 4, commit index 37".
-/// `None` when no peer answers within the bound or none knows a leader (all starting).
-/// A term above 0 alone proves nothing: openraft's initialisation already enters term 1.
-pub async fn cluster_running(
+/// Asks every peer (other than `me`'s node) for its status and judges the answers
+/// (`formation::judge`). A peer that does not answer is asked again every 100 ms, so that
+/// initial members started together see each other deciding; the check ends once every
+/// peer answered, as soon as one names a running cluster, or after
+/// `PEER_CHECK_TIMEOUT_MS` with the answers it has.
+pub async fn check_peers(
     peers: &BTreeMap<NodeId, String>,
-    self_id: NodeId,
+    me: (NodeId, u64),
     token: &str,
     connector: &Connector,
-) -> Option<String> {
+) -> crate::server::formation::PeerCheck {
+    use crate::server::formation::{PeerCheck, judge};
     let deadline = tokio::time::Instant::now() + Duration::from_millis(PEER_CHECK_TIMEOUT_MS);
-    for (id, addr) in peers.iter().filter(|(id, _)| **id != self_id) {
-        let left_ms = deadline.saturating_duration_since(tokio::time::Instant::now()).as_millis() as u64;
-        if left_ms == 0 {
-            break;
-        }
-        let answer =
-            crate::rt::Timeout::new(ask(addr, token, connector, ClientRequest::Status, left_ms), deadline).await;
-        match answer {
-            Ok(Ok(ClientResponse::Status(s))) if s.leader.is_some() => {
-                return Some(format!(
-                    "node {id} at {addr} reports leader {} in term {}, commit index {}",
-                    s.leader.map_or("none".to_string(), |l| l.to_string()),
-                    s.term,
-                    s.commit_index.map_or("-".to_string(), |c| c.to_string())
-                ));
+    let mut answers = Vec::new();
+    let mut unanswered: Vec<(NodeId, String)> =
+        peers.iter().filter(|(id, _)| **id != me.0).map(|(id, addr)| (*id, addr.clone())).collect();
+    loop {
+        let mut still = Vec::new();
+        for (id, addr) in unanswered {
+            let left_ms = deadline.saturating_duration_since(tokio::time::Instant::now()).as_millis() as u64;
+            let answer = match left_ms {
+                0 => None,
+                _ => crate::rt::Timeout::new(ask(&addr, token, connector, ClientRequest::Status, left_ms), deadline)
+                    .await
+                    .ok(),
+            };
+            match answer {
+                Some(Ok(ClientResponse::Status(s))) => answers.push((id, addr, *s)),
+                Some(Ok(other)) => {
+                    tracing::debug!(peer = id, answer = ?other, "unexpected answer to the bootstrap check")
+                }
+                Some(Err(e)) => {
+                    tracing::debug!(peer = id, error = %e, "peer did not answer the bootstrap check");
+                    still.push((id, addr));
+                }
+                None => still.push((id, addr)),
             }
-            Ok(Ok(_)) => {}
-            Ok(Err(e)) => tracing::debug!(peer = id, error = %e, "peer did not answer the bootstrap check"),
-            Err(_) => break,
         }
+        let verdict = judge(me, &answers);
+        let past = tokio::time::Instant::now() + Duration::from_millis(PEER_CHECK_RETRY_MS) >= deadline;
+        if !matches!(verdict, PeerCheck::NoCluster { .. }) || still.is_empty() || past {
+            return verdict;
+        }
+        unanswered = still;
+        tokio::time::sleep(Duration::from_millis(PEER_CHECK_RETRY_MS)).await;
     }
-    None
 }
 
 /// One client request to `addr` on a connection of its own.

@@ -72,29 +72,37 @@ impl VoteGate {
         *lock(&self.closed) = None;
     }
 
+    // Each change below decides, writes the marker and updates the state under one hold of
+    // the lock (no other lock is taken meanwhile, and nothing is awaited), so two changes
+    // never interleave: a readmission racing a lift cannot close a lifted gate again, and
+    // of two readmissions the higher target is the one kept.
+
     /// Closes the gate for good (until lifted), durably.
     pub fn close(&self, reason: String) -> Result<(), StorageError> {
+        let mut state = lock(&self.closed);
         let closed = Closed { reason, readmit_target: None };
         self.persist(&closed)?;
-        *lock(&self.closed) = Some(closed);
+        *state = Some(closed);
         Ok(())
     }
 
     /// The leader let this node back in: take replication; vote again once applied up
     /// to `target`. A no-op on an open gate.
     pub fn readmit(&self, target: u64) -> Result<(), StorageError> {
-        let Some(mut closed) = lock(&self.closed).clone() else { return Ok(()) };
+        let mut state = lock(&self.closed);
+        let Some(mut closed) = state.clone() else { return Ok(()) };
         // A second readmission (a repeated `member replace`) may only raise the bar.
         closed.readmit_target = Some(closed.readmit_target.map_or(target, |t| t.max(target)));
         self.persist(&closed)?;
-        *lock(&self.closed) = Some(closed);
+        *state = Some(closed);
         Ok(())
     }
 
     /// Lifts the gate if the node has applied up to its readmission target; true if it
     /// was lifted now.
     pub fn lift_if_caught_up(&self, applied_index: Option<u64>) -> Result<bool, StorageError> {
-        let target = match &*lock(&self.closed) {
+        let mut state = lock(&self.closed);
+        let target = match &*state {
             Some(Closed { readmit_target: Some(t), .. }) => *t,
             _ => return Ok(false),
         };
@@ -107,7 +115,7 @@ impl VoteGate {
             Err(e) => return Err(io_err(MARKER_FILE)(e)),
         }
         self.disk.sync_dir().map_err(io_err("the data directory"))?;
-        *lock(&self.closed) = None;
+        *state = None;
         Ok(true)
     }
 
@@ -161,8 +169,14 @@ impl VoteGate {
         d.sync_dir().map_err(io_err("the data directory"))?;
         // Read back: the marker decides whether this node may vote after a restart.
         let back = d.read(MARKER_FILE).map_err(io_err(MARKER_FILE))?;
-        assert_eq!(parse_marker(&back).ok().as_ref(), Some(closed), "vote marker reads back as written");
-        Ok(())
+        match parse_marker(&back) {
+            Ok(read) if read == *closed => Ok(()),
+            _ => Err(StorageError::Corrupt {
+                file: MARKER_FILE.to_string(),
+                offset: 0,
+                reason: "the marker does not read back as written".to_string(),
+            }),
+        }
     }
 }
 

@@ -1,0 +1,185 @@
+//! The first start of a cluster, when its initial members start at about the same time.
+//!
+//! A fresh node started with `--bootstrap` asks its peers before it forms a new cluster
+//! (`rejoin::check_peers`). One that finds a cluster already running waits for `member
+//! replace`, because it cannot tell whether it lost its disk (see `vote_gate.rs`). That
+//! would also strand an initial member whose check merely came a moment after the others
+//! had formed the cluster, which is easy with elections of 100–200 ms.
+//!
+//! Rules, in one place:
+//! - Every start of a node has its own `incarnation` number. While a fresh node decides
+//!   (its vote gate closed in memory: it has refused every vote and every append since it
+//!   started), its status names that incarnation (`ClusterStatus::deciding`).
+//! - A node that forms the cluster remembers, in memory, the peers it saw deciding in its
+//!   own check, with their incarnations (`ClusterStatus::formed_with`).
+//! - A deciding node that finds a running cluster may still form it (an initialisation
+//!   identical to theirs) if a peer names it with its current incarnation in
+//!   `formed_with`: that incarnation has refused every vote and append, and there is no
+//!   earlier one that could have acknowledged anything in this cluster, which was formed
+//!   while it was deciding. A restarted node has a new incarnation and is refused as before.
+//! - A node's check waits (bounded) for every peer to answer before it forms, so that
+//!   members started together see each other deciding.
+
+use crate::net::wire::ClusterStatus;
+use crate::raft::NodeId;
+use std::sync::Mutex;
+
+/// What this node's start knows of the first formation.
+pub struct Formation {
+    incarnation: u64,
+    state: Mutex<State>,
+}
+
+struct State {
+    deciding: bool,
+    formed_with: Vec<(NodeId, u64)>,
+}
+
+fn lock(m: &Mutex<State>) -> std::sync::MutexGuard<'_, State> {
+    // Every critical section leaves the state whole: a poisoned lock still holds it.
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl Formation {
+    /// `deciding`: this start found no vote and no log and decides whether to bootstrap.
+    pub fn new(incarnation: u64, deciding: bool) -> Formation {
+        Formation { incarnation, state: Mutex::new(State { deciding, formed_with: Vec::new() }) }
+    }
+
+    pub fn incarnation(&self) -> u64 {
+        self.incarnation
+    }
+
+    /// This start's incarnation while it decides whether to bootstrap.
+    pub fn deciding(&self) -> Option<u64> {
+        lock(&self.state).deciding.then_some(self.incarnation)
+    }
+
+    /// The peers (with their incarnations) seen deciding when this node formed the cluster.
+    pub fn formed_with(&self) -> Vec<(NodeId, u64)> {
+        lock(&self.state).formed_with.clone()
+    }
+
+    /// The decision is made: `formed_with` the deciding peers when this node forms the
+    /// cluster, empty when it waits instead.
+    pub fn decided(&self, formed_with: Vec<(NodeId, u64)>) {
+        let mut state = lock(&self.state);
+        state.deciding = false;
+        state.formed_with = formed_with;
+    }
+}
+
+/// A number for this start of the process, different from every earlier start of this
+/// node: wall-clock milliseconds, mixed with the process id outside the simulator (where
+/// every simulated start has its own simulated time).
+pub fn new_incarnation() -> u64 {
+    let ms = crate::rt::clock::unix_ms();
+    #[cfg(not(madsim))]
+    let ms = (ms << 20) ^ u64::from(std::process::id());
+    ms
+}
+
+/// What the peers' answers say about forming a new cluster.
+#[derive(Debug, PartialEq, Eq)]
+pub enum PeerCheck {
+    /// No peer knows a cluster: form one, remembering `deciding`, the peers seen deciding.
+    NoCluster { deciding: Vec<(NodeId, u64)> },
+    /// A cluster runs, formed while this very start was deciding (named by the peer `by`).
+    FormedWithMe { by: String },
+    /// A cluster runs without this start: wait for `member replace`.
+    Running(String),
+}
+
+/// Judges the answers of the peers (`(id, address, status)`) for the start `me`.
+/// Pure, so that the rules above have unit tests.
+pub fn judge(me: (NodeId, u64), answers: &[(NodeId, String, ClusterStatus)]) -> PeerCheck {
+    if let Some((id, addr, _)) = answers.iter().find(|(_, _, s)| s.formed_with.contains(&me)) {
+        return PeerCheck::FormedWithMe { by: format!("node {id} at {addr}") };
+    }
+    // A peer with a leader, or with a membership of its own (it formed a cluster, or
+    // holds one from its log), knows a cluster; a fresh or waiting peer has none.
+    let running = answers.iter().find(|(_, _, s)| s.leader.is_some() || !s.voters.is_empty());
+    if let Some((id, addr, s)) = running {
+        return PeerCheck::Running(format!(
+            "node {id} at {addr} reports {} in term {}, commit index {}",
+            s.leader.map_or("no leader yet".to_string(), |l| format!("leader {l}")),
+            s.term,
+            s.commit_index.map_or("-".to_string(), |c| c.to_string())
+        ));
+    }
+    let deciding = answers.iter().filter_map(|(id, _, s)| s.deciding.map(|inc| (*id, inc))).collect();
+    PeerCheck::NoCluster { deciding }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn status(node: NodeId) -> ClusterStatus {
+        ClusterStatus {
+            node,
+            leader: None,
+            term: 0,
+            commit_index: None,
+            applied_index: None,
+            revision: 0,
+            voters: Vec::new(),
+            learners: Vec::new(),
+            servers: Vec::new(),
+            processes: Vec::new(),
+            waiting: None,
+            cluster_id: None,
+            deciding: None,
+            formed_with: Vec::new(),
+        }
+    }
+
+    fn answer(node: NodeId, s: ClusterStatus) -> (NodeId, String, ClusterStatus) {
+        (node, format!("10.0.0.{node}:7000"), s)
+    }
+
+    #[test]
+    fn fresh_peers_mean_no_cluster_and_the_deciding_ones_are_named() {
+        let deciding = ClusterStatus { deciding: Some(77), ..status(2) };
+        let waiting = ClusterStatus { waiting: Some("lost its disk".into()), ..status(3) };
+        let got = judge((1, 5), &[answer(2, deciding), answer(3, waiting)]);
+        assert_eq!(got, PeerCheck::NoCluster { deciding: vec![(2, 77)] });
+        assert_eq!(judge((1, 5), &[]), PeerCheck::NoCluster { deciding: vec![] });
+    }
+
+    #[test]
+    fn a_peer_with_a_leader_or_a_membership_is_a_running_cluster() {
+        let led = ClusterStatus { leader: Some(3), term: 4, commit_index: Some(37), ..status(2) };
+        let PeerCheck::Running(why) = judge((1, 5), &[answer(2, led)]) else { panic!("running") };
+        assert!(why.contains("node 2") && why.contains("leader 3") && why.contains("37"), "{why}");
+        // Formed a moment ago, still electing: a cluster all the same.
+        let formed = ClusterStatus { voters: vec![(1, "a".into()), (2, "b".into())], term: 1, ..status(2) };
+        let PeerCheck::Running(why) = judge((1, 5), &[answer(2, formed)]) else { panic!("running") };
+        assert!(why.contains("no leader yet"), "{why}");
+    }
+
+    #[test]
+    fn a_cluster_formed_while_this_start_was_deciding_may_be_joined_but_not_by_a_later_start() {
+        let formed = ClusterStatus {
+            leader: Some(2),
+            voters: vec![(1, "a".into())],
+            formed_with: vec![(1, 5), (3, 9)],
+            ..status(2)
+        };
+        let got = judge((1, 5), &[answer(3, status(3)), answer(2, formed.clone())]);
+        assert_eq!(got, PeerCheck::FormedWithMe { by: "node 2 at 10.0.0.2:7000".into() });
+        // The same node restarted (a new incarnation, perhaps with a lost disk): refused.
+        assert!(matches!(judge((1, 6), &[answer(2, formed.clone())]), PeerCheck::Running(_)));
+        // Another node's entry is not this one's.
+        assert!(matches!(judge((3, 5), &[answer(2, formed)]), PeerCheck::Running(_)));
+    }
+
+    #[test]
+    fn a_decision_ends_deciding_and_keeps_who_was_seen() {
+        let f = Formation::new(42, true);
+        assert_eq!(f.deciding(), Some(42));
+        f.decided(vec![(2, 7)]);
+        assert_eq!((f.deciding(), f.formed_with()), (None, vec![(2, 7)]));
+        assert_eq!(Formation::new(42, false).deciding(), None);
+    }
+}
