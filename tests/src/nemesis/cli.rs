@@ -1,12 +1,13 @@
-//! `roster-nemesis`: the real binary under real faults, in network namespaces, its
-//! history checked by the simulator's checkers (see `roster_tests::nemesis`).
+//! The command line of `roster-nemesis` (`src/bin/roster-nemesis.rs`): the real binary
+//! under real faults, in network namespaces, its history checked by the simulator's
+//! checkers (see `roster_tests::nemesis`).
 //!
 //! Modes: CI (the default: every fault kind once, about 3 minutes), soak (`--minutes N`),
 //! and the failover figure (`--failover-cycles N`, beside etcd). Needs root, `ip` and
 //! `nft`; without them it says so in one line and exits 0.
 
+use crate::nemesis::{self, failover, net, run};
 use clap::Parser;
-use roster_tests::nemesis::{self, failover, net, run};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
@@ -63,7 +64,7 @@ fn install_cleanup_on_signal() {
     });
 }
 
-fn main() {
+pub fn main() {
     let args = Args::parse();
     if args.nodes != 3 && args.nodes != 5 {
         eprintln!("nemesis: --nodes {} is not supported: use 3 or 5", args.nodes);

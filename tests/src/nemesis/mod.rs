@@ -15,6 +15,7 @@
 //! - `report`: the run table and write gaps.
 //! - `run`: one nemesis run (CI or soak mode); `failover`: the 50-cycle figure beside etcd.
 
+pub mod cli;
 pub mod failover;
 pub mod faults;
 pub mod history;
