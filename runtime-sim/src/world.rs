@@ -516,8 +516,9 @@ impl World {
 
     /// Waits (up to `max_wait_ms`) for the first moment server `id`'s disk has had an fsync
     /// in flight for at least `min_age_ms` (0: any fsync in flight), so that a power loss
-    /// then lands between "written" and "durable". Polls every 100 µs (an fsync takes
-    /// 0.2–2 ms at the median; a stall, seconds). Returns whether it found one.
+    /// then lands between "written" and "durable". While no fsync is in flight it polls every
+    /// 100 µs (an fsync takes 0.2–2 ms at the median; a stall, seconds); once one is, it
+    /// sleeps until that one is old enough. Returns whether it found one.
     pub async fn await_fsync_in_flight(&mut self, id: u64, min_age_ms: u64, max_wait_ms: u64) -> bool {
         let until = self.now_ms() + max_wait_ms;
         let min_age = Duration::from_millis(min_age_ms);

@@ -2,7 +2,7 @@
 //! with another cluster's data directory at a member's address is refused by the
 //! members (and refuses them), naming both clusters; the cluster goes on serving.
 
-use roster_tests::{TestCluster, eventually, ok, roster_bin};
+use roster_tests::{ChildGuard, TestCluster, eventually, ok, roster_bin};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
@@ -38,18 +38,21 @@ fn a_node_of_another_cluster_is_refused_by_name() {
     a.kill9(victim);
     b.kill9(victim);
     let log = a.dir.0.join("foreign.log");
-    let mut foreign = Command::new(roster_bin())
-        .arg("node")
-        .args(["--id", &victim.to_string(), "--listen", &a.nodes[&victim].addr])
-        .arg("--data-dir")
-        .arg(b.data_dir(victim))
-        .arg("--token-file")
-        .arg(&a.token_file)
-        .env("RUST_LOG", "info,openraft=warn")
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(&log).expect("log file"))
-        .spawn()
-        .expect("start the foreign node");
+    // Guarded: a failed assertion below must not leave it running.
+    let mut foreign = ChildGuard(Some(
+        Command::new(roster_bin())
+            .arg("node")
+            .args(["--id", &victim.to_string(), "--listen", &a.nodes[&victim].addr])
+            .arg("--data-dir")
+            .arg(b.data_dir(victim))
+            .arg("--token-file")
+            .arg(&a.token_file)
+            .env("RUST_LOG", "info,openraft=warn")
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).expect("log file"))
+            .spawn()
+            .expect("start the foreign node"),
+    ));
     let refusal = eventually(Duration::from_secs(15), "the foreign node to refuse A's leader", || {
         let text = std::fs::read_to_string(&log).unwrap_or_default();
         text.lines().find(|l| l.contains("belongs to cluster")).map(str::to_string)
@@ -63,6 +66,5 @@ fn a_node_of_another_cluster_is_refused_by_name() {
     let foreign_status =
         eventually(Duration::from_secs(10), "the foreign node's status", || a.status_at(&a.endpoints_of(&[victim])));
     assert_eq!(foreign_status["cluster_id"].as_str(), Some(id_b.as_str()), "{foreign_status}");
-    let _ = foreign.kill();
-    let _ = foreign.wait();
+    foreign.kill9();
 }

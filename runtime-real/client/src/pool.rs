@@ -441,10 +441,18 @@ impl Cluster {
 
 /// Whether a request may be sent again after it may already have been processed.
 /// Launching twice starts two programs; removing a node twice reports an error for a
-/// removal that worked. Everything else is a read, a heartbeat, or a change that is the
-/// same when repeated.
+/// removal that worked; a second leadership transfer may move leadership again.
+/// Everything else is a read, a heartbeat, or a change that is the same when repeated (a
+/// repeated session open leaves an unused session behind, which the cluster evicts in
+/// time: cheaper than failing the open).
 fn is_repeatable(request: &ClientRequest) -> bool {
-    !matches!(request, ClientRequest::Launch(_) | ClientRequest::StartLocal(_) | ClientRequest::RemoveNode { .. })
+    !matches!(
+        request,
+        ClientRequest::Launch(_)
+            | ClientRequest::StartLocal(_)
+            | ClientRequest::RemoveNode { .. }
+            | ClientRequest::TransferLeader { .. }
+    )
 }
 
 fn ms_until(deadline: Instant) -> u64 {

@@ -281,7 +281,12 @@ fn der(buf: &[u8]) -> Option<(u8, &[u8], &[u8])> {
 
 /// UTCTime `YYMMDDHHMMSSZ` or GeneralizedTime `YYYYMMDDHHMMSSZ`, in Unix seconds.
 fn der_time(tag: u8, s: &[u8]) -> Option<i64> {
-    let s = std::str::from_utf8(s).ok()?.strip_suffix('Z')?;
+    // Digits only, so the slices below fall on character boundaries.
+    let s = s.strip_suffix(b"Z")?;
+    if !s.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    let s = std::str::from_utf8(s).ok()?;
     let (year, rest) = match tag {
         UTC_TIME if s.len() == 12 => {
             let yy: i64 = s[..2].parse().ok()?;
@@ -340,6 +345,19 @@ mod tests {
         let late = rcgen::date_time_ymd(2077, 7, 7);
         assert_eq!(validity(cert_valid(from, late).der()).map(|v| v.1), Some(late.unix_timestamp()));
         assert_eq!(validity(b"not a certificate"), None);
+    }
+
+    #[test]
+    fn a_malformed_date_is_no_date_and_no_panic() {
+        assert_eq!(
+            der_time(UTC_TIME, b"010203040506Z"),
+            Some(rcgen::date_time_ymd(2001, 2, 3).unix_timestamp() + 14_706)
+        );
+        // Twelve bytes but a multi-byte character: slicing by bytes would panic.
+        assert_eq!(der_time(UTC_TIME, "01020304050\u{e9}Z".as_bytes()), None);
+        assert_eq!(der_time(UTC_TIME, "0102030405\u{e9}Z".as_bytes()), None);
+        assert_eq!(der_time(GENERALIZED_TIME, b"2001O2030405O6Z"), None);
+        assert_eq!(der_time(UTC_TIME, b"010203040506"), None);
     }
 
     #[test]

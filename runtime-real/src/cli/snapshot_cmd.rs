@@ -80,7 +80,8 @@ async fn save(file: &Path, c: &ClientArgs) -> Result<ExitCode, String> {
             backup_file::MAX_BACKUP_PAYLOAD_BYTES
         ));
     }
-    let mut payload = Vec::with_capacity(usize::try_from(head.total_bytes).unwrap_or(0));
+    // Grown as chunks arrive past the first 64 MiB: the announced size is not yet proven.
+    let mut payload = Vec::with_capacity(usize::try_from(head.total_bytes.min(64 << 20)).unwrap_or(0));
     while let Some(chunk) = download.next_chunk().await.map_err(|e| format!("snapshot stream: {e}"))? {
         payload.extend_from_slice(&chunk);
     }

@@ -112,7 +112,26 @@ impl HttpError {
             RequestError::Placement { .. } => (S::CONFLICT, "no_placement"),
             RequestError::NotAllowed { .. } => (S::FORBIDDEN, "not_allowed"),
             RequestError::BadFrame { .. } => (S::BAD_REQUEST, "bad_request"),
-            _ => (S::UNPROCESSABLE_ENTITY, "refused"),
+            // Refusals: the request cannot succeed as it is.
+            RequestError::LastVoter { .. }
+            | RequestError::TransferTargetNotVoter { .. }
+            | RequestError::NoOtherVoter
+            | RequestError::ReplaceLeader { .. }
+            | RequestError::Unsupported { .. }
+            | RequestError::LaunchUnavailable { .. } => (S::UNPROCESSABLE_ENTITY, "refused"),
+            // The launched program's own failure: the node did its part.
+            RequestError::ExitedBeforeRegistering { .. } | RequestError::LaunchFailed { .. } => {
+                (S::UNPROCESSABLE_ENTITY, "launch_failed")
+            }
+            // The node or another node it needed failed: not the caller's request.
+            RequestError::WriteFailed { .. }
+            | RequestError::NoReply
+            | RequestError::SnapshotFailed { .. }
+            | RequestError::MembershipChange { .. }
+            | RequestError::AddLearner { .. }
+            | RequestError::ReadmitFailed { .. }
+            | RequestError::NoAddress { .. } => (S::INTERNAL_SERVER_ERROR, "node_failed"),
+            RequestError::ForwardFailed { .. } => (S::BAD_GATEWAY, "forward_failed"),
         };
         HttpError::new(status, kind, message)
     }

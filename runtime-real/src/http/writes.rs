@@ -20,7 +20,19 @@ pub const SEQ_HEADER: &str = "roster-seq";
 pub async fn write(state: &HttpState, headers: &HeaderMap, command: Command) -> Result<Reply, HttpError> {
     match caller_session(headers)? {
         Some((session, seq)) => Ok(state.client().execute_in(session, seq, command).await?),
-        None => Ok(state.session_client().execute(command).await?),
+        None => {
+            // The node's session retries until the cluster answers; the caller gets an
+            // answer in time even so. The command stays queued and may still apply.
+            let deadline = tokio::time::Instant::now() + std::time::Duration::from_millis(super::REQUEST_TIMEOUT_MS);
+            match crate::rt::Timeout::new(state.session_client().execute(command), deadline).await {
+                Ok(reply) => Ok(reply?),
+                Err(_) => Err(roster_client::ClientError::Ambiguous {
+                    addr: "the cluster".to_string(),
+                    reason: format!("no reply within {} ms", super::REQUEST_TIMEOUT_MS),
+                }
+                .into()),
+            }
+        }
     }
 }
 

@@ -26,7 +26,8 @@ impl Clock {
     }
 }
 
-/// Wall-clock Unix time in milliseconds, for display and tombstone ages only.
+/// Wall-clock Unix time in milliseconds, for display, tombstone ages and log rate limits
+/// (where a clock step costs at most one log line too many or too few) only.
 pub fn unix_ms() -> u64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
 }

@@ -90,7 +90,7 @@ pub struct Driver {
     pub shared: Arc<SharedState>,
     pub clock: Clock,
     /// A leader that has not heard from a quorum for this long may have been replaced
-    /// (the election timeout's lower bound).
+    /// (`election_timeout_max_ms`: see where `node.rs` sets it).
     pub lease_ms: u64,
     /// The node's counters (heartbeats answered, members expired).
     pub counters: Arc<crate::metrics::Metrics>,
@@ -155,7 +155,6 @@ impl Driver {
                 match request {
                     Request::Heartbeat { member, resources, reply } => {
                         let verdict = duties.handle_heartbeat(now_ms, role, member, resources, record);
-                        self.counters.count_heartbeat(verdict_label(&verdict));
                         replies.push(Reply::Verdict(reply, verdict));
                     }
                     Request::HeartbeatAges { members, reply } => {
@@ -165,10 +164,14 @@ impl Driver {
                 }
             }
         });
-        // A requester that gave up is no loss: its answer is dropped.
+        // Counted and answered after the record's lock is released (the counters have
+        // locks of their own). A requester that gave up is no loss: its answer is dropped.
         for reply in replies {
             match reply {
-                Reply::Verdict(tx, verdict) => drop(tx.send(verdict)),
+                Reply::Verdict(tx, verdict) => {
+                    self.counters.count_heartbeat(verdict_label(&verdict));
+                    let _ = tx.send(verdict);
+                }
                 Reply::Ages(tx, ages) => drop(tx.send(ages)),
             }
         }

@@ -597,10 +597,11 @@ mod tests {
         assert!(result.is_err());
     }
 
-    /// Fsyncs take 20 ms; the `fail_at`-th fsync (from 1) fails.
+    /// Fsyncs take `latency_ms`; the `fail_at`-th fsync (from 1) fails.
     struct SlowFsync {
         fsyncs: u32,
         fail_at: Option<u32>,
+        latency_ms: u64,
     }
 
     impl crate::storage::DiskModel for SlowFsync {
@@ -609,7 +610,7 @@ mod tests {
                 return crate::storage::Draw::INSTANT;
             }
             self.fsyncs += 1;
-            let latency = std::time::Duration::from_millis(20);
+            let latency = std::time::Duration::from_millis(self.latency_ms);
             crate::storage::Draw { latency, fail: self.fail_at == Some(self.fsyncs) }
         }
     }
@@ -619,7 +620,9 @@ mod tests {
         let disk = MemDisk::new();
         let mut store = mem_store(&disk);
         append(&mut store, vec![ent(1, 0)]).await;
-        disk.set_model(Box::new(SlowFsync { fsyncs: 0, fail_at: None }));
+        // A second-long fsync, looked at after 5 ms: a busy machine's late wake-up still
+        // lands well inside it.
+        disk.set_model(Box::new(SlowFsync { fsyncs: 0, fail_at: None, latency_ms: 1_000 }));
         let mut pending = append_start(&mut store, vec![ent(1, 1)]).await;
         tokio::time::sleep(std::time::Duration::from_millis(5)).await;
         assert!(pending.try_recv().is_err(), "acknowledged while its fsync was in flight");
@@ -634,7 +637,7 @@ mod tests {
     async fn a_failed_fsync_fail_stops_the_log_naming_the_file() {
         let disk = MemDisk::new();
         let mut store = mem_store(&disk);
-        disk.set_model(Box::new(SlowFsync { fsyncs: 0, fail_at: Some(2) }));
+        disk.set_model(Box::new(SlowFsync { fsyncs: 0, fail_at: Some(2), latency_ms: 20 }));
         append(&mut store, vec![ent(1, 0)]).await;
         let err = flushed(append_start(&mut store, vec![ent(1, 1)]).await).await.unwrap_err();
         let typed = StorageError::find_in(&err).expect("a typed storage error");

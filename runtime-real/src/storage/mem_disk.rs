@@ -672,7 +672,9 @@ mod tests {
 
     #[tokio::test]
     async fn an_fsync_in_flight_is_not_durable_until_it_completes() {
-        let d = slow_disk(20, None);
+        // Half a second per fsync: the crash below, issued right after, lands inside it even
+        // when a busy machine preempts this thread.
+        let d = slow_disk(500, None);
         d.write_at("a", 0, b"hello").unwrap();
         d.sync_data("a").unwrap();
         let settle = d.settle().expect("the fsync takes time");
@@ -693,7 +695,7 @@ mod tests {
 
     #[tokio::test]
     async fn what_follows_an_fsync_in_flight_never_reached_the_disk() {
-        let d = slow_disk(20, None);
+        let d = slow_disk(500, None);
         d.write_at("a", 0, b"old").unwrap();
         d.sync_data("a").unwrap();
         d.settle().expect("in flight").await;

@@ -7,7 +7,8 @@ use roster_sim::world::World;
 
 /// One to three servers (the leader half the time) get a slow disk, whose fsyncs stall for
 /// 0.2–3 s now and then, for 2–8 s; then 1–3 s of calm; repeat. Three slow disks of five
-/// stall commits too, so the leader cannot commit for longer than its lease.
+/// stall commits too, so the leader cannot commit for seconds (its lease holds meanwhile:
+/// heartbeat replies do not wait for a disk; see scenarios/README.md).
 pub async fn slow_disk(w: &mut World, fault_ms: u64) {
     let end = w.now_ms() + fault_ms;
     while w.now_ms() < end {
