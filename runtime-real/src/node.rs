@@ -74,18 +74,7 @@ impl Node {
         let (mut log_store, sm_store) = storage::open(disk, storage_options, metrics.clone()).await?;
         let log_reader = openraft::storage::RaftLogStorage::get_log_reader(&mut log_store).await;
         let shared = sm_store.shared();
-        // A node that holds no vote and no log entry (not even a purged one) is new, or lost
-        // its disk: the two look alike, so it decides whether to bootstrap before it may
-        // vote. Judged from what storage read back, not from the directory listing, so a
-        // start that crashed before the cluster was formed decides again, and a stray file
-        // in the directory changes nothing. A node already waiting (its marker) waits on.
-        let fresh = log_is_empty(&mut log_store).await? && !vote_gate.is_closed();
-        if fresh {
-            vote_gate.close_provisionally("started with an empty data directory: deciding whether to bootstrap".into());
-        }
-        let deciding = fresh && config.bootstrap && !config.peers.is_empty();
-        let formation =
-            Arc::new(crate::server::formation::Formation::new(crate::server::formation::new_incarnation(), deciding));
+        let no_log = log_is_empty(&mut log_store).await?;
 
         let raft_config = openraft::Config {
             cluster_name: "roster".into(),
@@ -111,6 +100,21 @@ impl Node {
         let raft = Raft::new(config.id, raft_config, network, log_store, sm_store)
             .await
             .map_err(|e| NodeError::Raft(e.to_string()))?;
+        // A node that holds no vote, no log entry (not even a purged one) and no membership
+        // (a restored snapshot has one) is new, or lost its disk: the two look alike, so it
+        // decides whether to bootstrap before it may vote. Judged from what storage read
+        // back, not from the directory listing, so a start that crashed before the cluster
+        // was formed decides again and a stray file changes nothing. Decided before the
+        // listener opens: no peer reaches it meanwhile. A node already waiting (its marker)
+        // waits on.
+        let initialized = raft.is_initialized().await.map_err(|e| NodeError::Raft(e.to_string()))?;
+        let fresh = no_log && !initialized && !vote_gate.is_closed();
+        if fresh {
+            vote_gate.close_provisionally("started with an empty data directory: deciding whether to bootstrap".into());
+        }
+        let deciding = fresh && config.bootstrap && !config.peers.is_empty();
+        let formation =
+            Arc::new(crate::server::formation::Formation::new(crate::server::formation::new_incarnation(), deciding));
 
         let listener = tokio::net::TcpListener::bind(&config.listen)
             .await
@@ -269,9 +273,9 @@ async fn decide_bootstrap(
                 gate.open_provisional();
                 return form_cluster(raft, config, token, identity).await;
             }
-            PeerCheck::FormedWithMe { by } => {
+            PeerCheck::FormedWithMe { by, deciding } => {
                 tracing::info!(node = id, "{by} formed the cluster while this node was deciding: forming it too");
-                formation.decided(Vec::new());
+                formation.decided(deciding);
                 gate.open_provisional();
                 return form_cluster(raft, config, token, identity).await;
             }
@@ -287,8 +291,7 @@ async fn decide_bootstrap(
     Ok(())
 }
 
-/// True if the log holds no vote and no entry, not even a purged one: Raft was never
-/// initialised here and nothing was replicated to this node.
+/// True if the log holds no vote and no entry, not even a purged one.
 async fn log_is_empty(log: &mut storage::LogStore) -> Result<bool, NodeError> {
     use openraft::storage::{RaftLogReader, RaftLogStorage};
     let io = |source| storage::StorageError::Io { file: "the Raft log".into(), source };

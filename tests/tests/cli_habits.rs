@@ -169,7 +169,8 @@ fn into_closed_pipe(c: &TestCluster, args: &[&str]) -> Output {
     let (reader, writer) = std::io::pipe().expect("pipe");
     drop(reader);
     let child = c.command(args).stdin(Stdio::null()).stdout(writer).stderr(Stdio::piped()).spawn().expect("spawn");
-    child.wait_with_output().expect("wait")
+    // Bounded: a command that ignored the closed pipe would fail here, not hang the run.
+    roster_tests::ChildGuard(Some(child)).wait_output(Duration::from_secs(30))
 }
 
 #[test]

@@ -51,9 +51,9 @@ fn a_follower_that_lost_its_disk_waits_without_voting_until_replaced() {
     // Its vote is refused even when asked: take the leader down, and the two left must
     // not elect anyone (the wiped node holds none of the log).
     c.kill9(leader);
-    std::thread::sleep(Duration::from_secs(3));
-    let log = c.log_of(lost);
-    assert!(log.contains("refusing to vote"), "the wiped node refuses votes and says why:\n{log}");
+    eventually(Duration::from_secs(15), "the wiped node to refuse a vote, saying why", || {
+        c.log_of(lost).contains("refusing to vote").then_some(())
+    });
     let others = c.endpoints_of(&[lost, (1..=3).find(|id| *id != leader && *id != lost).unwrap()]);
     let s = c.status_at(&others);
     assert!(

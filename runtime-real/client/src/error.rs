@@ -19,6 +19,10 @@ pub enum ClientError {
     Connect { addr: String, reason: String },
     #[error("{addr} refused the connection: {reason}")]
     Rejected { addr: String, reason: String },
+    /// A certificate or TLS setting that does not fit: the same on every try, so the
+    /// client says so at once instead of retrying until its timeout.
+    #[error("TLS with {addr} failed: {reason}")]
+    Tls { addr: String, reason: String },
     #[error("connection to {addr} lost: {reason}; it is reopened on the next request")]
     ConnectionLost { addr: String, reason: String },
     #[error(
@@ -81,7 +85,7 @@ pub(crate) fn from_transport(addr: &str, e: crate::transport::TransportError) ->
             reason: format!("no handshake within {timeout_ms} ms (raise connect_timeout_ms if the network is slow)"),
         },
         T::Refused { addr, reason } => ClientError::Rejected { addr, reason },
-        T::Tls { addr, reason } => ClientError::Connect { addr, reason: format!("TLS: {reason}") },
+        T::Tls { addr, reason } => ClientError::Tls { addr, reason },
         other => ClientError::Connect { addr: addr.to_string(), reason: other.to_string() },
     }
 }
@@ -111,6 +115,7 @@ mod tests {
             ClientError::RetryConfig(roster_kernel::retry_queue::RetryConfigError::ZeroCapacity),
             ClientError::Connect { addr: "a:1".into(), reason: "connection refused".into() },
             ClientError::Rejected { addr: "a:1".into(), reason: "wrong cluster token".into() },
+            ClientError::Tls { addr: "a:1".into(), reason: "the node's certificate has expired".into() },
             ClientError::ConnectionLost { addr: "a:1".into(), reason: "closed by the other side".into() },
             ClientError::Timeout { addr: "a:1".into(), timeout_ms: 2000 },
             ClientError::Ambiguous { addr: "a:1".into(), reason: "connection lost".into() },

@@ -424,8 +424,9 @@ impl Cluster {
                 }
                 Step::Done(response)
             }
-            // A wrong token or version is refused by every node alike: say so at once.
-            Err(e @ ClientError::Rejected { .. }) => Step::Fail(e),
+            // A wrong token, version or certificate is refused by every node alike: say so
+            // at once.
+            Err(e @ (ClientError::Rejected { .. } | ClientError::Tls { .. })) => Step::Fail(e),
             Err(e) if e.is_transport() => {
                 self.demote(endpoint);
                 let sent = matches!(e, ClientError::Timeout { .. } | ClientError::ConnectionLost { .. });

@@ -74,6 +74,7 @@ impl From<ClientError> for HttpError {
             ClientError::WatchCompacted { .. } => (S::GONE, "compacted"),
             ClientError::NotSent(_) => (S::PAYLOAD_TOO_LARGE, "too_large"),
             ClientError::Rejected { .. }
+            | ClientError::Tls { .. }
             | ClientError::NoEndpoints
             | ClientError::InvalidOption { .. }
             | ClientError::RetryConfig(_)

@@ -104,37 +104,41 @@ pub async fn start(
 ) -> Result<std::net::SocketAddr, std::io::Error> {
     let listener = tokio::net::TcpListener::bind(addr).await?;
     let local = listener.local_addr()?;
-    let app = routes::router(state);
-    if acceptor.is_tls() {
-        tokio::spawn(serve_https(listener, app, acceptor));
-        return Ok(local);
-    }
-    tokio::spawn(async move {
-        if let Err(e) = axum::serve(listener, app).await {
-            tracing::error!(error = %e, "the HTTP listener stopped");
-        }
-    });
+    tokio::spawn(serve(listener, routes::router(state), acceptor));
     Ok(local)
 }
 
 /// How long a new HTTPS connection may take for its TLS handshake.
 const TLS_HANDSHAKE_TIMEOUT_MS: u64 = 5_000;
+/// How long a client may take to send a request's headers (a connection that dawdles
+/// holds a slot: slowloris).
+const HEADER_READ_TIMEOUT_MS: u64 = 10_000;
+/// Connections served at once; one more is answered 503 and closed, so a flood of idle
+/// connections cannot take the node's memory or file descriptors.
+pub const MAX_CONNECTIONS: usize = 1_024;
 
-/// The router over TLS: axum::serve takes plain TCP only, so each connection is
-/// accepted here and handed to hyper's HTTP/1 server.
-async fn serve_https(listener: tokio::net::TcpListener, app: axum::Router, acceptor: crate::tls::Acceptor) {
+/// The router on every accepted connection, through hyper's HTTP/1 server (axum::serve
+/// takes plain TCP only and sets no header timeout): TLS first when it is on, a bound on
+/// the headers' arrival, and a bound on connections.
+async fn serve(listener: tokio::net::TcpListener, app: axum::Router, acceptor: crate::tls::Acceptor) {
+    let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
     loop {
         let (tcp, peer) = match listener.accept().await {
             Ok(accepted) => accepted,
             Err(e) => {
                 // Out of file descriptors and the like: wait a little instead of spinning.
-                tracing::warn!(error = %e, "HTTPS accept failed");
+                tracing::warn!(error = %e, "HTTP accept failed");
                 tokio::time::sleep(std::time::Duration::from_millis(50)).await;
                 continue;
             }
         };
+        let Ok(slot) = slots.clone().try_acquire_owned() else {
+            tokio::spawn(refuse_busy(tcp));
+            continue;
+        };
         let (app, acceptor) = (app.clone(), acceptor.clone());
         tokio::spawn(async move {
+            let _slot = slot;
             let _ = tcp.set_nodelay(true);
             let peer = peer.to_string();
             let deadline = tokio::time::Instant::now() + std::time::Duration::from_millis(TLS_HANDSHAKE_TIMEOUT_MS);
@@ -146,14 +150,31 @@ async fn serve_https(listener: tokio::net::TcpListener, app: axum::Router, accep
             };
             let service = hyper_util::service::TowerToHyperService::new(app);
             let served = hyper::server::conn::http1::Builder::new()
+                .timer(hyper_util::rt::TokioTimer::new())
+                .header_read_timeout(std::time::Duration::from_millis(HEADER_READ_TIMEOUT_MS))
                 .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
                 .with_upgrades()
                 .await;
             if let Err(e) = served {
-                tracing::debug!(%peer, error = %e, "HTTPS connection ended");
+                tracing::debug!(%peer, error = %e, "HTTP connection ended");
             }
         });
     }
+}
+
+/// Over `MAX_CONNECTIONS`: one 503 and close, without reading the request.
+async fn refuse_busy(mut tcp: tokio::net::TcpStream) {
+    use tokio::io::AsyncWriteExt;
+    let body = format!(
+        "{{\"error\":{{\"kind\":\"busy\",\"message\":\"the node serves {MAX_CONNECTIONS} HTTP connections already: retry later\"}}}}\n"
+    );
+    let answer = format!(
+        "HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\nRetry-After: 1\r\nContent-Length: {}\r\n\
+         Connection: close\r\n\r\n{body}",
+        body.len()
+    );
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(1), tcp.write_all(answer.as_bytes())).await;
+    let _ = tcp.shutdown().await;
 }
 
 /// Plain HTTP on the HTTPS listener: one 400 that says to use https://, then close.

@@ -10,15 +10,17 @@
 //! - Every start of a node has its own `incarnation` number. While a fresh node decides
 //!   (its vote gate closed in memory: it has refused every vote and every append since it
 //!   started), its status names that incarnation (`ClusterStatus::deciding`).
-//! - A node that forms the cluster remembers, in memory, the peers it saw deciding in its
-//!   own check, with their incarnations (`ClusterStatus::formed_with`).
+//! - A node that forms the cluster (first, or by the next rule) remembers, in memory, the
+//!   peers it saw deciding in its own check, with their incarnations
+//!   (`ClusterStatus::formed_with`).
 //! - A deciding node that finds a running cluster may still form it (an initialisation
 //!   identical to theirs) if a peer names it with its current incarnation in
 //!   `formed_with`: that incarnation has refused every vote and append, and there is no
 //!   earlier one that could have acknowledged anything in this cluster, which was formed
 //!   while it was deciding. A restarted node has a new incarnation and is refused as before.
-//! - A node's check waits (bounded) for every peer to answer before it forms, so that
-//!   members started together see each other deciding.
+//! - A node's check asks every peer, in passes, until one pass heard them all (bounded),
+//!   so that members started together see each other deciding, and so that a member
+//!   named by any peer finds it even if another peer does not name it.
 
 use crate::net::wire::ClusterStatus;
 use crate::raft::NodeId;
@@ -84,8 +86,10 @@ pub fn new_incarnation() -> u64 {
 pub enum PeerCheck {
     /// No peer knows a cluster: form one, remembering `deciding`, the peers seen deciding.
     NoCluster { deciding: Vec<(NodeId, u64)> },
-    /// A cluster runs, formed while this very start was deciding (named by the peer `by`).
-    FormedWithMe { by: String },
+    /// A cluster runs, formed while this very start was deciding (named by the peer `by`):
+    /// form it too, remembering `deciding` as well (a peer that finds this node formed
+    /// must find itself named here, or in another's list).
+    FormedWithMe { by: String, deciding: Vec<(NodeId, u64)> },
     /// A cluster runs without this start: wait for `member replace`.
     Running(String),
 }
@@ -93,8 +97,9 @@ pub enum PeerCheck {
 /// Judges the answers of the peers (`(id, address, status)`) for the start `me`.
 /// Pure, so that the rules above have unit tests.
 pub fn judge(me: (NodeId, u64), answers: &[(NodeId, String, ClusterStatus)]) -> PeerCheck {
+    let deciding = || answers.iter().filter_map(|(id, _, s)| s.deciding.map(|inc| (*id, inc))).collect();
     if let Some((id, addr, _)) = answers.iter().find(|(_, _, s)| s.formed_with.contains(&me)) {
-        return PeerCheck::FormedWithMe { by: format!("node {id} at {addr}") };
+        return PeerCheck::FormedWithMe { by: format!("node {id} at {addr}"), deciding: deciding() };
     }
     // A peer with a leader, or with a membership of its own (it formed a cluster, or
     // holds one from its log), knows a cluster; a fresh or waiting peer has none.
@@ -107,8 +112,7 @@ pub fn judge(me: (NodeId, u64), answers: &[(NodeId, String, ClusterStatus)]) -> 
             s.commit_index.map_or("-".to_string(), |c| c.to_string())
         ));
     }
-    let deciding = answers.iter().filter_map(|(id, _, s)| s.deciding.map(|inc| (*id, inc))).collect();
-    PeerCheck::NoCluster { deciding }
+    PeerCheck::NoCluster { deciding: deciding() }
 }
 
 #[cfg(test)]
@@ -166,8 +170,10 @@ mod tests {
             formed_with: vec![(1, 5), (3, 9)],
             ..status(2)
         };
-        let got = judge((1, 5), &[answer(3, status(3)), answer(2, formed.clone())]);
-        assert_eq!(got, PeerCheck::FormedWithMe { by: "node 2 at 10.0.0.2:7000".into() });
+        let deciding = ClusterStatus { deciding: Some(8), ..status(4) };
+        let got = judge((1, 5), &[answer(3, status(3)), answer(2, formed.clone()), answer(4, deciding)]);
+        // Those seen deciding are kept here too: they may find this node formed first.
+        assert_eq!(got, PeerCheck::FormedWithMe { by: "node 2 at 10.0.0.2:7000".into(), deciding: vec![(4, 8)] });
         // The same node restarted (a new incarnation, perhaps with a lost disk): refused.
         assert!(matches!(judge((1, 6), &[answer(2, formed.clone())]), PeerCheck::Running(_)));
         // Another node's entry is not this one's.

@@ -29,10 +29,11 @@ const READMIT_RETRY_MS: u64 = 100;
 const CATCH_UP_POLL_MS: u64 = 50;
 
 /// Asks every peer (other than `me`'s node) for its status and judges the answers
-/// (`formation::judge`). A peer that does not answer is asked again every 100 ms, so that
-/// initial members started together see each other deciding; the check ends once every
-/// peer answered, as soon as one names a running cluster, or after
-/// `PEER_CHECK_TIMEOUT_MS` with the answers it has.
+/// (`formation::judge`), in passes: each pass asks every peer again, so an answer reflects
+/// the peer's latest state. The check ends as soon as a peer says the cluster was formed
+/// with this start, once a pass heard every peer, or after `PEER_CHECK_TIMEOUT_MS` with
+/// the last pass's answers; between passes it waits 100 ms, so that initial members
+/// started together see each other deciding.
 pub async fn check_peers(
     peers: &BTreeMap<NodeId, String>,
     me: (NodeId, u64),
@@ -41,37 +42,37 @@ pub async fn check_peers(
 ) -> crate::server::formation::PeerCheck {
     use crate::server::formation::{PeerCheck, judge};
     let deadline = tokio::time::Instant::now() + Duration::from_millis(PEER_CHECK_TIMEOUT_MS);
-    let mut answers = Vec::new();
-    let mut unanswered: Vec<(NodeId, String)> =
+    let others: Vec<(NodeId, String)> =
         peers.iter().filter(|(id, _)| **id != me.0).map(|(id, addr)| (*id, addr.clone())).collect();
     loop {
-        let mut still = Vec::new();
-        for (id, addr) in unanswered {
+        let mut answers = Vec::new();
+        let mut missing = 0;
+        for (id, addr) in &others {
             let left_ms = deadline.saturating_duration_since(tokio::time::Instant::now()).as_millis() as u64;
             let answer = match left_ms {
                 0 => None,
-                _ => crate::rt::Timeout::new(ask(&addr, token, connector, ClientRequest::Status, left_ms), deadline)
+                _ => crate::rt::Timeout::new(ask(addr, token, connector, ClientRequest::Status, left_ms), deadline)
                     .await
                     .ok(),
             };
             match answer {
-                Some(Ok(ClientResponse::Status(s))) => answers.push((id, addr, *s)),
+                Some(Ok(ClientResponse::Status(s))) => answers.push((*id, addr.clone(), *s)),
                 Some(Ok(other)) => {
-                    tracing::debug!(peer = id, answer = ?other, "unexpected answer to the bootstrap check")
+                    tracing::debug!(peer = id, answer = ?other, "unexpected answer to the bootstrap check");
+                    missing += 1;
                 }
                 Some(Err(e)) => {
                     tracing::debug!(peer = id, error = %e, "peer did not answer the bootstrap check");
-                    still.push((id, addr));
+                    missing += 1;
                 }
-                None => still.push((id, addr)),
+                None => missing += 1,
             }
         }
         let verdict = judge(me, &answers);
         let past = tokio::time::Instant::now() + Duration::from_millis(PEER_CHECK_RETRY_MS) >= deadline;
-        if !matches!(verdict, PeerCheck::NoCluster { .. }) || still.is_empty() || past {
+        if matches!(verdict, PeerCheck::FormedWithMe { .. }) || missing == 0 || past {
             return verdict;
         }
-        unanswered = still;
         tokio::time::sleep(Duration::from_millis(PEER_CHECK_RETRY_MS)).await;
     }
 }

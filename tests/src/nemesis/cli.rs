@@ -44,7 +44,7 @@ extern "C" fn on_signal(_: libc::c_int) {
 }
 
 /// On SIGINT or SIGTERM: remove every namespace, process, rule and mount of the suite
-/// (by its name prefix), then exit 130. The handler only sets a flag; a thread does the
+/// (by its name prefix) if this run holds the run lock, then exit 130. The handler only sets a flag; a thread does the
 /// work.
 fn install_cleanup_on_signal() {
     // SAFETY: the handler only stores to an atomic, which is async-signal-safe.
@@ -55,8 +55,13 @@ fn install_cleanup_on_signal() {
     std::thread::spawn(|| {
         loop {
             if SIGNALLED.load(Ordering::SeqCst) {
-                eprintln!("nemesis: interrupted; cleaning up namespaces, processes, nft tables and mounts");
-                net::cleanup_leftovers();
+                // A run still waiting for the lock owns nothing yet: what exists is another run's.
+                if net::RunLock::held() {
+                    eprintln!("nemesis: interrupted; cleaning up namespaces, processes, nft tables and mounts");
+                    net::cleanup_leftovers();
+                } else {
+                    eprintln!("nemesis: interrupted while waiting for another run; nothing of ours to clean up");
+                }
                 std::process::exit(130);
             }
             std::thread::sleep(Duration::from_millis(50));

@@ -82,7 +82,22 @@ impl RunLock {
                 });
             }
         }
+        LOCK_HELD.store(true, std::sync::atomic::Ordering::SeqCst);
         Ok(RunLock(file))
+    }
+
+    /// Whether this process holds the run lock: only then are the suite's namespaces and
+    /// processes its own to remove on a signal (while it waits, they are another run's).
+    pub fn held() -> bool {
+        LOCK_HELD.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+static LOCK_HELD: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+impl Drop for RunLock {
+    fn drop(&mut self) {
+        LOCK_HELD.store(false, std::sync::atomic::Ordering::SeqCst);
     }
 }
 

@@ -420,6 +420,20 @@ async fn others_serve(endpoints: &[String]) -> Result<String, String> {
     Err(format!("only {acked} puts through the other nodes within {OTHERS_SERVE_WITHIN_MS} ms; last: {last_error}"))
 }
 
+/// A history with nothing in it passes every checker: a run whose workload could not
+/// reach the cluster, or whose observer saw no node, fails here instead.
+fn enough_to_judge(stats: &report::Stats) -> Result<String, String> {
+    let seen = format!(
+        "{} operations answered, {} heartbeats acknowledged, {} leader sightings, {} state samples",
+        stats.returned, stats.heartbeats, stats.sightings, stats.states
+    );
+    if stats.returned > 0 && stats.heartbeats > 0 && stats.sightings > 0 && stats.states > 0 {
+        Ok(seen)
+    } else {
+        Err(format!("{seen}: too little for the checkers to judge"))
+    }
+}
+
 pub fn bounds() -> Bounds {
     Bounds {
         heartbeat_interval_ms: HEARTBEAT_INTERVAL_MS,
@@ -508,6 +522,7 @@ async fn run_async(config: &RunConfig) -> Result<RunOutcome, NemesisError> {
     let trace = h.rec.trace().clone();
     let check = analysis::check(&trace, &bounds());
     let stats = report::Stats::of(&trace, &shared, recorded_states);
+    h.checks.push(HarnessCheck { name: "enough-to-judge", result: enough_to_judge(&stats) });
     let passed = check.passed() && h.checks.iter().all(|c| c.result.is_ok());
     let elapsed = started.elapsed();
     let table = report::table(&report::Table {
