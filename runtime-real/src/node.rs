@@ -288,6 +288,7 @@ async fn decide_bootstrap(
     formation.decided(Vec::new());
     tracing::warn!(node = id, "{reason}");
     gate.close(reason)?;
+    gate.settled().await;
     Ok(())
 }
 
@@ -321,6 +322,7 @@ async fn lift_when_caught_up(raft: Raft, gate: Arc<crate::server::vote_gate::Vot
         let applied = metrics.borrow_watched().last_applied.map(|l| l.index);
         match gate.lift_if_caught_up(applied) {
             Ok(true) => {
+                gate.settled().await;
                 tracing::info!(applied = ?applied, "caught up with the cluster: this node votes again");
                 raft.runtime_config().elect(true);
                 return;
@@ -354,6 +356,7 @@ async fn form_cluster(
     }
     let cluster = crate::server::cluster_id::derive(&config.peers, token);
     identity.adopt(cluster, "the bootstrap")?;
+    identity.settled().await;
     let members: BTreeMap<u64, NodeAddr> =
         config.peers.iter().map(|(id, addr)| (*id, NodeAddr { addr: addr.clone() })).collect();
     match raft.initialize(members).await {

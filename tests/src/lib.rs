@@ -629,3 +629,15 @@ pub fn pid_alive(pid: u32) -> bool {
         Err(_) => false,
     }
 }
+
+/// This machine's memory, in bytes (`MemTotal` of /proc/meminfo).
+pub fn mem_total_bytes() -> u64 {
+    let info = std::fs::read_to_string("/proc/meminfo").expect("read /proc/meminfo");
+    let kib: u64 = info
+        .lines()
+        .find_map(|l| l.strip_prefix("MemTotal:"))
+        .and_then(|r| r.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .expect("MemTotal in /proc/meminfo");
+    kib * 1024
+}

@@ -3,22 +3,11 @@
 //! it could take is refused with a message that says so; `status`, `ls` and `--json` show
 //! the flag; the HTTP API drains and undrains the same way; undrained, it is chosen again.
 
-use roster_tests::{TestCluster, eventually, free_port, json, ok, which};
+use roster_tests::{TestCluster, eventually, free_port, json, mem_total_bytes, ok, which};
 use serde_json::Value;
 use std::time::Duration;
 
 const TOKEN: &str = "test-token-0123456789";
-
-fn mem_total_bytes() -> u64 {
-    let info = std::fs::read_to_string("/proc/meminfo").expect("read /proc/meminfo");
-    let kib: u64 = info
-        .lines()
-        .find_map(|l| l.strip_prefix("MemTotal:"))
-        .and_then(|r| r.split_whitespace().next())
-        .and_then(|n| n.parse().ok())
-        .expect("MemTotal in /proc/meminfo");
-    kib * 1024
-}
 
 fn server_entry(c: &TestCluster, id: u64) -> Value {
     let v = json(&c.roster(&["ls", "--kind", "servers", "--json"]));

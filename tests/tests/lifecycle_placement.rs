@@ -3,7 +3,7 @@
 //! score (kernel/src/placement.rs) predicts, given the capacities the servers report and
 //! the reservations of the launches before it.
 
-use roster_tests::{TestCluster, json, which};
+use roster_tests::{TestCluster, json, mem_total_bytes, which};
 use serde_json::Value;
 use std::time::Duration;
 
@@ -47,17 +47,6 @@ fn predict(servers: &[Srv], need_cpu: u64) -> u64 {
         })
         .unwrap_or_else(|| panic!("no server fits {need_cpu}% in the model: {servers:?}"))
         .id
-}
-
-fn mem_total_bytes() -> u64 {
-    let info = std::fs::read_to_string("/proc/meminfo").expect("read /proc/meminfo");
-    let kib: u64 = info
-        .lines()
-        .find_map(|l| l.strip_prefix("MemTotal:"))
-        .and_then(|r| r.split_whitespace().next())
-        .and_then(|n| n.parse().ok())
-        .expect("MemTotal in /proc/meminfo");
-    kib * 1024
 }
 
 #[test]

@@ -210,17 +210,8 @@ fn handle(node: usize, request: ClientRequest, s: &mut FakeState) -> Then {
             node: node as u64 + 1,
             leader: s.leader.map(|l| l as u64 + 1),
             term: 1,
-            commit_index: None,
-            applied_index: None,
             revision: s.applied.len() as u64,
-            voters: Vec::new(),
-            learners: Vec::new(),
-            servers: Vec::new(),
-            processes: Vec::new(),
-            waiting: None,
-            cluster_id: None,
-            deciding: None,
-            formed_with: Vec::new(),
+            ..ClusterStatus::default()
         }))),
         _ if !leads => Then::Answer(not_leader(s)),
         ClientRequest::OpenSession => {

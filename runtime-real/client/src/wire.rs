@@ -269,7 +269,7 @@ pub struct SnapshotHead {
     pub crc32: u32,
 }
 
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct ClusterStatus {
     pub node: NodeId,
     pub leader: Option<NodeId>,

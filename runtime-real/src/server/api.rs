@@ -138,7 +138,7 @@ impl Api {
             ClientRequest::RemoveNode { id } => self.remove_node(id).await,
             ClientRequest::ReplaceNode { id } => self.replace_node(id).await,
             ClientRequest::Readmit { leader, last_log_index, cluster } => {
-                self.readmitted(leader, last_log_index, cluster)
+                self.readmitted(leader, last_log_index, cluster).await
             }
             ClientRequest::TransferLeader { to } => self.transfer_leader(to).await,
             ClientRequest::Launch(req) => {
@@ -336,18 +336,21 @@ impl Api {
 
     /// The leader lets this node take replication again (see `vote_gate.rs`), and names
     /// the cluster: a node of another cluster refuses.
-    fn readmitted(&self, leader: NodeId, last_log_index: u64, cluster: Option<u64>) -> ClientResponse {
+    /// Answers only once what it stored is durable.
+    async fn readmitted(&self, leader: NodeId, last_log_index: u64, cluster: Option<u64>) -> ClientResponse {
         if let Some(id) = cluster
             && let Err(e) = self.identity.adopt(crate::server::cluster_id::ClusterId(id), &format!("leader {leader}"))
         {
             tracing::warn!(leader, error = %e, "refusing readmission");
             return ClientResponse::Error(RequestError::ReadmitFailed { node: self.id, reason: e.to_string() });
         }
+        self.identity.settled().await;
         if !self.vote_gate.is_closed() {
             return ClientResponse::Done;
         }
         match self.vote_gate.readmit(last_log_index) {
             Ok(()) => {
+                self.vote_gate.settled().await;
                 tracing::info!(
                     leader,
                     target = last_log_index,

@@ -133,16 +133,13 @@ impl Identity {
     }
 
     fn persist(&self, id: ClusterId) -> Result<(), StorageError> {
-        let text = format!("{HEADER}\n{id}\n");
-        let d = &*self.disk;
-        d.create(TMP_FILE).map_err(io_err(TMP_FILE))?;
-        d.write_at(TMP_FILE, 0, text.as_bytes()).map_err(io_err(TMP_FILE))?;
-        d.sync_data(TMP_FILE).map_err(io_err(TMP_FILE))?;
-        d.rename(TMP_FILE, FILE).map_err(io_err(FILE))?;
-        d.sync_dir().map_err(io_err("the data directory"))?;
-        let back = d.read(FILE).map_err(io_err(FILE))?;
-        assert_eq!(parse(&back).ok(), Some(id), "the cluster id reads back as written");
-        Ok(())
+        crate::storage::replace_file(&*self.disk, TMP_FILE, FILE, format!("{HEADER}\n{id}\n").as_bytes())
+    }
+
+    /// Resolves once the id file is durable (a simulated disk takes time; see
+    /// `storage::settled`). Await it after `adopt` before acting on the id.
+    pub async fn settled(&self) {
+        crate::storage::settled(&*self.disk).await
     }
 }
 

@@ -120,22 +120,7 @@ mod tests {
     use super::*;
 
     fn status(node: NodeId) -> ClusterStatus {
-        ClusterStatus {
-            node,
-            leader: None,
-            term: 0,
-            commit_index: None,
-            applied_index: None,
-            revision: 0,
-            voters: Vec::new(),
-            learners: Vec::new(),
-            servers: Vec::new(),
-            processes: Vec::new(),
-            waiting: None,
-            cluster_id: None,
-            deciding: None,
-            formed_with: Vec::new(),
-        }
+        ClusterStatus { node, ..ClusterStatus::default() }
     }
 
     fn answer(node: NodeId, s: ClusterStatus) -> (NodeId, String, ClusterStatus) {

@@ -159,14 +159,25 @@ pub async fn replace(
             .map_err(|e| RequestError::MembershipChange { reason: e.to_string() })?;
         tracing::info!(node = id, "replacing node: demoted to learner");
     }
+    // From here on the node is a learner: a failure says so, and what brings it back.
+    let still_learner = |reason: String| RequestError::ReadmitFailed {
+        node: id,
+        reason: format!(
+            "{reason}; node {id} stays a learner (not counted in the quorum) until `roster member replace {id}` \
+             succeeds"
+        ),
+    };
     // Its log went back to empty: let openraft restart its replication from scratch
     // instead of treating the shorter log as a bug.
     match raft.trigger().allow_next_revert(&id, true).await {
         Ok(Ok(())) => {}
-        Ok(Err(e)) => return Err(RequestError::ReadmitFailed { node: id, reason: e.to_string() }),
-        Err(e) => return Err(RequestError::ReadmitFailed { node: id, reason: e.to_string() }),
+        Ok(Err(e)) => return Err(still_learner(e.to_string())),
+        Err(e) => return Err(still_learner(e.to_string())),
     }
-    let target = readmit(raft, leader, token, connector, cluster, id, &addr).await?;
+    let target = readmit(raft, leader, token, connector, cluster, id, &addr).await.map_err(|e| match e {
+        RequestError::ReadmitFailed { reason, .. } => still_learner(reason),
+        other => other,
+    })?;
     tracing::info!(node = id, target, "replacing node: readmitted, catching up as learner");
     wait_caught_up(raft, id, target).await?;
     voters.insert(id);

@@ -161,22 +161,13 @@ impl VoteGate {
     fn persist(&self, closed: &Closed) -> Result<(), StorageError> {
         let target = closed.readmit_target.map_or("none".to_string(), |t| t.to_string());
         let text = format!("{MARKER_HEADER}\nreadmit {target}\n{}\n", closed.reason.replace('\n', " "));
-        let d = &*self.disk;
-        d.create(MARKER_TMP_FILE).map_err(io_err(MARKER_TMP_FILE))?;
-        d.write_at(MARKER_TMP_FILE, 0, text.as_bytes()).map_err(io_err(MARKER_TMP_FILE))?;
-        d.sync_data(MARKER_TMP_FILE).map_err(io_err(MARKER_TMP_FILE))?;
-        d.rename(MARKER_TMP_FILE, MARKER_FILE).map_err(io_err(MARKER_FILE))?;
-        d.sync_dir().map_err(io_err("the data directory"))?;
-        // Read back: the marker decides whether this node may vote after a restart.
-        let back = d.read(MARKER_FILE).map_err(io_err(MARKER_FILE))?;
-        match parse_marker(&back) {
-            Ok(read) if read == *closed => Ok(()),
-            _ => Err(StorageError::Corrupt {
-                file: MARKER_FILE.to_string(),
-                offset: 0,
-                reason: "the marker does not read back as written".to_string(),
-            }),
-        }
+        crate::storage::replace_file(&*self.disk, MARKER_TMP_FILE, MARKER_FILE, text.as_bytes())
+    }
+
+    /// Resolves once the marker's last change is durable (a simulated disk takes time;
+    /// see `storage::settled`). Await it after a change before acting on it.
+    pub async fn settled(&self) {
+        crate::storage::settled(&*self.disk).await
     }
 }
 

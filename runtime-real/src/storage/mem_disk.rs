@@ -300,15 +300,19 @@ impl MemState {
         }
     }
 
-    /// A failed fsync: the changes it covered are forgotten (readable, never durable).
+    /// A failed fsync: the changes it covered are forgotten (readable, never durable),
+    /// except those an earlier fsync of the same target still in flight covers: that one
+    /// will succeed, and its caller is told so.
     fn forget(&mut self, target: SyncTarget, seq: u64) {
+        let covered = self.in_flight.iter().filter(|f| f.target == target).map(|f| f.seq).max().unwrap_or(0);
+        let keep = |p: u64| p >= seq || p < covered;
         match target {
             SyncTarget::File(id) => {
                 if let Some(inode) = self.inodes.get_mut(&id) {
-                    inode.pending.retain(|p| p.seq >= seq);
+                    inode.pending.retain(|p| keep(p.seq));
                 }
             }
-            SyncTarget::Dir => self.dir_pending.retain(|p| p.seq >= seq),
+            SyncTarget::Dir => self.dir_pending.retain(|p| keep(p.seq)),
         }
     }
 
@@ -723,6 +727,20 @@ mod tests {
         d.settle().expect("in flight").await;
         d.crash(|_| Keep::ALL);
         assert_eq!(contents(&d, "a"), b"");
+    }
+
+    #[tokio::test]
+    async fn a_failed_fsync_leaves_what_an_earlier_fsync_in_flight_covers() {
+        // Calls: write (1), fsync (2, in flight), write (3), fsync (4, fails).
+        let d = slow_disk(50, Some(4));
+        d.write_at("a", 0, b"first").unwrap();
+        d.sync_data("a").unwrap();
+        d.write_at("a", 5, b"+second").unwrap();
+        assert!(d.sync_data("a").is_err());
+        // The first fsync succeeds, and its caller was told so: what it covered is durable.
+        d.settle().expect("in flight").await;
+        d.crash(|_| Keep::NONE);
+        assert_eq!(contents(&d, "a"), b"first");
     }
 
     #[test]

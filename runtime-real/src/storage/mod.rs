@@ -130,6 +130,39 @@ impl StorageOptions {
     }
 }
 
+/// Replaces the small file `name` with `bytes` atomically and durably: written to `tmp`,
+/// fsynced, renamed over `name`, the directory fsynced; then read back, so that what
+/// decides a node's behaviour after a restart is known to read as written. On a disk
+/// whose operations take time (the simulator's), await [`settled`] before treating the
+/// file as durable.
+pub fn replace_file(disk: &dyn Disk, tmp: &str, name: &str, bytes: &[u8]) -> Result<(), StorageError> {
+    let io = |file: &str| {
+        let file = file.to_string();
+        move |source| StorageError::Io { file, source }
+    };
+    disk.create(tmp).map_err(io(tmp))?;
+    disk.write_at(tmp, 0, bytes).map_err(io(tmp))?;
+    disk.sync_data(tmp).map_err(io(tmp))?;
+    disk.rename(tmp, name).map_err(io(name))?;
+    disk.sync_dir().map_err(io("the data directory"))?;
+    if disk.read(name).map_err(io(name))? != bytes {
+        return Err(StorageError::Corrupt {
+            file: name.to_string(),
+            offset: 0,
+            reason: "does not read back as written".to_string(),
+        });
+    }
+    Ok(())
+}
+
+/// Resolves once everything issued on `disk` so far has completed (at once on a real
+/// disk, whose calls return when done; see `Disk::settle`).
+pub async fn settled(disk: &dyn Disk) {
+    if let Some(done) = disk.settle() {
+        done.await;
+    }
+}
+
 /// Opens the node's storage on `disk`: the log store (WAL, vote, committed) and the state
 /// machine (restored from the latest snapshot, if any). Must run inside the runtime: it
 /// spawns the log's writer task.
@@ -142,9 +175,7 @@ pub async fn open(
     let sm = StateMachineStore::open(disk.clone(), opts.limits)?.with_metrics(metrics.clone());
     let log = LogStore::open(disk.clone(), opts.wal, metrics)?;
     // What opening cut or created is durable before anything is served.
-    if let Some(done) = disk.settle() {
-        done.await;
-    }
+    settled(&*disk).await;
     Ok((log, sm))
 }
 
@@ -168,9 +199,7 @@ pub(crate) async fn on_disk<R: Send + 'static>(
     #[cfg(madsim)]
     let _ = offload;
     let r = f();
-    if let Some(done) = disk.settle() {
-        done.await;
-    }
+    settled(disk).await;
     Ok(r)
 }
 

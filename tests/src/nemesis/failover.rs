@@ -51,14 +51,7 @@ pub fn run(cycles: usize, with_etcd: bool) -> Result<FailoverOutcome, NemesisErr
     let _lock = RunLock::acquire()?;
     net::cleanup_leftovers();
     net::fresh_run_dir()?;
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .map_err(super::io_error("building the tokio runtime"))?;
-    let roster = rt.block_on(roster_cycles(cycles));
-    rt.shutdown_timeout(Duration::from_secs(2));
-    let (roster, lost_check) = roster?;
+    let (roster, lost_check) = super::on_own_runtime(roster_cycles(cycles))??;
     let etcd = if with_etcd { Some(etcd_cycles(cycles)) } else { None };
     let mut out = String::new();
     let _ = writeln!(

@@ -54,6 +54,19 @@ impl fmt::Display for NemesisError {
 
 impl std::error::Error for NemesisError {}
 
+/// Runs `work` to its end on a multi-threaded runtime of its own (two workers, as the
+/// machines here have two cores), then gives that runtime's tasks 2 s to stop.
+pub fn on_own_runtime<F: std::future::Future>(work: F) -> Result<F::Output, NemesisError> {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .map_err(io_error("building the tokio runtime"))?;
+    let out = rt.block_on(work);
+    rt.shutdown_timeout(std::time::Duration::from_secs(2));
+    Ok(out)
+}
+
 pub fn io_error(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> NemesisError {
     let what = what.into();
     move |source| NemesisError::Io { what, source }

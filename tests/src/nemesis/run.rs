@@ -76,14 +76,7 @@ pub fn run(config: &RunConfig) -> Result<RunOutcome, NemesisError> {
     let _lock = RunLock::acquire()?;
     net::cleanup_leftovers();
     net::fresh_run_dir()?;
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .map_err(super::io_error("building the tokio runtime"))?;
-    let outcome = rt.block_on(run_async(config));
-    rt.shutdown_timeout(Duration::from_secs(2));
-    outcome
+    super::on_own_runtime(run_async(config))?
 }
 
 /// The cluster, the network and the observer of a run, and what the harness checks
