@@ -46,7 +46,7 @@ pub async fn run(args: DevArgs) -> Result<ExitCode, String> {
     let http_addr = |n: u64| format!("127.0.0.1:{}", args.http_base_port as u64 + n - 1);
     let peers: std::collections::BTreeMap<u64, String> = (1..=args.nodes).map(|n| (n, addr(n))).collect();
     let tls = if args.tls { Some(ensure_tls(&args.data_dir, args.nodes)?) } else { None };
-    let mut nodes: Vec<roster_real::node::Node> = Vec::new();
+    let mut configs = Vec::new();
     for n in 1..=args.nodes {
         let mut config = NodeConfig::new(n, addr(n), args.data_dir.join(format!("node-{n}")));
         config.peers = peers.clone();
@@ -58,8 +58,12 @@ pub async fn run(args: DevArgs) -> Result<ExitCode, String> {
             let (cert, key) = tls.nodes[n as usize - 1].clone();
             (config.tls_cert, config.tls_key, config.tls_ca) = (Some(cert), Some(key), Some(tls.ca.clone()));
         }
-        nodes.push(super::node_cmd::start_node(config).await?);
+        configs.push(config);
     }
+    // Started together, so that their bootstrap checks see each other deciding and they
+    // form the cluster together (one by one, the first would form it alone).
+    let mut nodes: Vec<roster_real::node::Node> =
+        futures::future::try_join_all(configs.into_iter().map(super::node_cmd::start_node)).await?;
     let endpoints: Vec<String> = (1..=args.nodes).map(addr).collect();
     outln!("roster dev: {} nodes on {}", args.nodes, endpoints.join(", "));
     outln!("data: {}   token file: {}", args.data_dir.display(), token_file.display());

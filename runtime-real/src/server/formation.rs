@@ -18,6 +18,9 @@
 //!   `formed_with`: that incarnation has refused every vote and append, and there is no
 //!   earlier one that could have acknowledged anything in this cluster, which was formed
 //!   while it was deciding. A restarted node has a new incarnation and is refused as before.
+//! - A peer knows a running cluster if it knows a leader or has seen an entry committed;
+//!   one that formed the cluster and never reached a quorum does not (members started one
+//!   after another still form it, as before this module).
 //! - A node's check asks every peer, in passes, until one pass heard them all (bounded),
 //!   so that members started together see each other deciding, and so that a member
 //!   named by any peer finds it even if another peer does not name it.
@@ -101,9 +104,11 @@ pub fn judge(me: (NodeId, u64), answers: &[(NodeId, String, ClusterStatus)]) -> 
     if let Some((id, addr, _)) = answers.iter().find(|(_, _, s)| s.formed_with.contains(&me)) {
         return PeerCheck::FormedWithMe { by: format!("node {id} at {addr}"), deciding: deciding() };
     }
-    // A peer with a leader, or with a membership of its own (it formed a cluster, or
-    // holds one from its log), knows a cluster; a fresh or waiting peer has none.
-    let running = answers.iter().find(|(_, _, s)| s.leader.is_some() || !s.voters.is_empty());
+    // A peer that knows a leader, or has seen an entry committed (the cluster had a
+    // quorum once: a node that lost its disk may have acknowledged entries), knows a
+    // running cluster. One that merely formed it and never reached a quorum (its peers
+    // were started one after another) does not: nothing was acknowledged there yet.
+    let running = answers.iter().find(|(_, _, s)| s.leader.is_some() || s.commit_index.is_some_and(|c| c >= 1));
     if let Some((id, addr, s)) = running {
         return PeerCheck::Running(format!(
             "node {id} at {addr} reports {} in term {}, commit index {}",
@@ -141,10 +146,18 @@ mod tests {
         let led = ClusterStatus { leader: Some(3), term: 4, commit_index: Some(37), ..status(2) };
         let PeerCheck::Running(why) = judge((1, 5), &[answer(2, led)]) else { panic!("running") };
         assert!(why.contains("node 2") && why.contains("leader 3") && why.contains("37"), "{why}");
-        // Formed a moment ago, still electing: a cluster all the same.
-        let formed = ClusterStatus { voters: vec![(1, "a".into()), (2, "b".into())], term: 1, ..status(2) };
-        let PeerCheck::Running(why) = judge((1, 5), &[answer(2, formed)]) else { panic!("running") };
-        assert!(why.contains("no leader yet"), "{why}");
+        // Between leaders, but entries were committed once: a cluster all the same.
+        let electing = ClusterStatus {
+            voters: vec![(1, "a".into()), (2, "b".into())],
+            term: 6,
+            commit_index: Some(40),
+            ..status(2)
+        };
+        let PeerCheck::Running(why) = judge((1, 5), &[answer(2, electing)]) else { panic!("running") };
+        assert!(why.contains("no leader yet") && why.contains("40"), "{why}");
+        // Formed alone, never a quorum (started first, its peers later): nothing to forget.
+        let alone = ClusterStatus { voters: vec![(1, "a".into()), (2, "b".into())], term: 1, ..status(2) };
+        assert_eq!(judge((1, 5), &[answer(2, alone)]), PeerCheck::NoCluster { deciding: vec![] });
     }
 
     #[test]

@@ -1,0 +1,63 @@
+//! `roster dev`, the README's first command: three nodes in one process form a cluster,
+//! serve, stop cleanly on a signal, and form it again from their data on the next start.
+
+use roster_tests::{ChildGuard, TempDir, eventually, free_port, roster_bin, sigterm};
+use serde_json::Value;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+fn dev(data: &std::path::Path, base: u16, http: u16) -> ChildGuard {
+    let child = Command::new(roster_bin())
+        .args(["dev", "--status-every-s", "0", "--base-port", &base.to_string(), "--http-base-port"])
+        .arg(http.to_string())
+        .arg("--data-dir")
+        .arg(data)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start roster dev");
+    ChildGuard(Some(child))
+}
+
+/// `roster status --json` against the dev cluster, once it has a leader, three voters and
+/// three registered servers, and the node asked does not wait.
+fn formed(data: &std::path::Path, endpoints: &str) -> Option<Value> {
+    let out = Command::new(roster_bin())
+        .args(["status", "--json", "--endpoints", endpoints, "--timeout-ms", "2000", "--token-file"])
+        .arg(data.join("token"))
+        .output()
+        .ok()?;
+    let s: Value = serde_json::from_slice(&out.stdout).ok()?;
+    let voters = s["voters"].as_array()?.len();
+    let servers = s["servers"].as_array()?.len();
+    (s["leader"].is_u64() && voters == 3 && servers == 3 && s["waiting"].is_null()).then_some(s)
+}
+
+#[test]
+fn dev_forms_a_cluster_stops_on_a_signal_and_forms_it_again_from_its_data() {
+    let dir = TempDir::new("dev");
+    let data = dir.0.join("roster-data");
+    // Three consecutive free ports for the nodes, three for HTTP.
+    let (base, http) = loop {
+        let (b, h) = (free_port(), free_port());
+        let free = |p: u16| (0..3).all(|i| std::net::TcpListener::bind(("127.0.0.1", p + i)).is_ok());
+        if b < u16::MAX - 3 && h < u16::MAX - 3 && b.abs_diff(h) > 3 && free(b) && free(h) {
+            break (b, h);
+        }
+    };
+    let endpoints = (0..3).map(|i| format!("127.0.0.1:{}", base + i)).collect::<Vec<_>>().join(",");
+    for start in ["first", "second"] {
+        let mut node = dev(&data, base, http);
+        eventually(Duration::from_secs(30), &format!("the {start} dev start to form a cluster"), || {
+            formed(&data, &endpoints)
+        });
+        for n in 0..3 {
+            let one = format!("127.0.0.1:{}", base + n);
+            let s = eventually(Duration::from_secs(10), "every node in good standing", || formed(&data, &one));
+            assert!(s["waiting"].is_null(), "{s}");
+        }
+        sigterm(node.child());
+        let out = node.wait_output(Duration::from_secs(30));
+        assert!(out.status.success(), "roster dev ended with {}: {}", out.status, String::from_utf8_lossy(&out.stderr));
+    }
+}
