@@ -43,21 +43,18 @@ pub const STALL_MS: (u64, u64) = (200, 3_000);
 /// Time from the end of one stall to the next, while the disk is slow.
 pub const STALL_GAP_MS: (u64, u64) = (500, 4_000);
 
-/// A splitmix64 stream.
+/// The model's draws: the kernel's SplitMix64 stream (`roster_kernel::rng::Rng`), with the
+/// shapes a disk model needs on top.
 #[derive(Clone, Debug)]
-pub struct SplitMix(u64);
+pub struct SplitMix(roster_kernel::rng::Rng);
 
 impl SplitMix {
     pub fn new(seed: u64) -> SplitMix {
-        SplitMix(seed)
+        SplitMix(roster_kernel::rng::Rng::new(seed))
     }
 
     pub fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
+        self.0.next_u64()
     }
 
     /// Uniform in (0, 1).

@@ -3,20 +3,18 @@
 //! The real network and scheduler still vary between two runs of one seed; the schedule
 //! does not.
 
+/// The kernel's SplitMix64 stream (`roster_kernel::rng::Rng`), with the draws a fault
+/// schedule needs on top.
 #[derive(Clone, Debug)]
-pub struct SplitMix(u64);
+pub struct SplitMix(roster_kernel::rng::Rng);
 
 impl SplitMix {
     pub fn new(seed: u64) -> Self {
-        SplitMix(seed)
+        SplitMix(roster_kernel::rng::Rng::new(seed))
     }
 
     pub fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
+        self.0.next_u64()
     }
 
     /// Uniform in `lo..hi` (`hi > lo`).
