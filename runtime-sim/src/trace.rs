@@ -109,6 +109,37 @@ pub enum OpEnd {
     },
 }
 
+/// How the answer to a key/value command ends its recorded operation, and what the key
+/// holds after it when the answer says (`Some(value)`, `Some(None)`: absent), for a
+/// worker's next compare-and-set. Shared by the simulator's workers and the nemesis
+/// workload, which record the same history.
+pub fn kv_op_end<R: std::fmt::Display, E: std::fmt::Display>(
+    call: &KvCall,
+    answer: Result<Result<roster_kernel::Reply, R>, E>,
+    at_ms: u64,
+) -> (OpEnd, Option<Option<String>>) {
+    use roster_kernel::Reply;
+    match answer {
+        Ok(Ok(Reply::Done { .. })) => {
+            let written = match call {
+                KvCall::Put { value } => Some(value.clone()),
+                _ => None,
+            };
+            (OpEnd::Returned { at_ms, output: KvOutput::Done }, Some(written))
+        }
+        Ok(Ok(Reply::Cas { swapped, current, .. })) => {
+            let now_holds = match (call, swapped) {
+                (KvCall::Cas { new, .. }, true) => new.clone(),
+                _ => current.clone(),
+            };
+            (OpEnd::Returned { at_ms, output: KvOutput::Cas { swapped, current } }, Some(now_holds))
+        }
+        Ok(Ok(other)) => (OpEnd::Failed { at_ms, reason: format!("unexpected reply {other:?}") }, None),
+        Ok(Err(refusal)) => (OpEnd::Refused { at_ms, reason: refusal.to_string() }, None),
+        Err(e) => (OpEnd::Failed { at_ms, reason: e.to_string() }, None),
+    }
+}
+
 /// One key/value operation of one client.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct KvOp {

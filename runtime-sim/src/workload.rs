@@ -160,27 +160,10 @@ async fn kv_loop(ctx: &WorkerCtx, client_id: u64, client: &Client) {
         });
         let answer = pending.await;
         let at_ms = ctx.clock.now_ms();
-        let end = match answer {
-            Ok(Ok(Reply::Done { .. })) => {
-                let written = match &call {
-                    KvCall::Put { value } => Some(value.clone()),
-                    _ => None,
-                };
-                last_seen.insert(key, written);
-                OpEnd::Returned { at_ms, output: KvOutput::Done }
-            }
-            Ok(Ok(Reply::Cas { swapped, current, .. })) => {
-                let now_holds = match (&call, swapped) {
-                    (KvCall::Cas { new, .. }, true) => new.clone(),
-                    _ => current.clone(),
-                };
-                last_seen.insert(key, now_holds);
-                OpEnd::Returned { at_ms, output: KvOutput::Cas { swapped, current } }
-            }
-            Ok(Ok(other)) => OpEnd::Failed { at_ms, reason: format!("unexpected reply {other:?}") },
-            Ok(Err(refusal)) => OpEnd::Refused { at_ms, reason: refusal.to_string() },
-            Err(e) => OpEnd::Failed { at_ms, reason: e.to_string() },
-        };
+        let (end, now_holds) = crate::trace::kv_op_end(&call, answer, at_ms);
+        if let Some(value) = now_holds {
+            last_seen.insert(key, value);
+        }
         ctx.trace.lock().record_op_end(index, end);
     }
 }

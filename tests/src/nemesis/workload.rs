@@ -149,27 +149,10 @@ pub async fn kv_session(shared: Arc<Shared>, client_id: u64, seed: u64) {
         });
         let answer = pending.await;
         let at_ms = rec.now_ms();
-        let end = match answer {
-            Ok(Ok(Reply::Done { .. })) => {
-                let written = match &call {
-                    KvCall::Put { value } => Some(value.clone()),
-                    _ => None,
-                };
-                last_seen.insert(key, written);
-                OpEnd::Returned { at_ms, output: KvOutput::Done }
-            }
-            Ok(Ok(Reply::Cas { swapped, current, .. })) => {
-                let now_holds = match (&call, swapped) {
-                    (KvCall::Cas { new, .. }, true) => new.clone(),
-                    _ => current.clone(),
-                };
-                last_seen.insert(key, now_holds);
-                OpEnd::Returned { at_ms, output: KvOutput::Cas { swapped, current } }
-            }
-            Ok(Ok(other)) => OpEnd::Failed { at_ms, reason: format!("unexpected reply {other:?}") },
-            Ok(Err(refusal)) => OpEnd::Refused { at_ms, reason: refusal.to_string() },
-            Err(e) => OpEnd::Failed { at_ms, reason: e.to_string() },
-        };
+        let (end, now_holds) = roster_sim::trace::kv_op_end(&call, answer, at_ms);
+        if let Some(value) = now_holds {
+            last_seen.insert(key, value);
+        }
         rec.trace().record_op_end(index, end);
     }
 }
