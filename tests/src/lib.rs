@@ -613,11 +613,19 @@ pub fn process_registered<'a>(event: &'a Value, name: &str) -> Option<&'a Value>
 impl TestCluster {
     /// `status --json` once `n` servers have registered themselves (a `roster run` without
     /// `--server-id` claims the node it reaches as its host, which must be registered).
+    /// On a timeout it panics with every node's log, to say which server did not register.
     pub fn wait_servers(&self, n: usize, within: Duration) -> Value {
-        eventually(within, &format!("{n} servers registered"), || {
-            let s = self.status_at(&self.endpoints())?;
-            (s["servers"].as_array()?.len() == n).then_some(s)
-        })
+        let deadline = Instant::now() + within;
+        loop {
+            let s = self.status_at(&self.endpoints());
+            if let Some(s) = s.as_ref().filter(|s| s["servers"].as_array().is_some_and(|a| a.len() == n)) {
+                return s.clone();
+            }
+            if Instant::now() >= deadline {
+                panic!("{n} servers not registered within {within:?}; last status: {s:?}\n{}", self.logs());
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
     }
 }
 

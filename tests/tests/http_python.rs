@@ -1,7 +1,7 @@
 //! The HTTP API from another language: `examples/member.py` (Python's standard library
 //! only) registers a process, heartbeats it and deregisters it with its exit status.
 
-use roster_tests::{TestCluster, eventually, free_port, json};
+use roster_tests::{TestCluster, free_port, json};
 use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
@@ -13,10 +13,7 @@ fn the_python_example_registers_heartbeats_and_leaves() {
         if id == 2 { vec!["--http-listen".into(), format!("127.0.0.1:{http_port}")] } else { vec![] }
     });
     c.wait_leader(Duration::from_secs(20));
-    eventually(Duration::from_secs(20), "3 servers registered", || {
-        let s = c.status_at(&c.endpoints())?;
-        (s["servers"].as_array()?.len() == 3).then_some(())
-    });
+    c.wait_servers(3, Duration::from_secs(30));
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/member.py");
     let out = Command::new("python3")
         .arg(&script)
