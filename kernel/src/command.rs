@@ -19,6 +19,7 @@ impl std::fmt::Display for Proposal {
             ProposalBody::OpenSession => write!(f, "open-session"),
             ProposalBody::Client(r) => write!(f, "{}#{} {:?}", r.session, r.seq, r.command),
             ProposalBody::Leader(c) => write!(f, "leader {c:?}"),
+            ProposalBody::Audit(a) => write!(f, "audit {} ({}): {}", a.by, a.role, a.action),
         }
     }
 }
@@ -31,6 +32,20 @@ pub enum ProposalBody {
     Client(Request),
     /// Leader-internal bookkeeping (expiries, resource averages); no session.
     Leader(LeaderCommand),
+    /// An admin action, stamped by the node that authorised it: an event in the change
+    /// stream (the audit trail), nothing else.
+    Audit(AuditRecord),
+}
+
+/// Who did what, for the audit trail.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuditRecord {
+    /// The credential's name (`token create --name`), or "bootstrap" for the token file.
+    pub by: String,
+    /// The credential's role (`admin`, `agent`, ...).
+    pub role: String,
+    /// What it did, in words (`remove node 3`).
+    pub action: String,
 }
 
 /// A client command with its (session, sequence) for exactly-once application.
@@ -118,6 +133,116 @@ pub enum Command {
         id: ServerId,
         drained: bool,
     },
+    /// Records a credential by the hash of its secret (the secret itself is never
+    /// replicated). A member token is dropped with its member.
+    CreateToken {
+        hash: TokenHash,
+        name: String,
+        role: TokenRole,
+        /// After this proposal time (Unix ms) the token is refused; `None`: never.
+        expires_at_unix_ms: Option<u64>,
+    },
+    /// Forgets a credential: every node refuses it from the apply on.
+    RevokeToken {
+        id: TokenId,
+    },
+}
+
+impl Command {
+    /// What the command does, in words (refusals and the audit trail).
+    pub fn describe(&self) -> String {
+        match self {
+            Command::RegisterServer { id, .. } => format!("register {id}"),
+            Command::DeregisterServer { id } => format!("deregister {id}"),
+            Command::RegisterProcess { info } => format!("register a process on {}", info.server),
+            Command::DeregisterProcess { id, .. } => format!("deregister {id}"),
+            Command::PutServer { id, .. } => format!("update {id}"),
+            Command::PutProcess { id, patch } if patch.status.is_some() => format!("set the status of {id}"),
+            Command::PutProcess { id, .. } => format!("update {id}"),
+            Command::Delete { member } => format!("delete {member}"),
+            Command::KvPut { key, .. } => format!("put key {key:?}"),
+            Command::KvDelete { key } => format!("delete key {key:?}"),
+            Command::KvCas { key, .. } => format!("compare-and-swap key {key:?}"),
+            Command::Noop => "noop".into(),
+            Command::SetDrained { id, drained: true } => format!("drain {id}"),
+            Command::SetDrained { id, drained: false } => format!("undrain {id}"),
+            Command::CreateToken { role, name, .. } => format!("create {} token {name:?}", role.describe()),
+            Command::RevokeToken { id } => format!("revoke {id}"),
+        }
+    }
+
+    /// Whether the audit trail records it: the admin's own actions, not the workers'
+    /// everyday traffic (a member token minted by an agent is recorded by its event).
+    pub fn is_audited(&self) -> bool {
+        matches!(
+            self,
+            Command::Delete { .. }
+                | Command::SetDrained { .. }
+                | Command::CreateToken { .. }
+                | Command::RevokeToken { .. }
+        )
+    }
+}
+
+/// SHA-256 of a token's secret.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct TokenHash(pub [u8; 32]);
+
+impl std::fmt::Debug for TokenHash {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // A hash, not a secret, but short is enough to tell two apart in a log.
+        write!(f, "TokenHash({:02x}{:02x}{:02x}{:02x}..)", self.0[0], self.0[1], self.0[2], self.0[3])
+    }
+}
+
+/// A token's id, assigned by the state machine; never reused.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct TokenId(pub u64);
+
+impl std::fmt::Display for TokenId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "token-{}", self.0)
+    }
+}
+
+/// The role a token carries (see `authority.rs`); agents and members are bound to one.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub enum TokenRole {
+    Admin,
+    Read,
+    Launch,
+    Agent(ServerId),
+    Member(MemberId),
+}
+
+impl TokenRole {
+    pub fn name(&self) -> &'static str {
+        match self {
+            TokenRole::Admin => "admin",
+            TokenRole::Read => "read",
+            TokenRole::Launch => "launch",
+            TokenRole::Agent(_) => "agent",
+            TokenRole::Member(_) => "member",
+        }
+    }
+
+    pub fn describe(&self) -> String {
+        match self {
+            TokenRole::Agent(server) => format!("agent ({server})"),
+            TokenRole::Member(member) => format!("member ({member})"),
+            other => other.name().to_string(),
+        }
+    }
+}
+
+/// A token as `token ls` shows it: never its secret, nor its hash.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TokenInfo {
+    pub id: TokenId,
+    pub name: String,
+    pub role: TokenRole,
+    pub expires_at_unix_ms: Option<u64>,
+    pub created_rev: u64,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -148,6 +273,10 @@ pub enum Reply {
         current: Option<String>,
         revision: u64,
     },
+    TokenCreated {
+        id: TokenId,
+        revision: u64,
+    },
     /// For leader commands: how many members they touched.
     Applied {
         count: u32,
@@ -175,6 +304,10 @@ pub enum CommandError {
     TableFull { what: String, count: usize },
     #[error("invalid field {field}: {reason}")]
     InvalidField { field: String, reason: String },
+    #[error("unknown {0}")]
+    UnknownToken(TokenId),
+    #[error("a token with this secret exists already: make a new secret")]
+    DuplicateToken,
 }
 
 pub type CommandResult = Result<Reply, CommandError>;
@@ -197,6 +330,8 @@ pub enum Query {
     Tombstones {
         limit: u32,
     },
+    /// Every token (ids, names, roles), members' included; never a secret.
+    Tokens,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]

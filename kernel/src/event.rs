@@ -30,4 +30,12 @@ pub enum EventKind {
     KvDeleted {
         key: String,
     },
+    TokenCreated(crate::command::TokenInfo),
+    /// Revoked, or dropped with its member.
+    TokenRevoked {
+        id: crate::command::TokenId,
+        name: String,
+    },
+    /// An admin action (see `ProposalBody::Audit`).
+    Audit(crate::command::AuditRecord),
 }

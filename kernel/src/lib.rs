@@ -5,6 +5,7 @@
 //! supplies); randomness as a seed. Both drivers (the real node and the simulator) run
 //! exactly this code.
 
+pub mod authority;
 pub mod codec;
 pub mod command;
 pub mod event;
@@ -19,6 +20,7 @@ pub mod retry_queue;
 pub mod rng;
 pub mod state_machine;
 
+pub use authority::{Action, Forbidden, Principal, authorize};
 pub use command::*;
 pub use event::*;
 pub use ids::*;

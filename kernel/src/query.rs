@@ -11,6 +11,7 @@ pub enum QueryResult {
     KvValue(Option<String>),
     KvItems(Vec<(String, String)>),
     Tombstones(Vec<Tombstone>),
+    Tokens(Vec<crate::command::TokenInfo>),
 }
 
 /// A query's answer with the revision it was read at.

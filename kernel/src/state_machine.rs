@@ -35,6 +35,7 @@ mod history;
 mod limits;
 mod session;
 mod snapshot;
+mod tokens;
 mod tombstones;
 
 #[cfg(test)]
@@ -45,11 +46,13 @@ mod tests;
 pub use history::EventsCompacted;
 pub use limits::Limits;
 pub use snapshot::{SNAPSHOT_FORMAT_VERSION, SnapshotError};
+pub use tokens::{MAX_TOKEN_NAME_BYTES, MAX_TOKENS, MAX_TOKENS_PER_MEMBER};
 
 use crate::command::{
     Command, CommandError, CommandResult, LeaderCommand, ListFilter, MemberKind, ProcessPatch, Proposal, ProposalBody,
-    Query, Reply, ServerPatch,
+    Query, Reply, ServerPatch, TokenHash, TokenId, TokenInfo, TokenRole,
 };
+use crate::event::EventKind;
 use crate::event::Event;
 use crate::ids::{MemberId, ProcessId, ServerId, SessionId};
 use crate::model::{
@@ -62,6 +65,7 @@ use session::{Gate, SessionTable};
 use std::collections::{BTreeMap, btree_map};
 use std::ops::Bound;
 use std::sync::Arc;
+use tokens::TokenTable;
 use tombstones::{DepartedEntry, StoredTombstone, TombstoneLog};
 
 /// The replicated cluster record: servers, processes, a small key/value store, client
@@ -83,6 +87,8 @@ pub struct ClusterStateMachine {
     kv: BTreeMap<String, String>,
     sessions: SessionTable,
     tombstones: TombstoneLog,
+    /// Credentials, by the hash of their secret.
+    tokens: TokenTable,
     /// Not part of snapshots: a restored machine holds the events after its revision only.
     history: EventHistory,
 }
@@ -106,6 +112,7 @@ impl ClusterStateMachine {
             kv: BTreeMap::new(),
             sessions: SessionTable::new(),
             tombstones: TombstoneLog::default(),
+            tokens: TokenTable::default(),
             history: EventHistory::starting_at(0),
         }
     }
@@ -131,6 +138,15 @@ impl ClusterStateMachine {
             ProposalBody::Leader(command) => {
                 let revision = self.begin(proposal.at_unix_ms);
                 self.execute_leader(command, revision)
+            }
+            ProposalBody::Audit(record) => {
+                let revision = self.begin(proposal.at_unix_ms);
+                let mut record = record.clone();
+                truncate_utf8(&mut record.by, self.limits.max_name_bytes);
+                truncate_utf8(&mut record.role, self.limits.max_name_bytes);
+                truncate_utf8(&mut record.action, AUDIT_ACTION_MAX_BYTES);
+                self.emit(revision, Change::Other(Box::new(EventKind::Audit(record))));
+                Ok(Reply::Done { revision })
             }
         };
         self.debug_check_bounds();
@@ -158,6 +174,7 @@ impl ClusterStateMachine {
             Query::Tombstones { limit } => {
                 QueryResult::Tombstones(self.tombstones().take(usize::try_from(*limit).unwrap_or(usize::MAX)).collect())
             }
+            Query::Tokens => QueryResult::Tokens(self.tokens.records().map(|record| record.info.clone()).collect()),
         };
         QueryReply { revision: self.revision, result }
     }
@@ -256,6 +273,15 @@ impl ClusterStateMachine {
         self.tombstones.newest_first().map(StoredTombstone::to_tombstone)
     }
 
+    /// The credential whose secret hashes to `hash`, if the cluster knows it.
+    pub fn token_by_hash(&self, hash: &TokenHash) -> Option<&TokenInfo> {
+        self.tokens.get_by_hash(hash)
+    }
+
+    pub fn token_count(&self) -> usize {
+        self.tokens.len()
+    }
+
     pub fn session_count(&self) -> usize {
         self.sessions.len()
     }
@@ -329,6 +355,14 @@ impl ClusterStateMachine {
             }
         }
         self.sessions.check(self.revision, limits.max_sessions)?;
+        self.tokens.check()?;
+        for record in self.tokens.records() {
+            if let TokenRole::Member(member) = record.info.role
+                && !self.contains_member(member)
+            {
+                return Err(format!("{} outlives its {member}", record.info.id));
+            }
+        }
         self.tombstones.check(
             self.clock_unix_ms,
             self.revision,
@@ -386,6 +420,10 @@ impl ClusterStateMachine {
             Command::KvCas { key, expected, new } => self.kv_cas(key, expected.as_deref(), new.as_ref(), revision),
             Command::Noop => Ok(Reply::Done { revision }),
             Command::SetDrained { id, drained } => self.set_drained(*id, *drained, revision),
+            Command::CreateToken { hash, name, role, expires_at_unix_ms } => {
+                self.create_token(*hash, name, *role, *expires_at_unix_ms, revision)
+            }
+            Command::RevokeToken { id } => self.revoke_token(*id, revision),
         }
     }
 
@@ -564,7 +602,39 @@ impl ClusterStateMachine {
             Arc::new(StoredTombstone { subject, departure, left_at_unix_ms: self.clock_unix_ms, left_rev: revision });
         self.emit(revision, Change::Departed(Arc::clone(&tombstone)));
         self.tombstones.push(tombstone, self.limits.tombstone_max_count);
+        // A member's credentials leave with it: a wrapper that outlives its member can
+        // speak for nothing.
+        for info in self.tokens.remove_member(member) {
+            self.emit(revision, Change::Other(Box::new(EventKind::TokenRevoked { id: info.id, name: info.name })));
+        }
         true
+    }
+
+    fn create_token(
+        &mut self,
+        hash: TokenHash,
+        name: &str,
+        role: TokenRole,
+        expires_at_unix_ms: Option<u64>,
+        revision: u64,
+    ) -> CommandResult {
+        self.tokens.check_new(&hash, name, role)?;
+        match role {
+            TokenRole::Member(member) if !self.contains_member(member) => {
+                return Err(CommandError::UnknownMember(member));
+            }
+            _ => {}
+        }
+        let info = self.tokens.insert(hash, name, role, expires_at_unix_ms, revision);
+        let id = info.id;
+        self.emit(revision, Change::Other(Box::new(EventKind::TokenCreated(info))));
+        Ok(Reply::TokenCreated { id, revision })
+    }
+
+    fn revoke_token(&mut self, id: TokenId, revision: u64) -> CommandResult {
+        let info = self.tokens.remove(id).ok_or(CommandError::UnknownToken(id))?;
+        self.emit(revision, Change::Other(Box::new(EventKind::TokenRevoked { id, name: info.name })));
+        Ok(Reply::Done { revision })
     }
 
     fn kv_put(&mut self, key: &str, value: &str, revision: u64) -> CommandResult {
@@ -623,6 +693,20 @@ impl ClusterStateMachine {
             return Err(CommandError::TableFull { what: KV_KEYS.to_string(), count: self.kv.len() });
         }
         Ok(())
+    }
+}
+
+/// Longest action text an audit record keeps.
+const AUDIT_ACTION_MAX_BYTES: usize = 1_024;
+
+/// Cuts `text` to at most `max` bytes on a character boundary.
+fn truncate_utf8(text: &mut String, max: usize) {
+    if text.len() > max {
+        let mut end = max;
+        while !text.is_char_boundary(end) {
+            end -= 1;
+        }
+        text.truncate(end);
     }
 }
 

@@ -37,6 +37,7 @@ pub(crate) enum Change {
     Departed(Arc<StoredTombstone>),
     KvPut { key: String, value: String },
     KvDeleted { key: String },
+    Other(Box<EventKind>),
 }
 
 impl Change {
@@ -51,6 +52,7 @@ impl Change {
             }
             Change::KvPut { key, value } => EventKind::KvPut { key: key.clone(), value: value.clone() },
             Change::KvDeleted { key } => EventKind::KvDeleted { key: key.clone() },
+            Change::Other(kind) => EventKind::clone(kind),
         }
     }
 }

@@ -6,7 +6,7 @@
 use super::{ClusterStateMachine, Limits, SnapshotError};
 use crate::command::{
     Command, CommandError, CommandResult, LeaderCommand, ListFilter, ProcessPatch, Proposal, ProposalBody, Query,
-    Reply, Request, ServerPatch,
+    Reply, Request, ServerPatch, TokenHash, TokenId, TokenInfo, TokenRole,
 };
 use crate::event::{Event, EventKind};
 use crate::ids::{MemberId, ProcessId, ServerId, SessionId};
@@ -62,6 +62,9 @@ struct Model {
     tombstones: Vec<Tombstone>,
     /// Every event ever, unbounded.
     events: Vec<Event>,
+    next_token: u64,
+    /// In id order.
+    tokens: Vec<(TokenHash, TokenInfo)>,
 }
 
 fn too_large(what: &str, len: usize, max: usize) -> CommandError {
@@ -86,6 +89,8 @@ impl Model {
             sessions: Vec::new(),
             tombstones: Vec::new(),
             events: Vec::new(),
+            next_token: 1,
+            tokens: Vec::new(),
         }
     }
 
@@ -176,6 +181,11 @@ impl Model {
                 }
                 Ok(Reply::Applied { count, revision: self.revision })
             }
+            ProposalBody::Audit(record) => {
+                self.begin(proposal.at_unix_ms);
+                self.event(EventKind::Audit(record.clone()));
+                Ok(Reply::Done { revision: self.revision })
+            }
         }
     }
 
@@ -195,6 +205,12 @@ impl Model {
         self.tombstones.push(tombstone);
         while self.tombstones.len() > self.limits.tombstone_max_count {
             self.tombstones.remove(0);
+        }
+        let (gone, kept): (Vec<_>, Vec<_>) =
+            self.tokens.drain(..).partition(|(_, info)| info.role == TokenRole::Member(member));
+        self.tokens = kept;
+        for (_, info) in gone {
+            self.event(EventKind::TokenRevoked { id: info.id, name: info.name });
         }
         true
     }
@@ -468,6 +484,47 @@ impl Model {
                 Ok(Reply::Cas { swapped: true, current, revision })
             }
             Command::Noop => done,
+            Command::CreateToken { hash, name, role, expires_at_unix_ms } => {
+                if name.len() > super::MAX_TOKEN_NAME_BYTES {
+                    return Err(too_large("token name", name.len(), super::MAX_TOKEN_NAME_BYTES));
+                }
+                if self.tokens.iter().any(|(h, _)| h == hash) {
+                    return Err(CommandError::DuplicateToken);
+                }
+                if let TokenRole::Member(member) = role {
+                    let held = self.tokens.iter().filter(|(_, info)| info.role == *role).count();
+                    if held >= super::MAX_TOKENS_PER_MEMBER {
+                        return Err(CommandError::TableFull { what: format!("tokens of {member}"), count: held });
+                    }
+                    let live = match member {
+                        MemberId::Server(id) => self.servers.iter().any(|s| s.id == *id),
+                        MemberId::Process(id) => self.processes.iter().any(|p| p.id == *id),
+                    };
+                    if !live {
+                        return Err(CommandError::UnknownMember(*member));
+                    }
+                }
+                let id = TokenId(self.next_token);
+                self.next_token += 1;
+                let info = TokenInfo {
+                    id,
+                    name: name.clone(),
+                    role: *role,
+                    expires_at_unix_ms: *expires_at_unix_ms,
+                    created_rev: revision,
+                };
+                self.tokens.push((*hash, info.clone()));
+                self.event(EventKind::TokenCreated(info));
+                Ok(Reply::TokenCreated { id, revision })
+            }
+            Command::RevokeToken { id } => {
+                let Some(i) = self.tokens.iter().position(|(_, info)| info.id == *id) else {
+                    return Err(CommandError::UnknownToken(*id));
+                };
+                let (_, info) = self.tokens.remove(i);
+                self.event(EventKind::TokenRevoked { id: *id, name: info.name });
+                done
+            }
             Command::SetDrained { id, drained } => {
                 let Some(entry) = self.servers.iter_mut().find(|s| s.id == *id) else {
                     return Err(CommandError::UnknownMember(MemberId::Server(*id)));
@@ -611,6 +668,24 @@ fn command() -> impl Strategy<Value = Command> {
             .prop_map(|(key, expected, new)| Command::KvCas { key, expected, new }),
         1 => Just(Command::Noop),
         2 => (server_id(), any::<bool>()).prop_map(|(id, drained)| Command::SetDrained { id, drained }),
+        1 => (0u8..6, name(), token_role(), proptest::option::of(0u64..5000)).prop_map(
+            |(hash, name, role, expires_at_unix_ms)| Command::CreateToken {
+                hash: TokenHash([hash; 32]),
+                name,
+                role,
+                expires_at_unix_ms
+            }
+        ),
+        1 => (0u64..5).prop_map(|id| Command::RevokeToken { id: TokenId(id) }),
+    ]
+}
+
+fn token_role() -> impl Strategy<Value = TokenRole> {
+    prop_oneof![
+        1 => Just(TokenRole::Admin),
+        1 => Just(TokenRole::Read),
+        1 => server_id().prop_map(TokenRole::Agent),
+        3 => member().prop_map(TokenRole::Member),
     ]
 }
 
@@ -637,6 +712,7 @@ enum Op {
     /// Proposes the previous client proposal again, unchanged.
     Retry,
     Leader(LeaderCommand),
+    Audit,
 }
 
 fn op() -> impl Strategy<Value = Op> {
@@ -647,6 +723,7 @@ fn op() -> impl Strategy<Value = Op> {
             .prop_map(|(pick, delta, command)| Op::Client { pick, delta, command }),
         2 => Just(Op::Retry),
         2 => leader_command().prop_map(Op::Leader),
+        1 => Just(Op::Audit),
     ]
 }
 
@@ -689,6 +766,11 @@ impl Driver {
                 None => ProposalBody::OpenSession,
             },
             Op::Leader(command) => ProposalBody::Leader(command.clone()),
+            Op::Audit => ProposalBody::Audit(crate::command::AuditRecord {
+                by: "ops".into(),
+                role: "admin".into(),
+                action: "remove node 3".into(),
+            }),
         };
         let proposal = Proposal { at_unix_ms: self.now, body };
         if matches!(proposal.body, ProposalBody::Client(_)) {
@@ -717,6 +799,7 @@ fn everything(machine: &ClusterStateMachine) -> Vec<QueryResult> {
         Query::List(ListFilter::default()),
         Query::KvRange { start: String::new(), end: None, limit: u32::MAX },
         Query::Tombstones { limit: u32::MAX },
+        Query::Tokens,
     ];
     queries.iter().map(|q| machine.query(q).result).collect()
 }
@@ -739,6 +822,7 @@ fn assert_same(machine: &ClusterStateMachine, model: &Model) -> Result<(), TestC
         QueryResult::Members { servers: sorted_servers(model), processes: sorted_processes(model) },
         QueryResult::KvItems(kv),
         QueryResult::Tombstones(tombstones),
+        QueryResult::Tokens(model.tokens.iter().map(|(_, info)| info.clone()).collect()),
     ];
     prop_assert_eq!(everything(machine), expected);
     for id in 0..model.next_session + 1 {
@@ -925,9 +1009,9 @@ proptest! {
 fn model_limits_are_hit() {
     // Guards the generators: a long random run must reach each table bound.
     let mut runner = proptest::test_runner::TestRunner::deterministic();
-    let strategy = ops(200);
+    let strategy = ops(300);
     let mut hit: BTreeMap<&str, bool> = BTreeMap::new();
-    for _ in 0..40 {
+    for _ in 0..100 {
         let ops = strategy.new_tree(&mut runner).unwrap().current();
         let mut driver = Driver::new(small_limits());
         for (op, step) in &ops {
@@ -952,6 +1036,10 @@ fn model_limits_are_hit() {
             *hit.entry("tombstone aged out").or_default() |= model.tombstones.len() < 4
                 && model.tombstones.first().is_some_and(|t| t.left_rev > 1)
                 && model.events.iter().filter(|e| matches!(e.kind, EventKind::Departed { .. })).count() > 4;
+            *hit.entry("token created").or_default() |= matches!(reply, Ok(Reply::TokenCreated { .. }));
+            *hit.entry("member token dropped").or_default() |= model.events.last().is_some_and(|e| {
+                e.revision == model.revision && matches!(e.kind, EventKind::TokenRevoked { .. })
+            }) && matches!(op, Op::Leader(_));
             *hit.entry("evicted").or_default() |=
                 model.next_session > 1 && matches!(reply, Err(CommandError::UnknownSession(SessionId(1))));
         }

@@ -19,6 +19,8 @@ use super::crc32::Crc32;
 use super::history::EventHistory;
 use super::limits::Limits;
 use super::session::{SessionRecord, SessionTable};
+use super::tokens::{TokenRecord, TokenTable};
+use crate::command::{TokenHash, TokenInfo};
 use super::tombstones::{DepartedEntry, StoredTombstone, TombstoneLog};
 use crate::command::CommandResult;
 use crate::ids::{ProcessId, ServerId, SessionId};
@@ -32,7 +34,8 @@ use std::sync::Arc;
 ///
 /// - 1: the first format.
 /// - 2: server entries carry `drained` (an operator's drain, `Command::SetDrained`).
-pub const SNAPSHOT_FORMAT_VERSION: u16 = 2;
+/// - 3: the tokens (hashes of their secrets, names, roles).
+pub const SNAPSHOT_FORMAT_VERSION: u16 = 3;
 
 const MAGIC: [u8; 8] = *b"ROSTERSM";
 const VERSION_AT: usize = MAGIC.len();
@@ -156,6 +159,16 @@ struct BodyOut<'a> {
     sessions: Sessions<'a>,
     /// Oldest first.
     tombstones: Tombstones<'a>,
+    next_token_id: u64,
+    tokens: Tokens<'a>,
+}
+
+struct Tokens<'a>(&'a TokenTable);
+
+impl Serialize for Tokens<'_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_seq(self.0.records().map(|record| (&record.hash, &record.info)))
+    }
 }
 
 #[derive(Deserialize)]
@@ -170,6 +183,8 @@ struct BodyIn {
     kv: Vec<(String, String)>,
     sessions: Vec<SessionIn>,
     tombstones: VecDeque<Tombstone>,
+    next_token_id: u64,
+    tokens: Vec<(TokenHash, TokenInfo)>,
 }
 
 /// postcard output into a `Vec` that already holds the header, copying slices whole.
@@ -213,6 +228,8 @@ pub(super) fn encode_unchecked(machine: &ClusterStateMachine) -> Vec<u8> {
         kv: Pairs(&machine.kv),
         sessions: Sessions(&machine.sessions),
         tombstones: Tombstones(&machine.tombstones),
+        next_token_id: machine.tokens.next_id(),
+        tokens: Tokens(&machine.tokens),
     };
     let mut out = Vec::with_capacity(HEADER_LEN + 64 * 1024);
     out.extend_from_slice(&MAGIC);
@@ -300,6 +317,14 @@ fn build(body: BodyIn) -> Result<ClusterStateMachine, SnapshotError> {
         (id, SessionRecord { last_seq, last_rev, last_reply })
     });
     let sessions = SessionTable::from_parts(body.next_session_id, records).map_err(malformed)?;
+    let mut tokens = TokenTable::default();
+    tokens.set_next_id(body.next_token_id);
+    for (hash, info) in body.tokens {
+        let id = info.id;
+        if !tokens.restore_one(TokenRecord { hash, info }) {
+            return Err(malformed(format!("{id} or its hash appears twice")));
+        }
+    }
     let machine = ClusterStateMachine {
         servers: ordered(body.servers, |entry| entry.id, "servers")?,
         processes: ordered(body.processes, |entry| entry.id, "processes")?,
@@ -308,6 +333,7 @@ fn build(body: BodyIn) -> Result<ClusterStateMachine, SnapshotError> {
         tombstones: TombstoneLog::from_oldest_first(
             body.tombstones.into_iter().map(|tombstone| Arc::new(StoredTombstone::from_tombstone(tombstone))).collect(),
         ),
+        tokens,
         history: EventHistory::starting_at(body.revision),
         limits: body.limits,
         revision: body.revision,
