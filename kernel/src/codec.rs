@@ -24,8 +24,9 @@ use serde::de::DeserializeOwned;
 /// Version of the frame layout and of every message type carried in it. A peer with
 /// another version is refused with [`CodecError::BadVersion`] instead of misread.
 /// (4: a peer's hello and a readmission carry the cluster id; status shows it. 5: status
-/// tells the bootstrap check who is deciding and whom a node formed the cluster with.)
-pub const WIRE_VERSION: u8 = 5;
+/// tells the bootstrap check who is deciding and whom a node formed the cluster with.
+/// 6: credentials with roles, peers prove the peer key, tokens, audit events.)
+pub const WIRE_VERSION: u8 = 6;
 
 /// Size of the length field.
 pub const LENGTH_BYTES: usize = 4;

@@ -48,6 +48,16 @@ pub struct NodeConfig {
     pub token: Option<String>,
     #[serde(default)]
     pub token_file: Option<PathBuf>,
+    /// The key peers prove to each other (never sent; no client holds it). Default: the
+    /// file `peer-key` beside `token_file`, or `ROSTER_PEER_KEY`.
+    #[serde(default)]
+    pub peer_key: Option<String>,
+    #[serde(default)]
+    pub peer_key_file: Option<PathBuf>,
+    /// When the node runs as root: the user that launched programs run as (their own
+    /// user, so a job cannot read the node's files).
+    #[serde(default)]
+    pub launch_user: Option<String>,
     /// Display name of this server; defaults to `node-<id>`.
     #[serde(default)]
     pub name: Option<String>,
@@ -148,6 +158,9 @@ impl NodeConfig {
             data_dir,
             token: None,
             token_file: None,
+            peer_key: None,
+            peer_key_file: None,
+            launch_user: None,
             name: None,
             heartbeat_interval_ms: defaults::heartbeat_interval_ms(),
             heartbeat_timeout_ms: defaults::heartbeat_timeout_ms(),
@@ -214,6 +227,26 @@ impl NodeConfig {
                 value: format!("{id}={addr}"),
                 reason: "expected ID=HOST:PORT".into(),
             })?;
+        }
+        for program in &self.launch_allow {
+            let path = std::path::Path::new(program);
+            if !path.is_absolute() {
+                return Err(ConfigError::Invalid {
+                    field: "launch_allow",
+                    value: program.clone(),
+                    reason: "must be an absolute path (a bare name would be looked up in PATH at each launch)".into(),
+                });
+            }
+            if std::fs::canonicalize(path).is_ok_and(|c| c != path) {
+                return Err(ConfigError::Invalid {
+                    field: "launch_allow",
+                    value: program.clone(),
+                    reason: format!(
+                        "must be the canonical path {} (no symlinks, `..` or `.`): a launch names it exactly",
+                        std::fs::canonicalize(path).map(|c| c.display().to_string()).unwrap_or_default()
+                    ),
+                });
+            }
         }
         if self.bootstrap && self.peers.is_empty() {
             return Err(ConfigError::Invalid {
@@ -312,6 +345,51 @@ impl NodeConfig {
     pub fn resolve_token(&self) -> Result<String, ConfigError> {
         resolve_token(self.token.clone(), self.token_file.as_deref())
     }
+
+    /// The peer key: config value, else `ROSTER_PEER_KEY`, else `peer_key_file`, else the
+    /// file `peer-key` beside the token file. A key file others can read is warned about.
+    pub fn resolve_peer_key(&self) -> Result<roster_client::PeerKey, ConfigError> {
+        let beside_token = self.token_file.as_ref().and_then(|t| t.parent()).map(|dir| dir.join(PEER_KEY_FILE));
+        let file = self.peer_key_file.clone().or(beside_token);
+        let text = if let Some(k) = self.peer_key.clone() {
+            k
+        } else if let Some(k) = std::env::var("ROSTER_PEER_KEY").ok().filter(|k| !k.is_empty()) {
+            k
+        } else if let Some(path) = file.filter(|p| self.peer_key_file.is_some() || p.exists()) {
+            warn_if_readable_by_others(&path);
+            std::fs::read_to_string(&path)
+                .map_err(|source| ConfigError::TokenFile { path: path.display().to_string(), source })?
+        } else {
+            return Err(ConfigError::Missing {
+                field: "peer_key",
+                hint: "give --peer-key-file FILE (or a file `peer-key` beside --token-file), set ROSTER_PEER_KEY, or \
+                       put peer_key = \"...\" in the config; make one with `roster token new-key > peer-key` and \
+                       give every node the same one",
+            });
+        };
+        roster_client::PeerKey::parse(&text).map_err(|e| ConfigError::Invalid {
+            field: "peer_key",
+            value: "<hidden>".into(),
+            reason: e.to_string(),
+        })
+    }
+}
+
+/// The peer key's file name beside the token file (`roster dev` writes both).
+pub const PEER_KEY_FILE: &str = "peer-key";
+
+/// Logs a warning when a secret's file can be read by users other than its owner.
+pub fn warn_if_readable_by_others(path: &std::path::Path) {
+    use std::os::unix::fs::PermissionsExt;
+    if let Ok(meta) = std::fs::metadata(path)
+        && meta.permissions().mode() & 0o077 != 0
+    {
+        tracing::warn!(
+            file = %path.display(),
+            mode = format!("{:o}", meta.permissions().mode() & 0o777),
+            "a secret's file is readable by other users: chmod 600 it"
+        );
+    }
 }
 
 /// Token from an explicit value, the `ROSTER_TOKEN` environment variable, or a file.
@@ -321,6 +399,7 @@ pub fn resolve_token(explicit: Option<String>, file: Option<&std::path::Path>) -
     } else if let Ok(t) = std::env::var("ROSTER_TOKEN") {
         t
     } else if let Some(path) = file {
+        warn_if_readable_by_others(path);
         std::fs::read_to_string(path)
             .map_err(|source| ConfigError::TokenFile { path: path.display().to_string(), source })?
             .trim()

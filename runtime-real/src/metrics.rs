@@ -71,6 +71,8 @@ pub struct Metrics {
     /// Members the leader expired (each member once).
     pub expirations: Counter,
     pub launches: Family<ResultLabel, Counter>,
+    /// Requests refused for the caller's role (binary protocol and HTTP).
+    pub forbidden: Counter,
     pub watchers: Gauge,
     pub client_connections: Gauge,
     has_leader: Gauge,
@@ -108,6 +110,7 @@ impl Metrics {
             heartbeats: Family::default(),
             expirations: Counter::default(),
             launches: Family::default(),
+            forbidden: Counter::default(),
             watchers: Gauge::default(),
             client_connections: Gauge::default(),
             has_leader: Gauge::default(),
@@ -149,6 +152,7 @@ impl Metrics {
         client.register("connections", "Open client connections", m.client_connections.clone());
         client.register("watchers", "Open watch streams (binary protocol and HTTP)", m.watchers.clone());
         client.register("sessions", "Client sessions the cluster keeps", m.sessions.clone());
+        client.register("forbidden", "Requests refused for the caller's role", m.forbidden.clone());
         let members = r.sub_registry_with_prefix("members");
         members.register("count", "Members in the record, by kind and status", m.members.clone());
         members.register("heartbeats", "Heartbeats answered by this node as leader, by result", m.heartbeats.clone());
@@ -167,6 +171,10 @@ impl Metrics {
 
     pub fn count_heartbeat(&self, result: &'static str) {
         self.heartbeats.get_or_create(&ResultLabel { result }).inc();
+    }
+
+    pub fn count_forbidden(&self) {
+        self.forbidden.inc();
     }
 
     pub fn count_launch(&self, result: &'static str) {

@@ -68,6 +68,7 @@ impl Node {
     ) -> Result<Node, NodeError> {
         config.validate()?;
         let token = config.resolve_token()?;
+        let peer_key = config.resolve_peer_key()?;
         let vote_gate = Arc::new(crate::server::vote_gate::VoteGate::open(disk.clone())?);
         let identity = Arc::new(crate::server::cluster_id::Identity::open(disk.clone())?);
         let metrics = Arc::new(crate::metrics::Metrics::new());
@@ -90,13 +91,17 @@ impl Node {
         let raft_config = Arc::new(raft_config.validate().map_err(|e| NodeError::Raft(e.to_string()))?);
         let security = crate::tls::Security::from_config(&config)?;
         let connector = security.connector.clone();
-        let network = PeerNetwork {
-            self_id: config.id,
-            token: token.clone(),
-            connector: connector.clone(),
-            metrics: metrics.clone(),
-            identity: identity.clone(),
+        let peer = {
+            let identity = identity.clone();
+            roster_client::PeerAuth {
+                key: peer_key.clone(),
+                from: config.id,
+                cluster: Arc::new(move || identity.get().map(|id| id.0)),
+                nonces: Arc::new(crate::rt::random_bytes),
+            }
         };
+        let network =
+            PeerNetwork { self_id: config.id, peer: peer.clone(), connector: connector.clone(), metrics: metrics.clone() };
         let raft = Raft::new(config.id, raft_config, network, log_store, sm_store)
             .await
             .map_err(|e| NodeError::Raft(e.to_string()))?;
@@ -135,16 +140,13 @@ impl Node {
         };
         let leader = crate::server::leader::start(driver, roster_kernel::DutiesConfig::new(config.liveness()))
             .map_err(crate::config::ConfigError::from_duties)?;
-        let launcher = crate::server::launch::Launcher::new(
-            &config,
-            raft.clone(),
-            shared.clone(),
-            token.clone(),
-            connector.clone(),
-        );
+        let launcher =
+            crate::server::launch::Launcher::new(&config, raft.clone(), shared.clone(), peer.clone(), connector.clone())
+                .map_err(|e| NodeError::Raft(format!("the launcher's client: {e}")))?;
         let api = Arc::new(Api {
             id: config.id,
-            token: token.clone(),
+            credentials: crate::server::authority::Credentials::new(token.clone(), shared.clone()),
+            peer: peer.clone(),
             connector: connector.clone(),
             raft: raft.clone(),
             shared: shared.clone(),
@@ -163,7 +165,8 @@ impl Node {
         tokio::spawn(crate::server::compaction::run(raft.clone(), log_reader.clone(), config.snapshot_log_bytes));
 
         if fresh {
-            decide_bootstrap(&raft, &config, &token, &connector, &vote_gate, &identity, &formation).await?;
+            let credential = roster_client::Credential::Peer(peer.clone());
+            decide_bootstrap(&raft, &config, &credential, &connector, &vote_gate, &identity, &formation).await?;
         }
         if vote_gate.is_closed() {
             tracing::warn!(
@@ -174,11 +177,11 @@ impl Node {
             raft.runtime_config().elect(false);
             tokio::spawn(lift_when_caught_up(raft.clone(), vote_gate.clone()));
         }
-        let http_addr = start_http(&config, &api, &token, &security).await?;
+        let http_addr = start_http(&config, &api, &peer, &security).await?;
         let tls = security.acceptor.is_tls();
         tracing::info!(node = config.id, listen = %local_addr, http = ?http_addr, tls, "node started");
 
-        let agent = crate::server::agent::ServerAgent::start(&config, token, connector, probe, clock);
+        let agent = crate::server::agent::ServerAgent::start(&config, peer, connector, probe, clock);
         Ok(Node { config, raft, api, local_addr, http_addr, shared, log_reader, agent: Some(agent) })
     }
 
@@ -220,14 +223,14 @@ impl Node {
 async fn start_http(
     config: &NodeConfig,
     api: &Arc<Api>,
-    token: &str,
+    peer: &roster_client::PeerAuth,
     security: &crate::tls::Security,
 ) -> Result<Option<std::net::SocketAddr>, NodeError> {
     let Some(addr) = &config.http_listen else { return Ok(None) };
     let fail = |reason: String| NodeError::Http { addr: addr.clone(), reason };
     let mut endpoints = vec![config.advertise_addr().to_string()];
     endpoints.extend(config.peers.values().filter(|a| a.as_str() != config.advertise_addr()).cloned());
-    let state = crate::http::HttpState::new(api.clone(), endpoints, token.to_string(), security.connector.clone())
+    let state = crate::http::HttpState::new(api.clone(), endpoints, peer.clone(), security.connector.clone())
         .map_err(|e| fail(e.to_string()))?;
     let local = crate::http::start(addr, state, security.acceptor.clone()).await.map_err(|e| fail(e.to_string()))?;
     Ok(Some(local))
@@ -238,7 +241,7 @@ async fn start_http(
 async fn start_http(
     _: &NodeConfig,
     _: &Arc<Api>,
-    _: &str,
+    _: &roster_client::PeerAuth,
     _: &crate::tls::Security,
 ) -> Result<Option<std::net::SocketAddr>, NodeError> {
     Ok(None)
@@ -250,7 +253,7 @@ async fn start_http(
 async fn decide_bootstrap(
     raft: &Raft,
     config: &NodeConfig,
-    token: &str,
+    credential: &roster_client::Credential,
     connector: &crate::net::transport::Connector,
     gate: &crate::server::vote_gate::VoteGate,
     identity: &crate::server::cluster_id::Identity,
@@ -265,19 +268,19 @@ async fn decide_bootstrap(
         )
     } else {
         let me = (id, formation.incarnation());
-        match crate::server::rejoin::check_peers(&config.peers, me, token, connector).await {
+        match crate::server::rejoin::check_peers(&config.peers, me, credential, connector).await {
             PeerCheck::NoCluster { deciding } => {
                 // Remembered before the cluster exists, so every peer that sees it formed
                 // also sees whom it was formed with.
                 formation.decided(deciding);
                 gate.open_provisional();
-                return form_cluster(raft, config, token, identity).await;
+                return form_cluster(raft, config, identity).await;
             }
             PeerCheck::FormedWithMe { by, deciding } => {
                 tracing::info!(node = id, "{by} formed the cluster while this node was deciding: forming it too");
                 formation.decided(deciding);
                 gate.open_provisional();
-                return form_cluster(raft, config, token, identity).await;
+                return form_cluster(raft, config, identity).await;
             }
             PeerCheck::Running(running) => format!(
                 "node {id} started with an empty data directory and --bootstrap, but a cluster already runs \
@@ -343,7 +346,6 @@ async fn lift_when_caught_up(raft: Raft, gate: Arc<crate::server::vote_gate::Vot
 async fn form_cluster(
     raft: &Raft,
     config: &NodeConfig,
-    token: &str,
     identity: &crate::server::cluster_id::Identity,
 ) -> Result<(), NodeError> {
     if config.peers.is_empty() {
@@ -354,7 +356,7 @@ async fn form_cluster(
     if initialized {
         return Ok(());
     }
-    let cluster = crate::server::cluster_id::derive(&config.peers, token);
+    let cluster = crate::server::cluster_id::derive(&config.peers, &config.resolve_peer_key()?);
     identity.adopt(cluster, "the bootstrap")?;
     identity.settled().await;
     let members: BTreeMap<u64, NodeAddr> =

@@ -216,6 +216,37 @@ impl Client {
         done(self.execute(Command::SetDrained { id, drained }).await?)
     }
 
+    // ---- credentials ----
+
+    /// Records a token whose secret is `secret` (only its SHA-256 reaches the cluster).
+    /// The caller makes the secret: high entropy, e.g. 32 random bytes as hex.
+    pub async fn create_token(
+        &self,
+        secret: &str,
+        name: impl Into<String>,
+        role: roster_kernel::TokenRole,
+        expires_at_unix_ms: Option<u64>,
+    ) -> Result<roster_kernel::TokenId, ClientError> {
+        let hash = crate::peer_auth::token_hash(secret);
+        match self.execute(Command::CreateToken { hash, name: name.into(), role, expires_at_unix_ms }).await? {
+            Reply::TokenCreated { id, .. } => Ok(id),
+            other => Err(unexpected_reply("TokenCreated", &other)),
+        }
+    }
+
+    /// Forgets a token: every node refuses it once the revocation is applied there.
+    pub async fn revoke_token(&self, id: roster_kernel::TokenId) -> Result<u64, ClientError> {
+        done(self.execute(Command::RevokeToken { id }).await?)
+    }
+
+    /// Every token the cluster knows (never a secret).
+    pub async fn tokens(&self) -> Result<Vec<roster_kernel::TokenInfo>, ClientError> {
+        match self.query(Query::Tokens, Consistency::Linearizable).await?.result {
+            QueryResult::Tokens(tokens) => Ok(tokens),
+            other => Err(unexpected_result("Tokens", &other)),
+        }
+    }
+
     // ---- liveness ----
 
     /// "Alive", to the leader; servers attach their averaged resources.
@@ -529,6 +560,7 @@ fn unexpected_result(wanted: &str, result: &QueryResult) -> ClientError {
         QueryResult::KvValue(_) => "KvValue",
         QueryResult::KvItems(_) => "KvItems",
         QueryResult::Tombstones(_) => "Tombstones",
+        QueryResult::Tokens(_) => "Tokens",
     };
     ClientError::Protocol(format!("expected query result {wanted}, got {got}"))
 }

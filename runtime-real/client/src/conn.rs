@@ -10,7 +10,7 @@ use crate::Timeout;
 use crate::error::{ClientError, from_transport};
 use crate::transport::{self, Reader, TransportError, Writer};
 use crate::wire::{
-    ClientEnvelope, ClientRequest, ClientResponse, ClientResponseEnvelope, Hello, MAX_CLIENT_FRAME_BYTES, Role,
+    Channel, ClientEnvelope, ClientRequest, ClientResponse, ClientResponseEnvelope, MAX_CLIENT_FRAME_BYTES,
 };
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -150,17 +150,23 @@ impl Drop for Conn {
 }
 
 impl Conn {
-    /// Connects, says hello with the cluster token, and starts the reader and writer.
+    /// Connects, says hello with the credential, and starts the reader and writer.
     pub(crate) async fn open(
         addr: &str,
-        token: &str,
+        credential: &crate::peer_auth::Credential,
         connector: &transport::Connector,
         connect_timeout_ms: u64,
     ) -> Result<Conn, ClientError> {
-        let hello = Hello { token: token.to_string(), role: Role::Client };
-        let (reader, writer) = transport::connect(addr, &hello, MAX_CLIENT_FRAME_BYTES, connect_timeout_ms, connector)
-            .await
-            .map_err(|e| from_transport(addr, e))?;
+        let (reader, writer) = transport::connect(
+            addr,
+            credential,
+            Channel::Client,
+            MAX_CLIENT_FRAME_BYTES,
+            connect_timeout_ms,
+            connector,
+        )
+        .await
+        .map_err(|e| from_transport(addr, e))?;
         let shared = Arc::new(Shared {
             addr: addr.to_string(),
             state: Mutex::new(State { broken: None, pending: BTreeMap::new(), frames_received: 0 }),

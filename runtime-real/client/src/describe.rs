@@ -20,6 +20,9 @@ pub enum SubjectKind {
     Server,
     Process,
     Kv,
+    Token,
+    /// An admin action (`roster watch --kind audit`).
+    Audit,
 }
 
 /// The kind of member or key an event is about, and its name (a server's or process's
@@ -33,6 +36,9 @@ pub fn subject(event: &Event) -> (SubjectKind, &str) {
             TombstoneSubject::Process(p) => (SubjectKind::Process, &p.info.name),
         },
         EventKind::KvPut { key, .. } | EventKind::KvDeleted { key } => (SubjectKind::Kv, key),
+        EventKind::TokenCreated(info) => (SubjectKind::Token, &info.name),
+        EventKind::TokenRevoked { name, .. } => (SubjectKind::Token, name),
+        EventKind::Audit(record) => (SubjectKind::Audit, &record.by),
     }
 }
 
@@ -134,6 +140,17 @@ pub fn describe(event: &Event, server_name: impl Fn(ServerId) -> Option<String>)
         }
         EventKind::KvPut { key, value } => format!("kv put {} = {}", one_line(key), shown_value(value)),
         EventKind::KvDeleted { key } => format!("kv del {}", one_line(key)),
+        EventKind::TokenCreated(info) => format!(
+            "token {} {} created: {}{}",
+            info.id,
+            one_line(&info.name),
+            info.role.describe(),
+            info.expires_at_unix_ms.map(|at| format!(", expires at {at} (Unix ms)")).unwrap_or_default()
+        ),
+        EventKind::TokenRevoked { id, name } => format!("token {id} {} revoked", one_line(name)),
+        EventKind::Audit(record) => {
+            format!("audit: {} ({}) {}", one_line(&record.by), one_line(&record.role), one_line(&record.action))
+        }
     };
     format!("rev {}  {what}", event.revision)
 }

@@ -83,7 +83,7 @@ pub struct Cluster {
 }
 
 struct Inner {
-    token: String,
+    credential: crate::peer_auth::Credential,
     /// Plain TCP, or TLS: every connection of this client is made the same way.
     connector: Connector,
     connect_timeout_ms: u64,
@@ -148,12 +148,31 @@ impl Cluster {
 
     /// Connections made by `connector` (TLS, where the build has it).
     pub fn with_connector(options: ClientOptions, connector: Connector) -> Result<Cluster, ClientError> {
+        let credential = crate::peer_auth::Credential::Token(options.token.clone());
+        Cluster::with_credential(options, connector, credential)
+    }
+
+    /// A node's own connections to the cluster: they prove the peer key instead of a
+    /// token (`options.token` is not sent).
+    pub fn for_node(
+        options: ClientOptions,
+        connector: Connector,
+        peer: crate::peer_auth::PeerAuth,
+    ) -> Result<Cluster, ClientError> {
+        Cluster::with_credential(options, connector, crate::peer_auth::Credential::Peer(peer))
+    }
+
+    fn with_credential(
+        options: ClientOptions,
+        connector: Connector,
+        credential: crate::peer_auth::Credential,
+    ) -> Result<Cluster, ClientError> {
         options.validate()?;
         let table = EndpointTable::new(options.endpoints)?;
         let slots = (0..table.len()).map(|_| Arc::new(Slot::default())).collect();
         Ok(Cluster {
             inner: Arc::new(Inner {
-                token: options.token,
+                credential,
                 connector,
                 connect_timeout_ms: options.connect_timeout_ms,
                 request_timeout_ms: options.request_timeout_ms,
@@ -261,7 +280,7 @@ impl Cluster {
     pub async fn stream(&self, endpoint: usize, request: ClientRequest) -> Result<ResponseStream, ClientError> {
         let addr = self.addr_of(endpoint)?;
         let connect_ms = self.inner.connect_timeout_ms.min(self.inner.request_timeout_ms);
-        let conn = Conn::open(&addr, &self.inner.token, &self.inner.connector, connect_ms).await?;
+        let conn = Conn::open(&addr, &self.inner.credential, &self.inner.connector, connect_ms).await?;
         let rx = conn.start_stream(self.next_id(), request)?;
         Ok(ResponseStream { conn, rx })
     }
@@ -332,7 +351,7 @@ impl Cluster {
             return Err(timeout());
         }
         let conn =
-            Conn::open(addr, &self.inner.token, &self.inner.connector, self.inner.connect_timeout_ms.min(remaining_ms))
+            Conn::open(addr, &self.inner.credential, &self.inner.connector, self.inner.connect_timeout_ms.min(remaining_ms))
                 .await?;
         let conn = Arc::new(conn);
         debug_assert_eq!(conn.addr(), addr);

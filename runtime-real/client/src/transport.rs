@@ -381,7 +381,8 @@ pub fn set_nodelay(tcp: &TcpStream) {
 /// Connects with a deadline (TLS handshake included), says hello and checks the answer.
 pub async fn connect(
     addr: &str,
-    hello: &crate::wire::Hello,
+    credential: &crate::peer_auth::Credential,
+    channel: crate::wire::Channel,
     max_frame_bytes: usize,
     timeout_ms: u64,
     connector: &Connector,
@@ -394,20 +395,56 @@ pub async fn connect(
         set_nodelay(&tcp);
         let stream = connector.secure(addr, tcp).await?;
         let (mut r, mut w) = framed(stream, max_frame_bytes);
-        let reply = async {
-            w.send(hello).await?;
-            r.recv::<crate::wire::HelloReply>().await
-        };
-        match reply.await.map_err(|e| connector.explain(addr, e))? {
-            crate::wire::HelloReply::Welcome { .. } => Ok((r, w)),
-            crate::wire::HelloReply::Refused { reason } => {
-                Err(TransportError::Refused { addr: addr.to_string(), reason })
-            }
-        }
+        hello(&mut r, &mut w, addr, credential, channel).await.map_err(|e| connector.explain(addr, e))?;
+        Ok((r, w))
     };
     match crate::Timeout::new(handshake, tokio::time::Instant::now() + deadline).await {
         Ok(r) => r,
         Err(_) => Err(TransportError::Timeout { addr: addr.to_string(), timeout_ms }),
+    }
+}
+
+/// The connecting side of the handshake: a token, or the peer key's challenge and
+/// response (the accepting node must prove the key first).
+async fn hello(
+    r: &mut Reader,
+    w: &mut Writer,
+    addr: &str,
+    credential: &crate::peer_auth::Credential,
+    channel: crate::wire::Channel,
+) -> Result<(), TransportError> {
+    use crate::peer_auth::Credential;
+    use crate::wire::{Auth, Hello, HelloReply, PeerProof};
+    let refused = |reason: String| TransportError::Refused { addr: addr.to_string(), reason };
+    let (auth, peer) = match credential {
+        Credential::Token(token) => (Auth::Token(token.clone()), None),
+        Credential::Peer(peer) => {
+            let nonce = (peer.nonces)();
+            (Auth::Peer { from: peer.from, cluster: (peer.cluster)(), nonce }, Some((peer, nonce)))
+        }
+    };
+    w.send(&Hello { auth, channel }).await?;
+    match (r.recv::<HelloReply>().await?, peer) {
+        (HelloReply::Welcome { .. }, None) => Ok(()),
+        (HelloReply::Refused { reason }, _) => Err(refused(reason)),
+        (HelloReply::Challenge { node, nonce: theirs, proof }, Some((peer, mine))) => {
+            if !peer.key.verify_accepting(&proof, &mine, &theirs, peer.from, node) {
+                return Err(refused(format!("node {node} does not hold this cluster's peer key")));
+            }
+            let proof = peer.key.connecting_proof(&mine, &theirs, peer.from, node);
+            w.send(&PeerProof { proof }).await?;
+            match r.recv::<HelloReply>().await? {
+                HelloReply::Welcome { .. } => Ok(()),
+                HelloReply::Refused { reason } => Err(refused(reason)),
+                HelloReply::Challenge { .. } => Err(TransportError::Protocol("a second peer challenge".into())),
+            }
+        }
+        (HelloReply::Welcome { .. }, Some(_)) => {
+            Err(TransportError::Protocol("welcomed as a peer without proving the peer key".into()))
+        }
+        (HelloReply::Challenge { .. }, None) => {
+            Err(TransportError::Protocol("a peer challenge answered a token's hello".into()))
+        }
     }
 }
 

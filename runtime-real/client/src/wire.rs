@@ -17,27 +17,56 @@ pub const MAX_CLIENT_FRAME_BYTES: usize = 4 << 20;
 /// envelope, so a snapshot of any size streams in frames the client accepts.
 pub const SNAPSHOT_STREAM_CHUNK_BYTES: usize = 1 << 20;
 
+/// Largest hello (and peer proof) a node reads before the caller is authenticated.
+pub const MAX_HELLO_BYTES: usize = 4 << 10;
+
+/// The first frame of every connection: who the caller is and what it wants to speak.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Hello {
-    pub token: String,
-    pub role: Role,
+    pub auth: Auth,
+    pub channel: Channel,
 }
 
+#[derive(Clone, Serialize, Deserialize)]
+pub enum Auth {
+    /// A client's bearer token: the bootstrap token file, or one made with `roster token create`.
+    Token(String),
+    /// Another node of the cluster, proving the peer key (see `peer_auth.rs`); `cluster`
+    /// is its cluster id when it knows it (a node of another cluster is refused).
+    Peer { from: NodeId, cluster: Option<u64>, nonce: crate::peer_auth::Nonce },
+}
+
+impl std::fmt::Debug for Auth {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Auth::Token(_) => f.write_str("Token(<secret>)"),
+            Auth::Peer { from, cluster, .. } => write!(f, "Peer {{ from: {from}, cluster: {cluster:?} }}"),
+        }
+    }
+}
+
+/// What the connection carries after the hello.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub enum Role {
-    /// Another node of the cluster; `cluster` is its cluster id when it knows it (a node
-    /// of another cluster is refused).
-    Peer {
-        from: NodeId,
-        cluster: Option<u64>,
-    },
+pub enum Channel {
+    /// Raft's messages between nodes (peer key only).
+    Raft,
+    /// The client protocol (`ClientEnvelope`s).
     Client,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub enum HelloReply {
-    Welcome { node: NodeId },
+    /// Authenticated; `role` names what the caller may do (`admin`, `member process-3`, `node`).
+    Welcome { node: NodeId, role: String },
+    /// The accepting node proves the peer key; the connecting node answers with a `PeerProof`.
+    Challenge { node: NodeId, nonce: crate::peer_auth::Nonce, proof: crate::peer_auth::Proof },
     Refused { reason: String },
+}
+
+/// The connecting node's answer to a `Challenge`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct PeerProof {
+    pub proof: crate::peer_auth::Proof,
 }
 
 // ---- clients ----
@@ -204,8 +233,6 @@ pub enum RequestError {
     /// Starting the program failed on the chosen node (the OS's reason).
     #[error("launch failed: {reason}")]
     LaunchFailed { reason: String },
-    #[error("launch failed: program exited ({status}) before registering: {last_line}")]
-    ExitedBeforeRegistering { status: String, last_line: String },
     #[error("launch timed out: {name:?} did not register within {timeout_ms} ms (log: {log})")]
     RegisterTimeout { name: String, timeout_ms: u64, log: String },
     #[error("launch: forwarding to {addr} failed: {reason}")]
@@ -252,6 +279,18 @@ pub enum RequestError {
     Unsupported { request: String },
     #[error("the leader cannot take a snapshot: {reason}")]
     SnapshotFailed { reason: String },
+    /// The caller's credential does not allow the request; nothing was applied.
+    #[error("forbidden: a {role} credential may not {action}")]
+    Forbidden { role: String, action: String },
+    /// The connection's token was revoked or expired after it connected.
+    #[error("unauthenticated: {reason}")]
+    Unauthenticated { reason: String },
+}
+
+impl From<roster_kernel::Forbidden> for RequestError {
+    fn from(f: roster_kernel::Forbidden) -> Self {
+        RequestError::Forbidden { role: f.role, action: f.action }
+    }
 }
 
 /// What a snapshot stream carries: the node's snapshot bytes (its own header, Raft

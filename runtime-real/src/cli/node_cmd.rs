@@ -40,6 +40,13 @@ pub struct NodeArgs {
     // `node` (`roster --token-file F node ...`); the two have one type.
     #[arg(long)]
     token_file: Option<PathBuf>,
+    /// File holding the peer key that nodes prove to each other (default: `peer-key`
+    /// beside --token-file; or set ROSTER_PEER_KEY).
+    #[arg(long)]
+    peer_key_file: Option<PathBuf>,
+    /// When run as root: the user launched programs run as.
+    #[arg(long)]
+    launch_user: Option<String>,
     /// Name of this server in the record (default: `node-ID`).
     #[arg(long)]
     name: Option<String>,
@@ -109,6 +116,12 @@ impl NodeArgs {
         }
         if let Some(v) = self.token_file {
             table.token_file = Some(v);
+        }
+        if let Some(v) = self.peer_key_file {
+            table.peer_key_file = Some(v);
+        }
+        if let Some(v) = self.launch_user {
+            table.launch_user = Some(v);
         }
         if let Some(v) = self.name {
             table.name = Some(v);

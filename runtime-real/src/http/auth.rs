@@ -1,15 +1,37 @@
-//! `Authorization: Bearer <cluster token>` on every `/v1` route: 401 without it, 403 with
-//! a wrong one, compared in constant time (`Api::token_matches`).
+//! `Authorization: Bearer <token>` on every `/v1` route: 401 without it, 403 with one the
+//! cluster does not know (the token file's, or one made by `roster token create`).
+//! Reads are open to every role; each handler that writes or acts asks `may` first, which
+//! applies the same rule as the binary protocol (`Api::admit`) and writes the audit trail.
 
 use super::HttpState;
 use super::error::HttpError;
+use crate::net::wire::ClientRequest;
+use crate::server::authority::Caller;
 use axum::extract::FromRequestParts;
 use axum::http::StatusCode;
 use axum::http::header::AUTHORIZATION;
 use axum::http::request::Parts;
 
-/// Proof that the request carried the cluster token; handlers take it as an argument.
-pub struct Authorized;
+/// Proof that the request carried a token the cluster knows; handlers take it as an
+/// argument and ask it whether the caller may act.
+pub struct Authorized {
+    caller: Caller,
+}
+
+impl Authorized {
+    /// Whether the caller may send `request`: a refusal is 403 `forbidden` naming the role
+    /// and the action; an admin action goes to the audit trail.
+    pub async fn may(&self, state: &HttpState, request: &ClientRequest) -> Result<(), HttpError> {
+        match state.api().admit(&self.caller, request) {
+            Ok(Some(audit)) => {
+                state.api().record_audit(audit).await;
+                Ok(())
+            }
+            Ok(None) => Ok(()),
+            Err(e) => Err(e.into()),
+        }
+    }
+}
 
 impl FromRequestParts<HttpState> for Authorized {
     type Rejection = HttpError;
@@ -19,20 +41,15 @@ impl FromRequestParts<HttpState> for Authorized {
             return Err(HttpError::new(
                 StatusCode::UNAUTHORIZED,
                 "unauthorized",
-                "missing Authorization header: send `Authorization: Bearer <cluster token>`",
+                "missing Authorization header: send `Authorization: Bearer <token>`",
             ));
         };
         let token = value.to_str().ok().and_then(|v| v.strip_prefix("Bearer ")).ok_or_else(|| {
-            HttpError::new(
-                StatusCode::UNAUTHORIZED,
-                "unauthorized",
-                "the Authorization header is not `Bearer <cluster token>`",
-            )
+            HttpError::new(StatusCode::UNAUTHORIZED, "unauthorized", "the Authorization header is not `Bearer <token>`")
         })?;
-        if state.api().token_matches(token.trim()) {
-            Ok(Authorized)
-        } else {
-            Err(HttpError::new(StatusCode::FORBIDDEN, "forbidden", "wrong cluster token"))
+        match state.api().credentials().authenticate(token.trim(), crate::rt::clock::unix_ms()) {
+            Ok((caller, _)) => Ok(Authorized { caller }),
+            Err(reason) => Err(HttpError::new(StatusCode::FORBIDDEN, "forbidden", reason)),
         }
     }
 }

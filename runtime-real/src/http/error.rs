@@ -86,6 +86,13 @@ impl From<ClientError> for HttpError {
     }
 }
 
+impl From<RequestError> for HttpError {
+    fn from(e: RequestError) -> Self {
+        let message = e.to_string();
+        HttpError::from_request(&e, message)
+    }
+}
+
 impl HttpError {
     fn from_command(e: &CommandError, message: String) -> Self {
         use StatusCode as S;
@@ -98,6 +105,8 @@ impl HttpError {
             CommandError::TooLarge { .. } => (S::PAYLOAD_TOO_LARGE, "too_large"),
             CommandError::TableFull { .. } => (S::INSUFFICIENT_STORAGE, "table_full"),
             CommandError::InvalidField { .. } => (S::BAD_REQUEST, "invalid_field"),
+            CommandError::UnknownToken(_) => (S::NOT_FOUND, "unknown_token"),
+            CommandError::DuplicateToken => (S::CONFLICT, "duplicate_token"),
         };
         HttpError::new(status, kind, message)
     }
@@ -112,6 +121,8 @@ impl HttpError {
             | RequestError::ForwardTimeout { .. } => (S::GATEWAY_TIMEOUT, "timeout"),
             RequestError::Placement { .. } => (S::CONFLICT, "no_placement"),
             RequestError::NotAllowed { .. } => (S::FORBIDDEN, "not_allowed"),
+            RequestError::Forbidden { .. } => (S::FORBIDDEN, "forbidden"),
+            RequestError::Unauthenticated { .. } => (S::UNAUTHORIZED, "unauthorized"),
             RequestError::BadFrame { .. } => (S::BAD_REQUEST, "bad_request"),
             // Refusals: the request cannot succeed as it is.
             RequestError::LastVoter { .. }
@@ -121,7 +132,7 @@ impl HttpError {
             | RequestError::Unsupported { .. }
             | RequestError::LaunchUnavailable { .. } => (S::UNPROCESSABLE_ENTITY, "refused"),
             // The launched program's own failure: the node did its part.
-            RequestError::ExitedBeforeRegistering { .. } | RequestError::LaunchFailed { .. } => {
+            RequestError::LaunchFailed { .. } => {
                 (S::UNPROCESSABLE_ENTITY, "launch_failed")
             }
             // The node or another node it needed failed: not the caller's request.

@@ -81,7 +81,7 @@ pub async fn range(
 
 /// `PUT /v1/kv/{key}[?cas=EXPECTED|?absent]`, the body is the value.
 pub async fn put(
-    _: Authorized,
+    auth: Authorized,
     State(state): State<HttpState>,
     Path(key): Path<String>,
     RawQuery(q): RawQuery,
@@ -96,12 +96,12 @@ pub async fn put(
         Some(expected) => Command::KvCas { key, expected, new: Some(value) },
         None => Command::KvPut { key, value },
     };
-    answer(write(&state, &headers, command).await?)
+    answer(write(&state, &auth, &headers, command).await?)
 }
 
 /// `DELETE /v1/kv/{key}[?cas=EXPECTED]`.
 pub async fn delete(
-    _: Authorized,
+    auth: Authorized,
     State(state): State<HttpState>,
     Path(key): Path<String>,
     RawQuery(q): RawQuery,
@@ -113,7 +113,7 @@ pub async fn delete(
         Some(expected) => Command::KvCas { key, expected, new: None },
         None => Command::KvDelete { key },
     };
-    answer(write(&state, &headers, command).await?)
+    answer(write(&state, &auth, &headers, command).await?)
 }
 
 /// `Some(expected)` for a compare-and-set: `?cas=V` expects `V`, `?absent` no value.

@@ -38,7 +38,7 @@ pub struct Register {
 }
 
 pub async fn register(
-    _: Authorized,
+    auth: Authorized,
     State(state): State<HttpState>,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
@@ -53,7 +53,7 @@ pub async fn register(
         labels: r.labels,
         reserved: ResourceAverage::default(),
     };
-    let reply = write(&state, &headers, Command::RegisterProcess { info }).await?;
+    let reply = write(&state, &auth, &headers, Command::RegisterProcess { info }).await?;
     Ok((StatusCode::CREATED, Json(reply_json(&reply))))
 }
 
@@ -66,7 +66,7 @@ pub struct Beat {
 }
 
 pub async fn heartbeat(
-    _: Authorized,
+    auth: Authorized,
     State(state): State<HttpState>,
     Path(id): Path<u64>,
     body: Result<Bytes, BytesRejection>,
@@ -82,14 +82,16 @@ pub async fn heartbeat(
         })?;
         Some(ResourceAverage { cpu_percent_avg: beat.cpu_percent, mem_bytes_used_avg: beat.mem_bytes })
     };
-    state.client().heartbeat(MemberId::Process(ProcessId(id)), resources).await?;
+    let member = MemberId::Process(ProcessId(id));
+    auth.may(&state, &crate::net::wire::ClientRequest::Heartbeat { member, resources }).await?;
+    state.client().heartbeat(member, resources).await?;
     Ok(Json(json!({ "ok": true })))
 }
 
 /// `DELETE /v1/processes/{id}?exit=N` deregisters (the process leaves, with its exit
 /// status); `?delete` removes it as an operator would (`roster del`).
 pub async fn deregister(
-    _: Authorized,
+    auth: Authorized,
     State(state): State<HttpState>,
     Path(id): Path<u64>,
     RawQuery(q): RawQuery,
@@ -106,7 +108,7 @@ pub async fn deregister(
     } else {
         Command::DeregisterProcess { id, exit_status: params.number::<i32>("exit")? }
     };
-    Ok(Json(reply_json(&write(&state, &headers, command).await?)))
+    Ok(Json(reply_json(&write(&state, &auth, &headers, command).await?)))
 }
 
 /// `PATCH /v1/processes/{id}`: `{"name", "host", "port" (null clears), "status",
@@ -127,7 +129,7 @@ pub struct PatchProcess {
 }
 
 pub async fn patch_process(
-    _: Authorized,
+    auth: Authorized,
     State(state): State<HttpState>,
     Path(id): Path<u64>,
     headers: HeaderMap,
@@ -141,7 +143,7 @@ pub async fn patch_process(
         status: p.status.map(Status::into_kernel),
         labels: p.labels,
     };
-    let reply = write(&state, &headers, Command::PutProcess { id: ProcessId(id), patch }).await?;
+    let reply = write(&state, &auth, &headers, Command::PutProcess { id: ProcessId(id), patch }).await?;
     Ok(Json(reply_json(&reply)))
 }
 
@@ -161,7 +163,7 @@ pub struct PatchServer {
 }
 
 pub async fn patch_server(
-    _: Authorized,
+    auth: Authorized,
     State(state): State<HttpState>,
     Path(id): Path<u64>,
     headers: HeaderMap,
@@ -175,18 +177,18 @@ pub async fn patch_server(
         status: p.status.map(Status::into_kernel),
         ..ServerPatch::default()
     };
-    let reply = write(&state, &headers, Command::PutServer { id: ServerId(id), patch, create: None }).await?;
+    let reply = write(&state, &auth, &headers, Command::PutServer { id: ServerId(id), patch, create: None }).await?;
     Ok(Json(reply_json(&reply)))
 }
 
 /// `DELETE /v1/servers/{id}`: an operator's removal (`roster del server:ID`).
 pub async fn delete_server(
-    _: Authorized,
+    auth: Authorized,
     State(state): State<HttpState>,
     Path(id): Path<u64>,
     headers: HeaderMap,
 ) -> Result<Json<Value>, HttpError> {
-    let reply = write(&state, &headers, Command::Delete { member: MemberId::Server(ServerId(id)) }).await?;
+    let reply = write(&state, &auth, &headers, Command::Delete { member: MemberId::Server(ServerId(id)) }).await?;
     Ok(Json(reply_json(&reply)))
 }
 
@@ -194,23 +196,23 @@ pub async fn delete_server(
 /// drain`); it keeps running, heartbeating and its processes. Answers `{"revision": N}`;
 /// the entry's `drained` field shows the flag.
 pub async fn drain_server(
-    _: Authorized,
+    auth: Authorized,
     State(state): State<HttpState>,
     Path(id): Path<u64>,
     headers: HeaderMap,
 ) -> Result<Json<Value>, HttpError> {
-    let reply = write(&state, &headers, Command::SetDrained { id: ServerId(id), drained: true }).await?;
+    let reply = write(&state, &auth, &headers, Command::SetDrained { id: ServerId(id), drained: true }).await?;
     Ok(Json(reply_json(&reply)))
 }
 
 /// `POST /v1/servers/{id}/undrain`: placement may pick the server again.
 pub async fn undrain_server(
-    _: Authorized,
+    auth: Authorized,
     State(state): State<HttpState>,
     Path(id): Path<u64>,
     headers: HeaderMap,
 ) -> Result<Json<Value>, HttpError> {
-    let reply = write(&state, &headers, Command::SetDrained { id: ServerId(id), drained: false }).await?;
+    let reply = write(&state, &auth, &headers, Command::SetDrained { id: ServerId(id), drained: false }).await?;
     Ok(Json(reply_json(&reply)))
 }
 
@@ -232,7 +234,7 @@ pub struct Launch {
 }
 
 pub async fn launch(
-    _: Authorized,
+    auth: Authorized,
     State(state): State<HttpState>,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<(StatusCode, Json<Value>), HttpError> {
@@ -245,6 +247,9 @@ pub async fn launch(
         require_mem_bytes: l.require_mem_bytes,
         require_cpu_percent: l.require_cpu_percent,
     };
+    let request = crate::net::wire::ClientRequest::Launch(request);
+    auth.may(&state, &request).await?;
+    let crate::net::wire::ClientRequest::Launch(request) = request else { unreachable!("built as a Launch above") };
     let (server, process) = state.client().launch(request).await?;
     Ok((StatusCode::CREATED, Json(json!({ "server": server.0, "process": process.0 }))))
 }

@@ -63,16 +63,18 @@ impl HttpState {
     pub fn new(
         api: Arc<Api>,
         endpoints: Vec<String>,
-        token: String,
+        peer: roster_client::PeerAuth,
         connector: roster_client::Connector,
     ) -> Result<Self, roster_client::ClientError> {
+        // The token is not sent: this node's client proves the peer key, and each handler
+        // checks its caller's bearer token first (`auth.rs`).
         let options = ClientOptions {
             endpoints,
-            token,
+            token: String::new(),
             connect_timeout_ms: roster_client::DEFAULT_CONNECT_TIMEOUT_MS,
             request_timeout_ms: REQUEST_TIMEOUT_MS,
         };
-        let cluster = roster_client::Cluster::with_connector(options, connector)?;
+        let cluster = roster_client::Cluster::for_node(options, connector, peer)?;
         let clients = (0..NODE_SESSIONS)
             .map(|_| Client::with_cluster(cluster.clone(), roster_client::RetryConfig::default(), rand::random()))
             .collect::<Result<Vec<_>, _>>()?;

@@ -24,7 +24,9 @@ pub fn router(state: HttpState) -> Router {
         .route("/nodes", post(cluster::add_node))
         .route("/nodes/{id}", delete(cluster::remove_node))
         .route("/nodes/{id}/replace", post(cluster::replace_node))
-        .route("/leader/transfer", post(cluster::transfer_leader));
+        .route("/leader/transfer", post(cluster::transfer_leader))
+        .route("/tokens", get(cluster::tokens).post(cluster::create_token))
+        .route("/tokens/{id}", delete(cluster::revoke_token));
     Router::new()
         .route("/", get(page::page))
         .nest("/v1", v1)

@@ -16,8 +16,19 @@ use roster_kernel::{Command, Reply, SessionId};
 pub const SESSION_HEADER: &str = "roster-session";
 pub const SEQ_HEADER: &str = "roster-seq";
 
-/// Runs `command` under the caller's session, or this node's.
-pub async fn write(state: &HttpState, headers: &HeaderMap, command: Command) -> Result<Reply, HttpError> {
+/// Runs `command` under the caller's session, or this node's, once the caller may.
+pub async fn write(
+    state: &HttpState,
+    auth: &super::auth::Authorized,
+    headers: &HeaderMap,
+    command: Command,
+) -> Result<Reply, HttpError> {
+    let request = roster_kernel::Request { session: SessionId(0), seq: 0, command };
+    let request = crate::net::wire::ClientRequest::Submit(request);
+    auth.may(state, &request).await?;
+    let crate::net::wire::ClientRequest::Submit(roster_kernel::Request { command, .. }) = request else {
+        unreachable!("built as a Submit above")
+    };
     match caller_session(headers)? {
         Some((session, seq)) => Ok(state.client().execute_in(session, seq, command).await?),
         None => {
@@ -76,6 +87,7 @@ pub fn reply_json(reply: &Reply) -> serde_json::Value {
             serde_json::json!({ "swapped": swapped, "current": current, "revision": revision })
         }
         Reply::Applied { count, revision } => serde_json::json!({ "count": count, "revision": revision }),
+        Reply::TokenCreated { id, revision } => serde_json::json!({ "id": id.0, "revision": revision }),
     }
 }
 

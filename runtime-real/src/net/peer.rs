@@ -3,7 +3,7 @@
 //! openraft.
 
 use crate::net::transport::{self, Connector, Reader, TransportError, Writer};
-use crate::net::wire::{Hello, MAX_PEER_FRAME_BYTES, PeerRequest, PeerResponse, Role, SNAPSHOT_CHUNK_BYTES};
+use crate::net::wire::{Channel, MAX_PEER_FRAME_BYTES, PeerRequest, PeerResponse, SNAPSHOT_CHUNK_BYTES};
 use crate::raft::{LogId, NodeAddr, NodeId, TypeConfig};
 use crate::rt::Timeout;
 use openraft::error::{NetworkError, RPCError, ReplicationClosed, StreamingError, Unreachable};
@@ -21,13 +21,12 @@ pub const MIN_RPC_TIMEOUT_MS: u64 = 300;
 /// Creates one `PeerClient` per target; openraft owns them.
 pub struct PeerNetwork {
     pub self_id: NodeId,
-    pub token: String,
+    /// The peer key this node proves, with its cluster id (read at each connect: a node
+    /// that is readmitted learns it after its clients were made).
+    pub peer: roster_client::PeerAuth,
     /// Plain TCP, or TLS presenting this node's certificate (peers require one).
     pub connector: Connector,
     pub metrics: std::sync::Arc<crate::metrics::Metrics>,
-    /// This node's cluster id, named in every hello (read at each connect: a node that is
-    /// readmitted learns it after its clients were made).
-    pub identity: std::sync::Arc<crate::server::cluster_id::Identity>,
 }
 
 impl RaftNetworkFactory<TypeConfig> for PeerNetwork {
@@ -37,12 +36,10 @@ impl RaftNetworkFactory<TypeConfig> for PeerNetwork {
         PeerClient {
             target,
             addr: node.addr.clone(),
-            self_id: self.self_id,
-            token: self.token.clone(),
+            credential: roster_client::Credential::Peer(self.peer.clone()),
             connector: self.connector.clone(),
             conn: std::sync::Mutex::new(None),
             metrics: self.metrics.clone(),
-            identity: self.identity.clone(),
         }
     }
 }
@@ -50,14 +47,12 @@ impl RaftNetworkFactory<TypeConfig> for PeerNetwork {
 pub struct PeerClient {
     target: NodeId,
     addr: String,
-    self_id: NodeId,
-    token: String,
+    credential: roster_client::Credential,
     connector: Connector,
     /// madsim's `TcpStream` is not `Sync` and openraft needs `Sync`: the mutex provides
     /// it; `&mut self` methods reach inside with `get_mut`, so it is never locked.
     conn: std::sync::Mutex<Option<(Reader, Writer)>>,
     metrics: std::sync::Arc<crate::metrics::Metrics>,
-    identity: std::sync::Arc<crate::server::cluster_id::Identity>,
 }
 
 /// Why one RPC failed: before anything was sent (unreachable) or after (network).
@@ -67,11 +62,6 @@ enum RpcFailure {
 }
 
 impl PeerClient {
-    fn hello(&self) -> Hello {
-        let cluster = self.identity.get().map(|id| id.0);
-        Hello { token: self.token.clone(), role: Role::Peer { from: self.self_id, cluster } }
-    }
-
     fn conn_mut(&mut self) -> &mut Option<(Reader, Writer)> {
         self.conn.get_mut().unwrap_or_else(|e| e.into_inner())
     }
@@ -91,7 +81,8 @@ impl PeerClient {
             Some(conn) => conn,
             None => {
                 let timeout_ms = ttl.as_millis() as u64;
-                transport::connect(&self.addr, &self.hello(), MAX_PEER_FRAME_BYTES, timeout_ms, &self.connector)
+                let (addr, credential) = (&self.addr, &self.credential);
+                transport::connect(addr, credential, Channel::Raft, MAX_PEER_FRAME_BYTES, timeout_ms, &self.connector)
                     .await
                     .map_err(RpcFailure::Unreachable)?
             }
@@ -332,8 +323,9 @@ mod tests {
             loop {
                 let Ok((stream, _)) = listener.accept().await else { return };
                 let (mut r, mut w) = transport::framed(stream, MAX_PEER_FRAME_BYTES);
-                let Ok(_) = r.recv::<Hello>().await else { continue };
-                w.send(&roster_client::wire::HelloReply::Welcome { node: 2 }).await.unwrap();
+                if accept_peer(&mut r, &mut w).await.is_err() {
+                    continue;
+                }
                 while r.recv::<PeerRequest>().await.is_ok() {
                     n += 1;
                     if n == 1 {
@@ -348,20 +340,39 @@ mod tests {
         (addr, task)
     }
 
+    fn test_key() -> roster_client::PeerKey {
+        roster_client::PeerKey::parse("a-test-peer-key-of-more-than-32-bytes").unwrap()
+    }
+
+    /// The accepting side of the peer handshake, as node 2.
+    async fn accept_peer(r: &mut transport::Reader, w: &mut transport::Writer) -> Result<(), TransportError> {
+        use roster_client::wire::{Auth, Hello, HelloReply, PeerProof};
+        let Hello { auth: Auth::Peer { from, nonce, .. }, .. } = r.recv::<Hello>().await? else {
+            return Err(TransportError::Protocol("not a peer".into()));
+        };
+        let mine = [9u8; 32];
+        let proof = test_key().accepting_proof(&nonce, &mine, from, 2);
+        w.send(&HelloReply::Challenge { node: 2, nonce: mine, proof }).await?;
+        let answer = r.recv::<PeerProof>().await?;
+        assert!(test_key().verify_connecting(&answer.proof, &nonce, &mine, from, 2));
+        w.send(&HelloReply::Welcome { node: 2, role: "node".into() }).await
+    }
+
     #[tokio::test]
     async fn an_answer_to_a_dropped_call_is_never_taken_for_the_next_ones() {
         let (addr, server) = numbering_peer().await;
         let mut client = PeerClient {
             target: 2,
             addr,
-            self_id: 1,
-            token: "t".into(),
+            credential: roster_client::Credential::Peer(roster_client::PeerAuth {
+                key: test_key(),
+                from: 1,
+                cluster: std::sync::Arc::new(|| None),
+                nonces: std::sync::Arc::new(|| [1u8; 32]),
+            }),
             connector: Connector::Plain,
             conn: std::sync::Mutex::new(None),
             metrics: Default::default(),
-            identity: std::sync::Arc::new(
-                crate::server::cluster_id::Identity::open(std::sync::Arc::new(crate::storage::MemDisk::new())).unwrap(),
-            ),
         };
         let vote = PeerRequest::PreVote(VoteRequest::new(Vote::new(1, 1), None));
         // openraft's heartbeat gives up on its own deadline, dropping the call mid-exchange.

@@ -46,6 +46,15 @@ fn rng_seed() -> u64 {
     }
 }
 
+/// A fresh 256-bit nonce (peer handshakes, token secrets): seeded in simulation.
+pub fn random_bytes() -> [u8; 32] {
+    let mut out = [0u8; 32];
+    for chunk in out.chunks_mut(8) {
+        chunk.copy_from_slice(&rng_seed().to_le_bytes());
+    }
+    out
+}
+
 impl openraft_rt::AsyncRuntime for RosterRuntime {
     type JoinError = tokio::task::JoinError;
     type JoinHandle<T: OptionalSend + 'static> = tokio::task::JoinHandle<T>;

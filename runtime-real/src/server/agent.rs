@@ -23,7 +23,7 @@ pub struct ServerAgent {
 impl ServerAgent {
     pub fn start(
         config: &NodeConfig,
-        token: String,
+        peer: roster_client::PeerAuth,
         connector: crate::net::transport::Connector,
         probe: Box<dyn Probe>,
         clock: Clock,
@@ -40,11 +40,14 @@ impl ServerAgent {
             cpu_capacity_percent: capacity.cpu_capacity_percent,
             mem_capacity_bytes: capacity.mem_capacity_bytes,
         };
-        let options = ClientOptions { endpoints, token, connect_timeout_ms: 1_000, request_timeout_ms: 2_000 };
+        // The token is not sent: the agent's connections prove the peer key.
+        let options =
+            ClientOptions { endpoints, token: String::new(), connect_timeout_ms: 1_000, request_timeout_ms: 2_000 };
         let agent = Agent {
             id: ServerId(config.id),
             info,
             options,
+            peer,
             connector,
             interval_ms: config.heartbeat_interval_ms,
             window_ms: config.resource_window_ms,
@@ -74,6 +77,7 @@ struct Agent {
     id: ServerId,
     info: ServerInfo,
     options: ClientOptions,
+    peer: roster_client::PeerAuth,
     connector: crate::net::transport::Connector,
     interval_ms: u64,
     window_ms: u64,
@@ -92,7 +96,7 @@ impl Agent {
         };
         let seed = self.id.0 ^ crate::rt::clock::unix_ms();
         let client = loop {
-            let cluster = crate::client::Cluster::with_connector(self.options.clone(), self.connector.clone());
+            let cluster = crate::client::Cluster::for_node(self.options.clone(), self.connector.clone(), self.peer.clone());
             match cluster.and_then(|c| Client::with_cluster(c, crate::client::RetryConfig::default(), seed)) {
                 Ok(c) => break c,
                 Err(e) => {

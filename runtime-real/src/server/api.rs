@@ -23,7 +23,10 @@ const WATCH_BATCH: usize = 512;
 
 pub struct Api {
     pub(crate) id: NodeId,
-    pub(crate) token: String,
+    /// The bootstrap token and the tokens in the record: who a client is.
+    pub(crate) credentials: crate::server::authority::Credentials,
+    /// The peer key: what other nodes prove, and what this node's own connections prove.
+    pub(crate) peer: roster_client::PeerAuth,
     /// How this node connects to another (plain TCP, or TLS with its certificate).
     pub(crate) connector: crate::net::transport::Connector,
     pub(crate) raft: Raft,
@@ -97,9 +100,58 @@ impl Api {
         self.raft.metrics().borrow_watched().last_applied.map(|l| l.index)
     }
 
-    /// Whether `given` is the cluster token (constant time: see [`tokens_match`]).
-    pub fn token_matches(&self, given: &str) -> bool {
-        tokens_match(&self.token, given)
+    pub fn credentials(&self) -> &crate::server::authority::Credentials {
+        &self.credentials
+    }
+
+    pub fn peer_key(&self) -> &roster_client::PeerKey {
+        &self.peer.key
+    }
+
+    /// This node's own credential for its connections to the others (the peer key).
+    pub fn node_credential(&self) -> roster_client::Credential {
+        roster_client::Credential::Peer(self.peer.clone())
+    }
+
+    /// Whether node `id` is a voter or learner here, or this node has no membership yet
+    /// (a new or wiped node: the vote gate and the cluster id guard it).
+    pub fn is_member_or_unformed(&self, id: NodeId) -> bool {
+        let m = self.raft.metrics();
+        let m = m.borrow_watched();
+        let membership = m.membership_config.membership();
+        let mut nodes = membership.nodes().peekable();
+        nodes.peek().is_none() || membership.nodes().any(|(node, _)| *node == id)
+    }
+
+    /// Whether `caller` may send `request` now: `Ok` with an audit record for an admin
+    /// action, or the refusal to answer.
+    pub fn admit(
+        &self,
+        caller: &crate::server::authority::Caller,
+        request: &ClientRequest,
+    ) -> Result<Option<roster_kernel::AuditRecord>, RequestError> {
+        let now = crate::rt::clock::unix_ms();
+        let mut standing = self.credentials.standing(caller, now).map_err(|reason| RequestError::Unauthenticated { reason })?;
+        // A node outside the membership (a new node before `member add`) reads only.
+        if let crate::server::authority::Caller::Node(from) = caller
+            && !self.is_member_or_unformed(*from)
+        {
+            standing.principal = roster_kernel::Principal::Read;
+        }
+        let result = self.credentials.check(&standing, request);
+        if let Err(refusal) = &result {
+            self.metrics.count_forbidden();
+            tracing::info!(caller = %standing.name, role = %standing.principal, %refusal, "refused");
+        }
+        result
+    }
+
+    /// Writes an admin action to the audit trail (an event in the change stream). Best
+    /// effort: the action itself does not wait on it, and a lost record is logged.
+    pub async fn record_audit(&self, record: roster_kernel::AuditRecord) {
+        tracing::info!(by = %record.by, role = %record.role, action = %record.action, "audit");
+        let (tx, _rx) = tokio::sync::oneshot::channel();
+        self.submit(ProposalBody::Audit(record), ReplyTo::Caller(tx)).await;
     }
 
     pub async fn handle(self: Arc<Self>, env: ClientEnvelope, tx: mpsc::Sender<ClientResponseEnvelope>) {
@@ -323,7 +375,8 @@ impl Api {
         if !self.raft.is_leader() {
             return self.not_leader().await;
         }
-        match crate::server::rejoin::replace(&self.raft, self.id, &self.token, &self.connector, self.cluster(), id)
+        let credential = self.node_credential();
+        match crate::server::rejoin::replace(&self.raft, self.id, &credential, &self.connector, self.cluster(), id)
             .await
         {
             Ok(()) => ClientResponse::Done,
@@ -368,8 +421,9 @@ impl Api {
         }
         tracing::info!(node = id, %addr, "adding server node: catching up as learner");
         // A new node waits, refusing replication, until a leader readmits it.
+        let credential = self.node_credential();
         if let Err(e) =
-            crate::server::rejoin::readmit(&self.raft, self.id, &self.token, &self.connector, self.cluster(), id, &addr)
+            crate::server::rejoin::readmit(&self.raft, self.id, &credential, &self.connector, self.cluster(), id, &addr)
                 .await
         {
             return ClientResponse::Error(e);

@@ -33,24 +33,22 @@ impl std::fmt::Display for ClusterId {
     }
 }
 
-/// The id of a cluster bootstrapped with `peers` and `token` (FNV-1a, 64 bits: stable
-/// across builds and platforms, unlike std's hasher).
-pub fn derive(peers: &BTreeMap<NodeId, String>, token: &str) -> ClusterId {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    let mut eat = |bytes: &[u8]| {
-        for b in bytes {
-            h ^= u64::from(*b);
-            h = h.wrapping_mul(0x0000_0100_0000_01b3);
-        }
-    };
-    eat(b"roster-cluster");
+/// The id of a cluster bootstrapped with `peers` under `peer_key`: the first 64 bits of a
+/// SHA-256 over them, so every initial member computes the same id on its own, and the id
+/// reveals nothing of the key (an FNV hash of the token did: a weak token could be found
+/// from a status line).
+pub fn derive(peers: &BTreeMap<NodeId, String>, peer_key: &roster_client::PeerKey) -> ClusterId {
+    use sha2::{Digest, Sha256};
+    let mut h = Sha256::new();
+    h.update(b"roster-cluster v2");
     for (id, addr) in peers {
-        eat(&id.to_le_bytes());
-        eat(addr.as_bytes());
-        eat(&[0]);
+        h.update(id.to_le_bytes());
+        h.update(addr.as_bytes());
+        h.update([0]);
     }
-    eat(token.as_bytes());
-    ClusterId(h)
+    h.update(peer_key.fingerprint());
+    let digest = h.finalize();
+    ClusterId(u64::from_le_bytes(digest[..8].try_into().expect("a SHA-256 digest has 32 bytes")))
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -169,9 +167,10 @@ mod tests {
 
     #[test]
     fn initial_members_agree_and_other_clusters_differ() {
-        assert_eq!(derive(&peers(7400), "t"), derive(&peers(7400), "t"));
-        assert_ne!(derive(&peers(7400), "t"), derive(&peers(7500), "t"));
-        assert_ne!(derive(&peers(7400), "t"), derive(&peers(7400), "u"));
+        let key = |k: &str| roster_client::PeerKey::parse(&k.repeat(32)).unwrap();
+        assert_eq!(derive(&peers(7400), &key("t")), derive(&peers(7400), &key("t")));
+        assert_ne!(derive(&peers(7400), &key("t")), derive(&peers(7500), &key("t")));
+        assert_ne!(derive(&peers(7400), &key("t")), derive(&peers(7400), &key("u")));
     }
 
     #[test]

@@ -1,14 +1,17 @@
-//! The listener: accepts TCP connections (through TLS when it is on), checks the cluster
-//! token in the handshake, then serves Raft RPCs to peers or the client API to clients. A
-//! bad frame closes only the connection it came on; the node keeps serving everyone else.
+//! The listener: accepts TCP connections (through TLS when it is on), authenticates the
+//! caller in the handshake (a token, or the peer key's challenge and response), then
+//! serves Raft RPCs to peers or the client API to clients, checking every request against
+//! the caller's role. A bad frame closes only the connection it came on; the node keeps
+//! serving everyone else.
 
 use crate::net::transport::{self, Reader, TransportError, Writer};
 use crate::net::wire::{
-    ClientEnvelope, ClientRequest, ClientResponse, ClientResponseEnvelope, Hello, HelloReply, MAX_CLIENT_FRAME_BYTES,
-    MAX_PEER_FRAME_BYTES, PeerRequest, PeerResponse, Role,
+    Auth, Channel, ClientEnvelope, ClientRequest, ClientResponse, ClientResponseEnvelope, Hello, HelloReply,
+    MAX_CLIENT_FRAME_BYTES, MAX_HELLO_BYTES, MAX_PEER_FRAME_BYTES, PeerProof, PeerRequest, PeerResponse,
 };
 use crate::raft::TypeConfig;
 use crate::server::api::Api;
+use crate::server::authority::Caller;
 use crate::server::proposer::ReplyTo;
 use crate::tls::{Accepted, Acceptor};
 use roster_kernel::ProposalBody;
@@ -28,13 +31,25 @@ const CLIENT_OUTBOX: usize = 1_024;
 /// Most responses gathered into one write.
 const WRITE_BATCH: usize = 256;
 
+/// Connections served at once on the binary port (peers, the node's own clients and
+/// every client). One more is refused with a clear hello reply and closed, so a flood of
+/// idle connections cannot take the node's memory or file descriptors (the WAL's
+/// descriptors are reserved apart: see `main.rs`).
+pub const MAX_CONNECTIONS: usize = 4_096;
+
 pub async fn serve(listener: TcpListener, api: Arc<Api>, acceptor: Acceptor) {
+    let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
     loop {
         match listener.accept().await {
             Ok((stream, peer)) => {
+                let Ok(slot) = slots.clone().try_acquire_owned() else {
+                    tokio::spawn(refuse_busy(stream));
+                    continue;
+                };
                 let api = api.clone();
                 let acceptor = acceptor.clone();
                 tokio::spawn(async move {
+                    let _slot = slot;
                     if let Err(e) = serve_connection(stream, api, acceptor).await {
                         tracing::debug!(%peer, error = %e, "connection ended");
                     }
@@ -65,8 +80,8 @@ async fn serve_connection(tcp: TcpStream, api: Arc<Api>, acceptor: Acceptor) -> 
         Err(e) => return Err(e),
     };
     let certified = stream.peer_certified();
-    // Until the token is checked, only a small frame is accepted.
-    let (mut r, mut w) = transport::framed(stream, MAX_CLIENT_FRAME_BYTES);
+    // Until the caller is authenticated, only a hello-sized frame is read.
+    let (mut r, mut w) = transport::framed(stream, MAX_HELLO_BYTES);
     let hello = crate::rt::Timeout::new(r.recv::<Hello>(), deadline).await.map_err(|_| timed_out())?;
     let hello = match hello {
         Ok(h) => h,
@@ -94,36 +109,93 @@ async fn serve_connection(tcp: TcpStream, api: Arc<Api>, acceptor: Acceptor) -> 
             return Err(e);
         }
     };
-    if !api.token_matches(&hello.token) {
-        tracing::warn!(%peer, role = ?hello.role, "refused connection: wrong cluster token");
-        let reason = "wrong cluster token: check --token-file / ROSTER_TOKEN".to_string();
-        let _ = w.send(&HelloReply::Refused { reason }).await;
-        return Ok(());
-    }
-    if acceptor.is_tls() && matches!(hello.role, Role::Peer { .. }) && !certified {
-        // Mutual TLS between peers: the token alone does not admit one.
-        tracing::warn!(%peer, role = ?hello.role, "refused connection: a peer without a client certificate");
-        let reason = "peer connections need a certificate signed by the cluster's CA (the node's tls_cert and \
-                      tls_key)"
-            .to_string();
-        let _ = w.send(&HelloReply::Refused { reason }).await;
-        return Ok(());
-    }
-    if let Role::Peer { from, cluster } = hello.role
-        && let Some(reason) = api.identity().refuse_peer(from, cluster, crate::rt::clock::unix_ms())
+    let caller = match authenticate(&mut r, &mut w, &api, &acceptor, certified, hello.auth, hello.channel, deadline)
+        .await
     {
-        let _ = w.send(&HelloReply::Refused { reason }).await;
-        return Ok(());
-    }
-    w.send(&HelloReply::Welcome { node: api.node_id() }).await?;
-    match hello.role {
-        Role::Peer { from, .. } => {
+        Ok(caller) => caller,
+        Err(reason) => {
+            tracing::warn!(%peer, channel = ?hello.channel, "refused connection: {reason}");
+            let _ = w.send(&HelloReply::Refused { reason }).await;
+            return Ok(());
+        }
+    };
+    match (caller, hello.channel) {
+        (Caller::Node(from), Channel::Raft) => {
             r.set_max_frame_bytes(MAX_PEER_FRAME_BYTES);
             w.set_max_frame_bytes(MAX_PEER_FRAME_BYTES);
             serve_peer(r, w, api, from).await
         }
-        Role::Client => serve_client(r, w, api, peer).await,
+        (caller, _) => {
+            r.set_max_frame_bytes(MAX_CLIENT_FRAME_BYTES);
+            w.set_max_frame_bytes(MAX_CLIENT_FRAME_BYTES);
+            serve_client(r, w, api, peer, caller).await
+        }
     }
+}
+
+/// Proves who the caller is, answering `Welcome` on success; `Err` is the reason it is
+/// refused (sent to it, and logged). A token never opens a Raft connection: only the peer
+/// key does, and with TLS on only with a certificate from the cluster's CA as well.
+#[allow(clippy::too_many_arguments)] // one handshake's state, passed once
+async fn authenticate(
+    r: &mut transport::Reader,
+    w: &mut transport::Writer,
+    api: &Api,
+    acceptor: &Acceptor,
+    certified: bool,
+    auth: Auth,
+    channel: Channel,
+    deadline: tokio::time::Instant,
+) -> Result<Caller, String> {
+    let node = api.node_id();
+    match auth {
+        Auth::Token(_) if channel == Channel::Raft => Err("a token never opens a peer (Raft) connection: nodes prove \
+                                                          the cluster's peer key (peer_key_file)"
+            .into()),
+        Auth::Token(token) => {
+            let (caller, standing) = api.credentials().authenticate(&token, crate::rt::clock::unix_ms())?;
+            let role = standing.principal.to_string();
+            w.send(&HelloReply::Welcome { node, role }).await.map_err(|e| e.to_string())?;
+            Ok(caller)
+        }
+        Auth::Peer { from, cluster, nonce } => {
+            if acceptor.is_tls() && !certified {
+                // Mutual TLS between peers: the peer key alone does not admit one.
+                return Err("peer connections need a certificate signed by the cluster's CA (the node's tls_cert \
+                            and tls_key)"
+                    .into());
+            }
+            let key = api.peer_key();
+            let mine = crate::rt::random_bytes();
+            let proof = key.accepting_proof(&nonce, &mine, from, node);
+            w.send(&HelloReply::Challenge { node, nonce: mine, proof }).await.map_err(|e| e.to_string())?;
+            let answer = crate::rt::Timeout::new(r.recv::<PeerProof>(), deadline)
+                .await
+                .map_err(|_| "no answer to the peer challenge in time".to_string())?
+                .map_err(|e| format!("bad answer to the peer challenge: {e}"))?;
+            if !key.verify_connecting(&answer.proof, &nonce, &mine, from, node) {
+                return Err(format!("a caller naming itself node {from} does not hold this cluster's peer key"));
+            }
+            if let Some(reason) = api.identity().refuse_peer(from, cluster, crate::rt::clock::unix_ms()) {
+                return Err(reason);
+            }
+            if channel == Channel::Raft && !api.is_member_or_unformed(from) {
+                return Err(format!(
+                    "node {from} is not in this cluster's membership: add it first (roster member add {from} ADDR)"
+                ));
+            }
+            w.send(&HelloReply::Welcome { node, role: "node".into() }).await.map_err(|e| e.to_string())?;
+            Ok(Caller::Node(from))
+        }
+    }
+}
+
+/// Past `MAX_CONNECTIONS`: a refusal in the hello's place, then close.
+async fn refuse_busy(tcp: TcpStream) {
+    let (_, mut w) = transport::framed(tcp, MAX_HELLO_BYTES);
+    let reason = format!("node busy: it serves {MAX_CONNECTIONS} connections already; retry shortly");
+    let refusal = HelloReply::Refused { reason };
+    let _ = crate::rt::Timeout::new(w.send(&refusal), tokio::time::Instant::now() + std::time::Duration::from_millis(1_000)).await;
 }
 
 async fn serve_peer(mut r: Reader, mut w: Writer, api: Arc<Api>, from: u64) -> Result<(), TransportError> {
@@ -194,7 +266,13 @@ async fn serve_peer(mut r: Reader, mut w: Writer, api: Arc<Api>, from: u64) -> R
     }
 }
 
-async fn serve_client(mut r: Reader, mut w: Writer, api: Arc<Api>, peer: String) -> Result<(), TransportError> {
+async fn serve_client(
+    mut r: Reader,
+    mut w: Writer,
+    api: Arc<Api>,
+    peer: String,
+    caller: Caller,
+) -> Result<(), TransportError> {
     let _open = crate::metrics::Open::new(&api.metrics().client_connections);
     let (tx, mut rx) = mpsc::channel::<ClientResponseEnvelope>(CLIENT_OUTBOX);
     let writer = tokio::spawn(async move {
@@ -223,6 +301,18 @@ async fn serve_client(mut r: Reader, mut w: Writer, api: Arc<Api>, peer: String)
                 break Err(e);
             }
         };
+        // Every request is checked against the caller as it stands now (a token revoked
+        // since the hello is refused from here on); a refusal applies nothing.
+        match api.admit(&caller, &env.request) {
+            Ok(Some(audit)) => api.record_audit(audit).await,
+            Ok(None) => {}
+            Err(error) => {
+                tracing::debug!(%peer, %error, "refused a request");
+                let Ok(slot) = tx.clone().reserve_owned().await else { break Ok(()) };
+                slot.send(ClientResponseEnvelope { id: env.id, response: ClientResponse::Error(error) });
+                continue;
+            }
+        }
         // Writes go to the proposer, which answers on `tx` itself: no task per write.
         let body = match env.request {
             ClientRequest::Submit(req) => ProposalBody::Client(req),
@@ -249,7 +339,7 @@ async fn serve_client(mut r: Reader, mut w: Writer, api: Arc<Api>, peer: String)
 /// unread bytes would reset the connection and lose the answer), then refused in a plain
 /// frame that it can read, saying what to do.
 async fn refuse_plaintext(tcp: TcpStream, peer: &str, deadline: tokio::time::Instant) -> Result<(), TransportError> {
-    let (mut r, mut w) = transport::framed(tcp, MAX_CLIENT_FRAME_BYTES);
+    let (mut r, mut w) = transport::framed(tcp, MAX_HELLO_BYTES);
     let hello = crate::rt::Timeout::new(r.recv::<Hello>(), deadline).await;
     if let Ok(Err(e @ TransportError::HttpRequest { .. })) = &hello {
         tracing::warn!(%peer, "refused a plaintext connection: TLS is on here, and {e}");

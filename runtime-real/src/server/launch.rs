@@ -1,15 +1,17 @@
 //! Remote launch: the leader places a new worker on the server with the most headroom and
-//! forwards the request there; that node starts the program under `roster run`, so it is
-//! registered, heartbeats, and deregisters with its exit status. Off unless the program is
-//! on the node's allow-list.
+//! forwards the request there; that node registers the process, mints a `member` token
+//! for it alone, and starts the program under `roster run --attach`, which heartbeats and
+//! deregisters with its exit status. The job and its wrapper hold that member token and
+//! nothing else: never the node's token file, peer key or TLS key. Off unless the
+//! program is on the node's allow-list.
 
 use crate::config::NodeConfig;
 use crate::net::wire::{
-    ClientEnvelope, ClientRequest, ClientResponse, ClientResponseEnvelope, Hello, LaunchRequest, RequestError, Role,
+    Channel, ClientEnvelope, ClientRequest, ClientResponse, ClientResponseEnvelope, LaunchRequest, RequestError,
 };
 use crate::server::{Raft, leadership};
 use crate::storage::SharedState;
-use roster_kernel::ServerId;
+use roster_kernel::{Command, MemberId, ProcessInfo, ProcessId, Reply, ResourceAverage, ServerId, TokenRole};
 use roster_kernel::placement::{self, Requirements};
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -18,25 +20,36 @@ use std::time::Duration;
 
 /// Label that ties a registered process to the launch that started it.
 pub const LAUNCH_LABEL: &str = "roster.launch-id";
-/// How long a launched program has to start and register.
+/// How long registering a launched program and minting its token may take.
 const REGISTER_TIMEOUT_MS: u64 = 15_000;
 const FORWARD_TIMEOUT_MS: u64 = REGISTER_TIMEOUT_MS + 5_000;
+/// Variables a launched job never inherits from the node: its credentials and key paths.
+pub const SECRET_VARS: [&str; 8] = [
+    "ROSTER_TOKEN",
+    "ROSTER_TOKEN_FILE",
+    "ROSTER_PEER_KEY",
+    "ROSTER_PEER_KEY_FILE",
+    "ROSTER_TLS_CERT",
+    "ROSTER_TLS_KEY",
+    "ROSTER_CONFIG",
+    "ROSTER_MEMBER_ID",
+];
 
 pub struct Launcher {
     node: u64,
     raft: Raft,
     shared: Arc<SharedState>,
-    /// The token this node checks, passed on to a launched wrapper when the config
-    /// names none of its own.
-    cluster_token: String,
+    /// This node's credential (the peer key) for forwarding a launch to the chosen node.
+    credential: roster_client::Credential,
     allow: Vec<String>,
     log_dir: PathBuf,
-    token: Option<String>,
-    token_file: Option<PathBuf>,
     /// How a forwarded launch reaches the chosen node.
     connector: crate::net::transport::Connector,
-    /// `--tls-ca`, `--tls-cert`, `--tls-key` for a launched wrapper: this node's own files.
-    tls_args: Vec<(&'static str, PathBuf)>,
+    /// This node's own client (the peer key): registers launched processes and mints
+    /// their member tokens.
+    client: crate::client::Client,
+    /// `--tls-ca` for a launched wrapper: the CA is public; the node's key is not passed.
+    tls_ca: Option<PathBuf>,
     self_addr: String,
     heartbeat_interval_ms: u64,
     next: AtomicU64,
@@ -47,28 +60,34 @@ impl Launcher {
         config: &NodeConfig,
         raft: Raft,
         shared: Arc<SharedState>,
-        cluster_token: String,
+        peer: roster_client::PeerAuth,
         connector: crate::net::transport::Connector,
-    ) -> Self {
-        let tls_args = [("--tls-ca", &config.tls_ca), ("--tls-cert", &config.tls_cert), ("--tls-key", &config.tls_key)]
-            .into_iter()
-            .filter_map(|(flag, file)| file.clone().map(|f| (flag, f)))
-            .collect();
-        Launcher {
+    ) -> Result<Self, roster_client::ClientError> {
+        let mut endpoints = vec![config.advertise_addr().to_string()];
+        endpoints.extend(config.peers.values().filter(|a| a.as_str() != config.advertise_addr()).cloned());
+        let options = crate::client::ClientOptions {
+            endpoints,
+            token: String::new(),
+            connect_timeout_ms: 1_000,
+            request_timeout_ms: REGISTER_TIMEOUT_MS,
+        };
+        let cluster = crate::client::Cluster::for_node(options, connector.clone(), peer.clone())?;
+        let seed = u64::from_le_bytes(crate::rt::random_bytes()[..8].try_into().expect("8 bytes"));
+        let client = crate::client::Client::with_cluster(cluster, crate::client::RetryConfig::default(), seed)?;
+        Ok(Launcher {
             node: config.id,
             raft,
             shared,
-            cluster_token,
+            credential: roster_client::Credential::Peer(peer),
             allow: config.launch_allow.clone(),
             log_dir: config.data_dir.join("launched"),
-            token: config.token.clone(),
-            token_file: config.token_file.clone(),
             connector,
-            tls_args,
+            client,
+            tls_ca: config.tls_ca.clone(),
             self_addr: config.advertise_addr().to_string(),
             heartbeat_interval_ms: config.heartbeat_interval_ms,
             next: AtomicU64::new(1),
-        }
+        })
     }
 
     /// On the leader: place, then start here or forward to the chosen node.
@@ -92,10 +111,11 @@ impl Launcher {
         let Some(addr) = leadership::node_addr(&self.raft, server.0) else {
             return ClientResponse::Error(RequestError::NoAddress { server });
         };
-        forward(&addr, &self.cluster_token, &self.connector, req).await
+        forward(&addr, &self.credential, &self.connector, req).await
     }
 
-    /// On the chosen node: start the program under `roster run` and wait until it registers.
+    /// On the chosen node: register the process, mint its member token, and start the
+    /// program under `roster run --attach` with that token as its only credential.
     pub async fn start_local(self: Arc<Self>, req: LaunchRequest) -> ClientResponse {
         if !self.allow.iter().any(|a| a == &req.program) {
             tracing::warn!(program = %req.program, "launch refused: not on the allow-list");
@@ -111,97 +131,107 @@ impl Launcher {
             return launch_failed(format!("cannot create {}: {e}", self.log_dir.display()));
         }
         let log_path = self.log_dir.join(format!("{}-{launch_id}.log", sanitize(&req.name)));
-        let log = match std::fs::File::create(&log_path) {
-            Ok(f) => f,
-            Err(e) => {
-                return launch_failed(format!("cannot create {}: {e}", log_path.display()));
-            }
-        };
-        let log_err = match log.try_clone() {
-            Ok(f) => f,
-            Err(e) => return launch_failed(e.to_string()),
-        };
-        let mut cmd = tokio::process::Command::new(exe);
-        cmd.arg("run")
-            .args(["--name", &req.name, "--server-id", &self.node.to_string(), "--endpoints", &self.self_addr])
-            .args(["--heartbeat-interval-ms", &self.heartbeat_interval_ms.to_string()])
-            .arg("--label")
-            .arg(format!("{LAUNCH_LABEL}={launch_id}"));
-        for (k, v) in &req.labels {
-            cmd.arg("--label").arg(format!("{k}={v}"));
-        }
-        if let Some(m) = req.require_mem_bytes {
-            cmd.args(["--reserve-mem", &m.to_string()]);
-        }
-        if let Some(c) = req.require_cpu_percent {
-            cmd.args(["--reserve-cpu", &c.to_string()]);
-        }
-        // Options go before `--`: everything after it is the program's own command line.
-        match (&self.token, &self.token_file) {
-            (Some(t), _) => {
-                cmd.env("ROSTER_TOKEN", t);
-            }
-            (None, Some(f)) => {
-                cmd.arg("--token-file").arg(f);
-            }
-            (None, None) => {
-                cmd.env("ROSTER_TOKEN", &self.cluster_token);
-            }
-        }
-        for (flag, file) in &self.tls_args {
-            cmd.arg(flag).arg(file);
-        }
-        cmd.arg("--").arg(&req.program).args(&req.args);
-        cmd.stdin(std::process::Stdio::null()).stdout(log).stderr(log_err).kill_on_drop(false);
-        let mut child = match cmd.spawn() {
-            Ok(c) => c,
-            Err(e) => return launch_failed(e.to_string()),
+        let (log, log_err) = match std::fs::File::create(&log_path).and_then(|f| f.try_clone().map(|g| (f, g))) {
+            Ok(files) => files,
+            Err(e) => return launch_failed(format!("cannot create {}: {e}", log_path.display())),
         };
         let deadline = tokio::time::Instant::now() + Duration::from_millis(REGISTER_TIMEOUT_MS);
-        loop {
-            let found = crate::storage::with_kernel(&self.shared, |sm| {
-                sm.processes().find(|p| p.info.labels.get(LAUNCH_LABEL) == Some(&launch_id)).map(|p| p.id)
-            });
-            if let Some(process) = found {
-                tracing::info!(name = %req.name, %process, log = %log_path.display(), "launched");
-                // The wrapper lives on by itself; reap it when it ends.
-                tokio::spawn(async move {
-                    let _ = child.wait().await;
-                });
-                return ClientResponse::Launched { server: ServerId(self.node), process };
-            }
-            if let Ok(Some(status)) = child.try_wait() {
-                let tail = last_line(&log_path);
-                return ClientResponse::Error(RequestError::ExitedBeforeRegistering {
-                    status: status.to_string(),
-                    last_line: tail,
-                });
-            }
-            if tokio::time::Instant::now() >= deadline {
-                let _ = child.start_kill();
+        let registered = crate::rt::Timeout::new(self.register(&req, &launch_id), deadline).await;
+        let (process, secret) = match registered {
+            Ok(Ok(done)) => done,
+            Ok(Err(reason)) => return launch_failed(reason),
+            Err(_) => {
                 return ClientResponse::Error(RequestError::RegisterTimeout {
                     name: req.name,
                     timeout_ms: REGISTER_TIMEOUT_MS,
                     log: log_path.display().to_string(),
                 });
             }
-            tokio::time::sleep(Duration::from_millis(25)).await;
+        };
+        let mut cmd = tokio::process::Command::new(exe);
+        cmd.arg("run")
+            .args(["--attach", &process.0.to_string(), "--name", &req.name, "--endpoints", &self.self_addr])
+            .args(["--heartbeat-interval-ms", &self.heartbeat_interval_ms.to_string()]);
+        if let Some(ca) = &self.tls_ca {
+            cmd.arg("--tls-ca").arg(ca);
+        }
+        for var in SECRET_VARS {
+            cmd.env_remove(var);
+        }
+        cmd.env("ROSTER_TOKEN", &secret);
+        // Options go before `--`: everything after it is the program's own command line.
+        cmd.arg("--").arg(&req.program).args(&req.args);
+        cmd.stdin(std::process::Stdio::null()).stdout(log).stderr(log_err).kill_on_drop(false);
+        match cmd.spawn() {
+            Ok(mut child) => {
+                tracing::info!(name = %req.name, %process, log = %log_path.display(), "launched");
+                // The wrapper lives on by itself; reap it when it ends.
+                tokio::spawn(async move {
+                    let _ = child.wait().await;
+                });
+                ClientResponse::Launched { server: ServerId(self.node), process }
+            }
+            Err(e) => {
+                let command = Command::DeregisterProcess { id: process, exit_status: Some(127) };
+                if let Err(error) = self.client.execute(command).await {
+                    tracing::warn!(%process, %error, "a launch that did not start stays registered until it expires");
+                }
+                launch_failed(e.to_string())
+            }
         }
     }
+
+    /// Registers the launched process on this server and mints its member token; the
+    /// token's secret never leaves this node except to the job.
+    async fn register(&self, req: &LaunchRequest, launch_id: &str) -> Result<(ProcessId, String), String> {
+        let mut labels = req.labels.clone();
+        labels.insert(LAUNCH_LABEL.to_string(), launch_id.to_string());
+        let info = ProcessInfo {
+            name: req.name.clone(),
+            server: ServerId(self.node),
+            service_host: String::new(),
+            service_port: None,
+            started_at_unix_ms: crate::rt::clock::unix_ms(),
+            labels,
+            reserved: ResourceAverage {
+                cpu_percent_avg: req.require_cpu_percent.unwrap_or(0),
+                mem_bytes_used_avg: req.require_mem_bytes.unwrap_or(0),
+            },
+        };
+        let process = match self.client.execute(Command::RegisterProcess { info }).await {
+            Ok(Reply::ProcessRegistered { id, .. }) => id,
+            Ok(other) => return Err(format!("registering {:?}: unexpected reply {other:?}", req.name)),
+            Err(e) => return Err(format!("registering {:?}: {e}", req.name)),
+        };
+        let secret = new_secret();
+        let role = TokenRole::Member(MemberId::Process(process));
+        let name = format!("launch {}", req.name);
+        match self.client.create_token(&secret, name, role, None).await {
+            Ok(_) => Ok((process, secret)),
+            Err(e) => {
+                let _ = self.client.execute(Command::DeregisterProcess { id: process, exit_status: None }).await;
+                Err(format!("minting the member token of {process}: {e}"))
+            }
+        }
+    }
+}
+
+/// A token secret: 256 random bits as hex.
+pub fn new_secret() -> String {
+    crate::rt::random_bytes().iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// Sends a `StartLocal` to the chosen node and relays its answer.
 async fn forward(
     addr: &str,
-    token: &str,
+    credential: &roster_client::Credential,
     connector: &crate::net::transport::Connector,
     req: LaunchRequest,
 ) -> ClientResponse {
-    let hello = Hello { token: token.to_string(), role: Role::Client };
     let exchange = async {
+        let max = crate::net::wire::MAX_CLIENT_FRAME_BYTES;
         let (mut r, mut w) =
-            crate::net::transport::connect(addr, &hello, crate::net::wire::MAX_CLIENT_FRAME_BYTES, 2_000, connector)
-                .await?;
+            crate::net::transport::connect(addr, credential, Channel::Client, max, 2_000, connector).await?;
         w.send(&ClientEnvelope { id: 1, request: ClientRequest::StartLocal(req) }).await?;
         r.recv::<ClientResponseEnvelope>().await
     };
@@ -223,9 +253,3 @@ fn sanitize(name: &str) -> String {
     name.chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' { c } else { '_' }).take(64).collect()
 }
 
-fn last_line(path: &std::path::Path) -> String {
-    std::fs::read_to_string(path)
-        .ok()
-        .and_then(|t| t.lines().rev().find(|l| !l.trim().is_empty()).map(str::to_string))
-        .unwrap_or_else(|| "(no output)".into())
-}

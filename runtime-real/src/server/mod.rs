@@ -2,6 +2,7 @@
 //!
 //! - `dispatch`: the listener; tells peers from clients and hands each request on.
 //! - `api`: what a node does with each client request.
+//! - `authority`: who is calling (token or peer key) and whether it may send a request.
 //! - `proposer`: gathers writes into batched Raft entries and answers each.
 //! - `leader`: the leader driver, sole owner of the kernel's `LeaderDuties`.
 //! - `agent`: this server's own membership (register, heartbeat with resources, leave).
@@ -17,6 +18,7 @@
 
 pub mod agent;
 pub mod api;
+pub mod authority;
 pub mod cluster_id;
 pub mod compaction;
 pub mod dispatch;

@@ -5,8 +5,8 @@
 
 use crate::net::transport::Connector;
 use crate::net::wire::{
-    ClientEnvelope, ClientRequest, ClientResponse, ClientResponseEnvelope, Hello, MAX_CLIENT_FRAME_BYTES, RequestError,
-    Role,
+    Channel, ClientEnvelope, ClientRequest, ClientResponse, ClientResponseEnvelope, MAX_CLIENT_FRAME_BYTES,
+    RequestError,
 };
 use crate::raft::NodeId;
 use crate::server::Raft;
@@ -37,7 +37,7 @@ const CATCH_UP_POLL_MS: u64 = 50;
 pub async fn check_peers(
     peers: &BTreeMap<NodeId, String>,
     me: (NodeId, u64),
-    token: &str,
+    credential: &roster_client::Credential,
     connector: &Connector,
 ) -> crate::server::formation::PeerCheck {
     use crate::server::formation::{PeerCheck, judge};
@@ -51,7 +51,7 @@ pub async fn check_peers(
             let left_ms = deadline.saturating_duration_since(tokio::time::Instant::now()).as_millis() as u64;
             let answer = match left_ms {
                 0 => None,
-                _ => crate::rt::Timeout::new(ask(addr, token, connector, ClientRequest::Status, left_ms), deadline)
+                _ => crate::rt::Timeout::new(ask(addr, credential, connector, ClientRequest::Status, left_ms), deadline)
                     .await
                     .ok(),
             };
@@ -80,15 +80,15 @@ pub async fn check_peers(
 /// One client request to `addr` on a connection of its own.
 async fn ask(
     addr: &str,
-    token: &str,
+    credential: &roster_client::Credential,
     connector: &Connector,
     request: ClientRequest,
     timeout_ms: u64,
 ) -> Result<ClientResponse, String> {
-    let hello = Hello { token: token.to_string(), role: Role::Client };
-    let (mut r, mut w) = crate::net::transport::connect(addr, &hello, MAX_CLIENT_FRAME_BYTES, timeout_ms, connector)
-        .await
-        .map_err(|e| e.to_string())?;
+    let (mut r, mut w) =
+        crate::net::transport::connect(addr, credential, Channel::Client, MAX_CLIENT_FRAME_BYTES, timeout_ms, connector)
+            .await
+            .map_err(|e| e.to_string())?;
     w.send(&ClientEnvelope { id: 1, request }).await.map_err(|e| e.to_string())?;
     let env = r.recv::<ClientResponseEnvelope>().await.map_err(|e| e.to_string())?;
     Ok(env.response)
@@ -102,7 +102,7 @@ async fn ask(
 pub async fn readmit(
     raft: &Raft,
     leader: NodeId,
-    token: &str,
+    credential: &roster_client::Credential,
     connector: &Connector,
     cluster: Option<u64>,
     id: NodeId,
@@ -115,7 +115,7 @@ pub async fn readmit(
         let left_ms = deadline.saturating_duration_since(tokio::time::Instant::now()).as_millis() as u64;
         let request = ClientRequest::Readmit { leader, last_log_index, cluster };
         let unreachable =
-            match crate::rt::Timeout::new(ask(addr, token, connector, request, left_ms.max(1)), deadline).await {
+            match crate::rt::Timeout::new(ask(addr, credential, connector, request, left_ms.max(1)), deadline).await {
                 Ok(Ok(ClientResponse::Done)) => return Ok(last_log_index),
                 Ok(Ok(ClientResponse::Error(e))) => return Err(failed(e.to_string())),
                 Ok(Ok(other)) => return Err(failed(format!("unexpected answer {other:?}"))),
@@ -134,7 +134,7 @@ pub async fn readmit(
 pub async fn replace(
     raft: &Raft,
     leader: NodeId,
-    token: &str,
+    credential: &roster_client::Credential,
     connector: &Connector,
     cluster: Option<u64>,
     id: NodeId,
@@ -174,7 +174,7 @@ pub async fn replace(
         Ok(Err(e)) => return Err(still_learner(e.to_string())),
         Err(e) => return Err(still_learner(e.to_string())),
     }
-    let target = readmit(raft, leader, token, connector, cluster, id, &addr).await.map_err(|e| match e {
+    let target = readmit(raft, leader, credential, connector, cluster, id, &addr).await.map_err(|e| match e {
         RequestError::ReadmitFailed { reason, .. } => still_learner(reason),
         other => other,
     })?;

@@ -1,0 +1,180 @@
+//! Who is calling, and whether it may: a connection's credential is resolved once at its
+//! hello, and every request on it is checked again against the kernel's rule
+//! (`roster_kernel::authorize`), so a revoked or expired token is refused from its next
+//! request on, on every node that applied the revocation.
+
+use crate::net::wire::{ClientRequest, RequestError};
+use crate::raft::NodeId;
+use crate::storage::SharedState;
+use roster_kernel::{Action, AuditRecord, Command, MemberId, Principal, Query, TokenHash};
+use std::sync::Arc;
+
+/// The name the token file's credential carries in the audit trail.
+pub const BOOTSTRAP_NAME: &str = "bootstrap";
+
+/// A connection's caller, as its hello proved it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Caller {
+    /// Another node, by the peer key.
+    Node(NodeId),
+    /// The token file: the bootstrap admin.
+    Bootstrap,
+    /// A token the cluster knows, looked up again at every request.
+    Token(TokenHash),
+}
+
+/// A caller's standing for one request.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Standing {
+    pub principal: Principal,
+    /// The credential's name, for the audit trail.
+    pub name: String,
+}
+
+/// The credentials a node knows: the bootstrap token, and the tokens in the record.
+pub struct Credentials {
+    bootstrap: String,
+    shared: Arc<SharedState>,
+}
+
+impl Credentials {
+    pub fn new(bootstrap: String, shared: Arc<SharedState>) -> Self {
+        Credentials { bootstrap, shared }
+    }
+
+    /// The caller a token's hello names; `Err` says why it is refused.
+    pub fn authenticate(&self, token: &str, now_unix_ms: u64) -> Result<(Caller, Standing), String> {
+        if crate::server::api::tokens_match(&self.bootstrap, token) {
+            return Ok((Caller::Bootstrap, bootstrap_standing()));
+        }
+        let caller = Caller::Token(roster_client::token_hash(token));
+        let standing = self.standing(&caller, now_unix_ms)?;
+        Ok((caller, standing))
+    }
+
+    /// What `caller` may do now: a token revoked or expired since the hello is refused.
+    pub fn standing(&self, caller: &Caller, now_unix_ms: u64) -> Result<Standing, String> {
+        match caller {
+            Caller::Node(_) => Ok(Standing { principal: Principal::Node, name: "node".into() }),
+            Caller::Bootstrap => Ok(bootstrap_standing()),
+            Caller::Token(hash) => {
+                let info = crate::storage::with_kernel(&self.shared, |sm| sm.token_by_hash(hash).cloned());
+                let Some(info) = info else {
+                    return Err("unknown or revoked token: check --token-file / ROSTER_TOKEN".into());
+                };
+                if info.expires_at_unix_ms.is_some_and(|at| at <= now_unix_ms) {
+                    return Err(format!("{} {:?} expired: ask an admin for a new one", info.id, info.name));
+                }
+                Ok(Standing { principal: Principal::of_token(info.role), name: info.name })
+            }
+        }
+    }
+
+    /// Whether `standing` may send `request`: `Ok` with the audit record to write when
+    /// the request is an admin action, or the refusal.
+    pub fn check(&self, standing: &Standing, request: &ClientRequest) -> Result<Option<AuditRecord>, RequestError> {
+        let (command, heartbeat) = match request {
+            ClientRequest::Submit(req) => (Some(&req.command), None),
+            ClientRequest::Heartbeat { member, .. } => (None, Some(*member)),
+            _ => (None, None),
+        };
+        // Only an agent is judged by a process's host: look it up for agents alone.
+        let host = match standing.principal {
+            Principal::Agent(_) => roster_kernel::authority::named_process(command, heartbeat).and_then(|id| {
+                crate::storage::with_kernel(&self.shared, |sm| sm.get_process(id).map(|p| p.info.server))
+            }),
+            _ => None,
+        };
+        let action = action_of(request, host);
+        roster_kernel::authorize(standing.principal, &action)?;
+        Ok(audited(standing, request, command).map(|action| AuditRecord {
+            by: standing.name.clone(),
+            role: standing.principal.role_name().to_string(),
+            action,
+        }))
+    }
+}
+
+fn bootstrap_standing() -> Standing {
+    Standing { principal: Principal::Admin, name: BOOTSTRAP_NAME.into() }
+}
+
+/// What `request` asks to do, as far as authority goes.
+pub fn action_of(request: &ClientRequest, host: Option<roster_kernel::ServerId>) -> Action<'_> {
+    match request {
+        ClientRequest::OpenSession => Action::OpenSession,
+        ClientRequest::Submit(req) => Action::Command { command: &req.command, host },
+        ClientRequest::Query { query: Query::Tokens, .. } => Action::ListTokens,
+        ClientRequest::Query { .. } | ClientRequest::Watch { .. } | ClientRequest::Status => Action::Read,
+        ClientRequest::Heartbeat { member, .. } => Action::Heartbeat { member: *member, host },
+        ClientRequest::AddNode { .. }
+        | ClientRequest::RemoveNode { .. }
+        | ClientRequest::ReplaceNode { .. }
+        | ClientRequest::TransferLeader { .. } => Action::NodeMembership,
+        ClientRequest::Readmit { .. } | ClientRequest::StartLocal(_) => Action::NodeOnly,
+        ClientRequest::Launch(_) => Action::Launch,
+        ClientRequest::Snapshot => Action::Snapshot,
+    }
+}
+
+/// The audit trail's words for an admin action, or `None` for everyday traffic. A node's
+/// own requests (forwarded launches, readmissions) are not audited: the client's request
+/// that caused them was.
+fn audited(standing: &Standing, request: &ClientRequest, command: Option<&Command>) -> Option<String> {
+    if standing.principal == Principal::Node {
+        return None;
+    }
+    match request {
+        ClientRequest::Submit(_) => command.filter(|c| c.is_audited()).map(Command::describe),
+        ClientRequest::AddNode { id, addr } => Some(format!("add node {id} at {addr}")),
+        ClientRequest::RemoveNode { id } => Some(format!("remove node {id}")),
+        ClientRequest::ReplaceNode { id } => Some(format!("replace node {id}")),
+        ClientRequest::TransferLeader { to: Some(to) } => Some(format!("hand leadership to node {to}")),
+        ClientRequest::TransferLeader { to: None } => Some("hand leadership over".into()),
+        ClientRequest::Snapshot => Some("save a snapshot".into()),
+        ClientRequest::Launch(launch) => Some(format!("launch {:?} ({})", launch.name, launch.program)),
+        _ => None,
+    }
+}
+
+
+/// A role as the CLI and HTTP name it: `admin`, `read`, `launch`, `agent` (with its
+/// server) or `member` (with its member, `process:N` or `server:N`).
+pub fn parse_role(
+    role: &str,
+    server: Option<u64>,
+    member: Option<&str>,
+) -> Result<roster_kernel::TokenRole, String> {
+    use roster_kernel::TokenRole;
+    let unbound = |r: TokenRole| match (server, member) {
+        (None, None) => Ok(r),
+        _ => Err(format!("a {role} token is bound to nothing: drop server/member")),
+    };
+    match role {
+        "admin" => unbound(TokenRole::Admin),
+        "read" => unbound(TokenRole::Read),
+        "launch" => unbound(TokenRole::Launch),
+        "agent" => match (server, member) {
+            (Some(s), None) => Ok(TokenRole::Agent(roster_kernel::ServerId(s))),
+            _ => Err("an agent token is bound to one server: give its id (--server N, \"server\": N)".into()),
+        },
+        "member" => match (member, server) {
+            (Some(m), None) => parse_member(m).map(TokenRole::Member),
+            _ => Err("a member token is bound to one member: give it (--member process:N)".into()),
+        },
+        other => Err(format!("unknown role {other:?}: expected admin, read, launch, agent or member")),
+    }
+}
+
+/// `process:N`, `process-N`, `server:N` or `server-N`.
+pub fn parse_member(text: &str) -> Result<MemberId, String> {
+    let (kind, id) = text
+        .split_once([':', '-'])
+        .ok_or_else(|| format!("{text:?} is not a member: expected process:N or server:N"))?;
+    let id: u64 = id.parse().map_err(|_| format!("{text:?}: {id:?} is not a number"))?;
+    match kind {
+        "process" => Ok(MemberId::Process(roster_kernel::ProcessId(id))),
+        "server" => Ok(MemberId::Server(roster_kernel::ServerId(id))),
+        _ => Err(format!("{text:?} is not a member: expected process:N or server:N")),
+    }
+}
