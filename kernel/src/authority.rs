@@ -83,9 +83,15 @@ pub enum Action<'a> {
     OpenSession,
     /// A replicated command; `host` is the server hosting the process it names, if it
     /// names a process that the record holds.
-    Command { command: &'a Command, host: Option<ServerId> },
+    Command {
+        command: &'a Command,
+        host: Option<ServerId>,
+    },
     /// "Alive" for `member`; `host` as for commands.
-    Heartbeat { member: MemberId, host: Option<ServerId> },
+    Heartbeat {
+        member: MemberId,
+        host: Option<ServerId>,
+    },
     Launch,
     /// Add, remove or replace a node, or hand leadership over.
     NodeMembership,
@@ -125,11 +131,7 @@ pub struct Forbidden {
 
 /// Whether `caller` may do `action`. Pure, O(1): one match per request.
 pub fn authorize(caller: Principal, action: &Action<'_>) -> Result<(), Forbidden> {
-    if allowed(caller, action) {
-        Ok(())
-    } else {
-        Err(Forbidden { role: caller.to_string(), action: action.name() })
-    }
+    if allowed(caller, action) { Ok(()) } else { Err(Forbidden { role: caller.to_string(), action: action.name() }) }
 }
 
 fn allowed(caller: Principal, action: &Action<'_>) -> bool {

@@ -308,6 +308,13 @@ pub enum CommandError {
     UnknownToken(TokenId),
     #[error("a token with this secret exists already: make a new secret")]
     DuplicateToken,
+    /// Refused by the node before the log, for the caller's role: nothing was applied,
+    /// and the session's sequence did not move (never a stored reply).
+    #[error(transparent)]
+    Forbidden(#[from] crate::authority::Forbidden),
+    /// The caller's token was revoked or expired: nothing was applied.
+    #[error("unauthenticated: {reason}")]
+    Unauthenticated { reason: String },
 }
 
 pub type CommandResult = Result<Reply, CommandError>;

@@ -335,6 +335,26 @@ impl RetryQueue {
         debug_assert!(self.queue.len() + self.completed.len() <= self.config.max_queued);
     }
 
+    /// The node turned the command sent as `attempt` away before the log (the caller may
+    /// not send it): the head completes with `error` and is never resent, and the session's
+    /// sequence does not move, since nothing was applied. Answers to other attempts are
+    /// ignored.
+    pub fn handle_rejected(&mut self, now_ms: u64, attempt: u64, error: CommandError) {
+        if self.current(attempt).is_none() {
+            return;
+        }
+        let head = self.queue.pop_front().expect("an attempt in flight has a head command");
+        self.phase = Phase::Ready;
+        self.backoffs = 0;
+        self.hops = 0;
+        self.completed.push_back(Completed {
+            seq: head.seq,
+            result: Err(error),
+            submitted_at_ms: head.submitted_at_ms,
+            completed_at_ms: now_ms,
+        });
+    }
+
     /// The endpoint is not the leader; it may know who is. Goes to the hint at once, or
     /// (without a usable hint) to the next endpoint.
     pub fn handle_not_leader(&mut self, now_ms: u64, attempt: u64, leader_hint: Option<EndpointId>) {
@@ -497,6 +517,24 @@ mod tests {
         assert_eq!(bad(|c| c.request_timeout_ms = 0), RetryConfigError::ZeroRequestTimeout);
         assert_eq!(RetryQueue::new(RetryConfig::default(), 0, 0).unwrap_err(), RetryConfigError::NoEndpoints);
         assert!(RetryConfigError::BackoffRange { base_backoff_ms: 10, max_backoff_ms: 5 }.to_string().contains("5"));
+    }
+
+    #[test]
+    fn a_rejected_command_is_never_resent_and_the_next_takes_its_sequence() {
+        let mut q = queue(3);
+        q.submit(0, put(1)).unwrap();
+        q.submit(0, put(2)).unwrap();
+        let t = q.poll_transmit(0).unwrap();
+        assert_eq!(t.request.seq, 1);
+        let forbidden = crate::authority::Forbidden { role: "read".into(), action: "put key \"k1\"".into() };
+        q.handle_rejected(5, t.attempt, CommandError::Forbidden(forbidden.clone()));
+        let c = q.poll_completed().unwrap();
+        assert_eq!((c.seq, c.result), (1, Err(CommandError::Forbidden(forbidden))));
+        let next = q.poll_transmit(5).unwrap();
+        assert_eq!(next.request.command, put(2), "the rejected command is not sent again");
+        assert_eq!(next.request.seq, 1, "nothing was applied: the session's sequence did not move");
+        q.handle_rejected(6, t.attempt, CommandError::Unauthenticated { reason: "stale".into() });
+        assert!(q.in_flight(), "an answer to an old attempt is ignored");
     }
 
     #[test]

@@ -52,8 +52,8 @@ use crate::command::{
     Command, CommandError, CommandResult, LeaderCommand, ListFilter, MemberKind, ProcessPatch, Proposal, ProposalBody,
     Query, Reply, ServerPatch, TokenHash, TokenId, TokenInfo, TokenRole,
 };
-use crate::event::EventKind;
 use crate::event::Event;
+use crate::event::EventKind;
 use crate::ids::{MemberId, ProcessId, ServerId, SessionId};
 use crate::model::{
     Departure, MemberStatus, ProcessEntry, ProcessInfo, ResourceAverage, ServerEntry, ServerInfo, Tombstone,

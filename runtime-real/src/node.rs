@@ -24,6 +24,8 @@ pub enum NodeError {
     Http { addr: String, reason: String },
     #[error("raft: {0}")]
     Raft(String),
+    #[error("launch: {0}")]
+    Launcher(String),
     #[error(transparent)]
     Identity(#[from] crate::server::cluster_id::IdentityError),
     #[cfg(not(madsim))]
@@ -100,8 +102,12 @@ impl Node {
                 nonces: Arc::new(crate::rt::random_bytes),
             }
         };
-        let network =
-            PeerNetwork { self_id: config.id, peer: peer.clone(), connector: connector.clone(), metrics: metrics.clone() };
+        let network = PeerNetwork {
+            self_id: config.id,
+            peer: peer.clone(),
+            connector: connector.clone(),
+            metrics: metrics.clone(),
+        };
         let raft = Raft::new(config.id, raft_config, network, log_store, sm_store)
             .await
             .map_err(|e| NodeError::Raft(e.to_string()))?;
@@ -140,9 +146,14 @@ impl Node {
         };
         let leader = crate::server::leader::start(driver, roster_kernel::DutiesConfig::new(config.liveness()))
             .map_err(crate::config::ConfigError::from_duties)?;
-        let launcher =
-            crate::server::launch::Launcher::new(&config, raft.clone(), shared.clone(), peer.clone(), connector.clone())
-                .map_err(|e| NodeError::Raft(format!("the launcher's client: {e}")))?;
+        let launcher = crate::server::launch::Launcher::new(
+            &config,
+            raft.clone(),
+            shared.clone(),
+            peer.clone(),
+            connector.clone(),
+        )
+        .map_err(|e| NodeError::Launcher(e.to_string()))?;
         let api = Arc::new(Api {
             id: config.id,
             credentials: crate::server::authority::Credentials::new(token.clone(), shared.clone()),
@@ -160,7 +171,8 @@ impl Node {
             formation: formation.clone(),
         });
         tokio::spawn(count_leader_changes(raft.clone(), metrics.clone()));
-        tokio::spawn(crate::server::dispatch::serve(listener, api.clone(), security.acceptor.clone()));
+        let cap = crate::server::dispatch::connection_cap(raise_open_files_limit(), HTTP_CONNECTIONS);
+        tokio::spawn(crate::server::dispatch::serve(listener, api.clone(), security.acceptor.clone(), cap));
         security.reload_on_sighup();
         tokio::spawn(crate::server::compaction::run(raft.clone(), log_reader.clone(), config.snapshot_log_bytes));
 
@@ -215,6 +227,39 @@ impl Node {
         }
         tracing::info!(node = self.config.id, "node stopped");
     }
+}
+
+/// Connections the HTTP listener serves at once (its own cap).
+#[cfg(not(madsim))]
+const HTTP_CONNECTIONS: u64 = crate::http::MAX_CONNECTIONS as u64;
+#[cfg(madsim)]
+const HTTP_CONNECTIONS: u64 = 0;
+
+/// Raises the soft open-files limit to the hard one and returns it, so that a flood of
+/// connections meets the connection cap before the WAL meets EMFILE (a fail-stop).
+#[cfg(not(madsim))]
+fn raise_open_files_limit() -> u64 {
+    let mut limit = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: getrlimit and setrlimit read and write the struct given, nothing else.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) != 0 {
+            return 1024;
+        }
+        if limit.rlim_cur < limit.rlim_max {
+            let raised = libc::rlimit { rlim_cur: limit.rlim_max, rlim_max: limit.rlim_max };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &raised) == 0 {
+                limit = raised;
+            }
+        }
+    }
+    tracing::debug!(open_files = limit.rlim_cur, "open-files limit");
+    limit.rlim_cur
+}
+
+/// The simulator has no descriptors to run out of.
+#[cfg(madsim)]
+fn raise_open_files_limit() -> u64 {
+    u64::MAX
 }
 
 /// The HTTP listener, when configured. Its client reaches this node first, then the

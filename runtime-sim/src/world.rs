@@ -31,6 +31,8 @@ use std::time::Duration;
 
 /// The cluster token every simulated machine uses.
 pub const TOKEN: &str = "roster-sim-token";
+/// The peer key every simulated node proves to the others.
+pub const PEER_KEY: &str = "roster-sim-peer-key-of-at-least-32-bytes";
 /// The port every server listens on (each server has its own IP).
 pub const SERVER_PORT: u16 = 7000;
 /// A commit seen by a sampler whose previous sample is this far behind is hashed only for
@@ -744,6 +746,9 @@ fn start_server(
         data_dir: format!("/sim/node-{id}").into(),
         token: Some(TOKEN.into()),
         token_file: None,
+        peer_key: Some(PEER_KEY.into()),
+        peer_key_file: None,
+        launch_user: None,
         name: Some(format!("server-{id}")),
         heartbeat_interval_ms: world.heartbeat_interval_ms,
         heartbeat_timeout_ms: world.heartbeat_timeout_ms,

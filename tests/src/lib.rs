@@ -62,6 +62,9 @@ pub struct NodeProc {
     pub initial: bool,
 }
 
+/// The peer key of every test cluster (`peer-key` beside its token file).
+pub const TEST_PEER_KEY: &str = "test-peer-key-0123456789abcdef0123456789";
+
 pub struct TestCluster {
     pub dir: TempDir,
     pub token_file: PathBuf,
@@ -95,6 +98,8 @@ impl TestCluster {
         let dir = TempDir::new(tag);
         let token_file = dir.0.join("token");
         std::fs::write(&token_file, "test-token-0123456789").expect("write token");
+        // The peer key nodes prove to each other, found beside the token file.
+        std::fs::write(dir.0.join("peer-key"), TEST_PEER_KEY).expect("write peer key");
         let addrs: BTreeMap<u64, String> = (1..=n).map(|id| (id, format!("127.0.0.1:{}", free_port()))).collect();
         let peers = addrs.iter().map(|(id, a)| format!("{id}={a}")).collect::<Vec<_>>().join(",");
         let node_env = env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();

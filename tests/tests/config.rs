@@ -14,6 +14,7 @@ fn node_with(extra: &[&str], dir: &TempDir) -> (Option<i32>, String) {
 fn node(args: &[&str], dir: &TempDir) -> (Option<i32>, String) {
     let token = dir.0.join("token");
     std::fs::write(&token, "t0ken").expect("write token");
+    std::fs::write(dir.0.join("peer-key"), roster_tests::TEST_PEER_KEY).expect("write peer key");
     let out = Command::new(roster_bin())
         .arg("node")
         .args(args)

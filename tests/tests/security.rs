@@ -22,9 +22,9 @@ fn frame(body: &[u8]) -> Vec<u8> {
 /// postcard of `Hello { token, role: Role::Client }`.
 fn client_hello(token: &str) -> Vec<u8> {
     assert!(token.len() < 128, "one-byte varint length");
-    let mut b = vec![token.len() as u8];
+    let mut b = vec![0, token.len() as u8]; // Auth::Token
     b.extend_from_slice(token.as_bytes());
-    b.push(1); // Role::Client
+    b.push(1); // Channel::Client
     b
 }
 
@@ -99,7 +99,7 @@ fn wrong_token_is_refused_and_applies_nothing() {
     s.write_all(&frame(&client_hello("wrong-token"))).expect("send hello");
     let reply = expect_closed(s, Duration::from_secs(5), "hello with a wrong token");
     assert!(reply.len() >= 6 && reply[4] == WIRE_VERSION, "no reply frame before closing: {reply:?}");
-    assert_eq!(reply[5], 1, "expected HelloReply::Refused, got {reply:?}");
+    assert_eq!(reply[5], 2, "expected HelloReply::Refused, got {reply:?}");
 
     still_serving(&c, &addr, "after-bad-token");
 }

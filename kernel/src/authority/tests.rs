@@ -93,8 +93,9 @@ fn a_member_may_heartbeat_update_and_deregister_itself_only() {
 fn a_member_may_not_set_its_own_status() {
     let caller = Principal::Member(MemberId::Process(ProcessId(7)));
     let patch = ProcessPatch { status: Some(crate::model::MemberStatus::Draining), ..Default::default() };
-    let refusal = authorize(caller, &Action::Command { command: &Command::PutProcess { id: ProcessId(7), patch }, host: None })
-        .unwrap_err();
+    let refusal =
+        authorize(caller, &Action::Command { command: &Command::PutProcess { id: ProcessId(7), patch }, host: None })
+            .unwrap_err();
     assert_eq!(refusal.role, "member process-7");
     assert!(refusal.to_string().contains("may not set the status of process-7"), "{refusal}");
 }

@@ -1037,9 +1037,11 @@ fn model_limits_are_hit() {
                 && model.tombstones.first().is_some_and(|t| t.left_rev > 1)
                 && model.events.iter().filter(|e| matches!(e.kind, EventKind::Departed { .. })).count() > 4;
             *hit.entry("token created").or_default() |= matches!(reply, Ok(Reply::TokenCreated { .. }));
-            *hit.entry("member token dropped").or_default() |= model.events.last().is_some_and(|e| {
-                e.revision == model.revision && matches!(e.kind, EventKind::TokenRevoked { .. })
-            }) && matches!(op, Op::Leader(_));
+            *hit.entry("member token dropped").or_default() |= model
+                .events
+                .last()
+                .is_some_and(|e| e.revision == model.revision && matches!(e.kind, EventKind::TokenRevoked { .. }))
+                && matches!(op, Op::Leader(_));
             *hit.entry("evicted").or_default() |=
                 model.next_session > 1 && matches!(reply, Err(CommandError::UnknownSession(SessionId(1))));
         }

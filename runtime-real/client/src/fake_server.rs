@@ -135,11 +135,11 @@ enum Then {
 
 async fn serve(node: usize, mut r: Reader, mut w: Writer, state: Arc<Mutex<FakeState>>, changed: Arc<Notify>) {
     let Ok(hello) = r.recv::<Hello>().await else { return };
-    if hello.token != TOKEN {
+    if !matches!(&hello.auth, crate::wire::Auth::Token(t) if t == TOKEN) {
         let _ = w.send(&HelloReply::Refused { reason: "wrong cluster token".into() }).await;
         return;
     }
-    if w.send(&HelloReply::Welcome { node: node as u64 + 1 }).await.is_err() {
+    if w.send(&HelloReply::Welcome { node: node as u64 + 1, role: "admin".into() }).await.is_err() {
         return;
     }
     loop {

@@ -33,7 +33,9 @@ pub struct PeerKey(Arc<[u8]>);
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum PeerKeyError {
-    #[error("the peer key is {len} bytes: it needs at least {MIN_PEER_KEY_BYTES} (make one with `roster token new-key`)")]
+    #[error(
+        "the peer key is {len} bytes: it needs at least {MIN_PEER_KEY_BYTES} (make one with `roster token new-key`)"
+    )]
     TooShort { len: usize },
     #[error("the peer key is {len} bytes, over the limit of {MAX_PEER_KEY_BYTES}")]
     TooLong { len: usize },

@@ -350,9 +350,13 @@ impl Cluster {
         if remaining_ms == 0 {
             return Err(timeout());
         }
-        let conn =
-            Conn::open(addr, &self.inner.credential, &self.inner.connector, self.inner.connect_timeout_ms.min(remaining_ms))
-                .await?;
+        let conn = Conn::open(
+            addr,
+            &self.inner.credential,
+            &self.inner.connector,
+            self.inner.connect_timeout_ms.min(remaining_ms),
+        )
+        .await?;
         let conn = Arc::new(conn);
         debug_assert_eq!(conn.addr(), addr);
         *guard = Some(conn.clone());

@@ -38,7 +38,7 @@ pub struct ProcessHandle {
 
 impl ProcessHandle {
     /// Starts heartbeating for `id` every `interval_ms`; the first goes at once.
-    pub(crate) fn start(client: Client, id: ProcessId, interval_ms: u64) -> ProcessHandle {
+    pub fn start(client: Client, id: ProcessId, interval_ms: u64) -> ProcessHandle {
         ProcessHandle::spawn(client, id, interval_ms, None)
     }
 

@@ -21,12 +21,12 @@
 
 use crate::error::ClientError;
 use crate::pool::Cluster;
-use crate::wire::{ClientRequest, ClientResponse};
+use crate::wire::{ClientRequest, ClientResponse, RequestError};
 use futures::StreamExt;
 use futures::stream::FuturesUnordered;
 use roster_kernel::retry_queue::{EndpointId, Failure, QueueFull, RetryConfig, RetryQueue, Transmit};
 use roster_kernel::rng::Rng;
-use roster_kernel::{Command, CommandResult, Reply, SessionId};
+use roster_kernel::{Command, CommandError, CommandResult, Reply, SessionId};
 use std::collections::BTreeMap;
 use std::future::Future;
 use std::pin::Pin;
@@ -355,6 +355,14 @@ impl Shared {
                 }
             }
             Ok(ClientResponse::RetryLater(_)) => core.queue.handle_retry_later(now_ms, attempt),
+            // Refused for the caller's credential: resending cannot help, and nothing applied.
+            Ok(ClientResponse::Error(RequestError::Forbidden { role, action })) => {
+                let refusal = roster_kernel::Forbidden { role, action };
+                core.queue.handle_rejected(now_ms, attempt, CommandError::Forbidden(refusal));
+            }
+            Ok(ClientResponse::Error(RequestError::Unauthenticated { reason })) => {
+                core.queue.handle_rejected(now_ms, attempt, CommandError::Unauthenticated { reason });
+            }
             Ok(other) => {
                 // The node could not take the command (e.g. shutting down): try elsewhere.
                 tracing::warn!(endpoint, answer = ?other, "unexpected answer to a command; retrying");

@@ -57,10 +57,19 @@ pub enum Channel {
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub enum HelloReply {
     /// Authenticated; `role` names what the caller may do (`admin`, `member process-3`, `node`).
-    Welcome { node: NodeId, role: String },
+    Welcome {
+        node: NodeId,
+        role: String,
+    },
     /// The accepting node proves the peer key; the connecting node answers with a `PeerProof`.
-    Challenge { node: NodeId, nonce: crate::peer_auth::Nonce, proof: crate::peer_auth::Proof },
-    Refused { reason: String },
+    Challenge {
+        node: NodeId,
+        nonce: crate::peer_auth::Nonce,
+        proof: crate::peer_auth::Proof,
+    },
+    Refused {
+        reason: String,
+    },
 }
 
 /// The connecting node's answer to a `Challenge`.

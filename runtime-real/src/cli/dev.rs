@@ -152,12 +152,28 @@ fn ensure_tls(dir: &Path, nodes: u64) -> Result<DevTls, String> {
     Ok(tls)
 }
 
-/// The dev cluster's token: made once, random, kept beside the data.
+/// The dev cluster's token (its bootstrap admin credential) and peer key: made once,
+/// random, kept beside the data, readable by their owner only.
 fn ensure_token(dir: &Path) -> Result<PathBuf, String> {
     let path = dir.join("token");
-    if !path.exists() {
-        let token: String = (0..32).map(|_| format!("{:02x}", rand::random::<u8>())).collect();
-        std::fs::write(&path, token).map_err(|e| format!("cannot write {}: {e}", path.display()))?;
-    }
+    write_secret_once(&path)?;
+    write_secret_once(&dir.join(roster_real::config::PEER_KEY_FILE))?;
     Ok(path)
+}
+
+/// Writes a fresh secret to `path` with mode 0600, unless it exists.
+fn write_secret_once(path: &Path) -> Result<(), String> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    if path.exists() {
+        return Ok(());
+    }
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .map_err(|e| format!("cannot create {}: {e}", path.display()))?;
+    file.write_all(roster_real::server::launch::new_secret().as_bytes())
+        .map_err(|e| format!("cannot write {}: {e}", path.display()))
 }

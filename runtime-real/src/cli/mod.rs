@@ -22,6 +22,7 @@ mod node_cmd;
 mod run_cmd;
 mod server_cmd;
 mod snapshot_cmd;
+mod token_cmd;
 
 use clap::parser::ValueSource;
 use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand};
@@ -77,6 +78,8 @@ enum Command {
     Run(run_cmd::RunArgs),
     /// Start a program on the idlest server that fits.
     Launch(launch_cmd::LaunchArgs),
+    /// Credentials with roles: create, ls, revoke (and new-key for a key file).
+    Token(token_cmd::TokenArgs),
 }
 
 // The options every client command takes, accepted before or after the command
@@ -150,6 +153,11 @@ impl ClientArgs {
         Ok(roster_real::client::Connector::Tls(tls))
     }
 
+    /// The CA file TLS verifies the nodes with, if TLS is on (public: a worker may hold it).
+    pub fn tls_ca_path(&self) -> Option<std::path::PathBuf> {
+        self.tls_ca.clone().or_else(|| std::env::var_os("ROSTER_TLS_CA").filter(|v| !v.is_empty()).map(Into::into))
+    }
+
     pub async fn connect(&self) -> Result<roster_real::client::Client, String> {
         let options = roster_real::client::ClientOptions {
             endpoints: self.endpoints.clone(),
@@ -212,6 +220,7 @@ pub fn main() -> ExitCode {
             Command::Bench(a) => bench::run(a, c).await,
             Command::Run(a) => run_cmd::run(a, c).await,
             Command::Launch(a) => launch_cmd::run(a, c).await,
+            Command::Token(a) => token_cmd::run(a, c).await,
         }
     });
     // Background tasks (connections, heartbeats) must not keep the process alive.

@@ -1,12 +1,21 @@
-//! `roster run`: wraps any program as a cluster member. The program is started first (so
-//! a bad path fails before anything is registered), then registered; the wrapper
-//! heartbeats while it lives, forwards SIGINT/SIGTERM to it, and when it exits
-//! deregisters with its exit status and exits with the same status.
+//! `roster run`: wraps any program as a cluster member.
+//!
+//! 1. With the credential it was given (admin, or the agent of the server), the wrapper
+//!    registers the process and mints a `member` token bound to it alone.
+//! 2. It then replaces itself (exec) with `roster run --attach ID`, whose environment holds
+//!    that member token and nothing else of the cluster's: no admin token, token file,
+//!    peer key or TLS key. So neither the wrapper nor the program can do more than speak
+//!    for this one member.
+//! 3. Attached, it starts the program with `ROSTER_MEMBER_ID` and the member token in its
+//!    environment, heartbeats while it lives, forwards SIGINT/SIGTERM to it, and when it
+//!    exits deregisters with its exit status and exits with the same status.
+//!
+//! A program that cannot be found fails before anything is registered.
 
 use super::ClientArgs;
 use clap::Args;
-use roster_kernel::{ProcessInfo, ResourceAverage, ServerId};
-use std::os::unix::process::ExitStatusExt;
+use roster_kernel::{Command, MemberId, ProcessId, ProcessInfo, Reply, ResourceAverage, ServerId, TokenRole};
+use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::process::ExitCode;
 
 #[derive(Args, Debug)]
@@ -38,6 +47,10 @@ pub struct RunArgs {
     /// After the program ends, how long to try to deregister before giving up.
     #[arg(long, default_value_t = 10_000)]
     leave_timeout_ms: u64,
+    /// Watch process ID, registered already, with its member token in ROSTER_TOKEN (what
+    /// the wrapper runs as after registering; launched jobs start so too).
+    #[arg(long)]
+    attach: Option<u64>,
     /// The program and its arguments (after `--`).
     #[arg(last = true, required = true)]
     command: Vec<String>,
@@ -45,30 +58,20 @@ pub struct RunArgs {
 
 pub async fn run(args: RunArgs, client_args: ClientArgs) -> Result<ExitCode, String> {
     super::init_logging();
-    let labels = args.labels.iter().map(|l| super::client_cmds::parse_label(l)).collect::<Result<_, _>>()?;
-    let (program, program_args) = args.command.split_first().ok_or("nothing to run: give -- CMD ARGS")?;
-    let mut cmd = tokio::process::Command::new(program);
-    cmd.args(program_args).kill_on_drop(false);
-    // If the wrapper dies (even by SIGKILL) the cluster will expire the member; the
-    // program must not live on unwatched, so the kernel sends it SIGTERM.
-    // SAFETY: prctl is async-signal-safe and touches only the child being set up.
-    unsafe {
-        cmd.pre_exec(|| {
-            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM) != 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            Ok(())
-        });
+    let (program, _) = args.command.split_first().ok_or("nothing to run: give -- CMD ARGS")?;
+    if let Err(e) = find_program(program) {
+        eprintln!("error: cannot start {program:?}: {e}");
+        return Ok(ExitCode::from(if e.kind() == std::io::ErrorKind::PermissionDenied { 126 } else { 127 }));
     }
-    let mut child = match cmd.spawn() {
-        Ok(c) => c,
-        Err(e) => {
-            eprintln!("error: cannot start {program:?}: {e}");
-            let code = if e.kind() == std::io::ErrorKind::PermissionDenied { 126 } else { 127 };
-            return Ok(ExitCode::from(code));
-        }
-    };
-    let pid = child.id();
+    match args.attach {
+        Some(id) => attached(args, client_args, ProcessId(id)).await,
+        None => register_then_attach(args, client_args).await,
+    }
+}
+
+/// Step 1 and 2: register with the given credential, mint the member token, exec attached.
+async fn register_then_attach(args: RunArgs, client_args: ClientArgs) -> Result<ExitCode, String> {
+    let labels = args.labels.iter().map(|l| super::client_cmds::parse_label(l)).collect::<Result<_, _>>()?;
     let client = client_args.connect().await?;
     let server = match args.server_id {
         Some(s) => ServerId(s),
@@ -86,47 +89,123 @@ pub async fn run(args: RunArgs, client_args: ClientArgs) -> Result<ExitCode, Str
             mem_bytes_used_avg: args.reserve_mem.unwrap_or(0),
         },
     };
-    // Registration retries through the client's queue while the program already runs.
-    let register = client.register_process(info, args.heartbeat_interval_ms);
-    tokio::pin!(register);
+    let registering = |e: roster_real::client::ClientError| format!("registering {:?}: {e}", args.name);
+    let id = match client.execute(Command::RegisterProcess { info }).await.map_err(registering)? {
+        Reply::ProcessRegistered { id, .. } => id,
+        other => return Err(format!("registering {:?}: unexpected reply {other:?}", args.name)),
+    };
+    let secret = roster_real::server::launch::new_secret();
+    let role = TokenRole::Member(MemberId::Process(id));
+    if let Err(e) = client.create_token(&secret, format!("run {}", args.name), role, None).await {
+        let _ = client.execute(Command::DeregisterProcess { id, exit_status: None }).await;
+        return Err(format!("minting the member token of {id}: {e}"));
+    }
+    tracing::info!(process = %id, name = %args.name, "registered");
+    let exe = std::env::current_exe().map_err(|e| format!("cannot find the roster binary: {e}"))?;
+    let mut cmd = std::process::Command::new(exe);
+    cmd.arg("run")
+        .args(["--attach", &id.0.to_string(), "--name", &args.name])
+        .args(["--heartbeat-interval-ms", &args.heartbeat_interval_ms.to_string()])
+        .args(["--leave-timeout-ms", &args.leave_timeout_ms.to_string()])
+        .args(["--endpoints", &client_args.endpoints.join(",")])
+        .args(["--timeout-ms", &client_args.timeout_ms.to_string()]);
+    if let Some(ca) = client_args.tls_ca_path() {
+        cmd.arg("--tls-ca").arg(ca);
+    }
+    for var in roster_real::server::launch::SECRET_VARS {
+        cmd.env_remove(var);
+    }
+    cmd.env("ROSTER_TOKEN", &secret);
+    cmd.arg("--").args(&args.command);
+    // Only returns if the exec failed; the registration is then undone.
+    let error = cmd.exec();
+    let _ = client.execute(Command::DeregisterProcess { id, exit_status: Some(127) }).await;
+    Err(format!("cannot run the attached wrapper: {error}"))
+}
+
+/// Step 3: start the program with its member credential, heartbeat, deregister at its end.
+async fn attached(args: RunArgs, client_args: ClientArgs, id: ProcessId) -> Result<ExitCode, String> {
+    let (program, program_args) = args.command.split_first().ok_or("nothing to run: give -- CMD ARGS")?;
+    let client = client_args.connect().await?;
+    let token = client_args.token()?;
+    let mut cmd = tokio::process::Command::new(program);
+    cmd.args(program_args).kill_on_drop(false);
+    for var in roster_real::server::launch::SECRET_VARS {
+        cmd.env_remove(var);
+    }
+    cmd.env("ROSTER_MEMBER_ID", MemberId::Process(id).to_string()).env("ROSTER_TOKEN", &token);
+    // If the wrapper dies (even by SIGKILL) the cluster will expire the member; the
+    // program must not live on unwatched, so the kernel sends it SIGTERM.
+    // SAFETY: prctl is async-signal-safe and touches only the child being set up.
+    unsafe {
+        cmd.pre_exec(|| {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let mut child = match cmd.spawn() {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("error: cannot start {program:?}: {e}");
+            let code = if e.kind() == std::io::ErrorKind::PermissionDenied { 126 } else { 127 };
+            let _ = client.execute(Command::DeregisterProcess { id, exit_status: Some(code) }).await;
+            return Ok(ExitCode::from(code as u8));
+        }
+    };
+    let pid = child.id();
+    let handle = roster_real::client::ProcessHandle::start(client, id, args.heartbeat_interval_ms);
     let mut term =
         tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).map_err(|e| e.to_string())?;
     let mut int =
         tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt()).map_err(|e| e.to_string())?;
-    let mut handle = None;
     let status = loop {
         tokio::select! {
             biased;
             status = child.wait() => break status.map_err(|e| format!("waiting for {program:?}: {e}"))?,
             _ = term.recv() => forward(pid, libc::SIGTERM),
             _ = int.recv() => forward(pid, libc::SIGINT),
-            h = &mut register, if handle.is_none() => {
-                let h = h.map_err(|e| format!("registering {:?}: {e}", args.name))?;
-                tracing::info!(process = %h.id(), name = %args.name, "registered");
-                handle = Some(h);
-            }
         }
     };
     let code = status.code().unwrap_or_else(|| 128 + status.signal().unwrap_or(0));
-    match handle {
-        Some(h) => {
-            let id = h.id();
-            // Bounded: with the cluster unreachable the wrapper must still end (with the
-            // program's status); the leader then expires the member instead.
-            let leave =
-                tokio::time::timeout(std::time::Duration::from_millis(args.leave_timeout_ms), h.close(Some(code)));
-            match leave.await {
-                Ok(Ok(())) => tracing::info!(process = %id, exit_status = code, "deregistered"),
-                Ok(Err(e)) => eprintln!("warning: deregistering {id} failed: {e}; the cluster will expire it"),
-                Err(_) => eprintln!(
-                    "warning: {id} not deregistered within {} ms (cluster unreachable?); the cluster will expire it",
-                    args.leave_timeout_ms
-                ),
-            }
-        }
-        None => tracing::warn!("program ended before its registration committed"),
+    // Bounded: with the cluster unreachable the wrapper must still end (with the
+    // program's status); the leader then expires the member instead.
+    let leave = tokio::time::timeout(std::time::Duration::from_millis(args.leave_timeout_ms), handle.close(Some(code)));
+    match leave.await {
+        Ok(Ok(())) => tracing::info!(process = %id, exit_status = code, "deregistered"),
+        Ok(Err(e)) => eprintln!("warning: deregistering {id} failed: {e}; the cluster will expire it"),
+        Err(_) => eprintln!(
+            "warning: {id} not deregistered within {} ms (cluster unreachable?); the cluster will expire it",
+            args.leave_timeout_ms
+        ),
     }
     Ok(ExitCode::from(code.clamp(0, 255) as u8))
+}
+
+/// Where `program` is: a path as given, or the first executable of that name in PATH.
+fn find_program(program: &str) -> std::io::Result<std::path::PathBuf> {
+    use std::os::unix::fs::PermissionsExt;
+    let executable = |p: &std::path::Path| -> std::io::Result<()> {
+        let meta = std::fs::metadata(p)?;
+        if meta.is_file() && meta.permissions().mode() & 0o111 != 0 {
+            Ok(())
+        } else {
+            Err(std::io::Error::new(std::io::ErrorKind::PermissionDenied, "not an executable file"))
+        }
+    };
+    if program.contains('/') {
+        let path = std::path::PathBuf::from(program);
+        return executable(&path).map(|()| path);
+    }
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    for dir in std::env::split_paths(&path) {
+        let candidate = dir.join(program);
+        if executable(&candidate).is_ok() {
+            return Ok(candidate);
+        }
+    }
+    Err(std::io::Error::new(std::io::ErrorKind::NotFound, "not found in PATH"))
 }
 
 fn forward(pid: Option<u32>, sig: i32) {

@@ -1,10 +1,10 @@
 //! Sessions and the Raft group's membership: what `roster member` does.
 
 use super::HttpState;
-use crate::net::wire::ClientRequest;
 use super::auth::Authorized;
 use super::error::{HttpError, json_body};
 use super::query::Params;
+use crate::net::wire::ClientRequest;
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
@@ -84,7 +84,7 @@ pub async fn tokens(auth: Authorized, State(state): State<HttpState>) -> Result<
     let request = ClientRequest::Query { query, consistency: crate::net::wire::Consistency::Linearizable };
     auth.may(&state, &request).await?;
     let tokens = state.client().tokens().await?;
-    Ok(Json(json!({ "tokens": tokens.iter().map(token_json).collect::<Vec<_>>() })))
+    Ok(Json(json!({ "tokens": tokens.iter().map(crate::server::authority::token_json).collect::<Vec<_>>() })))
 }
 
 /// `POST /v1/tokens`: `{"role": "admin|read|launch|agent|member", "name": "...",
@@ -111,8 +111,8 @@ pub async fn create_token(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<(StatusCode, Json<Value>), HttpError> {
     let c: CreateToken = json_body(body)?;
-    let role = crate::server::authority::parse_role(&c.role, c.server, c.member.as_deref())
-        .map_err(HttpError::bad_request)?;
+    let role =
+        crate::server::authority::parse_role(&c.role, c.server, c.member.as_deref()).map_err(HttpError::bad_request)?;
     let secret = crate::server::launch::new_secret();
     let name = c.name.unwrap_or_else(|| c.role.clone());
     let expires_at_unix_ms = c.ttl_ms.map(|ttl| crate::rt::clock::unix_ms().saturating_add(ttl));
@@ -120,7 +120,9 @@ pub async fn create_token(
     let command = roster_kernel::Command::CreateToken { hash, name, role, expires_at_unix_ms };
     let reply = super::writes::write(&state, &auth, &headers, command).await?;
     let roster_kernel::Reply::TokenCreated { id, revision } = reply else {
-        return Err(HttpError::from(roster_client::ClientError::Protocol(format!("expected TokenCreated, got {reply:?}"))));
+        return Err(HttpError::from(roster_client::ClientError::Protocol(format!(
+            "expected TokenCreated, got {reply:?}"
+        ))));
     };
     Ok((StatusCode::CREATED, Json(json!({ "id": id.0, "secret": secret, "revision": revision }))))
 }
@@ -135,22 +137,4 @@ pub async fn revoke_token(
     let command = roster_kernel::Command::RevokeToken { id: roster_kernel::TokenId(id) };
     let reply = super::writes::write(&state, &auth, &headers, command).await?;
     Ok(Json(super::writes::reply_json(&reply)))
-}
-
-/// A token as JSON: never its secret nor its hash.
-pub fn token_json(t: &roster_kernel::TokenInfo) -> Value {
-    let (bound_server, bound_member) = match t.role {
-        roster_kernel::TokenRole::Agent(s) => (Some(s.0), None),
-        roster_kernel::TokenRole::Member(m) => (None, Some(m.to_string())),
-        _ => (None, None),
-    };
-    json!({
-        "id": t.id.0,
-        "name": t.name,
-        "role": t.role.name(),
-        "server": bound_server,
-        "member": bound_member,
-        "expires_at_unix_ms": t.expires_at_unix_ms,
-        "created_rev": t.created_rev,
-    })
 }

@@ -107,6 +107,8 @@ impl HttpError {
             CommandError::InvalidField { .. } => (S::BAD_REQUEST, "invalid_field"),
             CommandError::UnknownToken(_) => (S::NOT_FOUND, "unknown_token"),
             CommandError::DuplicateToken => (S::CONFLICT, "duplicate_token"),
+            CommandError::Forbidden(_) => (S::FORBIDDEN, "forbidden"),
+            CommandError::Unauthenticated { .. } => (S::UNAUTHORIZED, "unauthorized"),
         };
         HttpError::new(status, kind, message)
     }
@@ -132,9 +134,7 @@ impl HttpError {
             | RequestError::Unsupported { .. }
             | RequestError::LaunchUnavailable { .. } => (S::UNPROCESSABLE_ENTITY, "refused"),
             // The launched program's own failure: the node did its part.
-            RequestError::LaunchFailed { .. } => {
-                (S::UNPROCESSABLE_ENTITY, "launch_failed")
-            }
+            RequestError::LaunchFailed { .. } => (S::UNPROCESSABLE_ENTITY, "launch_failed"),
             // The node or another node it needed failed: not the caller's request.
             RequestError::WriteFailed { .. }
             | RequestError::NoReply

@@ -96,7 +96,8 @@ impl Agent {
         };
         let seed = self.id.0 ^ crate::rt::clock::unix_ms();
         let client = loop {
-            let cluster = crate::client::Cluster::for_node(self.options.clone(), self.connector.clone(), self.peer.clone());
+            let cluster =
+                crate::client::Cluster::for_node(self.options.clone(), self.connector.clone(), self.peer.clone());
             match cluster.and_then(|c| Client::with_cluster(c, crate::client::RetryConfig::default(), seed)) {
                 Ok(c) => break c,
                 Err(e) => {

@@ -131,7 +131,8 @@ impl Api {
         request: &ClientRequest,
     ) -> Result<Option<roster_kernel::AuditRecord>, RequestError> {
         let now = crate::rt::clock::unix_ms();
-        let mut standing = self.credentials.standing(caller, now).map_err(|reason| RequestError::Unauthenticated { reason })?;
+        let mut standing =
+            self.credentials.standing(caller, now).map_err(|reason| RequestError::Unauthenticated { reason })?;
         // A node outside the membership (a new node before `member add`) reads only.
         if let crate::server::authority::Caller::Node(from) = caller
             && !self.is_member_or_unformed(*from)

@@ -137,14 +137,9 @@ fn audited(standing: &Standing, request: &ClientRequest, command: Option<&Comman
     }
 }
 
-
 /// A role as the CLI and HTTP name it: `admin`, `read`, `launch`, `agent` (with its
 /// server) or `member` (with its member, `process:N` or `server:N`).
-pub fn parse_role(
-    role: &str,
-    server: Option<u64>,
-    member: Option<&str>,
-) -> Result<roster_kernel::TokenRole, String> {
+pub fn parse_role(role: &str, server: Option<u64>, member: Option<&str>) -> Result<roster_kernel::TokenRole, String> {
     use roster_kernel::TokenRole;
     let unbound = |r: TokenRole| match (server, member) {
         (None, None) => Ok(r),
@@ -177,4 +172,22 @@ pub fn parse_member(text: &str) -> Result<MemberId, String> {
         "server" => Ok(MemberId::Server(roster_kernel::ServerId(id))),
         _ => Err(format!("{text:?} is not a member: expected process:N or server:N")),
     }
+}
+
+/// A token as JSON: never its secret nor its hash.
+pub fn token_json(t: &roster_kernel::TokenInfo) -> serde_json::Value {
+    let (bound_server, bound_member) = match t.role {
+        roster_kernel::TokenRole::Agent(s) => (Some(s.0), None),
+        roster_kernel::TokenRole::Member(m) => (None, Some(m.to_string())),
+        _ => (None, None),
+    };
+    serde_json::json!({
+        "id": t.id.0,
+        "name": t.name,
+        "role": t.role.name(),
+        "server": bound_server,
+        "member": bound_member,
+        "expires_at_unix_ms": t.expires_at_unix_ms,
+        "created_rev": t.created_rev,
+    })
 }

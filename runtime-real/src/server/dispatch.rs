@@ -32,13 +32,23 @@ const CLIENT_OUTBOX: usize = 1_024;
 const WRITE_BATCH: usize = 256;
 
 /// Connections served at once on the binary port (peers, the node's own clients and
-/// every client). One more is refused with a clear hello reply and closed, so a flood of
-/// idle connections cannot take the node's memory or file descriptors (the WAL's
-/// descriptors are reserved apart: see `main.rs`).
+/// every client), at most. One more is refused with a clear hello reply and closed, so a
+/// flood of idle connections cannot take the node's memory or file descriptors; the
+/// node lowers it further when its open-files limit is small (`connection_cap`), so the
+/// WAL's descriptors stay reserved.
 pub const MAX_CONNECTIONS: usize = 4_096;
+/// Descriptors kept free of connections: the WAL's segments, snapshots, the data files.
+pub const RESERVED_FDS: u64 = 512;
 
-pub async fn serve(listener: TcpListener, api: Arc<Api>, acceptor: Acceptor) {
-    let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
+/// The connection cap a node with `open_files` descriptors uses: what is left after the
+/// reserve and the HTTP listener's own cap, at most `MAX_CONNECTIONS`.
+pub fn connection_cap(open_files: u64, http_connections: u64) -> usize {
+    let left = open_files.saturating_sub(RESERVED_FDS + http_connections);
+    usize::try_from(left).unwrap_or(usize::MAX).clamp(16, MAX_CONNECTIONS)
+}
+
+pub async fn serve(listener: TcpListener, api: Arc<Api>, acceptor: Acceptor, cap: usize) {
+    let slots = Arc::new(tokio::sync::Semaphore::new(cap));
     loop {
         match listener.accept().await {
             Ok((stream, peer)) => {
@@ -109,16 +119,15 @@ async fn serve_connection(tcp: TcpStream, api: Arc<Api>, acceptor: Acceptor) -> 
             return Err(e);
         }
     };
-    let caller = match authenticate(&mut r, &mut w, &api, &acceptor, certified, hello.auth, hello.channel, deadline)
-        .await
-    {
-        Ok(caller) => caller,
-        Err(reason) => {
-            tracing::warn!(%peer, channel = ?hello.channel, "refused connection: {reason}");
-            let _ = w.send(&HelloReply::Refused { reason }).await;
-            return Ok(());
-        }
-    };
+    let caller =
+        match authenticate(&mut r, &mut w, &api, &acceptor, certified, hello.auth, hello.channel, deadline).await {
+            Ok(caller) => caller,
+            Err(reason) => {
+                tracing::warn!(%peer, channel = ?hello.channel, "refused connection: {reason}");
+                let _ = w.send(&HelloReply::Refused { reason }).await;
+                return Ok(());
+            }
+        };
     match (caller, hello.channel) {
         (Caller::Node(from), Channel::Raft) => {
             r.set_max_frame_bytes(MAX_PEER_FRAME_BYTES);
@@ -193,9 +202,13 @@ async fn authenticate(
 /// Past `MAX_CONNECTIONS`: a refusal in the hello's place, then close.
 async fn refuse_busy(tcp: TcpStream) {
     let (_, mut w) = transport::framed(tcp, MAX_HELLO_BYTES);
-    let reason = format!("node busy: it serves {MAX_CONNECTIONS} connections already; retry shortly");
+    let reason = "node busy: it serves as many connections as it may (its connection cap); retry shortly".to_string();
     let refusal = HelloReply::Refused { reason };
-    let _ = crate::rt::Timeout::new(w.send(&refusal), tokio::time::Instant::now() + std::time::Duration::from_millis(1_000)).await;
+    let _ = crate::rt::Timeout::new(
+        w.send(&refusal),
+        tokio::time::Instant::now() + std::time::Duration::from_millis(1_000),
+    )
+    .await;
 }
 
 async fn serve_peer(mut r: Reader, mut w: Writer, api: Arc<Api>, from: u64) -> Result<(), TransportError> {
@@ -381,7 +394,14 @@ fn http_refusal(head_only: bool) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::http_refusal;
+    use super::{MAX_CONNECTIONS, RESERVED_FDS, connection_cap, http_refusal};
+
+    #[test]
+    fn the_connection_cap_leaves_the_reserve_free() {
+        assert_eq!(connection_cap(1 << 20, 1024), MAX_CONNECTIONS);
+        assert_eq!(connection_cap(4096, 1024), (4096 - 1024 - RESERVED_FDS) as usize);
+        assert_eq!(connection_cap(256, 1024), 16, "a tiny limit still serves a few");
+    }
 
     #[test]
     fn the_http_refusal_is_a_whole_http_answer_naming_the_binary_protocol() {

@@ -11,8 +11,8 @@ use crate::net::wire::{
 };
 use crate::server::{Raft, leadership};
 use crate::storage::SharedState;
-use roster_kernel::{Command, MemberId, ProcessInfo, ProcessId, Reply, ResourceAverage, ServerId, TokenRole};
 use roster_kernel::placement::{self, Requirements};
+use roster_kernel::{Command, MemberId, ProcessId, ProcessInfo, Reply, ResourceAverage, ServerId, TokenRole};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -50,6 +50,8 @@ pub struct Launcher {
     client: crate::client::Client,
     /// `--tls-ca` for a launched wrapper: the CA is public; the node's key is not passed.
     tls_ca: Option<PathBuf>,
+    /// The user (uid, gid) launched jobs run as (`launch_user`), when the node runs as root.
+    run_as: Option<(u32, u32)>,
     self_addr: String,
     heartbeat_interval_ms: u64,
     next: AtomicU64,
@@ -62,7 +64,8 @@ impl Launcher {
         shared: Arc<SharedState>,
         peer: roster_client::PeerAuth,
         connector: crate::net::transport::Connector,
-    ) -> Result<Self, roster_client::ClientError> {
+    ) -> Result<Self, LauncherError> {
+        let run_as = config.launch_user.as_deref().map(user_ids).transpose()?;
         let mut endpoints = vec![config.advertise_addr().to_string()];
         endpoints.extend(config.peers.values().filter(|a| a.as_str() != config.advertise_addr()).cloned());
         let options = crate::client::ClientOptions {
@@ -84,6 +87,7 @@ impl Launcher {
             connector,
             client,
             tls_ca: config.tls_ca.clone(),
+            run_as,
             self_addr: config.advertise_addr().to_string(),
             heartbeat_interval_ms: config.heartbeat_interval_ms,
             next: AtomicU64::new(1),
@@ -161,6 +165,9 @@ impl Launcher {
         cmd.env("ROSTER_TOKEN", &secret);
         // Options go before `--`: everything after it is the program's own command line.
         cmd.arg("--").arg(&req.program).args(&req.args);
+        if let Some((uid, gid)) = self.run_as {
+            cmd.uid(uid).gid(gid);
+        }
         cmd.stdin(std::process::Stdio::null()).stdout(log).stderr(log_err).kill_on_drop(false);
         match cmd.spawn() {
             Ok(mut child) => {
@@ -216,6 +223,29 @@ impl Launcher {
     }
 }
 
+#[derive(Debug, thiserror::Error)]
+pub enum LauncherError {
+    #[error("launch_user {0:?} is not a user on this machine")]
+    UnknownUser(String),
+    #[error("the launcher's client: {0}")]
+    Client(#[from] roster_client::ClientError),
+}
+
+/// The uid and gid of user `name`.
+fn user_ids(name: &str) -> Result<(u32, u32), LauncherError> {
+    let unknown = || LauncherError::UnknownUser(name.to_string());
+    let c_name = std::ffi::CString::new(name).map_err(|_| unknown())?;
+    // SAFETY: getpwnam reads the NUL-terminated name; the record it returns is read at
+    // once, before any other call could overwrite it (the node calls it once, at start).
+    let entry = unsafe { libc::getpwnam(c_name.as_ptr()) };
+    if entry.is_null() {
+        return Err(unknown());
+    }
+    // SAFETY: non-null, so it points at a valid passwd record.
+    let (uid, gid) = unsafe { ((*entry).pw_uid, (*entry).pw_gid) };
+    Ok((uid, gid))
+}
+
 /// A token secret: 256 random bits as hex.
 pub fn new_secret() -> String {
     crate::rt::random_bytes().iter().map(|b| format!("{b:02x}")).collect()
@@ -252,4 +282,3 @@ fn launch_failed(reason: String) -> ClientResponse {
 fn sanitize(name: &str) -> String {
     name.chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' { c } else { '_' }).take(64).collect()
 }
-

@@ -51,9 +51,11 @@ pub async fn check_peers(
             let left_ms = deadline.saturating_duration_since(tokio::time::Instant::now()).as_millis() as u64;
             let answer = match left_ms {
                 0 => None,
-                _ => crate::rt::Timeout::new(ask(addr, credential, connector, ClientRequest::Status, left_ms), deadline)
-                    .await
-                    .ok(),
+                _ => {
+                    crate::rt::Timeout::new(ask(addr, credential, connector, ClientRequest::Status, left_ms), deadline)
+                        .await
+                        .ok()
+                }
             };
             match answer {
                 Some(Ok(ClientResponse::Status(s))) => answers.push((*id, addr.clone(), *s)),
@@ -85,10 +87,16 @@ async fn ask(
     request: ClientRequest,
     timeout_ms: u64,
 ) -> Result<ClientResponse, String> {
-    let (mut r, mut w) =
-        crate::net::transport::connect(addr, credential, Channel::Client, MAX_CLIENT_FRAME_BYTES, timeout_ms, connector)
-            .await
-            .map_err(|e| e.to_string())?;
+    let (mut r, mut w) = crate::net::transport::connect(
+        addr,
+        credential,
+        Channel::Client,
+        MAX_CLIENT_FRAME_BYTES,
+        timeout_ms,
+        connector,
+    )
+    .await
+    .map_err(|e| e.to_string())?;
     w.send(&ClientEnvelope { id: 1, request }).await.map_err(|e| e.to_string())?;
     let env = r.recv::<ClientResponseEnvelope>().await.map_err(|e| e.to_string())?;
     Ok(env.response)

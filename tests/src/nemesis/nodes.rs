@@ -43,6 +43,7 @@ impl Nodes {
         let dir = Path::new(RUN_DIR).to_path_buf();
         let token_file = dir.join("token");
         std::fs::write(&token_file, TOKEN).map_err(io_error("writing the token file"))?;
+        std::fs::write(dir.join("peer-key"), crate::TEST_PEER_KEY).map_err(io_error("writing the peer key"))?;
         let peers = ids.iter().map(|id| format!("{id}={}", node_addr(*id))).collect::<Vec<_>>().join(",");
         let mut nodes = Nodes { ids: ids.to_vec(), dir, token_file, peers, disk_node, procs: BTreeMap::new() };
         if let Some(id) = disk_node {
