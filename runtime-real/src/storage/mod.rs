@@ -19,6 +19,8 @@ pub mod wal;
 
 #[cfg(test)]
 mod bench;
+#[cfg(test)]
+mod crash_states;
 
 pub use disk::{Disk, FsDisk};
 pub use log_store::{LogReader, LogStore};
