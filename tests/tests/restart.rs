@@ -27,18 +27,21 @@ fn wal_segments(dir: &Path) -> Vec<PathBuf> {
     found
 }
 
-/// Offsets of the records in a WAL segment: `len: u32 LE | crc: u32 | body | pad to 8`,
-/// ended by a zero length word (preallocated zeros) or the end of the file.
+/// Offsets and body lengths of the records in a WAL segment (log format 3): a 32-byte
+/// segment header, then records of a 32-byte header (`"RWR3" | len: u32 LE | ...`), the
+/// body and zero padding to 8, ended by a zeroed header (preallocated zeros) or the end of
+/// the file.
 fn record_offsets(bytes: &[u8]) -> Vec<(usize, usize)> {
+    const HEADER: usize = 32;
     let mut out = Vec::new();
-    let mut off = 0;
-    while off + 8 <= bytes.len() {
-        let len = u32::from_le_bytes(bytes[off..off + 4].try_into().unwrap()) as usize;
-        if len == 0 || off + 8 + len > bytes.len() {
+    let mut off = HEADER;
+    while off + HEADER <= bytes.len() {
+        let len = u32::from_le_bytes(bytes[off + 4..off + 8].try_into().unwrap()) as usize;
+        if &bytes[off..off + 4] != b"RWR3" || len == 0 || off + HEADER + len > bytes.len() {
             break;
         }
         out.push((off, len));
-        off += (8 + len).div_ceil(8) * 8;
+        off += (HEADER + len).div_ceil(8) * 8;
     }
     out
 }
@@ -51,10 +54,10 @@ fn tear_wal_tail(data_dir: &Path) -> PathBuf {
     let mut bytes = std::fs::read(&last).expect("read segment");
     let records = record_offsets(&bytes);
     let (off, len) = *records.last().unwrap_or_else(|| panic!("no record in {}", last.display()));
-    for b in &mut bytes[off + 8..off + 8 + len.min(4)] {
+    for b in &mut bytes[off + 32..off + 32 + len.min(4)] {
         *b ^= 0xA5;
     }
-    let end = off + (8 + len).div_ceil(8) * 8;
+    let end = off + (32 + len).div_ceil(8) * 8;
     let garbage = [0xDEu8, 0xAD, 0xBE, 0xEF, 0x01, 0x02, 0x03, 0x04, 0x05, 0x06, 0x07];
     for (i, g) in garbage.iter().enumerate() {
         if end + i < bytes.len() {

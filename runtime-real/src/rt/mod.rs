@@ -35,7 +35,7 @@ impl std::fmt::Debug for RosterRuntime {
 }
 
 /// A seed for a fresh RNG: from madsim's seeded RNG in simulation, from the OS otherwise.
-fn rng_seed() -> u64 {
+pub(crate) fn rng_seed() -> u64 {
     #[cfg(madsim)]
     {
         madsim::rand::random::<u64>()

@@ -136,9 +136,9 @@ fn wal_durable_append_figures() {
     disk.take();
     let mut lat = Vec::new();
     for i in 0..SINGLE_APPENDS {
-        let batch = encode_entries(&[ent(1, i)]).expect("encodes");
+        let mut batch = encode_entries(&[ent(1, i)]).expect("encodes");
         let t = Instant::now();
-        wal.append(&batch).expect("append");
+        wal.append(&mut batch).expect("append");
         wal.sync().expect("sync");
         lat.push(t.elapsed());
     }
@@ -146,9 +146,9 @@ fn wal_durable_append_figures() {
     let t = Instant::now();
     for b in 0..BATCHES {
         let first = SINGLE_APPENDS + b * BATCH_ENTRIES;
-        let batch =
+        let mut batch =
             encode_entries(&(first..first + BATCH_ENTRIES).map(|i| ent(1, i)).collect::<Vec<_>>()).expect("encodes");
-        wal.append(&batch).expect("append");
+        wal.append(&mut batch).expect("append");
         wal.sync().expect("sync");
     }
     let secs = t.elapsed().as_secs_f64();

@@ -96,11 +96,20 @@ pub(super) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 // FsDisk
 // ---------------------------------------------------------------------------------------
 
+/// The lock file in every data directory: `flock`ed by the one `FsDisk` that uses the
+/// directory, holding that process's pid. Not a `Disk` file: `list` leaves it out.
+pub const LOCK_FILE: &str = "roster.lock";
+
 /// A `Disk` over a real directory. Open file handles are cached (a WAL appends to the
 /// same segment thousands of times a second; an `open` per write would dominate).
+///
+/// It holds an exclusive `flock` on the directory's `roster.lock` for as long as it lives:
+/// two processes writing one Raft log would each trust what the other overwrites.
 pub struct FsDisk {
     root: PathBuf,
     handles: Mutex<BTreeMap<String, Arc<File>>>,
+    /// Held, never read: the lock lasts while this descriptor is open.
+    _lock: File,
 }
 
 impl std::fmt::Debug for FsDisk {
@@ -110,12 +119,15 @@ impl std::fmt::Debug for FsDisk {
 }
 
 impl FsDisk {
-    /// Uses the directory `root`, creating it (and its parents) if missing.
+    /// Uses the directory `root`, creating it (and its parents) if missing, and locks it:
+    /// while this `FsDisk` lives, opening the same directory again (from any process, this
+    /// one included) fails with `WouldBlock`, naming the directory and the holder's pid.
     pub fn open(root: impl AsRef<Path>) -> io::Result<FsDisk> {
         let root = root.as_ref().to_path_buf();
         std::fs::create_dir_all(&root)
             .map_err(|e| io::Error::new(e.kind(), format!("cannot create data directory {}: {e}", root.display())))?;
-        Ok(FsDisk { root, handles: Mutex::new(BTreeMap::new()) })
+        let lock = lock_dir(&root)?;
+        Ok(FsDisk { root, handles: Mutex::new(BTreeMap::new()), _lock: lock })
     }
 
     pub fn root(&self) -> &Path {
@@ -137,6 +149,50 @@ impl FsDisk {
         handles.insert(name.to_string(), f.clone());
         Ok(f)
     }
+}
+
+/// Takes the exclusive lock on `root`'s lock file and writes this process's pid into it.
+/// `flock` (not `fcntl`) because its lock belongs to the open file, so a second open in
+/// the same process is refused too, and the kernel drops it when the process dies, even
+/// by `kill -9`: a stale lock file never blocks a restart.
+fn lock_dir(root: &Path) -> io::Result<File> {
+    use std::io::{Read, Write};
+    use std::os::fd::AsRawFd;
+    let path = root.join(LOCK_FILE);
+    let mut file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&path)
+        .map_err(|e| with_path(e, &path))?;
+    // SAFETY: `flock` on a descriptor this function owns; no memory is passed.
+    let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+    if rc != 0 {
+        let e = io::Error::last_os_error();
+        if e.kind() != io::ErrorKind::WouldBlock {
+            return Err(io::Error::new(e.kind(), format!("cannot lock {}: {e}", path.display())));
+        }
+        let mut holder = String::new();
+        // The pid is informative only: the lock itself is the proof the directory is in use.
+        let _ = file.read_to_string(&mut holder);
+        let holder = match holder.trim() {
+            "" => "another process (it has not written its pid yet)".to_string(),
+            pid => format!("process {pid}"),
+        };
+        return Err(io::Error::new(
+            io::ErrorKind::WouldBlock,
+            format!(
+                "data directory {} is in use by {holder}, which holds {}: stop that process, or give this node \
+                 another data directory",
+                root.display(),
+                path.display()
+            ),
+        ));
+    }
+    file.set_len(0).map_err(|e| with_path(e, &path))?;
+    file.write_all(format!("{}\n", std::process::id()).as_bytes()).map_err(|e| with_path(e, &path))?;
+    Ok(file)
 }
 
 fn with_path(e: io::Error, path: &Path) -> io::Error {
@@ -228,7 +284,9 @@ impl Disk for FsDisk {
             if !entry.file_type()?.is_file() {
                 continue;
             }
-            if let Ok(name) = entry.file_name().into_string() {
+            if let Ok(name) = entry.file_name().into_string()
+                && name != LOCK_FILE
+            {
                 names.push(name);
             }
         }
@@ -268,6 +326,24 @@ mod tests {
         d.remove("b").unwrap();
         assert!(!d.exists("b").unwrap());
         assert!(d.write_at("b", 0, b"x").is_err());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_data_directory_in_use_is_refused_naming_it_and_the_holders_pid() {
+        let dir = crate::storage::test_dir("fs_disk_lock");
+        let first = FsDisk::open(&dir).unwrap();
+        let err = FsDisk::open(&dir).unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::WouldBlock, "{err}");
+        let msg = err.to_string();
+        assert!(msg.contains(&dir.display().to_string()), "names the directory: {msg}");
+        assert!(msg.contains(&format!("process {}", std::process::id())), "names the holder's pid: {msg}");
+        // The lock file is the disk's own, not one of its files.
+        assert!(first.list().unwrap().is_empty());
+        // Released with the disk: the directory opens again.
+        drop(first);
+        let again = FsDisk::open(&dir).unwrap();
+        drop(again);
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

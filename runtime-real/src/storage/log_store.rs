@@ -399,12 +399,12 @@ impl Writer {
 
     async fn handle(&mut self, cmd: Command) {
         match cmd {
-            Command::Append { batch, done } => {
+            Command::Append { mut batch, done } => {
                 if let Some(e) = self.refusal() {
                     done.io_completed(Err(e));
                     return;
                 }
-                let written = self.wal().append(&batch);
+                let written = self.wal().append(&mut batch);
                 match written {
                     Ok(()) => self.waiting.push(done),
                     Err(e) => {
@@ -659,9 +659,9 @@ mod tests {
         let dir = crate::storage::test_dir("fs_log_store");
         let opts = WalOptions { segment_bytes: 64 << 10, preallocate: true };
         let entries: Vec<Entry> = (0..3000).map(|i| ent(1 + i / 1000, i)).collect();
+        let disk = Arc::new(FsDisk::open(&dir).unwrap());
         {
-            let mut store =
-                LogStore::open(Arc::new(FsDisk::open(&dir).unwrap()), opts.clone(), Default::default()).unwrap();
+            let mut store = LogStore::open(disk.clone(), opts.clone(), Default::default()).unwrap();
             for chunk in entries.chunks(64) {
                 append(&mut store, chunk.to_vec()).await;
             }
@@ -669,6 +669,15 @@ mod tests {
             store.truncate_after(Some(lid(3, 2899))).await.unwrap();
             store.purge(lid(1, 499)).await.unwrap();
         }
+        // The writer task holds the disk, and with it the directory's lock, until it ends.
+        for _ in 0..1_000 {
+            if Arc::strong_count(&disk) == 1 {
+                break;
+            }
+            tokio::task::yield_now().await;
+        }
+        assert_eq!(Arc::strong_count(&disk), 1, "the writer task ended with the store");
+        drop(disk);
         let mut store = LogStore::open(Arc::new(FsDisk::open(&dir).unwrap()), opts, Default::default()).unwrap();
         assert_eq!(all(&mut store).await, entries[500..2900].to_vec());
         // Read back, a leader's vote is not an established leadership (see `open`).

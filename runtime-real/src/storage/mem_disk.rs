@@ -377,6 +377,22 @@ impl MemDisk {
         MemDisk::default()
     }
 
+    /// A disk holding `files`, names and contents all durable.
+    pub fn with_files(files: impl IntoIterator<Item = (String, Vec<u8>)>) -> MemDisk {
+        let disk = MemDisk::new();
+        {
+            let mut s = lock(&disk.state);
+            for (name, data) in files {
+                s.next_inode += 1;
+                let id = s.next_inode;
+                s.inodes.insert(id, Inode { current: data.clone(), synced: data, pending: Vec::new() });
+                s.names.insert(name.clone(), id);
+                s.synced_names.insert(name, id);
+            }
+        }
+        disk
+    }
+
     /// Gives every later operation a latency and a chance to fail (module docs). Fsyncs
     /// issued before stay as they were.
     pub fn set_model(&self, model: Box<dyn DiskModel>) {

@@ -19,6 +19,8 @@ pub mod wal;
 
 #[cfg(test)]
 mod bench;
+#[cfg(test)]
+mod crash_states;
 
 pub use disk::{Disk, FsDisk};
 pub use log_store::{LogReader, LogStore};
@@ -34,7 +36,8 @@ use std::io;
 use std::sync::Arc;
 
 /// A storage failure. Corruption names the file and offset; it is never repaired
-/// silently (only a torn tail, which was never acknowledged, is cut on open).
+/// silently (only damage beyond the durable point, which was never acknowledged, is cut
+/// on open, with a warning that says what and why).
 #[derive(Debug, thiserror::Error)]
 pub enum StorageError {
     #[error("storage I/O on {file} failed: {source}")]
@@ -44,7 +47,9 @@ pub enum StorageError {
         source: io::Error,
     },
     #[error(
-        "{file} is corrupt at offset {offset}: {reason}. Acknowledged data is damaged; move the data directory aside and let the node rejoin from its peers"
+        "{file} is corrupt at offset {offset}: {reason}. Acknowledged data is damaged, so the node refuses to start \
+         rather than serve from it: move the data directory aside (keep it for inspection), then run `roster member \
+         replace <this node's id>` and start the node on an empty directory: it rejoins from its peers"
     )]
     Corrupt { file: String, offset: u64, reason: String },
     #[error("cannot encode {what}: {reason}")]

@@ -1,23 +1,47 @@
 //! The Raft log on disk: a segmented, append-only write-ahead log, plus a small meta file
-//! for the vote, the committed log id and the purge marker.
+//! for the vote, the committed log id, the purge marker and the durable point.
 //!
-//! Record layout (little endian), every record starting at a multiple of 8 bytes:
+//! Log format 3. Segments are files `wal-<seq>.log`; appends go to the last one, which
+//! rolls over at `segment_bytes`. Each segment starts with a header, then records, each
+//! starting at a multiple of 8 bytes (little endian):
 //!
 //! ```text
-//! len: u32 | crc: u32 = crc32(len bytes ++ body) | body: postcard(WalRecord), len bytes | zero pad to 8
+//! segment header (32 bytes): "RSTWSEG3" | seq: u64 | salt: u64 | crc32 of the 24 bytes before: u32 | 0: u32
+//! record header (32 bytes):  "RWR3" | len: u32 | index: u64 | durable: u64 | body_crc: u32 | header_crc: u32
+//! then body: postcard(WalRecord), len bytes | zero pad to 8
 //! ```
 //!
-//! A record is an `Entry` or a `Committed` marker. Segments are files `wal-<seq>.log`;
-//! appends go to the last one, which rolls over at `segment_bytes`. Segments may be
-//! pre-filled with zeros (`preallocate`), so that an fsync of an append only flushes data,
-//! not the file's size; a zero length word then marks the end of the records.
+//! - `index` is the entry's index (for a `Committed` record, the committed index); it must
+//!   match the body.
+//! - `durable` is 1 + the highest entry index whose fsync had completed when the record
+//!   was written (0: none): a record that survives proves every entry up to there was
+//!   durable, and so acknowledged or acknowledgeable.
+//! - `header_crc` covers the segment's random `salt` and the header's first 28 bytes.
+//!   Client bytes inside a record body can therefore never pass for a record, even
+//!   crafted to: the salt is never sent anywhere.
 //!
-//! Opening scans every segment. A record that fails its checksum at the TAIL of the last
-//! segment (nothing valid after it) is a write torn by a crash: it was never synced, so
-//! never acknowledged, and it is cut with a warning. A bad record anywhere else (a valid
-//! one follows it, or it sits in an earlier segment, which is always fully synced before
-//! the next one is written) is corruption of acknowledged data: opening stops with
-//! `StorageError::Corrupt` naming the file and offset, and nothing is applied.
+//! A record is an `Entry` or a `Committed` marker. Segments may be pre-filled with zeros
+//! (`preallocate`), so that an fsync of an append only flushes data, not the file's size; a
+//! zeroed header then marks the end of the records.
+//!
+//! # Recovery
+//!
+//! Opening scans every segment. Every segment but the last was fully synced before the
+//! next one was created, so damage in one is corruption. In the last segment, the first
+//! bad record ends the log; what follows is judged against the *durable point*: the
+//! highest `durable` of any record found (also whole records after the damage, which the
+//! salt makes trustworthy) and the meta file's `durable_through`.
+//! - The damaged entry lies beyond the durable point: it was never acknowledged. A crash
+//!   during a group commit leaves exactly that (a page cache writes pages back in any
+//!   order, so a later page may be on disk without an earlier one). It is cut, and the log
+//!   says what was cut and why.
+//! - The damaged entry lies at or below the durable point: acknowledged data is damaged.
+//!   Opening stops with `StorageError::Corrupt` naming the file and offset.
+//!
+//! A last segment with no header and nothing but zeros is a crash inside its creation: it
+//! is removed. Opening then fsyncs the directory, the meta file and the last segment, so
+//! that what it read (perhaps only from the page cache, after a process crash) is durable
+//! before any new record claims so.
 //!
 //! `truncate_after` cuts the segment holding the first removed entry at that entry's
 //! offset (and deletes later segments); `purge` records the purge marker in the meta file
@@ -39,14 +63,20 @@ use std::sync::Arc;
 
 /// Largest record body; a larger entry is refused with `StorageError::RecordTooLarge`.
 pub const MAX_RECORD_BYTES: usize = 64 << 20;
-const HEADER_BYTES: usize = 8;
+const RECORD_MAGIC: [u8; 4] = *b"RWR3";
+const HEADER_BYTES: usize = 32;
+/// The part of a record header its `header_crc` covers.
+const HEADER_SEALED_BYTES: usize = 28;
 const ALIGN_BYTES: usize = 8;
+const SEGMENT_MAGIC: [u8; 8] = *b"RSTWSEG3";
+const SEGMENT_HEADER_BYTES: usize = 32;
 const META_FILE: &str = "wal.meta";
 const META_TMP_FILE: &str = "wal.meta.tmp";
-/// The last byte is the log format: 2 since entries hold batches of proposals.
-const META_MAGIC: [u8; 8] = *b"RSTWMET2";
-/// Format 1 (one proposal per entry), written by Roster before batching.
-const OLD_META_MAGIC: [u8; 8] = *b"RSTWMET1";
+/// The last byte is the log format: 3 since records carry a salted header.
+const META_MAGIC: [u8; 8] = *b"RSTWMET3";
+/// Formats 1 (one proposal per entry) and 2 (unsalted 8-byte record headers), written by
+/// older Roster builds.
+const OLD_META_MAGICS: [([u8; 8], u32); 2] = [(*b"RSTWMET1", 1), (*b"RSTWMET2", 2)];
 const META_HEADER_BYTES: usize = META_MAGIC.len() + 8;
 const ZERO_CHUNK_BYTES: usize = 1 << 20;
 const MIN_SEGMENT_BYTES: u64 = 4096;
@@ -104,6 +134,11 @@ pub struct WalMeta {
     pub vote: Option<Vote>,
     pub committed: Option<LogId>,
     pub last_purged: Option<LogId>,
+    /// Every entry up to this index was durable when the file was written (never above
+    /// the log's last entry: a truncation below it lowers it first). Not the committed
+    /// index: that can run ahead of this node's own log (a follower learns it with the
+    /// entries, an installed snapshot sets it), so it proves nothing about these files.
+    pub durable_through: Option<u64>,
 }
 
 /// What `Wal::open` found on disk.
@@ -150,13 +185,15 @@ pub fn encode_entries(entries: &[Entry]) -> Result<EncodedBatch, StorageError> {
     let mut batch = EncodedBatch::default();
     for entry in entries {
         let start = batch.bytes.len();
-        encode_record(&mut batch.bytes, &WalRecordRef::Entry(entry))?;
+        encode_record(&mut batch.bytes, &WalRecordRef::Entry(entry), entry.log_id.index)?;
         batch.records.push(EncodedRecord { range: start..batch.bytes.len(), log_id: entry.log_id });
     }
     Ok(batch)
 }
 
-fn encode_record(buf: &mut Vec<u8>, record: &WalRecordRef<'_>) -> Result<(), StorageError> {
+/// Appends `record` with the header fields known now (magic, length, index, body crc);
+/// `seal_header` completes it when it is written, into a known segment.
+fn encode_record(buf: &mut Vec<u8>, record: &WalRecordRef<'_>, index: u64) -> Result<(), StorageError> {
     let start = buf.len();
     buf.extend_from_slice(&[0u8; HEADER_BYTES]);
     if let Err(e) = postcard::to_io(record, &mut *buf) {
@@ -168,42 +205,78 @@ fn encode_record(buf: &mut Vec<u8>, record: &WalRecordRef<'_>) -> Result<(), Sto
         buf.truncate(start);
         return Err(StorageError::RecordTooLarge { len: body_len, max: MAX_RECORD_BYTES });
     }
-    let len_bytes = (body_len as u32).to_le_bytes();
-    let crc = record_crc(len_bytes, &buf[start + HEADER_BYTES..]);
-    buf[start..start + 4].copy_from_slice(&len_bytes);
-    buf[start + 4..start + 8].copy_from_slice(&crc.to_le_bytes());
+    let body_crc = crc32fast::hash(&buf[start + HEADER_BYTES..]);
+    let header = &mut buf[start..start + HEADER_BYTES];
+    header[0..4].copy_from_slice(&RECORD_MAGIC);
+    header[4..8].copy_from_slice(&(body_len as u32).to_le_bytes());
+    header[8..16].copy_from_slice(&index.to_le_bytes());
+    header[24..28].copy_from_slice(&body_crc.to_le_bytes());
     buf.resize(start + align(HEADER_BYTES + body_len), 0);
-    debug_assert!(record_at(buf, start).is_some(), "an encoded record must read back");
     Ok(())
 }
 
-fn record_crc(len_bytes: [u8; 4], body: &[u8]) -> u32 {
+/// Completes a record header for the segment salted `salt`, written when every entry up
+/// to `durable_through` is durable.
+fn seal_header(header: &mut [u8], salt: u64, durable_through: Option<u64>) {
+    let durable = durable_through.map_or(0, |i| i.saturating_add(1));
+    header[16..24].copy_from_slice(&durable.to_le_bytes());
+    let crc = header_crc(salt, &header[..HEADER_SEALED_BYTES]);
+    header[HEADER_SEALED_BYTES..HEADER_BYTES].copy_from_slice(&crc.to_le_bytes());
+}
+
+fn header_crc(salt: u64, sealed: &[u8]) -> u32 {
     let mut h = crc32fast::Hasher::new();
-    h.update(&len_bytes);
-    h.update(body);
+    h.update(&salt.to_le_bytes());
+    h.update(sealed);
     h.finalize()
+}
+
+fn le_u32(b: &[u8]) -> u32 {
+    u32::from_le_bytes(b.try_into().expect("4 bytes"))
+}
+
+fn le_u64(b: &[u8]) -> u64 {
+    u64::from_le_bytes(b.try_into().expect("8 bytes"))
 }
 
 fn align(n: usize) -> usize {
     n.div_ceil(ALIGN_BYTES) * ALIGN_BYTES
 }
 
-/// The record starting at `off`, if one is there whole and its checksum matches:
-/// (its body, the offset of the next record).
-fn record_at(bytes: &[u8], off: usize) -> Option<(Range<usize>, usize)> {
+/// A record found whole, with both checksums matching.
+#[derive(Clone, Debug)]
+struct FoundRecord {
+    offset: usize,
+    body: Range<usize>,
+    index: u64,
+    /// The writer's durable point when it wrote the record.
+    durable_through: Option<u64>,
+    next: usize,
+}
+
+/// The record starting at `off` in a segment salted `salt`, if one is there whole and
+/// both its checksums match.
+fn record_at(bytes: &[u8], off: usize, salt: u64) -> Option<FoundRecord> {
     let header = bytes.get(off..off.checked_add(HEADER_BYTES)?)?;
-    let len_bytes: [u8; 4] = header[0..4].try_into().expect("4 bytes");
-    let crc = u32::from_le_bytes(header[4..8].try_into().expect("4 bytes"));
-    let len = u32::from_le_bytes(len_bytes) as usize;
+    if header[0..4] != RECORD_MAGIC
+        || header_crc(salt, &header[..HEADER_SEALED_BYTES]) != le_u32(&header[HEADER_SEALED_BYTES..])
+    {
+        return None;
+    }
+    let len = le_u32(&header[4..8]) as usize;
     if len == 0 || len > MAX_RECORD_BYTES {
         return None;
     }
-    let next = off + align(HEADER_BYTES + len);
+    let next = off.checked_add(align(HEADER_BYTES + len))?;
     if next > bytes.len() {
         return None;
     }
     let body = off + HEADER_BYTES..off + HEADER_BYTES + len;
-    (record_crc(len_bytes, &bytes[body.clone()]) == crc).then_some((body, next))
+    if crc32fast::hash(&bytes[body.clone()]) != le_u32(&header[24..28]) {
+        return None;
+    }
+    let durable_through = le_u64(&header[16..24]).checked_sub(1);
+    Some(FoundRecord { offset: off, body, index: le_u64(&header[8..16]), durable_through, next })
 }
 
 fn decode_record(body: &[u8]) -> Result<WalRecord, postcard::Error> {
@@ -216,31 +289,87 @@ fn decode_record(body: &[u8]) -> Result<WalRecord, postcard::Error> {
 
 /// One segment's records as scanned.
 struct Scan {
-    records: Vec<(usize, Range<usize>)>,
-    /// Where the valid records end.
+    /// The records from the segment header on, up to the first that is not whole.
+    records: Vec<FoundRecord>,
+    /// Where those records end.
     end: usize,
-    /// Whether anything but zeros follows `end`.
-    garbage_after_end: bool,
-    /// A valid record found after garbage: proof that the garbage is not a torn tail.
-    valid_after_garbage: Option<usize>,
+    /// Where the last non-zero byte after `end` ends, if any: the extent of the damage.
+    garbage_end: Option<usize>,
+    /// Whole records after the damage. Never part of the log; their `durable_through`
+    /// still says how far the log was durable when they were written.
+    after_garbage: Vec<FoundRecord>,
 }
 
-fn scan(bytes: &[u8]) -> Scan {
+fn scan(bytes: &[u8], salt: u64) -> Scan {
     let mut records = Vec::new();
-    let mut off = 0;
-    while let Some((body, next)) = record_at(bytes, off) {
-        records.push((off, body));
-        off = next;
+    let mut off = SEGMENT_HEADER_BYTES;
+    while let Some(rec) = record_at(bytes, off, salt) {
+        off = rec.next;
+        records.push(rec);
     }
-    let garbage_after_end = bytes[off..].iter().any(|b| *b != 0);
-    let valid_after_garbage = if garbage_after_end {
-        (off + ALIGN_BYTES..bytes.len())
-            .step_by(ALIGN_BYTES)
-            .find(|at| record_at(bytes, *at).is_some_and(|(body, _)| decode_record(&bytes[body]).is_ok()))
-    } else {
-        None
-    };
-    Scan { records, end: off, garbage_after_end, valid_after_garbage }
+    let end = off.min(bytes.len());
+    let garbage_end = bytes[end..].iter().rposition(|b| *b != 0).map(|p| end + p + 1);
+    let mut after_garbage = Vec::new();
+    if garbage_end.is_some() {
+        let mut at = end + ALIGN_BYTES;
+        while at + HEADER_BYTES <= bytes.len() {
+            match record_at(bytes, at, salt) {
+                Some(rec) => {
+                    at = rec.next;
+                    after_garbage.push(rec);
+                }
+                None => at += ALIGN_BYTES,
+            }
+        }
+    }
+    Scan { records, end, garbage_end, after_garbage }
+}
+
+/// What a segment's first bytes say.
+enum SegmentHeader {
+    Valid {
+        salt: u64,
+    },
+    /// Zeros (or nothing): the segment's creation never reached its header.
+    Absent,
+    Invalid(String),
+}
+
+fn encode_segment_header(seq: u64, salt: u64) -> [u8; SEGMENT_HEADER_BYTES] {
+    let mut h = [0u8; SEGMENT_HEADER_BYTES];
+    h[0..8].copy_from_slice(&SEGMENT_MAGIC);
+    h[8..16].copy_from_slice(&seq.to_le_bytes());
+    h[16..24].copy_from_slice(&salt.to_le_bytes());
+    let crc = crc32fast::hash(&h[..24]);
+    h[24..28].copy_from_slice(&crc.to_le_bytes());
+    h
+}
+
+fn parse_segment_header(bytes: &[u8], seq: u64) -> SegmentHeader {
+    let head = &bytes[..bytes.len().min(SEGMENT_HEADER_BYTES)];
+    if head.iter().all(|b| *b == 0) {
+        return SegmentHeader::Absent;
+    }
+    if head.len() < SEGMENT_HEADER_BYTES || head[0..8] != SEGMENT_MAGIC {
+        return SegmentHeader::Invalid(
+            "no log format 3 segment header (written by an older Roster, whose log this build cannot read, or \
+             damaged)"
+                .to_string(),
+        );
+    }
+    if crc32fast::hash(&head[..24]) != le_u32(&head[24..28]) {
+        return SegmentHeader::Invalid("segment header checksum mismatch".to_string());
+    }
+    let found = le_u64(&head[8..16]);
+    if found != seq {
+        return SegmentHeader::Invalid(format!("segment header names segment {found}, not {seq}"));
+    }
+    SegmentHeader::Valid { salt: le_u64(&head[16..24]) }
+}
+
+/// A salt for a new segment: from the OS, or from the simulator's seeded RNG.
+fn new_salt() -> u64 {
+    crate::rt::rng_seed()
 }
 
 fn segment_name(seq: u64) -> String {
@@ -262,6 +391,8 @@ fn io_err(file: &str) -> impl FnOnce(io::Error) -> StorageError + '_ {
 #[derive(Debug)]
 struct Segment {
     name: String,
+    /// Mixed into every record header's checksum (see the module docs).
+    salt: u64,
     /// Where the next record goes.
     write_offset: u64,
     /// Highest entry index stored in it (including purged ones), if any.
@@ -284,6 +415,11 @@ pub struct Wal {
     positions: BTreeMap<u64, Position>,
     meta: WalMeta,
     committed: Option<LogId>,
+    /// Every entry up to this index is durable (its fsync completed); stamped into each
+    /// record written.
+    durable_through: Option<u64>,
+    /// During `open`: the highest durable point any record or the meta file claims.
+    durable_claimed: Option<u64>,
     /// Segments written since their last fsync.
     dirty: BTreeSet<u64>,
     scratch: Vec<u8>,
@@ -317,6 +453,8 @@ impl Wal {
             segments: BTreeMap::new(),
             positions: BTreeMap::new(),
             committed: meta.committed,
+            durable_through: None,
+            durable_claimed: meta.durable_through,
             meta,
             dirty: BTreeSet::new(),
             scratch: Vec::new(),
@@ -330,6 +468,16 @@ impl Wal {
             let seq = seqs.last().map_or(1, |s| s + 1);
             wal.create_segment(seq)?;
         }
+        // What was read may have come from the page cache only (a process crash, no power
+        // loss): make it durable before any record says it is.
+        wal.disk.sync_dir().map_err(io_err("the data directory"))?;
+        if wal.disk.exists(META_FILE).map_err(io_err(META_FILE))? {
+            wal.disk.sync_data(META_FILE).map_err(io_err(META_FILE))?;
+        }
+        let last = wal.active_seq();
+        let last_name = wal.segments[&last].name.clone();
+        wal.disk.sync_data(&last_name).map_err(io_err(&last_name))?;
+        wal.durable_through = wal.positions.last_key_value().map(|(i, _)| *i);
         let recovered =
             Recovered { entries, vote: wal.meta.vote, committed: wal.committed, last_purged: wal.meta.last_purged };
         Ok((wal, recovered))
@@ -338,19 +486,31 @@ impl Wal {
     fn load_segment(&mut self, seq: u64, is_last: bool, entries: &mut Vec<Entry>) -> Result<(), StorageError> {
         let name = segment_name(seq);
         let bytes = self.disk.read(&name).map_err(io_err(&name))?;
-        let scan = scan(&bytes);
         let corrupt =
             |offset: usize, reason: String| StorageError::Corrupt { file: name.clone(), offset: offset as u64, reason };
-        if let Some(valid) = scan.valid_after_garbage {
-            return Err(corrupt(scan.end, format!("bad record followed by a valid record at offset {valid}")));
-        }
-        if scan.garbage_after_end && !is_last {
+        let salt = match parse_segment_header(&bytes, seq) {
+            SegmentHeader::Valid { salt } => salt,
+            SegmentHeader::Absent if is_last => {
+                // Created, but the crash came before its header was durable: it never held
+                // a record.
+                tracing::warn!(file = %name, "WAL segment never initialised (a crash during its creation); removing it");
+                self.disk.remove(&name).map_err(io_err(&name))?;
+                return Ok(());
+            }
+            SegmentHeader::Absent => {
+                return Err(corrupt(0, "segment header missing in a segment that is not the last".into()));
+            }
+            SegmentHeader::Invalid(reason) => return Err(corrupt(0, reason)),
+        };
+        let scan = scan(&bytes, salt);
+        if scan.garbage_end.is_some() && !is_last {
             return Err(corrupt(scan.end, "bad record in a segment that is not the last".into()));
         }
         let mut max_index = None;
-        for (offset, body) in &scan.records {
-            let record = decode_record(&bytes[body.clone()])
-                .map_err(|e| corrupt(*offset, format!("record passes its checksum but does not decode: {e}")))?;
+        for rec in &scan.records {
+            self.durable_claimed = self.durable_claimed.max(rec.durable_through);
+            let record = decode_record(&bytes[rec.body.clone()])
+                .map_err(|e| corrupt(rec.offset, format!("record passes its checksums but does not decode: {e}")))?;
             match record {
                 WalRecord::Committed(log_id) => {
                     if self.committed < Some(log_id) {
@@ -359,6 +519,12 @@ impl Wal {
                 }
                 WalRecord::Entry(entry) => {
                     let index = entry.log_id.index;
+                    if index != rec.index {
+                        return Err(corrupt(
+                            rec.offset,
+                            format!("record header says entry {} but holds entry {index}", rec.index),
+                        ));
+                    }
                     max_index = max_index.max(Some(index));
                     if let Err(reason) = self.check_next(&entry.log_id) {
                         let purged = self.meta.last_purged.as_ref().is_some_and(|p| index <= p.index);
@@ -366,25 +532,59 @@ impl Wal {
                             // Purged but not yet deleted with its segment.
                             continue;
                         }
-                        return Err(corrupt(*offset, reason));
+                        return Err(corrupt(rec.offset, reason));
                     }
-                    let position = Position { seq, offset: *offset as u64, log_id: entry.log_id };
+                    let position = Position { seq, offset: rec.offset as u64, log_id: entry.log_id };
                     self.positions.insert(index, position);
                     entries.push(*entry);
                 }
             }
         }
-        if scan.garbage_after_end {
-            tracing::warn!(
-                file = %name,
-                offset = scan.end,
-                "WAL tail torn by a crash (unacknowledged writes); cutting it"
-            );
-            let garbage_end = bytes.iter().rposition(|b| *b != 0).map_or(scan.end, |p| p + 1);
-            self.cut(&name, scan.end as u64, garbage_end as u64)?;
+        if let Some(garbage_end) = scan.garbage_end {
+            self.judge_damage(&name, &scan, garbage_end)?;
         }
-        self.segments.insert(seq, Segment { name, write_offset: scan.end as u64, max_index });
+        self.segments.insert(seq, Segment { name, salt, write_offset: scan.end as u64, max_index });
         Ok(())
+    }
+
+    /// Damage at `scan.end` of the last segment: cut if it lies beyond the durable point
+    /// (never acknowledged), refuse if not (see the module docs).
+    fn judge_damage(&mut self, name: &str, scan: &Scan, garbage_end: usize) -> Result<(), StorageError> {
+        let after_max = scan.after_garbage.iter().filter_map(|r| r.durable_through).max();
+        let durable = self.durable_claimed.max(after_max);
+        let next = self.last_log_id().map_or(0, |l| l.index + 1);
+        if let Some(durable) = durable
+            && next <= durable
+        {
+            return Err(StorageError::Corrupt {
+                file: name.to_string(),
+                offset: scan.end as u64,
+                reason: format!(
+                    "bad record where entry {next} belongs, but every entry through {durable} was durable (its fsync \
+                     had completed), so this is damage to acknowledged data, not a write torn by a crash"
+                ),
+            });
+        }
+        let dropped = match (scan.after_garbage.first(), scan.after_garbage.last()) {
+            (Some(first), Some(last)) => format!(
+                "{} whole records after it (indexes {} to {}) go with it",
+                scan.after_garbage.len(),
+                first.index,
+                last.index
+            ),
+            _ => "no whole record follows it".to_string(),
+        };
+        let durable = durable.map_or("no entry".to_string(), |d| format!("entries through {d}"));
+        tracing::warn!(
+            file = %name,
+            offset = scan.end,
+            bytes = garbage_end - scan.end,
+            first_index_cut = next,
+            "WAL tail torn by a crash: cutting bytes {}..{garbage_end} of {name}, from where entry {next} belongs; \
+             only {durable} were durable, so nothing cut was acknowledged; {dropped}",
+            scan.end
+        );
+        self.cut(name, scan.end as u64, garbage_end as u64)
     }
 
     /// Whether `log_id` may be the next entry: the index right after the last entry (or
@@ -447,20 +647,24 @@ impl Wal {
 
     fn create_segment(&mut self, seq: u64) -> Result<(), StorageError> {
         let name = segment_name(seq);
+        let salt = new_salt();
         self.disk.create(&name).map_err(io_err(&name))?;
         if self.opts.preallocate {
             let zeros = vec![0u8; ZERO_CHUNK_BYTES];
-            let mut at = 0;
+            let mut at = SEGMENT_HEADER_BYTES as u64;
             while at < self.opts.segment_bytes {
                 let n = (self.opts.segment_bytes - at).min(ZERO_CHUNK_BYTES as u64);
                 self.disk.write_at(&name, at, &zeros[..n as usize]).map_err(io_err(&name))?;
                 at += n;
             }
-            self.disk.sync_data(&name).map_err(io_err(&name))?;
         }
+        self.disk.write_at(&name, 0, &encode_segment_header(seq, salt)).map_err(io_err(&name))?;
+        // The header must be durable before any record: records cannot be checked without
+        // its salt, and a segment without one reads as never used.
+        self.disk.sync_data(&name).map_err(io_err(&name))?;
         // The new name must be durable before any record in it is acknowledged.
         self.disk.sync_dir().map_err(io_err("the data directory"))?;
-        self.segments.insert(seq, Segment { name, write_offset: 0, max_index: None });
+        self.segments.insert(seq, Segment { name, salt, write_offset: SEGMENT_HEADER_BYTES as u64, max_index: None });
         Ok(())
     }
 
@@ -472,7 +676,8 @@ impl Wal {
     fn make_room(&mut self, record_bytes: u64) -> Result<(), StorageError> {
         let seq = self.active_seq();
         let seg = &self.segments[&seq];
-        if seg.write_offset == 0 || seg.write_offset + record_bytes <= self.opts.segment_bytes {
+        let empty = seg.write_offset == SEGMENT_HEADER_BYTES as u64;
+        if empty || seg.write_offset + record_bytes <= self.opts.segment_bytes {
             return Ok(());
         }
         // Every segment but the last is fully synced: then a bad record in one of them
@@ -480,11 +685,14 @@ impl Wal {
         if self.dirty.remove(&seq) {
             self.disk.sync_data(&seg.name).map_err(io_err(&seg.name))?;
         }
+        // Earlier segments are synced too: everything so far is durable.
+        self.durable_through = self.positions.last_key_value().map(|(i, _)| *i);
         self.create_segment(seq + 1)
     }
 
-    /// Writes the records of `batch` (durable after the next `sync`).
-    pub fn append(&mut self, batch: &EncodedBatch) -> Result<(), StorageError> {
+    /// Writes the records of `batch` (durable after the next `sync`), completing their
+    /// headers for the segment they land in.
+    pub fn append(&mut self, batch: &mut EncodedBatch) -> Result<(), StorageError> {
         let mut last = self.positions.last_key_value().map(|(_, p)| p.log_id);
         for rec in &batch.records {
             let expected = last.as_ref().or(self.meta.last_purged.as_ref()).map(|l| l.index + 1);
@@ -508,6 +716,15 @@ impl Wal {
                     <= self.opts.segment_bytes as usize
             {
                 j += 1;
+            }
+            for rec in &batch.records[i..j] {
+                let header = &mut batch.bytes[rec.range.start..rec.range.start + HEADER_BYTES];
+                seal_header(header, seg.salt, self.durable_through);
+                debug_assert!(
+                    record_at(&batch.bytes[rec.range.clone()], 0, seg.salt)
+                        .is_some_and(|r| r.index == rec.log_id.index),
+                    "a sealed record must read back"
+                );
             }
             let bytes = &batch.bytes[batch.records[i].range.start..batch.records[j - 1].range.end];
             self.disk.write_at(&seg.name, start, bytes).map_err(io_err(&seg.name))?;
@@ -538,16 +755,18 @@ impl Wal {
         };
         let mut buf = std::mem::take(&mut self.scratch);
         buf.clear();
-        encode_record(&mut buf, &WalRecordRef::Committed(&committed))?;
-        let result = self.write_raw(&buf);
+        encode_record(&mut buf, &WalRecordRef::Committed(&committed), committed.index)?;
+        let result = self.write_raw(&mut buf);
         self.scratch = buf;
         result
     }
 
-    fn write_raw(&mut self, bytes: &[u8]) -> Result<(), StorageError> {
+    /// Writes one encoded record, sealing its header.
+    fn write_raw(&mut self, bytes: &mut [u8]) -> Result<(), StorageError> {
         self.make_room(bytes.len() as u64)?;
         let seq = self.active_seq();
         let seg = self.segments.get_mut(&seq).expect("active segment");
+        seal_header(&mut bytes[..HEADER_BYTES], seg.salt, self.durable_through);
         self.disk.write_at(&seg.name, seg.write_offset, bytes).map_err(io_err(&seg.name))?;
         seg.write_offset += bytes.len() as u64;
         self.dirty.insert(seq);
@@ -561,6 +780,7 @@ impl Wal {
             self.disk.sync_data(name).map_err(io_err(name))?;
             self.dirty.remove(&seq);
         }
+        self.durable_through = self.positions.last_key_value().map(|(i, _)| *i);
         Ok(())
     }
 
@@ -580,6 +800,15 @@ impl Wal {
             return Ok(());
         };
         let pos = pos.clone();
+        // The durable point must never lie above the log: a new branch at these indexes
+        // is not durable yet. Lowered on disk first, so no crash leaves it above.
+        if self.meta.durable_through > last_kept {
+            let mut meta = self.meta.clone();
+            meta.durable_through = last_kept;
+            meta.committed = self.committed;
+            self.write_meta(meta)?;
+        }
+        self.durable_through = self.durable_through.min(last_kept);
         // Later segments go first: a crash between the two steps then leaves a shorter
         // but gap-free log, never a cut segment followed by old entries.
         let later: Vec<u64> = self.segments.range(pos.seq + 1..).map(|(s, _)| *s).collect();
@@ -615,6 +844,7 @@ impl Wal {
         let mut meta = self.meta.clone();
         meta.last_purged = Some(*upto);
         meta.committed = self.committed;
+        meta.durable_through = self.durable_through;
         self.write_meta(meta)?;
         self.positions = self.positions.split_off(&(upto.index + 1));
         self.drop_purged_segments()
@@ -626,6 +856,7 @@ impl Wal {
         let mut meta = self.meta.clone();
         meta.vote = Some(*vote);
         meta.committed = self.committed;
+        meta.durable_through = self.durable_through;
         self.write_meta(meta)
     }
 
@@ -677,11 +908,8 @@ fn read_meta(disk: &dyn Disk) -> Result<WalMeta, StorageError> {
         offset: offset as u64,
         reason: reason.to_string(),
     };
-    if bytes.starts_with(&OLD_META_MAGIC) {
-        return Err(corrupt(
-            0,
-            "log format 1, written by an older Roster; this build reads format 2: move the data directory away and let the node catch up from its peers",
-        ));
+    if let Some((_, format)) = OLD_META_MAGICS.iter().find(|(magic, _)| bytes.starts_with(magic)) {
+        return Err(corrupt(0, &format!("log format {format}, written by an older Roster; this build reads format 3")));
     }
     if bytes.len() < META_HEADER_BYTES || bytes[..META_MAGIC.len()] != META_MAGIC {
         return Err(corrupt(0, "not a WAL meta file (bad magic or too short)"));
@@ -731,7 +959,7 @@ pub(crate) mod tests {
     }
 
     fn append(wal: &mut Wal, entries: &[Entry]) {
-        wal.append(&encode_entries(entries).unwrap()).unwrap();
+        wal.append(&mut encode_entries(entries).unwrap()).unwrap();
     }
 
     fn indexes(r: &Recovered) -> Vec<u64> {
@@ -774,9 +1002,9 @@ pub(crate) mod tests {
         let disk = MemDisk::new();
         let (mut wal, _) = open(&disk, false).unwrap();
         append(&mut wal, &[ent(2, 0), ent(2, 1)]);
-        let gap = wal.append(&encode_entries(&[ent(2, 3)]).unwrap());
+        let gap = wal.append(&mut encode_entries(&[ent(2, 3)]).unwrap());
         assert!(matches!(gap, Err(StorageError::OutOfOrder { expected: Some(2), .. })), "{gap:?}");
-        let older = wal.append(&encode_entries(&[ent(1, 2)]).unwrap());
+        let older = wal.append(&mut encode_entries(&[ent(1, 2)]).unwrap());
         assert!(matches!(older, Err(StorageError::OutOfOrder { .. })), "{older:?}");
     }
 
@@ -821,10 +1049,13 @@ pub(crate) mod tests {
     }
 
     #[test]
-    fn corruption_before_the_tail_is_refused() {
+    fn damage_below_the_durable_point_is_refused_naming_file_offset_and_the_way_out() {
         let disk = MemDisk::new();
         let (mut wal, _) = open(&disk, false).unwrap();
-        append(&mut wal, &(0..5).map(|i| ent(1, i)).collect::<Vec<_>>());
+        append(&mut wal, &(0..3).map(|i| ent(1, i)).collect::<Vec<_>>());
+        wal.sync().unwrap();
+        // Written after entries 0..=2 were durable: these records say so.
+        append(&mut wal, &(3..5).map(|i| ent(1, i)).collect::<Vec<_>>());
         wal.sync().unwrap();
         drop(wal);
         let (file, offset) = record_of(&disk, 2);
@@ -838,6 +1069,88 @@ pub(crate) mod tests {
         }
         let msg = err.to_string();
         assert!(msg.contains(&file) && msg.contains(&format!("offset {offset}")), "{msg}");
+        assert!(msg.contains("move the data directory aside") && msg.contains("roster member replace"), "{msg}");
+    }
+
+    /// The issue's power cut: one group commit spans several pages, and the page cache
+    /// wrote a later one back without an earlier one (zeros where a record was).
+    #[test]
+    fn damage_beyond_the_durable_point_is_cut_even_with_whole_records_after_it() {
+        let disk = MemDisk::new();
+        let (mut wal, _) = open(&disk, true).unwrap();
+        append(&mut wal, &(0..5).map(|i| ent(1, i)).collect::<Vec<_>>());
+        wal.sync().unwrap();
+        append(&mut wal, &(5..30).map(|i| ent(1, i)).collect::<Vec<_>>());
+        drop(wal);
+        let (file, offset) = record_of(&disk, 7);
+        disk.write_at(&file, offset, &[0u8; 200]).unwrap();
+        let (mut wal, rec) = open(&disk, true).unwrap();
+        assert_eq!(indexes(&rec), (0..7).collect::<Vec<_>>());
+        // The cut is durable and the log goes on from there.
+        append(&mut wal, &[ent(2, 7)]);
+        wal.sync().unwrap();
+        drop(wal);
+        disk.crash(|_| Keep::NONE);
+        let (_, rec) = open(&disk, true).unwrap();
+        assert_eq!(indexes(&rec), (0..8).collect::<Vec<_>>());
+        assert_eq!(rec.entries[7], ent(2, 7));
+    }
+
+    #[test]
+    fn a_record_sealed_with_another_salt_is_not_a_record() {
+        let mut batch = encode_entries(&[ent(1, 10)]).unwrap();
+        seal_header(&mut batch.bytes[..HEADER_BYTES], 7, Some(3));
+        let found = record_at(&batch.bytes, 0, 7).expect("reads back with its own salt");
+        assert_eq!((found.index, found.durable_through), (10, Some(3)));
+        assert!(record_at(&batch.bytes, 0, 8).is_none());
+    }
+
+    /// Bytes that look like a whole record, claiming everything durable, found after the
+    /// damage (as client bytes inside a torn record could): without this segment's salt
+    /// they are garbage, and the tail is cut, not refused.
+    #[test]
+    fn a_forged_record_after_the_damage_cannot_make_recovery_refuse() {
+        let disk = MemDisk::new();
+        let (mut wal, _) = open(&disk, true).unwrap();
+        append(&mut wal, &(0..5).map(|i| ent(1, i)).collect::<Vec<_>>());
+        wal.sync().unwrap();
+        append(&mut wal, &(5..10).map(|i| ent(1, i)).collect::<Vec<_>>());
+        let end = wal.segments.values().next_back().unwrap().write_offset;
+        drop(wal);
+        let (file, offset) = record_of(&disk, 6);
+        let mut forged = encode_entries(&[ent(1, 1_000)]).unwrap();
+        seal_header(&mut forged.bytes[..HEADER_BYTES], 0, Some(999));
+        disk.write_at(&file, end, &forged.bytes).unwrap();
+        disk.write_at(&file, offset, &[0xAB; 16]).unwrap();
+        let (_, rec) = open(&disk, true).unwrap();
+        assert_eq!(indexes(&rec), (0..6).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn a_segment_whose_creation_never_reached_its_header_is_removed() {
+        let disk = MemDisk::new();
+        let (mut wal, _) = open(&disk, true).unwrap();
+        append(&mut wal, &(0..3).map(|i| ent(1, i)).collect::<Vec<_>>());
+        wal.sync().unwrap();
+        drop(wal);
+        let next = segment_name(2);
+        disk.create(&next).unwrap();
+        disk.write_at(&next, 100, &[0u8; 4000]).unwrap();
+        let (wal, rec) = open(&disk, true).unwrap();
+        assert_eq!(indexes(&rec), vec![0, 1, 2]);
+        assert_eq!(wal.segment_names(), vec![segment_name(1)]);
+    }
+
+    #[test]
+    fn a_log_of_an_older_format_is_refused_naming_it() {
+        let disk = MemDisk::new();
+        let name = segment_name(1);
+        disk.create(&name).unwrap();
+        // A format 2 record header: len | crc, then a body.
+        disk.write_at(&name, 0, &[24, 0, 0, 0, 1, 2, 3, 4, 9, 9, 9]).unwrap();
+        let err = open(&disk, true).unwrap_err();
+        assert!(matches!(&err, StorageError::Corrupt { file, offset: 0, .. } if *file == name), "{err:?}");
+        assert!(err.to_string().contains("older Roster"), "{err}");
     }
 
     #[test]
@@ -867,8 +1180,9 @@ pub(crate) mod tests {
         let (mut wal, _) = open(&disk, false).unwrap();
         append(&mut wal, &(0..3).map(|i| ent(1, i)).collect::<Vec<_>>());
         // Smuggle in a record the WAL would refuse to append: index 5 after 2.
-        let batch = encode_entries(&[ent(1, 5)]).unwrap();
+        let mut batch = encode_entries(&[ent(1, 5)]).unwrap();
         let seg = wal.segments.values().next_back().unwrap();
+        seal_header(&mut batch.bytes[..HEADER_BYTES], seg.salt, None);
         disk.write_at(&seg.name, seg.write_offset, &batch.bytes).unwrap();
         disk.sync_data(&seg.name).unwrap();
         drop(wal);
@@ -899,7 +1213,7 @@ pub(crate) mod tests {
             // Purge everything, past the end: the next entry follows the marker.
             wal.purge(&lid(2, 50)).unwrap();
             assert_eq!(wal.last_log_id(), Some(lid(2, 50)));
-            assert!(wal.append(&encode_entries(&[ent(2, 40)]).unwrap()).is_err());
+            assert!(wal.append(&mut encode_entries(&[ent(2, 40)]).unwrap()).is_err());
             append(&mut wal, &[ent(3, 51)]);
             wal.sync().unwrap();
             drop(wal);
@@ -944,7 +1258,7 @@ pub(crate) mod tests {
         disk.corrupt_byte(META_FILE, 20).unwrap();
         assert!(matches!(open(&disk, false), Err(StorageError::Corrupt { file, .. }) if file == META_FILE));
         // A log of the older format is named as such, not misread.
-        disk.write_at(META_FILE, 0, &OLD_META_MAGIC).unwrap();
+        disk.write_at(META_FILE, 0, &OLD_META_MAGICS[0].0).unwrap();
         let err = open(&disk, false).unwrap_err();
         assert!(err.to_string().contains("log format 1"), "{err}");
     }
