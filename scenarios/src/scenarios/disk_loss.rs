@@ -122,9 +122,9 @@ async fn election_round(w: &mut World) -> u64 {
 /// to B from scratch). Writes commit on X and Y for 1–2 s. Then X is cut off (it still
 /// thinks it leads, and appends the writes sent to it without committing them) and B is
 /// back: Y and B elect Y in a newer term and commit writes for 1.5–3 s, at the indexes
-/// where X holds its uncommitted ones. B loses power and its disk and restarts empty;
-/// once it has started, Y is cut off and X and B are in touch for 1.5–3 s. B no longer
-/// knows Y's term: were it to take X's appends, X would commit its writes (and
+/// where X holds its uncommitted ones. Then Y is cut off, and B loses power and its disk
+/// and restarts empty, in touch with X alone, for 1.5–3 s after it has started. B no
+/// longer knows Y's term: were it to take X's appends, X would commit its writes (and
 /// acknowledge them) with B's help, and Y would overwrite them at the heal. Returns B.
 async fn stale_leader_round(w: &mut World) -> u64 {
     let first = await_leader(w).await;
@@ -140,10 +140,12 @@ async fn stale_leader_round(w: &mut World) -> u64 {
     let newer = await_leader_other_than(w, old).await;
     w.sleep_ms(between(1_500..3_000)).await;
 
-    lose_disk(w, victim).await;
-
+    // In one instant: B loses power before a message of X's can reach it (it would answer
+    // with Y's newer term and depose X), and restarts in touch with X alone, so that it
+    // hears of no term newer than X's.
     w.reconnect_all();
     w.partition(&[newer], false);
+    lose_disk(w, victim).await;
     w.sleep_ms(between(1_500..3_000)).await;
     victim
 }
