@@ -1,19 +1,23 @@
-//! A server loses its disk, in the one situation where its vote would lose a committed
-//! write.
+//! A server loses its disk, in the two situations where its vote, or its acknowledgement,
+//! would lose committed writes.
 //!
-//! Three servers: leader L and followers C and B. C falls behind while entries (client
-//! writes among them) commit on L and B. Then B loses power and its disk and comes back
-//! empty, and L goes away. C, which lacks those entries, campaigns, and B is the only
-//! server it can ask for a vote. If B voted (it forgot everything it acknowledged), C
-//! would lead, and when L came back C would overwrite L's log: the entries L and B
-//! committed, and the writes acknowledged for them, would be gone. The vote gate
-//! (`roster_real::server::vote_gate`) is what stops it: B refuses every vote until a
-//! leader has readmitted it (`member replace`) and it has caught up. With the gate, no
-//! leader can be elected until L is back, and then L leads.
+//! Three servers. A server that lost its disk forgot every entry it acknowledged and every
+//! term it promised; the vote gate (`roster_real::server::vote_gate`) makes it refuse
+//! votes and appends until a leader has readmitted it (`member replace`), and votes only
+//! once it has caught up. Each round builds one of the two situations the gate is for:
+//!
+//! - election (`election_round`): C lags while writes commit on L and B; B loses its disk;
+//!   L goes away. Were B to vote, C (lacking those writes) would lead, and overwrite L's
+//!   log when L came back. With the gate, nobody leads until L is back, and then L does.
+//! - stale leader (`stale_leader_round`): X, cut off, still thinks it leads in an old
+//!   term and holds writes it cannot commit; Y and B committed other writes at the same
+//!   indexes in a newer term; B loses its disk and is in touch with X alone. Were B to take
+//!   X's appends, X would commit (and acknowledge) its writes with B's help, and Y would
+//!   overwrite them at the heal. With the gate, X commits nothing.
 //!
 //! So the acknowledged-writes and committed-entries checkers see a lost write if, and
-//! only if, the empty node votes (scenarios/README.md lists the planted gate bugs and
-//! how many seeds catch each).
+//! only if, the empty node votes or takes appends before its readmission
+//! (scenarios/README.md lists both planted bugs and the seeds that catch each).
 
 use super::{between, chance};
 use roster_sim::world::{World, WorldConfig};
