@@ -178,21 +178,25 @@ async fn fall_behind(w: &mut World, lagging: u64, other: u64, leader: u64, lag: 
 
 /// The leader, waited for up to `LEADER_WAIT_MS`; a random voter if none came.
 async fn await_leader(w: &World) -> u64 {
-    await_leader_other_than(w, 0).await
+    await_leader_except(w, None).await
 }
 
 /// A leader other than `not` (a server that is cut off may still think it leads), waited
 /// for up to `LEADER_WAIT_MS`; a random voter other than `not` if none came.
 async fn await_leader_other_than(w: &World, not: u64) -> u64 {
+    await_leader_except(w, Some(not)).await
+}
+
+async fn await_leader_except(w: &World, not: Option<u64>) -> u64 {
     let until = w.now_ms() + LEADER_WAIT_MS;
     while w.now_ms() < until {
-        if let Some(l) = w.leader().filter(|l| *l != not) {
+        if let Some(l) = w.leader().filter(|l| Some(*l) != not) {
             return l;
         }
         w.sleep_ms(POLL_MS).await;
     }
     let mut id = w.random_voter();
-    while id == not {
+    while Some(id) == not {
         id = w.random_voter();
     }
     id
