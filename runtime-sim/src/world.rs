@@ -341,6 +341,13 @@ impl World {
         self.slot(id).is_some_and(|s| s.up)
     }
 
+    /// Whether server `id`'s node has finished starting (its storage opened and, if it
+    /// started empty with `--bootstrap`, its decision whether to form the cluster made) and
+    /// has not stopped since.
+    pub fn has_started(&self, id: u64) -> bool {
+        self.is_up(id) && lock(&self.views).contains_key(&id)
+    }
+
     // ---- network faults ----
 
     /// Cuts the links between servers `a` and `b` (both ways unless `one_way`: then only
@@ -390,6 +397,13 @@ impl World {
             c.send_latency = Duration::from_millis(latency_ms.start)..Duration::from_millis(latency_ms.end);
         });
         self.note(format!("network latency {latency_ms:?} ms, loss {:.1}%", loss_rate * 100.0));
+    }
+
+    /// Restores every link and the base network, and records it; dead, paused and
+    /// stopped servers stay as they are (`heal_all` undoes those too).
+    pub fn reconnect_all(&mut self) {
+        self.heal_network();
+        self.note("heal the network only".into());
     }
 
     /// Restores every link and the base network.

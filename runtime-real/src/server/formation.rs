@@ -24,6 +24,11 @@
 //! - A node's check asks every peer, in passes, until one pass heard them all (bounded),
 //!   so that members started together see each other deciding, and so that a member
 //!   named by any peer finds it even if another peer does not name it.
+//! - The verdict is judged on each peer's latest answer from any pass (`PeerAnswers`),
+//!   not on the last pass alone: the pass that the deadline cuts short may hear nobody,
+//!   and "nobody answered" would then read as "no cluster". A node that lost its disk
+//!   formed a cluster of its own that way, opened its vote gate, and its vote elected a
+//!   node that lacked committed writes (simulator, `disk-loss`).
 
 use crate::net::wire::ClusterStatus;
 use crate::raft::NodeId;
@@ -95,6 +100,26 @@ pub enum PeerCheck {
     FormedWithMe { by: String, deciding: Vec<(NodeId, u64)> },
     /// A cluster runs without this start: wait for `member replace`.
     Running(String),
+}
+
+/// The latest answer of each peer that answered in any pass of a check, with its address.
+#[derive(Default)]
+pub struct PeerAnswers {
+    latest: std::collections::BTreeMap<NodeId, (String, ClusterStatus)>,
+}
+
+impl PeerAnswers {
+    /// Records `status` as `id`'s answer, replacing any earlier one.
+    pub fn heard(&mut self, id: NodeId, addr: String, status: ClusterStatus) {
+        self.latest.insert(id, (addr, status));
+    }
+
+    /// `judge` on the latest answers, in peer id order.
+    pub fn judge(&self, me: (NodeId, u64)) -> PeerCheck {
+        let answers: Vec<(NodeId, String, ClusterStatus)> =
+            self.latest.iter().map(|(id, (addr, s))| (*id, addr.clone(), s.clone())).collect();
+        judge(me, &answers)
+    }
 }
 
 /// Judges the answers of the peers (`(id, address, status)`) for the start `me`.
@@ -176,6 +201,22 @@ mod tests {
         assert!(matches!(judge((1, 6), &[answer(2, formed.clone())]), PeerCheck::Running(_)));
         // Another node's entry is not this one's.
         assert!(matches!(judge((3, 5), &[answer(2, formed)]), PeerCheck::Running(_)));
+    }
+
+    #[test]
+    fn a_pass_that_hears_nobody_does_not_forget_a_running_cluster() {
+        let mut answers = PeerAnswers::default();
+        answers.heard(2, "10.0.0.2:7000".into(), ClusterStatus { leader: Some(2), term: 4, ..status(2) });
+        // The next passes hear nobody (peer 3 is cut off; the deadline cuts the last one
+        // short before peer 2 answers again): the cluster still runs.
+        assert!(matches!(answers.judge((1, 5)), PeerCheck::Running(_)));
+        // A later answer replaces the earlier one (peer 3 stopped deciding).
+        let deciding = ClusterStatus { deciding: Some(8), ..status(3) };
+        let mut fresh = PeerAnswers::default();
+        fresh.heard(3, "10.0.0.3:7000".into(), deciding);
+        fresh.heard(3, "10.0.0.3:7000".into(), status(3));
+        assert_eq!(fresh.judge((1, 5)), PeerCheck::NoCluster { deciding: vec![] });
+        assert_eq!(PeerAnswers::default().judge((1, 5)), PeerCheck::NoCluster { deciding: vec![] });
     }
 
     #[test]

@@ -31,21 +31,22 @@ const CATCH_UP_POLL_MS: u64 = 50;
 /// Asks every peer (other than `me`'s node) for its status and judges the answers
 /// (`formation::judge`), in passes: each pass asks every peer again, so an answer reflects
 /// the peer's latest state. The check ends as soon as a peer says the cluster was formed
-/// with this start, once a pass heard every peer, or after `PEER_CHECK_TIMEOUT_MS` with
-/// the last pass's answers; between passes it waits 100 ms, so that initial members
-/// started together see each other deciding.
+/// with this start, once a pass heard every peer, or after `PEER_CHECK_TIMEOUT_MS`; it
+/// judges each peer's latest answer from any pass (a pass cut short by the deadline may
+/// hear nobody). Between passes it waits 100 ms, so that initial members started together
+/// see each other deciding.
 pub async fn check_peers(
     peers: &BTreeMap<NodeId, String>,
     me: (NodeId, u64),
     credential: &roster_client::Credential,
     connector: &Connector,
 ) -> crate::server::formation::PeerCheck {
-    use crate::server::formation::{PeerCheck, judge};
+    use crate::server::formation::{PeerAnswers, PeerCheck};
     let deadline = tokio::time::Instant::now() + Duration::from_millis(PEER_CHECK_TIMEOUT_MS);
     let others: Vec<(NodeId, String)> =
         peers.iter().filter(|(id, _)| **id != me.0).map(|(id, addr)| (*id, addr.clone())).collect();
+    let mut answers = PeerAnswers::default();
     loop {
-        let mut answers = Vec::new();
         let mut missing = 0;
         for (id, addr) in &others {
             let left_ms = deadline.saturating_duration_since(tokio::time::Instant::now()).as_millis() as u64;
@@ -58,7 +59,7 @@ pub async fn check_peers(
                 }
             };
             match answer {
-                Some(Ok(ClientResponse::Status(s))) => answers.push((*id, addr.clone(), *s)),
+                Some(Ok(ClientResponse::Status(s))) => answers.heard(*id, addr.clone(), *s),
                 Some(Ok(other)) => {
                     tracing::debug!(peer = id, answer = ?other, "unexpected answer to the bootstrap check");
                     missing += 1;
@@ -70,7 +71,7 @@ pub async fn check_peers(
                 None => missing += 1,
             }
         }
-        let verdict = judge(me, &answers);
+        let verdict = answers.judge(me);
         let past = tokio::time::Instant::now() + Duration::from_millis(PEER_CHECK_RETRY_MS) >= deadline;
         if matches!(verdict, PeerCheck::FormedWithMe { .. }) || missing == 0 || past {
             return verdict;

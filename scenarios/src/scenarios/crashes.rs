@@ -91,49 +91,6 @@ pub async fn full_cluster_restart(w: &mut World, fault_ms: u64) {
     }
 }
 
-/// A follower loses power and its disk: it restarts empty (with --bootstrap, as an initial
-/// member does, so it must notice the running cluster), waits 1–3 s without voting, and is
-/// brought back by `member replace`; 2–4 s of calm; repeat. A replace can fail (a leader
-/// change mid-way); its node then stays a learner or waits, and is replaced again first
-/// thing in every later round and at the end, so that no victim is left out of the quorum.
-pub async fn disk_loss(w: &mut World, fault_ms: u64) {
-    let end = w.now_ms() + fault_ms;
-    let mut unreplaced: Vec<u64> = Vec::new();
-    while w.now_ms() < end {
-        replace_each(w, &mut unreplaced).await;
-        let victim = random_follower(w);
-        w.kill_server(victim);
-        w.wipe_disk(victim);
-        w.sleep_ms(between(500..1_500)).await;
-        w.heal_all();
-        w.sleep_ms(between(1_000..3_000)).await;
-        unreplaced.push(victim);
-        replace_each(w, &mut unreplaced).await;
-        w.sleep_ms(between(2_000..4_000)).await;
-    }
-    replace_each(w, &mut unreplaced).await;
-}
-
-/// `member replace` of every node in `nodes`, up to three tries each; keeps those it could
-/// not bring back.
-async fn replace_each(w: &mut World, nodes: &mut Vec<u64>) {
-    let mut left = Vec::new();
-    for &id in nodes.iter() {
-        let mut done = false;
-        for _ in 0..3 {
-            if w.replace_voter(id).await.is_ok() {
-                done = true;
-                break;
-            }
-            w.sleep_ms(500).await;
-        }
-        if !done {
-            left.push(id);
-        }
-    }
-    *nodes = left;
-}
-
 /// A voter drawn at random that is not the current leader (drawn again until it is not).
 fn random_follower(w: &World) -> u64 {
     let leader = w.leader();

@@ -10,6 +10,7 @@ use std::pin::Pin;
 
 mod churn;
 mod crashes;
+mod disk_loss;
 mod disks;
 mod membership;
 mod network;
@@ -91,9 +92,10 @@ pub const ALL: &[Scenario] = &[
     },
     Scenario {
         name: "disk-loss",
-        about: "a follower loses power and its disk, restarts empty and is replaced",
-        configure: keep_default,
-        faults: |w, ms| Box::pin(crashes::disk_loss(w, ms)),
+        about: "3 servers: a follower lags, the other loses its disk and restarts empty, the leader goes: \
+                the lagging one can be elected only by the empty one's vote; the empty one is replaced",
+        configure: disk_loss::disk_loss_config,
+        faults: |w, ms| Box::pin(disk_loss::disk_loss(w, ms)),
     },
     Scenario {
         name: "slow-disk",
