@@ -117,7 +117,8 @@ pub struct WatchArgs {
     /// Stop after this many events shown (default: run until ctrl-c).
     #[arg(long)]
     count: Option<u64>,
-    /// Only events about servers, processes or kv keys.
+    /// Only events about servers, processes, kv keys or tokens, or the audit trail of
+    /// admin actions (`audit`).
     #[arg(long, value_enum)]
     kind: Option<WatchKind>,
     /// Only events about the server or process of this name, or this kv key.
@@ -136,6 +137,9 @@ enum WatchKind {
     #[value(alias = "processes")]
     Process,
     Kv,
+    #[value(alias = "tokens")]
+    Token,
+    Audit,
 }
 
 #[derive(Args, Debug)]
@@ -575,6 +579,8 @@ fn watch_shows(args: &WatchArgs, known: &KnownServers, event: &roster_kernel::Ev
         Some(WatchKind::Server) => kind == SubjectKind::Server,
         Some(WatchKind::Process) => kind == SubjectKind::Process,
         Some(WatchKind::Kv) => kind == SubjectKind::Kv,
+        Some(WatchKind::Token) => kind == SubjectKind::Token,
+        Some(WatchKind::Audit) => kind == SubjectKind::Audit,
     };
     kind_matches
         && args.name.as_deref().is_none_or(|n| n == name)
