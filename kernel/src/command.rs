@@ -178,7 +178,10 @@ impl Command {
             self,
             Command::Delete { .. }
                 | Command::SetDrained { .. }
-                | Command::CreateToken { .. }
+                | Command::CreateToken {
+                    role: TokenRole::Admin | TokenRole::Read | TokenRole::Launch | TokenRole::Agent(_),
+                    ..
+                }
                 | Command::RevokeToken { .. }
         )
     }

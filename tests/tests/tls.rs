@@ -233,6 +233,7 @@ fn an_expired_certificate_is_refused_naming_which_one() {
         .arg("--data-dir")
         .arg(dir.0.join("data"))
         .env("ROSTER_TOKEN", "t")
+        .env("ROSTER_PEER_KEY", roster_tests::TEST_PEER_KEY)
         .arg("--tls-cert")
         .arg(&cert)
         .arg("--tls-key")

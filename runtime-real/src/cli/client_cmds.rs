@@ -575,7 +575,8 @@ pub async fn watch(args: WatchArgs, c: ClientArgs) -> Result<ExitCode, String> {
 fn watch_shows(args: &WatchArgs, known: &KnownServers, event: &roster_kernel::Event) -> bool {
     let (kind, name) = describe::subject(event);
     let kind_matches = match args.kind {
-        None => true,
+        // The credentials' events and the audit trail are shown when asked for.
+        None => !matches!(kind, SubjectKind::Token | SubjectKind::Audit),
         Some(WatchKind::Server) => kind == SubjectKind::Server,
         Some(WatchKind::Process) => kind == SubjectKind::Process,
         Some(WatchKind::Kv) => kind == SubjectKind::Kv,
