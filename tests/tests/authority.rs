@@ -255,3 +255,28 @@ fn an_idle_connection_flood_meets_the_cap_and_the_node_serves_again_after_it() {
         c.log_of(flooded)
     );
 }
+
+#[test]
+fn a_node_running_as_root_starts_launched_jobs_as_its_launch_user() {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        println!("skipped: launch_user needs the node to run as root (CI does)");
+        return;
+    }
+    let id = std::fs::canonicalize(roster_tests::which("id")).expect("id").to_string_lossy().into_owned();
+    let c = TestCluster::start("authority-launch-user", 3, |_| {
+        vec!["--launch-allow".into(), id.clone(), "--launch-user".into(), "nobody".into()]
+    });
+    c.wait_leader(Duration::from_secs(20));
+    ok(&c.roster(&["launch", "--name", "who", "--", &id, "-u"]));
+    let uid = eventually(Duration::from_secs(15), "the launched job's output", || {
+        (1..=3).find_map(|n| {
+            let dir = c.data_dir(n).join("launched");
+            std::fs::read_dir(dir).ok()?.flatten().find_map(|entry| {
+                let text = std::fs::read_to_string(entry.path()).ok()?;
+                text.lines().find(|l| l.trim().parse::<u32>().is_ok()).map(|l| l.trim().to_string())
+            })
+        })
+    });
+    assert_eq!(uid, "65534", "the job did not run as nobody");
+}

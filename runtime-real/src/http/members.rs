@@ -35,6 +35,10 @@ pub struct Register {
     /// Defaults to now.
     #[serde(default)]
     pub started_at_unix_ms: Option<u64>,
+    /// Also mint a `member` token for the new process alone and answer its secret
+    /// (`"token"`): what the process should hold from then on, instead of the caller's.
+    #[serde(default)]
+    pub member_token: bool,
 }
 
 pub async fn register(
@@ -54,7 +58,20 @@ pub async fn register(
         reserved: ResourceAverage::default(),
     };
     let reply = write(&state, &auth, &headers, Command::RegisterProcess { info }).await?;
-    Ok((StatusCode::CREATED, Json(reply_json(&reply))))
+    let mut body = reply_json(&reply);
+    if let (true, roster_kernel::Reply::ProcessRegistered { id, .. }) = (r.member_token, &reply) {
+        let secret = crate::server::launch::new_secret();
+        let command = Command::CreateToken {
+            hash: roster_client::token_hash(&secret),
+            name: format!("http {}", id),
+            role: roster_kernel::TokenRole::Member(MemberId::Process(*id)),
+            expires_at_unix_ms: None,
+        };
+        // Under this node's own session: the caller's (if any) numbered one command only.
+        write(&state, &auth, &HeaderMap::new(), command).await?;
+        body["token"] = json!(secret);
+    }
+    Ok((StatusCode::CREATED, Json(body)))
 }
 
 /// `PUT /v1/processes/{id}/heartbeat`, body optional: `{"cpu_percent": N, "mem_bytes": N}`.

@@ -31,7 +31,7 @@
 
 use super::disk::{Disk, FsDisk};
 use super::log_store::LogStore;
-use super::mem_disk::{Keep, MemDisk};
+use super::mem_disk::{DirOp, Keep, MemDisk};
 use super::state_machine::StateMachineStore;
 use super::wal::{Recovered, Wal, WalOptions};
 use crate::raft::entry::Batch;
@@ -242,31 +242,6 @@ struct Image {
     dirty: BTreeSet<usize>,
 }
 
-#[derive(Clone, Debug)]
-enum DirOp {
-    Link { name: String, inode: u64 },
-    Rename { from: String, to: String },
-    Remove(String),
-}
-
-impl DirOp {
-    fn apply(&self, names: &mut BTreeMap<String, u64>) {
-        match self {
-            DirOp::Link { name, inode } => {
-                names.insert(name.clone(), *inode);
-            }
-            DirOp::Rename { from, to } => {
-                if let Some(i) = names.remove(from) {
-                    names.insert(to.clone(), i);
-                }
-            }
-            DirOp::Remove(name) => {
-                names.remove(name);
-            }
-        }
-    }
-}
-
 /// The file system as the log so far left it: durable and current contents per file.
 #[derive(Default)]
 struct Replay {
@@ -332,7 +307,7 @@ impl Replay {
                 self.dir_pending.push(op);
             }
             Op::Remove(name) => {
-                let op = DirOp::Remove(name.clone());
+                let op = DirOp::Remove { name: name.clone() };
                 op.apply(&mut self.names);
                 self.dir_pending.push(op);
             }

@@ -151,14 +151,14 @@ struct Inode {
 }
 
 #[derive(Clone, Debug)]
-enum DirOp {
+pub(crate) enum DirOp {
     Link { name: String, inode: u64 },
     Rename { from: String, to: String },
     Remove { name: String },
 }
 
 impl DirOp {
-    fn apply(&self, names: &mut BTreeMap<String, u64>) {
+    pub(crate) fn apply(&self, names: &mut BTreeMap<String, u64>) {
         match self {
             DirOp::Link { name, inode } => {
                 names.insert(name.clone(), *inode);
