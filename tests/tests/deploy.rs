@@ -56,11 +56,9 @@ fn the_systemd_unit_verifies() {
     let copy = tmp.0.join("roster.service");
     let bin = roster_bin();
     std::fs::write(&copy, unit.replace("/usr/local/bin/roster", &bin.display().to_string())).expect("write unit");
-    let out = Command::new("systemd-analyze")
-        .arg("verify")
-        .arg(&copy)
-        .output()
-        .expect("systemd-analyze must be installed to verify deploy/roster.service (Debian's systemd; .ci/run installs it)");
+    let out = Command::new("systemd-analyze").arg("verify").arg(&copy).output().expect(
+        "systemd-analyze must be installed to verify deploy/roster.service (Debian's systemd; .ci/run installs it)",
+    );
     let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
     assert!(out.status.success(), "systemd-analyze verify failed:\n{text}");
     // Warnings about the unit itself (unknown keys, bad values) do not fail verify: refuse them here.
