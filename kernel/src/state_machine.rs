@@ -603,10 +603,8 @@ impl ClusterStateMachine {
         self.emit(revision, Change::Departed(Arc::clone(&tombstone)));
         self.tombstones.push(tombstone, self.limits.tombstone_max_count);
         // A member's credentials leave with it: a wrapper that outlives its member can
-        // speak for nothing.
-        for info in self.tokens.remove_member(member) {
-            self.emit(revision, Change::Other(Box::new(EventKind::TokenRevoked { id: info.id, name: info.name })));
-        }
+        // speak for nothing. The departure's event says so; the tokens get none of their own.
+        self.tokens.remove_member(member);
         true
     }
 

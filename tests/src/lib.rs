@@ -98,8 +98,12 @@ impl TestCluster {
         let dir = TempDir::new(tag);
         let token_file = dir.0.join("token");
         std::fs::write(&token_file, "test-token-0123456789").expect("write token");
-        // The peer key nodes prove to each other, found beside the token file.
+        // The peer key nodes prove to each other, found beside the token file. Both are
+        // secrets: readable by their owner only, as a node expects (it warns otherwise).
         std::fs::write(dir.0.join("peer-key"), TEST_PEER_KEY).expect("write peer key");
+        for secret in [token_file.clone(), dir.0.join("peer-key")] {
+            std::fs::set_permissions(&secret, std::os::unix::fs::PermissionsExt::from_mode(0o600)).expect("chmod 600");
+        }
         let addrs: BTreeMap<u64, String> = (1..=n).map(|id| (id, format!("127.0.0.1:{}", free_port()))).collect();
         let peers = addrs.iter().map(|(id, a)| format!("{id}={a}")).collect::<Vec<_>>().join(",");
         let node_env = env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();

@@ -268,7 +268,7 @@ fn a_node_running_as_root_starts_launched_jobs_as_its_launch_user() {
         vec!["--launch-allow".into(), id.clone(), "--launch-user".into(), "nobody".into()]
     });
     c.wait_leader(Duration::from_secs(20));
-    ok(&c.roster(&["launch", "--name", "who", "--", &id, "-u"]));
+    ok(&c.run_to_end(&["launch", "--name", "who", "--", &id, "-u"]));
     let uid = eventually(Duration::from_secs(15), "the launched job's output", || {
         (1..=3).find_map(|n| {
             let dir = c.data_dir(n).join("launched");

@@ -35,7 +35,51 @@ pub fn router(state: HttpState) -> Router {
         .route("/metrics", get(metrics::metrics))
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .layer(axum::middleware::from_fn(refuse_oversized))
         .with_state(state)
+}
+
+/// Bytes of an announced oversized body read and dropped before the 413 goes out: a
+/// client still sending when the connection closes on unread bytes would get a reset
+/// instead of the answer.
+const OVERSIZED_DRAIN_BYTES: u64 = 8 << 20;
+/// How long that draining may take.
+const OVERSIZED_DRAIN_MS: u64 = 2_000;
+
+/// A body whose `Content-Length` is over the limit is refused with a 413 naming the limit,
+/// after its bytes were read (up to a bound) so that the client gets to read the answer.
+async fn refuse_oversized(request: axum::extract::Request, next: axum::middleware::Next) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    let announced = request
+        .headers()
+        .get(axum::http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    let Some(len) = announced.filter(|len| *len > MAX_BODY_BYTES as u64) else {
+        return next.run(request).await;
+    };
+    if len <= OVERSIZED_DRAIN_BYTES {
+        // Read and dropped chunk by chunk: nothing of it is kept.
+        let drain = async {
+            use futures::StreamExt;
+            let mut chunks = request.into_body().into_data_stream();
+            let mut seen = 0u64;
+            while let Some(Ok(chunk)) = chunks.next().await {
+                seen += chunk.len() as u64;
+                if seen >= OVERSIZED_DRAIN_BYTES {
+                    break;
+                }
+            }
+        };
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_millis(OVERSIZED_DRAIN_MS);
+        let _ = crate::rt::Timeout::new(drain, deadline).await;
+    }
+    super::error::HttpError::new(
+        axum::http::StatusCode::PAYLOAD_TOO_LARGE,
+        "too_large",
+        format!("request body of {len} bytes is over the limit of {MAX_BODY_BYTES} bytes"),
+    )
+    .into_response()
 }
 
 async fn not_found(uri: axum::http::Uri) -> super::error::HttpError {
