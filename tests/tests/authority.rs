@@ -118,6 +118,14 @@ fn every_role_does_what_it_may_and_is_refused_the_rest() {
     let events = watch.wait_output(Duration::from_secs(10));
     let trail = String::from_utf8_lossy(&events.stdout);
     assert!(trail.contains("bootstrap") && trail.contains("create read token"), "no audit of the token: {trail}");
+    // A read credential's stream leaves the credentials' events out, as `token ls` is refused it.
+    let mut hidden = c.command(&["watch", "--after", "0", "--kind", "audit"]);
+    hidden.env_remove("ROSTER_TOKEN_FILE").env("ROSTER_TOKEN", &read).stdout(std::process::Stdio::piped());
+    let mut hidden = roster_tests::ChildGuard(Some(hidden.spawn().expect("watch")));
+    std::thread::sleep(Duration::from_secs(2));
+    let seen = hidden.kill_and_output();
+    let stdout = seen.split("stderr:").next().unwrap_or_default();
+    assert!(!stdout.contains("audit:"), "a read credential saw the audit trail: {seen}");
 }
 
 #[test]

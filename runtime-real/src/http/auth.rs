@@ -22,14 +22,20 @@ impl Authorized {
     /// Whether the caller may send `request`: a refusal is 403 `forbidden` naming the role
     /// and the action; an admin action goes to the audit trail.
     pub async fn may(&self, state: &HttpState, request: &ClientRequest) -> Result<(), HttpError> {
-        match state.api().admit(&self.caller, request) {
-            Ok(Some(audit)) => {
-                state.api().record_audit(audit).await;
-                Ok(())
-            }
-            Ok(None) => Ok(()),
-            Err(e) => Err(e.into()),
+        self.admit(state, request).await.map(|_| ())
+    }
+
+    /// Whether the caller may see token and audit events in the event stream (as `token ls`).
+    pub async fn sees_credentials(&self, state: &HttpState) -> Result<bool, HttpError> {
+        self.admit(state, &ClientRequest::Watch { after_revision: 0 }).await
+    }
+
+    async fn admit(&self, state: &HttpState, request: &ClientRequest) -> Result<bool, HttpError> {
+        let admitted = state.api().admit(&self.caller, request)?;
+        if let Some(audit) = admitted.audit {
+            state.api().record_audit(audit).await;
         }
+        Ok(admitted.sees_credentials)
     }
 }
 

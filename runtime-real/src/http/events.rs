@@ -34,19 +34,20 @@ use std::time::Duration;
 pub const PROGRESS_MS: u64 = 5_000;
 
 pub async fn events(
-    _: Authorized,
+    auth: Authorized,
     State(state): State<HttpState>,
     RawQuery(q): RawQuery,
     headers: HeaderMap,
 ) -> Result<Response, HttpError> {
     let params = Params::parse(q.as_deref());
     params.only(&["after"])?;
+    let sees_credentials = auth.sees_credentials(&state).await?;
     let shared = state.api().shared.clone();
     let after = match params.number::<u64>("after")? {
         Some(r) => r,
         None => crate::storage::with_kernel(&shared, |sm| sm.revision()),
     };
-    if let WatchStep::Compacted { oldest_available } = watch_step(&shared, after) {
+    if let WatchStep::Compacted { oldest_available } = watch_step(&shared, after, sees_credentials) {
         return Err(compacted(after, oldest_available));
     }
     let sse =
@@ -55,7 +56,8 @@ pub async fn events(
     let changes = shared.subscribe();
     let open = crate::metrics::Open::new(&state.api().metrics().watchers);
     let next_progress = tokio::time::Instant::now() + Duration::from_millis(PROGRESS_MS);
-    let stream = Stream { shared, seen: after, changes, servers, sse, ended: false, next_progress, _open: open };
+    let stream =
+        Stream { shared, seen: after, sees_credentials, changes, servers, sse, ended: false, next_progress, _open: open };
     let body = Body::from_stream(futures::stream::unfold(stream, |mut s| async move {
         let chunk = s.next_chunk().await?;
         Some((Ok::<Bytes, std::convert::Infallible>(chunk), s))
@@ -85,6 +87,8 @@ struct Stream {
     shared: Arc<SharedState>,
     /// Every event up to this revision was sent.
     seen: u64,
+    /// Token and audit events are sent too (an admin's stream).
+    sees_credentials: bool,
     changes: AppliedReceiver,
     servers: KnownServers,
     sse: bool,
@@ -102,9 +106,12 @@ impl Stream {
             return None;
         }
         loop {
-            match watch_step(&self.shared, self.seen) {
-                WatchStep::Events(events) => {
-                    self.seen = events.last().map_or(self.seen, |e| e.revision);
+            match watch_step(&self.shared, self.seen, self.sees_credentials) {
+                WatchStep::Events { events, through } => {
+                    self.seen = through;
+                    if events.is_empty() {
+                        continue;
+                    }
                     let mut out = String::new();
                     for e in &events {
                         let line = event_json(e, &self.servers);

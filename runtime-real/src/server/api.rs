@@ -21,6 +21,15 @@ use tokio::sync::mpsc;
 /// Most events in one `Events` response of a watch stream.
 const WATCH_BATCH: usize = 512;
 
+/// A request the caller may send.
+#[derive(Debug)]
+pub struct Admitted {
+    /// The audit record to write, for an admin action.
+    pub audit: Option<roster_kernel::AuditRecord>,
+    /// Whether the caller may see token and audit events in a watch.
+    pub sees_credentials: bool,
+}
+
 pub struct Api {
     pub(crate) id: NodeId,
     /// The bootstrap token and the tokens in the record: who a client is.
@@ -123,13 +132,13 @@ impl Api {
         nodes.peek().is_none() || membership.nodes().any(|(node, _)| *node == id)
     }
 
-    /// Whether `caller` may send `request` now: `Ok` with an audit record for an admin
-    /// action, or the refusal to answer.
+    /// Whether `caller` may send `request` now: `Ok` with what the caller may see and an
+    /// audit record for an admin action, or the refusal to answer.
     pub fn admit(
         &self,
         caller: &crate::server::authority::Caller,
         request: &ClientRequest,
-    ) -> Result<Option<roster_kernel::AuditRecord>, RequestError> {
+    ) -> Result<Admitted, RequestError> {
         let now = crate::rt::clock::unix_ms();
         let mut standing =
             self.credentials.standing(caller, now).map_err(|reason| RequestError::Unauthenticated { reason })?;
@@ -144,7 +153,8 @@ impl Api {
             self.metrics.count_forbidden();
             tracing::info!(caller = %standing.name, role = %standing.principal, %refusal, "refused");
         }
-        result
+        let sees_credentials = roster_kernel::authorize(standing.principal, &roster_kernel::Action::ListTokens).is_ok();
+        result.map(|audit| Admitted { audit, sees_credentials })
     }
 
     /// Writes an admin action to the audit trail (an event in the change stream). Best
@@ -155,14 +165,21 @@ impl Api {
         self.submit(ProposalBody::Audit(record), ReplyTo::Caller(tx)).await;
     }
 
-    pub async fn handle(self: Arc<Self>, env: ClientEnvelope, tx: mpsc::Sender<ClientResponseEnvelope>) {
+    /// Serves one request; `sees_credentials` says whether the caller may see the token
+    /// and audit events of a watch (as `token ls`: admins and nodes).
+    pub async fn handle(
+        self: Arc<Self>,
+        env: ClientEnvelope,
+        tx: mpsc::Sender<ClientResponseEnvelope>,
+        sees_credentials: bool,
+    ) {
         let id = env.id;
         let op = op_name(&env.request);
         let started = tokio::time::Instant::now();
         let response = match env.request {
             ClientRequest::Watch { after_revision } => {
                 let _open = crate::metrics::Open::new(&self.metrics.watchers);
-                self.watch(id, after_revision, tx).await;
+                self.watch(id, after_revision, tx, sees_credentials).await;
                 return;
             }
             ClientRequest::Snapshot => {
@@ -263,19 +280,22 @@ impl Api {
         leadership::not_leader(&self.raft, self.id).await
     }
 
-    async fn watch(&self, id: u64, after_revision: u64, tx: mpsc::Sender<ClientResponseEnvelope>) {
+    async fn watch(&self, id: u64, after_revision: u64, tx: mpsc::Sender<ClientResponseEnvelope>, sees: bool) {
         let mut seen = after_revision;
         let mut changes = self.shared.subscribe();
         loop {
-            let response = match watch_step(&self.shared, seen) {
+            let response = match watch_step(&self.shared, seen, sees) {
                 WatchStep::Current { .. } => {
                     if changes.changed().await.is_err() {
                         return;
                     }
                     continue;
                 }
-                WatchStep::Events(events) => {
-                    seen = events.last().map(|e| e.revision).unwrap_or(seen);
+                WatchStep::Events { events, through } => {
+                    seen = through;
+                    if events.is_empty() {
+                        continue;
+                    }
                     ClientResponse::Events(events)
                 }
                 WatchStep::Compacted { oldest_available } => ClientResponse::WatchCompacted { oldest_available },
@@ -513,8 +533,10 @@ fn launch_result(response: &ClientResponse) -> Option<&'static str> {
 /// applied state. Shared by the binary protocol's `Watch` and the HTTP event stream.
 #[derive(Debug, PartialEq, Eq)]
 pub enum WatchStep {
-    /// The next events, whole revisions only (at most about `WATCH_BATCH`).
-    Events(Vec<roster_kernel::Event>),
+    /// The next events, whole revisions only (at most about `WATCH_BATCH`), read through
+    /// revision `through` (the events a caller may not see are left out: `events` may be
+    /// empty while `through` moves on).
+    Events { events: Vec<roster_kernel::Event>, through: u64 },
     /// Nothing after `seen`: the watcher has every event up to `revision`, the state's
     /// current revision, read under the same lock (a progress notice may say so).
     Current { revision: u64 },
@@ -522,14 +544,28 @@ pub enum WatchStep {
     Compacted { oldest_available: u64 },
 }
 
-pub fn watch_step(shared: &SharedState, seen: u64) -> WatchStep {
+/// `sees_credentials`: whether token and audit events are for this watcher (admins and
+/// nodes, as `token ls`); others get the members and keys only.
+pub fn watch_step(shared: &SharedState, seen: u64, sees_credentials: bool) -> WatchStep {
     crate::storage::with_kernel(shared, |sm| match sm.events_after(seen) {
         Ok(events) => {
-            let events = whole_revisions(events, WATCH_BATCH);
-            if events.is_empty() { WatchStep::Current { revision: sm.revision() } } else { WatchStep::Events(events) }
+            let mut events = whole_revisions(events, WATCH_BATCH);
+            let Some(through) = events.last().map(|e| e.revision) else {
+                return WatchStep::Current { revision: sm.revision() };
+            };
+            if !sees_credentials {
+                events.retain(|e| !is_credential_event(e));
+            }
+            WatchStep::Events { events, through }
         }
         Err(c) => WatchStep::Compacted { oldest_available: c.oldest_available },
     })
+}
+
+/// A token's creation or revocation, or an audit record.
+fn is_credential_event(event: &roster_kernel::Event) -> bool {
+    use roster_kernel::EventKind;
+    matches!(event.kind, EventKind::TokenCreated(_) | EventKind::TokenRevoked { .. } | EventKind::Audit(_))
 }
 
 /// At least `max` events (when there are that many), never splitting a revision: one

@@ -316,16 +316,20 @@ async fn serve_client(
         };
         // Every request is checked against the caller as it stands now (a token revoked
         // since the hello is refused from here on); a refusal applies nothing.
-        match api.admit(&caller, &env.request) {
-            Ok(Some(audit)) => api.record_audit(audit).await,
-            Ok(None) => {}
+        let sees_credentials = match api.admit(&caller, &env.request) {
+            Ok(admitted) => {
+                if let Some(audit) = admitted.audit {
+                    api.record_audit(audit).await;
+                }
+                admitted.sees_credentials
+            }
             Err(error) => {
                 tracing::debug!(%peer, %error, "refused a request");
                 let Ok(slot) = tx.clone().reserve_owned().await else { break Ok(()) };
                 slot.send(ClientResponseEnvelope { id: env.id, response: ClientResponse::Error(error) });
                 continue;
             }
-        }
+        };
         // Writes go to the proposer, which answers on `tx` itself: no task per write.
         let body = match env.request {
             ClientRequest::Submit(req) => ProposalBody::Client(req),
@@ -334,7 +338,7 @@ async fn serve_client(
                 let api = api.clone();
                 let tx = tx.clone();
                 let env = ClientEnvelope { id: env.id, request };
-                tokio::spawn(async move { api.handle(env, tx).await });
+                tokio::spawn(async move { api.handle(env, tx, sees_credentials).await });
                 continue;
             }
         };
