@@ -56,8 +56,17 @@ pub async fn events(
     let changes = shared.subscribe();
     let open = crate::metrics::Open::new(&state.api().metrics().watchers);
     let next_progress = tokio::time::Instant::now() + Duration::from_millis(PROGRESS_MS);
-    let stream =
-        Stream { shared, seen: after, sees_credentials, changes, servers, sse, ended: false, next_progress, _open: open };
+    let stream = Stream {
+        shared,
+        seen: after,
+        sees_credentials,
+        changes,
+        servers,
+        sse,
+        ended: false,
+        next_progress,
+        _open: open,
+    };
     let body = Body::from_stream(futures::stream::unfold(stream, |mut s| async move {
         let chunk = s.next_chunk().await?;
         Some((Ok::<Bytes, std::convert::Infallible>(chunk), s))
