@@ -792,7 +792,9 @@ fn start_server(
             let incarnation = inc.load(Ordering::Relaxed);
             async move {
                 let probe = Box::new(SimProbe::for_server(id - 1));
-                let options = StorageOptions::for_mem(Limits::default());
+                // The shipped layout: 8 MiB segments, zero-filled and synced before use, so a
+                // zeroed record header marks the end of the log.
+                let options = StorageOptions::for_fs(Limits::default());
                 match Node::start_with_storage(config, Arc::new(disk), probe, options).await {
                     Ok(node) => {
                         let view = NodeView {
