@@ -12,7 +12,9 @@
 //!   one fsync in 100 comes from a Pareto tail instead: `x_min = 4 × median`, `α = 1.3`,
 //!   capped at 100 ms (p99.9 of all fsyncs is then ~15–40 × the median, as measured on
 //!   shared cloud disks);
-//! - a write goes to the page cache: 2 µs plus 1 ns per byte, times `e^(0.3·Z)`.
+//! - a write goes to the page cache: 2 µs plus 1 ns per byte, times `e^(0.3·Z)`; a length
+//!   change (`set_len`) is an inode update there: 2 µs times `e^(0.3·Z)`. Either can fail
+//!   as a write (`FailOn::NextWrite`).
 //!
 //! Faults, switched on and off by scenarios through [`DiskFaults`]:
 //! - **stalls** (`slow-disk`): while on, an fsync issued after the next stall time stalls
@@ -161,6 +163,11 @@ impl DiskModel for SimDiskModel {
                 let ns = (WRITE_BASE_NS + WRITE_NS_PER_BYTE * bytes as f64) * (WRITE_SIGMA * self.rng.normal()).exp();
                 (false, Duration::from_nanos(ns as u64))
             }
+            // A length change updates the inode in the page cache: a write's fixed cost.
+            DiskOp::SetLen { .. } => {
+                let ns = WRITE_BASE_NS * (WRITE_SIGMA * self.rng.normal()).exp();
+                (false, Duration::from_nanos(ns as u64))
+            }
             DiskOp::SyncData { .. } | DiskOp::SyncDir => {
                 let us = self.fsync_us();
                 let base = Duration::from_micros(us as u64);
@@ -183,6 +190,19 @@ impl DiskModel for SimDiskModel {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_length_change_costs_a_writes_fixed_time_and_fails_as_a_write() {
+        let faults = FaultSwitch::default();
+        let mut m = SimDiskModel::new(7, faults.clone());
+        let draws: Vec<Draw> = (0..1000).map(|_| m.draw(DiskOp::SetLen { name: "wal-1.log", len: 4096 })).collect();
+        let mean_ns = draws.iter().map(|d| d.latency.as_nanos() as f64).sum::<f64>() / 1000.0;
+        assert!(mean_ns > 0.8 * WRITE_BASE_NS && mean_ns < 1.5 * WRITE_BASE_NS, "mean {mean_ns} ns");
+        assert!(draws.iter().all(|d| !d.fail));
+        faults.lock().fail = Some(FailOn::NextWrite);
+        assert!(m.draw(DiskOp::SetLen { name: "wal-1.log", len: 0 }).fail);
+        assert!(faults.lock().fail.is_none(), "one shot");
+    }
 
     #[test]
     fn fsync_latency_has_a_heavy_tail() {

@@ -21,7 +21,7 @@ use roster_kernel::{Departure, EventKind, Limits, MemberId, ProcessId};
 use roster_real::config::NodeConfig;
 use roster_real::node::Node;
 use roster_real::server::Raft;
-use roster_real::storage::{Keep, LogReader, MemDisk, SharedState, StorageOptions, Unsynced};
+use roster_real::storage::{LogReader, MemDisk, SharedState, StorageOptions};
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, Ipv4Addr};
 use std::ops::Range;
@@ -446,8 +446,10 @@ impl World {
         self.note(format!("resume server {id}"));
     }
 
-    /// Kills a server (power loss): its disk keeps what was synced, and of each unsynced
-    /// change list a seeded choice of nothing, everything, or a prefix with a torn write.
+    /// Kills a server (power loss): its disk keeps what was synced, and of what was not,
+    /// what a page cache might have written back (`MemDisk::power_loss`: any subset of
+    /// pages, each at any version since the last sync, torn between 512-byte sectors; any
+    /// prefix of the name changes), drawn from the run's seed.
     pub fn kill_server(&mut self, id: u64) {
         if !self.is_up(id) {
             return;
@@ -458,30 +460,21 @@ impl World {
         slot.up = false;
         slot.paused = false;
         Handle::current().kill(slot.handle.id());
-        let mut lost = 0u64;
-        slot.disk.crash(|u| {
-            let ops = match u {
-                Unsynced::Dir { ops } => ops,
-                Unsynced::File { ops, .. } => ops,
-            };
-            let mut rng = thread_rng();
-            match rng.gen_range(0..4u32) {
-                0 => Keep::ALL,
-                1 => {
-                    lost += ops as u64;
-                    Keep::NONE
-                }
-                _ => {
-                    let keep = rng.gen_range(0..=ops);
-                    lost += (ops - keep) as u64;
-                    let torn = if matches!(u, Unsynced::File { .. }) { rng.gen_range(0..64usize) } else { 0 };
-                    Keep { ops: keep, torn_bytes: torn }
-                }
-            }
-        });
+        let loss = slot.disk.power_loss(thread_rng().r#gen::<u64>());
         let mut trace = self.trace.lock();
         trace.record_commit(CommitRec { node: id, at_ms: now, event: CommitSeen::Restarted });
-        trace.record_fault(now, format!("kill server {id} ({lost} unsynced changes lost)"));
+        trace.record_fault(
+            now,
+            format!(
+                "kill server {id} (power loss: {} unsynced name changes lost; of {} unsynced pages in {} files, {} lost, {} torn; {} file lengths lost)",
+                loss.dir_ops_lost,
+                loss.pages_unsynced,
+                loss.files_unsynced,
+                loss.pages_lost,
+                loss.pages_torn,
+                loss.lengths_lost
+            ),
+        );
     }
 
     // ---- disk faults ----
@@ -799,7 +792,9 @@ fn start_server(
             let incarnation = inc.load(Ordering::Relaxed);
             async move {
                 let probe = Box::new(SimProbe::for_server(id - 1));
-                let options = StorageOptions::for_mem(Limits::default());
+                // The shipped layout: 8 MiB segments, zero-filled and synced before use, so a
+                // zeroed record header marks the end of the log.
+                let options = StorageOptions::for_fs(Limits::default());
                 match Node::start_with_storage(config, Arc::new(disk), probe, options).await {
                     Ok(node) => {
                         let view = NodeView {

@@ -1,16 +1,16 @@
 //! `MemDisk`: an in-memory model of the `Disk` rules, for tests and the simulator (it is
 //! not in the shipped binary: the `sim-disk` feature or `cfg(test)` builds it). It keeps,
 //! per file, the synced contents plus the list of writes since, and per directory the
-//! synced names plus the changes since, so `crash` can drop (or tear) any suffix of what
-//! was not synced, as a caller's seeded RNG decides. It has no randomness, clock or thread
-//! of its own.
+//! synced names plus the changes since, so a crash can keep any part of what was not
+//! synced, as the caller decides or a seed it passes draws. It has no unseeded randomness,
+//! clock or thread of its own.
 //!
 //! # Time and faults (`MemDisk::set_model`)
 //!
 //! Without a model every call is instant and an fsync is durable when it returns. With a
 //! [`DiskModel`] (the simulator's, drawn from the run's seed) the disk behaves like one
 //! queue-ordered device:
-//! - every `write_at`, `sync_data` and `sync_dir` asks the model for its latency and
+//! - every `write_at`, `set_len`, `sync_data` and `sync_dir` asks the model for its latency and
 //!   whether it fails. The operation occupies the device from `max(now, device free)`
 //!   for that long, so the operations of one node complete in issue order;
 //! - an fsync that does not fail is *in flight* until its completion time: only then is
@@ -18,14 +18,18 @@
 //!   every async caller (`storage::on_disk`) awaits before it reports anything durable;
 //! - a power loss (`crash`) first completes the fsyncs whose time has come; everything
 //!   issued after the first fsync still in flight never reached the device (its caller was
-//!   still waiting), and of everything else not synced the crash model keeps nothing,
-//!   everything or a torn prefix, per file;
+//!   still waiting), and of everything else not synced the crash model keeps what the
+//!   caller asks: prefixes of each change list (`crash`, for tests that name a state), or
+//!   what a page cache might have written back (`power_loss`, drawn from a seed: any
+//!   subset of 4 KiB pages, each at any version since the last sync, torn between 512-byte
+//!   sectors, with any length the file had);
 //! - a failing write changes nothing and returns EIO. A failing fsync returns EIO and, as
 //!   Linux does ("fsyncgate"), forgets the writes it covered: they stay readable but no
 //!   later fsync makes them durable, so a caller that retries the fsync and trusts it
 //!   loses data at the next crash.
 
 use super::disk::{Disk, Settle, check_name, lock};
+use roster_kernel::rng::Rng;
 use std::collections::{BTreeMap, VecDeque};
 use std::io;
 use std::sync::{Arc, Mutex};
@@ -60,8 +64,18 @@ impl Keep {
 /// One operation a [`DiskModel`] is asked about.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum DiskOp<'a> {
-    Write { name: &'a str, bytes: usize },
-    SyncData { name: &'a str },
+    Write {
+        name: &'a str,
+        bytes: usize,
+    },
+    /// A length change (`set_len`, or `create` over an existing file): metadata only.
+    SetLen {
+        name: &'a str,
+        len: u64,
+    },
+    SyncData {
+        name: &'a str,
+    },
     SyncDir,
 }
 
@@ -247,6 +261,7 @@ impl MemState {
         if draw.fail {
             let what = match op {
                 DiskOp::Write { name, .. } => format!("write to {name}"),
+                DiskOp::SetLen { name, len } => format!("set_len({len}) of {name}"),
                 DiskOp::SyncData { name } => format!("fsync of {name}"),
                 DiskOp::SyncDir => "fsync of the data directory".to_string(),
             };
@@ -262,9 +277,10 @@ impl MemState {
     fn data_op(&mut self, name: &str, op: DataOp) -> io::Result<()> {
         self.check_failing()?;
         let id = self.inode_id(name)?;
-        if let DataOp::Write { data, .. } = &op {
-            self.book(DiskOp::Write { name, bytes: data.len() })?;
-        }
+        match &op {
+            DataOp::Write { data, .. } => self.book(DiskOp::Write { name, bytes: data.len() })?,
+            DataOp::SetLen(len) => self.book(DiskOp::SetLen { name, len: *len })?,
+        };
         let seq = self.seq();
         let inode = self.inodes.get_mut(&id).expect("every linked name has an inode");
         op.apply(&mut inode.current, None);
@@ -362,6 +378,225 @@ fn not_found(name: &str) -> io::Error {
     io::Error::new(io::ErrorKind::NotFound, format!("{name}: no such file"))
 }
 
+/// The unit a page cache writes back: a power loss keeps or loses whole pages.
+pub const PAGE_BYTES: u64 = 4096;
+/// The unit a device writes atomically: a page written back when the power goes may be
+/// torn between sectors, never inside one.
+pub const SECTOR_BYTES: usize = 512;
+
+/// What `MemDisk::power_loss` did, for the caller's log.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PowerLoss {
+    /// Unsynced name changes (create, rename, remove) lost.
+    pub dir_ops_lost: usize,
+    /// Files that had unsynced changes.
+    pub files_unsynced: usize,
+    /// Pages with unsynced changes, in all files.
+    pub pages_unsynced: usize,
+    /// Of those, pages left at an older version than the newest.
+    pub pages_lost: usize,
+    /// Of those, pages torn between two versions, sector by sector.
+    pub pages_torn: usize,
+    /// Files left at an older length than the newest.
+    pub lengths_lost: usize,
+}
+
+/// What a power loss keeps, as `MemDisk::crash_with` asks it.
+trait CrashFate {
+    /// How many of the directory's `ops` unsynced name changes survive, in order.
+    fn dir_ops_kept(&mut self, ops: usize) -> usize;
+    /// What file `name`, durably `synced`, holds after the crash, given its unsynced changes.
+    fn file_contents(&mut self, name: &str, synced: &[u8], pending: &[Pending<DataOp>]) -> Vec<u8>;
+}
+
+/// `MemDisk::crash`: prefixes of each change list, as the caller names them.
+struct PrefixFate<F>(F);
+
+impl<F: FnMut(Unsynced<'_>) -> Keep> CrashFate for PrefixFate<F> {
+    fn dir_ops_kept(&mut self, ops: usize) -> usize {
+        (self.0)(Unsynced::Dir { ops }).ops
+    }
+
+    fn file_contents(&mut self, name: &str, synced: &[u8], pending: &[Pending<DataOp>]) -> Vec<u8> {
+        let mut contents = synced.to_vec();
+        let bytes = pending.iter().map(|p| p.op.bytes()).sum();
+        let keep = (self.0)(Unsynced::File { name, ops: pending.len(), bytes });
+        for p in pending.iter().take(keep.ops) {
+            p.op.apply(&mut contents, None);
+        }
+        if keep.ops < pending.len() && keep.torn_bytes > 0 {
+            pending[keep.ops].op.apply(&mut contents, Some(keep.torn_bytes));
+        }
+        contents
+    }
+}
+
+/// `MemDisk::power_loss`: pages, sectors and lengths drawn from a seeded stream.
+struct PageFate {
+    rng: Rng,
+    tally: PowerLoss,
+}
+
+/// How much of one change list a power loss keeps.
+enum Extent {
+    All,
+    Nothing,
+    Some,
+}
+
+fn draw_extent(rng: &mut Rng) -> Extent {
+    match rng.below(4) {
+        0 => Extent::All,
+        1 => Extent::Nothing,
+        _ => Extent::Some,
+    }
+}
+
+impl CrashFate for PageFate {
+    fn dir_ops_kept(&mut self, ops: usize) -> usize {
+        let kept = match draw_extent(&mut self.rng) {
+            Extent::All => ops,
+            Extent::Nothing => 0,
+            Extent::Some => to_usize(self.rng.up_to(ops as u64)),
+        };
+        self.tally.dir_ops_lost += ops - kept;
+        kept
+    }
+
+    fn file_contents(&mut self, _name: &str, synced: &[u8], pending: &[Pending<DataOp>]) -> Vec<u8> {
+        let ops: Vec<&DataOp> = pending.iter().map(|p| &p.op).collect();
+        surviving_pages(synced, &ops, &mut self.rng, &mut self.tally)
+    }
+}
+
+/// The pages of a file whose bytes `op` changes, given the file's length before it.
+fn pages_touched(op: &DataOp, len_before: u64) -> std::ops::Range<u64> {
+    let (start, end) = match op {
+        DataOp::Write { offset, data } => (*offset, offset + data.len() as u64),
+        DataOp::SetLen(len) => (*len.min(&len_before), *len.max(&len_before)),
+    };
+    if start == end { 0..0 } else { start / PAGE_BYTES..end.div_ceil(PAGE_BYTES) }
+}
+
+/// Applies `op` to page `page`, held in `buf` (`PAGE_BYTES`, zeros past the file's end).
+fn apply_to_page(op: &DataOp, page: u64, buf: &mut [u8]) {
+    let page_start = page * PAGE_BYTES;
+    let page_end = page_start + PAGE_BYTES;
+    match op {
+        DataOp::Write { offset, data } => {
+            let start = (*offset).max(page_start);
+            let end = (offset + data.len() as u64).min(page_end);
+            if start < end {
+                let src = &data[to_usize(start - offset)..to_usize(end - offset)];
+                buf[to_usize(start - page_start)..to_usize(end - page_start)].copy_from_slice(src);
+            }
+        }
+        // Bytes past a new end are gone; if the file grows again they read as zeros.
+        DataOp::SetLen(len) => {
+            let from = (*len).clamp(page_start, page_end);
+            buf[to_usize(from - page_start)..].fill(0);
+        }
+    }
+}
+
+/// One unsynced page: which version of it survives (0: the durable one, k: as it was after
+/// the k-th change touching it), and, if torn, the older version its other sectors keep.
+struct PageDraw {
+    version: u32,
+    torn_from: Option<u32>,
+    buf: Vec<u8>,
+    older: Option<Vec<u8>>,
+    applied: u32,
+}
+
+/// A file's contents after a power loss, `synced` being what was durable and `ops` its
+/// unsynced changes in order (see `MemDisk::power_loss`). Pure but for `rng`.
+fn surviving_pages(synced: &[u8], ops: &[&DataOp], rng: &mut Rng, tally: &mut PowerLoss) -> Vec<u8> {
+    tally.files_unsynced += 1;
+    // Lengths the file had, and how many changes touched each page.
+    let mut lens = vec![synced.len() as u64];
+    let mut touches: BTreeMap<u64, u32> = BTreeMap::new();
+    for op in ops {
+        let before = *lens.last().expect("starts with the durable length");
+        for page in pages_touched(op, before) {
+            *touches.entry(page).or_default() += 1;
+        }
+        lens.push(match op {
+            DataOp::Write { offset, data } => before.max(offset + data.len() as u64),
+            DataOp::SetLen(len) => *len,
+        });
+    }
+    tally.pages_unsynced += touches.len();
+    let newest_len = *lens.last().expect("starts with the durable length");
+    let extent = draw_extent(rng);
+    let len = match extent {
+        Extent::All => newest_len,
+        Extent::Nothing => lens[0],
+        Extent::Some => lens[to_usize(rng.below(lens.len() as u64))],
+    };
+    if len != newest_len {
+        tally.lengths_lost += 1;
+    }
+    let mut draws: BTreeMap<u64, PageDraw> = BTreeMap::new();
+    for (&page, &count) in &touches {
+        let (version, torn_from) = match extent {
+            Extent::All => (count, None),
+            Extent::Nothing => (0, None),
+            Extent::Some => {
+                let version = rng.up_to(u64::from(count)) as u32;
+                let torn = version > 0 && rng.below(4) == 0;
+                (version, torn.then(|| rng.below(u64::from(version)) as u32))
+            }
+        };
+        tally.pages_lost += usize::from(version < count);
+        tally.pages_torn += usize::from(torn_from.is_some());
+        let mut buf = vec![0u8; PAGE_BYTES as usize];
+        let start = to_usize(page * PAGE_BYTES).min(synced.len());
+        let end = to_usize((page + 1) * PAGE_BYTES).min(synced.len());
+        buf[..end - start].copy_from_slice(&synced[start..end]);
+        let older = (torn_from == Some(0)).then(|| buf.clone());
+        draws.insert(page, PageDraw { version, torn_from, buf, older, applied: 0 });
+    }
+    // Replay each page up to its drawn version, keeping the older one a torn page needs.
+    let mut before = lens[0];
+    for (op, after) in ops.iter().zip(&lens[1..]) {
+        for page in pages_touched(op, before) {
+            let d = draws.get_mut(&page).expect("counted above");
+            if d.applied < d.version {
+                apply_to_page(op, page, &mut d.buf);
+                d.applied += 1;
+                if d.torn_from == Some(d.applied) {
+                    d.older = Some(d.buf.clone());
+                }
+            }
+        }
+        before = *after;
+    }
+    let mut out = synced.to_vec();
+    for (page, d) in draws {
+        let start = page * PAGE_BYTES;
+        if start >= len {
+            break;
+        }
+        debug_assert_eq!(d.applied, d.version, "page {page} replayed to its drawn version");
+        let mut bytes = d.buf;
+        if let Some(older) = d.older {
+            for (sector, old) in bytes.chunks_mut(SECTOR_BYTES).zip(older.chunks(SECTOR_BYTES)) {
+                if rng.below(2) == 0 {
+                    sector.copy_from_slice(old);
+                }
+            }
+        }
+        let end = to_usize(start) + bytes.len();
+        if out.len() < end {
+            out.resize(end, 0);
+        }
+        out[to_usize(start)..end].copy_from_slice(&bytes);
+    }
+    out.resize(to_usize(len), 0);
+    out
+}
+
 /// An in-memory `Disk` that models what a crash keeps. Cloning shares the same disk, so
 /// a simulated node can be torn down and reopened on the same contents.
 #[derive(Clone, Debug, Default)]
@@ -413,8 +648,35 @@ impl MemDisk {
     /// `fate` is asked first about the directory, then about each surviving file in name
     /// order, so a seeded caller gets the same result every run. With a model, fsyncs
     /// still in flight did not complete, and what was issued after the first of them never
-    /// reached the device (module docs).
-    pub fn crash(&self, mut fate: impl FnMut(Unsynced<'_>) -> Keep) {
+    /// reached the device (module docs). This keeps prefixes of each change list, which
+    /// tests can name exactly; `power_loss` keeps what a page cache would.
+    pub fn crash(&self, fate: impl FnMut(Unsynced<'_>) -> Keep) {
+        self.crash_with(&mut PrefixFate(fate));
+    }
+
+    /// Simulates a power loss as a page cache and a journaling file system have it, drawn
+    /// from `seed` (the simulator passes one from its seeded RNG):
+    /// - the directory keeps a prefix of its unsynced name changes (the journal commits
+    ///   them in order), independently of the files' data, so a rename can land before the
+    ///   data it names;
+    /// - each file keeps any subset of its unsynced 4 KiB pages, each page at any version
+    ///   it had since the last sync (written back at any moment), and a page may be torn:
+    ///   each 512-byte sector from that version or from an older one;
+    /// - each file's length is any length it had since the last sync (the size is
+    ///   metadata, written apart from the data); bytes past a kept page read as zeros.
+    ///
+    /// Per file (and for the directory), a quarter of draws keep everything and a quarter
+    /// nothing, so both extremes come up often. Fsyncs in flight are as for `crash`.
+    pub fn power_loss(&self, seed: u64) -> PowerLoss {
+        let mut fate = PageFate { rng: Rng::new(seed), tally: PowerLoss::default() };
+        self.crash_with(&mut fate);
+        fate.tally
+    }
+
+    /// The common part of `crash` and `power_loss`: completes the fsyncs whose time has
+    /// come, drops what was issued after one still in flight, then asks `fate`, the
+    /// directory first, then each surviving file with unsynced changes in name order.
+    fn crash_with(&self, fate: &mut dyn CrashFate) {
         let mut s = lock(&self.state);
         let st = &mut *s;
         if st.model.is_some() {
@@ -430,8 +692,8 @@ impl MemDisk {
         st.device_free_at = None;
         let mut names = st.synced_names.clone();
         if !st.dir_pending.is_empty() {
-            let keep = fate(Unsynced::Dir { ops: st.dir_pending.len() });
-            for p in st.dir_pending.iter().take(keep.ops) {
+            let kept = fate.dir_ops_kept(st.dir_pending.len()).min(st.dir_pending.len());
+            for p in st.dir_pending.iter().take(kept) {
                 p.op.apply(&mut names);
             }
         }
@@ -440,21 +702,12 @@ impl MemDisk {
         st.dir_pending.clear();
         for (name, id) in &st.names {
             let inode = st.inodes.get_mut(id).expect("every linked name has an inode");
-            let mut contents = inode.synced.clone();
             if !inode.pending.is_empty() {
-                let bytes = inode.pending.iter().map(|p| p.op.bytes()).sum();
-                let keep = fate(Unsynced::File { name, ops: inode.pending.len(), bytes });
-                for p in inode.pending.iter().take(keep.ops) {
-                    p.op.apply(&mut contents, None);
-                }
-                if keep.ops < inode.pending.len() && keep.torn_bytes > 0 {
-                    inode.pending[keep.ops].op.apply(&mut contents, Some(keep.torn_bytes));
-                }
-                inode.synced = contents.clone();
+                inode.synced = fate.file_contents(name, &inode.synced, &inode.pending);
             }
             // Also for a file with nothing pending: writes a failed fsync forgot, or that
             // were issued after an fsync still in flight, are gone.
-            inode.current = contents;
+            inode.current = inode.synced.clone();
             inode.pending.clear();
         }
         // Files not linked by a durable name are gone, and their pending writes with them.
@@ -603,6 +856,7 @@ impl Disk for MemDisk {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::collections::BTreeSet;
 
     fn contents(d: &dyn Disk, name: &str) -> Vec<u8> {
         d.read(name).expect("file exists")
@@ -757,6 +1011,140 @@ mod tests {
         d.settle().expect("in flight").await;
         d.crash(|_| Keep::NONE);
         assert_eq!(contents(&d, "a"), b"first");
+    }
+
+    /// A disk holding `a`: `len` durable bytes of 0xAA.
+    fn durable_file(len: usize) -> MemDisk {
+        MemDisk::with_files([("a".to_string(), vec![0xAA; len])])
+    }
+
+    /// Runs `power_loss` on copies of one disk for seeds `0..n`, giving each result.
+    fn power_losses(n: u64, setup: impl Fn(&MemDisk)) -> Vec<(PowerLoss, Vec<u8>)> {
+        (0..n)
+            .map(|seed| {
+                let d = durable_file(2 * PAGE_BYTES as usize);
+                setup(&d);
+                let tally = d.power_loss(seed);
+                (tally, contents(&d, "a"))
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_power_loss_can_keep_a_later_page_without_an_earlier_one() {
+        let page = PAGE_BYTES as usize;
+        let runs = power_losses(64, |d| {
+            d.write_at("a", 0, &vec![1; page]).unwrap();
+            d.write_at("a", PAGE_BYTES, &vec![2; page]).unwrap();
+        });
+        let state = |c: &Vec<u8>| (c[0], c[page]);
+        let seen: BTreeSet<(u8, u8)> = runs.iter().map(|(_, c)| state(c)).collect();
+        // Nothing, everything, the prefix, and the second write without the first.
+        assert_eq!(seen, BTreeSet::from([(0xAA, 0xAA), (1, 2), (1, 0xAA), (0xAA, 2)]));
+    }
+
+    #[test]
+    fn a_power_loss_can_tear_a_page_between_sectors_never_inside_one() {
+        let page = PAGE_BYTES as usize;
+        let runs = power_losses(200, |d| d.write_at("a", 0, &vec![1; page]).unwrap());
+        let mut torn = 0;
+        for (tally, c) in &runs {
+            let sectors: Vec<u8> = c[..page]
+                .chunks(SECTOR_BYTES)
+                .map(|s| {
+                    assert!(s.iter().all(|b| *b == s[0]), "a sector is written whole");
+                    s[0]
+                })
+                .collect();
+            if sectors.contains(&1) && sectors.contains(&0xAA) {
+                torn += 1;
+                assert_eq!(tally.pages_torn, 1);
+            }
+        }
+        assert!(torn > 0, "no seed in 200 tore the page");
+    }
+
+    #[test]
+    fn a_power_loss_can_keep_the_data_without_the_new_length_and_the_length_without_the_data() {
+        let page = PAGE_BYTES as usize;
+        // An append past the durable end: the size is metadata, written apart from the data.
+        let runs = power_losses(64, |d| d.write_at("a", 2 * PAGE_BYTES, &vec![3; page]).unwrap());
+        let seen: BTreeSet<(usize, Option<u8>)> =
+            runs.iter().map(|(_, c)| (c.len(), c.get(2 * page).copied())).collect();
+        assert_eq!(seen, BTreeSet::from([(2 * page, None), (3 * page, Some(0)), (3 * page, Some(3))]));
+    }
+
+    #[test]
+    fn a_power_loss_is_a_function_of_its_seed() {
+        let setup = |d: &MemDisk| {
+            for i in 0..20u64 {
+                d.write_at("a", i * 700, &[i as u8; 900]).unwrap();
+            }
+            d.create("b").unwrap();
+            d.set_len("a", 5000).unwrap();
+        };
+        let runs = power_losses(32, setup);
+        assert_eq!(runs, power_losses(32, setup));
+        let distinct: BTreeSet<&Vec<u8>> = runs.iter().map(|(_, c)| c).collect();
+        assert!(distinct.len() > 8, "32 seeds gave only {} outcomes", distinct.len());
+    }
+
+    /// A change for the property test: a write (offset, length, byte) or a new length.
+    fn arb_op() -> impl proptest::strategy::Strategy<Value = DataOp> {
+        use proptest::prelude::*;
+        prop_oneof![
+            3 => (0u64..20_000, 1usize..9_000, any::<u8>())
+                .prop_map(|(offset, len, b)| DataOp::Write { offset, data: vec![b; len] }),
+            1 => (0u64..24_000).prop_map(DataOp::SetLen),
+        ]
+    }
+
+    proptest::proptest! {
+        /// The naive model: every version the file had since its last sync, whole. A power
+        /// loss leaves one of their lengths, and every sector as one of them had it.
+        #[test]
+        fn every_sector_after_a_power_loss_is_one_the_file_held_since_its_last_sync(
+            synced_len in 0usize..12_000,
+            ops in proptest::collection::vec(arb_op(), 1..12),
+            seed in proptest::prelude::any::<u64>(),
+        ) {
+            let synced: Vec<u8> = (0..synced_len).map(|i| (i % 251) as u8 | 1).collect();
+            let mut versions = vec![synced.clone()];
+            for op in &ops {
+                let mut next = versions.last().unwrap().clone();
+                op.apply(&mut next, None);
+                versions.push(next);
+            }
+            let refs: Vec<&DataOp> = ops.iter().collect();
+            let mut tally = PowerLoss::default();
+            let out = surviving_pages(&synced, &refs, &mut Rng::new(seed), &mut tally);
+            proptest::prop_assert!(versions.iter().any(|v| v.len() == out.len()), "length {}", out.len());
+            let sector_of = |v: &[u8], at: usize, n: usize| -> Vec<u8> {
+                (at..at + n).map(|i| v.get(i).copied().unwrap_or(0)).collect()
+            };
+            for at in (0..out.len()).step_by(SECTOR_BYTES) {
+                let n = SECTOR_BYTES.min(out.len() - at);
+                let got = &out[at..at + n];
+                proptest::prop_assert!(
+                    versions.iter().any(|v| sector_of(v, at, n) == got),
+                    "sector at {at} matches no version the file had"
+                );
+            }
+            if tally.pages_lost == 0 && tally.pages_torn == 0 && tally.lengths_lost == 0 {
+                proptest::prop_assert_eq!(&out, versions.last().unwrap());
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn a_length_change_occupies_the_device_and_can_fail() {
+        // Calls: set_len (1), set_len (2, fails).
+        let d = slow_disk(500, Some(2));
+        d.set_len("a", 100).unwrap();
+        assert!(d.settle().is_some(), "the length change occupies the device");
+        let err = d.set_len("a", 200).unwrap_err();
+        assert!(err.to_string().contains("set_len(200) of a"), "{err}");
+        assert_eq!(d.len("a").unwrap(), 100, "a failed length change changes nothing");
     }
 
     #[test]

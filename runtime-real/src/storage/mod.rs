@@ -25,7 +25,7 @@ mod crash_states;
 pub use disk::{Disk, FsDisk};
 pub use log_store::{LogReader, LogStore};
 #[cfg(any(test, feature = "sim-disk"))]
-pub use mem_disk::{DiskModel, DiskOp, Draw, Keep, MemDisk, Unsynced};
+pub use mem_disk::{DiskModel, DiskOp, Draw, Keep, MemDisk, PowerLoss, Unsynced};
 pub use state_machine::{
     Applied, AppliedReceiver, AppliedState, SharedState, Snapshot, SnapshotData, StateMachineStore,
 };
