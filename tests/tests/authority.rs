@@ -229,28 +229,24 @@ fn an_idle_connection_flood_meets_the_cap_and_the_node_serves_again_after_it() {
     let flooded = (1..=3).find(|id| *id != leader).expect("a follower");
     let others: Vec<u64> = (1..=3).filter(|id| *id != flooded).collect();
     let addr = c.nodes[&flooded].addr.clone();
-    // Above the node's cap (4096), opened within about a second (an idle connection is
-    // closed after the 5 s hello deadline), paced so that the node's accept queue (1024)
-    // does not overflow: the ones past the cap are refused at once, by name.
-    let flood: Vec<TcpStream> = (0..4_300)
-        .filter_map(|i| {
-            if i % 50 == 0 {
-                std::thread::sleep(Duration::from_millis(10));
-            }
-            TcpStream::connect(&addr).ok()
-        })
-        .collect();
-    assert!(flood.len() > 4_200, "only {} connections opened", flood.len());
-    let busy = flood[4_150..]
-        .iter()
-        .filter(|s| {
-            let mut s = *s;
-            let mut buf = [0u8; 256];
-            s.set_read_timeout(Some(Duration::from_millis(500))).expect("timeout");
-            matches!(s.read(&mut buf), Ok(n) if n > 0 && String::from_utf8_lossy(&buf[..n]).contains("node busy"))
-        })
-        .count();
-    assert!(busy >= 50, "past the cap only {busy} of the last connections were refused as busy");
+    // Above the node's cap (4096): connections that said hello and then idle hold their
+    // slots (one that never says hello is closed after 5 s); past the cap each new one is
+    // refused at once, by name.
+    let admin = std::fs::read_to_string(&c.token_file).expect("token file").trim().to_string();
+    let hello = encode_frame(&Hello { auth: Auth::Token(admin), channel: Channel::Client }, FRAME).expect("hello");
+    let (mut flood, mut busy) = (Vec::new(), 0);
+    for _ in 0..4_300 {
+        let Ok(mut s) = TcpStream::connect(&addr) else { continue };
+        s.set_read_timeout(Some(Duration::from_secs(10))).expect("timeout");
+        s.write_all(&hello).expect("send hello");
+        match read_reply(&mut s) {
+            HelloReply::Welcome { .. } => flood.push(s),
+            HelloReply::Refused { reason } if reason.contains("node busy") => busy += 1,
+            other => panic!("unexpected answer during the flood: {other:?}"),
+        }
+    }
+    assert!(flood.len() >= 4_000 && flood.len() <= 4_096, "{} connections held", flood.len());
+    assert!(busy >= 200, "past the cap only {busy} connections were refused as busy");
     // The rest of the cluster serves meanwhile, and its WAL is fine.
     ok(&c.roster_at(&c.endpoints_of(&others), &["kv", "put", "during", "flood"]));
     drop(flood);
