@@ -9,6 +9,7 @@ pub mod authority;
 pub mod codec;
 pub mod command;
 pub mod event;
+pub mod formation;
 pub mod ids;
 pub mod leader_duties;
 pub mod liveness;

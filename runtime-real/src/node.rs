@@ -304,7 +304,7 @@ async fn decide_bootstrap(
     identity: &crate::server::cluster_id::Identity,
     formation: &crate::server::formation::Formation,
 ) -> Result<(), NodeError> {
-    use crate::server::formation::PeerCheck;
+    use roster_kernel::formation::{Decision, Start};
     let id = config.id;
     let reason = if !config.bootstrap || config.peers.is_empty() {
         format!(
@@ -312,24 +312,23 @@ async fn decide_bootstrap(
              (`roster member add {id} ADDR`), or replaced if it lost its data (`roster member replace {id}`)"
         )
     } else {
-        let me = (id, formation.incarnation());
+        let me = Start { node: id, incarnation: formation.incarnation() };
         match crate::server::rejoin::check_peers(&config.peers, me, credential, connector).await {
-            PeerCheck::NoCluster { deciding } => {
-                // Remembered before the cluster exists, so every peer that sees it formed
-                // also sees whom it was formed with.
-                formation.decided(deciding);
-                gate.open_provisional();
-                return form_cluster(raft, config, identity).await;
+            Decision::Form { formed_with } => {
+                return form_having_decided(raft, config, gate, identity, formation, &formed_with).await;
             }
-            PeerCheck::FormedWithMe { by, deciding } => {
-                tracing::info!(node = id, "{by} formed the cluster while this node was deciding: forming it too");
-                formation.decided(deciding);
-                gate.open_provisional();
-                return form_cluster(raft, config, identity).await;
+            Decision::Join { by, formed_with } => {
+                tracing::info!(node = id, "node {by} formed the cluster while this node was deciding: forming it too");
+                return form_having_decided(raft, config, gate, identity, formation, &formed_with).await;
             }
-            PeerCheck::Running(running) => format!(
+            Decision::Wait { running } => format!(
                 "node {id} started with an empty data directory and --bootstrap, but a cluster already runs \
-                 ({running}): not bootstrapping; if this node lost its data, run `roster member replace {id}`"
+                 (node {} reports {} in term {}, commit index {}): not bootstrapping; if this node lost its data, \
+                 run `roster member replace {id}`",
+                running.peer,
+                running.leader.map_or("no leader yet".to_string(), |l| format!("leader {l}")),
+                running.term,
+                running.commit_index.map_or("-".to_string(), |c| c.to_string())
             ),
         }
     };
@@ -338,6 +337,22 @@ async fn decide_bootstrap(
     gate.close(reason)?;
     gate.settled().await;
     Ok(())
+}
+
+/// Forms the cluster once the check allowed it. `formed_with` (the peers seen deciding) is
+/// remembered before the cluster exists, so every peer that sees it formed also sees
+/// whom it was formed with.
+async fn form_having_decided(
+    raft: &Raft,
+    config: &NodeConfig,
+    gate: &crate::server::vote_gate::VoteGate,
+    identity: &crate::server::cluster_id::Identity,
+    formation: &crate::server::formation::Formation,
+    formed_with: &[roster_kernel::formation::Start],
+) -> Result<(), NodeError> {
+    formation.decided(formed_with.iter().map(|s| (s.node, s.incarnation)).collect());
+    gate.open_provisional();
+    form_cluster(raft, config, identity).await
 }
 
 /// True if the log holds no vote and no entry, not even a purged one.

@@ -11,14 +11,10 @@ use crate::net::wire::{
 use crate::raft::NodeId;
 use crate::server::Raft;
 use openraft_rt::WatchReceiver;
+use roster_kernel::formation::{Answer, CheckConfig, Decision, FormationCheck, PeerStatus, Start};
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
-/// How long a fresh node with `--bootstrap` asks its peers whether a cluster already runs,
-/// all peers together: long enough for a loaded peer, short enough not to slow a first start.
-pub const PEER_CHECK_TIMEOUT_MS: u64 = 2_000;
-/// How often a peer that did not answer the bootstrap check is asked again.
-const PEER_CHECK_RETRY_MS: u64 = 100;
 /// How long `member replace` waits for the replaced node to catch up as a learner
 /// (the client waits `roster_client::REPLACE_TIMEOUT_MS`, longer).
 pub const REPLACE_CATCH_UP_TIMEOUT_MS: u64 = 30_000;
@@ -28,55 +24,70 @@ const READMIT_TIMEOUT_MS: u64 = 5_000;
 const READMIT_RETRY_MS: u64 = 100;
 const CATCH_UP_POLL_MS: u64 = 50;
 
-/// Asks every peer (other than `me`'s node) for its status and judges the answers
-/// (`formation::judge`), in passes: each pass asks every peer again, so an answer reflects
-/// the peer's latest state. The check ends as soon as a peer says the cluster was formed
-/// with this start, once a pass heard every peer, or after `PEER_CHECK_TIMEOUT_MS`; it
-/// judges each peer's latest answer from any pass (a pass cut short by the deadline may
-/// hear nobody). Between passes it waits 100 ms, so that initial members started together
-/// see each other deciding.
+/// Asks the peers whether a cluster already runs, and decides whether this fresh start
+/// (`me`) may form one: the rules are the kernel's (`roster_kernel::formation`); this only
+/// sends its asks, every peer at once, and hands back the answers.
 pub async fn check_peers(
     peers: &BTreeMap<NodeId, String>,
-    me: (NodeId, u64),
+    me: Start,
     credential: &roster_client::Credential,
     connector: &Connector,
-) -> crate::server::formation::PeerCheck {
-    use crate::server::formation::{PeerAnswers, PeerCheck};
-    let deadline = tokio::time::Instant::now() + Duration::from_millis(PEER_CHECK_TIMEOUT_MS);
-    let others: Vec<(NodeId, String)> =
-        peers.iter().filter(|(id, _)| **id != me.0).map(|(id, addr)| (*id, addr.clone())).collect();
-    let mut answers = PeerAnswers::default();
-    loop {
-        let mut missing = 0;
-        for (id, addr) in &others {
-            let left_ms = deadline.saturating_duration_since(tokio::time::Instant::now()).as_millis() as u64;
-            let answer = match left_ms {
-                0 => None,
-                _ => {
-                    crate::rt::Timeout::new(ask(addr, credential, connector, ClientRequest::Status, left_ms), deadline)
-                        .await
-                        .ok()
-                }
-            };
-            match answer {
-                Some(Ok(ClientResponse::Status(s))) => answers.heard(*id, addr.clone(), *s),
-                Some(Ok(other)) => {
-                    tracing::debug!(peer = id, answer = ?other, "unexpected answer to the bootstrap check");
-                    missing += 1;
-                }
-                Some(Err(e)) => {
-                    tracing::debug!(peer = id, error = %e, "peer did not answer the bootstrap check");
-                    missing += 1;
-                }
-                None => missing += 1,
+) -> Decision {
+    drive_check(peers, me, CheckConfig::default(), |addr, timeout_ms| async move {
+        match ask(&addr, credential, connector, ClientRequest::Status, timeout_ms).await {
+            Ok(ClientResponse::Status(s)) => Answer::Status(peer_status(&s)),
+            Ok(other) => {
+                tracing::debug!(peer = addr, answer = ?other, "unexpected answer to the bootstrap check");
+                Answer::NoAnswer
+            }
+            Err(e) => {
+                tracing::debug!(peer = addr, error = %e, "peer did not answer the bootstrap check");
+                Answer::NoAnswer
             }
         }
-        let verdict = answers.judge(me);
-        let past = tokio::time::Instant::now() + Duration::from_millis(PEER_CHECK_RETRY_MS) >= deadline;
-        if matches!(verdict, PeerCheck::FormedWithMe { .. }) || missing == 0 || past {
-            return verdict;
+    })
+    .await
+}
+
+/// Runs a `FormationCheck` over `peers` to its decision, asking each peer with `ask(addr,
+/// timeout_ms)` (every ask of a pass at once, each bounded by the kernel's deadline).
+async fn drive_check<F, Fut>(peers: &BTreeMap<NodeId, String>, me: Start, config: CheckConfig, ask: F) -> Decision
+where
+    F: Fn(String, u64) -> Fut,
+    Fut: std::future::Future<Output = Answer>,
+{
+    use futures::StreamExt;
+    let origin = tokio::time::Instant::now();
+    let now = || origin.elapsed().as_millis() as u64;
+    let mut check = FormationCheck::new(now(), me, peers.keys().copied(), config);
+    let mut pending = futures::stream::FuturesUnordered::new();
+    loop {
+        if let Some(decision) = check.decision() {
+            return decision.clone();
         }
-        tokio::time::sleep(Duration::from_millis(PEER_CHECK_RETRY_MS)).await;
+        for a in check.poll_asks(now()) {
+            let addr = peers.get(&a.peer).cloned().unwrap_or_default();
+            let until = origin + Duration::from_millis(a.until_ms);
+            let asked = ask(addr, a.until_ms.saturating_sub(now()).max(1));
+            pending
+                .push(async move { (a.peer, crate::rt::Timeout::new(asked, until).await.unwrap_or(Answer::NoAnswer)) });
+        }
+        let wake = origin + Duration::from_millis(check.poll_timeout().unwrap_or(0));
+        tokio::select! {
+            Some((peer, answer)) = pending.next(), if !pending.is_empty() => check.handle_answer(now(), peer, answer),
+            _ = tokio::time::sleep_until(wake) => check.handle_timeout(now()),
+        }
+    }
+}
+
+/// What formation reads of a peer's status.
+fn peer_status(s: &crate::net::wire::ClusterStatus) -> PeerStatus {
+    PeerStatus {
+        deciding: s.deciding,
+        formed_with: s.formed_with.iter().map(|&(node, incarnation)| Start { node, incarnation }).collect(),
+        leader: s.leader,
+        term: s.term,
+        commit_index: s.commit_index,
     }
 }
 
@@ -217,5 +228,38 @@ async fn wait_caught_up(raft: &Raft, id: NodeId, target: u64) -> Result<(), Requ
             });
         }
         tokio::time::sleep(Duration::from_millis(CATCH_UP_POLL_MS)).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use roster_kernel::formation::Running;
+
+    fn running() -> PeerStatus {
+        PeerStatus { leader: Some(3), term: 4, commit_index: Some(37), ..PeerStatus::default() }
+    }
+
+    /// The check with a short budget, over peers 2 (powered off: its asks never come back)
+    /// and 3 (runs the cluster and answers at once). Asked one after another, each with the
+    /// whole remaining budget, peer 2 used it all, peer 3 was never asked, and a wiped node
+    /// formed a cluster of its own beside the running one.
+    #[tokio::test]
+    async fn one_silent_peer_does_not_starve_the_check() {
+        let peers: BTreeMap<NodeId, String> =
+            [(1, "one"), (2, "two"), (3, "three")].into_iter().map(|(id, addr)| (id, addr.to_string())).collect();
+        let config = CheckConfig { budget_ms: 600, ask_timeout_ms: 150, retry_ms: 20 };
+        let me = Start { node: 1, incarnation: 5 };
+        let decision = drive_check(&peers, me, config, |addr, _| async move {
+            match addr.as_str() {
+                "three" => Answer::Status(running()),
+                _ => std::future::pending().await,
+            }
+        })
+        .await;
+        let Decision::Wait { running: Running { peer, leader, .. } } = decision else {
+            panic!("a wiped node must not form beside a running cluster: {decision:?}")
+        };
+        assert_eq!((peer, leader), (3, Some(3)));
     }
 }
