@@ -254,6 +254,9 @@ pub enum LeaderCommand {
     Expire { members: Vec<(MemberId, u64)> },
     /// Averaged resources of servers, batched.
     ReportResources { reports: Vec<(ServerId, ResourceAverage)> },
+    /// The cluster's id, a random number the first leader of a new cluster draws: the
+    /// first one applied stays, later ones change nothing (see `server::cluster_id`).
+    SealCluster { id: u64 },
 }
 
 /// The successful outcome of an applied command.

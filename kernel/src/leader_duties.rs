@@ -30,6 +30,11 @@
 //!    has passed since the last write, any other change after `max_interval_ms`, an
 //!    unchanged value never. A failed write counts against the rate and its value is
 //!    kept for the next one.
+//! 7. **The seal.** A leader whose record holds no cluster id proposes the id it was
+//!    offered ([`LeaderDuties::offer_cluster_id`]: a random number drawn at the node's
+//!    start, or the id its data directory already holds), first of all its proposals and
+//!    one at a time; a failed seal is tried again after `retry_delay_ms`. The first seal
+//!    applied stays, so every node adopts one id.
 //!
 //! Call order for a driver, after every input:
 //!
@@ -189,6 +194,8 @@ pub trait MemberRecord {
     fn member_changes_after(&self, revision: u64) -> Result<Vec<(MemberId, bool)>, EventsCompacted>;
     /// Averages the record holds for a server, if it has any.
     fn recorded_resources(&self, server: ServerId) -> Option<ResourceAverage>;
+    /// The cluster's id, once a leader sealed it.
+    fn cluster_id(&self) -> Option<u64>;
 }
 
 impl MemberRecord for ClusterStateMachine {
@@ -218,6 +225,10 @@ impl MemberRecord for ClusterStateMachine {
 
     fn recorded_resources(&self, server: ServerId) -> Option<ResourceAverage> {
         self.get_server(server).and_then(|s| s.resources)
+    }
+
+    fn cluster_id(&self) -> Option<u64> {
+        ClusterStateMachine::cluster_id(self)
     }
 }
 
@@ -257,6 +268,19 @@ struct Tenure {
     heard: BTreeMap<ServerId, ResourceAverage>,
     written: BTreeMap<ServerId, Written>,
     resources_in_flight: Option<(ProposalId, Vec<(ServerId, ResourceAverage)>)>,
+    seal: Seal,
+}
+
+/// Where this tenure's seal of the cluster id stands.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Seal {
+    /// The record holds an id, or none was offered: nothing to do.
+    Done,
+    /// The record holds none: propose one when the lease holds, not before `at_ms`.
+    Due {
+        at_ms: u64,
+    },
+    InFlight(ProposalId),
 }
 
 /// The leader's duties. Inert while this node follows.
@@ -266,6 +290,8 @@ pub struct LeaderDuties {
     liveness: Liveness,
     tenure: Option<Tenure>,
     next_proposal: u64,
+    /// The id to seal the cluster with when the record holds none.
+    cluster_id_offer: Option<u64>,
 }
 
 impl LeaderDuties {
@@ -281,7 +307,13 @@ impl LeaderDuties {
             return Err(DutiesConfigError::ZeroExpiryBatch);
         }
         let liveness = Liveness::new(config.liveness)?;
-        Ok(LeaderDuties { config, liveness, tenure: None, next_proposal: 1 })
+        Ok(LeaderDuties { config, liveness, tenure: None, next_proposal: 1, cluster_id_offer: None })
+    }
+
+    /// The id to seal the cluster with if this node leads while the record holds none
+    /// (rule 7). Without an offer, this node never seals.
+    pub fn offer_cluster_id(&mut self, id: u64) {
+        self.cluster_id_offer = Some(id);
     }
 
     pub fn config(&self) -> &DutiesConfig {
@@ -346,7 +378,12 @@ impl LeaderDuties {
         let Some(tenure) = self.tenure.as_mut() else {
             return;
         };
-        if let Expiry::InFlight { id: in_flight, members } = &mut tenure.expiry
+        if tenure.seal == Seal::InFlight(id) {
+            tenure.seal = match outcome {
+                ProposalOutcome::Committed => Seal::Done,
+                ProposalOutcome::Failed => Seal::Due { at_ms: now_ms.saturating_add(self.config.retry_delay_ms) },
+            };
+        } else if let Expiry::InFlight { id: in_flight, members } = &mut tenure.expiry
             && *in_flight == id
         {
             tenure.expiry = match outcome {
@@ -385,6 +422,14 @@ impl LeaderDuties {
         let tenure = self.tenure.as_mut()?;
         if tenure.lease == Lease::Lapsed {
             return None;
+        }
+        if let (Seal::Due { at_ms }, Some(cluster)) = (tenure.seal, self.cluster_id_offer)
+            && at_ms <= now_ms
+        {
+            let id = ProposalId(self.next_proposal);
+            self.next_proposal += 1;
+            tenure.seal = Seal::InFlight(id);
+            return Some(DutyProposal { id, command: LeaderCommand::SealCluster { id: cluster } });
         }
         let max = self.config.max_expire_per_proposal;
         let retry: Option<Vec<MemberId>> = match &mut tenure.expiry {
@@ -456,7 +501,11 @@ impl LeaderDuties {
                     .min()
             }
         };
-        [expiry, resources].into_iter().flatten().min()
+        let seal = match tenure.seal {
+            Seal::Due { at_ms } => Some(at_ms),
+            Seal::Done | Seal::InFlight(_) => None,
+        };
+        [expiry, resources, seal].into_iter().flatten().min()
     }
 
     fn apply_role(&mut self, now_ms: u64, role: Role, record: &impl MemberRecord) {
@@ -499,6 +548,7 @@ impl LeaderDuties {
                     heard: BTreeMap::new(),
                     written,
                     resources_in_flight: None,
+                    seal: Seal::Done,
                 });
             }
         }
@@ -507,6 +557,11 @@ impl LeaderDuties {
     /// Brings the tracker up to date with registrations and departures in the record.
     fn sync(&mut self, now_ms: u64, record: &impl MemberRecord) {
         let tenure = self.tenure.as_mut().expect("sync only while leading");
+        tenure.seal = match (record.cluster_id(), self.cluster_id_offer, tenure.seal) {
+            (Some(_), _, _) | (None, None, _) => Seal::Done,
+            (None, Some(_), Seal::Done) => Seal::Due { at_ms: now_ms },
+            (None, Some(_), pending) => pending,
+        };
         let revision = record.revision();
         if revision == tenure.synced_revision {
             return;

@@ -91,6 +91,8 @@ pub struct ClusterStateMachine {
     tokens: TokenTable,
     /// Not part of snapshots: a restored machine holds the events after its revision only.
     history: EventHistory,
+    /// The cluster's id, once its first leader sealed it (`LeaderCommand::SealCluster`).
+    cluster_id: Option<u64>,
 }
 
 impl ClusterStateMachine {
@@ -114,6 +116,7 @@ impl ClusterStateMachine {
             tombstones: TombstoneLog::default(),
             tokens: TokenTable::default(),
             history: EventHistory::starting_at(0),
+            cluster_id: None,
         }
     }
 
@@ -182,6 +185,17 @@ impl ClusterStateMachine {
     /// Number of applied proposals; the revision every event and reply refers to.
     pub fn revision(&self) -> u64 {
         self.revision
+    }
+
+    /// The cluster's id, once sealed.
+    pub fn cluster_id(&self) -> Option<u64> {
+        self.cluster_id
+    }
+
+    /// Forgets the id, for a backup that seeds a new cluster: its first leader seals one
+    /// of its own, so a restored cluster is never taken for the one it was saved from.
+    pub fn forget_cluster_id(&mut self) {
+        self.cluster_id = None;
     }
 
     /// Largest proposal time applied so far (Unix ms); tombstone ages are measured to it.
@@ -443,6 +457,12 @@ impl ClusterStateMachine {
                     if self.report_resources(*id, *average, revision) {
                         count += 1;
                     }
+                }
+            }
+            LeaderCommand::SealCluster { id } => {
+                if self.cluster_id.is_none() {
+                    self.cluster_id = Some(*id);
+                    count = 1;
                 }
             }
         }

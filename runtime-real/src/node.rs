@@ -143,6 +143,7 @@ impl Node {
             // plus openraft's leader lease (= the maximum) after the last contact.
             lease_ms: config.election_timeout_max_ms,
             counters: metrics.clone(),
+            cluster_id_offer: crate::server::cluster_id::offer(&identity),
         };
         let leader = crate::server::leader::start(driver, roster_kernel::DutiesConfig::new(config.liveness()))
             .map_err(crate::config::ConfigError::from_duties)?;
@@ -171,6 +172,7 @@ impl Node {
             formation: formation.clone(),
         });
         tokio::spawn(count_leader_changes(raft.clone(), metrics.clone()));
+        tokio::spawn(crate::server::cluster_id::adopt_when_sealed(raft.clone(), shared.clone(), identity.clone()));
         let cap = crate::server::dispatch::connection_cap(raise_open_files_limit(), HTTP_CONNECTIONS);
         tokio::spawn(crate::server::dispatch::serve(listener, api.clone(), security.acceptor.clone(), cap));
         security.reload_on_sighup();
@@ -178,7 +180,7 @@ impl Node {
 
         if fresh {
             let credential = roster_client::Credential::Peer(peer.clone());
-            decide_bootstrap(&raft, &config, &credential, &connector, &vote_gate, &identity, &formation).await?;
+            decide_bootstrap(&raft, &config, &credential, &connector, &vote_gate, &formation).await?;
         }
         if vote_gate.is_closed() {
             tracing::warn!(
@@ -301,7 +303,6 @@ async fn decide_bootstrap(
     credential: &roster_client::Credential,
     connector: &crate::net::transport::Connector,
     gate: &crate::server::vote_gate::VoteGate,
-    identity: &crate::server::cluster_id::Identity,
     formation: &crate::server::formation::Formation,
 ) -> Result<(), NodeError> {
     use roster_kernel::formation::{Decision, Start};
@@ -315,11 +316,11 @@ async fn decide_bootstrap(
         let me = Start { node: id, incarnation: formation.incarnation() };
         match crate::server::rejoin::check_peers(&config.peers, me, credential, connector).await {
             Decision::Form { formed_with } => {
-                return form_having_decided(raft, config, gate, identity, formation, &formed_with).await;
+                return form_having_decided(raft, config, gate, formation, &formed_with).await;
             }
             Decision::Join { by, formed_with } => {
                 tracing::info!(node = id, "node {by} formed the cluster while this node was deciding: forming it too");
-                return form_having_decided(raft, config, gate, identity, formation, &formed_with).await;
+                return form_having_decided(raft, config, gate, formation, &formed_with).await;
             }
             Decision::Wait { running } => format!(
                 "node {id} started with an empty data directory and --bootstrap, but a cluster already runs \
@@ -346,13 +347,12 @@ async fn form_having_decided(
     raft: &Raft,
     config: &NodeConfig,
     gate: &crate::server::vote_gate::VoteGate,
-    identity: &crate::server::cluster_id::Identity,
     formation: &crate::server::formation::Formation,
     formed_with: &[roster_kernel::formation::Start],
 ) -> Result<(), NodeError> {
     formation.decided(formed_with.iter().map(|s| (s.node, s.incarnation)).collect());
     gate.open_provisional();
-    form_cluster(raft, config, identity).await
+    form_cluster(raft, config).await
 }
 
 /// True if the log holds no vote and no entry, not even a purged one.
@@ -402,12 +402,8 @@ async fn lift_when_caught_up(raft: Raft, gate: Arc<crate::server::vote_gate::Vot
 /// Initialises Raft with the static initial members, once. Every initial member may
 /// try: openraft refuses a second initialisation (`NotAllowed`), which is the success
 /// case here, and identical first configurations from several nodes agree. The cluster
-/// id (`server::cluster_id`) is made first, the same on every initial member.
-async fn form_cluster(
-    raft: &Raft,
-    config: &NodeConfig,
-    identity: &crate::server::cluster_id::Identity,
-) -> Result<(), NodeError> {
+/// id comes later, sealed by the first leader (`server::cluster_id`).
+async fn form_cluster(raft: &Raft, config: &NodeConfig) -> Result<(), NodeError> {
     if config.peers.is_empty() {
         // A node started to be added later (`roster member add`): it waits to be contacted.
         return Ok(());
@@ -416,9 +412,6 @@ async fn form_cluster(
     if initialized {
         return Ok(());
     }
-    let cluster = crate::server::cluster_id::derive(&config.peers, &config.resolve_peer_key()?);
-    identity.adopt(cluster, "the bootstrap")?;
-    identity.settled().await;
     let members: BTreeMap<u64, NodeAddr> =
         config.peers.iter().map(|(id, addr)| (*id, NodeAddr { addr: addr.clone() })).collect();
     match raft.initialize(members).await {

@@ -117,6 +117,22 @@ impl TestCluster {
         c
     }
 
+    /// Waits until every node reports one cluster id (sealed by the first leader) and
+    /// returns it.
+    pub fn wait_cluster_id(&self, within: Duration) -> String {
+        eventually(within, "one cluster id on every node", || {
+            let ids: Vec<Option<String>> = self
+                .nodes
+                .keys()
+                .map(|id| {
+                    self.status_at(&self.endpoints_of(&[*id]))
+                        .and_then(|s| s["cluster_id"].as_str().map(str::to_string))
+                })
+                .collect();
+            (ids.iter().all(Option::is_some) && ids.windows(2).all(|w| w[0] == w[1])).then(|| ids[0].clone())?
+        })
+    }
+
     pub fn data_dir(&self, id: u64) -> PathBuf {
         self.dir.0.join(format!("node-{id}"))
     }

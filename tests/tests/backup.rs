@@ -94,7 +94,7 @@ fn refused(file: &Path, data_dir: &Path, names: &str) {
 #[test]
 fn a_snapshot_saved_under_load_restores_a_wiped_cluster() {
     let mut c = TestCluster::start("backup", 3, |_| vec![]);
-    c.wait_leader(Duration::from_secs(20));
+    let saved_cluster = c.wait_cluster_id(Duration::from_secs(20));
     let peers = c.nodes.values().map(|n| format!("{}={}", n.id, n.addr)).collect::<Vec<_>>().join(",");
     let backup = c.dir.0.join("cluster.backup");
 
@@ -157,5 +157,9 @@ fn a_snapshot_saved_under_load_restores_a_wiped_cluster() {
     let v = json(&c.roster(&["kv", "put", "after-restore", "yes", "--json", "--timeout-ms", "10000"]));
     assert!(v["Done"]["revision"].as_u64().unwrap() > revision, "{v}");
     c.wait_servers(3, Duration::from_secs(20));
+    // Same addresses, same key, same state: still another cluster, with an id of its own,
+    // so no node of the saved cluster is taken for one of the restored one.
+    let restored_cluster = c.wait_cluster_id(Duration::from_secs(20));
+    assert_ne!(restored_cluster, saved_cluster, "a restored backup forms a new cluster id");
     eprintln!("restored {} writes of revision {revision}; {} acknowledged in all", before.len(), acked.len());
 }

@@ -6,29 +6,15 @@ use roster_tests::{ChildGuard, TestCluster, eventually, ok, roster_bin};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-fn cluster_ids(c: &TestCluster) -> Vec<Option<String>> {
-    c.nodes
-        .keys()
-        .map(|id| c.status_at(&c.endpoints_of(&[*id])).and_then(|s| s["cluster_id"].as_str().map(str::to_string)))
-        .collect()
-}
-
 #[test]
 fn a_node_of_another_cluster_is_refused_by_name() {
     let mut a = TestCluster::start("cid-a", 3, |_| vec![]);
     let mut b = TestCluster::start("cid-b", 3, |_| vec![]);
     a.wait_leader(Duration::from_secs(20));
     b.wait_leader(Duration::from_secs(20));
-    let ids_a = eventually(Duration::from_secs(10), "cluster A's id on every node", || {
-        let ids = cluster_ids(&a);
-        (ids.iter().all(Option::is_some) && ids.windows(2).all(|w| w[0] == w[1])).then_some(ids)
-    });
-    let ids_b = eventually(Duration::from_secs(10), "cluster B's id on every node", || {
-        let ids = cluster_ids(&b);
-        (ids.iter().all(Option::is_some) && ids.windows(2).all(|w| w[0] == w[1])).then_some(ids)
-    });
-    assert_ne!(ids_a[0], ids_b[0], "two clusters, two ids (same token, other members)");
-    let (id_a, id_b) = (ids_a[0].clone().unwrap(), ids_b[0].clone().unwrap());
+    let id_a = a.wait_cluster_id(Duration::from_secs(10));
+    let id_b = b.wait_cluster_id(Duration::from_secs(10));
+    assert_ne!(id_a, id_b, "two clusters, two ids");
     assert!(ok(&a.roster(&["status"])).contains(&format!("cluster: {id_a}")));
     ok(&b.roster(&["kv", "put", "only-in-b", "x"]));
 
@@ -67,4 +53,22 @@ fn a_node_of_another_cluster_is_refused_by_name() {
         eventually(Duration::from_secs(10), "the foreign node's status", || a.status_at(&a.endpoints_of(&[victim])));
     assert_eq!(foreign_status["cluster_id"].as_str(), Some(id_b.as_str()), "{foreign_status}");
     foreign.kill9();
+}
+
+/// The id is drawn at random by the first leader: the same members with the same key,
+/// formed again from empty directories, are another cluster with another id.
+#[test]
+fn the_same_peers_and_key_formed_again_get_a_new_id() {
+    let mut c = TestCluster::start("cid-again", 3, |_| vec![]);
+    let first = c.wait_cluster_id(Duration::from_secs(20));
+    for id in 1..=3 {
+        c.kill9(id);
+        std::fs::remove_dir_all(c.data_dir(id)).expect("wipe the data directory");
+    }
+    for id in 1..=3 {
+        c.spawn(id);
+    }
+    let second = c.wait_cluster_id(Duration::from_secs(20));
+    assert_ne!(first, second, "a new formation draws a new id");
+    assert_eq!(first.len(), 16, "{first}");
 }

@@ -50,6 +50,7 @@ struct TestRecord {
     changes: Vec<(u64, MemberId, bool)>,
     compacted_to: u64,
     resources: BTreeMap<ServerId, ResourceAverage>,
+    cluster_id: Option<u64>,
 }
 
 impl TestRecord {
@@ -94,6 +95,10 @@ impl TestRecord {
                     }
                 }
             }
+            LeaderCommand::SealCluster { id } => {
+                self.revision += 1;
+                self.cluster_id = self.cluster_id.or(Some(*id));
+            }
         }
     }
 }
@@ -116,6 +121,9 @@ impl MemberRecord for TestRecord {
     }
     fn recorded_resources(&self, server: ServerId) -> Option<ResourceAverage> {
         self.resources.get(&server).copied()
+    }
+    fn cluster_id(&self) -> Option<u64> {
+        self.cluster_id
     }
 }
 
@@ -146,6 +154,68 @@ fn config_errors_name_their_values() {
         LeaderDuties::new(c),
         Err(DutiesConfigError::Liveness(LivenessConfigError::TimeoutTooShort { .. }))
     ));
+}
+
+// ----- the seal (rule 7) -----
+
+fn sealed_with(p: &DutyProposal) -> Option<u64> {
+    match p.command {
+        LeaderCommand::SealCluster { id } => Some(id),
+        _ => None,
+    }
+}
+
+#[test]
+fn a_leader_seals_an_unsealed_record_once_first_of_all() {
+    let mut record = TestRecord::with(&[p(1)]);
+    let mut d = LeaderDuties::new(config(8)).unwrap();
+    d.offer_cluster_id(0xfeed);
+    d.handle_tick(0, leader(1), &record);
+    assert_eq!(d.poll_timeout(), Some(0));
+    let seal = d.poll_proposal(0).expect("a seal");
+    assert_eq!(sealed_with(&seal), Some(0xfeed));
+    // One at a time: while it is in flight, nothing more is sealed (expiry goes on).
+    let later = drain(&mut d, 1_000);
+    assert!(later.iter().all(|p| sealed_with(p).is_none()), "{later:?}");
+    record.apply(&seal.command);
+    d.handle_proposal_result(1_000, seal.id, ProposalOutcome::Committed);
+    d.handle_tick(1_000, leader(1), &record);
+    // A later term finds the record sealed: nothing to do.
+    d.handle_tick(2_000, leader(2), &record);
+    assert!(drain(&mut d, 2_000).iter().all(|p| sealed_with(p).is_none()));
+    assert_eq!(record.cluster_id, Some(0xfeed));
+}
+
+#[test]
+fn a_failed_seal_is_retried_after_the_delay_and_none_without_an_offer_or_a_lease() {
+    let record = TestRecord::with(&[]);
+    let mut d = LeaderDuties::new(config(8)).unwrap();
+    d.handle_tick(0, leader(1), &record);
+    assert!(drain(&mut d, 0).is_empty(), "no offer, no seal");
+    d.offer_cluster_id(7);
+    d.handle_tick(10, Role::Leader { term: 1, lease: Lease::Lapsed }, &record);
+    assert!(drain(&mut d, 10).is_empty(), "no seal without the lease");
+    d.handle_tick(20, leader(1), &record);
+    let seal = d.poll_proposal(20).expect("a seal");
+    d.handle_proposal_result(30, seal.id, ProposalOutcome::Failed);
+    assert!(d.poll_proposal(30 + RETRY_DELAY_MS - 1).is_none(), "retried before the delay");
+    assert_eq!(d.poll_timeout(), Some(30 + RETRY_DELAY_MS));
+    let again = d.poll_proposal(30 + RETRY_DELAY_MS).expect("retried");
+    assert_eq!(sealed_with(&again), Some(7));
+}
+
+#[test]
+fn the_state_machine_keeps_the_first_seal() {
+    let mut machine = ClusterStateMachine::new(crate::Limits::default());
+    let seal =
+        |id| crate::Proposal { at_unix_ms: 1, body: crate::ProposalBody::Leader(LeaderCommand::SealCluster { id }) };
+    assert_eq!(machine.apply(&seal(11)), Ok(crate::Reply::Applied { count: 1, revision: 1 }));
+    assert_eq!(machine.apply(&seal(12)), Ok(crate::Reply::Applied { count: 0, revision: 2 }), "the first seal stays");
+    assert_eq!(MemberRecord::cluster_id(&machine), Some(11));
+    let mut restored = ClusterStateMachine::restore(&machine.snapshot()).unwrap();
+    assert_eq!(restored.cluster_id(), Some(11), "snapshots keep the id");
+    restored.forget_cluster_id();
+    assert_eq!(restored.cluster_id(), None);
 }
 
 // ----- role and grace -----
@@ -627,6 +697,7 @@ proptest! {
                                     m.retry_until = now_ms + RETRY_DELAY_MS;
                                 }
                             }
+                            LeaderCommand::SealCluster { .. } => unreachable!("never proposed below"),
                             LeaderCommand::ReportResources { reports } => {
                                 resource_outstanding = false;
                                 if ok {
@@ -663,6 +734,7 @@ proptest! {
                         }
                         expiry_outstanding = true;
                     }
+                    LeaderCommand::SealCluster { .. } => prop_assert!(false, "sealed without an offer"),
                     LeaderCommand::ReportResources { reports } => {
                         prop_assert!(!resource_outstanding, "two resource writes in flight");
                         for (id, a) in reports {

@@ -65,6 +65,8 @@ struct Model {
     next_token: u64,
     /// In id order.
     tokens: Vec<(TokenHash, TokenInfo)>,
+    /// The first id sealed.
+    cluster_id: Option<u64>,
 }
 
 fn too_large(what: &str, len: usize, max: usize) -> CommandError {
@@ -91,6 +93,7 @@ impl Model {
             events: Vec::new(),
             next_token: 1,
             tokens: Vec::new(),
+            cluster_id: None,
         }
     }
 
@@ -176,6 +179,12 @@ impl Model {
                                 let entry = self.servers[i].clone();
                                 self.event(EventKind::ServerUpdated(entry));
                             }
+                        }
+                    }
+                    LeaderCommand::SealCluster { id } => {
+                        if self.cluster_id.is_none() {
+                            self.cluster_id = Some(*id);
+                            count += 1;
                         }
                     }
                 }
@@ -690,6 +699,7 @@ fn leader_command() -> impl Strategy<Value = LeaderCommand> {
     prop_oneof![
         vec((member(), 0u64..5000), 0..4).prop_map(|members| LeaderCommand::Expire { members }),
         vec((server_id(), average), 0..3).prop_map(|reports| LeaderCommand::ReportResources { reports }),
+        (1u64..4).prop_map(|id| LeaderCommand::SealCluster { id }),
     ]
 }
 
@@ -809,6 +819,7 @@ fn model_floor(model: &Model) -> u64 {
 fn assert_same(machine: &ClusterStateMachine, model: &Model) -> Result<(), TestCaseError> {
     prop_assert_eq!(machine.revision(), model.revision);
     prop_assert_eq!(machine.check_invariants(), Ok(()));
+    prop_assert_eq!(machine.cluster_id(), model.cluster_id);
     let mut kv = model.kv.clone();
     kv.sort();
     let mut tombstones = model.tombstones.clone();

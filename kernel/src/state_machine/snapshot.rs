@@ -35,7 +35,8 @@ use std::sync::Arc;
 /// - 1: the first format.
 /// - 2: server entries carry `drained` (an operator's drain, `Command::SetDrained`).
 /// - 3: the tokens (hashes of their secrets, names, roles).
-pub const SNAPSHOT_FORMAT_VERSION: u16 = 3;
+/// - 4: the cluster's id (`LeaderCommand::SealCluster`).
+pub const SNAPSHOT_FORMAT_VERSION: u16 = 4;
 
 const MAGIC: [u8; 8] = *b"ROSTERSM";
 const VERSION_AT: usize = MAGIC.len();
@@ -161,6 +162,7 @@ struct BodyOut<'a> {
     tombstones: Tombstones<'a>,
     next_token_id: u64,
     tokens: Tokens<'a>,
+    cluster_id: Option<u64>,
 }
 
 struct Tokens<'a>(&'a TokenTable);
@@ -185,6 +187,7 @@ struct BodyIn {
     tombstones: VecDeque<Tombstone>,
     next_token_id: u64,
     tokens: Vec<(TokenHash, TokenInfo)>,
+    cluster_id: Option<u64>,
 }
 
 /// postcard output into a `Vec` that already holds the header, copying slices whole.
@@ -230,6 +233,7 @@ pub(super) fn encode_unchecked(machine: &ClusterStateMachine) -> Vec<u8> {
         tombstones: Tombstones(&machine.tombstones),
         next_token_id: machine.tokens.next_id(),
         tokens: Tokens(&machine.tokens),
+        cluster_id: machine.cluster_id,
     };
     let mut out = Vec::with_capacity(HEADER_LEN + 64 * 1024);
     out.extend_from_slice(&MAGIC);
@@ -335,6 +339,7 @@ fn build(body: BodyIn) -> Result<ClusterStateMachine, SnapshotError> {
         ),
         tokens,
         history: EventHistory::starting_at(body.revision),
+        cluster_id: body.cluster_id,
         limits: body.limits,
         revision: body.revision,
         clock_unix_ms: body.clock_unix_ms,

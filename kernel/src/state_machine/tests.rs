@@ -695,15 +695,17 @@ fn damaged_snapshots_give_typed_errors() {
     flipped[last] ^= 0x40;
     assert!(matches!(restore(&flipped), Some(SnapshotError::ChecksumMismatch { .. })));
     let mut future = bytes.clone();
-    future[8] = 4;
+    let next = super::SNAPSHOT_FORMAT_VERSION + 1;
+    future[8..10].copy_from_slice(&next.to_le_bytes());
     super::snapshot::tests_support::reseal(&mut future);
-    assert_eq!(restore(&future), Some(SnapshotError::UnsupportedVersion { found: 4, supported: 3 }));
+    let supported = super::SNAPSHOT_FORMAT_VERSION;
+    assert_eq!(restore(&future), Some(SnapshotError::UnsupportedVersion { found: next, supported }));
     // Version 1 had no drain flag on server entries: refused, never misread.
     let mut old = bytes.clone();
     old[8] = 1;
     super::snapshot::tests_support::reseal(&mut old);
     let error = restore(&old).unwrap();
-    assert_eq!(error, SnapshotError::UnsupportedVersion { found: 1, supported: 3 });
+    assert_eq!(error, SnapshotError::UnsupportedVersion { found: 1, supported });
     assert!(error.to_string().contains("version 1 is not supported"), "{error}");
     let mut trailing = bytes.clone();
     trailing.push(0);

@@ -16,7 +16,8 @@
 //! The snapshot's log id is rewritten to term 0 at the saved index: the new cluster has
 //! no vote yet, so its first leader is elected in term 1, and its first entry (term 1,
 //! index + 1) must come after the snapshot in openraft's log order, which compares terms
-//! first. The kernel's state, revision and sessions are kept byte for byte.
+//! first. The kernel's state, revision and sessions are kept byte for byte, except the
+//! cluster id, which the new cluster's first leader seals anew.
 
 use super::ClientArgs;
 use super::backup_file::{self, BackupHeader};
@@ -141,7 +142,9 @@ fn restore(file: &Path, data_dir: &Path, id: Option<u64>, peers: Option<&str>, j
     let (header, payload) = backup_file::read(file).map_err(|e| e.to_string())?;
     let name = file.display().to_string();
     let damaged = |reason: String| backup_file::BackupFileError::Snapshot { file: name.clone(), reason }.to_string();
-    let (meta, kernel) = verify_snapshot_data(&payload, "the snapshot").map_err(|e| damaged(e.to_string()))?;
+    let (meta, mut kernel) = verify_snapshot_data(&payload, "the snapshot").map_err(|e| damaged(e.to_string()))?;
+    // A new cluster: its first leader seals an id of its own (see `server::cluster_id`).
+    kernel.forget_cluster_id();
     let inconsistent = |what, header, found| {
         backup_file::BackupFileError::Inconsistent { file: name.clone(), what, header, found }.to_string()
     };

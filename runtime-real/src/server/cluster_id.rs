@@ -1,16 +1,21 @@
 //! The cluster's identity: which cluster a data directory, and so a node, belongs to.
 //!
-//! - Made once, when the initial members bootstrap: a stable hash of the initial members
-//!   (ids and addresses) and the cluster token, so every initial member computes the same
-//!   id on its own (etcd derives its cluster id from `--initial-cluster` and its token the
-//!   same way). Two clusters differ in their members or their token.
-//! - Kept in the data directory (`cluster-id`, fsynced), so it outlives restarts.
+//! - Drawn once, at random, by the first leader of a new cluster, and sealed into the
+//!   replicated record (`LeaderCommand::SealCluster`, the kernel's leader duties, rule 7):
+//!   the first seal applied stays, and every node adopts it when it applies it. Two
+//!   clusters formed from the same peers and key get different ids, and the id reveals
+//!   nothing of any secret.
+//! - Kept in the data directory (`cluster-id`, fsynced), so it outlives restarts. A node
+//!   whose directory holds an id offers that one (a cluster formed before ids were
+//!   sealed keeps the id it had).
 //! - A node added later (`member add`, `member replace`) is given it by the leader that
-//!   readmits it.
+//!   readmits it, and then applies the same seal.
+//! - A backup restored into a new cluster forgets the id (`roster snapshot restore`): its
+//!   first leader seals a new one.
 //! - Every peer hello carries it; a node refuses a peer of another cluster, naming both
 //!   ids, so a node started with another cluster's data directory or peer list never
 //!   votes or replicates here. A node that does not know its id yet (a fresh node, or a
-//!   directory written before the id existed) is let through: the vote gate covers it.
+//!   cluster whose first leader has not sealed yet) is let through: the vote gate covers it.
 
 use crate::raft::NodeId;
 use crate::storage::{Disk, StorageError};
@@ -33,22 +38,44 @@ impl std::fmt::Display for ClusterId {
     }
 }
 
-/// The id of a cluster bootstrapped with `peers` under `peer_key`: the first 64 bits of a
-/// SHA-256 over them, so every initial member computes the same id on its own, and the id
-/// reveals nothing of the key (an FNV hash of the token did: a weak token could be found
-/// from a status line).
-pub fn derive(peers: &BTreeMap<NodeId, String>, peer_key: &roster_client::PeerKey) -> ClusterId {
-    use sha2::{Digest, Sha256};
-    let mut h = Sha256::new();
-    h.update(b"roster-cluster v2");
-    for (id, addr) in peers {
-        h.update(id.to_le_bytes());
-        h.update(addr.as_bytes());
-        h.update([0]);
+/// The id this node would seal a new cluster with: the one its data directory holds, or
+/// a fresh random one (seeded in simulation).
+pub fn offer(identity: &Identity) -> u64 {
+    identity
+        .get()
+        .map_or_else(|| u64::from_le_bytes(crate::rt::random_bytes()[..8].try_into().expect("8 bytes")), |id| id.0)
+}
+
+/// Adopts the id the record holds once a leader sealed it, for as long as the node runs.
+/// A record sealed with another cluster's id than this directory's is named once: the
+/// node goes on, and its peers' hellos tell which cluster each belongs to.
+pub async fn adopt_when_sealed(
+    raft: crate::server::Raft,
+    shared: Arc<crate::storage::SharedState>,
+    identity: Arc<Identity>,
+) {
+    use openraft_rt::WatchReceiver;
+    let mut metrics = raft.metrics();
+    let mut named = false;
+    loop {
+        if let Some(sealed) = shared.with_kernel(|k| k.cluster_id()).map(ClusterId)
+            && identity.get() != Some(sealed)
+        {
+            match identity.adopt(sealed, "the replicated record") {
+                Ok(()) => identity.settled().await,
+                Err(e) if !named => {
+                    named = true;
+                    tracing::error!(error = %e, "this node's data directory and the cluster it applies disagree");
+                }
+                Err(_) => {}
+            }
+        }
+        // The record is read again on each change of the node's Raft metrics (every
+        // apply is one).
+        if metrics.changed().await.is_err() {
+            return;
+        }
     }
-    h.update(peer_key.fingerprint());
-    let digest = h.finalize();
-    ClusterId(u64::from_le_bytes(digest[..8].try_into().expect("a SHA-256 digest has 32 bytes")))
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -160,18 +187,6 @@ fn parse(bytes: &[u8]) -> Result<ClusterId, StorageError> {
 mod tests {
     use super::*;
     use crate::storage::MemDisk;
-
-    fn peers(port: u16) -> BTreeMap<NodeId, String> {
-        (1..=3).map(|id| (id, format!("127.0.0.1:{}", port + id as u16))).collect()
-    }
-
-    #[test]
-    fn initial_members_agree_and_other_clusters_differ() {
-        let key = |k: &str| roster_client::PeerKey::parse(&k.repeat(32)).unwrap();
-        assert_eq!(derive(&peers(7400), &key("t")), derive(&peers(7400), &key("t")));
-        assert_ne!(derive(&peers(7400), &key("t")), derive(&peers(7500), &key("t")));
-        assert_ne!(derive(&peers(7400), &key("t")), derive(&peers(7400), &key("u")));
-    }
 
     #[test]
     fn the_id_survives_a_restart_and_another_is_refused() {

@@ -94,11 +94,15 @@ pub struct Driver {
     pub lease_ms: u64,
     /// The node's counters (heartbeats answered, members expired).
     pub counters: Arc<crate::metrics::Metrics>,
+    /// The id to seal the cluster with if this node leads a cluster that has none yet
+    /// (see `server::cluster_id`).
+    pub cluster_id_offer: u64,
 }
 
 /// Starts the driver task; it runs until every handle is dropped.
 pub fn start(driver: Driver, config: DutiesConfig) -> Result<LeaderHandle, roster_kernel::DutiesConfigError> {
-    let duties = LeaderDuties::new(config)?;
+    let mut duties = LeaderDuties::new(config)?;
+    duties.offer_cluster_id(driver.cluster_id_offer);
     let (tx, rx) = mpsc::channel(QUEUE_CAPACITY);
     let metrics = driver.raft.metrics();
     tokio::spawn(driver.run(duties, metrics, rx));
@@ -216,7 +220,7 @@ async fn propose(
         LeaderCommand::Expire { members } => {
             Some((members.len(), members.iter().take(8).map(|(m, s)| format!("{m} (silent {s} ms)")).collect()))
         }
-        LeaderCommand::ReportResources { .. } => None,
+        LeaderCommand::ReportResources { .. } | LeaderCommand::SealCluster { .. } => None,
     };
     let entry = Proposal { at_unix_ms: crate::rt::clock::unix_ms(), body: ProposalBody::Leader(command) };
     match (raft.client_write(Batch::one(entry)).await, expired) {
