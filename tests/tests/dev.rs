@@ -46,6 +46,7 @@ fn dev_forms_a_cluster_stops_on_a_signal_and_forms_it_again_from_its_data() {
         }
     };
     let endpoints = (0..3).map(|i| format!("127.0.0.1:{}", base + i)).collect::<Vec<_>>().join(",");
+    let mut first_cluster: Option<String> = None;
     for start in ["first", "second"] {
         let mut node = dev(&data, base, http);
         eventually(Duration::from_secs(30), &format!("the {start} dev start to form a cluster"), || {
@@ -53,8 +54,17 @@ fn dev_forms_a_cluster_stops_on_a_signal_and_forms_it_again_from_its_data() {
         });
         for n in 0..3 {
             let one = format!("127.0.0.1:{}", base + n);
-            let s = eventually(Duration::from_secs(10), "every node in good standing", || formed(&data, &one));
-            assert!(s["waiting"].is_null(), "{s}");
+            let s = eventually(Duration::from_secs(10), "every node in good standing, its cluster id sealed", || {
+                formed(&data, &one).filter(|s| s["cluster_id"].is_string())
+            });
+            // The second start forms the cluster again from its data: the same cluster,
+            // not a new one with a new id.
+            let cluster = s["cluster_id"].as_str().map(str::to_string);
+            assert_eq!(
+                first_cluster.get_or_insert_with(|| cluster.clone().unwrap_or_default()).as_str(),
+                cluster.as_deref().unwrap_or_default(),
+                "{start} start: {s}"
+            );
         }
         sigterm(node.child());
         let out = node.wait_output(Duration::from_secs(30));

@@ -9,13 +9,15 @@ use std::time::Duration;
 fn transfer_leader_moves_leadership_to_the_named_voter() {
     let c = TestCluster::start("handoff-transfer", 3, |_| vec![]);
     let old = c.leader();
+    let old_term = c.status_at(&c.endpoints_of(&[old])).expect("the leader's status")["term"].as_u64().unwrap();
     let to = (1..=3).find(|id| *id != old).expect("another voter");
     let out = c.roster(&["member", "transfer-leader", "--to", &to.to_string(), "--json"]);
     assert_eq!(json(&out)["leader"].as_u64(), Some(to), "{}", c.logs());
-    let now = eventually(Duration::from_secs(10), "status to name the new leader", || {
-        c.status_at(&c.endpoints())?["leader"].as_u64().filter(|l| *l == to)
+    // The old leader itself follows the new one, in a later term: it stepped down.
+    let seen_by_old = eventually(Duration::from_secs(10), "the old leader to name the new one", || {
+        c.status_at(&c.endpoints_of(&[old])).filter(|s| s["leader"].as_u64() == Some(to))
     });
-    assert_eq!(now, to);
+    assert!(seen_by_old["term"].as_u64().unwrap() > old_term, "no new term: {seen_by_old}");
 
     // A target that is not a voter is refused with the reason, and leadership stays.
     let out = c.roster(&["member", "transfer-leader", "--to", "9"]);
