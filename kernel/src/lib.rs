@@ -13,13 +13,17 @@ pub mod formation;
 pub mod ids;
 pub mod leader_duties;
 pub mod liveness;
+pub mod membership;
 pub mod model;
 pub mod placement;
 pub mod query;
+pub mod readiness;
+pub mod redirect;
 pub mod resource_window;
 pub mod retry_queue;
 pub mod rng;
 pub mod state_machine;
+pub mod vote_gate;
 
 pub use authority::{Action, Forbidden, Principal, authorize};
 pub use command::*;

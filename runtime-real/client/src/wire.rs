@@ -296,6 +296,20 @@ pub enum RequestError {
     Unauthenticated { reason: String },
 }
 
+impl From<roster_kernel::membership::MembershipRefusal> for RequestError {
+    fn from(refusal: roster_kernel::membership::MembershipRefusal) -> Self {
+        use roster_kernel::membership::MembershipRefusal as R;
+        match refusal {
+            R::NotAVoter { node } => RequestError::NotAVoter { node },
+            R::LastVoter { node } => RequestError::LastVoter { node },
+            R::ReplaceLeader { node } => RequestError::ReplaceLeader { node },
+            R::UnknownNode { node } => RequestError::UnknownNode { node },
+            R::TransferTargetNotVoter { node } => RequestError::TransferTargetNotVoter { node },
+            R::NoOtherVoter => RequestError::NoOtherVoter,
+        }
+    }
+}
+
 impl From<roster_kernel::Forbidden> for RequestError {
     fn from(f: roster_kernel::Forbidden) -> Self {
         RequestError::Forbidden { role: f.role, action: f.action }

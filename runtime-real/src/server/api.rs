@@ -474,14 +474,11 @@ impl Api {
         if !self.raft.is_leader() {
             return self.not_leader().await;
         }
-        let mut voters: BTreeSet<NodeId> = self.raft.voter_ids().collect();
-        if !voters.remove(&id) {
-            return ClientResponse::Error(RequestError::NotAVoter { node: id });
+        let voters: BTreeSet<NodeId> = self.raft.voter_ids().collect();
+        match roster_kernel::membership::remove(&voters, id) {
+            Ok(after) => self.change_voters(after, format!("node {id} removed")).await,
+            Err(refusal) => ClientResponse::Error(refusal.into()),
         }
-        if voters.is_empty() {
-            return ClientResponse::Error(RequestError::LastVoter { node: id });
-        }
-        self.change_voters(voters, format!("node {id} removed")).await
     }
 
     async fn change_voters(&self, voters: BTreeSet<NodeId>, what: String) -> ClientResponse {

@@ -7,6 +7,7 @@ use crate::server::Raft;
 use openraft::alias::WatchReceiverOf;
 use openraft::error::{ForwardReason, ForwardToLeader};
 use openraft_rt::WatchReceiver;
+use roster_kernel::redirect::{self, First, Refused, Step};
 use std::time::Duration;
 
 /// The answer of node `node`, which does not lead: the leader's id and address when known.
@@ -60,16 +61,10 @@ pub async fn hand_off(raft: &Raft, node: NodeId, to: Option<NodeId>, timeout_ms:
     let mut metrics = raft.metrics();
     let target = {
         let m = metrics.borrow_watched();
-        let voters: Vec<NodeId> = m.membership_config.membership().voter_ids().filter(|v| *v != node).collect();
-        match to {
-            Some(t) if voters.contains(&t) => t,
-            Some(t) => return Err(RequestError::TransferTargetNotVoter { node: t }),
-            None => {
-                let matched = |v: &NodeId| m.replication.as_ref().and_then(|r| r.get(v).cloned().flatten());
-                // Furthest log first; among equals the lower id (max_by_key keeps the last max).
-                voters.iter().rev().max_by_key(|v| matched(v)).copied().ok_or(RequestError::NoOtherVoter)?
-            }
-        }
+        let voters: std::collections::BTreeSet<NodeId> = m.membership_config.membership().voter_ids().collect();
+        let matched: std::collections::BTreeMap<NodeId, u64> =
+            m.replication.iter().flatten().filter_map(|(id, matched)| matched.map(|l| (*id, l.index))).collect();
+        roster_kernel::membership::hand_off_target(&voters, node, to, &matched)?
     };
     tracing::info!(node, to = target, "handing leadership over");
     if let Err(e) = raft.trigger().transfer_leader(target).await {
@@ -107,62 +102,56 @@ pub enum Redirect {
     Answer(ClientResponse),
 }
 
-/// The answer naming `leader` as Raft's core sees it at `node` (no leader: none known).
-fn naming(raft: &Raft, node: NodeId, leader: Option<NodeId>) -> ClientResponse {
-    match leader {
-        Some(l) if l == node => ClientResponse::RetryLater(Unavailable::LeaderNotReady),
-        Some(l) => ClientResponse::NotLeader { leader: node_addr(raft, l).map(|a| (l, a)) },
-        None => ClientResponse::NotLeader { leader: None },
+/// The answer for the kernel's `step`.
+fn answer(raft: &Raft, step: Step) -> ClientResponse {
+    match step {
+        Step::Name(Some(l)) => ClientResponse::NotLeader { leader: node_addr(raft, l).map(|a| (l, a)) },
+        Step::Name(None) => ClientResponse::NotLeader { leader: None },
+        Step::NotReadyYet | Step::TakeIt | Step::Wait => ClientResponse::RetryLater(Unavailable::LeaderNotReady),
     }
 }
 
-/// Decides what to do with a write Raft refused with `f`, waiting first (at most twice
-/// the election timeout) while an immediate answer would only send the client round in
-/// circles:
-///
-/// - a leader just elected waits for its first quorum acknowledgment (one round trip),
-///   then takes the write itself;
-/// - a follower whose leader has gone silent (nothing from it for two Raft heartbeats:
-///   it may have crashed), or that knows no leader (an election is on), waits until it
-///   hears from a leader, then names it; if it won the election itself, it takes the
-///   write.
-///
-/// Without the wait the client is told to go to a dead leader, fails to connect, is sent
-/// back there by the next follower, and backs off ever longer while the election runs;
-/// the first write after the election then waits out the client's backoff.
+/// Decides what to do with a write Raft refused with `f` by the kernel's rules
+/// (`roster_kernel::redirect`), reading this node's Raft state and waiting as they say.
 pub async fn redirect(raft: &Raft, node: NodeId, f: &ForwardToLeader<TypeConfig>) -> Redirect {
     let config = raft.config();
-    let heartbeat = Duration::from_millis(config.heartbeat_interval.max(1));
-    let deadline = tokio::time::Instant::now() + Duration::from_millis(config.election_timeout_max * 2);
+    let heartbeat_ms = config.heartbeat_interval.max(1);
+    let deadline =
+        tokio::time::Instant::now() + Duration::from_millis(redirect::wait_budget_ms(config.election_timeout_max));
     let remaining = || deadline.saturating_duration_since(tokio::time::Instant::now());
-    if f.reason == ForwardReason::LeadershipTransfer {
-        // A leader handing over names its successor: nothing to wait for.
-        return Redirect::Answer(forward_response(raft, node, f));
-    }
-    if f.reason == ForwardReason::LeaseExpired {
-        if !is_fresh_leader(raft, node) {
-            return Redirect::Answer(ClientResponse::NotLeader { leader: None });
+    let refused = match f.reason {
+        ForwardReason::LeadershipTransfer => Refused::LeadershipTransfer,
+        ForwardReason::LeaseExpired => Refused::LeaseExpired { just_elected: is_fresh_leader(raft, node) },
+        _ => Refused::NotLeader,
+    };
+    match redirect::first(refused) {
+        First::AnswerAsRaftSaid => return Redirect::Answer(forward_response(raft, node, f)),
+        First::AnswerNoLeader => return Redirect::Answer(ClientResponse::NotLeader { leader: None }),
+        First::WaitForLease => {
+            let settled = raft
+                .wait(Some(remaining()))
+                .metrics(
+                    |m| match m.current_leader {
+                        Some(l) if l == node => {
+                            m.state == openraft::ServerState::Leader && m.last_quorum_acked.is_some()
+                        }
+                        Some(_) => true,
+                        None => false,
+                    },
+                    "leader lease",
+                )
+                .await;
+            return match redirect::after_lease_wait(node, settled.ok().map(|m| m.current_leader)) {
+                Step::TakeIt => Redirect::Again,
+                step => Redirect::Answer(answer(raft, step)),
+            };
         }
-        let settled = raft
-            .wait(Some(remaining()))
-            .metrics(
-                |m| match m.current_leader {
-                    Some(l) if l == node => m.state == openraft::ServerState::Leader && m.last_quorum_acked.is_some(),
-                    Some(_) => true,
-                    None => false,
-                },
-                "leader lease",
-            )
-            .await;
-        return match settled {
-            Ok(m) if m.current_leader == Some(node) => Redirect::Again,
-            Ok(m) => Redirect::Answer(naming(raft, node, m.current_leader)),
-            Err(_) => Redirect::Answer(ClientResponse::RetryLater(Unavailable::LeaderNotReady)),
-        };
+        First::Follow => {}
     }
     loop {
         // The leader this node follows (its vote, once committed) and when it last heard
-        // from it, on the core's own record: metrics lag it.
+        // from it, on the core's own record: metrics lag it. A committed vote is touched
+        // only by the leader's own messages.
         let state = raft
             .with_raft_state(|s| {
                 let vote = s.vote_ref();
@@ -172,21 +161,18 @@ pub async fn redirect(raft: &Raft, node: NodeId, f: &ForwardToLeader<TypeConfig>
         let Ok((leader, heard)) = state else {
             return Redirect::Answer(ClientResponse::RetryLater(Unavailable::ShuttingDown));
         };
-        if leader == Some(node) {
-            return Redirect::Again;
-        }
-        if remaining().is_zero() {
-            return Redirect::Answer(naming(raft, node, leader));
-        }
-        if leader.is_some() {
-            // A committed vote is touched only by the leader's own messages.
-            let silent = heard.is_none_or(|at| openraft::Instant::elapsed(&at) > heartbeat * 2);
-            if !silent {
-                return Redirect::Answer(naming(raft, node, leader));
+        let heard_ago_ms = heard.map(|at| openraft::Instant::elapsed(&at).as_millis() as u64);
+        match redirect::follow(node, leader, heard_ago_ms, heartbeat_ms, remaining().as_millis() as u64) {
+            Step::TakeIt => return Redirect::Again,
+            Step::Wait => {
+                // Until another leader is known, or one heartbeat (the named one may speak again).
+                let heartbeat = Duration::from_millis(heartbeat_ms);
+                let _ = raft
+                    .wait(Some(heartbeat.min(remaining())))
+                    .metrics(|m| m.current_leader != leader, "leader change")
+                    .await;
             }
+            step => return Redirect::Answer(answer(raft, step)),
         }
-        // Until another leader is known, or one heartbeat (the named one may speak again).
-        let _ =
-            raft.wait(Some(heartbeat.min(remaining()))).metrics(|m| m.current_leader != leader, "leader change").await;
     }
 }

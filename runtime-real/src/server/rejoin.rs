@@ -15,9 +15,6 @@ use roster_kernel::formation::{Answer, CheckConfig, Decision, FormationCheck, Pe
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
-/// How long `member replace` waits for the replaced node to catch up as a learner
-/// (the client waits `roster_client::REPLACE_TIMEOUT_MS`, longer).
-pub const REPLACE_CATCH_UP_TIMEOUT_MS: u64 = 30_000;
 /// How long the leader keeps asking a node to take replication again: long enough for a
 /// node that was started just before `member add` to open its port.
 const READMIT_TIMEOUT_MS: u64 = 5_000;
@@ -150,7 +147,8 @@ pub async fn readmit(
     }
 }
 
-/// `member replace ID` on the leader. Errors name the node and what to do.
+/// `member replace ID` on the leader: carries out the kernel's plan
+/// (`roster_kernel::membership::plan_replace`). Errors name the node and what to do.
 pub async fn replace(
     raft: &Raft,
     leader: NodeId,
@@ -159,27 +157,20 @@ pub async fn replace(
     cluster: Option<u64>,
     id: NodeId,
 ) -> Result<(), RequestError> {
-    if id == leader {
-        return Err(RequestError::ReplaceLeader { node: id });
-    }
-    let (addr, mut voters) = {
+    use roster_kernel::membership::{ReplaceStep, plan_replace};
+    let (addr, voters, learners) = {
         let m = raft.metrics().borrow_watched().clone();
         let membership = m.membership_config.membership();
         let addr = membership.get_node(&id).map(|n| n.addr.clone());
-        (addr, membership.voter_ids().collect::<BTreeSet<NodeId>>())
+        (
+            addr,
+            membership.voter_ids().collect::<BTreeSet<NodeId>>(),
+            membership.learner_ids().collect::<BTreeSet<NodeId>>(),
+        )
     };
+    let steps = plan_replace(&voters, &learners, leader, id)?;
     let addr = addr.ok_or(RequestError::UnknownNode { node: id })?;
-    if voters.remove(&id) {
-        if voters.is_empty() {
-            return Err(RequestError::LastVoter { node: id });
-        }
-        // Kept as a learner (retain): the leader goes on replicating to it.
-        raft.change_membership(voters.clone(), true)
-            .await
-            .map_err(|e| RequestError::MembershipChange { reason: e.to_string() })?;
-        tracing::info!(node = id, "replacing node: demoted to learner");
-    }
-    // From here on the node is a learner: a failure says so, and what brings it back.
+    // Once demoted the node is a learner: a failure says so, and what brings it back.
     let still_learner = |reason: String| RequestError::ReadmitFailed {
         node: id,
         reason: format!(
@@ -187,30 +178,44 @@ pub async fn replace(
              succeeds"
         ),
     };
-    // Its log went back to empty: let openraft restart its replication from scratch
-    // instead of treating the shorter log as a bug.
-    match raft.trigger().allow_next_revert(&id, true).await {
-        Ok(Ok(())) => {}
-        Ok(Err(e)) => return Err(still_learner(e.to_string())),
-        Err(e) => return Err(still_learner(e.to_string())),
+    let mut target = 0;
+    for step in steps {
+        match step {
+            ReplaceStep::Demote { voters } => {
+                // Kept as a learner (retain): the leader goes on replicating to it.
+                raft.change_membership(voters, true)
+                    .await
+                    .map_err(|e| RequestError::MembershipChange { reason: e.to_string() })?;
+                tracing::info!(node = id, "replacing node: demoted to learner");
+            }
+            ReplaceStep::AllowRevert => match raft.trigger().allow_next_revert(&id, true).await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => return Err(still_learner(e.to_string())),
+                Err(e) => return Err(still_learner(e.to_string())),
+            },
+            ReplaceStep::Readmit => {
+                target =
+                    readmit(raft, leader, credential, connector, cluster, id, &addr).await.map_err(|e| match e {
+                        RequestError::ReadmitFailed { reason, .. } => still_learner(reason),
+                        other => other,
+                    })?;
+                tracing::info!(node = id, target, "replacing node: readmitted, catching up as learner");
+            }
+            ReplaceStep::CatchUp { timeout_ms } => wait_caught_up(raft, id, target, timeout_ms).await?,
+            ReplaceStep::Promote { voters } => {
+                raft.change_membership(voters, false)
+                    .await
+                    .map_err(|e| RequestError::MembershipChange { reason: e.to_string() })?;
+                tracing::info!(node = id, "replacing node: caught up and promoted to voter");
+            }
+        }
     }
-    let target = readmit(raft, leader, credential, connector, cluster, id, &addr).await.map_err(|e| match e {
-        RequestError::ReadmitFailed { reason, .. } => still_learner(reason),
-        other => other,
-    })?;
-    tracing::info!(node = id, target, "replacing node: readmitted, catching up as learner");
-    wait_caught_up(raft, id, target).await?;
-    voters.insert(id);
-    raft.change_membership(voters, false)
-        .await
-        .map_err(|e| RequestError::MembershipChange { reason: e.to_string() })?;
-    tracing::info!(node = id, "replacing node: caught up and promoted to voter");
     Ok(())
 }
 
 /// Until the leader's replication to `id` has matched `target`, bounded.
-async fn wait_caught_up(raft: &Raft, id: NodeId, target: u64) -> Result<(), RequestError> {
-    let deadline = tokio::time::Instant::now() + Duration::from_millis(REPLACE_CATCH_UP_TIMEOUT_MS);
+async fn wait_caught_up(raft: &Raft, id: NodeId, target: u64, timeout_ms: u64) -> Result<(), RequestError> {
+    let deadline = tokio::time::Instant::now() + Duration::from_millis(timeout_ms);
     loop {
         let matched = {
             let m = raft.metrics().borrow_watched().clone();
@@ -220,12 +225,7 @@ async fn wait_caught_up(raft: &Raft, id: NodeId, target: u64) -> Result<(), Requ
             return Ok(());
         }
         if tokio::time::Instant::now() >= deadline {
-            return Err(RequestError::CatchUpTimedOut {
-                node: id,
-                timeout_ms: REPLACE_CATCH_UP_TIMEOUT_MS,
-                matched,
-                target,
-            });
+            return Err(RequestError::CatchUpTimedOut { node: id, timeout_ms, matched, target });
         }
         tokio::time::sleep(Duration::from_millis(CATCH_UP_POLL_MS)).await;
     }

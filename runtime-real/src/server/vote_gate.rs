@@ -1,37 +1,23 @@
-//! The vote gate: a node that started with an empty data directory and did not form a
-//! new cluster has forgotten its vote and its log. Were it to vote, it could vote twice
-//! in one term, or help elect a candidate lacking entries it had acknowledged before it
-//! lost them. So it neither votes nor campaigns until it has caught up again.
+//! The vote gate, kept durable: the rules are the kernel's (`roster_kernel::vote_gate`);
+//! this keeps the state in the marker file `no-vote` (written, fsynced, renamed, directory
+//! fsynced), so a restart keeps it, and answers Raft's votes and appends by those rules.
 //!
-//! Rules, in one place:
 //! - Closed at start when the data directory was empty and the node did not bootstrap
-//!   (no `--bootstrap`, or a peer reported a running cluster). Persisted as the marker
-//!   file `no-vote` (written, fsynced, renamed, directory fsynced), so a restart keeps it.
-//! - While closed and not yet readmitted, the node also refuses replication (appends,
-//!   snapshots): its empty log would look to the leader like a log that went backwards.
-//!   It serves no stale reads (what it holds is not the cluster's state).
-//! - The leader readmits it (`member replace ID` or `member add ID ADDR`), naming its own
-//!   last log index at that moment, after demoting it to learner and allowing openraft
-//!   to replicate to it from scratch. The target is stored in the marker.
-//! - Lifted (marker removed) once the node has applied that index: it then holds every
-//!   entry the leader held when it let the node back in, which includes every entry this
-//!   node acknowledged before it lost its disk (a leader elected while this node refused
-//!   votes has them all). Only then may it vote, campaign and serve stale reads.
+//!   (no `--bootstrap`, or a peer reported a running cluster); closed in memory only while
+//!   a fresh node decides whether to bootstrap.
+//! - The leader readmits it (`member replace ID` or `member add ID ADDR`) after demoting
+//!   it to learner and allowing openraft to replicate to it from scratch.
+//! - Lifted (marker removed) once the node has applied the readmission target; only then
+//!   may it vote, campaign and serve stale reads.
 
 use crate::storage::{Disk, StorageError};
+use roster_kernel::vote_gate::Closed;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 pub const MARKER_FILE: &str = "no-vote";
 const MARKER_TMP_FILE: &str = "no-vote.tmp";
 const MARKER_HEADER: &str = "roster no-vote v1";
-
-#[derive(Clone, Debug, PartialEq, Eq)]
-struct Closed {
-    reason: String,
-    /// The leader's last log index when it readmitted this node; `None` until readmitted.
-    readmit_target: Option<u64>,
-}
 
 pub struct VoteGate {
     disk: Arc<dyn Disk>,
@@ -64,7 +50,7 @@ impl VoteGate {
     /// Closes the gate in memory only: for the moments a fresh node spends deciding
     /// whether to bootstrap (nothing to forget if it crashes then: its directory is empty).
     pub fn close_provisionally(&self, reason: String) {
-        *lock(&self.closed) = Some(Closed { reason, readmit_target: None });
+        *lock(&self.closed) = Some(Closed::new(reason));
     }
 
     /// Opens a gate closed only in memory (the node formed the cluster itself).
@@ -80,7 +66,7 @@ impl VoteGate {
     /// Closes the gate for good (until lifted), durably.
     pub fn close(&self, reason: String) -> Result<(), StorageError> {
         let mut state = lock(&self.closed);
-        let closed = Closed { reason, readmit_target: None };
+        let closed = Closed::new(reason);
         self.persist(&closed)?;
         *state = Some(closed);
         Ok(())
@@ -90,9 +76,7 @@ impl VoteGate {
     /// to `target`. A no-op on an open gate.
     pub fn readmit(&self, target: u64) -> Result<(), StorageError> {
         let mut state = lock(&self.closed);
-        let Some(mut closed) = state.clone() else { return Ok(()) };
-        // A second readmission (a repeated `member replace`) may only raise the bar.
-        closed.readmit_target = Some(closed.readmit_target.map_or(target, |t| t.max(target)));
+        let Some(closed) = state.as_ref().map(|c| c.readmitted(target)) else { return Ok(()) };
         self.persist(&closed)?;
         *state = Some(closed);
         Ok(())
@@ -102,11 +86,7 @@ impl VoteGate {
     /// was lifted now.
     pub fn lift_if_caught_up(&self, applied_index: Option<u64>) -> Result<bool, StorageError> {
         let mut state = lock(&self.closed);
-        let target = match &*state {
-            Some(Closed { readmit_target: Some(t), .. }) => *t,
-            _ => return Ok(false),
-        };
-        if applied_index.is_none_or(|a| a < target) {
+        if !state.as_ref().is_some_and(|closed| closed.lifts(applied_index)) {
             return Ok(false);
         }
         match self.disk.remove(MARKER_FILE) {
@@ -125,21 +105,13 @@ impl VoteGate {
 
     /// Why this node does not vote yet, with its progress; `None` when it does.
     pub fn waiting(&self, applied_index: Option<u64>) -> Option<String> {
-        let closed = lock(&self.closed).clone()?;
-        Some(match closed.readmit_target {
-            None => closed.reason,
-            Some(t) => format!(
-                "{}; readmitted by the leader, catching up: applied {} of {t}",
-                closed.reason,
-                applied_index.map_or("-".to_string(), |a| a.to_string())
-            ),
-        })
+        lock(&self.closed).as_ref().map(|closed| closed.waiting(applied_index))
     }
 
     /// The reason to refuse a vote (or pre-vote) from `from`, or `None` to let it through.
     pub fn refuse_vote(&self, node: u64, from: u64) -> Option<String> {
         let closed = lock(&self.closed).clone()?;
-        let reason = format!("node {node} does not vote: {}", closed.reason);
+        let reason = closed.refuse_vote(node).to_string();
         if !self.refusal_logged.swap(true, Ordering::Relaxed) {
             tracing::warn!(candidate = from, "refusing to vote: {}", closed.reason);
         } else {
@@ -150,12 +122,7 @@ impl VoteGate {
 
     /// The reason to refuse replication, or `None` to take it (gate open or readmitted).
     pub fn refuse_replication(&self, node: u64) -> Option<String> {
-        match &*lock(&self.closed) {
-            Some(Closed { reason, readmit_target: None }) => {
-                Some(format!("node {node} takes no replication before it is readmitted: {reason}"))
-            }
-            _ => None,
-        }
+        lock(&self.closed).as_ref()?.refuse_replication(node).map(|refusal| refusal.to_string())
     }
 
     fn persist(&self, closed: &Closed) -> Result<(), StorageError> {
