@@ -70,7 +70,10 @@ where
                 .push(async move { (a.peer, crate::rt::Timeout::new(asked, until).await.unwrap_or(Answer::NoAnswer)) });
         }
         let wake = origin + Duration::from_millis(check.poll_timeout().unwrap_or(0));
+        // Biased: an unbiased select draws from a thread-local RNG that the simulator
+        // does not seed, and the order of polls would differ from run to run.
         tokio::select! {
+            biased;
             Some((peer, answer)) = pending.next(), if !pending.is_empty() => check.handle_answer(now(), peer, answer),
             _ = tokio::time::sleep_until(wake) => check.handle_timeout(now()),
         }
