@@ -28,9 +28,8 @@ pub enum NodeError {
     Launcher(String),
     #[error(transparent)]
     Identity(#[from] crate::server::cluster_id::IdentityError),
-    #[cfg(not(madsim))]
     #[error(transparent)]
-    Tls(#[from] roster_client::TlsError),
+    Security(#[from] crate::tls::SecurityError),
 }
 
 /// A running node. Dropping it does not stop it; call `shutdown`.

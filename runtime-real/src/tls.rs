@@ -52,10 +52,19 @@ pub struct Security {
     node_tls: Option<on::NodeTls>,
 }
 
+/// Why the node's TLS files could not be used (none can fail in the simulator, which
+/// has no TLS).
+#[derive(Debug, thiserror::Error)]
+pub enum SecurityError {
+    #[cfg(not(madsim))]
+    #[error(transparent)]
+    Tls(#[from] roster_client::TlsError),
+}
+
 impl Security {
     /// Plain TCP, unless the config names the TLS files; their problems are refused here,
     /// naming the file.
-    pub fn from_config(config: &NodeConfig) -> Result<Security, crate::node::NodeError> {
+    pub fn from_config(config: &NodeConfig) -> Result<Security, SecurityError> {
         #[cfg(not(madsim))]
         if let (Some(cert), Some(key), Some(ca)) = (&config.tls_cert, &config.tls_key, &config.tls_ca) {
             let files = roster_client::TlsFiles { ca: ca.clone(), cert: Some(cert.clone()), key: Some(key.clone()) };

@@ -9,7 +9,6 @@
 
 use crate::error::ClientError;
 use crate::pool::{ClientOptions, Cluster, ResponseStream};
-use crate::process::ProcessHandle;
 use crate::session::{Pending, Session};
 use crate::timeout::Timeout;
 use crate::watch::Watch;
@@ -17,8 +16,8 @@ use crate::wire::NodeId;
 use crate::wire::{ClientRequest, ClientResponse, ClusterStatus, Consistency, LaunchRequest, SnapshotHead};
 use roster_kernel::retry_queue::RetryConfig;
 use roster_kernel::{
-    Command, ListFilter, MemberId, ProcessEntry, ProcessId, ProcessInfo, ProcessPatch, Query, QueryReply, QueryResult,
-    Reply, ResourceAverage, ServerEntry, ServerId, ServerInfo, ServerPatch, SessionId, Tombstone,
+    Command, ListFilter, MemberId, ProcessEntry, ProcessId, ProcessPatch, Query, QueryReply, QueryResult, Reply,
+    ResourceAverage, ServerEntry, ServerId, ServerInfo, ServerPatch, SessionId, Tombstone,
 };
 use std::sync::Arc;
 use std::time::Duration;
@@ -147,26 +146,6 @@ impl Client {
 
     pub async fn deregister_server(&self, id: ServerId) -> Result<u64, ClientError> {
         done(self.execute(Command::DeregisterServer { id }).await?)
-    }
-
-    /// Registers a process and keeps it alive with a heartbeat every
-    /// `heartbeat_interval_ms` until the handle is closed (or dropped).
-    pub async fn register_process(
-        &self,
-        info: ProcessInfo,
-        heartbeat_interval_ms: u64,
-    ) -> Result<ProcessHandle, ClientError> {
-        if heartbeat_interval_ms == 0 {
-            return Err(ClientError::InvalidOption {
-                field: "heartbeat_interval_ms",
-                value: "0".into(),
-                reason: "set it to at least 1 (default 1000)".into(),
-            });
-        }
-        match self.execute(Command::RegisterProcess { info }).await? {
-            Reply::ProcessRegistered { id, .. } => Ok(ProcessHandle::start(self.clone(), id, heartbeat_interval_ms)),
-            other => Err(unexpected_reply("ProcessRegistered", &other)),
-        }
     }
 
     /// Creates or patches a server entry (creates only when `create` is given).
@@ -548,7 +527,7 @@ fn unexpected(wanted: &str, answer: ClientResponse) -> ClientError {
     }
 }
 
-fn unexpected_reply(wanted: &str, reply: &Reply) -> ClientError {
+pub(crate) fn unexpected_reply(wanted: &str, reply: &Reply) -> ClientError {
     ClientError::Protocol(format!("expected reply {wanted}, got {reply:?}"))
 }
 

@@ -11,11 +11,11 @@
 //! given to [`ProcessHandle::start_observed`]; the simulator records them this way, so it
 //! checks the very loop `roster run` runs. Without one, the loop does nothing extra.
 
-use crate::api::Client;
+use crate::api::{Client, unexpected_reply};
 use crate::error::ClientError;
 use crate::pool::Cluster;
 use crate::wire::{ClientRequest, ClientResponse};
-use roster_kernel::{Command, CommandError, MemberId, ProcessId};
+use roster_kernel::{Command, CommandError, MemberId, ProcessId, ProcessInfo, Reply};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
@@ -37,12 +37,32 @@ pub struct ProcessHandle {
 }
 
 impl ProcessHandle {
+    /// Registers a process and keeps it alive with a heartbeat every
+    /// `heartbeat_interval_ms` until the handle is closed (or dropped).
+    pub async fn register(
+        client: &Client,
+        info: ProcessInfo,
+        heartbeat_interval_ms: u64,
+    ) -> Result<ProcessHandle, ClientError> {
+        if heartbeat_interval_ms == 0 {
+            return Err(ClientError::InvalidOption {
+                field: "heartbeat_interval_ms",
+                value: "0".into(),
+                reason: "set it to at least 1 (default 1000)".into(),
+            });
+        }
+        match client.execute(Command::RegisterProcess { info }).await? {
+            Reply::ProcessRegistered { id, .. } => Ok(ProcessHandle::start(client.clone(), id, heartbeat_interval_ms)),
+            other => Err(unexpected_reply("ProcessRegistered", &other)),
+        }
+    }
+
     /// Starts heartbeating for `id` every `interval_ms`; the first goes at once.
     pub fn start(client: Client, id: ProcessId, interval_ms: u64) -> ProcessHandle {
         ProcessHandle::spawn(client, id, interval_ms, None)
     }
 
-    /// Starts heartbeating, as `Client::register_process` does, for `id`, a process already
+    /// Starts heartbeating, as `ProcessHandle::register` does, for `id`, a process already
     /// registered (`Command::RegisterProcess`), and calls `on_ack(member, sent_at,
     /// acked_at)` for every heartbeat the leader acknowledges, on the heartbeat task right
     /// when the acknowledgement arrives (so `acked_at` is the present). It runs between two

@@ -2,7 +2,7 @@
 
 use crate::fake_server::{FakeCluster, TOKEN};
 use crate::wire::{ClientRequest, ClientResponse};
-use crate::{Client, ClientError, ClientOptions, Cluster, RetryConfig, Session};
+use crate::{Client, ClientError, ClientOptions, Cluster, ProcessHandle, RetryConfig, Session};
 use roster_kernel::{Command, MemberId, ProcessInfo, Reply, ResourceAverage, ServerId};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -211,7 +211,7 @@ fn process_info() -> ProcessInfo {
 async fn a_process_heartbeats_until_closed_and_deregisters_with_its_exit_status() {
     let fake = FakeCluster::start(1, Some(0)).await;
     let client = Client::connect_with(options(vec![fake.addr(0)]), retry(), 2).await.unwrap();
-    let handle = client.register_process(process_info(), 50).await.unwrap();
+    let handle = ProcessHandle::register(&client, process_info(), 50).await.unwrap();
     let member = handle.member();
     tokio::time::sleep(Duration::from_millis(500)).await;
     let beats = fake.state().heartbeats.iter().filter(|m| **m == member).count();
@@ -230,7 +230,7 @@ async fn a_process_heartbeats_until_closed_and_deregisters_with_its_exit_status(
 async fn an_expired_process_stops_heartbeating_and_says_so() {
     let fake = FakeCluster::start(1, Some(0)).await;
     let client = Client::connect_with(options(vec![fake.addr(0)]), retry(), 2).await.unwrap();
-    let mut handle = client.register_process(process_info(), 50).await.unwrap();
+    let mut handle = ProcessHandle::register(&client, process_info(), 50).await.unwrap();
     let member = handle.member();
     fake.state().members.remove(&member);
     let error = tokio::time::timeout(Duration::from_secs(5), handle.lost()).await.unwrap();
@@ -245,7 +245,7 @@ async fn an_expired_process_stops_heartbeating_and_says_so() {
 async fn a_dropped_process_handle_deregisters_best_effort() {
     let fake = FakeCluster::start(1, Some(0)).await;
     let client = Client::connect_with(options(vec![fake.addr(0)]), retry(), 2).await.unwrap();
-    let handle = client.register_process(process_info(), 1_000).await.unwrap();
+    let handle = ProcessHandle::register(&client, process_info(), 1_000).await.unwrap();
     let id = handle.id();
     drop(handle);
     drop(client);
@@ -296,7 +296,7 @@ async fn the_observer_hears_every_acknowledged_heartbeat_with_when_it_went_and_c
 async fn an_abandoned_process_falls_silent_but_stays_registered() {
     let fake = FakeCluster::start(1, Some(0)).await;
     let client = Client::connect_with(options(vec![fake.addr(0)]), retry(), 2).await.unwrap();
-    let handle = client.register_process(process_info(), 50).await.unwrap();
+    let handle = ProcessHandle::register(&client, process_info(), 50).await.unwrap();
     let member = handle.member();
     tokio::time::sleep(Duration::from_millis(200)).await;
     handle.abandon().await;

@@ -1,7 +1,5 @@
 //! Resource probes: what a server measures about itself once a second.
 
-use crate::config::ConfigError;
-
 /// One measurement of the whole machine.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct Sample {
@@ -23,6 +21,14 @@ pub trait Probe: Send + Sync + 'static {
     fn sample(&mut self) -> Sample;
 }
 
+/// A `--probe` value that does not parse: the value and why.
+#[derive(Debug, thiserror::Error)]
+#[error("invalid probe = {value:?}: {reason}")]
+pub struct ProbeSpecError {
+    pub value: String,
+    pub reason: String,
+}
+
 /// A parsed `--probe` value.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub enum ProbeSpec {
@@ -31,9 +37,8 @@ pub enum ProbeSpec {
 }
 
 impl ProbeSpec {
-    pub fn parse(s: &str) -> Result<Self, ConfigError> {
-        let bad =
-            |reason: &str| ConfigError::Invalid { field: "probe", value: s.to_string(), reason: reason.to_string() };
+    pub fn parse(s: &str) -> Result<Self, ProbeSpecError> {
+        let bad = |reason: &str| ProbeSpecError { value: s.to_string(), reason: reason.to_string() };
         if s == "system" {
             return Ok(ProbeSpec::System);
         }
