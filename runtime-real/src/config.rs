@@ -311,7 +311,7 @@ impl NodeConfig {
                 reason: format!("must be at least {MIN_SNAPSHOT_LOG_BYTES}"),
             });
         }
-        crate::server::probe::ProbeSpec::parse(&self.probe).map_err(|e| ConfigError::Invalid {
+        crate::probe::ProbeSpec::parse(&self.probe).map_err(|e| ConfigError::Invalid {
             field: "probe",
             value: e.value,
             reason: e.reason,

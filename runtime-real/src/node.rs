@@ -53,7 +53,7 @@ impl Node {
     pub async fn start(
         config: NodeConfig,
         disk: Arc<dyn Disk>,
-        probe: Box<dyn crate::server::probe::Probe>,
+        probe: Box<dyn crate::probe::Probe>,
     ) -> Result<Node, NodeError> {
         let options = storage::StorageOptions::for_fs(roster_kernel::Limits::default());
         Node::start_with_storage(config, disk, probe, options).await
@@ -64,7 +64,7 @@ impl Node {
     pub async fn start_with_storage(
         config: NodeConfig,
         disk: Arc<dyn Disk>,
-        probe: Box<dyn crate::server::probe::Probe>,
+        probe: Box<dyn crate::probe::Probe>,
         storage_options: storage::StorageOptions,
     ) -> Result<Node, NodeError> {
         config.validate()?;

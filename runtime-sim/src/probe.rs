@@ -2,7 +2,7 @@
 //! memory use that follow a per-server pattern (a base load plus a slow triangle wave),
 //! so placement and resource reporting see servers that differ and change over time.
 
-use roster_real::server::probe::{Capacity, Probe, Sample};
+use roster_real::probe::{Capacity, Probe, Sample};
 
 /// Samples per period of the load wave.
 const WAVE_PERIOD_SAMPLES: u64 = 40;

@@ -185,7 +185,7 @@ pub async fn start_node(config: NodeConfig) -> Result<Node, String> {
         FsDisk::open(&config.data_dir)
             .map_err(|e| format!("cannot open data dir {}: {e}", config.data_dir.display()))?,
     );
-    let probe = roster_real::server::probe::ProbeSpec::parse(&config.probe).map_err(|e| e.to_string())?.build();
+    let probe = roster_real::probe::ProbeSpec::parse(&config.probe).map_err(|e| e.to_string())?.build();
     Node::start(config, disk, probe).await.map_err(|e| e.to_string())
 }
 

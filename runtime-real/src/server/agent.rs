@@ -4,8 +4,8 @@
 
 use crate::client::{Client, ClientOptions};
 use crate::config::NodeConfig;
+use crate::probe::Probe;
 use crate::rt::clock::Clock;
-use crate::server::probe::Probe;
 use roster_kernel::resource_window::ResourceWindow;
 use roster_kernel::{Command, MemberId, ServerId, ServerInfo};
 use std::time::Duration;

@@ -26,7 +26,6 @@ pub mod formation;
 pub mod launch;
 pub mod leader;
 pub mod leadership;
-pub mod probe;
 pub mod proposer;
 pub mod raft_stopped;
 pub mod rejoin;

@@ -43,7 +43,7 @@ mod tests {
         config.token = Some("raft-stopped-test-token".into());
         config.peer_key = Some("raft-stopped-test-peer-key-0123456789".into());
         let disk = MemDisk::new();
-        let probe = crate::server::probe::ProbeSpec::parse("fixed:cpu=1,mem=1").unwrap().build();
+        let probe = crate::probe::ProbeSpec::parse("fixed:cpu=1,mem=1").unwrap().build();
         let node = Node::start_with_storage(
             config,
             Arc::new(disk.clone()),
