@@ -25,8 +25,9 @@ use serde::de::DeserializeOwned;
 /// another version is refused with [`CodecError::BadVersion`] instead of misread.
 /// (4: a peer's hello and a readmission carry the cluster id; status shows it. 5: status
 /// tells the bootstrap check who is deciding and whom a node formed the cluster with.
-/// 6: credentials with roles, peers prove the peer key, tokens, audit events.)
-pub const WIRE_VERSION: u8 = 6;
+/// 6: credentials with roles, peers prove the peer key, tokens, audit events. 7: the
+/// cluster id is sealed by the first leader; `SessionExpired` and `SequenceReused`.)
+pub const WIRE_VERSION: u8 = 7;
 
 /// Size of the length field.
 pub const LENGTH_BYTES: usize = 4;

@@ -321,6 +321,32 @@ pub enum CommandError {
     /// The caller's token was revoked or expired: nothing was applied.
     #[error("unauthenticated: {reason}")]
     Unauthenticated { reason: String },
+    /// The pair (session, seq) was applied to another command: answering with that
+    /// command's stored reply would tell the caller its own command applied.
+    #[error("{session} sequence {seq} was used by another command: nothing was applied; use the next sequence")]
+    SequenceReused { session: SessionId, seq: u64 },
+    /// The session existed and is gone (idle too long, or evicted by newer sessions): a
+    /// retry cannot be matched to its first attempt any more.
+    #[error("{0} expired or was evicted: a command retried on it may have applied; open a new session")]
+    SessionExpired(SessionId),
+}
+
+/// A digest of `command`, stored beside a session's reply so that a duplicate (session,
+/// seq) pair carrying another command is told apart: FNV-1a over its postcard encoding,
+/// the same on every replica and every build of one wire version.
+pub fn command_digest(command: &Command) -> u64 {
+    struct Fnv(u64);
+    impl postcard::ser_flavors::Flavor for Fnv {
+        type Output = u64;
+        fn try_push(&mut self, byte: u8) -> postcard::Result<()> {
+            self.0 = (self.0 ^ u64::from(byte)).wrapping_mul(0x0000_0100_0000_01b3);
+            Ok(())
+        }
+        fn finalize(self) -> postcard::Result<u64> {
+            Ok(self.0)
+        }
+    }
+    postcard::serialize_with_flavor(command, Fnv(0xcbf2_9ce4_8422_2325)).expect("hashing a command cannot fail")
 }
 
 pub type CommandResult = Result<Reply, CommandError>;

@@ -464,6 +464,8 @@ impl RetryQueue {
         };
         match result {
             Err(CommandError::UnknownSession(session))
+            | Err(CommandError::SessionExpired(session))
+            | Err(CommandError::SequenceReused { session, .. })
             | Err(CommandError::StaleSequence { session, .. })
             | Err(CommandError::SequenceGap { session, .. }) => *session == ours,
             _ => false,

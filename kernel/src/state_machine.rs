@@ -125,7 +125,8 @@ impl ClusterStateMachine {
         let reply = match &proposal.body {
             ProposalBody::OpenSession => {
                 let revision = self.begin(proposal.at_unix_ms);
-                let (session, _evicted) = self.sessions.open(revision, self.limits.max_sessions);
+                self.sessions.expire_idle(self.clock_unix_ms, self.limits.session_idle_ms);
+                let (session, _evicted) = self.sessions.open(revision, self.clock_unix_ms, self.limits.max_sessions);
                 Ok(Reply::SessionOpened { session })
             }
             ProposalBody::Client(request) => match self.sessions.gate(request) {
@@ -134,7 +135,9 @@ impl ClusterStateMachine {
                 Gate::Apply => {
                     let revision = self.begin(proposal.at_unix_ms);
                     let reply = self.execute(&request.command, revision);
-                    self.sessions.record(request, revision, reply.clone());
+                    self.sessions.record(request, revision, self.clock_unix_ms, reply.clone());
+                    // Only where the revision moves, so equal revisions mean equal states.
+                    self.sessions.expire_idle(self.clock_unix_ms, self.limits.session_idle_ms);
                     reply
                 }
             },

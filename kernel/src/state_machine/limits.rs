@@ -31,6 +31,9 @@ pub struct Limits {
     pub tombstone_max_age_ms: u64,
     /// Events kept for watchers to resume from.
     pub event_history: usize,
+    /// A session unused for this long (against the newest proposal time seen) is dropped;
+    /// a retry on it is answered `SessionExpired`.
+    pub session_idle_ms: u64,
 }
 
 impl Default for Limits {
@@ -48,6 +51,7 @@ impl Default for Limits {
             tombstone_max_count: 10_000,
             tombstone_max_age_ms: 24 * 60 * 60 * 1000,
             event_history: 100_000,
+            session_idle_ms: 24 * 60 * 60 * 1000,
         }
     }
 }
@@ -58,6 +62,10 @@ impl Limits {
         // Opening a session must always succeed (by evicting), so at least one must fit.
         if self.max_sessions == 0 {
             return Err("max_sessions must be at least 1".to_string());
+        }
+        // A session must outlive one round trip of its own command.
+        if self.session_idle_ms < 1_000 {
+            return Err("session_idle_ms must be at least 1000".to_string());
         }
         Ok(())
     }

@@ -35,6 +35,7 @@ fn small_limits() -> Limits {
         tombstone_max_count: 4,
         tombstone_max_age_ms: 300,
         event_history: 8,
+        session_idle_ms: 1_000,
     }
 }
 
@@ -45,6 +46,9 @@ struct ModelSession {
     last_seq: u64,
     last_rev: u64,
     last_reply: Option<CommandResult>,
+    /// The last applied command itself, compared whole on a duplicate.
+    last_command: Option<Command>,
+    last_used: u64,
 }
 
 /// The rules, written as plainly as possible.
@@ -101,6 +105,11 @@ impl Model {
         self.sessions.iter().find(|s| s.id == id).map(|s| s.last_seq)
     }
 
+    fn drop_idle_sessions(&mut self) {
+        let (clock, idle) = (self.clock, self.limits.session_idle_ms);
+        self.sessions.retain(|s| clock - s.last_used <= idle);
+    }
+
     fn begin(&mut self, at: u64) {
         self.revision += 1;
         self.clock = self.clock.max(at);
@@ -116,6 +125,7 @@ impl Model {
         match &proposal.body {
             ProposalBody::OpenSession => {
                 self.begin(proposal.at_unix_ms);
+                self.drop_idle_sessions();
                 if self.sessions.len() >= self.limits.max_sessions {
                     let lru = (0..self.sessions.len())
                         .min_by_key(|&i| (self.sessions[i].last_rev, self.sessions[i].id))
@@ -124,7 +134,15 @@ impl Model {
                 }
                 let id = SessionId(self.next_session);
                 self.next_session += 1;
-                self.sessions.push(ModelSession { id, last_seq: 0, last_rev: self.revision, last_reply: None });
+                let last_used = self.clock;
+                self.sessions.push(ModelSession {
+                    id,
+                    last_seq: 0,
+                    last_rev: self.revision,
+                    last_reply: None,
+                    last_command: None,
+                    last_used,
+                });
                 Ok(Reply::SessionOpened { session: id })
             }
             ProposalBody::Client(request) => {
@@ -135,6 +153,9 @@ impl Model {
                     });
                 }
                 let Some(index) = self.sessions.iter().position(|s| s.id == request.session) else {
+                    if request.session.0 >= 1 && request.session.0 < self.next_session {
+                        return Err(CommandError::SessionExpired(request.session));
+                    }
                     return Err(CommandError::UnknownSession(request.session));
                 };
                 let last = self.sessions[index].last_seq;
@@ -142,12 +163,19 @@ impl Model {
                 if seq == last + 1 {
                     self.begin(proposal.at_unix_ms);
                     let reply = self.command(&request.command);
+                    let clock = self.clock;
                     let record = &mut self.sessions[index];
                     record.last_seq = seq;
                     record.last_rev = self.revision;
                     record.last_reply = Some(reply.clone());
+                    record.last_command = Some(request.command.clone());
+                    record.last_used = clock;
+                    self.drop_idle_sessions();
                     reply
                 } else if seq == last {
+                    if self.sessions[index].last_command.as_ref() != Some(&request.command) {
+                        return Err(CommandError::SequenceReused { session, seq });
+                    }
                     self.sessions[index].last_reply.clone().unwrap()
                 } else if seq < last {
                     Err(CommandError::StaleSequence { session, seq, last })
@@ -1047,7 +1075,8 @@ fn model_limits_are_hit() {
             *hit.entry("member token dropped").or_default() |=
                 matches!(op, Op::Leader(_)) && model.tokens.len() < tokens_before;
             *hit.entry("evicted").or_default() |=
-                model.next_session > 1 && matches!(reply, Err(CommandError::UnknownSession(SessionId(1))));
+                model.next_session > 1 && matches!(reply, Err(CommandError::SessionExpired(SessionId(1))));
+            *hit.entry("sequence reused").or_default() |= matches!(reply, Err(CommandError::SequenceReused { .. }));
         }
     }
     for (what, was_hit) in hit {

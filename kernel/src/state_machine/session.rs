@@ -1,13 +1,18 @@
 //! The session table: exactly-once application of client commands (Raft dissertation,
 //! section 6.3).
 //!
-//! Each session remembers the sequence number and the reply of its last applied command.
-//! Clients are stop-and-wait (one command in flight per session), so one remembered reply
-//! is enough to answer any retry. The table is bounded; opening a session when it is full
-//! evicts the least recently used one: the smallest revision of a last applied command,
-//! ties by session id. Both are replicated values, so eviction is the same on every replica.
+//! Each session remembers the sequence number, a digest and the reply of its last applied
+//! command. Clients are stop-and-wait (one command in flight per session), so one
+//! remembered reply is enough to answer any retry; the digest makes sure it is a retry of
+//! the same command (another command under a reused pair is refused, never answered with
+//! the first one's reply). The table is bounded; opening a session when it is full evicts
+//! the least recently used one: the smallest revision of a last applied command, ties by
+//! session id. A session unused for `session_idle_ms` is dropped too. A request on a
+//! session that existed and is gone is answered `SessionExpired` (it may be a retry of a
+//! command that applied), not `UnknownSession`. All of it is replicated values, so it is
+//! the same on every replica.
 
-use crate::command::{CommandError, CommandResult, Request};
+use crate::command::{CommandError, CommandResult, Request, command_digest};
 use crate::ids::SessionId;
 use crate::state_machine::limits::SEQ;
 use std::collections::{BTreeMap, BTreeSet};
@@ -20,6 +25,10 @@ pub(crate) struct SessionRecord {
     pub(crate) last_rev: u64,
     /// Reply to the last applied command; `None` until the first one.
     pub(crate) last_reply: Option<CommandResult>,
+    /// `command_digest` of the last applied command; 0 until the first one.
+    pub(crate) last_digest: u64,
+    /// Proposal time (Unix ms) of the last use: the opening, then each applied command.
+    pub(crate) last_used_ms: u64,
 }
 
 /// What to do with a client request, decided by its session alone.
@@ -89,7 +98,7 @@ impl SessionTable {
 
     /// Opens a session at `revision`, first evicting the least recently used one if the
     /// table holds `max_sessions` already. Returns the new id and the evicted one.
-    pub(crate) fn open(&mut self, revision: u64, max_sessions: usize) -> (SessionId, Option<SessionId>) {
+    pub(crate) fn open(&mut self, revision: u64, now_ms: u64, max_sessions: usize) -> (SessionId, Option<SessionId>) {
         assert!(max_sessions >= 1, "limits were checked at construction");
         let mut evicted = None;
         while self.records.len() >= max_sessions {
@@ -99,7 +108,8 @@ impl SessionTable {
         }
         let id = SessionId(self.next_id);
         self.next_id += 1;
-        let record = SessionRecord { last_seq: 0, last_rev: revision, last_reply: None };
+        let record =
+            SessionRecord { last_seq: 0, last_rev: revision, last_reply: None, last_digest: 0, last_used_ms: now_ms };
         self.lru.insert((revision, id));
         let previous = self.records.insert(id, record);
         assert!(previous.is_none(), "session ids are never reused");
@@ -107,7 +117,21 @@ impl SessionTable {
         (id, evicted)
     }
 
-    /// Decides a request by its sequence number alone.
+    /// Drops the sessions unused since before `now_ms - idle_ms`. The least recently used
+    /// come first in the LRU index (revisions and proposal times grow together), so this
+    /// looks at one more record than it drops.
+    pub(crate) fn expire_idle(&mut self, now_ms: u64, idle_ms: u64) {
+        while let Some(&(rev, id)) = self.lru.first() {
+            let record = self.records.get(&id).expect("lru and records agree");
+            if now_ms.saturating_sub(record.last_used_ms) <= idle_ms {
+                return;
+            }
+            self.lru.remove(&(rev, id));
+            self.records.remove(&id);
+        }
+    }
+
+    /// Decides a request by its sequence number and the digest of its command.
     pub(crate) fn gate(&self, request: &Request) -> Gate<'_> {
         let session = request.session;
         let seq = request.seq;
@@ -118,12 +142,19 @@ impl SessionTable {
             });
         }
         let Some(record) = self.records.get(&session) else {
+            // Ids are issued in order and never reused: one below the next was issued.
+            if session.0 >= 1 && session.0 < self.next_id {
+                return Gate::Refuse(CommandError::SessionExpired(session));
+            }
             return Gate::Refuse(CommandError::UnknownSession(session));
         };
         let last = record.last_seq;
         if seq == last + 1 {
             Gate::Apply
         } else if seq == last {
+            if command_digest(&request.command) != record.last_digest {
+                return Gate::Refuse(CommandError::SequenceReused { session, seq });
+            }
             // seq >= 1 here, so a command was applied and its reply stored.
             Gate::Duplicate(record.last_reply.as_ref().expect("applied command has a reply"))
         } else if seq < last {
@@ -134,7 +165,7 @@ impl SessionTable {
     }
 
     /// Records the reply of the command `gate` allowed; `revision` is the one it ran at.
-    pub(crate) fn record(&mut self, request: &Request, revision: u64, reply: CommandResult) {
+    pub(crate) fn record(&mut self, request: &Request, revision: u64, now_ms: u64, reply: CommandResult) {
         let record = self.records.get_mut(&request.session).expect("gate found the session");
         debug_assert_eq!(record.last_seq + 1, request.seq, "only gated commands are recorded");
         debug_assert!(record.last_rev < revision, "revisions only grow");
@@ -144,6 +175,8 @@ impl SessionTable {
         record.last_seq = request.seq;
         record.last_rev = revision;
         record.last_reply = Some(reply);
+        record.last_digest = command_digest(&request.command);
+        record.last_used_ms = now_ms;
     }
 
     /// Checks that the LRU index matches the records and that nothing is newer than

@@ -36,7 +36,9 @@ use std::sync::Arc;
 /// - 2: server entries carry `drained` (an operator's drain, `Command::SetDrained`).
 /// - 3: the tokens (hashes of their secrets, names, roles).
 /// - 4: the cluster's id (`LeaderCommand::SealCluster`).
-pub const SNAPSHOT_FORMAT_VERSION: u16 = 4;
+/// - 5: sessions keep their last command's digest and their last use; the limits hold
+///   `session_idle_ms`.
+pub const SNAPSHOT_FORMAT_VERSION: u16 = 5;
 
 const MAGIC: [u8; 8] = *b"ROSTERSM";
 const VERSION_AT: usize = MAGIC.len();
@@ -73,6 +75,8 @@ struct SessionOut<'a> {
     last_seq: u64,
     last_rev: u64,
     last_reply: Option<&'a CommandResult>,
+    last_digest: u64,
+    last_used_ms: u64,
 }
 
 #[derive(Deserialize)]
@@ -81,6 +85,8 @@ struct SessionIn {
     last_seq: u64,
     last_rev: u64,
     last_reply: Option<CommandResult>,
+    last_digest: u64,
+    last_used_ms: u64,
 }
 
 /// Serialises an ordered map's values (entries carry their own ids) as a sequence.
@@ -143,6 +149,8 @@ impl Serialize for Sessions<'_> {
             last_seq: record.last_seq,
             last_rev: record.last_rev,
             last_reply: record.last_reply.as_ref(),
+            last_digest: record.last_digest,
+            last_used_ms: record.last_used_ms,
         }))
     }
 }
@@ -317,8 +325,8 @@ fn build(body: BodyIn) -> Result<ClusterStateMachine, SnapshotError> {
         body.limits.check_value(value).map_err(|error| malformed(error.to_string()))?;
     }
     let records = body.sessions.into_iter().map(|session| {
-        let SessionIn { id, last_seq, last_rev, last_reply } = session;
-        (id, SessionRecord { last_seq, last_rev, last_reply })
+        let SessionIn { id, last_seq, last_rev, last_reply, last_digest, last_used_ms } = session;
+        (id, SessionRecord { last_seq, last_rev, last_reply, last_digest, last_used_ms })
     });
     let sessions = SessionTable::from_parts(body.next_session_id, records).map_err(malformed)?;
     let mut tokens = TokenTable::default();

@@ -24,6 +24,7 @@ fn limits() -> Limits {
         tombstone_max_count: 3,
         tombstone_max_age_ms: 1_000,
         event_history: 5,
+        session_idle_ms: 60_000,
     }
 }
 
@@ -138,10 +139,10 @@ fn duplicate_returns_the_stored_reply_without_applying_again() {
     let first = client.run(kv_put("a", "1"));
     let revision = client.machine.revision();
     let events = client.machine.events_after(0).unwrap().count();
-    // A retry of the same (session, seq), even with a different body, is answered from
-    // the session table and changes nothing.
+    // A retry of the same (session, seq) is answered from the session table and changes
+    // nothing; another command under the same pair is refused, never told it applied.
     assert_eq!(client.send(1, kv_put("a", "1")), first);
-    assert_eq!(client.send(1, kv_put("a", "2")), first);
+    assert_eq!(client.send(1, kv_put("a", "2")), Err(CommandError::SequenceReused { session: SessionId(1), seq: 1 }));
     assert_eq!(client.machine.revision(), revision);
     assert_eq!(client.machine.events_after(0).unwrap().count(), events);
     assert_eq!(client.machine.kv_get("a"), Some("1"));
@@ -201,7 +202,9 @@ fn full_session_table_evicts_the_least_recently_used() {
     machine.apply(&noop(a, 1)).unwrap();
     let d = open(&mut machine, 0);
     assert_eq!(machine.session_count(), 3);
-    assert_eq!(machine.apply(&noop(b, 1)), Err(CommandError::UnknownSession(b)));
+    // b existed: a request on it may be a retry of a command that applied.
+    assert_eq!(machine.apply(&noop(b, 1)), Err(CommandError::SessionExpired(b)));
+    assert_eq!(machine.apply(&noop(SessionId(99), 1)), Err(CommandError::UnknownSession(SessionId(99))));
     assert_eq!(machine.session_last_seq(a), Some(1));
     assert_eq!(machine.session_last_seq(c), Some(0));
     assert_eq!(machine.session_last_seq(d), Some(0));
@@ -209,6 +212,31 @@ fn full_session_table_evicts_the_least_recently_used() {
     open(&mut machine, 0);
     assert_eq!(machine.session_last_seq(c), None);
     assert_eq!(machine.session_last_seq(a), Some(1));
+}
+
+#[test]
+fn an_idle_session_expires_and_a_retry_on_it_is_told_it_may_have_applied() {
+    let mut machine = ClusterStateMachine::new(limits());
+    let idle = limits().session_idle_ms;
+    let a = open(&mut machine, 0);
+    let b = open(&mut machine, 0);
+    let put = |session, seq, at_unix_ms| Proposal {
+        at_unix_ms,
+        body: ProposalBody::Client(Request {
+            session,
+            seq,
+            command: Command::KvPut { key: "k".into(), value: "v".into() },
+        }),
+    };
+    machine.apply(&put(a, 1, 10)).unwrap();
+    // b is used just within its idle time; a stays silent past it.
+    machine.apply(&put(b, 1, idle)).unwrap();
+    machine.apply(&put(b, 2, idle + 11)).unwrap();
+    assert_eq!(machine.session_last_seq(a), None, "idle past {idle} ms");
+    assert_eq!(machine.session_last_seq(b), Some(2));
+    let retry = machine.apply(&put(a, 1, idle + 12));
+    assert_eq!(retry, Err(CommandError::SessionExpired(a)));
+    assert!(retry.unwrap_err().to_string().contains("may have applied"));
 }
 
 #[test]
@@ -723,4 +751,34 @@ fn a_sealed_but_inconsistent_snapshot_is_malformed() {
         ClusterStateMachine::restore(&bytes),
         Err(SnapshotError::Malformed(reason)) if reason.contains("outside the issued range")
     ));
+}
+
+proptest::proptest! {
+    /// No command is ever answered with another command's reply: requests on a few
+    /// sessions, with sequences that repeat, skip and go back, each carrying one of a few
+    /// commands. Whenever a reply is a stored one (the revision did not move and it is not
+    /// a refusal), the command is the one that applied under that (session, seq).
+    #[test]
+    fn no_command_is_answered_with_another_commands_reply(
+        requests in proptest::collection::vec((0u64..4, 0u64..5, 0u8..3, 0u64..3_000), 1..120),
+    ) {
+        let mut machine = ClusterStateMachine::new(limits());
+        let mut applied: std::collections::BTreeMap<(SessionId, u64), Command> = Default::default();
+        for (pick, seq, which, at) in requests {
+            if pick == 0 {
+                open(&mut machine, at);
+                continue;
+            }
+            let session = SessionId(pick);
+            let command = Command::KvPut { key: "k".into(), value: format!("v{which}") };
+            let before = machine.revision();
+            let proposal = Proposal { at_unix_ms: at, body: ProposalBody::Client(Request { session, seq, command: command.clone() }) };
+            let reply = machine.apply(&proposal);
+            if machine.revision() > before {
+                applied.insert((session, seq), command);
+            } else if reply.is_ok() {
+                proptest::prop_assert_eq!(applied.get(&(session, seq)), Some(&command), "answered another command's reply");
+            }
+        }
+    }
 }

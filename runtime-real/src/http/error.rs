@@ -99,6 +99,9 @@ impl HttpError {
         let (status, kind) = match e {
             CommandError::UnknownMember(_) => (S::NOT_FOUND, "unknown_member"),
             CommandError::UnknownSession(_) => (S::NOT_FOUND, "unknown_session"),
+            // It may be a retry of a command that applied: the outcome is unknown.
+            CommandError::SessionExpired(_) => (S::GATEWAY_TIMEOUT, "ambiguous"),
+            CommandError::SequenceReused { .. } => (S::CONFLICT, "sequence_reused"),
             CommandError::StaleSequence { .. } => (S::CONFLICT, "stale_sequence"),
             CommandError::SequenceGap { .. } => (S::CONFLICT, "sequence_gap"),
             CommandError::UnknownServer(_) => (S::UNPROCESSABLE_ENTITY, "unknown_server"),
