@@ -333,8 +333,24 @@ pub enum CommandError {
 
 /// A digest of `command`, stored beside a session's reply so that a duplicate (session,
 /// seq) pair carrying another command is told apart: FNV-1a over its postcard encoding,
-/// the same on every replica and every build of one wire version.
+/// the same on every replica and every build of one wire version. A start time that a
+/// node stamps when the caller gave none ("now") is left out: a retry stamped later is
+/// the same request.
 pub fn command_digest(command: &Command) -> u64 {
+    match command {
+        Command::RegisterProcess { info } if info.started_at_unix_ms != 0 => {
+            let info = ProcessInfo { started_at_unix_ms: 0, ..info.clone() };
+            digest(&Command::RegisterProcess { info })
+        }
+        Command::RegisterServer { id, info } if info.started_at_unix_ms != 0 => {
+            let info = ServerInfo { started_at_unix_ms: 0, ..info.clone() };
+            digest(&Command::RegisterServer { id: *id, info })
+        }
+        _ => digest(command),
+    }
+}
+
+fn digest(command: &Command) -> u64 {
     struct Fnv(u64);
     impl postcard::ser_flavors::Flavor for Fnv {
         type Output = u64;

@@ -41,6 +41,17 @@ fn small_limits() -> Limits {
 
 // ----- the model -----
 
+/// The command without the start time a node stamps: what makes two requests the same.
+fn unstamped(command: &Command) -> Command {
+    let mut command = command.clone();
+    match &mut command {
+        Command::RegisterProcess { info } => info.started_at_unix_ms = 0,
+        Command::RegisterServer { info, .. } => info.started_at_unix_ms = 0,
+        _ => {}
+    }
+    command
+}
+
 struct ModelSession {
     id: SessionId,
     last_seq: u64,
@@ -173,7 +184,7 @@ impl Model {
                     self.drop_idle_sessions();
                     reply
                 } else if seq == last {
-                    if self.sessions[index].last_command.as_ref() != Some(&request.command) {
+                    if self.sessions[index].last_command.as_ref().map(unstamped) != Some(unstamped(&request.command)) {
                         return Err(CommandError::SequenceReused { session, seq });
                     }
                     self.sessions[index].last_reply.clone().unwrap()

@@ -215,6 +215,26 @@ fn full_session_table_evicts_the_least_recently_used() {
 }
 
 #[test]
+fn a_retried_registration_stamped_later_is_the_same_request() {
+    let mut client = Client::new();
+    // `client.run` sends sequence 1 on session 1.
+    let register = |name: &str, started_at_unix_ms| Command::RegisterProcess {
+        info: ProcessInfo { started_at_unix_ms, ..process_info(name, 1) },
+    };
+    client.run(Command::RegisterServer { id: ServerId(1), info: server_info("s") }).unwrap();
+    let first = client.run(register("p", 1_000));
+    assert!(matches!(first, Ok(Reply::ProcessRegistered { .. })), "{first:?}");
+    // The HTTP API stamps "now" when the caller gives no start time: a retry made later
+    // carries another one, and is still the same request.
+    assert_eq!(client.send(2, register("p", 2_000)), first);
+    assert_eq!(
+        client.send(2, register("q", 1_000)),
+        Err(CommandError::SequenceReused { session: SessionId(1), seq: 2 }),
+        "another name is another request"
+    );
+}
+
+#[test]
 fn an_idle_session_expires_and_a_retry_on_it_is_told_it_may_have_applied() {
     let mut machine = ClusterStateMachine::new(limits());
     let idle = limits().session_idle_ms;
