@@ -791,7 +791,7 @@ fn sorted_processes(model: &Model) -> Vec<ProcessEntry> {
 
 fn everything(machine: &ClusterStateMachine) -> Vec<QueryResult> {
     let queries = [
-        Query::List(ListFilter::default()),
+        Query::List { filter: ListFilter::default(), after: None, limit: u32::MAX },
         Query::KvRange { start: String::new(), end: None, limit: u32::MAX },
         Query::Tombstones { limit: u32::MAX },
         Query::Tokens,
@@ -814,8 +814,8 @@ fn assert_same(machine: &ClusterStateMachine, model: &Model) -> Result<(), TestC
     let mut tombstones = model.tombstones.clone();
     tombstones.reverse();
     let expected = vec![
-        QueryResult::Members { servers: sorted_servers(model), processes: sorted_processes(model) },
-        QueryResult::KvItems(kv),
+        QueryResult::Members { servers: sorted_servers(model), processes: sorted_processes(model), next: None },
+        QueryResult::KvItems { items: kv, next: None },
         QueryResult::Tombstones(tombstones),
         QueryResult::Tokens(model.tokens.iter().map(|(_, info)| info.clone()).collect()),
     ];

@@ -288,6 +288,18 @@ pub enum RequestError {
     Unsupported { request: String },
     #[error("the leader cannot take a snapshot: {reason}")]
     SnapshotFailed { reason: String },
+    /// The answer would not fit in a frame; the request did what it did (a read changed
+    /// nothing), and the connection goes on. Ask for less (a smaller page).
+    #[error(
+        "the answer to {request} is {bytes} bytes, over the {max_bytes}-byte frame limit: ask for less (a smaller page or range)"
+    )]
+    AnswerTooLarge { request: String, bytes: usize, max_bytes: usize },
+    /// Watches and snapshot downloads open on one connection at once, at most.
+    #[error("{max} streams (watches, snapshot downloads) are already open on this connection: close one first")]
+    TooManyStreams { max: usize },
+    /// Snapshot exports this node makes at once, at most (each holds a copy of the state).
+    #[error("the leader is already exporting {max} snapshots, its limit: retry when one has finished")]
+    SnapshotsBusy { max: usize },
     /// The caller's credential does not allow the request; nothing was applied.
     #[error("forbidden: a {role} credential may not {action}")]
     Forbidden { role: String, action: String },
@@ -328,7 +340,9 @@ pub struct ClusterStatus {
     pub voters: Vec<(NodeId, String)>,
     pub learners: Vec<(NodeId, String)>,
     pub servers: Vec<ServerStatus>,
-    pub processes: Vec<roster_kernel::ProcessEntry>,
+    /// How many processes the record holds; list them with a paged `Query::List`
+    /// (`roster ls`), so that a status always fits a frame.
+    pub processes: ProcessCounts,
     /// Why this node neither votes nor serves stale reads yet: it started with an empty
     /// data directory without bootstrapping (a new node waiting for `member add`, or one
     /// that lost its disk waiting for `member replace`). `None` on a node in good standing.
@@ -345,6 +359,14 @@ pub struct ClusterStatus {
     /// may form it too (see the node's `server::formation`).
     #[serde(default)]
     pub formed_with: Vec<(NodeId, u64)>,
+}
+
+/// The processes in the record, by status.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProcessCounts {
+    pub total: u64,
+    pub online: u64,
+    pub draining: u64,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]

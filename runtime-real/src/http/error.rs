@@ -126,6 +126,10 @@ impl HttpError {
             RequestError::Forbidden { .. } => (S::FORBIDDEN, "forbidden"),
             RequestError::Unauthenticated { .. } => (S::UNAUTHORIZED, "unauthorized"),
             RequestError::BadFrame { .. } => (S::BAD_REQUEST, "bad_request"),
+            RequestError::AnswerTooLarge { .. } => (S::UNPROCESSABLE_ENTITY, "answer_too_large"),
+            RequestError::TooManyStreams { .. } | RequestError::SnapshotsBusy { .. } => {
+                (S::SERVICE_UNAVAILABLE, "busy")
+            }
             // Refusals: the request cannot succeed as it is.
             RequestError::LastVoter { .. }
             | RequestError::TransferTargetNotVoter { .. }

@@ -1,8 +1,8 @@
 //! The client API: what a node does with each request on a client connection.
 
 use crate::net::wire::{
-    ClientEnvelope, ClientRequest, ClientResponse, ClientResponseEnvelope, ClusterStatus, Consistency, RequestError,
-    SNAPSHOT_STREAM_CHUNK_BYTES, ServerStatus, SnapshotHead, Unavailable,
+    ClientEnvelope, ClientRequest, ClientResponse, ClientResponseEnvelope, ClusterStatus, Consistency, ProcessCounts,
+    RequestError, SNAPSHOT_STREAM_CHUNK_BYTES, ServerStatus, SnapshotHead, Unavailable,
 };
 use crate::raft::{NodeAddr, NodeId, TypeConfig};
 use crate::server::Raft;
@@ -364,7 +364,15 @@ impl Api {
             if voter_ids.contains(id) { voters.push(entry) } else { learners.push(entry) }
         }
         let (revision, servers, processes) = crate::storage::with_kernel(&self.shared, |sm| {
-            (sm.revision(), sm.servers().cloned().collect::<Vec<_>>(), sm.processes().cloned().collect::<Vec<_>>())
+            let mut counts = ProcessCounts::default();
+            for p in sm.processes() {
+                counts.total += 1;
+                match p.status {
+                    roster_kernel::MemberStatus::Online => counts.online += 1,
+                    roster_kernel::MemberStatus::Draining => counts.draining += 1,
+                }
+            }
+            (sm.revision(), sm.servers().cloned().collect::<Vec<_>>(), counts)
         });
         // Asked after the record's lock is released: never one lock inside another.
         let members = servers.iter().map(|s| MemberId::Server(s.id)).collect();
