@@ -169,6 +169,7 @@ impl Node {
             metrics: metrics.clone(),
             identity: identity.clone(),
             formation: formation.clone(),
+            snapshot_exports: crate::server::api::SnapshotExports::default(),
         });
         tokio::spawn(count_leader_changes(raft.clone(), metrics.clone()));
         let cap = crate::server::dispatch::connection_cap(raise_open_files_limit(), HTTP_CONNECTIONS);

@@ -294,6 +294,10 @@ pub enum RequestError {
         "the answer to {request} is {bytes} bytes, over the {max_bytes}-byte frame limit: ask for less (a smaller page or range)"
     )]
     AnswerTooLarge { request: String, bytes: usize, max_bytes: usize },
+    /// The answer could not be encoded for another reason (a bug: the node logs it); the
+    /// connection goes on.
+    #[error("the answer to {request} could not be encoded: {reason}")]
+    AnswerUnencodable { request: String, reason: String },
     /// Watches and snapshot downloads open on one connection at once, at most.
     #[error("{max} streams (watches, snapshot downloads) are already open on this connection: close one first")]
     TooManyStreams { max: usize },

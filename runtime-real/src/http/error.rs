@@ -143,6 +143,7 @@ impl HttpError {
             RequestError::WriteFailed { .. }
             | RequestError::NoReply
             | RequestError::SnapshotFailed { .. }
+            | RequestError::AnswerUnencodable { .. }
             | RequestError::MembershipChange { .. }
             | RequestError::AddLearner { .. }
             | RequestError::ReadmitFailed { .. }

@@ -21,6 +21,33 @@ use tokio::sync::mpsc;
 /// Most events in one `Events` response of a watch stream.
 const WATCH_BATCH: usize = 512;
 
+/// Where one request's answers go: its reserved place in the connection's outbox for
+/// the first, then (streams only) the outbox itself, waiting for room.
+pub struct Outbox {
+    slot: Option<mpsc::OwnedPermit<ClientResponseEnvelope>>,
+    tx: mpsc::Sender<ClientResponseEnvelope>,
+}
+
+/// The connection is gone: nothing more can be answered on it.
+#[derive(Debug)]
+pub struct OutboxClosed;
+
+impl Outbox {
+    pub fn new(slot: mpsc::OwnedPermit<ClientResponseEnvelope>, tx: mpsc::Sender<ClientResponseEnvelope>) -> Self {
+        Outbox { slot: Some(slot), tx }
+    }
+
+    pub async fn send(&mut self, env: ClientResponseEnvelope) -> Result<(), OutboxClosed> {
+        match self.slot.take() {
+            Some(slot) => {
+                slot.send(env);
+                Ok(())
+            }
+            None => self.tx.send(env).await.map_err(|_| OutboxClosed),
+        }
+    }
+}
+
 /// A request the caller may send.
 #[derive(Debug)]
 pub struct Admitted {
@@ -54,6 +81,30 @@ pub struct Api {
     pub(crate) identity: Arc<crate::server::cluster_id::Identity>,
     /// What this start knows of the first formation (answers the bootstrap check).
     pub(crate) formation: Arc<crate::server::formation::Formation>,
+    /// Snapshot exports for backups in progress (each holds a copy of the state).
+    pub(crate) snapshot_exports: SnapshotExports,
+}
+
+/// Snapshot exports a node makes at once for `roster snapshot save`, at most: each holds
+/// an encoded copy of the whole state while it streams, so a caller that asks again and
+/// again cannot multiply the node's memory. One more is refused with `SnapshotsBusy`.
+pub const MAX_SNAPSHOT_EXPORTS: usize = 2;
+
+/// The places for snapshot exports on this node.
+#[derive(Clone)]
+pub struct SnapshotExports(Arc<tokio::sync::Semaphore>);
+
+impl Default for SnapshotExports {
+    fn default() -> Self {
+        SnapshotExports(Arc::new(tokio::sync::Semaphore::new(MAX_SNAPSHOT_EXPORTS)))
+    }
+}
+
+impl SnapshotExports {
+    /// A place for one export, held until it is dropped; `SnapshotsBusy` when all are taken.
+    pub fn try_start(&self) -> Result<tokio::sync::OwnedSemaphorePermit, RequestError> {
+        self.0.clone().try_acquire_owned().map_err(|_| RequestError::SnapshotsBusy { max: MAX_SNAPSHOT_EXPORTS })
+    }
 }
 
 impl Api {
@@ -167,23 +218,18 @@ impl Api {
 
     /// Serves one request; `sees_credentials` says whether the caller may see the token
     /// and audit events of a watch (as `token ls`: admins and nodes).
-    pub async fn handle(
-        self: Arc<Self>,
-        env: ClientEnvelope,
-        tx: mpsc::Sender<ClientResponseEnvelope>,
-        sees_credentials: bool,
-    ) {
+    pub async fn handle(self: Arc<Self>, env: ClientEnvelope, mut outbox: Outbox, sees_credentials: bool) {
         let id = env.id;
         let op = op_name(&env.request);
         let started = tokio::time::Instant::now();
         let response = match env.request {
             ClientRequest::Watch { after_revision } => {
                 let _open = crate::metrics::Open::new(&self.metrics.watchers);
-                self.watch(id, after_revision, tx, sees_credentials).await;
+                self.watch(id, after_revision, outbox, sees_credentials).await;
                 return;
             }
             ClientRequest::Snapshot => {
-                self.snapshot_stream(id, tx).await;
+                self.snapshot_stream(id, outbox).await;
                 self.metrics.observe_request(op, started.elapsed());
                 return;
             }
@@ -229,7 +275,7 @@ impl Api {
         if op != "submit" {
             self.metrics.observe_request(op, started.elapsed());
         }
-        let _ = tx.send(ClientResponseEnvelope { id, response }).await;
+        let _ = outbox.send(ClientResponseEnvelope { id, response }).await;
     }
 
     /// "Alive", judged by the leader driver (see `roster_kernel::leader_duties` for the
@@ -280,7 +326,7 @@ impl Api {
         leadership::not_leader(&self.raft, self.id).await
     }
 
-    async fn watch(&self, id: u64, after_revision: u64, tx: mpsc::Sender<ClientResponseEnvelope>, sees: bool) {
+    async fn watch(&self, id: u64, after_revision: u64, mut outbox: Outbox, sees: bool) {
         let mut seen = after_revision;
         let mut changes = self.shared.subscribe();
         loop {
@@ -301,7 +347,7 @@ impl Api {
                 WatchStep::Compacted { oldest_available } => ClientResponse::WatchCompacted { oldest_available },
             };
             let end = matches!(response, ClientResponse::WatchCompacted { .. });
-            if tx.send(ClientResponseEnvelope { id, response }).await.is_err() || end {
+            if outbox.send(ClientResponseEnvelope { id, response }).await.is_err() || end {
                 return;
             }
         }
@@ -310,18 +356,26 @@ impl Api {
     /// A backup: on the leader, after a read-index round (so the state holds every write
     /// acknowledged before the request), the applied state as snapshot bytes, streamed in
     /// chunks on request `id` after a head that says what they hold and how to check them.
-    async fn snapshot_stream(&self, id: u64, tx: mpsc::Sender<ClientResponseEnvelope>) {
+    async fn snapshot_stream(&self, id: u64, mut outbox: Outbox) {
+        // Held until the last chunk is queued: the export lives that long.
+        let _place = match self.snapshot_exports.try_start() {
+            Ok(place) => place,
+            Err(error) => {
+                let _ = outbox.send(ClientResponseEnvelope { id, response: ClientResponse::Error(error) }).await;
+                return;
+            }
+        };
         let export = match self.snapshot_export().await {
             Ok(export) => export,
             Err(response) => {
-                let _ = tx.send(ClientResponseEnvelope { id, response }).await;
+                let _ = outbox.send(ClientResponseEnvelope { id, response }).await;
                 return;
             }
         };
         let Some(last) = export.meta.last_log_id else {
             let reason = "nothing is applied yet".to_string();
             let response = ClientResponse::Error(RequestError::SnapshotFailed { reason });
-            let _ = tx.send(ClientResponseEnvelope { id, response }).await;
+            let _ = outbox.send(ClientResponseEnvelope { id, response }).await;
             return;
         };
         let head = SnapshotHead {
@@ -332,13 +386,13 @@ impl Api {
             crc32: crc32fast::hash(&export.data),
         };
         tracing::info!(revision = head.revision, bytes = head.total_bytes, "streaming a snapshot for a backup");
-        if tx.send(ClientResponseEnvelope { id, response: ClientResponse::SnapshotBegin(head) }).await.is_err() {
+        if outbox.send(ClientResponseEnvelope { id, response: ClientResponse::SnapshotBegin(head) }).await.is_err() {
             return;
         }
         for chunk in export.data.chunks(SNAPSHOT_STREAM_CHUNK_BYTES) {
             let response = ClientResponse::SnapshotChunk(chunk.to_vec());
             // A closed connection ends the stream: the client went away.
-            if tx.send(ClientResponseEnvelope { id, response }).await.is_err() {
+            if outbox.send(ClientResponseEnvelope { id, response }).await.is_err() {
                 return;
             }
         }
@@ -604,7 +658,19 @@ pub fn tokens_match(expected: &str, given: &str) -> bool {
 
 #[cfg(test)]
 mod tests {
-    use super::{tokens_match, whole_revisions};
+    use super::{MAX_SNAPSHOT_EXPORTS, SnapshotExports, tokens_match, whole_revisions};
+    use crate::net::wire::RequestError;
+
+    #[test]
+    fn snapshot_exports_past_the_bound_are_refused_until_one_ends() {
+        let exports = SnapshotExports::default();
+        let held: Vec<_> = (0..MAX_SNAPSHOT_EXPORTS).map(|_| exports.try_start().expect("a place")).collect();
+        let refused = exports.try_start().expect_err("past the bound");
+        assert_eq!(refused, RequestError::SnapshotsBusy { max: MAX_SNAPSHOT_EXPORTS });
+        assert!(refused.to_string().contains("retry when one has finished"), "{refused}");
+        drop(held);
+        assert!(exports.try_start().is_ok(), "a finished export frees its place");
+    }
     use roster_kernel::{Event, EventKind};
 
     #[test]
