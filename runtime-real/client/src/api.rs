@@ -651,6 +651,7 @@ fn response_name(answer: &ClientResponse) -> &'static str {
         ClientResponse::HeartbeatOk => "HeartbeatOk",
         ClientResponse::UnknownMember(_) => "UnknownMember",
         ClientResponse::Events(_) => "Events",
+        ClientResponse::EventsPart(_) => "EventsPart",
         ClientResponse::WatchCompacted { .. } => "WatchCompacted",
         ClientResponse::Status(_) => "Status",
         ClientResponse::Launched { .. } => "Launched",

@@ -173,8 +173,11 @@ pub enum ClientResponse {
     HeartbeatOk,
     /// The member is not (or no longer) in the cluster: register again.
     UnknownMember(MemberId),
-    /// One or more watch events; more follow on the same id.
+    /// One or more watch events, ending on a whole revision; more follow on the same id.
     Events(Vec<Event>),
+    /// The first events of one revision too large for a frame; the rest of it follows,
+    /// closed by an `Events`. A stream that breaks before then resumes before it.
+    EventsPart(Vec<Event>),
     /// The requested revision is older than the node keeps; list again and watch from now.
     WatchCompacted {
         oldest_available: u64,

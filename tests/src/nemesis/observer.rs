@@ -215,7 +215,7 @@ async fn watch(cluster: Cluster, node: u64, endpoint: usize, rec: SharedRecorder
         };
         loop {
             match stream.next().await {
-                Ok(ClientResponse::Events(events)) => {
+                Ok(ClientResponse::Events(events) | ClientResponse::EventsPart(events)) => {
                     let at_ms = rec.now_ms();
                     let mut trace = rec.trace();
                     let from = seen;
