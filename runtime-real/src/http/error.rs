@@ -64,9 +64,10 @@ impl From<ClientError> for HttpError {
             ClientError::Server(r) => return HttpError::from_request(r, message),
             ClientError::UnknownMember(_) => (S::NOT_FOUND, "unknown_member"),
             ClientError::NoLeader { .. } => (S::SERVICE_UNAVAILABLE, "no_leader"),
-            ClientError::Unreachable { .. } | ClientError::Connect { .. } | ClientError::ConnectionLost { .. } => {
-                (S::SERVICE_UNAVAILABLE, "unreachable")
-            }
+            ClientError::Unreachable { .. }
+            | ClientError::Connect { .. }
+            | ClientError::ConnectRefused { .. }
+            | ClientError::ConnectionLost { .. } => (S::SERVICE_UNAVAILABLE, "unreachable"),
             ClientError::Busy { .. } | ClientError::QueueFull { .. } => (S::SERVICE_UNAVAILABLE, "busy"),
             ClientError::Timeout { .. } => (S::GATEWAY_TIMEOUT, "timeout"),
             // The write may or may not have happened: never a 5xx that invites a blind retry.
