@@ -191,4 +191,13 @@ fn status_ls_and_the_http_lists_answer_when_the_processes_would_not_fit_a_frame(
     assert!(pages >= 6, "6.6 MB in pages of 1 MiB: {pages} pages");
     let (code, refused) = get(&agent, &format!("{base}/v1/processes?limit=0"));
     assert_eq!(code, 400, "{refused}");
+
+    // Every CLI connection above ended on the node too (its task, and its place under the
+    // connection cap); what stays open is the HTTP API's own pooled connection.
+    eventually(Duration::from_secs(10), "the CLI's connections closed on the node", || {
+        let mut response = agent.get(format!("{base}/metrics")).call().ok()?;
+        let text = response.body_mut().read_to_string().ok()?;
+        let open: f64 = text.lines().find_map(|l| l.strip_prefix("roster_client_connections "))?.trim().parse().ok()?;
+        (open <= 2.0).then_some(())
+    });
 }

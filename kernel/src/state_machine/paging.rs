@@ -114,7 +114,7 @@ impl ClusterStateMachine {
         max_bytes: usize,
     ) -> (Vec<(String, String)>, Option<String>) {
         let items = self.kv_range(start, end, u32::MAX);
-        let (page, more) = take_page(items, limit, max_bytes, |item| encoded_bytes(item));
+        let (page, more) = take_page(items, limit, max_bytes, encoded_bytes);
         let next = if more {
             let after = page.last().map_or(Bound::Included(start), |(key, _)| Bound::Excluded(*key));
             let upper = match end {

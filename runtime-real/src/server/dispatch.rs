@@ -359,6 +359,8 @@ async fn serve_client(
         };
         api.submit(body, ReplyTo::Connection { id: env.id, slot }).await;
     };
+    // The writer ends once every sender is gone (answers in progress keep theirs).
+    drop(in_flight);
     drop(tx);
     // Let queued responses (including the error above) reach the client before closing.
     let _ = writer.await;
