@@ -8,6 +8,7 @@ use crate::raft::{NodeAddr, NodeId, TypeConfig};
 use crate::server::Raft;
 use crate::server::leader::{DriverUnavailable, LeaderHandle, QUEUE_CAPACITY};
 use crate::server::leadership;
+use crate::server::outbox::Outbox;
 use crate::server::proposer::{Proposer, ReplyTo};
 use crate::storage::SharedState;
 use openraft::ReadPolicy;
@@ -16,7 +17,6 @@ use openraft_rt::WatchReceiver;
 use roster_kernel::{HeartbeatVerdict, MemberId, ProposalBody};
 use std::collections::BTreeSet;
 use std::sync::Arc;
-use tokio::sync::mpsc;
 
 /// Most events read for a watcher in one step, and about the most bytes: a step stops at
 /// the first revision boundary past either (a revision is never cut when read).
@@ -26,33 +26,6 @@ const WATCH_BATCH_BYTES: usize = 1 << 20;
 /// frame, so a burst of large values (64 KiB each) never makes an answer that cannot be
 /// sent.
 pub const WATCH_FRAME_BYTES: usize = 1 << 20;
-
-/// Where one request's answers go: its reserved place in the connection's outbox for
-/// the first, then (streams only) the outbox itself, waiting for room.
-pub struct Outbox {
-    slot: Option<mpsc::OwnedPermit<ClientResponseEnvelope>>,
-    tx: mpsc::Sender<ClientResponseEnvelope>,
-}
-
-/// The connection is gone: nothing more can be answered on it.
-#[derive(Debug)]
-pub struct OutboxClosed;
-
-impl Outbox {
-    pub fn new(slot: mpsc::OwnedPermit<ClientResponseEnvelope>, tx: mpsc::Sender<ClientResponseEnvelope>) -> Self {
-        Outbox { slot: Some(slot), tx }
-    }
-
-    pub async fn send(&mut self, env: ClientResponseEnvelope) -> Result<(), OutboxClosed> {
-        match self.slot.take() {
-            Some(slot) => {
-                slot.send(env);
-                Ok(())
-            }
-            None => self.tx.send(env).await.map_err(|_| OutboxClosed),
-        }
-    }
-}
 
 /// A request the caller may send.
 #[derive(Debug)]

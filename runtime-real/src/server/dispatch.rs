@@ -12,8 +12,8 @@ use crate::net::wire::{
 };
 use crate::raft::TypeConfig;
 use crate::server::api::Api;
-use crate::server::api::Outbox;
 use crate::server::authority::Caller;
+use crate::server::outbox::{CLIENT_OUTBOX, InFlight, Outgoing, is_bulk_read, is_stream};
 use crate::server::proposer::ReplyTo;
 use crate::server::snapshot_receive::{ChunkTaken, MAX_PEER_SNAPSHOT_BYTES, SnapshotReceiver};
 use crate::tls::{Accepted, Acceptor};
@@ -29,15 +29,8 @@ const HELLO_TIMEOUT_MS: u64 = 5_000;
 /// read and dropped before closing (closing on unread bytes resets the connection).
 const HTTP_LINGER_MS: u64 = 1_000;
 const HTTP_LINGER_BYTES: usize = 64 << 10;
-/// Responses waiting to be written on one client connection, and writes in flight on it
-/// (each holds its answer's place); beyond it the connection is not read until one leaves.
-const CLIENT_OUTBOX: usize = 1_024;
 /// Most responses gathered into one write.
 const WRITE_BATCH: usize = 256;
-/// Streams (watches, snapshot downloads) open on one client connection at once: each is
-/// a task that lives as long as the client wants, so they are counted apart from the
-/// outbox's places. One more is refused with `TooManyStreams`.
-pub const MAX_STREAMS_PER_CONNECTION: usize = 16;
 
 /// Connections served at once on the binary port (peers, the node's own clients and
 /// every client), at most. One more is refused with a clear hello reply and closed, so a
@@ -292,7 +285,7 @@ async fn serve_client(
     caller: Caller,
 ) -> Result<(), TransportError> {
     let _open = crate::metrics::Open::new(&api.metrics().client_connections);
-    let (tx, rx) = mpsc::channel::<ClientResponseEnvelope>(CLIENT_OUTBOX);
+    let (tx, rx) = mpsc::channel::<Outgoing>(CLIENT_OUTBOX);
     let writer = tokio::spawn(write_answers(w, rx, peer.clone()));
     let in_flight = InFlight::new(tx.clone());
     let result = loop {
@@ -308,7 +301,7 @@ async fn serve_client(
             Err(e) => {
                 tracing::warn!(%peer, error = %e, "closing client connection: bad frame");
                 let msg = ClientResponse::Error(crate::net::wire::RequestError::BadFrame { reason: e.to_string() });
-                let _ = tx.send(ClientResponseEnvelope { id: 0, response: msg }).await;
+                let _ = tx.send(Outgoing::small(ClientResponseEnvelope { id: 0, response: msg })).await;
                 break Err(e);
             }
         };
@@ -327,7 +320,10 @@ async fn serve_client(
             }
             Err(error) => {
                 tracing::debug!(%peer, %error, "refused a request");
-                slot.send(ClientResponseEnvelope { id: env.id, response: ClientResponse::Error(error) });
+                slot.send(Outgoing::small(ClientResponseEnvelope {
+                    id: env.id,
+                    response: ClientResponse::Error(error),
+                }));
                 continue;
             }
         };
@@ -340,15 +336,19 @@ async fn serve_client(
                     match in_flight.open_stream() {
                         Ok(place) => Some(place),
                         Err(error) => {
-                            slot.send(ClientResponseEnvelope { id: env.id, response: ClientResponse::Error(error) });
+                            let refusal = ClientResponse::Error(error);
+                            slot.send(Outgoing::small(ClientResponseEnvelope { id: env.id, response: refusal }));
                             continue;
                         }
                     }
                 } else {
                     None
                 };
+                // A read whose answer may be large waits for a bulk place (reading stops
+                // meanwhile) and holds it until its answer is written.
+                let bulk = if is_bulk_read(&request) { Some(in_flight.reserve_bulk().await) } else { None };
                 let api = api.clone();
-                let outbox = Outbox::new(slot, tx.clone());
+                let outbox = in_flight.outbox(slot, bulk);
                 let env = ClientEnvelope { id: env.id, request };
                 tokio::spawn(async move {
                     let _stream = stream;
@@ -367,56 +367,26 @@ async fn serve_client(
     result
 }
 
-/// What one client connection may have in flight: a place in the outbox per request
-/// until it is answered (`CLIENT_OUTBOX` in all, shared with answers not yet written), and
-/// at most `MAX_STREAMS_PER_CONNECTION` streams.
-struct InFlight {
-    tx: mpsc::Sender<ClientResponseEnvelope>,
-    streams: Arc<tokio::sync::Semaphore>,
-}
-
-impl InFlight {
-    fn new(tx: mpsc::Sender<ClientResponseEnvelope>) -> Self {
-        InFlight { tx, streams: Arc::new(tokio::sync::Semaphore::new(MAX_STREAMS_PER_CONNECTION)) }
-    }
-
-    /// The next request's place in the outbox; waits while every place is taken (the
-    /// reader stops reading meanwhile). `None`: the writer is gone.
-    async fn reserve(&self) -> Option<mpsc::OwnedPermit<ClientResponseEnvelope>> {
-        self.tx.clone().reserve_owned().await.ok()
-    }
-
-    /// A place for one more stream, held while it runs; refused past the bound.
-    fn open_stream(&self) -> Result<tokio::sync::OwnedSemaphorePermit, RequestError> {
-        self.streams
-            .clone()
-            .try_acquire_owned()
-            .map_err(|_| RequestError::TooManyStreams { max: MAX_STREAMS_PER_CONNECTION })
-    }
-}
-
-/// Requests answered by a stream of responses for as long as the client wants them.
-fn is_stream(request: &ClientRequest) -> bool {
-    matches!(request, ClientRequest::Watch { .. } | ClientRequest::Snapshot)
-}
-
 /// The one writer of a client connection: answers in the order they were queued, each
 /// burst in one write. An answer that cannot be encoded (over the frame limit) is
 /// replaced by a typed error for its request, and the connection goes on; a socket that
 /// fails ends the writer, which the reader sees (`tx.closed()`), and is logged.
-async fn write_answers(mut w: Writer, mut rx: mpsc::Receiver<ClientResponseEnvelope>, peer: String) {
+async fn write_answers(mut w: Writer, mut rx: mpsc::Receiver<Outgoing>, peer: String) {
     let mut batch = Vec::new();
     let mut frames = Vec::new();
-    while let Some(env) = rx.recv().await {
-        batch.push(env);
+    // Bulk places of the answers in `frames`, freed once they are written.
+    let mut places = Vec::new();
+    while let Some(out) = rx.recv().await {
+        batch.push(out);
         while batch.len() < WRITE_BATCH {
             match rx.try_recv() {
-                Ok(env) => batch.push(env),
+                Ok(out) => batch.push(out),
                 Err(_) => break,
             }
         }
         frames.clear();
-        for env in batch.drain(..) {
+        for Outgoing { env, bulk } in batch.drain(..) {
+            places.extend(bulk);
             match w.encode(&env) {
                 Ok(frame) => frames.extend_from_slice(&frame),
                 Err(e) => {
@@ -438,6 +408,7 @@ async fn write_answers(mut w: Writer, mut rx: mpsc::Receiver<ClientResponseEnvel
             tracing::info!(%peer, error = %e, "client connection's writer ended: the socket failed");
             return;
         }
+        places.clear();
     }
 }
 
@@ -510,44 +481,11 @@ fn http_refusal(head_only: bool) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::{
-        CLIENT_OUTBOX, InFlight, MAX_CONNECTIONS, MAX_STREAMS_PER_CONNECTION, RESERVED_FDS, connection_cap,
-        http_refusal, write_answers,
-    };
+    use super::{MAX_CONNECTIONS, RESERVED_FDS, connection_cap, http_refusal, write_answers};
     use crate::net::transport;
     use crate::net::wire::{ClientResponse, ClientResponseEnvelope, MAX_CLIENT_FRAME_BYTES, RequestError};
+    use crate::server::outbox::{CLIENT_OUTBOX, Outgoing};
     use tokio::sync::mpsc;
-
-    #[tokio::test]
-    async fn a_connection_holds_at_most_its_outbox_of_requests_in_flight() {
-        let (tx, _rx) = mpsc::channel::<ClientResponseEnvelope>(CLIENT_OUTBOX);
-        let in_flight = InFlight::new(tx);
-        let mut places = Vec::new();
-        for _ in 0..CLIENT_OUTBOX {
-            places.push(in_flight.reserve().await.expect("a free place"));
-        }
-        let wait = std::time::Duration::from_millis(50);
-        assert!(
-            tokio::time::timeout(wait, in_flight.reserve()).await.is_err(),
-            "the next request waits: reading stops"
-        );
-        // A request answered (or given up) frees its place once the answer leaves the outbox.
-        drop(places.pop());
-        let next = tokio::time::timeout(wait, in_flight.reserve()).await;
-        assert!(next.is_ok_and(|place| place.is_some()), "a freed place takes the next request");
-    }
-
-    #[tokio::test]
-    async fn streams_past_the_bound_are_refused_until_one_ends() {
-        let (tx, _rx) = mpsc::channel::<ClientResponseEnvelope>(CLIENT_OUTBOX);
-        let in_flight = InFlight::new(tx);
-        let open: Vec<_> =
-            (0..MAX_STREAMS_PER_CONNECTION).map(|_| in_flight.open_stream().expect("a stream place")).collect();
-        let refused = in_flight.open_stream().expect_err("past the bound");
-        assert_eq!(refused, RequestError::TooManyStreams { max: MAX_STREAMS_PER_CONNECTION });
-        drop(open);
-        assert!(in_flight.open_stream().is_ok());
-    }
 
     #[tokio::test]
     async fn the_writer_never_dies_silently() {
@@ -563,8 +501,10 @@ mod tests {
         let (tx, rx) = mpsc::channel(CLIENT_OUTBOX);
         let writer = tokio::spawn(write_answers(w, rx, "test".into()));
         let huge = ClientResponse::SnapshotChunk(vec![7; MAX_CLIENT_FRAME_BYTES + 1]);
-        tx.send(ClientResponseEnvelope { id: 1, response: huge }).await.expect("queued");
-        tx.send(ClientResponseEnvelope { id: 2, response: ClientResponse::Done }).await.expect("queued");
+        tx.send(Outgoing::small(ClientResponseEnvelope { id: 1, response: huge })).await.expect("queued");
+        tx.send(Outgoing::small(ClientResponseEnvelope { id: 2, response: ClientResponse::Done }))
+            .await
+            .expect("queued");
         let first: ClientResponseEnvelope = r.recv().await.expect("an answer for request 1");
         assert_eq!(first.id, 1);
         match first.response {
@@ -579,7 +519,7 @@ mod tests {
         drop(r);
         drop(_w);
         let mut sent = 0;
-        while tx.send(ClientResponseEnvelope { id: 3, response: ClientResponse::Done }).await.is_ok() {
+        while tx.send(Outgoing::small(ClientResponseEnvelope { id: 3, response: ClientResponse::Done })).await.is_ok() {
             sent += 1;
             tokio::time::sleep(std::time::Duration::from_millis(1)).await;
             assert!(sent < 100_000, "the writer never ended");

@@ -26,6 +26,7 @@ pub mod formation;
 pub mod launch;
 pub mod leader;
 pub mod leadership;
+pub mod outbox;
 pub mod probe;
 pub mod proposer;
 pub mod raft_stopped;
