@@ -348,8 +348,13 @@ pub enum Query {
     Tombstones {
         limit: u32,
     },
-    /// Every token (ids, names, roles), members' included; never a secret.
-    Tokens,
+    /// Tokens (ids, names, roles), members' included, in id order after `after`, at most
+    /// `limit` (0 is taken as 1) and one page of bytes; never a secret. The answer names
+    /// the next page's `after`.
+    Tokens {
+        after: Option<TokenId>,
+        limit: u32,
+    },
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]

@@ -36,7 +36,11 @@ pub enum QueryResult {
     },
     /// Newest first, at most the limit asked and at most one page of bytes.
     Tombstones(Vec<Tombstone>),
-    Tokens(Vec<crate::command::TokenInfo>),
+    /// One page of tokens in id order; `next`: pass it as `after` for the next page.
+    Tokens {
+        tokens: Vec<crate::command::TokenInfo>,
+        next: Option<crate::command::TokenId>,
+    },
 }
 
 /// A query's answer with the revision it was read at.

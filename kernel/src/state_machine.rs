@@ -173,7 +173,10 @@ impl ClusterStateMachine {
                 QueryResult::KvItems { items, next }
             }
             Query::Tombstones { limit } => QueryResult::Tombstones(self.tombstone_page(*limit)),
-            Query::Tokens => QueryResult::Tokens(self.tokens.records().map(|record| record.info.clone()).collect()),
+            Query::Tokens { after, limit } => {
+                let (tokens, next) = self.token_page(*after, *limit, MAX_PAGE_BYTES);
+                QueryResult::Tokens { tokens, next }
+            }
         };
         QueryReply { revision: self.revision, result }
     }

@@ -1,7 +1,7 @@
 //! Lists of the record, one page at a time (see `query.rs` for the page bound).
 
 use super::ClusterStateMachine;
-use crate::command::{ListFilter, MemberKind};
+use crate::command::{ListFilter, MemberKind, TokenId, TokenInfo};
 use crate::ids::{MemberId, ProcessId, ServerId};
 use crate::model::{MemberStatus, ProcessEntry, ServerEntry, Tombstone};
 use crate::query::{MAX_PAGE_BYTES, encoded_bytes, take_page};
@@ -127,6 +127,20 @@ impl ClusterStateMachine {
             None
         };
         (page.into_iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(), next)
+    }
+
+    /// Tokens in id order after `after`, at most `limit` (0 is taken as 1) and `max_bytes`
+    /// of them, and the cursor of the next page when more may follow.
+    pub fn token_page(
+        &self,
+        after: Option<TokenId>,
+        limit: u32,
+        max_bytes: usize,
+    ) -> (Vec<TokenInfo>, Option<TokenId>) {
+        let records = self.tokens.records().map(|record| &record.info).filter(|info| after.is_none_or(|a| info.id > a));
+        let (page, more) = take_page(records, limit.max(1), max_bytes, |info| encoded_bytes(*info));
+        let next = if more { page.last().map(|info| info.id) } else { None };
+        (page.into_iter().cloned().collect(), next)
     }
 
     /// The newest tombstones, at most `limit` and one page of bytes.

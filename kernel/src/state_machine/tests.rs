@@ -678,6 +678,38 @@ fn a_hundred_thousand_processes_list_in_pages_that_each_fit_a_frame() {
 }
 
 #[test]
+fn token_pages_join_into_every_token_in_id_order() {
+    let mut client = Client::with(Limits::default());
+    for i in 0..50u8 {
+        let command = Command::CreateToken {
+            hash: crate::command::TokenHash([i; 32]),
+            name: format!("t{i}"),
+            role: crate::command::TokenRole::Read,
+            expires_at_unix_ms: None,
+        };
+        assert!(client.run(command).is_ok());
+    }
+    let mut ids = Vec::new();
+    let mut after = None;
+    loop {
+        let QueryResult::Tokens { tokens, next } = client.machine.query(&Query::Tokens { after, limit: 7 }).result
+        else {
+            panic!("not tokens")
+        };
+        assert!(!tokens.is_empty() && tokens.len() <= 7);
+        ids.extend(tokens.iter().map(|t| t.id));
+        match next {
+            Some(next) => after = Some(next),
+            None => break,
+        }
+    }
+    assert_eq!(ids.len(), 50);
+    assert!(ids.windows(2).all(|w| w[0] < w[1]));
+    let (page, next) = client.machine.token_page(None, u32::MAX, 1);
+    assert_eq!((page.len(), next), (1, Some(ids[0])), "the byte bound cuts a page to one token");
+}
+
+#[test]
 fn kv_pages_name_the_next_key_and_stop_at_the_byte_bound() {
     let mut client = Client::with(Limits::default());
     let value = "v".repeat(64 * 1024);

@@ -262,11 +262,22 @@ impl Client {
         done(self.execute(Command::RevokeToken { id }).await?)
     }
 
-    /// Every token the cluster knows (never a secret).
+    /// Every token the cluster knows (never a secret), read page by page.
     pub async fn tokens(&self) -> Result<Vec<roster_kernel::TokenInfo>, ClientError> {
-        match self.query(Query::Tokens, Consistency::Linearizable).await?.result {
-            QueryResult::Tokens(tokens) => Ok(tokens),
-            other => Err(unexpected_result("Tokens", &other)),
+        let mut all = Vec::new();
+        let mut after = None;
+        loop {
+            let query = Query::Tokens { after, limit: LIST_PAGE_LIMIT };
+            match self.query(query, Consistency::Linearizable).await?.result {
+                QueryResult::Tokens { tokens, next } => {
+                    all.extend(tokens);
+                    match next {
+                        Some(next) => after = Some(next),
+                        None => return Ok(all),
+                    }
+                }
+                other => return Err(unexpected_result("Tokens", &other)),
+            }
         }
     }
 
@@ -637,7 +648,7 @@ fn unexpected_result(wanted: &str, result: &QueryResult) -> ClientError {
         QueryResult::KvValue(_) => "KvValue",
         QueryResult::KvItems { .. } => "KvItems",
         QueryResult::Tombstones(_) => "Tombstones",
-        QueryResult::Tokens(_) => "Tokens",
+        QueryResult::Tokens { .. } => "Tokens",
     };
     ClientError::Protocol(format!("expected query result {wanted}, got {got}"))
 }
