@@ -25,7 +25,9 @@ use serde::de::DeserializeOwned;
 /// another version is refused with [`CodecError::BadVersion`] instead of misread.
 /// (4: a peer's hello and a readmission carry the cluster id; status shows it. 5: status
 /// tells the bootstrap check who is deciding and whom a node formed the cluster with.
-/// 6: credentials with roles, peers prove the peer key, tokens, audit events. 7: the
+/// 6: credentials with roles, peers prove the peer key, tokens, audit events. 7: lists
+/// are paged with a cursor, status counts processes instead of listing them, typed errors
+/// for an answer over the frame and for the per-connection and snapshot bounds; the
 /// cluster id is sealed by the first leader; `SessionExpired` and `SequenceReused`.)
 pub const WIRE_VERSION: u8 = 7;
 

@@ -372,11 +372,19 @@ pub type CommandResult = Result<Reply, CommandError>;
 pub enum Query {
     GetServer(ServerId),
     GetProcess(ProcessId),
-    List(ListFilter),
+    /// One page of the members `filter` matches, after member `after` (servers sort
+    /// before processes), at most `limit` of them (0 is taken as 1) and one page of bytes
+    /// (`query::MAX_PAGE_BYTES`); the answer names the next page's `after`.
+    List {
+        filter: ListFilter,
+        after: Option<MemberId>,
+        limit: u32,
+    },
     KvGet {
         key: String,
     },
-    /// Keys in `[start, end)`; `end = None` means to the last key; at most `limit` items.
+    /// Keys in `[start, end)`; `end = None` means to the last key; at most `limit` items
+    /// and one page of bytes; the answer names the key the next page starts at.
     KvRange {
         start: String,
         end: Option<String>,
@@ -385,8 +393,13 @@ pub enum Query {
     Tombstones {
         limit: u32,
     },
-    /// Every token (ids, names, roles), members' included; never a secret.
-    Tokens,
+    /// Tokens (ids, names, roles), members' included, in id order after `after`, at most
+    /// `limit` (0 is taken as 1) and one page of bytes; never a secret. The answer names
+    /// the next page's `after`.
+    Tokens {
+        after: Option<TokenId>,
+        limit: u32,
+    },
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]

@@ -33,6 +33,7 @@
 mod crc32;
 mod history;
 mod limits;
+mod paging;
 mod session;
 mod snapshot;
 mod tokens;
@@ -49,8 +50,8 @@ pub use snapshot::{SNAPSHOT_FORMAT_VERSION, SnapshotError};
 pub use tokens::{MAX_TOKEN_NAME_BYTES, MAX_TOKENS, MAX_TOKENS_PER_MEMBER};
 
 use crate::command::{
-    Command, CommandError, CommandResult, LeaderCommand, ListFilter, MemberKind, ProcessPatch, Proposal, ProposalBody,
-    Query, Reply, ServerPatch, TokenHash, TokenId, TokenInfo, TokenRole,
+    Command, CommandError, CommandResult, LeaderCommand, ProcessPatch, Proposal, ProposalBody, Query, Reply,
+    ServerPatch, TokenHash, TokenId, TokenInfo, TokenRole,
 };
 use crate::event::Event;
 use crate::event::EventKind;
@@ -58,7 +59,7 @@ use crate::ids::{MemberId, ProcessId, ServerId, SessionId};
 use crate::model::{
     Departure, MemberStatus, ProcessEntry, ProcessInfo, ResourceAverage, ServerEntry, ServerInfo, Tombstone,
 };
-use crate::query::{QueryReply, QueryResult};
+use crate::query::{MAX_PAGE_BYTES, QueryReply, QueryResult};
 use history::{Change, EventHistory};
 use limits::{KV_KEYS, PROCESSES, SERVERS};
 use session::{Gate, SessionTable};
@@ -164,23 +165,24 @@ impl ClusterStateMachine {
         let result = match query {
             Query::GetServer(id) => QueryResult::Server(self.get_server(*id).cloned()),
             Query::GetProcess(id) => QueryResult::Process(self.get_process(*id).cloned()),
-            Query::List(filter) => {
-                let (servers, processes) = self.list(filter);
+            Query::List { filter, after, limit } => {
+                let (servers, processes, next) = self.list_page(filter, *after, *limit, MAX_PAGE_BYTES);
                 QueryResult::Members {
                     servers: servers.into_iter().cloned().collect(),
                     processes: processes.into_iter().cloned().collect(),
+                    next,
                 }
             }
             Query::KvGet { key } => QueryResult::KvValue(self.kv.get(key).cloned()),
-            Query::KvRange { start, end, limit } => QueryResult::KvItems(
-                self.kv_range(start, end.as_deref(), *limit)
-                    .map(|(key, value)| (key.to_string(), value.to_string()))
-                    .collect(),
-            ),
-            Query::Tombstones { limit } => {
-                QueryResult::Tombstones(self.tombstones().take(usize::try_from(*limit).unwrap_or(usize::MAX)).collect())
+            Query::KvRange { start, end, limit } => {
+                let (items, next) = self.kv_page(start, end.as_deref(), *limit, MAX_PAGE_BYTES);
+                QueryResult::KvItems { items, next }
             }
-            Query::Tokens => QueryResult::Tokens(self.tokens.records().map(|record| record.info.clone()).collect()),
+            Query::Tombstones { limit } => QueryResult::Tombstones(self.tombstone_page(*limit)),
+            Query::Tokens { after, limit } => {
+                let (tokens, next) = self.token_page(*after, *limit, MAX_PAGE_BYTES);
+                QueryResult::Tokens { tokens, next }
+            }
         };
         QueryReply { revision: self.revision, result }
     }
@@ -307,29 +309,6 @@ impl ClusterStateMachine {
     /// if the session is unknown or was evicted.
     pub fn session_last_seq(&self, session: SessionId) -> Option<u64> {
         self.sessions.get(session).map(|record| record.last_seq)
-    }
-
-    /// Members matching `filter`: servers have no labels, so a filter with labels matches
-    /// processes only; a `server` filter matches that server and the processes it hosts.
-    pub fn list(&self, filter: &ListFilter) -> (Vec<&ServerEntry>, Vec<&ProcessEntry>) {
-        let status_ok = |status: MemberStatus| filter.status.is_none_or(|want| want == status);
-        let mut servers = Vec::new();
-        if filter.kind != Some(MemberKind::Process) && filter.labels.is_empty() {
-            let candidates: Box<dyn Iterator<Item = &ServerEntry>> = match filter.server {
-                Some(id) => Box::new(self.get_server(id).into_iter()),
-                None => Box::new(self.servers()),
-            };
-            servers.extend(candidates.filter(|entry| status_ok(entry.status)));
-        }
-        let mut processes = Vec::new();
-        if filter.kind != Some(MemberKind::Server) {
-            processes.extend(self.processes().filter(|entry| {
-                filter.server.is_none_or(|id| entry.info.server == id)
-                    && status_ok(entry.status)
-                    && filter.labels.iter().all(|(key, value)| entry.info.labels.get(key) == Some(value))
-            }));
-        }
-        (servers, processes)
     }
 
     /// A versioned, checksummed image of the replicated state (not the event history).

@@ -169,6 +169,7 @@ impl Node {
             metrics: metrics.clone(),
             identity: identity.clone(),
             formation: formation.clone(),
+            snapshot_exports: crate::server::api::SnapshotExports::default(),
         });
         tokio::spawn(count_leader_changes(raft.clone(), metrics.clone()));
         tokio::spawn(crate::server::cluster_id::adopt_when_sealed(raft.clone(), shared.clone(), identity.clone()));

@@ -840,10 +840,10 @@ fn sorted_processes(model: &Model) -> Vec<ProcessEntry> {
 
 fn everything(machine: &ClusterStateMachine) -> Vec<QueryResult> {
     let queries = [
-        Query::List(ListFilter::default()),
+        Query::List { filter: ListFilter::default(), after: None, limit: u32::MAX },
         Query::KvRange { start: String::new(), end: None, limit: u32::MAX },
         Query::Tombstones { limit: u32::MAX },
-        Query::Tokens,
+        Query::Tokens { after: None, limit: u32::MAX },
     ];
     queries.iter().map(|q| machine.query(q).result).collect()
 }
@@ -864,10 +864,10 @@ fn assert_same(machine: &ClusterStateMachine, model: &Model) -> Result<(), TestC
     let mut tombstones = model.tombstones.clone();
     tombstones.reverse();
     let expected = vec![
-        QueryResult::Members { servers: sorted_servers(model), processes: sorted_processes(model) },
-        QueryResult::KvItems(kv),
+        QueryResult::Members { servers: sorted_servers(model), processes: sorted_processes(model), next: None },
+        QueryResult::KvItems { items: kv, next: None },
         QueryResult::Tombstones(tombstones),
-        QueryResult::Tokens(model.tokens.iter().map(|(_, info)| info.clone()).collect()),
+        QueryResult::Tokens { tokens: model.tokens.iter().map(|(_, info)| info.clone()).collect(), next: None },
     ];
     prop_assert_eq!(everything(machine), expected);
     for id in 0..model.next_session + 1 {

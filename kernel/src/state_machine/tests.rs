@@ -621,8 +621,169 @@ fn list_filters_by_kind_server_status_and_labels() {
     assert_eq!(ids(labelled), [p(web)]);
     let draining = ListFilter { status: Some(MemberStatus::Draining), ..Default::default() };
     assert_eq!(ids(draining), []);
-    let reply = client.machine.query(&Query::List(ListFilter::default()));
+    let reply = client.machine.query(&Query::List { filter: ListFilter::default(), after: None, limit: 10 });
     assert_eq!(reply.revision, client.machine.revision());
+}
+
+/// Every page of `filter` at page size `limit`, through the query as a caller sends it.
+fn all_pages(machine: &ClusterStateMachine, filter: &ListFilter, limit: u32) -> (Vec<MemberId>, usize) {
+    let mut ids = Vec::new();
+    let mut after = None;
+    let mut pages = 0;
+    loop {
+        let reply = machine.query(&Query::List { filter: filter.clone(), after, limit });
+        let frame = crate::codec::encode_frame(&reply, 4 << 20).expect("every page fits a frame");
+        assert!(frame.len() <= crate::query::MAX_PAGE_BYTES + 1024, "a page of {} bytes", frame.len());
+        let QueryResult::Members { servers, processes, next } = reply.result else { panic!("not members") };
+        assert!(servers.len() + processes.len() <= limit.max(1) as usize);
+        pages += 1;
+        ids.extend(servers.iter().map(|s| MemberId::Server(s.id)));
+        ids.extend(processes.iter().map(|p| MemberId::Process(p.id)));
+        match next {
+            Some(cursor) => {
+                assert_eq!(ids.last(), Some(&cursor), "the cursor is the last member of the page");
+                after = Some(cursor);
+            }
+            None => return (ids, pages),
+        }
+    }
+}
+
+#[test]
+fn pages_of_a_list_join_into_the_whole_list_for_every_filter_and_page_size() {
+    let mut client = Client::with(Limits { max_servers: 5, max_processes: 20, ..limits() });
+    for id in [1, 2, 3] {
+        client.register_server(id);
+    }
+    for i in 0..9u64 {
+        let mut info = process_info("p", 1 + i % 3);
+        if i % 2 == 0 {
+            info.labels.insert("app".to_string(), "web".to_string());
+        }
+        assert!(client.run(Command::RegisterProcess { info }).is_ok());
+    }
+    let filters = [
+        ListFilter::default(),
+        ListFilter { server: Some(ServerId(2)), ..Default::default() },
+        ListFilter { server: Some(ServerId(9)), ..Default::default() },
+        ListFilter { kind: Some(MemberKind::Process), ..Default::default() },
+        ListFilter { kind: Some(MemberKind::Server), ..Default::default() },
+        ListFilter { labels: [("app".to_string(), "web".to_string())].into(), ..Default::default() },
+        ListFilter { status: Some(MemberStatus::Draining), ..Default::default() },
+    ];
+    for filter in &filters {
+        let (servers, processes) = client.machine.list(filter);
+        let mut whole: Vec<MemberId> = servers.iter().map(|s| MemberId::Server(s.id)).collect();
+        whole.extend(processes.iter().map(|p| MemberId::Process(p.id)));
+        for limit in [0, 1, 2, 3, 5, 100] {
+            let (paged, pages) = all_pages(&client.machine, filter, limit);
+            assert_eq!(paged, whole, "{filter:?} in pages of {limit}");
+            let per_page = limit.max(1) as usize;
+            assert!(pages <= whole.len() / per_page + 1, "{filter:?}: {pages} pages of {limit}");
+        }
+    }
+}
+
+#[test]
+fn a_page_stops_at_the_byte_bound_so_large_labels_never_cross_a_frame() {
+    let mut client = Client::with(Limits::default());
+    client.register_server(1);
+    // 300 processes of about 33 KiB each (64 labels of 256 + 256 bytes): 10 MB in all,
+    // which one answer could not carry in a 4 MiB frame.
+    for i in 0..300u64 {
+        let mut info = process_info(&format!("p{i}"), 1);
+        for l in 0..64 {
+            info.labels.insert(format!("{l:0>256}"), "v".repeat(256));
+        }
+        assert!(client.run(Command::RegisterProcess { info }).is_ok());
+    }
+    let filter = ListFilter { kind: Some(MemberKind::Process), ..Default::default() };
+    let (ids, pages) = all_pages(&client.machine, &filter, u32::MAX);
+    assert_eq!(ids.len(), 300);
+    assert!(pages >= 9, "10 MB in pages of at most 1 MiB: {pages} pages");
+    // The tombstones' answer is bounded the same way.
+    client.leader(LeaderCommand::Expire { members: ids.iter().map(|id| (*id, 5_000)).collect() }).unwrap();
+    let QueryResult::Tombstones(t) = client.machine.query(&Query::Tombstones { limit: u32::MAX }).result else {
+        panic!("not tombstones")
+    };
+    assert!(!t.is_empty() && t.len() < 300, "{} tombstones in one answer", t.len());
+    assert!(crate::query::encoded_bytes(&t) <= crate::query::MAX_PAGE_BYTES);
+}
+
+#[test]
+fn a_hundred_thousand_processes_list_in_pages_that_each_fit_a_frame() {
+    let mut client = Client::with(Limits::default());
+    client.register_server(1);
+    for i in 0..100_000u64 {
+        let mut info = process_info("worker", 1);
+        info.labels.insert("team".to_string(), format!("t{}", i % 10));
+        assert!(client.run(Command::RegisterProcess { info }).is_ok());
+    }
+    let (ids, pages) = all_pages(&client.machine, &ListFilter::default(), 10_000);
+    assert_eq!(ids.len(), 100_001);
+    assert!(ids.windows(2).all(|w| w[0] < w[1]), "in order, each once");
+    assert!(pages >= 11, "{pages} pages");
+}
+
+#[test]
+fn token_pages_join_into_every_token_in_id_order() {
+    let mut client = Client::with(Limits::default());
+    for i in 0..50u8 {
+        let command = Command::CreateToken {
+            hash: crate::command::TokenHash([i; 32]),
+            name: format!("t{i}"),
+            role: crate::command::TokenRole::Read,
+            expires_at_unix_ms: None,
+        };
+        assert!(client.run(command).is_ok());
+    }
+    let mut ids = Vec::new();
+    let mut after = None;
+    loop {
+        let QueryResult::Tokens { tokens, next } = client.machine.query(&Query::Tokens { after, limit: 7 }).result
+        else {
+            panic!("not tokens")
+        };
+        assert!(!tokens.is_empty() && tokens.len() <= 7);
+        ids.extend(tokens.iter().map(|t| t.id));
+        match next {
+            Some(next) => after = Some(next),
+            None => break,
+        }
+    }
+    assert_eq!(ids.len(), 50);
+    assert!(ids.windows(2).all(|w| w[0] < w[1]));
+    let (page, next) = client.machine.token_page(None, u32::MAX, 1);
+    assert_eq!((page.len(), next), (1, Some(ids[0])), "the byte bound cuts a page to one token");
+}
+
+#[test]
+fn kv_pages_name_the_next_key_and_stop_at_the_byte_bound() {
+    let mut client = Client::with(Limits::default());
+    let value = "v".repeat(64 * 1024);
+    for i in 0..40 {
+        client.run(kv_put(&format!("k{i:02}"), &value)).unwrap();
+    }
+    let mut keys = Vec::new();
+    let mut start = "k".to_string();
+    loop {
+        let query = Query::KvRange { start: start.clone(), end: Some("l".to_string()), limit: 1_000 };
+        let reply = client.machine.query(&query);
+        crate::codec::encode_frame(&reply, 4 << 20).expect("a page fits a frame");
+        let QueryResult::KvItems { items, next } = reply.result else { panic!("not items") };
+        assert!(items.len() < 40, "64 KiB values: a page holds at most 1 MiB");
+        keys.extend(items.into_iter().map(|(k, _)| k));
+        match next {
+            Some(key) => {
+                assert!(keys.last().is_some_and(|last| *last < key));
+                start = key;
+            }
+            None => break,
+        }
+    }
+    assert_eq!(keys, (0..40).map(|i| format!("k{i:02}")).collect::<Vec<_>>());
+    let first = client.machine.query(&Query::KvRange { start: String::new(), end: None, limit: 2 });
+    assert!(matches!(first.result, QueryResult::KvItems { next: Some(ref k), .. } if k == "k02"), "{:?}", first.result);
 }
 
 #[test]
@@ -634,7 +795,7 @@ fn kv_range_is_half_open_limited_and_tolerates_inverted_bounds() {
     let range = |start: &str, end: Option<&str>, limit| {
         let query = Query::KvRange { start: start.to_string(), end: end.map(str::to_string), limit };
         match client.machine.query(&query).result {
-            QueryResult::KvItems(items) => items.into_iter().map(|(k, _)| k).collect::<Vec<_>>(),
+            QueryResult::KvItems { items, .. } => items.into_iter().map(|(k, _)| k).collect::<Vec<_>>(),
             other => panic!("{other:?}"),
         }
     };

@@ -34,13 +34,36 @@ pub const REPLACE_TIMEOUT_MS: u64 = 40_000;
 /// catch-up as a learner.
 pub const ADD_NODE_TIMEOUT_MS: u64 = 30_000;
 
-/// Members listed at one revision.
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// Members listed page by page (see `Client::list`).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct MemberList {
     /// Watch from here to follow every change after the list.
     pub revision: u64,
     pub servers: Vec<ServerEntry>,
     pub processes: Vec<ProcessEntry>,
+}
+
+/// Members asked of the node per page by `list` (the node's byte bound may cut a page
+/// shorter).
+pub const LIST_PAGE_LIMIT: u32 = 10_000;
+
+/// One page of a member list.
+#[derive(Clone, Debug)]
+pub struct MemberPage {
+    pub revision: u64,
+    pub servers: Vec<ServerEntry>,
+    pub processes: Vec<ProcessEntry>,
+    /// Pass as `after` for the next page; `None`: the list ends here.
+    pub next: Option<MemberId>,
+}
+
+/// One page of a key range.
+#[derive(Clone, Debug)]
+pub struct KvPage {
+    pub revision: u64,
+    pub items: Vec<(String, String)>,
+    /// The key the next page starts at; `None`: the range ends here.
+    pub next: Option<String>,
 }
 
 /// The outcome of a compare-and-swap.
@@ -218,11 +241,22 @@ impl Client {
         done(self.execute(Command::RevokeToken { id }).await?)
     }
 
-    /// Every token the cluster knows (never a secret).
+    /// Every token the cluster knows (never a secret), read page by page.
     pub async fn tokens(&self) -> Result<Vec<roster_kernel::TokenInfo>, ClientError> {
-        match self.query(Query::Tokens, Consistency::Linearizable).await?.result {
-            QueryResult::Tokens(tokens) => Ok(tokens),
-            other => Err(unexpected_result("Tokens", &other)),
+        let mut all = Vec::new();
+        let mut after = None;
+        loop {
+            let query = Query::Tokens { after, limit: LIST_PAGE_LIMIT };
+            match self.query(query, Consistency::Linearizable).await?.result {
+                QueryResult::Tokens { tokens, next } => {
+                    all.extend(tokens);
+                    match next {
+                        Some(next) => after = Some(next),
+                        None => return Ok(all),
+                    }
+                }
+                other => return Err(unexpected_result("Tokens", &other)),
+            }
         }
     }
 
@@ -269,11 +303,38 @@ impl Client {
         }
     }
 
+    /// Every member `filter` matches, read page by page (`list_page`); `revision` is the
+    /// first page's. Each page is read at its own revision: a member that joins or leaves
+    /// while the pages are read may be missed or listed in its old state, so watch from
+    /// `revision` to follow every change.
     pub async fn list(&self, filter: ListFilter, consistency: Consistency) -> Result<MemberList, ClientError> {
-        let reply = self.query(Query::List(filter), consistency).await?;
+        let mut all: Option<MemberList> = None;
+        let mut after = None;
+        loop {
+            let page = self.list_page(filter.clone(), after, LIST_PAGE_LIMIT, consistency).await?;
+            let list = all.get_or_insert_with(|| MemberList { revision: page.revision, ..MemberList::default() });
+            list.servers.extend(page.servers);
+            list.processes.extend(page.processes);
+            match page.next {
+                Some(next) => after = Some(next),
+                None => return Ok(all.expect("set above")),
+            }
+        }
+    }
+
+    /// One page of the members `filter` matches after `after`: at most `limit` of them,
+    /// and at most what fits the node's page (`roster_kernel::MAX_PAGE_BYTES`).
+    pub async fn list_page(
+        &self,
+        filter: ListFilter,
+        after: Option<MemberId>,
+        limit: u32,
+        consistency: Consistency,
+    ) -> Result<MemberPage, ClientError> {
+        let reply = self.query(Query::List { filter, after, limit }, consistency).await?;
         match reply.result {
-            QueryResult::Members { servers, processes } => {
-                Ok(MemberList { revision: reply.revision, servers, processes })
+            QueryResult::Members { servers, processes, next } => {
+                Ok(MemberPage { revision: reply.revision, servers, processes, next })
             }
             other => Err(unexpected_result("Members", &other)),
         }
@@ -298,7 +359,8 @@ impl Client {
         }
     }
 
-    /// Keys in `[start, end)` (`end = None`: to the last key), at most `limit`.
+    /// Keys in `[start, end)` (`end = None`: to the last key), at most `limit`, read page
+    /// by page (each page at its own revision).
     pub async fn kv_range(
         &self,
         start: impl Into<String>,
@@ -306,8 +368,34 @@ impl Client {
         limit: u32,
         consistency: Consistency,
     ) -> Result<Vec<(String, String)>, ClientError> {
-        match self.query(Query::KvRange { start: start.into(), end, limit }, consistency).await?.result {
-            QueryResult::KvItems(items) => Ok(items),
+        let mut items = Vec::new();
+        let mut start = start.into();
+        loop {
+            let left = limit.saturating_sub(u32::try_from(items.len()).unwrap_or(u32::MAX));
+            if left == 0 {
+                return Ok(items);
+            }
+            let page = self.kv_page(start, end.clone(), left, consistency).await?;
+            items.extend(page.items);
+            match page.next {
+                Some(next) => start = next,
+                None => return Ok(items),
+            }
+        }
+    }
+
+    /// One page of keys in `[start, end)`: at most `limit`, and at most what fits the
+    /// node's page; `next` is the key the next page starts at.
+    pub async fn kv_page(
+        &self,
+        start: impl Into<String>,
+        end: Option<String>,
+        limit: u32,
+        consistency: Consistency,
+    ) -> Result<KvPage, ClientError> {
+        let reply = self.query(Query::KvRange { start: start.into(), end, limit }, consistency).await?;
+        match reply.result {
+            QueryResult::KvItems { items, next } => Ok(KvPage { revision: reply.revision, items, next }),
             other => Err(unexpected_result("KvItems", &other)),
         }
     }
@@ -537,9 +625,9 @@ fn unexpected_result(wanted: &str, result: &QueryResult) -> ClientError {
         QueryResult::Process(_) => "Process",
         QueryResult::Members { .. } => "Members",
         QueryResult::KvValue(_) => "KvValue",
-        QueryResult::KvItems(_) => "KvItems",
+        QueryResult::KvItems { .. } => "KvItems",
         QueryResult::Tombstones(_) => "Tombstones",
-        QueryResult::Tokens(_) => "Tokens",
+        QueryResult::Tokens { .. } => "Tokens",
     };
     ClientError::Protocol(format!("expected query result {wanted}, got {got}"))
 }
@@ -553,6 +641,7 @@ fn response_name(answer: &ClientResponse) -> &'static str {
         ClientResponse::HeartbeatOk => "HeartbeatOk",
         ClientResponse::UnknownMember(_) => "UnknownMember",
         ClientResponse::Events(_) => "Events",
+        ClientResponse::EventsPart(_) => "EventsPart",
         ClientResponse::WatchCompacted { .. } => "WatchCompacted",
         ClientResponse::Status(_) => "Status",
         ClientResponse::Launched { .. } => "Launched",

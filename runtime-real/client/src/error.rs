@@ -17,6 +17,11 @@ pub enum ClientError {
     RetryConfig(roster_kernel::retry_queue::RetryConfigError),
     #[error("cannot connect to {addr}: {reason}")]
     Connect { addr: String, reason: String },
+    /// Nothing listens at `addr` (the connection was refused at once: ECONNREFUSED). Not a
+    /// timeout: when every node refuses so, a call fails fast (`pool.rs`,
+    /// `REFUSED_GIVE_UP_MS`).
+    #[error("cannot connect to {addr}: {reason}")]
+    ConnectRefused { addr: String, reason: String },
     #[error("{addr} refused the connection: {reason}")]
     Rejected { addr: String, reason: String },
     /// A certificate or TLS setting that does not fit: the same on every try, so the
@@ -68,6 +73,7 @@ impl ClientError {
         matches!(
             self,
             ClientError::Connect { .. }
+                | ClientError::ConnectRefused { .. }
                 | ClientError::Rejected { .. }
                 | ClientError::ConnectionLost { .. }
                 | ClientError::Timeout { .. }
@@ -79,6 +85,9 @@ impl ClientError {
 pub(crate) fn from_transport(addr: &str, e: crate::transport::TransportError) -> ClientError {
     use crate::transport::TransportError as T;
     match e {
+        T::Connect { addr, source } if source.kind() == std::io::ErrorKind::ConnectionRefused => {
+            ClientError::ConnectRefused { addr, reason: source.to_string() }
+        }
         T::Connect { addr, source } => ClientError::Connect { addr, reason: source.to_string() },
         T::Timeout { addr, timeout_ms } => ClientError::Connect {
             addr,
@@ -113,7 +122,8 @@ mod tests {
                 last_error: "a:1 knows no leader".into(),
             },
             ClientError::RetryConfig(roster_kernel::retry_queue::RetryConfigError::ZeroCapacity),
-            ClientError::Connect { addr: "a:1".into(), reason: "connection refused".into() },
+            ClientError::Connect { addr: "a:1".into(), reason: "no route to host".into() },
+            ClientError::ConnectRefused { addr: "a:1".into(), reason: "Connection refused (os error 111)".into() },
             ClientError::Rejected { addr: "a:1".into(), reason: "wrong cluster token".into() },
             ClientError::Tls { addr: "a:1".into(), reason: "the node's certificate has expired".into() },
             ClientError::ConnectionLost { addr: "a:1".into(), reason: "closed by the other side".into() },

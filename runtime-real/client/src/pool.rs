@@ -35,6 +35,12 @@ const RETRY_LATER_PAUSE_MS: u64 = 50;
 /// last, so an election in progress is not flooded and a dead cluster is not spun on.
 const ROUND_PAUSE_FIRST_MS: u64 = 20;
 const ROUND_PAUSE_MAX_MS: u64 = 500;
+/// A call whose every attempt was refused at once (ECONNREFUSED: nothing listens at any
+/// endpoint) gives up after this long, not at its deadline: a node that is restarting
+/// listens again within it, and a user who named the wrong port hears so within a second.
+/// A refusal is not a timeout. Watches and `roster run` keep retrying in loops of their
+/// own.
+pub const REFUSED_GIVE_UP_MS: u64 = 1_000;
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ClientOptions {
@@ -132,10 +138,12 @@ enum Step {
     Redirect(usize),
     /// Ask the same endpoint again after a pause.
     Again(String),
-    /// Ask the next endpoint; `answered` if the node answered (without leading).
+    /// Ask the next endpoint; `answered` if the node answered (without leading),
+    /// `refused` if nothing listened there.
     Next {
         reason: String,
         answered: bool,
+        refused: bool,
     },
     Fail(ClientError),
 }
@@ -377,6 +385,8 @@ impl Cluster {
         let mut last_error = String::from("no attempt was made (zero timeout)");
         // Whether any node answered at all: decides between "unreachable" and "no leader".
         let mut answered = false;
+        // Whether every attempt so far found nothing listening.
+        let mut all_refused = true;
         let mut misses = 0usize;
         let mut round_pause_ms = ROUND_PAUSE_FIRST_MS;
         loop {
@@ -404,19 +414,25 @@ impl Cluster {
                 Step::Fail(error) => return Err(error),
                 Step::Redirect(to) => {
                     answered = true;
+                    all_refused = false;
                     last_error = format!("{addr} is not the leader; it named {}", self.addr_of(to)?);
                     misses += 1;
                     endpoint = to;
                 }
                 Step::Again(reason) => {
                     answered = true;
+                    all_refused = false;
                     last_error = format!("{addr}: {reason}");
                     sleep_until_or(deadline, RETRY_LATER_PAUSE_MS).await;
                 }
-                Step::Next { reason, answered: a } => {
+                Step::Next { reason, answered: a, refused } => {
                     answered |= a;
+                    all_refused &= refused && !answered;
                     last_error = reason;
                     misses += 1;
+                    if all_refused && ms_since(start) >= REFUSED_GIVE_UP_MS {
+                        return Err(ClientError::Unreachable { endpoints: tried, last_error });
+                    }
                     endpoint = self.state().table.next_after(endpoint);
                 }
             }
@@ -432,7 +448,11 @@ impl Cluster {
                 Some(_) => Step::Again("names itself leader but is not ready".into()),
                 None => {
                     self.demote(endpoint);
-                    Step::Next { reason: format!("{addr} is not the leader and knows none"), answered: true }
+                    Step::Next {
+                        reason: format!("{addr} is not the leader and knows none"),
+                        answered: true,
+                        refused: false,
+                    }
                 }
             },
             Ok(ClientResponse::RetryLater(reason)) => {
@@ -456,7 +476,8 @@ impl Cluster {
                 if sent && !repeatable {
                     return Step::Fail(ClientError::Ambiguous { addr: addr.to_string(), reason: e.to_string() });
                 }
-                Step::Next { reason: e.to_string(), answered: false }
+                let refused = matches!(e, ClientError::ConnectRefused { .. });
+                Step::Next { reason: e.to_string(), answered: false, refused }
             }
             Err(e) => Step::Fail(e),
         }

@@ -87,6 +87,26 @@ async fn commands_wait_out_a_whole_cluster_outage() {
 }
 
 #[tokio::test]
+async fn a_call_that_only_meets_refused_connections_gives_up_long_before_its_deadline() {
+    let dead = vec![dead_addr().await, dead_addr().await];
+    let mut opts = options(dead.clone());
+    opts.request_timeout_ms = 60_000;
+    let cluster = Cluster::new(opts).unwrap();
+    let start = Instant::now();
+    let error = cluster.call_any(ClientRequest::Status).await.unwrap_err();
+    let elapsed = start.elapsed();
+    assert!(elapsed >= Duration::from_millis(crate::pool::REFUSED_GIVE_UP_MS), "gave up at once: {elapsed:?}");
+    assert!(elapsed < Duration::from_secs(10), "a refusal was waited out like a timeout: {elapsed:?}");
+    match &error {
+        ClientError::Unreachable { endpoints, last_error } => {
+            assert_eq!(endpoints, &dead);
+            assert!(last_error.contains("cannot connect"), "{last_error}");
+        }
+        other => panic!("expected Unreachable, got {other:?}"),
+    }
+}
+
+#[tokio::test]
 async fn call_leader_against_dead_endpoints_names_them_within_its_timeout() {
     let dead = vec![dead_addr().await, dead_addr().await];
     let mut opts = options(dead.clone());

@@ -20,8 +20,15 @@ const REOPEN_PAUSE_MAX_MS: u64 = 1_000;
 /// already received are never returned twice.
 pub struct Watch {
     cluster: Cluster,
-    /// Highest revision received, returned or buffered: where a reopened stream resumes.
+    /// Highest revision received whole, returned or buffered: where a reopened stream
+    /// resumes.
     received: u64,
+    /// A revision above `received` whose first events came (`EventsPart`, or an `Events`
+    /// being taken), and how many of its events were taken: a resumed stream sends the
+    /// revision again from its start, and those are skipped.
+    partial: Option<(u64, usize)>,
+    /// Events of the `partial` revision offered on the current stream.
+    offered: usize,
     buffered: VecDeque<Event>,
     stream: Option<ResponseStream>,
     /// Where the next stream is opened.
@@ -38,6 +45,8 @@ impl Watch {
         let mut watch = Watch {
             cluster,
             received: after_revision,
+            partial: None,
+            offered: 0,
             buffered: VecDeque::new(),
             stream: None,
             endpoint,
@@ -70,7 +79,11 @@ impl Watch {
             match answer {
                 Ok(ClientResponse::Events(events)) => {
                     self.reopen_pause_ms = REOPEN_PAUSE_FIRST_MS;
-                    self.accept(events);
+                    self.accept(events, true);
+                }
+                Ok(ClientResponse::EventsPart(events)) => {
+                    self.reopen_pause_ms = REOPEN_PAUSE_FIRST_MS;
+                    self.accept(events, false);
                 }
                 Ok(ClientResponse::WatchCompacted { oldest_available }) => {
                     self.stream = None;
@@ -102,17 +115,38 @@ impl Watch {
         })
     }
 
-    /// Buffers the events newer than any received; a resumed stream may repeat some.
-    fn accept(&mut self, events: Vec<Event>) {
+    /// Buffers the events not yet taken; a resumed stream may repeat some. `closes`: the
+    /// batch ends on a whole revision (`Events`), so its last revision is received whole.
+    fn accept(&mut self, events: Vec<Event>, closes: bool) {
         for event in events {
-            if event.revision > self.received {
-                self.received = event.revision;
+            if event.revision <= self.received {
+                continue;
+            }
+            let (revision, taken) = self.partial.get_or_insert((event.revision, 0));
+            if event.revision != *revision {
+                // A later revision: the one before was whole.
+                self.received = self.received.max(*revision);
+                *revision = event.revision;
+                *taken = 0;
+                self.offered = 0;
+            }
+            self.offered += 1;
+            if self.offered > *taken {
+                *taken += 1;
                 self.buffered.push_back(event);
             }
+        }
+        if closes {
+            if let Some((revision, _)) = self.partial.take() {
+                self.received = self.received.max(revision);
+            }
+            self.offered = 0;
         }
     }
 
     fn lose(&mut self, reason: &str) {
+        // The next stream sends the partial revision again from its start.
+        self.offered = 0;
         if let Some(stream) = self.stream.take() {
             tracing::info!(addr = stream.addr(), after_revision = self.received, reason, "watch stream lost; resuming");
         }
@@ -123,6 +157,7 @@ impl Watch {
     /// Opens a stream from `received` on the first node that takes it, within the
     /// request timeout.
     async fn reopen(&mut self) -> Result<(), ClientError> {
+        self.offered = 0;
         if self.broke {
             tokio::time::sleep(Duration::from_millis(self.reopen_pause_ms)).await;
             self.reopen_pause_ms = (self.reopen_pause_ms * 2).min(REOPEN_PAUSE_MAX_MS);
@@ -158,5 +193,72 @@ impl Watch {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Watch;
+    use crate::pool::{ClientOptions, Cluster};
+    use roster_kernel::{Event, EventKind};
+    use std::collections::VecDeque;
+
+    fn watch() -> Watch {
+        let cluster = Cluster::new(ClientOptions::new(vec!["127.0.0.1:1".into()], "t")).expect("options");
+        Watch {
+            cluster,
+            received: 0,
+            partial: None,
+            offered: 0,
+            buffered: VecDeque::new(),
+            stream: None,
+            endpoint: 0,
+            reopen_pause_ms: 0,
+            broke: false,
+        }
+    }
+
+    fn ev(revision: u64, n: u32) -> Event {
+        Event { revision, kind: EventKind::KvDeleted { key: format!("{revision}.{n}") } }
+    }
+
+    fn taken(w: &mut Watch) -> Vec<(u64, String)> {
+        w.buffered
+            .drain(..)
+            .map(|e| match e.kind {
+                EventKind::KvDeleted { key } => (e.revision, key),
+                other => panic!("{other:?}"),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_revision_in_parts_is_received_whole_only_when_closed() {
+        let mut w = watch();
+        w.accept(vec![ev(1, 0), ev(2, 0)], false);
+        assert_eq!(w.last_revision(), 1, "revision 2 is not closed yet");
+        w.accept(vec![ev(2, 1)], false);
+        w.accept(vec![ev(2, 2), ev(3, 0)], true);
+        assert_eq!(w.last_revision(), 3);
+        let keys: Vec<String> = taken(&mut w).into_iter().map(|(_, k)| k).collect();
+        assert_eq!(keys, ["1.0", "2.0", "2.1", "2.2", "3.0"]);
+    }
+
+    #[test]
+    fn a_stream_broken_inside_a_revision_resumes_before_it_without_repeating_events() {
+        let mut w = watch();
+        w.received = 4;
+        w.accept(vec![ev(5, 0), ev(5, 1)], false);
+        w.lose("test");
+        assert_eq!(w.last_revision(), 4, "the resumed stream asks from before revision 5");
+        // The node sends revision 5 again from its start.
+        w.accept(vec![ev(5, 0), ev(5, 1)], false);
+        w.accept(vec![ev(5, 2), ev(6, 0)], true);
+        let keys: Vec<String> = taken(&mut w).into_iter().map(|(_, k)| k).collect();
+        assert_eq!(keys, ["5.0", "5.1", "5.2", "6.0"]);
+        assert_eq!(w.last_revision(), 6);
+        // Whole revisions repeated by a resumed stream are dropped as before.
+        w.accept(vec![ev(6, 0), ev(7, 0)], true);
+        assert_eq!(taken(&mut w), [(7, "7.0".to_string())]);
     }
 }

@@ -173,8 +173,11 @@ pub enum ClientResponse {
     HeartbeatOk,
     /// The member is not (or no longer) in the cluster: register again.
     UnknownMember(MemberId),
-    /// One or more watch events; more follow on the same id.
+    /// One or more watch events, ending on a whole revision; more follow on the same id.
     Events(Vec<Event>),
+    /// The first events of one revision too large for a frame; the rest of it follows,
+    /// closed by an `Events`. A stream that breaks before then resumes before it.
+    EventsPart(Vec<Event>),
     /// The requested revision is older than the node keeps; list again and watch from now.
     WatchCompacted {
         oldest_available: u64,
@@ -288,6 +291,22 @@ pub enum RequestError {
     Unsupported { request: String },
     #[error("the leader cannot take a snapshot: {reason}")]
     SnapshotFailed { reason: String },
+    /// The answer would not fit in a frame; the request did what it did (a read changed
+    /// nothing), and the connection goes on. Ask for less (a smaller page).
+    #[error(
+        "the answer to {request} is {bytes} bytes, over the {max_bytes}-byte frame limit: ask for less (a smaller page or range)"
+    )]
+    AnswerTooLarge { request: String, bytes: usize, max_bytes: usize },
+    /// The answer could not be encoded for another reason (a bug: the node logs it); the
+    /// connection goes on.
+    #[error("the answer to {request} could not be encoded: {reason}")]
+    AnswerUnencodable { request: String, reason: String },
+    /// Watches and snapshot downloads open on one connection at once, at most.
+    #[error("{max} streams (watches, snapshot downloads) are already open on this connection: close one first")]
+    TooManyStreams { max: usize },
+    /// Snapshot exports this node makes at once, at most (each holds a copy of the state).
+    #[error("the leader is already exporting {max} snapshots, its limit: retry when one has finished")]
+    SnapshotsBusy { max: usize },
     /// The caller's credential does not allow the request; nothing was applied.
     #[error("forbidden: a {role} credential may not {action}")]
     Forbidden { role: String, action: String },
@@ -342,7 +361,9 @@ pub struct ClusterStatus {
     pub voters: Vec<(NodeId, String)>,
     pub learners: Vec<(NodeId, String)>,
     pub servers: Vec<ServerStatus>,
-    pub processes: Vec<roster_kernel::ProcessEntry>,
+    /// How many processes the record holds; list them with a paged `Query::List`
+    /// (`roster ls`), so that a status always fits a frame.
+    pub processes: ProcessCounts,
     /// Why this node neither votes nor serves stale reads yet: it started with an empty
     /// data directory without bootstrapping (a new node waiting for `member add`, or one
     /// that lost its disk waiting for `member replace`). `None` on a node in good standing.
@@ -359,6 +380,14 @@ pub struct ClusterStatus {
     /// may form it too (see the node's `server::formation`).
     #[serde(default)]
     pub formed_with: Vec<(NodeId, u64)>,
+}
+
+/// The processes in the record, by status.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProcessCounts {
+    pub total: u64,
+    pub online: u64,
+    pub draining: u64,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]

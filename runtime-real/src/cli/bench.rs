@@ -352,8 +352,10 @@ async fn expiry_watch(prefix: String, max_s: u64, c: ClientArgs) -> Result<ExitC
 }
 
 async fn count_members(client: &roster_real::client::Client, prefix: &str) -> Result<usize, String> {
-    let s = client.status().await.map_err(|e| e.to_string())?;
-    Ok(s.processes.iter().filter(|p| p.info.name.starts_with(prefix)).count())
+    let filter = roster_kernel::ListFilter { kind: Some(roster_kernel::MemberKind::Process), ..Default::default() };
+    let consistency = roster_real::net::wire::Consistency::Linearizable;
+    let listed = client.list(filter, consistency).await.map_err(|e| e.to_string())?;
+    Ok(listed.processes.iter().filter(|p| p.info.name.starts_with(prefix)).count())
 }
 
 /// A leader change as the poller saw it: when, and who led before and after.

@@ -274,14 +274,11 @@ pub fn render_status(s: &ClusterStatus) -> String {
             e.info.mem_capacity_bytes >> 20
         ));
     }
-    out.push_str(&format!("processes ({}):\n", s.processes.len()));
-    for p in &s.processes {
-        let port = p.info.service_port.map(|p| format!(":{p}")).unwrap_or_default();
-        out.push_str(&format!(
-            "  {:<5} {:<17} on server {:<4} {:?} {}{}\n",
-            p.id.0, p.info.name, p.info.server.0, p.status, p.info.service_host, port
-        ));
-    }
+    let p = &s.processes;
+    out.push_str(&format!(
+        "processes: {} ({} online, {} draining; list them with `roster ls --kind processes`)\n",
+        p.total, p.online, p.draining
+    ));
     out
 }
 
@@ -432,29 +429,54 @@ pub async fn ls(args: LsArgs, c: ClientArgs) -> Result<ExitCode, String> {
     let labels = args.labels.iter().map(|l| parse_label(l)).collect::<Result<_, _>>()?;
     let filter = ListFilter { kind, server: args.server.map(ServerId), status, labels };
     let client = c.connect().await?;
-    let reply = client.query(Query::List(filter), consistency(args.stale)).await.map_err(|e| e.to_string())?;
-    let QueryResult::Members { servers, processes } = reply.result else {
-        return Err("protocol error: list answered with something else".into());
-    };
-    if c.json {
-        print_json(&serde_json::json!({ "revision": reply.revision, "servers": servers, "processes": processes }))?;
-    } else {
-        for s in &servers {
-            outln!("server:{:<6} {:<20} {} {}", s.id.0, s.info.name, status_text(s), s.info.api_addr);
+    let consistency = consistency(args.stale);
+    // Page by page: text goes out as each page comes; JSON is one document, so it is
+    // gathered first (the first page's revision is the list's).
+    let mut listed = roster_real::client::MemberList::default();
+    let mut after = None;
+    let mut first = true;
+    loop {
+        let page = client
+            .list_page(filter.clone(), after, roster_real::client::LIST_PAGE_LIMIT, consistency)
+            .await
+            .map_err(|e| e.to_string())?;
+        if first {
+            listed.revision = page.revision;
+            first = false;
         }
-        for p in &processes {
-            let labels: Vec<String> = p.info.labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
-            outln!(
-                "process:{:<5} {:<20} {:?} server:{} {}",
-                p.id.0,
-                p.info.name,
-                p.status,
-                p.info.server.0,
-                labels.join(",")
-            );
+        if c.json {
+            listed.servers.extend(page.servers);
+            listed.processes.extend(page.processes);
+        } else {
+            print_members(&page.servers, &page.processes);
+        }
+        match page.next {
+            Some(next) => after = Some(next),
+            None => break,
         }
     }
+    if c.json {
+        let roster_real::client::MemberList { revision, servers, processes } = listed;
+        print_json(&serde_json::json!({ "revision": revision, "servers": servers, "processes": processes }))?;
+    }
     Ok(ExitCode::SUCCESS)
+}
+
+fn print_members(servers: &[roster_kernel::ServerEntry], processes: &[roster_kernel::ProcessEntry]) {
+    for s in servers {
+        outln!("server:{:<6} {:<20} {} {}", s.id.0, s.info.name, status_text(s), s.info.api_addr);
+    }
+    for p in processes {
+        let labels: Vec<String> = p.info.labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        outln!(
+            "process:{:<5} {:<20} {:?} server:{} {}",
+            p.id.0,
+            p.info.name,
+            p.status,
+            p.info.server.0,
+            labels.join(",")
+        );
+    }
 }
 
 pub async fn put(args: PutArgs, c: ClientArgs) -> Result<ExitCode, String> {

@@ -80,7 +80,7 @@ pub async fn transfer_leader(
 
 /// `GET /v1/tokens`: every token (id, name, role, expiry; never a secret). Admin only.
 pub async fn tokens(auth: Authorized, State(state): State<HttpState>) -> Result<Json<Value>, HttpError> {
-    let query = roster_kernel::Query::Tokens;
+    let query = roster_kernel::Query::Tokens { after: None, limit: 1 };
     let request = ClientRequest::Query { query, consistency: crate::net::wire::Consistency::Linearizable };
     auth.may(&state, &request).await?;
     let tokens = state.client().tokens().await?;

@@ -64,9 +64,10 @@ impl From<ClientError> for HttpError {
             ClientError::Server(r) => return HttpError::from_request(r, message),
             ClientError::UnknownMember(_) => (S::NOT_FOUND, "unknown_member"),
             ClientError::NoLeader { .. } => (S::SERVICE_UNAVAILABLE, "no_leader"),
-            ClientError::Unreachable { .. } | ClientError::Connect { .. } | ClientError::ConnectionLost { .. } => {
-                (S::SERVICE_UNAVAILABLE, "unreachable")
-            }
+            ClientError::Unreachable { .. }
+            | ClientError::Connect { .. }
+            | ClientError::ConnectRefused { .. }
+            | ClientError::ConnectionLost { .. } => (S::SERVICE_UNAVAILABLE, "unreachable"),
             ClientError::Busy { .. } | ClientError::QueueFull { .. } => (S::SERVICE_UNAVAILABLE, "busy"),
             ClientError::Timeout { .. } => (S::GATEWAY_TIMEOUT, "timeout"),
             // The write may or may not have happened: never a 5xx that invites a blind retry.
@@ -129,6 +130,10 @@ impl HttpError {
             RequestError::Forbidden { .. } => (S::FORBIDDEN, "forbidden"),
             RequestError::Unauthenticated { .. } => (S::UNAUTHORIZED, "unauthorized"),
             RequestError::BadFrame { .. } => (S::BAD_REQUEST, "bad_request"),
+            RequestError::AnswerTooLarge { .. } => (S::UNPROCESSABLE_ENTITY, "answer_too_large"),
+            RequestError::TooManyStreams { .. } | RequestError::SnapshotsBusy { .. } => {
+                (S::SERVICE_UNAVAILABLE, "busy")
+            }
             // Refusals: the request cannot succeed as it is.
             RequestError::LastVoter { .. }
             | RequestError::TransferTargetNotVoter { .. }
@@ -142,6 +147,7 @@ impl HttpError {
             RequestError::WriteFailed { .. }
             | RequestError::NoReply
             | RequestError::SnapshotFailed { .. }
+            | RequestError::AnswerUnencodable { .. }
             | RequestError::MembershipChange { .. }
             | RequestError::AddLearner { .. }
             | RequestError::ReadmitFailed { .. }

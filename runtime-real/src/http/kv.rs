@@ -52,7 +52,9 @@ pub async fn get(
     Ok(response)
 }
 
-/// `GET /v1/kv?start=A&end=B&limit=N[&stale]`: keys in `[start, end)`, in order.
+/// `GET /v1/kv?start=A&end=B&limit=N[&stale]`: keys in `[start, end)`, in order, one page
+/// (at most `limit` and at most 1 MiB of them); `next` is the key the next page starts at
+/// (`?start=NEXT`), `null` at the end of the range.
 pub async fn range(
     _: Authorized,
     State(state): State<HttpState>,
@@ -71,9 +73,9 @@ pub async fn range(
     };
     let reply = state.client().query(query, params.consistency()?).await?;
     match reply.result {
-        QueryResult::KvItems(items) => {
+        QueryResult::KvItems { items, next } => {
             let items: Vec<_> = items.into_iter().map(|(k, v)| json!({ "key": k, "value": v })).collect();
-            Ok(Json(json!({ "revision": reply.revision, "items": items })))
+            Ok(Json(json!({ "revision": reply.revision, "items": items, "next": next })))
         }
         other => Err(unexpected(&other)),
     }

@@ -6,8 +6,13 @@ use super::error::HttpError;
 use super::query::Params;
 use axum::Json;
 use axum::extract::{Path, RawQuery, State};
-use roster_kernel::{ListFilter, MemberKind, MemberStatus, ProcessId, Query, QueryResult, ServerId};
+use roster_kernel::{ListFilter, MemberId, MemberKind, MemberStatus, ProcessId, Query, QueryResult, ServerId};
 use serde_json::{Value, json};
+
+/// Members in one page of `/v1/servers` or `/v1/processes` unless `?limit` says (the
+/// node's byte bound, 1 MiB, may cut a page shorter), and the most `?limit` may ask.
+const DEFAULT_PAGE_LIMIT: u32 = 1_000;
+const MAX_PAGE_LIMIT: u32 = 10_000;
 
 /// Most tombstones one request returns (the cluster keeps a bounded history anyway).
 const MAX_TOMBSTONES: u32 = 1_000;
@@ -25,34 +30,60 @@ pub async fn status(
     Ok(Json(serde_json::to_value(status).map_err(internal)?))
 }
 
-/// `GET /v1/servers?label=K=V&status=online|draining[&stale]`.
+/// `GET /v1/servers?label=K=V&status=online|draining&limit=N&after=ID[&stale]`: one page,
+/// in id order; `next` is the `after` of the next page, `null` at the end.
 pub async fn servers(
     _: Authorized,
     State(state): State<HttpState>,
     RawQuery(q): RawQuery,
 ) -> Result<Json<Value>, HttpError> {
     let params = Params::parse(q.as_deref());
-    params.only(&["label", "status", "stale"])?;
+    params.only(&["label", "status", "stale", "limit", "after"])?;
     let filter = ListFilter { kind: Some(MemberKind::Server), ..filter(&params)? };
-    let list = state.client().list(filter, params.consistency()?).await?;
-    Ok(Json(json!({ "revision": list.revision, "servers": list.servers })))
+    let (after, limit) = page(&params)?;
+    let page = state
+        .client()
+        .list_page(filter, after.map(|id| MemberId::Server(ServerId(id))), limit, params.consistency()?)
+        .await?;
+    let next = page.next.map(|id| match id {
+        MemberId::Server(id) => id.0,
+        MemberId::Process(id) => id.0,
+    });
+    Ok(Json(json!({ "revision": page.revision, "servers": page.servers, "next": next })))
 }
 
-/// `GET /v1/processes?server=ID&label=K=V&status=online|draining[&stale]`.
+/// `GET /v1/processes?server=ID&label=K=V&status=online|draining&limit=N&after=ID[&stale]`:
+/// one page, in id order; `next` is the `after` of the next page, `null` at the end.
 pub async fn processes(
     _: Authorized,
     State(state): State<HttpState>,
     RawQuery(q): RawQuery,
 ) -> Result<Json<Value>, HttpError> {
     let params = Params::parse(q.as_deref());
-    params.only(&["server", "label", "status", "stale"])?;
+    params.only(&["server", "label", "status", "stale", "limit", "after"])?;
     let filter = ListFilter {
         kind: Some(MemberKind::Process),
         server: params.number::<u64>("server")?.map(ServerId),
         ..filter(&params)?
     };
-    let list = state.client().list(filter, params.consistency()?).await?;
-    Ok(Json(json!({ "revision": list.revision, "processes": list.processes })))
+    let (after, limit) = page(&params)?;
+    let after = after.map(|id| MemberId::Process(ProcessId(id)));
+    let page = state.client().list_page(filter, after, limit, params.consistency()?).await?;
+    let next = page.next.map(|id| match id {
+        MemberId::Server(id) => id.0,
+        MemberId::Process(id) => id.0,
+    });
+    Ok(Json(json!({ "revision": page.revision, "processes": page.processes, "next": next })))
+}
+
+/// The `after` and `limit` parameters of a member list: a page of at most `limit`
+/// (default `DEFAULT_PAGE_LIMIT`, at most `MAX_PAGE_LIMIT`) after id `after`.
+fn page(params: &Params) -> Result<(Option<u64>, u32), HttpError> {
+    let limit = params.number::<u32>("limit")?.unwrap_or(DEFAULT_PAGE_LIMIT);
+    if limit == 0 || limit > MAX_PAGE_LIMIT {
+        return Err(HttpError::bad_request(format!("?limit={limit} must be 1 to {MAX_PAGE_LIMIT}")));
+    }
+    Ok((params.number::<u64>("after")?, limit))
 }
 
 /// `GET /v1/servers/{id}`.

@@ -1,13 +1,14 @@
 //! The client API: what a node does with each request on a client connection.
 
 use crate::net::wire::{
-    ClientEnvelope, ClientRequest, ClientResponse, ClientResponseEnvelope, ClusterStatus, Consistency, RequestError,
-    SNAPSHOT_STREAM_CHUNK_BYTES, ServerStatus, SnapshotHead, Unavailable,
+    ClientEnvelope, ClientRequest, ClientResponse, ClientResponseEnvelope, ClusterStatus, Consistency, ProcessCounts,
+    RequestError, SNAPSHOT_STREAM_CHUNK_BYTES, ServerStatus, SnapshotHead, Unavailable,
 };
 use crate::raft::{NodeAddr, NodeId, TypeConfig};
 use crate::server::Raft;
 use crate::server::leader::{DriverUnavailable, LeaderHandle, QUEUE_CAPACITY};
 use crate::server::leadership;
+use crate::server::outbox::Outbox;
 use crate::server::proposer::{Proposer, ReplyTo};
 use crate::storage::SharedState;
 use openraft::ReadPolicy;
@@ -16,10 +17,15 @@ use openraft_rt::WatchReceiver;
 use roster_kernel::{HeartbeatVerdict, MemberId, ProposalBody};
 use std::collections::BTreeSet;
 use std::sync::Arc;
-use tokio::sync::mpsc;
 
-/// Most events in one `Events` response of a watch stream.
+/// Most events read for a watcher in one step, and about the most bytes: a step stops at
+/// the first revision boundary past either (a revision is never cut when read).
 const WATCH_BATCH: usize = 512;
+const WATCH_BATCH_BYTES: usize = 1 << 20;
+/// Most bytes of events in one `Events` (or `EventsPart`) frame: well under the 4 MiB
+/// frame, so a burst of large values (64 KiB each) never makes an answer that cannot be
+/// sent.
+pub const WATCH_FRAME_BYTES: usize = 1 << 20;
 
 /// A request the caller may send.
 #[derive(Debug)]
@@ -54,6 +60,30 @@ pub struct Api {
     pub(crate) identity: Arc<crate::server::cluster_id::Identity>,
     /// What this start knows of the first formation (answers the bootstrap check).
     pub(crate) formation: Arc<crate::server::formation::Formation>,
+    /// Snapshot exports for backups in progress (each holds a copy of the state).
+    pub(crate) snapshot_exports: SnapshotExports,
+}
+
+/// Snapshot exports a node makes at once for `roster snapshot save`, at most: each holds
+/// an encoded copy of the whole state while it streams, so a caller that asks again and
+/// again cannot multiply the node's memory. One more is refused with `SnapshotsBusy`.
+pub const MAX_SNAPSHOT_EXPORTS: usize = 2;
+
+/// The places for snapshot exports on this node.
+#[derive(Clone)]
+pub struct SnapshotExports(Arc<tokio::sync::Semaphore>);
+
+impl Default for SnapshotExports {
+    fn default() -> Self {
+        SnapshotExports(Arc::new(tokio::sync::Semaphore::new(MAX_SNAPSHOT_EXPORTS)))
+    }
+}
+
+impl SnapshotExports {
+    /// A place for one export, held until it is dropped; `SnapshotsBusy` when all are taken.
+    pub fn try_start(&self) -> Result<tokio::sync::OwnedSemaphorePermit, RequestError> {
+        self.0.clone().try_acquire_owned().map_err(|_| RequestError::SnapshotsBusy { max: MAX_SNAPSHOT_EXPORTS })
+    }
 }
 
 impl Api {
@@ -167,23 +197,18 @@ impl Api {
 
     /// Serves one request; `sees_credentials` says whether the caller may see the token
     /// and audit events of a watch (as `token ls`: admins and nodes).
-    pub async fn handle(
-        self: Arc<Self>,
-        env: ClientEnvelope,
-        tx: mpsc::Sender<ClientResponseEnvelope>,
-        sees_credentials: bool,
-    ) {
+    pub async fn handle(self: Arc<Self>, env: ClientEnvelope, mut outbox: Outbox, sees_credentials: bool) {
         let id = env.id;
         let op = op_name(&env.request);
         let started = tokio::time::Instant::now();
         let response = match env.request {
             ClientRequest::Watch { after_revision } => {
                 let _open = crate::metrics::Open::new(&self.metrics.watchers);
-                self.watch(id, after_revision, tx, sees_credentials).await;
+                self.watch(id, after_revision, outbox, sees_credentials).await;
                 return;
             }
             ClientRequest::Snapshot => {
-                self.snapshot_stream(id, tx).await;
+                self.snapshot_stream(id, outbox).await;
                 self.metrics.observe_request(op, started.elapsed());
                 return;
             }
@@ -229,7 +254,7 @@ impl Api {
         if op != "submit" {
             self.metrics.observe_request(op, started.elapsed());
         }
-        let _ = tx.send(ClientResponseEnvelope { id, response }).await;
+        let _ = outbox.send(ClientResponseEnvelope { id, response }).await;
     }
 
     /// "Alive", judged by the leader driver (see `roster_kernel::leader_duties` for the
@@ -280,7 +305,7 @@ impl Api {
         leadership::not_leader(&self.raft, self.id).await
     }
 
-    async fn watch(&self, id: u64, after_revision: u64, tx: mpsc::Sender<ClientResponseEnvelope>, sees: bool) {
+    async fn watch(&self, id: u64, after_revision: u64, mut outbox: Outbox, sees: bool) {
         let mut seen = after_revision;
         let mut changes = self.shared.subscribe();
         loop {
@@ -293,15 +318,17 @@ impl Api {
                 }
                 WatchStep::Events { events, through } => {
                     seen = through;
-                    if events.is_empty() {
-                        continue;
+                    for response in watch_frames(events, WATCH_FRAME_BYTES) {
+                        if outbox.send(ClientResponseEnvelope { id, response }).await.is_err() {
+                            return;
+                        }
                     }
-                    ClientResponse::Events(events)
+                    continue;
                 }
                 WatchStep::Compacted { oldest_available } => ClientResponse::WatchCompacted { oldest_available },
             };
             let end = matches!(response, ClientResponse::WatchCompacted { .. });
-            if tx.send(ClientResponseEnvelope { id, response }).await.is_err() || end {
+            if outbox.send(ClientResponseEnvelope { id, response }).await.is_err() || end {
                 return;
             }
         }
@@ -310,18 +337,26 @@ impl Api {
     /// A backup: on the leader, after a read-index round (so the state holds every write
     /// acknowledged before the request), the applied state as snapshot bytes, streamed in
     /// chunks on request `id` after a head that says what they hold and how to check them.
-    async fn snapshot_stream(&self, id: u64, tx: mpsc::Sender<ClientResponseEnvelope>) {
+    async fn snapshot_stream(&self, id: u64, mut outbox: Outbox) {
+        // Held until the last chunk is queued: the export lives that long.
+        let _place = match self.snapshot_exports.try_start() {
+            Ok(place) => place,
+            Err(error) => {
+                let _ = outbox.send(ClientResponseEnvelope { id, response: ClientResponse::Error(error) }).await;
+                return;
+            }
+        };
         let export = match self.snapshot_export().await {
             Ok(export) => export,
             Err(response) => {
-                let _ = tx.send(ClientResponseEnvelope { id, response }).await;
+                let _ = outbox.send(ClientResponseEnvelope { id, response }).await;
                 return;
             }
         };
         let Some(last) = export.meta.last_log_id else {
             let reason = "nothing is applied yet".to_string();
             let response = ClientResponse::Error(RequestError::SnapshotFailed { reason });
-            let _ = tx.send(ClientResponseEnvelope { id, response }).await;
+            let _ = outbox.send(ClientResponseEnvelope { id, response }).await;
             return;
         };
         let head = SnapshotHead {
@@ -332,13 +367,13 @@ impl Api {
             crc32: crc32fast::hash(&export.data),
         };
         tracing::info!(revision = head.revision, bytes = head.total_bytes, "streaming a snapshot for a backup");
-        if tx.send(ClientResponseEnvelope { id, response: ClientResponse::SnapshotBegin(head) }).await.is_err() {
+        if outbox.send(ClientResponseEnvelope { id, response: ClientResponse::SnapshotBegin(head) }).await.is_err() {
             return;
         }
         for chunk in export.data.chunks(SNAPSHOT_STREAM_CHUNK_BYTES) {
             let response = ClientResponse::SnapshotChunk(chunk.to_vec());
             // A closed connection ends the stream: the client went away.
-            if tx.send(ClientResponseEnvelope { id, response }).await.is_err() {
+            if outbox.send(ClientResponseEnvelope { id, response }).await.is_err() {
                 return;
             }
         }
@@ -364,7 +399,15 @@ impl Api {
             if voter_ids.contains(id) { voters.push(entry) } else { learners.push(entry) }
         }
         let (revision, servers, processes) = crate::storage::with_kernel(&self.shared, |sm| {
-            (sm.revision(), sm.servers().cloned().collect::<Vec<_>>(), sm.processes().cloned().collect::<Vec<_>>())
+            let mut counts = ProcessCounts::default();
+            for p in sm.processes() {
+                counts.total += 1;
+                match p.status {
+                    roster_kernel::MemberStatus::Online => counts.online += 1,
+                    roster_kernel::MemberStatus::Draining => counts.draining += 1,
+                }
+            }
+            (sm.revision(), sm.servers().cloned().collect::<Vec<_>>(), counts)
         });
         // Asked after the record's lock is released: never one lock inside another.
         let members = servers.iter().map(|s| MemberId::Server(s.id)).collect();
@@ -546,7 +589,7 @@ pub enum WatchStep {
 pub fn watch_step(shared: &SharedState, seen: u64, sees_credentials: bool) -> WatchStep {
     crate::storage::with_kernel(shared, |sm| match sm.events_after(seen) {
         Ok(events) => {
-            let mut events = whole_revisions(events, WATCH_BATCH);
+            let mut events = whole_revisions(events, WATCH_BATCH, WATCH_BATCH_BYTES);
             let Some(through) = events.last().map(|e| e.revision) else {
                 return WatchStep::Current { revision: sm.revision() };
             };
@@ -565,18 +608,74 @@ fn is_credential_event(event: &roster_kernel::Event) -> bool {
     matches!(event.kind, EventKind::TokenCreated(_) | EventKind::TokenRevoked { .. } | EventKind::Audit(_))
 }
 
-/// At least `max` events (when there are that many), never splitting a revision: one
-/// batched leader command (an expiry of many members) shares one revision, and a
-/// watcher resumes after the last revision it saw.
-fn whole_revisions(events: impl Iterator<Item = roster_kernel::Event>, max: usize) -> Vec<roster_kernel::Event> {
+/// At least `max` events or `max_bytes` of them (when there are that many), never
+/// splitting a revision: one batched leader command (an expiry of many members) shares
+/// one revision, and a watcher resumes after the last revision it saw.
+fn whole_revisions(
+    events: impl Iterator<Item = roster_kernel::Event>,
+    max: usize,
+    max_bytes: usize,
+) -> Vec<roster_kernel::Event> {
     let mut out: Vec<roster_kernel::Event> = Vec::new();
+    let mut bytes = 0usize;
     for e in events {
-        if out.len() >= max && out.last().is_some_and(|last| last.revision != e.revision) {
+        if (out.len() >= max || bytes >= max_bytes) && out.last().is_some_and(|last| last.revision != e.revision) {
             break;
         }
+        bytes = bytes.saturating_add(roster_kernel::encoded_bytes(&e));
         out.push(e);
     }
     out
+}
+
+/// The frames of a watch stream for `events` (whole revisions, in order): `Events` of
+/// whole revisions, each at most `max_bytes` when its revisions fit; a revision larger
+/// than that alone goes as `EventsPart`s closed by an `Events` with its last events (a
+/// client counts a revision as received only when it is closed, so a stream that breaks
+/// inside one resumes before it). Every frame holds at least one event.
+pub fn watch_frames(events: Vec<roster_kernel::Event>, max_bytes: usize) -> Vec<ClientResponse> {
+    let mut frames = Vec::new();
+    let mut whole: Vec<roster_kernel::Event> = Vec::new();
+    let mut whole_bytes = 0usize;
+    let mut events = events.into_iter().peekable();
+    while let Some(first) = events.next() {
+        // One revision's events, with their sizes.
+        let revision = first.revision;
+        let mut group = vec![(roster_kernel::encoded_bytes(&first), first)];
+        while let Some(e) = events.next_if(|e| e.revision == revision) {
+            group.push((roster_kernel::encoded_bytes(&e), e));
+        }
+        let group_bytes: usize = group.iter().map(|(b, _)| *b).sum();
+        if whole_bytes.saturating_add(group_bytes) <= max_bytes {
+            whole.extend(group.into_iter().map(|(_, e)| e));
+            whole_bytes += group_bytes;
+            continue;
+        }
+        if !whole.is_empty() {
+            frames.push(ClientResponse::Events(std::mem::take(&mut whole)));
+            whole_bytes = 0;
+        }
+        if group_bytes <= max_bytes {
+            whole.extend(group.into_iter().map(|(_, e)| e));
+            whole_bytes = group_bytes;
+            continue;
+        }
+        let mut part = Vec::new();
+        let mut part_bytes = 0usize;
+        for (bytes, e) in group {
+            if !part.is_empty() && part_bytes.saturating_add(bytes) > max_bytes {
+                frames.push(ClientResponse::EventsPart(std::mem::take(&mut part)));
+                part_bytes = 0;
+            }
+            part.push(e);
+            part_bytes += bytes;
+        }
+        frames.push(ClientResponse::Events(part));
+    }
+    if !whole.is_empty() {
+        frames.push(ClientResponse::Events(whole));
+    }
+    frames
 }
 
 /// Compares without returning early, so timing does not reveal how much matched. Any
@@ -593,7 +692,21 @@ pub fn tokens_match(expected: &str, given: &str) -> bool {
 
 #[cfg(test)]
 mod tests {
-    use super::{tokens_match, whole_revisions};
+    use super::{
+        MAX_SNAPSHOT_EXPORTS, SnapshotExports, WATCH_FRAME_BYTES, tokens_match, watch_frames, whole_revisions,
+    };
+    use crate::net::wire::{ClientResponse, MAX_CLIENT_FRAME_BYTES, RequestError};
+
+    #[test]
+    fn snapshot_exports_past_the_bound_are_refused_until_one_ends() {
+        let exports = SnapshotExports::default();
+        let held: Vec<_> = (0..MAX_SNAPSHOT_EXPORTS).map(|_| exports.try_start().expect("a place")).collect();
+        let refused = exports.try_start().expect_err("past the bound");
+        assert_eq!(refused, RequestError::SnapshotsBusy { max: MAX_SNAPSHOT_EXPORTS });
+        assert!(refused.to_string().contains("retry when one has finished"), "{refused}");
+        drop(held);
+        assert!(exports.try_start().is_ok(), "a finished export frees its place");
+    }
     use roster_kernel::{Event, EventKind};
 
     #[test]
@@ -617,8 +730,53 @@ mod tests {
     #[test]
     fn batches_never_split_a_revision() {
         let events = vec![ev(1), ev(2), ev(2), ev(2), ev(3)];
-        let got = whole_revisions(events.clone().into_iter(), 2);
+        let got = whole_revisions(events.clone().into_iter(), 2, usize::MAX);
         assert_eq!(got.iter().map(|e| e.revision).collect::<Vec<_>>(), vec![1, 2, 2, 2]);
-        assert_eq!(whole_revisions(events.into_iter(), 10).len(), 5);
+        assert_eq!(whole_revisions(events.clone().into_iter(), 10, usize::MAX).len(), 5);
+        let by_bytes = whole_revisions(events.into_iter(), 10, 1);
+        assert_eq!(by_bytes.iter().map(|e| e.revision).collect::<Vec<_>>(), vec![1], "stops at the byte bound");
+    }
+
+    fn put(revision: u64, value_bytes: usize) -> Event {
+        Event { revision, kind: EventKind::KvPut { key: format!("k{revision}"), value: "v".repeat(value_bytes) } }
+    }
+
+    fn revisions(frame: &ClientResponse) -> (bool, Vec<u64>) {
+        match frame {
+            ClientResponse::Events(events) => (true, events.iter().map(|e| e.revision).collect()),
+            ClientResponse::EventsPart(events) => (false, events.iter().map(|e| e.revision).collect()),
+            other => panic!("not events: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn watch_frames_split_by_bytes_at_revision_boundaries() {
+        // 200 values of 64 KiB (the burst that once stopped every watcher behind it).
+        let events: Vec<Event> = (1..=200).map(|r| put(r, 64 << 10)).collect();
+        let frames = watch_frames(events, WATCH_FRAME_BYTES);
+        let mut seen = Vec::new();
+        for frame in &frames {
+            let encoded = roster_kernel::codec::encode_frame(frame, MAX_CLIENT_FRAME_BYTES).expect("fits a frame");
+            assert!(encoded.len() <= WATCH_FRAME_BYTES + 64, "{} bytes", encoded.len());
+            let (whole, revs) = revisions(frame);
+            assert!(whole && !revs.is_empty());
+            seen.extend(revs);
+        }
+        assert_eq!(seen, (1..=200).collect::<Vec<_>>());
+        assert!(frames.len() >= 13, "{} frames", frames.len());
+        // Small events still go together.
+        let small = watch_frames(vec![ev(1), ev(2), ev(2)], WATCH_FRAME_BYTES);
+        assert_eq!(small.iter().map(revisions).collect::<Vec<_>>(), vec![(true, vec![1, 2, 2])]);
+    }
+
+    #[test]
+    fn a_revision_over_the_frame_bound_goes_in_parts_closed_by_events() {
+        let events = vec![put(1, 10), put(2, 600), put(2, 600), put(2, 600), put(3, 10)];
+        let frames: Vec<_> = watch_frames(events, 1_000).iter().map(revisions).collect();
+        assert_eq!(
+            frames,
+            vec![(true, vec![1]), (false, vec![2]), (false, vec![2]), (true, vec![2]), (true, vec![3])],
+            "revision 2 alone is over the bound"
+        );
     }
 }

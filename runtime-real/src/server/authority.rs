@@ -104,7 +104,7 @@ pub fn action_of(request: &ClientRequest, host: Option<roster_kernel::ServerId>)
     match request {
         ClientRequest::OpenSession => Action::OpenSession,
         ClientRequest::Submit(req) => Action::Command { command: &req.command, host },
-        ClientRequest::Query { query: Query::Tokens, .. } => Action::ListTokens,
+        ClientRequest::Query { query: Query::Tokens { .. }, .. } => Action::ListTokens,
         ClientRequest::Query { .. } | ClientRequest::Watch { .. } | ClientRequest::Status => Action::Read,
         ClientRequest::Heartbeat { member, .. } => Action::Heartbeat { member: *member, host },
         ClientRequest::AddNode { .. }

@@ -5,6 +5,7 @@
 //! serving everyone else.
 
 use crate::net::transport::{self, Reader, TransportError, Writer};
+use crate::net::wire::RequestError;
 use crate::net::wire::{
     Auth, Channel, ClientEnvelope, ClientRequest, ClientResponse, ClientResponseEnvelope, Hello, HelloReply,
     MAX_CLIENT_FRAME_BYTES, MAX_HELLO_BYTES, MAX_PEER_FRAME_BYTES, PeerProof, PeerRequest, PeerResponse,
@@ -12,9 +13,12 @@ use crate::net::wire::{
 use crate::raft::TypeConfig;
 use crate::server::api::Api;
 use crate::server::authority::Caller;
+use crate::server::outbox::{CLIENT_OUTBOX, InFlight, Outgoing, is_bulk_read, is_stream};
 use crate::server::proposer::ReplyTo;
+use crate::server::snapshot_receive::{ChunkTaken, MAX_PEER_SNAPSHOT_BYTES, SnapshotReceiver};
 use crate::tls::{Accepted, Acceptor};
 use roster_kernel::ProposalBody;
+use roster_kernel::codec::CodecError;
 use std::sync::Arc;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
@@ -25,9 +29,6 @@ const HELLO_TIMEOUT_MS: u64 = 5_000;
 /// read and dropped before closing (closing on unread bytes resets the connection).
 const HTTP_LINGER_MS: u64 = 1_000;
 const HTTP_LINGER_BYTES: usize = 64 << 10;
-/// Responses waiting to be written on one client connection, and writes in flight on it
-/// (each holds its answer's place); beyond it the connection is not read until one leaves.
-const CLIENT_OUTBOX: usize = 1_024;
 /// Most responses gathered into one write.
 const WRITE_BATCH: usize = 256;
 
@@ -215,7 +216,7 @@ async fn serve_peer(mut r: Reader, mut w: Writer, api: Arc<Api>, from: u64) -> R
     let raft = api.raft().clone();
     let node = api.node_id();
     // A snapshot arriving in chunks; dropped if the connection ends before the last one.
-    let mut snapshot_buf: Vec<u8> = Vec::new();
+    let mut snapshot = SnapshotReceiver::new(MAX_PEER_SNAPSHOT_BYTES);
     loop {
         let req = match r.recv::<PeerRequest>().await {
             Ok(req) => req,
@@ -253,24 +254,21 @@ async fn serve_peer(mut r: Reader, mut w: Writer, api: Arc<Api>, from: u64) -> R
                 Err(e) => PeerResponse::Failed(e.to_string()),
             },
             PeerRequest::SnapshotChunk { vote, meta, offset, data, last } => {
-                if offset == 0 {
-                    snapshot_buf.clear();
-                }
-                if offset != snapshot_buf.len() as u64 {
-                    let have = snapshot_buf.len();
-                    snapshot_buf.clear();
-                    PeerResponse::Failed(format!("snapshot chunk at offset {offset}, expected {have}"))
-                } else {
-                    snapshot_buf.extend_from_slice(&data);
-                    if last {
-                        let data = std::mem::take(&mut snapshot_buf);
+                let current = openraft_rt::WatchReceiver::borrow_watched(&raft.metrics()).vote;
+                // A snapshot is named by the last log entry it holds.
+                let id = format!("{:?}", meta.last_log_id);
+                match snapshot.take(&vote, &current, &id, offset, &data, last) {
+                    Ok(ChunkTaken::Buffered) => PeerResponse::ChunkAccepted,
+                    Ok(ChunkTaken::Complete(data)) => {
                         let snapshot = openraft::alias::SnapshotOf::<TypeConfig, Vec<u8>> { meta, snapshot: data };
                         match raft.install_full_snapshot(vote, snapshot).await {
                             Ok(resp) => PeerResponse::SnapshotInstalled(resp),
                             Err(e) => PeerResponse::Failed(e.to_string()),
                         }
-                    } else {
-                        PeerResponse::ChunkAccepted
+                    }
+                    Err(refused) => {
+                        tracing::warn!(peer = from, "refused a snapshot chunk: {refused}");
+                        PeerResponse::Failed(refused.to_string())
                     }
                 }
             }
@@ -281,39 +279,36 @@ async fn serve_peer(mut r: Reader, mut w: Writer, api: Arc<Api>, from: u64) -> R
 
 async fn serve_client(
     mut r: Reader,
-    mut w: Writer,
+    w: Writer,
     api: Arc<Api>,
     peer: String,
     caller: Caller,
 ) -> Result<(), TransportError> {
     let _open = crate::metrics::Open::new(&api.metrics().client_connections);
-    let (tx, mut rx) = mpsc::channel::<ClientResponseEnvelope>(CLIENT_OUTBOX);
-    let writer = tokio::spawn(async move {
-        let mut batch = Vec::new();
-        while let Some(env) = rx.recv().await {
-            batch.push(env);
-            while batch.len() < WRITE_BATCH {
-                match rx.try_recv() {
-                    Ok(env) => batch.push(env),
-                    Err(_) => break,
-                }
-            }
-            w.send_batch(&batch).await?;
-            batch.clear();
-        }
-        Ok::<_, TransportError>(w)
-    });
+    let (tx, rx) = mpsc::channel::<Outgoing>(CLIENT_OUTBOX);
+    let writer = tokio::spawn(write_answers(w, rx, peer.clone()));
+    let in_flight = InFlight::new(tx.clone());
     let result = loop {
-        let env = match r.recv::<ClientEnvelope>().await {
+        // A writer that ended (the socket failed) can answer nothing more: stop reading.
+        let env = tokio::select! {
+            biased;
+            () = tx.closed() => break Ok(()),
+            env = r.recv::<ClientEnvelope>() => env,
+        };
+        let env = match env {
             Ok(env) => env,
             Err(TransportError::Closed) => break Ok(()),
             Err(e) => {
                 tracing::warn!(%peer, error = %e, "closing client connection: bad frame");
                 let msg = ClientResponse::Error(crate::net::wire::RequestError::BadFrame { reason: e.to_string() });
-                let _ = tx.send(ClientResponseEnvelope { id: 0, response: msg }).await;
+                let _ = tx.send(Outgoing::small(ClientResponseEnvelope { id: 0, response: msg })).await;
                 break Err(e);
             }
         };
+        // Every request holds its answer's place in the outbox from here until it is
+        // answered: with every place spoken for (`CLIENT_OUTBOX` requests in flight on this
+        // connection), reading stops until one is answered.
+        let Some(slot) = in_flight.reserve().await else { break Ok(()) };
         // Every request is checked against the caller as it stands now (a token revoked
         // since the hello is refused from here on); a refusal applies nothing.
         let sees_credentials = match api.admit(&caller, &env.request) {
@@ -325,31 +320,119 @@ async fn serve_client(
             }
             Err(error) => {
                 tracing::debug!(%peer, %error, "refused a request");
-                let Ok(slot) = tx.clone().reserve_owned().await else { break Ok(()) };
-                slot.send(ClientResponseEnvelope { id: env.id, response: ClientResponse::Error(error) });
+                slot.send(Outgoing::small(ClientResponseEnvelope {
+                    id: env.id,
+                    response: ClientResponse::Error(error),
+                }));
                 continue;
             }
         };
-        // Writes go to the proposer, which answers on `tx` itself: no task per write.
+        // Writes go to the proposer, which answers through the slot itself: no task per write.
         let body = match env.request {
             ClientRequest::Submit(req) => ProposalBody::Client(req),
             ClientRequest::OpenSession => ProposalBody::OpenSession,
             request => {
+                let stream = if is_stream(&request) {
+                    match in_flight.open_stream() {
+                        Ok(place) => Some(place),
+                        Err(error) => {
+                            let refusal = ClientResponse::Error(error);
+                            slot.send(Outgoing::small(ClientResponseEnvelope { id: env.id, response: refusal }));
+                            continue;
+                        }
+                    }
+                } else {
+                    None
+                };
+                // A read whose answer may be large waits for a bulk place (reading stops
+                // meanwhile) and holds it until its answer is written.
+                let bulk = if is_bulk_read(&request) { Some(in_flight.reserve_bulk().await) } else { None };
                 let api = api.clone();
-                let tx = tx.clone();
+                let outbox = in_flight.outbox(slot, bulk);
                 let env = ClientEnvelope { id: env.id, request };
-                tokio::spawn(async move { api.handle(env, tx, sees_credentials).await });
+                tokio::spawn(async move {
+                    let _stream = stream;
+                    api.handle(env, outbox, sees_credentials).await
+                });
                 continue;
             }
         };
-        // Reserve the answer's place first: with the outbox spoken for, reading stops.
-        let Ok(slot) = tx.clone().reserve_owned().await else { break Ok(()) };
         api.submit(body, ReplyTo::Connection { id: env.id, slot }).await;
     };
+    // The writer ends once every sender is gone (answers in progress keep theirs).
+    drop(in_flight);
     drop(tx);
     // Let queued responses (including the error above) reach the client before closing.
     let _ = writer.await;
     result
+}
+
+/// The one writer of a client connection: answers in the order they were queued, each
+/// burst in one write. An answer that cannot be encoded (over the frame limit) is
+/// replaced by a typed error for its request, and the connection goes on; a socket that
+/// fails ends the writer, which the reader sees (`tx.closed()`), and is logged.
+async fn write_answers(mut w: Writer, mut rx: mpsc::Receiver<Outgoing>, peer: String) {
+    let mut batch = Vec::new();
+    let mut frames = Vec::new();
+    // Bulk places of the answers in `frames`, freed once they are written.
+    let mut places = Vec::new();
+    while let Some(out) = rx.recv().await {
+        batch.push(out);
+        while batch.len() < WRITE_BATCH {
+            match rx.try_recv() {
+                Ok(out) => batch.push(out),
+                Err(_) => break,
+            }
+        }
+        frames.clear();
+        for Outgoing { env, bulk } in batch.drain(..) {
+            places.extend(bulk);
+            match w.encode(&env) {
+                Ok(frame) => frames.extend_from_slice(&frame),
+                Err(e) => {
+                    let refusal = unencodable(env.id, &env.response, &e);
+                    tracing::warn!(%peer, id = env.id, "answer replaced by an error: {refusal}");
+                    let frame =
+                        w.encode(&ClientResponseEnvelope { id: env.id, response: ClientResponse::Error(refusal) });
+                    match frame {
+                        Ok(frame) => frames.extend_from_slice(&frame),
+                        Err(e) => {
+                            tracing::error!(%peer, id = env.id, error = %e, "cannot encode even the error: closing");
+                            return;
+                        }
+                    }
+                }
+            }
+        }
+        if let Err(e) = w.send_encoded(&frames).await {
+            tracing::info!(%peer, error = %e, "client connection's writer ended: the socket failed");
+            return;
+        }
+        places.clear();
+    }
+}
+
+/// The typed error that stands in for an answer `e` kept from being encoded.
+fn unencodable(id: u64, response: &ClientResponse, e: &TransportError) -> RequestError {
+    let request = format!("request {id} ({})", answer_kind(response));
+    match e {
+        TransportError::Codec(CodecError::Oversized { len, max }) => {
+            RequestError::AnswerTooLarge { request, bytes: *len, max_bytes: *max }
+        }
+        other => RequestError::AnswerUnencodable { request, reason: other.to_string() },
+    }
+}
+
+/// What an answer was, for the error that replaces it.
+fn answer_kind(response: &ClientResponse) -> &'static str {
+    match response {
+        ClientResponse::Query(_) => "a query's answer",
+        ClientResponse::Events(_) => "watch events",
+        ClientResponse::Status(_) => "a status",
+        ClientResponse::Applied(_) => "a write's reply",
+        ClientResponse::SnapshotChunk(_) | ClientResponse::SnapshotBegin(_) => "a snapshot piece",
+        _ => "an answer",
+    }
 }
 
 /// A client that spoke plain TCP to a node with TLS on: its hello is read (closing on
@@ -398,7 +481,52 @@ fn http_refusal(head_only: bool) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::{MAX_CONNECTIONS, RESERVED_FDS, connection_cap, http_refusal};
+    use super::{MAX_CONNECTIONS, RESERVED_FDS, connection_cap, http_refusal, write_answers};
+    use crate::net::transport;
+    use crate::net::wire::{ClientResponse, ClientResponseEnvelope, MAX_CLIENT_FRAME_BYTES, RequestError};
+    use crate::server::outbox::{CLIENT_OUTBOX, Outgoing};
+    use tokio::sync::mpsc;
+
+    #[tokio::test]
+    async fn the_writer_never_dies_silently() {
+        // The request after an answer too large for a frame is still answered, and the
+        // answer too large becomes a typed error for its own request.
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let client = tokio::spawn(async move { tokio::net::TcpStream::connect(addr).await.expect("connect") });
+        let (server, _) = listener.accept().await.expect("accept");
+        let client = client.await.expect("connected");
+        let (_, w) = transport::framed(server, MAX_CLIENT_FRAME_BYTES);
+        let (mut r, _w) = transport::framed(client, MAX_CLIENT_FRAME_BYTES);
+        let (tx, rx) = mpsc::channel(CLIENT_OUTBOX);
+        let writer = tokio::spawn(write_answers(w, rx, "test".into()));
+        let huge = ClientResponse::SnapshotChunk(vec![7; MAX_CLIENT_FRAME_BYTES + 1]);
+        tx.send(Outgoing::small(ClientResponseEnvelope { id: 1, response: huge })).await.expect("queued");
+        tx.send(Outgoing::small(ClientResponseEnvelope { id: 2, response: ClientResponse::Done }))
+            .await
+            .expect("queued");
+        let first: ClientResponseEnvelope = r.recv().await.expect("an answer for request 1");
+        assert_eq!(first.id, 1);
+        match first.response {
+            ClientResponse::Error(RequestError::AnswerTooLarge { bytes, max_bytes, .. }) => {
+                assert!(bytes > max_bytes && max_bytes == MAX_CLIENT_FRAME_BYTES, "{bytes} {max_bytes}");
+            }
+            other => panic!("expected AnswerTooLarge, got {other:?}"),
+        }
+        let second: ClientResponseEnvelope = r.recv().await.expect("the connection goes on");
+        assert!(second.id == 2 && matches!(second.response, ClientResponse::Done), "{second:?}");
+        // A socket that fails ends the writer, and the sending side sees it closed.
+        drop(r);
+        drop(_w);
+        let mut sent = 0;
+        while tx.send(Outgoing::small(ClientResponseEnvelope { id: 3, response: ClientResponse::Done })).await.is_ok() {
+            sent += 1;
+            tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+            assert!(sent < 100_000, "the writer never ended");
+        }
+        writer.await.expect("the writer ended without a panic");
+        assert!(tx.is_closed());
+    }
 
     #[test]
     fn the_connection_cap_leaves_the_reserve_free() {

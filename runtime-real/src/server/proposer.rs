@@ -41,7 +41,7 @@ pub enum ReplyTo {
     /// A slot reserved in a client connection's outbox, for the answer under the
     /// request's id: answering never waits, and a client that stops reading its answers
     /// stops being read once its outbox is spoken for.
-    Connection { id: u64, slot: mpsc::OwnedPermit<ClientResponseEnvelope> },
+    Connection { id: u64, slot: mpsc::OwnedPermit<crate::server::outbox::Outgoing> },
     /// A caller awaiting it.
     Caller(oneshot::Sender<ClientResponse>),
 }
@@ -227,7 +227,7 @@ fn deliver(reply: ReplyTo, response: ClientResponse) {
         }
         ReplyTo::Connection { id, slot } => {
             // Dropped if the connection has closed meanwhile.
-            slot.send(ClientResponseEnvelope { id, response });
+            slot.send(crate::server::outbox::Outgoing::small(ClientResponseEnvelope { id, response }));
         }
     }
 }

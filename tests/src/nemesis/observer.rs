@@ -106,7 +106,9 @@ impl Observer {
         while tokio::time::Instant::now() < deadline {
             let query = Query::KvRange { start: KEY_PREFIX.into(), end: Some(KEY_END.into()), limit: RANGE_LIMIT };
             if let Ok(reply) = self.client.query(query, Consistency::Linearizable).await
-                && let QueryResult::KvItems(items) = reply.result
+                // One page holds the workload's keys (small values); a cut page would
+                // not be one revision's state.
+                && let QueryResult::KvItems { items, next: None } = reply.result
             {
                 return Some((items.into_iter().collect(), reply.revision));
             }
@@ -126,7 +128,7 @@ impl Observer {
             let Ok(ClientResponse::Query(reply)) = self.client.cluster().request(endpoint, request).await else {
                 continue;
             };
-            let QueryResult::KvItems(items) = reply.result else { continue };
+            let QueryResult::KvItems { items, next: None } = reply.result else { continue };
             let mut bytes = Vec::new();
             for (k, v) in &items {
                 bytes.extend_from_slice(&(k.len() as u64).to_le_bytes());
@@ -213,7 +215,7 @@ async fn watch(cluster: Cluster, node: u64, endpoint: usize, rec: SharedRecorder
         };
         loop {
             match stream.next().await {
-                Ok(ClientResponse::Events(events)) => {
+                Ok(ClientResponse::Events(events) | ClientResponse::EventsPart(events)) => {
                     let at_ms = rec.now_ms();
                     let mut trace = rec.trace();
                     let from = seen;

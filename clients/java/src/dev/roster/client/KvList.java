@@ -2,5 +2,5 @@ package dev.roster.client;
 
 import java.util.List;
 
-/** Keys of a range, in order, read at one revision: stream events after it to follow changes. */
+/** Keys of a range, in order, read page by page from the first page's revision: stream events after it to follow changes. */
 public record KvList(long revision, List<KvItem> items) {}

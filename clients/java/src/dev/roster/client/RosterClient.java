@@ -345,15 +345,32 @@ public final class RosterClient implements AutoCloseable {
         return Optional.of(new KvValue(j.path("key").asText(), j.path("value").asText(), j.path("revision").asLong()));
     }
 
-    /** Keys in {@code [start, end)} ({@code end} null: to the last), at most {@code limit}. */
+    /**
+     * Keys in {@code [start, end)} ({@code end} null: to the last), at most {@code limit}, read
+     * page by page (a node answers at most 1 MiB of them at once, and names where the next
+     * page starts); the revision is the first page's.
+     */
     public KvList kvList(String start, String end, int limit) {
-        String path = "/v1/kv?start=" + query(start) + (end == null ? "" : "&end=" + query(end)) + "&limit=" + limit;
-        JsonNode j = read(path, Map.of(), false).json();
         List<KvItem> items = new ArrayList<>();
-        for (JsonNode item : j.path("items")) {
-            items.add(new KvItem(item.path("key").asText(), item.path("value").asText()));
+        long revision = -1;
+        String from = start;
+        while (items.size() < limit) {
+            String path = "/v1/kv?start=" + query(from) + (end == null ? "" : "&end=" + query(end))
+                    + "&limit=" + (limit - items.size());
+            JsonNode j = read(path, Map.of(), false).json();
+            if (revision < 0) {
+                revision = j.path("revision").asLong();
+            }
+            for (JsonNode item : j.path("items")) {
+                items.add(new KvItem(item.path("key").asText(), item.path("value").asText()));
+            }
+            JsonNode next = j.path("next");
+            if (!next.isTextual()) {
+                break;
+            }
+            from = next.asText();
         }
-        return new KvList(j.path("revision").asLong(), List.copyOf(items));
+        return new KvList(Math.max(revision, 0), List.copyOf(items));
     }
 
     /** The leader's view, as {@code GET /v1/status} answers it. */
