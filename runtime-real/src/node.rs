@@ -169,6 +169,7 @@ impl Node {
             metrics: metrics.clone(),
             identity: identity.clone(),
             formation: formation.clone(),
+            peer_intake: Default::default(),
         });
         tokio::spawn(count_leader_changes(raft.clone(), metrics.clone()));
         let cap = crate::server::dispatch::connection_cap(raise_open_files_limit(), HTTP_CONNECTIONS);
@@ -222,6 +223,7 @@ impl Node {
     /// Graceful stop: deregister this server (awaited, bounded), then stop Raft.
     pub async fn shutdown(mut self) {
         self.leave().await;
+        self.api.peer_intake().close().await;
         if let Err(e) = self.raft.shutdown().await {
             tracing::warn!(error = %e, "raft did not stop cleanly");
         }

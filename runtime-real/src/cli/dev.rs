@@ -163,17 +163,8 @@ fn ensure_token(dir: &Path) -> Result<PathBuf, String> {
 
 /// Writes a fresh secret to `path` with mode 0600, unless it exists.
 fn write_secret_once(path: &Path) -> Result<(), String> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
     if path.exists() {
         return Ok(());
     }
-    let mut file = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(path)
-        .map_err(|e| format!("cannot create {}: {e}", path.display()))?;
-    file.write_all(roster_real::server::launch::new_secret().as_bytes())
-        .map_err(|e| format!("cannot write {}: {e}", path.display()))
+    super::secret_file::write_new(path, &roster_real::server::launch::new_secret()).map_err(String::from)
 }

@@ -26,7 +26,8 @@ pub fn router(state: HttpState) -> Router {
         .route("/nodes/{id}/replace", post(cluster::replace_node))
         .route("/leader/transfer", post(cluster::transfer_leader))
         .route("/tokens", get(cluster::tokens).post(cluster::create_token))
-        .route("/tokens/{id}", delete(cluster::revoke_token));
+        .route("/tokens/{id}", delete(cluster::revoke_token))
+        .layer(axum::middleware::map_response(super::error::json_errors));
     Router::new()
         .route("/", get(page::page))
         .nest("/v1", v1)

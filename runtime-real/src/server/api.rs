@@ -54,6 +54,8 @@ pub struct Api {
     pub(crate) identity: Arc<crate::server::cluster_id::Identity>,
     /// What this start knows of the first formation (answers the bootstrap check).
     pub(crate) formation: Arc<crate::server::formation::Formation>,
+    /// Closed by a clean stop before the Raft core stops.
+    pub(crate) peer_intake: crate::server::peer_intake::PeerIntake,
 }
 
 impl Api {
@@ -63,6 +65,10 @@ impl Api {
 
     pub fn raft(&self) -> &Raft {
         &self.raft
+    }
+
+    pub fn peer_intake(&self) -> &crate::server::peer_intake::PeerIntake {
+        &self.peer_intake
     }
 
     pub fn vote_gate(&self) -> &crate::server::vote_gate::VoteGate {

@@ -220,6 +220,11 @@ async fn serve_peer(mut r: Reader, mut w: Writer, api: Arc<Api>, from: u64) -> R
         let req = match r.recv::<PeerRequest>().await {
             Ok(req) => req,
             Err(TransportError::Closed) => return Ok(()),
+            // A peer that stopped or restarted resets its connections: no fault of the frames.
+            Err(e @ TransportError::Io(_)) => {
+                tracing::debug!(peer = from, error = %e, "peer connection ended");
+                return Err(e);
+            }
             Err(e) => {
                 tracing::warn!(peer = from, error = %e, "closing peer connection: bad frame");
                 return Err(e);
@@ -231,6 +236,11 @@ async fn serve_peer(mut r: Reader, mut w: Writer, api: Arc<Api>, from: u64) -> R
             PeerRequest::Append(_) | PeerRequest::SnapshotChunk { .. } => gate.refuse_replication(node),
             PeerRequest::TransferLeader(_) => gate.refuse_vote(node, from),
         };
+        // A node that is stopping (a clean stop, while the others still run) answers so
+        // itself: openraft logs a request to a stopped core as an ERROR.
+        let pass = api.peer_intake().enter().await;
+        let stopping = pass.is_none() || crate::server::raft_stopped::has_stopped(&raft);
+        let refusal = refusal.or_else(|| stopping.then(|| format!("node {node} is stopping")));
         if let Some(reason) = refusal {
             w.send(&PeerResponse::Failed(reason)).await?;
             continue;

@@ -30,6 +30,7 @@ pub mod probe;
 pub mod proposer;
 pub mod raft_stopped;
 pub mod rejoin;
+pub mod peer_intake;
 pub mod vote_gate;
 
 /// The Raft instance of a node: the kernel's state machine behind the durable store.
