@@ -1,5 +1,6 @@
 //! `roster dev`, the README's first command: three nodes in one process form a cluster,
-//! serve, stop cleanly on a signal, and form it again from their data on the next start.
+//! serve, stop cleanly on a signal, and form it again from their data on the next start,
+//! logging no WARN or ERROR on the way.
 
 use roster_tests::{ChildGuard, TempDir, eventually, free_port, roster_bin, sigterm};
 use serde_json::Value;
@@ -12,6 +13,9 @@ fn dev(data: &std::path::Path, base: u16, http: u16) -> ChildGuard {
         .arg(http.to_string())
         .arg("--data-dir")
         .arg(data)
+        // The defaults a newcomer gets: no log filter, no NO_COLOR, stderr not a terminal.
+        .env_remove("RUST_LOG")
+        .env_remove("NO_COLOR")
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
@@ -59,5 +63,12 @@ fn dev_forms_a_cluster_stops_on_a_signal_and_forms_it_again_from_its_data() {
         sigterm(node.child());
         let out = node.wait_output(Duration::from_secs(30));
         assert!(out.status.success(), "roster dev ended with {}: {}", out.status, String::from_utf8_lossy(&out.stderr));
+        // A normal start (the first forms the cluster, the second restarts it) and a clean
+        // stop log nothing an operator must act on, and no colour codes into a pipe.
+        let log = String::from_utf8_lossy(&out.stderr);
+        let alarming: Vec<&str> = log.lines().filter(|l| l.contains(" WARN ") || l.contains(" ERROR ")).collect();
+        assert!(alarming.is_empty(), "the {start} start and stop logged:\n{}", alarming.join("\n"));
+        assert!(!log.contains('\u{1b}'), "colour codes in a piped log: {log}");
+        assert!(log.contains("node stopped"), "{log}");
     }
 }

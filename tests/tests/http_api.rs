@@ -125,6 +125,10 @@ fn kv_auth_errors_limits_and_health_over_http() {
     assert_eq!(value_too_large.status, 413, "{}", value_too_large.body);
     assert_eq!(http.call("GET", 1, "/v1/nothing", None).status, 404);
     assert_eq!(http.call("PATCH", 1, "/v1/processes/1", Some("{\"nme\": 1}")).status, 400);
+    // An id that is not a number is refused in the same JSON shape as every other error.
+    let abc = http.call("GET", 1, "/v1/processes/abc", None);
+    assert_eq!((abc.status, abc.body["error"]["kind"].as_str()), (400, Some("bad_request")), "{}", abc.body);
+    assert!(abc.body["error"]["message"].as_str().is_some_and(|m| m.contains("abc")), "{}", abc.body);
 
     // Health needs no token; status shows the leader's view with heartbeat ages.
     for node in 1..=3 {

@@ -6,8 +6,8 @@
 use super::ClientArgs;
 use clap::{Args, Subcommand};
 use roster_kernel::{
-    Command, ListFilter, MemberId, MemberKind, MemberStatus, ProcessPatch, Query, QueryResult, Reply,
-    ServerId, ServerPatch,
+    Command, ListFilter, MemberId, MemberKind, MemberStatus, ProcessPatch, Query, QueryResult, Reply, ServerId,
+    ServerPatch,
 };
 use roster_real::client::ClientError;
 use roster_real::client::describe::{self, KnownServers, SubjectKind};

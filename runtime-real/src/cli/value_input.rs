@@ -49,8 +49,7 @@ fn read_bounded(source: impl Read, from: String) -> Result<String, ValueInputErr
     if bytes.len() as u64 > MAX_VALUE_INPUT_BYTES {
         return Err(ValueInputError::TooLarge { from });
     }
-    String::from_utf8(bytes)
-        .map_err(|e| ValueInputError::NotText { from, valid_up_to: e.utf8_error().valid_up_to() })
+    String::from_utf8(bytes).map_err(|e| ValueInputError::NotText { from, valid_up_to: e.utf8_error().valid_up_to() })
 }
 
 #[cfg(test)]

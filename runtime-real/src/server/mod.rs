@@ -26,11 +26,11 @@ pub mod formation;
 pub mod launch;
 pub mod leader;
 pub mod leadership;
+pub mod peer_intake;
 pub mod probe;
 pub mod proposer;
 pub mod raft_stopped;
 pub mod rejoin;
-pub mod peer_intake;
 pub mod vote_gate;
 
 /// The Raft instance of a node: the kernel's state machine behind the durable store.
