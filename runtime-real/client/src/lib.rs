@@ -32,7 +32,7 @@ mod fake_server;
 #[cfg(test)]
 mod tests;
 
-pub use api::{CasOutcome, Client, LAUNCH_TIMEOUT_MS, MemberList, REPLACE_TIMEOUT_MS, SnapshotDownload};
+pub use api::{CasOutcome, Client, LAUNCH_TIMEOUT_MS, LaunchStarted, MemberList, REPLACE_TIMEOUT_MS, SnapshotDownload};
 pub use conn::MAX_IN_FLIGHT;
 pub use endpoints::MAX_ENDPOINTS;
 pub use error::ClientError;

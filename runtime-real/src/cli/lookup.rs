@@ -49,6 +49,42 @@ pub async fn resolve(client: &Client, given: &str, consistency: Consistency) -> 
     }
 }
 
+/// Departures searched for a name no registered member holds (`roster logs` of a job
+/// that ended).
+const DEPARTED_SEARCHED: u32 = 1_000;
+
+/// `resolve`, and for a name no registered member holds, the processes that left
+/// recently (the newest departures the cluster keeps, at most `DEPARTED_SEARCHED`).
+pub async fn resolve_with_departed(
+    client: &Client,
+    given: &str,
+    consistency: Consistency,
+) -> Result<MemberId, LookupError> {
+    match resolve(client, given, consistency).await {
+        Err(LookupError::NotFound { name }) => {
+            let departed = client
+                .tombstones(DEPARTED_SEARCHED, consistency)
+                .await
+                .map_err(|source| LookupError::Client { name: name.clone(), source })?;
+            let mut found: Vec<MemberId> = departed
+                .iter()
+                .filter_map(|t| match &t.subject {
+                    roster_kernel::TombstoneSubject::Process(p) if p.info.name == name => Some(MemberId::Process(p.id)),
+                    _ => None,
+                })
+                .collect();
+            found.sort();
+            found.dedup();
+            match found.as_slice() {
+                [] => Err(LookupError::NotFound { name }),
+                [one] => Ok(*one),
+                many => Err(LookupError::Ambiguous { name, ids: many.iter().map(MemberId::to_string).collect() }),
+            }
+        }
+        other => other,
+    }
+}
+
 impl From<LookupError> for String {
     fn from(e: LookupError) -> String {
         e.to_string()

@@ -19,6 +19,7 @@ mod client_cmds;
 mod dev;
 mod health_cmd;
 mod launch_cmd;
+mod logs_cmd;
 mod lookup;
 mod node_cmd;
 mod run_cmd;
@@ -85,6 +86,8 @@ enum Command {
     Run(run_cmd::RunArgs),
     /// Start a program on the idlest server that fits.
     Launch(launch_cmd::LaunchArgs),
+    /// The output of a launched process, from the node that runs it.
+    Logs(logs_cmd::LogsArgs),
     /// Credentials with roles: create, ls, revoke (and new-key for a key file).
     Token(token_cmd::TokenArgs),
 }
@@ -245,6 +248,7 @@ pub fn main() -> ExitCode {
             Command::Bench(a) => bench::run(a, c).await,
             Command::Run(a) => run_cmd::run(a, c).await,
             Command::Launch(a) => launch_cmd::run(a, c).await,
+            Command::Logs(a) => logs_cmd::run(a, c).await,
             Command::Token(a) => token_cmd::run(a, c).await,
         }
     });

@@ -160,6 +160,9 @@ impl HttpError {
             RequestError::Forbidden { .. } => (S::FORBIDDEN, "forbidden"),
             RequestError::Unauthenticated { .. } => (S::UNAUTHORIZED, "unauthorized"),
             RequestError::BadFrame { .. } => (S::BAD_REQUEST, "bad_request"),
+            RequestError::UnknownProcess { .. } => (S::NOT_FOUND, "not_found"),
+            RequestError::NotLaunched { .. } => (S::UNPROCESSABLE_ENTITY, "not_launched"),
+            RequestError::OutputUnreadable { .. } => (S::INTERNAL_SERVER_ERROR, "node_failed"),
             // Refusals: the request cannot succeed as it is.
             RequestError::LastVoter { .. }
             | RequestError::TransferTargetNotVoter { .. }

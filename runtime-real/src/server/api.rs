@@ -231,6 +231,14 @@ impl Api {
                 Some(l) => l.clone().start_local(req).await,
                 None => ClientResponse::Error(RequestError::LaunchUnavailable { node: self.id }),
             },
+            ClientRequest::Output(req) => match &self.launcher {
+                Some(l) => l.output().read(req).await,
+                None => ClientResponse::Error(RequestError::LaunchUnavailable { node: self.id }),
+            },
+            ClientRequest::LocalOutput(req) => match &self.launcher {
+                Some(l) => l.output().read_local(req),
+                None => ClientResponse::Error(RequestError::LaunchUnavailable { node: self.id }),
+            },
         };
         if op != "submit" {
             self.metrics.observe_request(op, started.elapsed());
@@ -521,13 +529,14 @@ fn op_name(request: &ClientRequest) -> &'static str {
         ClientRequest::Launch(_) => "launch",
         ClientRequest::StartLocal(_) => "start_local",
         ClientRequest::Snapshot => "snapshot",
+        ClientRequest::Output(_) | ClientRequest::LocalOutput(_) => "output",
     }
 }
 
 /// The `result` label of a launch this node led; `None` when it sent the caller on.
 fn launch_result(response: &ClientResponse) -> Option<&'static str> {
     match response {
-        ClientResponse::Launched { .. } => Some("started"),
+        ClientResponse::Launched { .. } | ClientResponse::LaunchStarted { .. } => Some("started"),
         ClientResponse::Error(RequestError::Placement { .. }) => Some("no_placement"),
         ClientResponse::Error(RequestError::NotAllowed { .. }) => Some("not_allowed"),
         ClientResponse::Error(_) => Some("failed"),

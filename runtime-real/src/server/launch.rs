@@ -55,6 +55,8 @@ pub struct Launcher {
     self_addr: String,
     heartbeat_interval_ms: u64,
     next: AtomicU64,
+    /// Reads the launched jobs' output back (`output.rs`).
+    output: crate::server::output::OutputSource,
 }
 
 impl Launcher {
@@ -77,13 +79,22 @@ impl Launcher {
         let cluster = crate::client::Cluster::for_node(options, connector.clone(), peer.clone())?;
         let seed = u64::from_le_bytes(crate::rt::random_bytes()[..8].try_into().expect("8 bytes"));
         let client = crate::client::Client::with_cluster(cluster, crate::client::RetryConfig::default(), seed)?;
+        let log_dir = config.data_dir.join("launched");
+        let output = crate::server::output::OutputSource::new(
+            config.id,
+            raft.clone(),
+            shared.clone(),
+            log_dir.clone(),
+            roster_client::Credential::Peer(peer.clone()),
+            connector.clone(),
+        );
         Ok(Launcher {
             node: config.id,
             raft,
             shared,
             credential: roster_client::Credential::Peer(peer),
             allow: config.launch_allow.clone(),
-            log_dir: config.data_dir.join("launched"),
+            log_dir,
             connector,
             client,
             tls_ca: config.tls_ca.clone(),
@@ -91,7 +102,13 @@ impl Launcher {
             self_addr: config.advertise_addr().to_string(),
             heartbeat_interval_ms: config.heartbeat_interval_ms,
             next: AtomicU64::new(1),
+            output,
         })
+    }
+
+    /// Where reads of the launched jobs' output go.
+    pub fn output(&self) -> &crate::server::output::OutputSource {
+        &self.output
     }
 
     /// On the leader: place, then start here or forward to the chosen node.
@@ -176,7 +193,11 @@ impl Launcher {
                 tokio::spawn(async move {
                     let _ = child.wait().await;
                 });
-                ClientResponse::Launched { server: ServerId(self.node), process }
+                ClientResponse::LaunchStarted {
+                    server: ServerId(self.node),
+                    process,
+                    output_file: log_path.display().to_string(),
+                }
             }
             Err(e) => {
                 let command = Command::DeregisterProcess { id: process, exit_status: Some(127) };

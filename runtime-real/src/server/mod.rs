@@ -26,6 +26,7 @@ pub mod formation;
 pub mod launch;
 pub mod leader;
 pub mod leadership;
+pub mod output;
 pub mod peer_intake;
 pub mod probe;
 pub mod proposer;
