@@ -7,10 +7,11 @@ use serde_json::Value;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-fn dev(data: &std::path::Path, base: u16, http: u16) -> ChildGuard {
+fn dev(data: &std::path::Path, base: u16, http: u16, launch_allow: &str) -> ChildGuard {
     let child = Command::new(roster_bin())
         .args(["dev", "--status-every-s", "0", "--base-port", &base.to_string(), "--http-base-port"])
         .arg(http.to_string())
+        .args(["--launch-allow", launch_allow])
         .arg("--data-dir")
         .arg(data)
         // The defaults a newcomer gets: no log filter, no NO_COLOR, stderr not a terminal.
@@ -38,6 +39,19 @@ fn formed(data: &std::path::Path, endpoints: &str) -> Option<Value> {
 }
 
 #[test]
+fn dev_refuses_a_launch_allow_that_is_not_an_absolute_path() {
+    let dir = TempDir::new("dev-allow");
+    let out = Command::new(roster_bin())
+        .args(["dev", "--launch-allow", "sh", "--data-dir"])
+        .arg(dir.0.join("data"))
+        .output()
+        .expect("run roster dev");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("--launch-allow sh: not an absolute path") && err.contains("command -v sh"), "{err}");
+}
+
+#[test]
 fn dev_forms_a_cluster_stops_on_a_signal_and_forms_it_again_from_its_data() {
     let dir = TempDir::new("dev");
     let data = dir.0.join("roster-data");
@@ -50,11 +64,24 @@ fn dev_forms_a_cluster_stops_on_a_signal_and_forms_it_again_from_its_data() {
         }
     };
     let endpoints = (0..3).map(|i| format!("127.0.0.1:{}", base + i)).collect::<Vec<_>>().join(",");
+    // Allowed by a path with a symlink in it (`/bin` is one on Debian): dev allows the
+    // canonical path, which a launch then names.
+    let shell = roster_tests::which("sh");
+    let canonical = std::fs::canonicalize(&shell).expect("sh").display().to_string();
     for start in ["first", "second"] {
-        let mut node = dev(&data, base, http);
+        let mut node = dev(&data, base, http, &shell);
         eventually(Duration::from_secs(30), &format!("the {start} dev start to form a cluster"), || {
             formed(&data, &endpoints)
         });
+        let launch = Command::new(roster_bin())
+            .args(["launch", "--name", "hello", "--endpoints", &endpoints, "--token-file"])
+            .arg(data.join("token"))
+            .args(["--", &canonical, "-c", "echo hello"])
+            .output()
+            .expect("roster launch");
+        let said = String::from_utf8_lossy(&launch.stdout);
+        assert!(launch.status.success(), "{said}{}", String::from_utf8_lossy(&launch.stderr));
+        assert!(said.contains("output: ") && said.contains("/launched/hello-"), "{said}");
         for n in 0..3 {
             let one = format!("127.0.0.1:{}", base + n);
             let s = eventually(Duration::from_secs(10), "every node in good standing", || formed(&data, &one));
