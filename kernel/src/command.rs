@@ -252,8 +252,12 @@ pub struct TokenInfo {
 pub enum LeaderCommand {
     /// Members whose heartbeats stopped, batched; each with how long it was silent.
     Expire { members: Vec<(MemberId, u64)> },
-    /// Averaged resources of servers, batched.
+    /// Averaged resources of servers, batched (what leaders before per-process resources
+    /// wrote; still applied from an older log).
     ReportResources { reports: Vec<(ServerId, ResourceAverage)> },
+    /// Averaged resources of servers and processes, batched (at most
+    /// `leader_duties::MAX_RESOURCE_REPORTS_PER_PROPOSAL`).
+    ReportMemberResources { reports: Vec<(MemberId, ResourceAverage)> },
 }
 
 /// The successful outcome of an applied command.

@@ -166,16 +166,15 @@ impl Model {
                     }
                     LeaderCommand::ReportResources { reports } => {
                         for (id, average) in reports {
-                            let Some(i) = self.servers.iter().position(|s| s.id == *id) else {
-                                continue;
+                            count += self.report_server(*id, *average);
+                        }
+                    }
+                    LeaderCommand::ReportMemberResources { reports } => {
+                        for (member, average) in reports {
+                            count += match member {
+                                MemberId::Server(id) => self.report_server(*id, *average),
+                                MemberId::Process(id) => self.report_process(*id, *average),
                             };
-                            count += 1;
-                            if self.servers[i].resources != Some(*average) {
-                                self.servers[i].resources = Some(*average);
-                                self.servers[i].updated_rev = self.revision;
-                                let entry = self.servers[i].clone();
-                                self.event(EventKind::ServerUpdated(entry));
-                            }
                         }
                     }
                 }
@@ -187,6 +186,34 @@ impl Model {
                 Ok(Reply::Done { revision: self.revision })
             }
         }
+    }
+
+    /// A server's averages: 1 if the server is in the record (an event if they changed).
+    fn report_server(&mut self, id: ServerId, average: ResourceAverage) -> u32 {
+        let Some(i) = self.servers.iter().position(|s| s.id == id) else {
+            return 0;
+        };
+        if self.servers[i].resources != Some(average) {
+            self.servers[i].resources = Some(average);
+            self.servers[i].updated_rev = self.revision;
+            let entry = self.servers[i].clone();
+            self.event(EventKind::ServerUpdated(entry));
+        }
+        1
+    }
+
+    /// A process's averages, as a server's.
+    fn report_process(&mut self, id: ProcessId, average: ResourceAverage) -> u32 {
+        let Some(i) = self.processes.iter().position(|p| p.id == id) else {
+            return 0;
+        };
+        if self.processes[i].resources != Some(average) {
+            self.processes[i].resources = Some(average);
+            self.processes[i].updated_rev = self.revision;
+            let entry = self.processes[i].clone();
+            self.event(EventKind::ProcessUpdated(entry));
+        }
+        1
     }
 
     fn depart(&mut self, member: MemberId, departure: Departure) -> bool {
@@ -348,6 +375,7 @@ impl Model {
                     id,
                     info: info.clone(),
                     status: MemberStatus::Online,
+                    resources: None,
                     registered_rev: revision,
                     updated_rev: revision,
                 };
@@ -689,7 +717,8 @@ fn leader_command() -> impl Strategy<Value = LeaderCommand> {
         .prop_map(|(cpu, mem)| ResourceAverage { cpu_percent_avg: cpu * 50, mem_bytes_used_avg: mem * 100 });
     prop_oneof![
         vec((member(), 0u64..5000), 0..4).prop_map(|members| LeaderCommand::Expire { members }),
-        vec((server_id(), average), 0..3).prop_map(|reports| LeaderCommand::ReportResources { reports }),
+        vec((server_id(), average.clone()), 0..3).prop_map(|reports| LeaderCommand::ReportResources { reports }),
+        vec((member(), average), 0..3).prop_map(|reports| LeaderCommand::ReportMemberResources { reports }),
     ]
 }
 

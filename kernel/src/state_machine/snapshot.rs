@@ -35,7 +35,8 @@ use std::sync::Arc;
 /// - 1: the first format.
 /// - 2: server entries carry `drained` (an operator's drain, `Command::SetDrained`).
 /// - 3: the tokens (hashes of their secrets, names, roles).
-pub const SNAPSHOT_FORMAT_VERSION: u16 = 3;
+/// - 4: process entries carry `resources` (their averaged CPU and memory).
+pub const SNAPSHOT_FORMAT_VERSION: u16 = 4;
 
 const MAGIC: [u8; 8] = *b"ROSTERSM";
 const VERSION_AT: usize = MAGIC.len();

@@ -695,15 +695,20 @@ fn damaged_snapshots_give_typed_errors() {
     flipped[last] ^= 0x40;
     assert!(matches!(restore(&flipped), Some(SnapshotError::ChecksumMismatch { .. })));
     let mut future = bytes.clone();
-    future[8] = 4;
+    future[8] = 5;
     super::snapshot::tests_support::reseal(&mut future);
-    assert_eq!(restore(&future), Some(SnapshotError::UnsupportedVersion { found: 4, supported: 3 }));
+    assert_eq!(restore(&future), Some(SnapshotError::UnsupportedVersion { found: 5, supported: 4 }));
+    // Version 3 had no resources on process entries: refused, never misread.
+    let mut before_process_resources = bytes.clone();
+    before_process_resources[8] = 3;
+    super::snapshot::tests_support::reseal(&mut before_process_resources);
+    assert_eq!(restore(&before_process_resources), Some(SnapshotError::UnsupportedVersion { found: 3, supported: 4 }));
     // Version 1 had no drain flag on server entries: refused, never misread.
     let mut old = bytes.clone();
     old[8] = 1;
     super::snapshot::tests_support::reseal(&mut old);
     let error = restore(&old).unwrap();
-    assert_eq!(error, SnapshotError::UnsupportedVersion { found: 1, supported: 3 });
+    assert_eq!(error, SnapshotError::UnsupportedVersion { found: 1, supported: 4 });
     assert!(error.to_string().contains("version 1 is not supported"), "{error}");
     let mut trailing = bytes.clone();
     trailing.push(0);
