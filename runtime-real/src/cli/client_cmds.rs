@@ -144,8 +144,8 @@ pub struct WatchArgs {
     /// Only events about the server or process of this name, or this kv key.
     #[arg(long)]
     name: Option<String>,
-    /// Also show the periodic resource reports (server updates that change only the
-    /// averaged CPU and memory).
+    /// Also show the periodic resource reports (server and process updates that change
+    /// only the averaged CPU and memory).
     #[arg(long)]
     resources: bool,
     /// Give up (exit 1) when no node has taken the watch for this long; by default it
@@ -308,14 +308,33 @@ pub fn render_status(s: &ClusterStatus) -> String {
         ));
     }
     out.push_str(&format!("processes ({}):\n", s.processes.len()));
+    if !s.processes.is_empty() {
+        out.push_str("  ID    NAME              SERVER  STATUS    CPU(avg)  MEM(avg)    SERVES\n");
+    }
     for p in &s.processes {
         let port = p.info.service_port.map(|p| format!(":{p}")).unwrap_or_default();
+        let (cpu, mem) = resource_text(p.resources);
         out.push_str(&format!(
-            "  {:<5} {:<17} on server {:<4} {:?} {}{}\n",
-            p.id.0, p.info.name, p.info.server.0, p.status, p.info.service_host, port
+            "  {:<5} {:<17} {:<7} {:<9} {:>8}  {:>8}    {}{}\n",
+            p.id.0,
+            p.info.name,
+            p.info.server.0,
+            format!("{:?}", p.status),
+            cpu,
+            mem,
+            p.info.service_host,
+            port
         ));
     }
     out
+}
+
+/// Averaged CPU (percent of one core) and memory (MiB), or `-` before the first report.
+fn resource_text(resources: Option<roster_kernel::ResourceAverage>) -> (String, String) {
+    match resources {
+        Some(r) => (format!("{}%", r.cpu_percent_avg), format!("{} MiB", r.mem_bytes_used_avg >> 20)),
+        None => ("-".into(), "-".into()),
+    }
 }
 
 /// A server's status, with `drained` when an operator drained it (`roster server drain`).
@@ -404,13 +423,16 @@ fn render_process(p: &roster_kernel::ProcessEntry) -> String {
     };
     format!(
         "process-{id}  {name}\n  status      {status:?}\n  server      server-{server}\n  serves      {service}\n  \
-         labels      {labels}\n  reserved    cpu {rcpu}%, memory {rmem} MiB\n  started     {started}\n  \
+         labels      {labels}\n  cpu         {cpu} (averaged)\n  memory      {mem} (averaged)\n  \
+         reserved    cpu {rcpu}%, memory {rmem} MiB\n  started     {started}\n  \
          revisions   registered {reg}, updated {upd}\n",
         id = p.id.0,
         name = p.info.name,
         status = p.status,
         server = p.info.server.0,
         labels = if labels.is_empty() { "-".into() } else { labels.join(",") },
+        cpu = resource_text(p.resources).0,
+        mem = resource_text(p.resources).1,
         rcpu = p.info.reserved.cpu_percent_avg,
         rmem = p.info.reserved.mem_bytes_used_avg >> 20,
         started = unix_ms_text(p.info.started_at_unix_ms),
@@ -483,12 +505,15 @@ pub async fn ls(args: LsArgs, c: ClientArgs) -> Result<ExitCode, String> {
         }
         for p in &processes {
             let labels: Vec<String> = p.info.labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
+            let (cpu, mem) = resource_text(p.resources);
             outln!(
-                "process-{:<5} {:<20} {:?} server-{} {}",
+                "process-{:<5} {:<20} {:?} server-{} cpu {} mem {} {}",
                 p.id.0,
                 p.info.name,
                 p.status,
                 p.info.server.0,
+                cpu,
+                mem,
                 labels.join(",")
             );
         }
@@ -612,7 +637,7 @@ pub async fn watch(args: WatchArgs, c: ClientArgs) -> Result<ExitCode, String> {
     // The servers now name the hosts of processes, and tell a resources-only update.
     let status = client.status().await.map_err(|e| e.to_string())?;
     let after = args.after.unwrap_or(status.revision);
-    let mut known = KnownServers::new(status.servers.into_iter().map(|s| s.entry));
+    let mut known = KnownServers::new(status.servers.into_iter().map(|s| s.entry)).with_processes(status.processes);
     let mut stream = client.watch(after).await.map_err(|e| e.to_string())?;
     let stdout_closed = super::stdout_closed::wait();
     tokio::pin!(stdout_closed);

@@ -28,6 +28,7 @@ mod server_cmd;
 mod snapshot_cmd;
 mod stdout_closed;
 mod token_cmd;
+mod tree_probe;
 mod value_input;
 
 use clap::parser::ValueSource;

@@ -90,12 +90,15 @@ impl Api {
     /// The values `/metrics` reads when scraped: Raft's view and the record's counts.
     pub fn scrape(&self) -> crate::metrics::Scrape {
         let m = self.raft.metrics().borrow_watched().clone();
-        let (servers, processes, sessions) = crate::storage::with_kernel(&self.shared, |sm| {
+        let (servers, processes, sessions, used) = crate::storage::with_kernel(&self.shared, |sm| {
             let online = |s: roster_kernel::MemberStatus| s == roster_kernel::MemberStatus::Online;
             let servers = sm.servers().fold((0, 0), |(o, d), s| if online(s.status) { (o + 1, d) } else { (o, d + 1) });
             let processes =
                 sm.processes().fold((0, 0), |(o, d), p| if online(p.status) { (o + 1, d) } else { (o, d + 1) });
-            (servers, processes, sm.session_count() as u64)
+            let used = sm.processes().filter_map(|p| p.resources).fold((0u64, 0u64, 0u64), |(n, cpu, mem), r| {
+                (n + 1, cpu.saturating_add(u64::from(r.cpu_percent_avg)), mem.saturating_add(r.mem_bytes_used_avg))
+            });
+            (servers, processes, sm.session_count() as u64, used)
         });
         crate::metrics::Scrape {
             has_leader: m.current_leader.is_some(),
@@ -108,6 +111,9 @@ impl Api {
             processes_online: processes.0,
             processes_draining: processes.1,
             sessions,
+            processes_reporting: used.0,
+            processes_cpu_percent_sum: used.1,
+            processes_mem_bytes_sum: used.2,
         }
     }
 

@@ -54,6 +54,8 @@ pub struct Launcher {
     run_as: Option<(u32, u32)>,
     self_addr: String,
     heartbeat_interval_ms: u64,
+    /// The resource window a launched wrapper averages its job's use over (the node's).
+    resource_window_ms: u64,
     next: AtomicU64,
     /// Reads the launched jobs' output back (`output.rs`).
     output: crate::server::output::OutputSource,
@@ -101,6 +103,7 @@ impl Launcher {
             run_as,
             self_addr: config.advertise_addr().to_string(),
             heartbeat_interval_ms: config.heartbeat_interval_ms,
+            resource_window_ms: config.resource_window_ms,
             next: AtomicU64::new(1),
             output,
         })
@@ -172,7 +175,8 @@ impl Launcher {
         let mut cmd = tokio::process::Command::new(exe);
         cmd.arg("run")
             .args(["--attach", &process.0.to_string(), "--name", &req.name, "--endpoints", &self.self_addr])
-            .args(["--heartbeat-interval-ms", &self.heartbeat_interval_ms.to_string()]);
+            .args(["--heartbeat-interval-ms", &self.heartbeat_interval_ms.to_string()])
+            .args(["--resource-window-ms", &self.resource_window_ms.to_string()]);
         if let Some(ca) = &self.tls_ca {
             cmd.arg("--tls-ca").arg(ca);
         }

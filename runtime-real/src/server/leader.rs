@@ -216,7 +216,7 @@ async fn propose(
         LeaderCommand::Expire { members } => {
             Some((members.len(), members.iter().take(8).map(|(m, s)| format!("{m} (silent {s} ms)")).collect()))
         }
-        LeaderCommand::ReportResources { .. } => None,
+        LeaderCommand::ReportResources { .. } | LeaderCommand::ReportMemberResources { .. } => None,
     };
     let entry = Proposal { at_unix_ms: crate::rt::clock::unix_ms(), body: ProposalBody::Leader(command) };
     match (raft.client_write(Batch::one(entry)).await, expired) {
