@@ -219,9 +219,15 @@ fn members_sessions_and_events_over_http() {
 
     // The stream showed each change in order, with a readable line.
     let mut seen = Vec::new();
+    let mut resource_reports = Vec::new();
     while seen.len() < 3 {
         let line: Value = serde_json::from_str(&lines.next().expect("a line").expect("read")).expect("JSON line");
         if line.get("progress").is_some() || line["type"] == "server_updated" {
+            continue;
+        }
+        // The heartbeat's resources, recorded by the leader: an update of those alone.
+        if line["type"] == "process_updated" && line["data"]["info"]["labels"]["team"] == "a" {
+            resource_reports.push(line["data"]["resources"].clone());
             continue;
         }
         assert!(line["revision"].as_u64().unwrap() > start);
@@ -229,6 +235,7 @@ fn members_sessions_and_events_over_http() {
     }
     let types: Vec<&str> = seen.iter().map(|(t, _)| t.as_str()).collect();
     assert_eq!(types, vec!["process_registered", "process_updated", "departed"], "{seen:?}");
+    assert_eq!(resource_reports, vec![json!({ "cpu_percent_avg": 5, "mem_bytes_used_avg": 1000 })], "{seen:?}");
     assert!(seen[0].1.contains("web") && seen[0].1.contains("8080"), "{seen:?}");
     // Idle, the stream says how far it is current.
     let progress = loop {
