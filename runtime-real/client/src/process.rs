@@ -70,8 +70,7 @@ impl ProcessHandle {
             on_ack,
             stop_rx,
             lost_tx,
-            lost.clone(),
-            resources.clone(),
+            Shared { lost: lost.clone(), resources: resources.clone() },
         ));
         ProcessHandle { id, client, stop: Some(stop), task: Some(task), lost_rx: Some(lost_rx), lost, resources }
     }
@@ -160,6 +159,14 @@ impl Drop for ProcessHandle {
     }
 }
 
+/// What the heartbeat task shares with its handle.
+struct Shared {
+    /// Set once the cluster said the process is no longer a member.
+    lost: Arc<AtomicBool>,
+    /// The averages the next heartbeats carry.
+    resources: Arc<Mutex<Option<ResourceAverage>>>,
+}
+
 async fn heartbeat_loop(
     cluster: Cluster,
     member: MemberId,
@@ -167,9 +174,9 @@ async fn heartbeat_loop(
     mut on_ack: Option<AckObserver>,
     mut stop: oneshot::Receiver<()>,
     lost_tx: oneshot::Sender<ClientError>,
-    lost: Arc<AtomicBool>,
-    resources: Arc<Mutex<Option<ResourceAverage>>>,
+    shared: Shared,
 ) {
+    let Shared { lost, resources } = shared;
     let interval = Duration::from_millis(interval_ms.max(1));
     let mut next_at = Instant::now();
     loop {

@@ -233,13 +233,13 @@ mod tests {
         let _ = std::fs::remove_file(&link);
         std::os::unix::fs::symlink(&program, &link).expect("symlink");
         let canonical = std::fs::canonicalize(&program).expect("canonical").display().to_string();
-        assert_eq!(canonical_programs(&[link.clone()]).expect("allowed"), vec![canonical]);
+        assert_eq!(canonical_programs(std::slice::from_ref(&link)).expect("allowed"), vec![canonical]);
         let relative = canonical_programs(&[PathBuf::from("sleep")]).expect_err("relative");
         assert!(matches!(relative, LaunchAllowError::NotAbsolute { .. }), "{relative}");
         assert!(relative.to_string().contains("command -v sleep"), "{relative}");
         let missing = canonical_programs(&[dir.join("nothing")]).expect_err("missing");
         assert!(matches!(missing, LaunchAllowError::Unresolvable { .. }), "{missing}");
-        assert!(matches!(canonical_programs(&[dir.clone()]), Err(LaunchAllowError::NotAFile { .. })));
+        assert!(matches!(canonical_programs(std::slice::from_ref(&dir)), Err(LaunchAllowError::NotAFile { .. })));
         std::fs::remove_dir_all(&dir).expect("cleanup");
     }
 }
