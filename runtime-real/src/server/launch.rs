@@ -141,7 +141,7 @@ impl Launcher {
     /// On the chosen node: register the process, mint its member token, and start the
     /// program under `roster run --attach` with that token as its only credential.
     pub async fn start_local(self: Arc<Self>, req: LaunchRequest) -> ClientResponse {
-        if !self.allow.iter().any(|a| a == &req.program) {
+        if !allowed(&self.allow, &req.program) {
             tracing::warn!(program = %req.program, "launch refused: not on the allow-list");
             return ClientResponse::Error(RequestError::NotAllowed { program: req.program, node: self.node });
         }
@@ -300,10 +300,44 @@ async fn forward(
     }
 }
 
+/// Whether `program` is on the allow-list: as it is, or, for an absolute path, through
+/// its canonical form (the list holds canonical paths: `/usr/bin/python3` is allowed when
+/// the list names `/usr/bin/python3.11` it links to). It runs under the name given, which
+/// a multi-call binary dispatches on.
+fn allowed(allow: &[String], program: &str) -> bool {
+    if allow.iter().any(|a| a == program) {
+        return true;
+    }
+    let path = std::path::Path::new(program);
+    path.is_absolute() && std::fs::canonicalize(path).is_ok_and(|c| allow.iter().any(|a| std::path::Path::new(a) == c))
+}
+
 fn launch_failed(reason: String) -> ClientResponse {
     ClientResponse::Error(RequestError::LaunchFailed { reason })
 }
 
 fn sanitize(name: &str) -> String {
     name.chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' { c } else { '_' }).take(64).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::allowed;
+
+    #[test]
+    fn a_program_is_allowed_as_listed_or_through_its_canonical_path_only() {
+        let dir = std::env::temp_dir().join(format!("roster-launch-allowed-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("dir");
+        let real = dir.join("python3.11");
+        std::fs::write(&real, "").expect("write");
+        let link = dir.join("python3");
+        let _ = std::fs::remove_file(&link);
+        std::os::unix::fs::symlink(&real, &link).expect("symlink");
+        let allow = vec![std::fs::canonicalize(&real).expect("canonical").display().to_string()];
+        assert!(allowed(&allow, &allow[0]));
+        assert!(allowed(&allow, &link.display().to_string()), "a link to an allowed program");
+        assert!(!allowed(&allow, "python3"), "a bare name is never resolved");
+        assert!(!allowed(&allow, &dir.join("other").display().to_string()));
+        std::fs::remove_dir_all(&dir).expect("cleanup");
+    }
 }
