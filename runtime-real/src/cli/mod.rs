@@ -185,11 +185,13 @@ impl ClientArgs {
 
 /// The log's default filter (`RUST_LOG` replaces it). openraft's own WARNs report every
 /// failed RPC to a peer that is down or not listening yet (for a heartbeat, 25 a second
-/// per peer), which every restart and every stop of a member causes; its heartbeat worker
-/// reports the stop of its Raft core as an ERROR at every clean stop. Roster says what an
-/// operator acts on itself (a fail-stopped log, a peer of another cluster, a refused vote);
-/// openraft's errors still show.
-const DEFAULT_LOG_FILTER: &str = "info,openraft=error,openraft::core::heartbeat=off";
+/// per peer), which every restart and every stop of a member causes. Its heartbeat worker
+/// and its handle (`raft_inner`) report a stopped Raft core as ERRORs whenever a call was
+/// on its way as the core stopped, which a clean stop cannot always avoid; a core that
+/// stops for a fault is reported by Roster itself (`server::raft_stopped`: the node exits
+/// naming the cause). Roster says what an operator acts on (a fail-stopped log, a peer of
+/// another cluster, a refused vote); openraft's other errors still show.
+const DEFAULT_LOG_FILTER: &str = "info,openraft=error,openraft::core::heartbeat=off,openraft::raft::raft_inner=off";
 
 pub fn init_logging() {
     use std::io::IsTerminal;

@@ -23,6 +23,8 @@ pub const LAUNCH_LABEL: &str = "roster.launch-id";
 /// How long registering a launched program and minting its token may take.
 const REGISTER_TIMEOUT_MS: u64 = 15_000;
 const FORWARD_TIMEOUT_MS: u64 = REGISTER_TIMEOUT_MS + 5_000;
+/// How long a launch waits for this node to apply the job's new token before starting it.
+const TOKEN_APPLIED_WAIT_MS: u64 = 2_000;
 /// Variables a launched job never inherits from the node: its credentials and key paths.
 pub const SECRET_VARS: [&str; 8] = [
     "ROSTER_TOKEN",
@@ -172,6 +174,9 @@ impl Launcher {
                 });
             }
         };
+        // The wrapper connects here with the new token at once: wait (bounded) until this
+        // node has applied it, or the first connection is refused as unknown.
+        self.token_applied(&secret).await;
         let mut cmd = tokio::process::Command::new(exe);
         cmd.arg("run")
             .args(["--attach", &process.0.to_string(), "--name", &req.name, "--endpoints", &self.self_addr])
@@ -210,6 +215,19 @@ impl Launcher {
                 }
                 launch_failed(e.to_string())
             }
+        }
+    }
+
+    /// Returns once this node's applied state holds the token of `secret`, or after
+    /// `TOKEN_APPLIED_WAIT_MS` (the wrapper then retries its connection by itself).
+    async fn token_applied(&self, secret: &str) {
+        let hash = roster_client::token_hash(secret);
+        let deadline = tokio::time::Instant::now() + Duration::from_millis(TOKEN_APPLIED_WAIT_MS);
+        while !crate::storage::with_kernel(&self.shared, |sm| sm.token_by_hash(&hash).is_some()) {
+            if tokio::time::Instant::now() >= deadline {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
         }
     }
 
