@@ -10,7 +10,8 @@
 //! - `Read`: status, lists, gets, key/value reads, watch. Enough for the web page and
 //!   dashboards. It can open a session (a session only numbers commands) but write nothing.
 //! - `Launch`: `Read`, plus launching programs on the cluster (what a Zeppelin-like server
-//!   holds to start interpreters).
+//!   holds to start interpreters) and reading their output (which `Read` may not: it
+//!   may hold secrets).
 //! - `Agent(server)`: registers, updates, heartbeats and deregisters that one server, and
 //!   registers, updates, heartbeats, deregisters and mints member tokens for processes
 //!   hosted on it; plus `Read`.
@@ -93,6 +94,9 @@ pub enum Action<'a> {
         host: Option<ServerId>,
     },
     Launch,
+    /// Read a launched process's output. It may hold secrets (a password a job printed, a
+    /// token in a stack trace), so it takes the role that may start jobs, not `Read`.
+    ReadOutput,
     /// Add, remove or replace a node, or hand leadership over.
     NodeMembership,
     /// A backup of the whole state.
@@ -112,6 +116,7 @@ impl Action<'_> {
             Action::Command { command, .. } => command.describe(),
             Action::Heartbeat { member, .. } => format!("heartbeat {member}"),
             Action::Launch => "launch".into(),
+            Action::ReadOutput => "read a launched process's output".into(),
             Action::NodeMembership => "change the node membership".into(),
             Action::Snapshot => "save a snapshot".into(),
             Action::ListTokens => "list tokens".into(),
@@ -143,7 +148,7 @@ fn allowed(caller: Principal, action: &Action<'_>) -> bool {
         (_, Action::Read | Action::OpenSession) => true,
         // Advances the caller's own session; changes nothing else.
         (_, Action::Command { command: Command::Noop, .. }) => true,
-        (Launch, Action::Launch) => true,
+        (Launch, Action::Launch | Action::ReadOutput) => true,
         (Agent(server), Action::Heartbeat { member, host }) => on_server(server, *member, *host),
         (Member(me), Action::Heartbeat { member, .. }) => me == *member,
         (Agent(server), Action::Command { command, host }) => agent_may(server, command, *host),

@@ -252,11 +252,15 @@ pub struct TokenInfo {
 pub enum LeaderCommand {
     /// Members whose heartbeats stopped, batched; each with how long it was silent.
     Expire { members: Vec<(MemberId, u64)> },
-    /// Averaged resources of servers, batched.
+    /// Averaged resources of servers, batched (what leaders before per-process resources
+    /// wrote; still applied from an older log).
     ReportResources { reports: Vec<(ServerId, ResourceAverage)> },
     /// The cluster's id, a random number the first leader of a new cluster draws: the
     /// first one applied stays, later ones change nothing (see `server::cluster_id`).
     SealCluster { id: u64 },
+    /// Averaged resources of servers and processes, batched (at most
+    /// `leader_duties::MAX_RESOURCE_REPORTS_PER_PROPOSAL`).
+    ReportMemberResources { reports: Vec<(MemberId, ResourceAverage)> },
 }
 
 /// The successful outcome of an applied command.

@@ -49,3 +49,53 @@ impl fmt::Display for MemberId {
         }
     }
 }
+
+/// A member id that does not read as `server-N`, `server:N`, `process-N` or `process:N`.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("bad member id {given:?}: expected server-ID or process-ID (server:ID and process:ID are read too)")]
+pub struct MemberIdParseError {
+    pub given: String,
+}
+
+/// Reads the form `Display` prints (`process-5`) and the colon form (`process:5`), so an
+/// id copied from any output is taken back as it is.
+impl std::str::FromStr for MemberId {
+    type Err = MemberIdParseError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let bad = || MemberIdParseError { given: s.to_string() };
+        let (kind, number) = s.split_once(['-', ':']).ok_or_else(bad)?;
+        // `u64::from_str` takes a leading `+`; an id never has one.
+        if number.is_empty() || !number.bytes().all(|b| b.is_ascii_digit()) {
+            return Err(bad());
+        }
+        let id: u64 = number.parse().map_err(|_| bad())?;
+        match kind {
+            "server" => Ok(MemberId::Server(ServerId(id))),
+            "process" => Ok(MemberId::Process(ProcessId(id))),
+            _ => Err(bad()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_id_reads_back_as_it_prints_and_in_the_colon_form() {
+        for member in [MemberId::Server(ServerId(2)), MemberId::Process(ProcessId(5))] {
+            assert_eq!(member.to_string().parse::<MemberId>(), Ok(member));
+            assert_eq!(member.to_string().replace('-', ":").parse::<MemberId>(), Ok(member));
+        }
+    }
+
+    #[test]
+    fn anything_else_is_refused_naming_it() {
+        for bad in ["process", "process-", "process-+5", "process-5x", "proc-5", "web", "server:-1", "5"] {
+            let err = bad.parse::<MemberId>().expect_err(bad);
+            assert_eq!(err.given, bad);
+            assert!(err.to_string().contains("process-ID"), "{err}");
+        }
+    }
+}

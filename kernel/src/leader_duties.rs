@@ -25,11 +25,13 @@
 //!    member is proposed once per term until its removal is applied; only a proposal that
 //!    failed is retried, after [`DutiesConfig::retry_delay_ms`], and then without the
 //!    members heard meanwhile.
-//! 6. **Resource write rate** ([`ResourcePolicy`]): per server, at most one write per
-//!    `min_interval_ms`; a meaningful change (or a first value) is written once that much
-//!    has passed since the last write, any other change after `max_interval_ms`, an
-//!    unchanged value never. A failed write counts against the rate and its value is
-//!    kept for the next one.
+//! 6. **Resource write rate** ([`ResourcePolicy`]): per member, server or process alike,
+//!    at most one write per `min_interval_ms`; a meaningful change (or a first value) is
+//!    written once that much has passed since the last write, any other change after
+//!    `max_interval_ms`, an unchanged value never. A failed write counts against the rate
+//!    and its value is kept for the next one. One write carries at most
+//!    [`MAX_RESOURCE_REPORTS_PER_PROPOSAL`] members, in id order; the rest wait for the
+//!    next.
 //! 7. **The seal.** A leader whose record holds no cluster id proposes the id it was
 //!    offered ([`LeaderDuties::offer_cluster_id`]: a random number drawn at the node's
 //!    start, or the id its data directory already holds), first of all its proposals and
@@ -48,7 +50,7 @@
 
 use crate::command::LeaderCommand;
 use crate::event::EventKind;
-use crate::ids::{MemberId, ServerId};
+use crate::ids::MemberId;
 use crate::liveness::{Liveness, LivenessConfig, LivenessConfigError, UnknownMember};
 use crate::model::ResourceAverage;
 use crate::state_machine::{ClusterStateMachine, EventsCompacted};
@@ -59,13 +61,16 @@ mod tests;
 
 /// Most members one Expire proposal removes; the rest go in the next. Bounds the entry.
 pub const MAX_EXPIRE_PER_PROPOSAL: usize = 4_096;
+/// Most members one resource write reports; the rest go in the next. Bounds the entry
+/// when thousands of processes report at once.
+pub const MAX_RESOURCE_REPORTS_PER_PROPOSAL: usize = 1_024;
 /// How long after a failed proposal it is tried again.
 pub const RETRY_DELAY_MS: u64 = 50;
 
 /// When the leader writes averaged resources into the record.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ResourcePolicy {
-    /// At least this long between two writes for one server...
+    /// At least this long between two writes for one member...
     pub min_interval_ms: u64,
     /// ...and any change is written once this long has passed...
     pub max_interval_ms: u64,
@@ -192,8 +197,8 @@ pub trait MemberRecord {
     fn contains_member(&self, member: MemberId) -> bool;
     /// Registrations (`true`) and departures (`false`) after `revision`, oldest first.
     fn member_changes_after(&self, revision: u64) -> Result<Vec<(MemberId, bool)>, EventsCompacted>;
-    /// Averages the record holds for a server, if it has any.
-    fn recorded_resources(&self, server: ServerId) -> Option<ResourceAverage>;
+    /// Averages the record holds for a member, if it has any.
+    fn recorded_resources(&self, member: MemberId) -> Option<ResourceAverage>;
     /// The cluster's id, once a leader sealed it.
     fn cluster_id(&self) -> Option<u64>;
 }
@@ -223,8 +228,11 @@ impl MemberRecord for ClusterStateMachine {
             .collect())
     }
 
-    fn recorded_resources(&self, server: ServerId) -> Option<ResourceAverage> {
-        self.get_server(server).and_then(|s| s.resources)
+    fn recorded_resources(&self, member: MemberId) -> Option<ResourceAverage> {
+        match member {
+            MemberId::Server(id) => self.get_server(id).and_then(|s| s.resources),
+            MemberId::Process(id) => self.get_process(id).and_then(|p| p.resources),
+        }
     }
 
     fn cluster_id(&self) -> Option<u64> {
@@ -247,12 +255,12 @@ enum Expiry {
     },
 }
 
-/// What this leader last wrote for a server.
+/// What this leader last wrote for a member.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 struct Written {
     /// The value the record holds, as far as this leader knows.
     value: Option<ResourceAverage>,
-    /// When this leader last proposed a write for the server (failed ones too).
+    /// When this leader last proposed a write for the member (failed ones too).
     at_ms: Option<u64>,
 }
 
@@ -264,10 +272,10 @@ struct Tenure {
     /// The record's revision the tracker has caught up with.
     synced_revision: u64,
     expiry: Expiry,
-    /// Newest averages heard per server and not yet written.
-    heard: BTreeMap<ServerId, ResourceAverage>,
-    written: BTreeMap<ServerId, Written>,
-    resources_in_flight: Option<(ProposalId, Vec<(ServerId, ResourceAverage)>)>,
+    /// Newest averages heard per member and not yet written.
+    heard: BTreeMap<MemberId, ResourceAverage>,
+    written: BTreeMap<MemberId, Written>,
+    resources_in_flight: Option<(ProposalId, Vec<(MemberId, ResourceAverage)>)>,
     seal: Seal,
 }
 
@@ -362,8 +370,8 @@ impl LeaderDuties {
         // Caught up with the record above, so the tracker knows exactly its members: a
         // heartbeat racing its own registration finds it once the registration is applied.
         let known = self.liveness.handle_heartbeat(now_ms, member).is_ok();
-        if known && let (MemberId::Server(id), Some(avg)) = (member, resources) {
-            tenure.heard.insert(id, avg);
+        if known && let Some(avg) = resources {
+            tenure.heard.insert(member, avg);
         }
         match (tenure.lease, known) {
             (Lease::Lapsed, _) => HeartbeatVerdict::CountedSentOn,
@@ -396,18 +404,18 @@ impl LeaderDuties {
             };
         } else if tenure.resources_in_flight.as_ref().is_some_and(|(in_flight, _)| *in_flight == id) {
             let (_, reports) = tenure.resources_in_flight.take().expect("checked above");
-            for (server, avg) in reports {
+            for (member, avg) in reports {
                 match outcome {
                     ProposalOutcome::Committed => {
-                        if let Some(w) = tenure.written.get_mut(&server) {
+                        if let Some(w) = tenure.written.get_mut(&member) {
                             w.value = Some(avg);
                         }
                     }
                     // Keep the value for the next write, unless a newer one came or the
-                    // server left meanwhile.
+                    // member left meanwhile.
                     ProposalOutcome::Failed => {
-                        if self.liveness.contains(MemberId::Server(server)) {
-                            tenure.heard.entry(server).or_insert(avg);
+                        if self.liveness.contains(member) {
+                            tenure.heard.entry(member).or_insert(avg);
                         }
                     }
                 }
@@ -464,13 +472,13 @@ impl LeaderDuties {
             if !due.is_empty() {
                 let id = ProposalId(self.next_proposal);
                 self.next_proposal += 1;
-                for (server, _) in &due {
-                    tenure.heard.remove(server);
-                    tenure.written.entry(*server).or_insert(Written { value: None, at_ms: None }).at_ms = Some(now_ms);
+                for (member, _) in &due {
+                    tenure.heard.remove(member);
+                    tenure.written.entry(*member).or_insert(Written { value: None, at_ms: None }).at_ms = Some(now_ms);
                 }
                 tenure.resources_in_flight = Some((id, due.clone()));
                 self.check_invariants();
-                return Some(DutyProposal { id, command: LeaderCommand::ReportResources { reports: due } });
+                return Some(DutyProposal { id, command: LeaderCommand::ReportMemberResources { reports: due } });
             }
         }
         None
@@ -497,7 +505,7 @@ impl LeaderDuties {
                 tenure
                     .heard
                     .iter()
-                    .filter_map(|(server, avg)| write_due_ms(policy, tenure.written.get(server), *avg))
+                    .filter_map(|(member, avg)| write_due_ms(policy, tenure.written.get(member), *avg))
                     .min()
             }
         };
@@ -531,13 +539,9 @@ impl LeaderDuties {
                 self.liveness.handle_became_leader(now_ms, members.iter().copied());
                 let written = members
                     .iter()
-                    .filter_map(|m| match m {
-                        MemberId::Server(id) => Some(*id),
-                        MemberId::Process(_) => None,
-                    })
-                    .filter_map(|id| {
-                        let value = record.recorded_resources(id)?;
-                        Some((id, Written { value: Some(value), at_ms: Some(now_ms) }))
+                    .filter_map(|member| {
+                        let value = record.recorded_resources(*member)?;
+                        Some((*member, Written { value: Some(value), at_ms: Some(now_ms) }))
                     })
                     .collect();
                 self.tenure = Some(Tenure {
@@ -578,18 +582,16 @@ impl LeaderDuties {
                         self.liveness.handle_member_added(now_ms, member);
                     } else {
                         self.liveness.handle_member_removed(member);
-                        if let MemberId::Server(id) = member {
-                            tenure.heard.remove(&id);
-                            tenure.written.remove(&id);
-                        }
+                        tenure.heard.remove(&member);
+                        tenure.written.remove(&member);
                     }
                 }
             }
             None => {
                 // History compacted past the tracker: re-read every member, with grace.
                 self.liveness.handle_became_leader(now_ms, record.members());
-                tenure.heard.retain(|id, _| record.contains_member(MemberId::Server(*id)));
-                tenure.written.retain(|id, _| record.contains_member(MemberId::Server(*id)));
+                tenure.heard.retain(|member, _| record.contains_member(*member));
+                tenure.written.retain(|member, _| record.contains_member(*member));
             }
         }
         tenure.synced_revision = revision;
@@ -610,14 +612,17 @@ impl LeaderDuties {
                     }
                 }
                 if let Some((_, reports)) = &tenure.resources_in_flight {
-                    assert!(!reports.is_empty(), "leader duties: an empty resource write in flight");
+                    assert!(
+                        !reports.is_empty() && reports.len() <= MAX_RESOURCE_REPORTS_PER_PROPOSAL,
+                        "leader duties: a resource write in flight that is empty or over the bound"
+                    );
                 }
             }
         }
     }
 }
 
-/// When `avg`, heard for a server last written as `written`, may be written; `None` if
+/// When `avg`, heard for a member last written as `written`, may be written; `None` if
 /// it never needs to be (the record already holds it).
 fn write_due_ms(policy: &ResourcePolicy, written: Option<&Written>, avg: ResourceAverage) -> Option<u64> {
     let Some(w) = written else {
@@ -635,15 +640,16 @@ fn write_due_ms(policy: &ResourcePolicy, written: Option<&Written>, avg: Resourc
     Some(at_ms.saturating_add(wait_ms))
 }
 
-/// The servers whose newest averages are due at `now_ms`, in id order. Values the record
-/// already holds are dropped.
-fn resources_due(policy: &ResourcePolicy, tenure: &mut Tenure, now_ms: u64) -> Vec<(ServerId, ResourceAverage)> {
+/// The members whose newest averages are due at `now_ms`, in id order, at most
+/// `MAX_RESOURCE_REPORTS_PER_PROPOSAL` (the rest stay heard, due for the next write).
+/// Values the record already holds are dropped.
+fn resources_due(policy: &ResourcePolicy, tenure: &mut Tenure, now_ms: u64) -> Vec<(MemberId, ResourceAverage)> {
     let mut due = Vec::new();
-    tenure.heard.retain(|server, avg| match write_due_ms(policy, tenure.written.get(server), *avg) {
+    tenure.heard.retain(|member, avg| match write_due_ms(policy, tenure.written.get(member), *avg) {
         None => false,
         Some(at_ms) => {
-            if at_ms <= now_ms {
-                due.push((*server, *avg));
+            if at_ms <= now_ms && due.len() < MAX_RESOURCE_REPORTS_PER_PROPOSAL {
+                due.push((*member, *avg));
             }
             true
         }

@@ -84,6 +84,9 @@ pub struct ProcessEntry {
     pub id: ProcessId,
     pub info: ProcessInfo,
     pub status: MemberStatus,
+    /// Last averages written by the leader, from the process's heartbeats (`roster run`
+    /// samples its program's process tree); `None` until the first report.
+    pub resources: Option<ResourceAverage>,
     pub registered_rev: u64,
     pub updated_rev: u64,
 }

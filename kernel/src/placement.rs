@@ -524,6 +524,7 @@ mod tests {
                 .enumerate()
                 .map(|(i, &(server, cpu, mem))| ProcessEntry {
                     id: crate::ids::ProcessId(i as u64 + 1),
+                    resources: None,
                     info: crate::model::ProcessInfo {
                         name: format!("p{i}"),
                         server: ServerId(server),

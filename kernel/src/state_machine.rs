@@ -441,6 +441,17 @@ impl ClusterStateMachine {
                     }
                 }
             }
+            LeaderCommand::ReportMemberResources { reports } => {
+                for (member, average) in reports {
+                    let recorded = match member {
+                        MemberId::Server(id) => self.report_resources(*id, *average, revision),
+                        MemberId::Process(id) => self.report_process_resources(*id, *average, revision),
+                    };
+                    if recorded {
+                        count += 1;
+                    }
+                }
+            }
             LeaderCommand::SealCluster { id } => {
                 if self.cluster_id.is_none() {
                     self.cluster_id = Some(*id);
@@ -541,6 +552,7 @@ impl ClusterStateMachine {
             id,
             info: info.clone(),
             status: MemberStatus::Online,
+            resources: None,
             registered_rev: revision,
             updated_rev: revision,
         });
@@ -576,6 +588,20 @@ impl ClusterStateMachine {
             entry.resources = Some(average);
             entry.updated_rev = revision;
             let change = Change::ServerUpdated(Arc::clone(slot));
+            self.emit(revision, change);
+        }
+        true
+    }
+
+    fn report_process_resources(&mut self, id: ProcessId, average: ResourceAverage, revision: u64) -> bool {
+        let Some(slot) = self.processes.get_mut(&id) else {
+            return false;
+        };
+        if slot.resources != Some(average) {
+            let entry = Arc::make_mut(slot);
+            entry.resources = Some(average);
+            entry.updated_rev = revision;
+            let change = Change::ProcessUpdated(Arc::clone(slot));
             self.emit(revision, change);
         }
         true

@@ -367,7 +367,7 @@ impl NodeConfig {
             return Err(ConfigError::Missing {
                 field: "peer_key",
                 hint: "give --peer-key-file FILE (or a file `peer-key` beside --token-file), set ROSTER_PEER_KEY, or \
-                       put peer_key = \"...\" in the config; make one with `roster token new-key > peer-key` and \
+                       put peer_key = \"...\" in the config; make one with `roster token new-key --out peer-key` and \
                        give every node the same one",
             });
         };

@@ -54,6 +54,11 @@ pub struct Scrape {
     pub processes_online: u64,
     pub processes_draining: u64,
     pub sessions: u64,
+    /// Processes whose averaged resources the record holds, and the sums of those
+    /// averages: aggregates only, as a per-process series would be one per member.
+    pub processes_reporting: u64,
+    pub processes_cpu_percent_sum: u64,
+    pub processes_mem_bytes_sum: u64,
 }
 
 pub struct Metrics {
@@ -82,6 +87,9 @@ pub struct Metrics {
     applied_index: Gauge,
     members: Family<MemberLabel, Gauge>,
     sessions: Gauge,
+    processes_reporting: Gauge,
+    processes_cpu_percent: Gauge,
+    processes_memory_bytes: Gauge,
 }
 
 /// Latency buckets from 50 µs to about 3.3 s, doubling.
@@ -120,6 +128,9 @@ impl Metrics {
             applied_index: Gauge::default(),
             members: Family::default(),
             sessions: Gauge::default(),
+            processes_reporting: Gauge::default(),
+            processes_cpu_percent: Gauge::default(),
+            processes_memory_bytes: Gauge::default(),
             registry: Registry::default(),
         };
         let server = r.sub_registry_with_prefix("server");
@@ -157,6 +168,21 @@ impl Metrics {
         members.register("count", "Members in the record, by kind and status", m.members.clone());
         members.register("heartbeats", "Heartbeats answered by this node as leader, by result", m.heartbeats.clone());
         members.register("expired", "Members this node expired as leader", m.expirations.clone());
+        members.register(
+            "processes_reporting",
+            "Processes whose averaged resources the record holds",
+            m.processes_reporting.clone(),
+        );
+        members.register(
+            "processes_cpu_percent",
+            "Sum of the processes' averaged CPU, in percent of one core",
+            m.processes_cpu_percent.clone(),
+        );
+        members.register(
+            "processes_memory_bytes",
+            "Sum of the processes' averaged memory in use",
+            m.processes_memory_bytes.clone(),
+        );
         r.register("launches", "Remote launches handled by this node, by result", m.launches.clone());
         Metrics { registry: r, ..m }
     }
@@ -192,6 +218,9 @@ impl Metrics {
         set(&self.commit_index, s.commit_index);
         set(&self.applied_index, s.applied_index);
         set(&self.sessions, s.sessions);
+        set(&self.processes_reporting, s.processes_reporting);
+        set(&self.processes_cpu_percent, s.processes_cpu_percent_sum);
+        set(&self.processes_memory_bytes, s.processes_mem_bytes_sum);
         for (kind, status, v) in [
             ("server", "online", s.servers_online),
             ("server", "draining", s.servers_draining),
@@ -242,7 +271,16 @@ mod tests {
         m.count_heartbeat("accepted");
         m.observe_request("submit", Duration::from_micros(300));
         m.observe_peer_rtt(2, Duration::from_millis(1));
-        let s = Scrape { has_leader: true, term: 4, commit_index: 10, processes_online: 3, ..Scrape::default() };
+        let s = Scrape {
+            has_leader: true,
+            term: 4,
+            commit_index: 10,
+            processes_online: 3,
+            processes_reporting: 2,
+            processes_cpu_percent_sum: 150,
+            processes_mem_bytes_sum: 1 << 30,
+            ..Scrape::default()
+        };
         let text = m.encode(&s);
         assert_eq!(value(&text, "roster_server_has_leader"), Some(1.0), "{text}");
         assert_eq!(value(&text, "roster_server_is_leader"), Some(0.0));
@@ -251,6 +289,9 @@ mod tests {
         assert_eq!(value(&text, "roster_server_proposals_committed_total"), Some(5.0));
         assert_eq!(value(&text, "roster_members_count{kind=\"process\",status=\"online\"}"), Some(3.0));
         assert_eq!(value(&text, "roster_members_heartbeats_total{result=\"accepted\"}"), Some(1.0));
+        assert_eq!(value(&text, "roster_members_processes_reporting"), Some(2.0));
+        assert_eq!(value(&text, "roster_members_processes_cpu_percent"), Some(150.0));
+        assert_eq!(value(&text, "roster_members_processes_memory_bytes"), Some(1_073_741_824.0));
         assert_eq!(value(&text, "roster_client_request_duration_seconds_count{op=\"submit\"}"), Some(1.0));
         assert_eq!(value(&text, "roster_network_peer_round_trip_time_seconds_count{To=\"2\"}"), Some(1.0));
         assert!(text.contains("# TYPE roster_disk_wal_fsync_duration_seconds histogram"), "{text}");

@@ -170,6 +170,7 @@ impl Node {
             identity: identity.clone(),
             formation: formation.clone(),
             snapshot_exports: crate::server::api::SnapshotExports::default(),
+            peer_intake: Default::default(),
         });
         tokio::spawn(count_leader_changes(raft.clone(), metrics.clone()));
         tokio::spawn(crate::server::cluster_id::adopt_when_sealed(raft.clone(), shared.clone(), identity.clone()));
@@ -224,6 +225,7 @@ impl Node {
     /// Graceful stop: deregister this server (awaited, bounded), then stop Raft.
     pub async fn shutdown(mut self) {
         self.leave().await;
+        self.api.peer_intake().close().await;
         if let Err(e) = self.raft.shutdown().await {
             tracing::warn!(error = %e, "raft did not stop cleanly");
         }

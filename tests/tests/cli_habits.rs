@@ -281,7 +281,7 @@ fn get_prints_fields_one_per_line_and_tombstones_say_how_members_left() {
         c.roster(&["get", "server:1"]).status.success().then_some(())
     });
     let server = ok(&c.roster(&["get", "server:1"]));
-    assert!(server.starts_with("server:1  node-1\n"), "{server}");
+    assert!(server.starts_with("server-1  node-1\n"), "{server}");
     assert!(server.contains("  status      Online\n") && server.contains("  cpu         "), "{server}");
     assert!(!server.contains("ServerEntry") && !server.contains('{'), "no debug dump: {server}");
 

@@ -88,7 +88,7 @@ fn a_drained_server_is_passed_over_and_a_launch_only_it_fits_is_refused() {
     let text = ok(&c.roster(&["status"]));
     assert!(text.lines().any(|l| l.contains("node-1") && l.contains("Online,drained")), "{text}");
     let ls = ok(&c.roster(&["ls", "--kind", "servers"]));
-    assert!(ls.lines().any(|l| l.starts_with("server:1 ") && l.contains("drained")), "{ls}");
+    assert!(ls.lines().any(|l| l.starts_with("server-1 ") && l.contains("drained")), "{ls}");
     let status = json(&c.roster(&["status", "--json"]));
     let s1 = status["servers"].as_array().unwrap().iter().find(|s| s["entry"]["id"] == 1).unwrap().clone();
     assert_eq!(s1["entry"]["drained"], Value::Bool(true), "{s1}");

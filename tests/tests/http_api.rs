@@ -125,6 +125,10 @@ fn kv_auth_errors_limits_and_health_over_http() {
     assert_eq!(value_too_large.status, 413, "{}", value_too_large.body);
     assert_eq!(http.call("GET", 1, "/v1/nothing", None).status, 404);
     assert_eq!(http.call("PATCH", 1, "/v1/processes/1", Some("{\"nme\": 1}")).status, 400);
+    // An id that is not a number is refused in the same JSON shape as every other error.
+    let abc = http.call("GET", 1, "/v1/processes/abc", None);
+    assert_eq!((abc.status, abc.body["error"]["kind"].as_str()), (400, Some("bad_request")), "{}", abc.body);
+    assert!(abc.body["error"]["message"].as_str().is_some_and(|m| m.contains("abc")), "{}", abc.body);
 
     // Health needs no token; status shows the leader's view with heartbeat ages.
     for node in 1..=3 {
@@ -215,9 +219,15 @@ fn members_sessions_and_events_over_http() {
 
     // The stream showed each change in order, with a readable line.
     let mut seen = Vec::new();
+    let mut resource_reports = Vec::new();
     while seen.len() < 3 {
         let line: Value = serde_json::from_str(&lines.next().expect("a line").expect("read")).expect("JSON line");
         if line.get("progress").is_some() || line["type"] == "server_updated" {
+            continue;
+        }
+        // The heartbeat's resources, recorded by the leader: an update of those alone.
+        if line["type"] == "process_updated" && line["data"]["info"]["labels"]["team"] == "a" {
+            resource_reports.push(line["data"]["resources"].clone());
             continue;
         }
         assert!(line["revision"].as_u64().unwrap() > start);
@@ -225,6 +235,7 @@ fn members_sessions_and_events_over_http() {
     }
     let types: Vec<&str> = seen.iter().map(|(t, _)| t.as_str()).collect();
     assert_eq!(types, vec!["process_registered", "process_updated", "departed"], "{seen:?}");
+    assert_eq!(resource_reports, vec![json!({ "cpu_percent_avg": 5, "mem_bytes_used_avg": 1000 })], "{seen:?}");
     assert!(seen[0].1.contains("web") && seen[0].1.contains("8080"), "{seen:?}");
     // Idle, the stream says how far it is current.
     let progress = loop {

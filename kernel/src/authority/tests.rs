@@ -84,7 +84,14 @@ fn a_member_may_heartbeat_update_and_deregister_itself_only() {
     assert!(!check(caller, &Command::DeregisterProcess { id: ProcessId(8), exit_status: None }, Some(ServerId(1))));
     assert!(!check(caller, &Command::Delete { member: other }, None));
     assert!(!check(caller, &Command::Delete { member: me }, None));
-    for action in [Action::NodeMembership, Action::Snapshot, Action::Launch, Action::ListTokens, Action::NodeOnly] {
+    for action in [
+        Action::NodeMembership,
+        Action::Snapshot,
+        Action::Launch,
+        Action::ReadOutput,
+        Action::ListTokens,
+        Action::NodeOnly,
+    ] {
         assert!(authorize(caller, &action).is_err(), "{action:?}");
     }
 }
@@ -129,6 +136,16 @@ fn read_and_launch_roles_write_nothing() {
     }
     assert!(authorize(Principal::Launch, &Action::Launch).is_ok());
     assert!(authorize(Principal::Read, &Action::Launch).is_err());
+}
+
+#[test]
+fn a_launched_jobs_output_is_for_those_who_may_launch() {
+    assert!(authorize(Principal::Admin, &Action::ReadOutput).is_ok());
+    assert!(authorize(Principal::Launch, &Action::ReadOutput).is_ok());
+    let refused = authorize(Principal::Read, &Action::ReadOutput).expect_err("read may not");
+    assert_eq!(refused.to_string(), "forbidden: a read credential may not read a launched process's output");
+    assert!(authorize(Principal::Agent(ServerId(1)), &Action::ReadOutput).is_err());
+    assert!(authorize(Principal::Member(MemberId::Process(ProcessId(1))), &Action::ReadOutput).is_err());
 }
 
 #[test]

@@ -2,7 +2,7 @@
 //! naive model, driven step by step with a plain record.
 
 use super::*;
-use crate::ids::ProcessId;
+use crate::ids::{ProcessId, ServerId};
 use proptest::prelude::*;
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -49,7 +49,7 @@ struct TestRecord {
     members: BTreeSet<MemberId>,
     changes: Vec<(u64, MemberId, bool)>,
     compacted_to: u64,
-    resources: BTreeMap<ServerId, ResourceAverage>,
+    resources: BTreeMap<MemberId, ResourceAverage>,
     cluster_id: Option<u64>,
 }
 
@@ -72,9 +72,7 @@ impl TestRecord {
         if self.members.remove(&m) {
             self.revision += 1;
             self.changes.push((self.revision, m, false));
-            if let MemberId::Server(id) = m {
-                self.resources.remove(&id);
-            }
+            self.resources.remove(&m);
         }
     }
 
@@ -91,7 +89,15 @@ impl TestRecord {
                 self.revision += 1;
                 for (id, a) in reports {
                     if self.members.contains(&MemberId::Server(*id)) {
-                        self.resources.insert(*id, *a);
+                        self.resources.insert(MemberId::Server(*id), *a);
+                    }
+                }
+            }
+            LeaderCommand::ReportMemberResources { reports } => {
+                self.revision += 1;
+                for (member, a) in reports {
+                    if self.members.contains(member) {
+                        self.resources.insert(*member, *a);
                     }
                 }
             }
@@ -119,8 +125,8 @@ impl MemberRecord for TestRecord {
         }
         Ok(self.changes.iter().filter(|(r, _, _)| *r > revision).map(|(_, m, a)| (*m, *a)).collect())
     }
-    fn recorded_resources(&self, server: ServerId) -> Option<ResourceAverage> {
-        self.resources.get(&server).copied()
+    fn recorded_resources(&self, member: MemberId) -> Option<ResourceAverage> {
+        self.resources.get(&member).copied()
     }
     fn cluster_id(&self) -> Option<u64> {
         self.cluster_id
@@ -445,9 +451,9 @@ fn resource_duties() -> LeaderDuties {
     LeaderDuties::new(c).unwrap()
 }
 
-fn report(p: &DutyProposal) -> Vec<(ServerId, ResourceAverage)> {
+fn report(p: &DutyProposal) -> Vec<(MemberId, ResourceAverage)> {
     match &p.command {
-        LeaderCommand::ReportResources { reports } => reports.clone(),
+        LeaderCommand::ReportMemberResources { reports } => reports.clone(),
         other => panic!("expected a resource report, got {other:?}"),
     }
 }
@@ -458,7 +464,7 @@ fn a_first_value_is_written_at_once_and_an_unchanged_one_never() {
     let mut d = resource_duties();
     let _ = d.handle_heartbeat(0, leader(1), s(1), Some(avg(10, 1_000)), &record);
     let w = drain(&mut d, 0).pop().unwrap();
-    assert_eq!(report(&w), vec![(ServerId(1), avg(10, 1_000))]);
+    assert_eq!(report(&w), vec![(s(1), avg(10, 1_000))]);
     d.handle_proposal_result(1, w.id, ProposalOutcome::Committed);
     let _ = d.handle_heartbeat(2, leader(1), s(1), Some(avg(10, 1_000)), &record);
     let _ = d.handle_heartbeat(90, leader(1), s(1), None, &record);
@@ -478,7 +484,7 @@ fn a_meaningful_change_waits_the_min_interval_and_a_small_one_the_max() {
     let _ = d.handle_heartbeat(60, leader(1), s(1), Some(avg(30, 1_000)), &record);
     assert_eq!(d.poll_timeout(), Some(200), "a meaningful change is due after the min interval");
     assert!(drain(&mut d, 199).is_empty());
-    assert_eq!(report(&drain(&mut d, 200)[0]), vec![(ServerId(1), avg(30, 1_000))]);
+    assert_eq!(report(&drain(&mut d, 200)[0]), vec![(s(1), avg(30, 1_000))]);
 }
 
 #[test]
@@ -489,19 +495,64 @@ fn a_failed_write_counts_against_the_rate_and_its_value_is_kept() {
     let w = drain(&mut d, 0).pop().unwrap();
     d.handle_proposal_result(5, w.id, ProposalOutcome::Failed);
     assert_eq!(d.poll_timeout(), Some(200), "the failed first value is written again after the min interval");
-    assert_eq!(report(&drain(&mut d, 200)[0]), vec![(ServerId(1), avg(10, 1_000))]);
+    assert_eq!(report(&drain(&mut d, 200)[0]), vec![(s(1), avg(10, 1_000))]);
 }
 
 #[test]
 fn a_new_leader_starts_from_the_values_the_record_holds() {
     let mut record = TestRecord::with(&[s(1)]);
-    record.resources.insert(ServerId(1), avg(10, 1_000));
+    record.resources.insert(s(1), avg(10, 1_000));
     let mut d = resource_duties();
     let _ = d.handle_heartbeat(0, leader(1), s(1), Some(avg(10, 1_000)), &record);
     assert!(drain(&mut d, 0).is_empty(), "rewrote what the record holds");
     let _ = d.handle_heartbeat(10, leader(1), s(1), Some(avg(50, 1_000)), &record);
     assert!(drain(&mut d, 10).is_empty(), "wrote within the min interval of the tenure's start");
-    assert_eq!(report(&drain(&mut d, 200)[0]), vec![(ServerId(1), avg(50, 1_000))]);
+    assert_eq!(report(&drain(&mut d, 200)[0]), vec![(s(1), avg(50, 1_000))]);
+}
+
+#[test]
+fn a_process_is_written_at_the_servers_rate() {
+    let record = TestRecord::with(&[s(1), p(4)]);
+    let mut d = resource_duties();
+    let _ = d.handle_heartbeat(0, leader(1), p(4), Some(avg(10, 1_000)), &record);
+    let w = drain(&mut d, 0).pop().unwrap();
+    assert_eq!(report(&w), vec![(p(4), avg(10, 1_000))], "a process's first value is written at once");
+    d.handle_proposal_result(1, w.id, ProposalOutcome::Committed);
+    // Heartbeats every 10 ms with values that keep moving: at most one write per min interval.
+    let mut writes = Vec::new();
+    for now_ms in (10..=1_000).step_by(10) {
+        let cpu = u32::try_from(now_ms / 10).unwrap() * 7 % 90;
+        let _ = d.handle_heartbeat(now_ms, leader(1), p(4), Some(avg(cpu, 1_000)), &record);
+        for w in drain(&mut d, now_ms) {
+            writes.push(now_ms);
+            d.handle_proposal_result(now_ms, w.id, ProposalOutcome::Committed);
+        }
+    }
+    assert!(!writes.is_empty());
+    let mut last = 0;
+    for at in writes {
+        assert!(at - last >= 200, "written {} ms after the last", at - last);
+        last = at;
+    }
+}
+
+#[test]
+fn one_write_reports_at_most_the_bound_and_the_rest_next() {
+    let n = MAX_RESOURCE_REPORTS_PER_PROPOSAL as u64 + 5;
+    let members: Vec<MemberId> = (1..=n).map(p).collect();
+    let record = TestRecord::with(&members);
+    let mut d = resource_duties();
+    for m in &members {
+        let _ = d.handle_heartbeat(0, leader(1), *m, Some(avg(10, 1_000)), &record);
+    }
+    let first = drain(&mut d, 0);
+    assert_eq!(first.len(), 1, "one resource write in flight");
+    let first_reports = report(&first[0]);
+    assert_eq!(first_reports.len(), MAX_RESOURCE_REPORTS_PER_PROPOSAL);
+    assert_eq!(first_reports[0].0, p(1), "in id order");
+    d.handle_proposal_result(1, first[0].id, ProposalOutcome::Committed);
+    let rest = drain(&mut d, 1);
+    assert_eq!(report(&rest[0]).iter().map(|(m, _)| *m).collect::<Vec<_>>(), (n - 4..=n).map(p).collect::<Vec<_>>());
 }
 
 // ----- properties against a naive model -----
@@ -510,7 +561,8 @@ fn a_new_leader_starts_from_the_values_the_record_holds() {
 enum Step {
     Advance(u64),
     Heartbeat(u64),
-    ServerBeat(u64, u32, u64),
+    /// A heartbeat with resources, from a process or a server.
+    ResourceBeat(u64, u32, u64),
     Register(u64),
     Deregister(u64),
     /// A new term: `true` skips one (leadership lost and won back unseen).
@@ -528,7 +580,7 @@ fn step() -> impl Strategy<Value = Step> {
     prop_oneof![
         6 => (0u64..500).prop_map(Step::Advance),
         6 => (1u64..=8).prop_map(Step::Heartbeat),
-        3 => (1u64..=2, 0u32..40, 1_000u64..1_200).prop_map(|(s, c, m)| Step::ServerBeat(s, c, m)),
+        3 => (1u64..=8, 0u32..40, 1_000u64..1_200).prop_map(|(n, c, m)| Step::ResourceBeat(n, c, m)),
         2 => (1u64..=8).prop_map(Step::Register),
         1 => (1u64..=8).prop_map(Step::Deregister),
         1 => any::<bool>().prop_map(Step::NewTerm),
@@ -557,10 +609,10 @@ struct Model {
     proposed: BTreeSet<MemberId>,
     /// No expiry may be due before this (a failure's retry delay).
     retry_until: u64,
-    /// Per server, this tenure: the last write's time, and the newest value heard and
+    /// Per member, this tenure: the last write's time, and the newest value heard and
     /// not yet proposed.
-    last_write_ms: BTreeMap<ServerId, u64>,
-    unwritten: BTreeMap<ServerId, ResourceAverage>,
+    last_write_ms: BTreeMap<MemberId, u64>,
+    unwritten: BTreeMap<MemberId, ResourceAverage>,
 }
 
 impl Model {
@@ -585,7 +637,8 @@ proptest! {
     /// - a member heard within the timeout (after the current grace) is never proposed;
     /// - a member silent past the timeout is proposed at the first poll that may, and
     ///   once per term until it is heard again or its proposal fails;
-    /// - resource writes per server are at least `min_interval_ms` apart in a tenure, and
+    /// - resource writes per member (server or process) are at least `min_interval_ms`
+    ///   apart in a tenure, and
     ///   a change is written as soon as the policy allows;
     /// - every heartbeat gets the verdict the role and the record call for.
     #[test]
@@ -602,9 +655,9 @@ proptest! {
         for step in steps {
             match step {
                 Step::Advance(ms) => now_ms += ms,
-                Step::Heartbeat(n) | Step::ServerBeat(n, ..) => {
+                Step::Heartbeat(n) | Step::ResourceBeat(n, ..) => {
                     let (member, resources) = match step {
-                        Step::ServerBeat(sv, cpu, mem) => (s(sv), Some(avg(cpu, mem))),
+                        Step::ResourceBeat(n, cpu, mem) => (member(n), Some(avg(cpu, mem))),
                         _ => (member(n), None),
                     };
                     let verdict = d.handle_heartbeat(now_ms, role(&m), member, resources, &record);
@@ -619,8 +672,8 @@ proptest! {
                     if m.leading && known {
                         m.heard.insert(member, now_ms);
                         m.proposed.remove(&member);
-                        if let (MemberId::Server(id), Some(a)) = (member, resources) {
-                            m.unwritten.insert(id, a);
+                        if let Some(a) = resources {
+                            m.unwritten.insert(member, a);
                         }
                     }
                 }
@@ -636,10 +689,8 @@ proptest! {
                     record.depart(member(n));
                     m.heard.remove(&member(n));
                     m.proposed.remove(&member(n));
-                    if let MemberId::Server(id) = member(n) {
-                        m.unwritten.remove(&id);
-                        m.last_write_ms.remove(&id);
-                    }
+                    m.unwritten.remove(&member(n));
+                    m.last_write_ms.remove(&member(n));
                 }
                 Step::NewTerm(skip) => {
                     m.term += if skip { 2 } else { 1 };
@@ -698,17 +749,20 @@ proptest! {
                                 }
                             }
                             LeaderCommand::SealCluster { .. } => unreachable!("never proposed below"),
-                            LeaderCommand::ReportResources { reports } => {
+                            LeaderCommand::ReportMemberResources { reports } => {
                                 resource_outstanding = false;
                                 if ok {
                                     record.apply(&prop.command);
                                 } else {
-                                    for (id, a) in reports {
-                                        if record.members.contains(&MemberId::Server(*id)) {
-                                            m.unwritten.entry(*id).or_insert(*a);
+                                    for (mm, a) in reports {
+                                        if record.members.contains(mm) {
+                                            m.unwritten.entry(*mm).or_insert(*a);
                                         }
                                     }
                                 }
+                            }
+                            LeaderCommand::ReportResources { .. } => {
+                                prop_assert!(false, "a leader writes resources as ReportMemberResources");
                             }
                         }
                         d.handle_proposal_result(now_ms, prop.id, outcome);
@@ -718,8 +772,8 @@ proptest! {
             d.handle_tick(now_ms, role(&m), &record);
             // Departures applied to the record (committed expiries) reach the model too.
             m.heard.retain(|mm, _| record.members.contains(mm));
-            m.unwritten.retain(|id, _| record.members.contains(&MemberId::Server(*id)));
-            m.last_write_ms.retain(|id, _| record.members.contains(&MemberId::Server(*id)));
+            m.unwritten.retain(|mm, _| record.members.contains(mm));
+            m.last_write_ms.retain(|mm, _| record.members.contains(mm));
             while let Some(prop) = d.poll_proposal(now_ms) {
                 prop_assert!(m.leading && m.lease_held, "proposed without a held lease: {:?}", prop);
                 match &prop.command {
@@ -735,7 +789,10 @@ proptest! {
                         expiry_outstanding = true;
                     }
                     LeaderCommand::SealCluster { .. } => prop_assert!(false, "sealed without an offer"),
-                    LeaderCommand::ReportResources { reports } => {
+                    LeaderCommand::ReportResources { .. } => {
+                        prop_assert!(false, "a leader writes resources as ReportMemberResources");
+                    }
+                    LeaderCommand::ReportMemberResources { reports } => {
                         prop_assert!(!resource_outstanding, "two resource writes in flight");
                         for (id, a) in reports {
                             if let Some(last) = m.last_write_ms.get(id) {

@@ -208,16 +208,15 @@ impl Model {
                     }
                     LeaderCommand::ReportResources { reports } => {
                         for (id, average) in reports {
-                            let Some(i) = self.servers.iter().position(|s| s.id == *id) else {
-                                continue;
+                            count += self.report_server(*id, *average);
+                        }
+                    }
+                    LeaderCommand::ReportMemberResources { reports } => {
+                        for (member, average) in reports {
+                            count += match member {
+                                MemberId::Server(id) => self.report_server(*id, *average),
+                                MemberId::Process(id) => self.report_process(*id, *average),
                             };
-                            count += 1;
-                            if self.servers[i].resources != Some(*average) {
-                                self.servers[i].resources = Some(*average);
-                                self.servers[i].updated_rev = self.revision;
-                                let entry = self.servers[i].clone();
-                                self.event(EventKind::ServerUpdated(entry));
-                            }
                         }
                     }
                     LeaderCommand::SealCluster { id } => {
@@ -235,6 +234,34 @@ impl Model {
                 Ok(Reply::Done { revision: self.revision })
             }
         }
+    }
+
+    /// A server's averages: 1 if the server is in the record (an event if they changed).
+    fn report_server(&mut self, id: ServerId, average: ResourceAverage) -> u32 {
+        let Some(i) = self.servers.iter().position(|s| s.id == id) else {
+            return 0;
+        };
+        if self.servers[i].resources != Some(average) {
+            self.servers[i].resources = Some(average);
+            self.servers[i].updated_rev = self.revision;
+            let entry = self.servers[i].clone();
+            self.event(EventKind::ServerUpdated(entry));
+        }
+        1
+    }
+
+    /// A process's averages, as a server's.
+    fn report_process(&mut self, id: ProcessId, average: ResourceAverage) -> u32 {
+        let Some(i) = self.processes.iter().position(|p| p.id == id) else {
+            return 0;
+        };
+        if self.processes[i].resources != Some(average) {
+            self.processes[i].resources = Some(average);
+            self.processes[i].updated_rev = self.revision;
+            let entry = self.processes[i].clone();
+            self.event(EventKind::ProcessUpdated(entry));
+        }
+        1
     }
 
     fn depart(&mut self, member: MemberId, departure: Departure) -> bool {
@@ -396,6 +423,7 @@ impl Model {
                     id,
                     info: info.clone(),
                     status: MemberStatus::Online,
+                    resources: None,
                     registered_rev: revision,
                     updated_rev: revision,
                 };
@@ -737,7 +765,8 @@ fn leader_command() -> impl Strategy<Value = LeaderCommand> {
         .prop_map(|(cpu, mem)| ResourceAverage { cpu_percent_avg: cpu * 50, mem_bytes_used_avg: mem * 100 });
     prop_oneof![
         vec((member(), 0u64..5000), 0..4).prop_map(|members| LeaderCommand::Expire { members }),
-        vec((server_id(), average), 0..3).prop_map(|reports| LeaderCommand::ReportResources { reports }),
+        vec((server_id(), average.clone()), 0..3).prop_map(|reports| LeaderCommand::ReportResources { reports }),
+        vec((member(), average), 0..3).prop_map(|reports| LeaderCommand::ReportMemberResources { reports }),
         (1u64..4).prop_map(|id| LeaderCommand::SealCluster { id }),
     ]
 }
@@ -1069,7 +1098,8 @@ fn model_limits_are_hit() {
             *hit.entry("processes full").or_default() |= model.processes.len() == 4;
             *hit.entry("kv full").or_default() |= model.kv.len() == 3;
             *hit.entry("tombstones full").or_default() |= model.tombstones.len() == 4;
-            *hit.entry("duplicate").or_default() |= matches!(op, Op::Client { delta: 0, .. })
+            // A stored reply: the same pair again with the same command (a retry).
+            *hit.entry("duplicate").or_default() |= matches!(op, Op::Client { delta: 0, .. } | Op::Retry)
                 && reply.as_ref().is_ok_and(|r| !matches!(r, Reply::SessionOpened { .. }));
             *hit.entry("process registered").or_default() |= matches!(reply, Ok(Reply::ProcessRegistered { .. }));
             *hit.entry("cas swapped").or_default() |= matches!(reply, Ok(Reply::Cas { swapped: true, .. }));

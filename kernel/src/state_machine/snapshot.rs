@@ -35,7 +35,8 @@ use std::sync::Arc;
 /// - 1: the first format.
 /// - 2: server entries carry `drained` (an operator's drain, `Command::SetDrained`).
 /// - 3: the tokens (hashes of their secrets, names, roles).
-/// - 4: the cluster's id (`LeaderCommand::SealCluster`).
+/// - 4: the cluster's id (`LeaderCommand::SealCluster`); process entries carry
+///   `resources` (their averaged CPU and memory).
 /// - 5: sessions keep their last command's digest and their last use; the limits hold
 ///   `session_idle_ms`.
 pub const SNAPSHOT_FORMAT_VERSION: u16 = 5;

@@ -909,6 +909,11 @@ fn damaged_snapshots_give_typed_errors() {
     super::snapshot::tests_support::reseal(&mut future);
     let supported = super::SNAPSHOT_FORMAT_VERSION;
     assert_eq!(restore(&future), Some(SnapshotError::UnsupportedVersion { found: next, supported }));
+    // Version 3 had no resources on process entries: refused, never misread.
+    let mut before_process_resources = bytes.clone();
+    before_process_resources[8] = 3;
+    super::snapshot::tests_support::reseal(&mut before_process_resources);
+    assert_eq!(restore(&before_process_resources), Some(SnapshotError::UnsupportedVersion { found: 3, supported }));
     // Version 1 had no drain flag on server entries: refused, never misread.
     let mut old = bytes.clone();
     old[8] = 1;

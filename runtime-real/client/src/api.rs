@@ -13,7 +13,9 @@ use crate::session::{Pending, Session};
 use crate::timeout::Timeout;
 use crate::watch::Watch;
 use crate::wire::NodeId;
-use crate::wire::{ClientRequest, ClientResponse, ClusterStatus, Consistency, LaunchRequest, SnapshotHead};
+use crate::wire::{
+    ClientRequest, ClientResponse, ClusterStatus, Consistency, LaunchRequest, OutputChunk, OutputRequest, SnapshotHead,
+};
 use roster_kernel::retry_queue::RetryConfig;
 use roster_kernel::{
     Command, ListFilter, MemberId, ProcessEntry, ProcessId, ProcessPatch, Query, QueryReply, QueryResult, Reply,
@@ -540,12 +542,41 @@ impl Client {
     /// runs and its process id. Not repeated on an ambiguous failure (it would start a
     /// second copy): an unclear outcome is `ClientError::Ambiguous`.
     pub async fn launch(&self, request: LaunchRequest) -> Result<(ServerId, ProcessId), ClientError> {
+        self.launch_started(request).await.map(|l| (l.server, l.process))
+    }
+
+    /// `launch`, and the file on the chosen server the job's output goes to (empty when a
+    /// node of an older version answered without it).
+    pub async fn launch_started(&self, request: LaunchRequest) -> Result<LaunchStarted, ClientError> {
         let timeout_ms = LAUNCH_TIMEOUT_MS.max(self.cluster.request_timeout_ms());
         match self.cluster.call_leader_within(ClientRequest::Launch(request), timeout_ms).await? {
-            ClientResponse::Launched { server, process } => Ok((server, process)),
-            other => Err(unexpected("Launched", other)),
+            ClientResponse::LaunchStarted { server, process, output_file } => {
+                Ok(LaunchStarted { server, process, output_file })
+            }
+            ClientResponse::Launched { server, process } => {
+                Ok(LaunchStarted { server, process, output_file: String::new() })
+            }
+            other => Err(unexpected("LaunchStarted", other)),
         }
     }
+
+    /// A piece of a launched process's output (at most `MAX_OUTPUT_READ_BYTES`), read on
+    /// the node that runs it. Any node takes the request; a read changes nothing.
+    pub async fn output(&self, request: OutputRequest) -> Result<OutputChunk, ClientError> {
+        match self.cluster.call_any(ClientRequest::Output(request)).await? {
+            ClientResponse::Output(chunk) => Ok(chunk),
+            other => Err(unexpected("Output", other)),
+        }
+    }
+}
+
+/// Where a launched job runs, and where its output goes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LaunchStarted {
+    pub server: ServerId,
+    pub process: ProcessId,
+    /// The file on `server` that holds the job's stdout and stderr.
+    pub output_file: String,
 }
 
 /// Pause before asking again for a snapshot stream (no leader yet, or not ready).
@@ -645,6 +676,8 @@ fn response_name(answer: &ClientResponse) -> &'static str {
         ClientResponse::WatchCompacted { .. } => "WatchCompacted",
         ClientResponse::Status(_) => "Status",
         ClientResponse::Launched { .. } => "Launched",
+        ClientResponse::LaunchStarted { .. } => "LaunchStarted",
+        ClientResponse::Output(_) => "Output",
         ClientResponse::SnapshotBegin(_) => "SnapshotBegin",
         ClientResponse::SnapshotChunk(_) => "SnapshotChunk",
         ClientResponse::Done => "Done",

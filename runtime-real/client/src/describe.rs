@@ -6,7 +6,8 @@
 //! [`KnownServers`] and passes it in.
 
 use roster_kernel::{
-    Departure, Event, EventKind, MemberStatus, ProcessEntry, ServerEntry, ServerId, Tombstone, TombstoneSubject,
+    Departure, Event, EventKind, MemberStatus, ProcessEntry, ProcessId, ServerEntry, ServerId, Tombstone,
+    TombstoneSubject,
 };
 use std::borrow::Cow;
 use std::collections::BTreeMap;
@@ -53,18 +54,36 @@ pub fn is_resources_only(previous: &ServerEntry, updated: &ServerEntry) -> bool 
         && previous.resources != updated.resources
 }
 
-/// The servers a reader of an event stream knows of, as of the last event it observed:
-/// their names (to say where a process runs) and last entries (to tell a resources-only
-/// update). Holds one entry per live server, so it is bounded by the cluster's server limit.
+/// Whether `updated` differs from `previous` in its averaged resources alone.
+pub fn is_process_resources_only(previous: &ProcessEntry, updated: &ProcessEntry) -> bool {
+    previous.id == updated.id
+        && previous.info == updated.info
+        && previous.status == updated.status
+        && previous.registered_rev == updated.registered_rev
+        && previous.resources != updated.resources
+}
+
+/// The members a reader of an event stream knows of, as of the last event it observed:
+/// servers' names (to say where a process runs) and last entries of servers and processes
+/// (to tell a resources-only update). Holds one entry per live member, so it is bounded by
+/// the cluster's member limits.
 #[derive(Clone, Debug, Default)]
 pub struct KnownServers {
     servers: BTreeMap<ServerId, ServerEntry>,
+    processes: BTreeMap<ProcessId, ProcessEntry>,
 }
 
 impl KnownServers {
     /// Starts from the servers in the record now (e.g. from a status answer).
     pub fn new(current: impl IntoIterator<Item = ServerEntry>) -> Self {
-        KnownServers { servers: current.into_iter().map(|s| (s.id, s)).collect() }
+        KnownServers { servers: current.into_iter().map(|s| (s.id, s)).collect(), processes: BTreeMap::new() }
+    }
+
+    /// Also knows these processes now (e.g. from a status answer), so that a first
+    /// resources-only update of one is told as such.
+    pub fn with_processes(mut self, current: impl IntoIterator<Item = ProcessEntry>) -> Self {
+        self.processes = current.into_iter().map(|p| (p.id, p)).collect();
+        self
     }
 
     pub fn name(&self, id: ServerId) -> Option<String> {
@@ -78,6 +97,9 @@ impl KnownServers {
             EventKind::ServerUpdated(updated) => {
                 self.servers.get(&updated.id).is_some_and(|previous| is_resources_only(previous, updated))
             }
+            EventKind::ProcessUpdated(updated) => {
+                self.processes.get(&updated.id).is_some_and(|previous| is_process_resources_only(previous, updated))
+            }
             _ => false,
         }
     }
@@ -90,6 +112,12 @@ impl KnownServers {
             }
             EventKind::Departed { tombstone: Tombstone { subject: TombstoneSubject::Server(s), .. }, .. } => {
                 self.servers.remove(&s.id);
+            }
+            EventKind::ProcessRegistered(p) | EventKind::ProcessUpdated(p) => {
+                self.processes.insert(p.id, p.clone());
+            }
+            EventKind::Departed { tombstone: Tombstone { subject: TombstoneSubject::Process(p), .. }, .. } => {
+                self.processes.remove(&p.id);
             }
             _ => {}
         }
@@ -200,6 +228,9 @@ fn process_details(p: &ProcessEntry) -> String {
             p.info.labels.iter().map(|(k, v)| format!("{}={}", one_line(k), one_line(v))).collect();
         out.push_str(&format!(", {}", labels.join(",")));
     }
+    if let Some(r) = p.resources {
+        out.push_str(&format!(", cpu {}%, mem {} MiB", r.cpu_percent_avg, r.mem_bytes_used_avg >> 20));
+    }
     out
 }
 
@@ -232,7 +263,7 @@ fn one_line(s: &str) -> Cow<'_, str> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use roster_kernel::{MemberId, ProcessId, ProcessInfo, ResourceAverage, ServerInfo};
+    use roster_kernel::{MemberId, ProcessInfo, ResourceAverage, ServerInfo};
 
     fn server(id: u64, name: &str) -> ServerEntry {
         ServerEntry {
@@ -256,6 +287,7 @@ mod tests {
     fn process(id: u64, name: &str, on: u64) -> ProcessEntry {
         ProcessEntry {
             id: ProcessId(id),
+            resources: None,
             info: ProcessInfo {
                 name: name.to_string(),
                 server: ServerId(on),

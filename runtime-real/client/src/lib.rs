@@ -33,8 +33,8 @@ mod fake_server;
 mod tests;
 
 pub use api::{
-    CasOutcome, Client, KvPage, LAUNCH_TIMEOUT_MS, LIST_PAGE_LIMIT, MemberList, MemberPage, REPLACE_TIMEOUT_MS,
-    SnapshotDownload,
+    CasOutcome, Client, KvPage, LAUNCH_TIMEOUT_MS, LIST_PAGE_LIMIT, LaunchStarted, MemberList, MemberPage,
+    REPLACE_TIMEOUT_MS, SnapshotDownload,
 };
 pub use conn::MAX_IN_FLIGHT;
 pub use endpoints::MAX_ENDPOINTS;

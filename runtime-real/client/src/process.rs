@@ -15,9 +15,9 @@ use crate::api::{Client, unexpected_reply};
 use crate::error::ClientError;
 use crate::pool::Cluster;
 use crate::wire::{ClientRequest, ClientResponse};
-use roster_kernel::{Command, CommandError, MemberId, ProcessId, ProcessInfo, Reply};
-use std::sync::Arc;
+use roster_kernel::{Command, CommandError, MemberId, ProcessId, ProcessInfo, Reply, ResourceAverage};
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::oneshot;
 use tokio::time::Instant;
@@ -34,6 +34,8 @@ pub struct ProcessHandle {
     task: Option<tokio::task::JoinHandle<()>>,
     lost_rx: Option<oneshot::Receiver<ClientError>>,
     lost: Arc<AtomicBool>,
+    /// The averages the next heartbeats carry (`report_resources`); none until set.
+    resources: Arc<Mutex<Option<ResourceAverage>>>,
 }
 
 impl ProcessHandle {
@@ -80,6 +82,7 @@ impl ProcessHandle {
         let (stop, stop_rx) = oneshot::channel();
         let (lost_tx, lost_rx) = oneshot::channel();
         let lost = Arc::new(AtomicBool::new(false));
+        let resources = Arc::new(Mutex::new(None));
         let task = tokio::spawn(heartbeat_loop(
             client.cluster().clone(),
             MemberId::Process(id),
@@ -87,9 +90,15 @@ impl ProcessHandle {
             on_ack,
             stop_rx,
             lost_tx,
-            lost.clone(),
+            Shared { lost: lost.clone(), resources: resources.clone() },
         ));
-        ProcessHandle { id, client, stop: Some(stop), task: Some(task), lost_rx: Some(lost_rx), lost }
+        ProcessHandle { id, client, stop: Some(stop), task: Some(task), lost_rx: Some(lost_rx), lost, resources }
+    }
+
+    /// The process's averaged resources, sent with every heartbeat from now on (the
+    /// leader records them at its bounded write rate); `None` sends none.
+    pub fn report_resources(&self, averages: Option<ResourceAverage>) {
+        *self.resources.lock().unwrap_or_else(|e| e.into_inner()) = averages;
     }
 
     pub fn id(&self) -> ProcessId {
@@ -170,6 +179,14 @@ impl Drop for ProcessHandle {
     }
 }
 
+/// What the heartbeat task shares with its handle.
+struct Shared {
+    /// Set once the cluster said the process is no longer a member.
+    lost: Arc<AtomicBool>,
+    /// The averages the next heartbeats carry.
+    resources: Arc<Mutex<Option<ResourceAverage>>>,
+}
+
 async fn heartbeat_loop(
     cluster: Cluster,
     member: MemberId,
@@ -177,8 +194,9 @@ async fn heartbeat_loop(
     mut on_ack: Option<AckObserver>,
     mut stop: oneshot::Receiver<()>,
     lost_tx: oneshot::Sender<ClientError>,
-    lost: Arc<AtomicBool>,
+    shared: Shared,
 ) {
+    let Shared { lost, resources } = shared;
     let interval = Duration::from_millis(interval_ms.max(1));
     let mut next_at = Instant::now();
     loop {
@@ -190,7 +208,8 @@ async fn heartbeat_loop(
         next_at += interval;
         // A heartbeat older than one interval is worth less than the next one: bound
         // each by the interval.
-        let request = ClientRequest::Heartbeat { member, resources: None };
+        let resources = *resources.lock().unwrap_or_else(|e| e.into_inner());
+        let request = ClientRequest::Heartbeat { member, resources };
         let sent_at = Instant::now();
         let answer = tokio::select! {
             biased;

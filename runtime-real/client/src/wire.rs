@@ -147,6 +147,45 @@ pub enum ClientRequest {
     /// round, so it holds every write acknowledged before the request): one
     /// `SnapshotBegin`, then `SnapshotChunk`s on the same id until `total_bytes` came.
     Snapshot,
+    /// A piece of a launched process's output, from the node that runs it (any node
+    /// takes the request and forwards it there).
+    Output(OutputRequest),
+    /// Any node → the node that runs the process: read its output here.
+    LocalOutput(OutputRequest),
+}
+
+/// Which piece of a launched process's output to read. The answer holds at most
+/// `MAX_OUTPUT_READ_BYTES`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OutputRequest {
+    pub process: ProcessId,
+    pub from: OutputFrom,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum OutputFrom {
+    /// The bytes from this offset of the output file on.
+    Offset(u64),
+    /// The last this many lines (within the read bound).
+    TailLines(u32),
+}
+
+/// Most bytes of output one request returns: well under a frame, so a follower relays it.
+pub const MAX_OUTPUT_READ_BYTES: u64 = 256 * 1024;
+
+/// A piece of a launched process's output.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OutputChunk {
+    /// The server that runs (ran) the process, and the file there.
+    pub server: ServerId,
+    pub file: String,
+    /// Where `data` starts in the file; the next piece starts at `offset + data.len()`.
+    pub offset: u64,
+    pub data: Vec<u8>,
+    /// The file's size when it was read.
+    pub size_bytes: u64,
+    /// The process is no longer registered (it ended): the output will not grow.
+    pub process_left: bool,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -204,6 +243,14 @@ pub enum ClientResponse {
     RetryLater(Unavailable),
     /// The node refused the request: repeating it unchanged cannot succeed.
     Error(RequestError),
+    /// A launch started: where it runs, and the file on that server its output goes to.
+    LaunchStarted {
+        server: ServerId,
+        process: ProcessId,
+        output_file: String,
+    },
+    /// A piece of a launched process's output.
+    Output(OutputChunk),
 }
 
 /// Why a node cannot serve a request right now; the same request may succeed shortly at
@@ -313,6 +360,15 @@ pub enum RequestError {
     /// The connection's token was revoked or expired after it connected.
     #[error("unauthenticated: {reason}")]
     Unauthenticated { reason: String },
+    #[error("{process} is neither registered nor among the recent departures: no output to show")]
+    UnknownProcess { process: ProcessId },
+    #[error(
+        "{process} was not launched by Roster (it runs under `roster run` or registered itself): its output is \
+         wherever its owner sent it; `roster logs` reads only launched processes"
+    )]
+    NotLaunched { process: ProcessId },
+    #[error("cannot read the output of {process} on node {node}: {reason}")]
+    OutputUnreadable { process: ProcessId, node: NodeId, reason: String },
 }
 
 impl From<roster_kernel::membership::MembershipRefusal> for RequestError {

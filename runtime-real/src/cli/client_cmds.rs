@@ -6,16 +6,17 @@
 use super::ClientArgs;
 use clap::{Args, Subcommand};
 use roster_kernel::{
-    Command, ListFilter, MemberId, MemberKind, MemberStatus, ProcessId, ProcessPatch, Query, QueryResult, Reply,
-    ServerId, ServerPatch,
+    Command, ListFilter, MemberId, MemberKind, MemberStatus, ProcessPatch, Query, QueryResult, Reply, ServerId,
+    ServerPatch,
 };
+use roster_real::client::ClientError;
 use roster_real::client::describe::{self, KnownServers, SubjectKind};
 use roster_real::net::wire::{ClusterStatus, Consistency};
 use std::process::ExitCode;
 
 #[derive(Args, Debug)]
 pub struct GetArgs {
-    /// `server:ID` or `process:ID`.
+    /// `server-ID`, `process-ID` (or `server:ID`, `process:ID`), or a member's name.
     member: String,
     /// Read from the contacted node without confirming with the leader (may be stale).
     #[arg(long)]
@@ -43,7 +44,7 @@ pub struct LsArgs {
 
 #[derive(Args, Debug)]
 pub struct PutArgs {
-    /// `server:ID` or `process:ID`.
+    /// `server-ID`, `process-ID` (or `server:ID`, `process:ID`), or a member's name.
     member: String,
     /// New name.
     #[arg(long)]
@@ -58,7 +59,7 @@ pub struct PutArgs {
 
 #[derive(Args, Debug)]
 pub struct DelArgs {
-    /// `server:ID` or `process:ID`.
+    /// `server-ID`, `process-ID` (or `server:ID`, `process:ID`), or a member's name.
     member: String,
 }
 
@@ -78,12 +79,31 @@ enum KvOp {
         #[arg(long)]
         stale: bool,
     },
-    /// Set KEY to VALUE.
+    /// Set KEY to VALUE, or to what standard input (`-`) or a file (`--file`) holds.
     Put {
         /// The key.
         key: String,
-        /// The value (text).
-        value: String,
+        /// The value (UTF-8 text; the cluster takes at most 64 KiB by default), or `-` to read
+        /// it from standard input.
+        #[arg(required_unless_present = "file", conflicts_with = "file")]
+        value: Option<String>,
+        /// Read the value from this file.
+        #[arg(long)]
+        file: Option<std::path::PathBuf>,
+    },
+    /// List keys and values in key order, all or those starting with PREFIX.
+    Ls {
+        /// Only keys that start with this.
+        prefix: Option<String>,
+        /// Most keys to list.
+        #[arg(long, default_value_t = 1_000, value_parser = clap::value_parser!(u32).range(1..=i64::from(MAX_KV_LS_ITEMS)))]
+        limit: u32,
+        /// Print the keys only.
+        #[arg(long)]
+        keys_only: bool,
+        /// Read from the contacted node without confirming with the leader (may be stale).
+        #[arg(long)]
+        stale: bool,
     },
     /// Remove KEY.
     Del {
@@ -124,10 +144,14 @@ pub struct WatchArgs {
     /// Only events about the server or process of this name, or this kv key.
     #[arg(long)]
     name: Option<String>,
-    /// Also show the periodic resource reports (server updates that change only the
-    /// averaged CPU and memory).
+    /// Also show the periodic resource reports (server and process updates that change
+    /// only the averaged CPU and memory).
     #[arg(long)]
     resources: bool,
+    /// Give up (exit 1) when no node has taken the watch for this long; by default it
+    /// retries across an outage until ctrl-c, and resumes after the last revision seen.
+    #[arg(long)]
+    outage_timeout_s: Option<u64>,
 }
 
 #[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
@@ -168,6 +192,8 @@ enum MemberOp {
         /// The node to bring back.
         id: u64,
     },
+    /// The Raft members: id, address, voter or learner, and which one leads.
+    List,
     /// Hand leadership to another voter (the most up-to-date one unless --to names it),
     /// e.g. before taking the leader down; prints the new leader.
     TransferLeader {
@@ -175,17 +201,6 @@ enum MemberOp {
         #[arg(long)]
         to: Option<u64>,
     },
-}
-
-fn parse_member(s: &str) -> Result<MemberId, String> {
-    let bad = || format!("bad member {s:?}: expected server:ID or process:ID");
-    let (kind, id) = s.split_once(':').ok_or_else(bad)?;
-    let id: u64 = id.parse().map_err(|_| bad())?;
-    match kind {
-        "server" => Ok(MemberId::Server(ServerId(id))),
-        "process" => Ok(MemberId::Process(ProcessId(id))),
-        _ => Err(bad()),
-    }
 }
 
 fn parse_status(s: &str) -> Result<MemberStatus, String> {
@@ -202,6 +217,24 @@ pub fn parse_label(s: &str) -> Result<(String, String), String> {
         return Err(format!("bad label {s:?}: empty key"));
     }
     Ok((k.to_string(), v.to_string()))
+}
+
+/// Most keys one `kv ls` lists (as the HTTP range's most).
+const MAX_KV_LS_ITEMS: u32 = 10_000;
+
+/// The first key after every key that starts with `prefix` (`None`: there is none, list
+/// to the last key). Keys order by their UTF-8 bytes, which is the order of code points.
+fn prefix_end(prefix: &str) -> Option<String> {
+    let mut chars: Vec<char> = prefix.chars().collect();
+    while let Some(last) = chars.pop() {
+        // The next code point, skipping the surrogates, which no `char` holds.
+        let next = (u32::from(last) + 1..=u32::from(char::MAX)).find_map(char::from_u32);
+        if let Some(next) = next {
+            chars.push(next);
+            return Some(chars.into_iter().collect());
+        }
+    }
+    None
 }
 
 fn consistency(stale: bool) -> Consistency {
@@ -282,11 +315,21 @@ pub fn render_status(s: &ClusterStatus) -> String {
     out
 }
 
+/// Averaged CPU (percent of one core) and memory (MiB), or `-` before the first report.
+fn resource_text(resources: Option<roster_kernel::ResourceAverage>) -> (String, String) {
+    match resources {
+        Some(r) => (format!("{}%", r.cpu_percent_avg), format!("{} MiB", r.mem_bytes_used_avg >> 20)),
+        None => ("-".into(), "-".into()),
+    }
+}
+
 /// A server's status, with `drained` when an operator drained it (`roster server drain`).
 fn status_text(s: &roster_kernel::ServerEntry) -> String {
     if s.drained { format!("{:?},drained", s.status) } else { format!("{:?}", s.status) }
 }
 
+/// `roster status`: exits 1 (after printing) when the answering node knows no leader, so
+/// that a readiness script is not fooled by a cluster that cannot serve writes.
 pub async fn status(args: ClientArgs) -> Result<ExitCode, String> {
     let s = fetch_status(&args).await?;
     if args.json {
@@ -294,12 +337,16 @@ pub async fn status(args: ClientArgs) -> Result<ExitCode, String> {
     } else {
         out!("{}", render_status(&s));
     }
+    if s.leader.is_none() {
+        eprintln!("error: node {} knows no leader: the cluster may be electing or have lost its quorum", s.node);
+        return Ok(ExitCode::from(1));
+    }
     Ok(ExitCode::SUCCESS)
 }
 
 pub async fn get(args: GetArgs, c: ClientArgs) -> Result<ExitCode, String> {
-    let member = parse_member(&args.member)?;
     let client = c.connect().await?;
+    let member = super::lookup::resolve(&client, &args.member, consistency(args.stale)).await?;
     let query = match member {
         MemberId::Server(id) => Query::GetServer(id),
         MemberId::Process(id) => Query::GetProcess(id),
@@ -329,14 +376,14 @@ pub async fn get(args: GetArgs, c: ClientArgs) -> Result<ExitCode, String> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// `roster get server:ID`: one field per line.
+/// `roster get server-ID`: one field per line.
 fn render_server(s: &roster_kernel::ServerEntry) -> String {
     let (cpu, mem) = match s.resources {
         Some(r) => (format!("{}%", r.cpu_percent_avg), format!("{} MiB", r.mem_bytes_used_avg >> 20)),
         None => ("-".into(), "-".into()),
     };
     format!(
-        "server:{id}  {name}\n  status      {status}\n  api         {api}\n  raft        {raft}\n  \
+        "server-{id}  {name}\n  status      {status}\n  api         {api}\n  raft        {raft}\n  \
          cpu         {cpu} of {cap_cpu}%\n  memory      {mem} of {cap_mem} MiB\n  started     {started}\n  \
          revisions   registered {reg}, updated {upd}\n",
         id = s.id.0,
@@ -352,7 +399,7 @@ fn render_server(s: &roster_kernel::ServerEntry) -> String {
     )
 }
 
-/// `roster get process:ID`: one field per line.
+/// `roster get process-ID`: one field per line.
 fn render_process(p: &roster_kernel::ProcessEntry) -> String {
     let labels: Vec<String> = p.info.labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
     let service = match p.info.service_port {
@@ -361,14 +408,17 @@ fn render_process(p: &roster_kernel::ProcessEntry) -> String {
         None => p.info.service_host.clone(),
     };
     format!(
-        "process:{id}  {name}\n  status      {status:?}\n  server      server:{server}\n  serves      {service}\n  \
-         labels      {labels}\n  reserved    cpu {rcpu}%, memory {rmem} MiB\n  started     {started}\n  \
+        "process-{id}  {name}\n  status      {status:?}\n  server      server-{server}\n  serves      {service}\n  \
+         labels      {labels}\n  cpu         {cpu} (averaged)\n  memory      {mem} (averaged)\n  \
+         reserved    cpu {rcpu}%, memory {rmem} MiB\n  started     {started}\n  \
          revisions   registered {reg}, updated {upd}\n",
         id = p.id.0,
         name = p.info.name,
         status = p.status,
         server = p.info.server.0,
         labels = if labels.is_empty() { "-".into() } else { labels.join(",") },
+        cpu = resource_text(p.resources).0,
+        mem = resource_text(p.resources).1,
         rcpu = p.info.reserved.cpu_percent_avg,
         rmem = p.info.reserved.mem_bytes_used_avg >> 20,
         started = unix_ms_text(p.info.started_at_unix_ms),
@@ -464,23 +514,27 @@ pub async fn ls(args: LsArgs, c: ClientArgs) -> Result<ExitCode, String> {
 
 fn print_members(servers: &[roster_kernel::ServerEntry], processes: &[roster_kernel::ProcessEntry]) {
     for s in servers {
-        outln!("server:{:<6} {:<20} {} {}", s.id.0, s.info.name, status_text(s), s.info.api_addr);
+        outln!("server-{:<6} {:<20} {} {}", s.id.0, s.info.name, status_text(s), s.info.api_addr);
     }
     for p in processes {
         let labels: Vec<String> = p.info.labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        let (cpu, mem) = resource_text(p.resources);
         outln!(
-            "process:{:<5} {:<20} {:?} server:{} {}",
+            "process-{:<5} {:<20} {:?} server-{} cpu {} mem {} {}",
             p.id.0,
             p.info.name,
             p.status,
             p.info.server.0,
+            cpu,
+            mem,
             labels.join(",")
         );
     }
 }
 
 pub async fn put(args: PutArgs, c: ClientArgs) -> Result<ExitCode, String> {
-    let member = parse_member(&args.member)?;
+    let client = c.connect().await?;
+    let member = super::lookup::resolve(&client, &args.member, Consistency::Linearizable).await?;
     let status = args.status.as_deref().map(parse_status).transpose()?;
     let command = match member {
         MemberId::Server(id) => {
@@ -502,14 +556,13 @@ pub async fn put(args: PutArgs, c: ClientArgs) -> Result<ExitCode, String> {
             Command::PutProcess { id, patch }
         }
     };
-    let client = c.connect().await?;
     let reply = client.execute(command).await.map_err(|e| e.to_string())?;
     done(c.json, &reply)
 }
 
 pub async fn del(args: DelArgs, c: ClientArgs) -> Result<ExitCode, String> {
-    let member = parse_member(&args.member)?;
     let client = c.connect().await?;
+    let member = super::lookup::resolve(&client, &args.member, Consistency::Linearizable).await?;
     let reply = client.execute(Command::Delete { member }).await.map_err(|e| e.to_string())?;
     done(c.json, &reply)
 }
@@ -533,10 +586,38 @@ pub async fn kv(args: KvArgs, c: ClientArgs) -> Result<ExitCode, String> {
             }
             Ok(ExitCode::SUCCESS)
         }
-        KvOp::Put { key, value } => {
+        KvOp::Put { key, value, file } => {
+            let value = super::value_input::read(value.as_deref(), file.as_deref())?;
             let client = c.connect().await?;
             let reply = client.execute(Command::KvPut { key, value }).await.map_err(|e| e.to_string())?;
             done(c.json, &reply)
+        }
+        KvOp::Ls { prefix, limit, keys_only, stale } => {
+            let prefix = prefix.unwrap_or_default();
+            let end = prefix_end(&prefix);
+            let client = c.connect().await?;
+            // Page by page (each page fits a frame), up to `limit` items in all.
+            let (mut items, mut revision, mut start) = (Vec::new(), None, prefix);
+            while items.len() < limit as usize {
+                let want = limit.saturating_sub(items.len() as u32);
+                let page =
+                    client.kv_page(start, end.clone(), want, consistency(stale)).await.map_err(|e| e.to_string())?;
+                revision.get_or_insert(page.revision);
+                items.extend(page.items);
+                match page.next {
+                    Some(next) => start = next,
+                    None => break,
+                }
+            }
+            if c.json {
+                let items: Vec<_> = items.iter().map(|(k, v)| serde_json::json!({ "key": k, "value": v })).collect();
+                print_json(&serde_json::json!({ "revision": revision.unwrap_or(0), "items": items }))?;
+            } else {
+                for (k, v) in &items {
+                    if keys_only { outln!("{k}") } else { outln!("{k} = {v}") }
+                }
+            }
+            Ok(ExitCode::SUCCESS)
         }
         KvOp::Del { key } => {
             let client = c.connect().await?;
@@ -567,16 +648,61 @@ pub async fn kv(args: KvArgs, c: ClientArgs) -> Result<ExitCode, String> {
     }
 }
 
+/// `roster watch`: events until ctrl-c, `--count`, or a closed stdout. An outage of the
+/// cluster does not end it: the stream resumes after the last revision received once a
+/// node answers again (`--outage-timeout-s` bounds the wait).
 pub async fn watch(args: WatchArgs, c: ClientArgs) -> Result<ExitCode, String> {
     let client = c.connect().await?;
     // The servers now name the hosts of processes, and tell a resources-only update.
     let status = client.status().await.map_err(|e| e.to_string())?;
     let after = args.after.unwrap_or(status.revision);
-    let mut known = KnownServers::new(status.servers.into_iter().map(|s| s.entry));
+    let processes = client
+        .list(ListFilter { kind: Some(MemberKind::Process), ..ListFilter::default() }, Consistency::Linearizable)
+        .await
+        .map_err(|e| e.to_string())?
+        .processes;
+    let mut known = KnownServers::new(status.servers.into_iter().map(|s| s.entry)).with_processes(processes);
     let mut stream = client.watch(after).await.map_err(|e| e.to_string())?;
+    let stdout_closed = super::stdout_closed::wait();
+    tokio::pin!(stdout_closed);
+    let outage_limit = args.outage_timeout_s.map(std::time::Duration::from_secs);
+    // When the outage began, and the revision the watch resumes after.
+    let mut outage_since: Option<(tokio::time::Instant, u64)> = None;
     let mut shown = 0u64;
     while args.count.is_none_or(|c| shown < c) {
-        let event = stream.next().await.map_err(|e| e.to_string())?;
+        let next = tokio::select! {
+            biased;
+            () = &mut stdout_closed => return Ok(ExitCode::SUCCESS),
+            next = stream.next() => next,
+        };
+        let event = match next {
+            Ok(event) => {
+                if let Some((_, from)) = outage_since.take() {
+                    eprintln!("watch: resumed after revision {from}");
+                }
+                event
+            }
+            Err(e) if outlasts_an_outage(&e) => {
+                let (since, _) = match outage_since {
+                    Some(outage) => outage,
+                    None => {
+                        let from = stream.last_revision();
+                        eprintln!("watch: {e}; retrying from revision {from} (ctrl-c to stop)");
+                        *outage_since.insert((tokio::time::Instant::now(), from))
+                    }
+                };
+                if let Some(limit) = outage_limit.filter(|l| since.elapsed() >= *l) {
+                    return Err(format!("no node took the watch for {} s (--outage-timeout-s): {e}", limit.as_secs()));
+                }
+                tokio::select! {
+                    biased;
+                    () = &mut stdout_closed => return Ok(ExitCode::SUCCESS),
+                    () = tokio::time::sleep(std::time::Duration::from_millis(WATCH_RETRY_PAUSE_MS)) => {}
+                }
+                continue;
+            }
+            Err(e) => return Err(e.to_string()),
+        };
         let show = watch_shows(&args, &known, &event);
         known.observe(&event);
         if !show {
@@ -590,6 +716,21 @@ pub async fn watch(args: WatchArgs, c: ClientArgs) -> Result<ExitCode, String> {
         shown += 1;
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Pause between tries to reopen a watch while no node answers (each try itself waits up
+/// to the request timeout).
+const WATCH_RETRY_PAUSE_MS: u64 = 250;
+
+/// Whether a watch error is of the path to the cluster, which a later try may get past
+/// (an outage, an election), as opposed to an answer that will not change (a compacted
+/// revision, a refused credential).
+fn outlasts_an_outage(e: &ClientError) -> bool {
+    match e {
+        ClientError::Unreachable { .. } | ClientError::NoLeader { .. } => true,
+        ClientError::Rejected { .. } => false,
+        other => other.is_transport(),
+    }
 }
 
 /// Whether `watch` shows `event`: it passes `--kind` and `--name`, and is not a periodic
@@ -613,6 +754,10 @@ fn watch_shows(args: &WatchArgs, known: &KnownServers, event: &roster_kernel::Ev
 pub async fn member(args: MemberArgs, c: ClientArgs) -> Result<ExitCode, String> {
     let client = c.connect().await?;
     let result = match args.op {
+        MemberOp::List => {
+            let s = client.status().await.map_err(|e| e.to_string())?;
+            return member_list(&s, c.json);
+        }
         MemberOp::Add { id, addr } => {
             roster_real::config::check_addr("addr", &addr).map_err(|e| e.to_string())?;
             client.add_node(id, addr).await
@@ -638,9 +783,40 @@ pub async fn member(args: MemberArgs, c: ClientArgs) -> Result<ExitCode, String>
     Ok(ExitCode::SUCCESS)
 }
 
+/// `roster member list`: one line per Raft member, voters first.
+fn member_list(s: &ClusterStatus, json: bool) -> Result<ExitCode, String> {
+    let voters = s.voters.iter().map(|m| (m, "voter"));
+    let members: Vec<_> = voters.chain(s.learners.iter().map(|m| (m, "learner"))).collect();
+    if json {
+        let list: Vec<_> = members
+            .iter()
+            .map(|((id, addr), role)| serde_json::json!({ "id": id, "addr": addr, "role": role, "leader": s.leader == Some(*id) }))
+            .collect();
+        print_json(&list)?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    outln!("{:<5} {:<24} {:<8} LEADER", "ID", "ADDR", "ROLE");
+    for ((id, addr), role) in members {
+        outln!("{id:<5} {addr:<24} {role:<8} {}", if s.leader == Some(*id) { "yes" } else { "" });
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
 #[cfg(test)]
 mod tests {
-    use super::unix_ms_text;
+    use super::{prefix_end, unix_ms_text};
+
+    #[test]
+    fn a_prefix_ends_before_the_first_key_it_does_not_start() {
+        assert_eq!(prefix_end("app/"), Some("app0".to_string()));
+        assert_eq!(prefix_end("a"), Some("b".to_string()));
+        assert_eq!(prefix_end(""), None);
+        assert_eq!(prefix_end("a\u{10FFFF}"), Some("b".to_string()));
+        assert_eq!(prefix_end("\u{D7FF}"), Some("\u{E000}".to_string()));
+        for key in ["app/", "app/x", "app/\u{10FFFF}"] {
+            assert!(key < prefix_end("app/").unwrap().as_str(), "{key}");
+        }
+    }
 
     #[test]
     fn unix_times_print_as_utc_dates() {

@@ -30,6 +30,49 @@ pub struct DevArgs {
     /// certificates are made under DATA_DIR/tls (kept for a restart).
     #[arg(long)]
     tls: bool,
+    /// Programs `roster launch` may start on the dev nodes: absolute paths, taken as their
+    /// canonical form (symlinks resolved), e.g. `--launch-allow /usr/bin/sleep /usr/bin/python3`.
+    #[arg(long, num_args = 1.., value_name = "PROGRAM")]
+    launch_allow: Vec<PathBuf>,
+}
+
+/// A `--launch-allow` program the dev cluster cannot allow.
+#[derive(Debug, thiserror::Error)]
+pub enum LaunchAllowError {
+    #[error(
+        "--launch-allow {given}: not an absolute path; a launch names its program exactly, so give the full path \
+         (e.g. `$(command -v {given})`)"
+    )]
+    NotAbsolute { given: String },
+    #[error("--launch-allow {given}: {source}; give the path of an existing program")]
+    Unresolvable { given: String, source: std::io::Error },
+    #[error("--launch-allow {given}: {canonical} is not a file")]
+    NotAFile { given: String, canonical: String },
+}
+
+impl From<LaunchAllowError> for String {
+    fn from(e: LaunchAllowError) -> String {
+        e.to_string()
+    }
+}
+
+/// The canonical paths of the programs to allow: each absolute, existing, a file.
+fn canonical_programs(given: &[PathBuf]) -> Result<Vec<String>, LaunchAllowError> {
+    given
+        .iter()
+        .map(|path| {
+            let shown = path.display().to_string();
+            if !path.is_absolute() {
+                return Err(LaunchAllowError::NotAbsolute { given: shown });
+            }
+            let canonical = std::fs::canonicalize(path)
+                .map_err(|source| LaunchAllowError::Unresolvable { given: shown.clone(), source })?;
+            if !canonical.is_file() {
+                return Err(LaunchAllowError::NotAFile { given: shown, canonical: canonical.display().to_string() });
+            }
+            Ok(canonical.display().to_string())
+        })
+        .collect()
 }
 
 /// The dev cluster's TLS files: the CA, and each node's certificate and key.
@@ -45,6 +88,7 @@ pub async fn run(args: DevArgs) -> Result<ExitCode, String> {
     let addr = |n: u64| format!("127.0.0.1:{}", args.base_port as u64 + n - 1);
     let http_addr = |n: u64| format!("127.0.0.1:{}", args.http_base_port as u64 + n - 1);
     let peers: std::collections::BTreeMap<u64, String> = (1..=args.nodes).map(|n| (n, addr(n))).collect();
+    let launch_allow = canonical_programs(&args.launch_allow)?;
     let tls = if args.tls { Some(ensure_tls(&args.data_dir, args.nodes)?) } else { None };
     let mut configs = Vec::new();
     for n in 1..=args.nodes {
@@ -54,6 +98,7 @@ pub async fn run(args: DevArgs) -> Result<ExitCode, String> {
         config.token_file = Some(token_file.clone());
         config.name = Some(format!("dev-{n}"));
         config.http_listen = Some(http_addr(n));
+        config.launch_allow = launch_allow.clone();
         if let Some(tls) = &tls {
             let (cert, key) = tls.nodes[n as usize - 1].clone();
             (config.tls_cert, config.tls_key, config.tls_ca) = (Some(cert), Some(key), Some(tls.ca.clone()));
@@ -89,6 +134,11 @@ pub async fn run(args: DevArgs) -> Result<ExitCode, String> {
                 http_addr(1)
             );
         }
+    }
+    if launch_allow.is_empty() {
+        outln!("launch: off (allow programs with --launch-allow /ABSOLUTE/PATH ...)");
+    } else {
+        outln!("launch: {} (roster launch --name job -- PROGRAM ARGS)", launch_allow.join(" "));
     }
     outln!("stop: ctrl-c");
 
@@ -163,17 +213,33 @@ fn ensure_token(dir: &Path) -> Result<PathBuf, String> {
 
 /// Writes a fresh secret to `path` with mode 0600, unless it exists.
 fn write_secret_once(path: &Path) -> Result<(), String> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
     if path.exists() {
         return Ok(());
     }
-    let mut file = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(path)
-        .map_err(|e| format!("cannot create {}: {e}", path.display()))?;
-    file.write_all(roster_real::server::launch::new_secret().as_bytes())
-        .map_err(|e| format!("cannot write {}: {e}", path.display()))
+    super::secret_file::write_new(path, &roster_real::server::launch::new_secret()).map_err(String::from)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn launch_allow_takes_absolute_existing_files_in_their_canonical_form() {
+        let dir = std::env::temp_dir().join(format!("roster-dev-allow-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("dir");
+        let program = dir.join("job.sh");
+        std::fs::write(&program, "#!/bin/sh\n").expect("write");
+        let link = dir.join("link.sh");
+        let _ = std::fs::remove_file(&link);
+        std::os::unix::fs::symlink(&program, &link).expect("symlink");
+        let canonical = std::fs::canonicalize(&program).expect("canonical").display().to_string();
+        assert_eq!(canonical_programs(std::slice::from_ref(&link)).expect("allowed"), vec![canonical]);
+        let relative = canonical_programs(&[PathBuf::from("sleep")]).expect_err("relative");
+        assert!(matches!(relative, LaunchAllowError::NotAbsolute { .. }), "{relative}");
+        assert!(relative.to_string().contains("command -v sleep"), "{relative}");
+        let missing = canonical_programs(&[dir.join("nothing")]).expect_err("missing");
+        assert!(matches!(missing, LaunchAllowError::Unresolvable { .. }), "{missing}");
+        assert!(matches!(canonical_programs(std::slice::from_ref(&dir)), Err(LaunchAllowError::NotAFile { .. })));
+        std::fs::remove_dir_all(&dir).expect("cleanup");
+    }
 }

@@ -37,11 +37,14 @@ pub async fn run(args: LaunchArgs, client: ClientArgs) -> Result<ExitCode, Strin
     };
     let json = client.json;
     let client = client.connect().await?;
-    let (server, process) = client.launch(req).await.map_err(|e| e.to_string())?;
+    let started = client.launch_started(req).await.map_err(|e| e.to_string())?;
+    let (server, process) = (started.server, started.process);
     if json {
-        outln!("{}", serde_json::json!({ "server": server.0, "process": process.0 }));
+        let output = &started.output_file;
+        outln!("{}", serde_json::json!({ "server": server.0, "process": process.0, "output_file": output }));
     } else {
         outln!("launched {:?} as {process} on {server}", args.name);
+        outln!("output: {} on {server} (`roster logs {process} --follow` reads it from anywhere)", started.output_file);
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -17,12 +17,19 @@ mod backup_file;
 mod bench;
 mod client_cmds;
 mod dev;
+mod health_cmd;
 mod launch_cmd;
+mod logs_cmd;
+mod lookup;
 mod node_cmd;
 mod run_cmd;
+mod secret_file;
 mod server_cmd;
 mod snapshot_cmd;
+mod stdout_closed;
 mod token_cmd;
+mod tree_probe;
+mod value_input;
 
 use clap::parser::ValueSource;
 use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand};
@@ -50,9 +57,11 @@ enum Command {
     Node(Box<node_cmd::NodeArgs>),
     /// Run a local 3-node cluster on loopback (data in ./roster-data) until ctrl-c.
     Dev(dev::DevArgs),
-    /// Leader, term, commit index, every server and process.
+    /// Leader, term, commit index, every server and process (exit 1 when no leader is known).
     Status,
-    /// One server or process: `server:ID` or `process:ID`.
+    /// Each endpoint's health: answers in time, knows a leader (exit 1 when any is unhealthy).
+    Health,
+    /// One server or process: by id (`server-ID`, `process-ID`; or `server:ID`) or by name.
     Get(client_cmds::GetArgs),
     /// List servers and processes, with filters.
     Ls(client_cmds::LsArgs),
@@ -78,6 +87,8 @@ enum Command {
     Run(run_cmd::RunArgs),
     /// Start a program on the idlest server that fits.
     Launch(launch_cmd::LaunchArgs),
+    /// The output of a launched process, from the node that runs it.
+    Logs(logs_cmd::LogsArgs),
     /// Credentials with roles: create, ls, revoke (and new-key for a key file).
     Token(token_cmd::TokenArgs),
 }
@@ -172,10 +183,29 @@ impl ClientArgs {
     }
 }
 
+/// The log's default filter (`RUST_LOG` replaces it). openraft's own WARNs report every
+/// failed RPC to a peer that is down or not listening yet (for a heartbeat, 25 a second
+/// per peer), which every restart and every stop of a member causes. Its heartbeat worker
+/// and its handle (`raft_inner`) report a stopped Raft core as ERRORs whenever a call was
+/// on its way as the core stopped, which a clean stop cannot always avoid; a core that
+/// stops for a fault is reported by Roster itself (`server::raft_stopped`: the node exits
+/// naming the cause). Roster says what an operator acts on (a fail-stopped log, a peer of
+/// another cluster, a refused vote); openraft's other errors still show.
+const DEFAULT_LOG_FILTER: &str = "info,openraft=error,openraft::core::heartbeat=off,openraft::raft::raft_inner=off";
+
 pub fn init_logging() {
+    use std::io::IsTerminal;
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,openraft=warn"));
-    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(DEFAULT_LOG_FILTER));
+    let colour = log_colour(std::io::stderr().is_terminal(), std::env::var_os("NO_COLOR").as_deref());
+    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(colour).try_init();
+}
+
+/// Colour in the log only on a terminal, and not there either when `NO_COLOR` is set to
+/// anything but the empty string (no-color.org): escape codes in a log file or a pipe
+/// are noise to `grep` and to a log collector.
+fn log_colour(stderr_is_terminal: bool, no_color: Option<&std::ffi::OsStr>) -> bool {
+    stderr_is_terminal && no_color.is_none_or(|v| v.is_empty())
 }
 
 pub fn main() -> ExitCode {
@@ -207,6 +237,7 @@ pub fn main() -> ExitCode {
             Command::Node(a) => node_cmd::run(*a).await,
             Command::Dev(a) => dev::run(a).await,
             Command::Status => client_cmds::status(c).await,
+            Command::Health => health_cmd::run(c).await,
             Command::Get(a) => client_cmds::get(a, c).await,
             Command::Ls(a) => client_cmds::ls(a, c).await,
             Command::Tombstones(a) => client_cmds::tombstones(a, c).await,
@@ -220,6 +251,7 @@ pub fn main() -> ExitCode {
             Command::Bench(a) => bench::run(a, c).await,
             Command::Run(a) => run_cmd::run(a, c).await,
             Command::Launch(a) => launch_cmd::run(a, c).await,
+            Command::Logs(a) => logs_cmd::run(a, c).await,
             Command::Token(a) => token_cmd::run(a, c).await,
         }
     });
@@ -298,5 +330,19 @@ pub fn write_stdout(args: std::fmt::Arguments<'_>, newline: bool) {
             eprintln!("error: cannot write to stdout: {e}");
             std::process::exit(1);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::log_colour;
+    use std::ffi::OsStr;
+
+    #[test]
+    fn the_log_is_coloured_only_on_a_terminal_without_no_color() {
+        assert!(log_colour(true, None));
+        assert!(log_colour(true, Some(OsStr::new(""))));
+        assert!(!log_colour(true, Some(OsStr::new("1"))));
+        assert!(!log_colour(false, None));
     }
 }

@@ -51,6 +51,10 @@ pub struct RunArgs {
     /// the wrapper runs as after registering; launched jobs start so too).
     #[arg(long)]
     attach: Option<u64>,
+    /// The program's CPU and memory (its whole process tree, sampled every second) are
+    /// averaged over this window and sent with its heartbeats.
+    #[arg(long, default_value_t = roster_kernel::resource_window::DEFAULT_WINDOW_MS)]
+    resource_window_ms: u64,
     /// The program and its arguments (after `--`).
     #[arg(last = true, required = true)]
     command: Vec<String>,
@@ -107,6 +111,7 @@ async fn register_then_attach(args: RunArgs, client_args: ClientArgs) -> Result<
         .args(["--attach", &id.0.to_string(), "--name", &args.name])
         .args(["--heartbeat-interval-ms", &args.heartbeat_interval_ms.to_string()])
         .args(["--leave-timeout-ms", &args.leave_timeout_ms.to_string()])
+        .args(["--resource-window-ms", &args.resource_window_ms.to_string()])
         .args(["--endpoints", &client_args.endpoints.join(",")])
         .args(["--timeout-ms", &client_args.timeout_ms.to_string()]);
     if let Some(ca) = client_args.tls_ca_path() {
@@ -156,6 +161,14 @@ async fn attached(args: RunArgs, client_args: ClientArgs, id: ProcessId) -> Resu
     };
     let pid = child.id();
     let handle = roster_real::client::ProcessHandle::start(client, id, args.heartbeat_interval_ms);
+    let window = roster_kernel::resource_window::ResourceWindow::new(
+        args.resource_window_ms,
+        super::tree_probe::SAMPLE_EVERY_MS.min(args.resource_window_ms),
+    )
+    .map_err(|e| format!("--resource-window-ms: {e}"))?;
+    let mut tree = pid.map(|pid| super::tree_probe::TreeWindow::new(pid, window));
+    let started = tokio::time::Instant::now();
+    let mut sample_every = tokio::time::interval(std::time::Duration::from_millis(super::tree_probe::SAMPLE_EVERY_MS));
     let mut term =
         tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).map_err(|e| e.to_string())?;
     let mut int =
@@ -166,6 +179,13 @@ async fn attached(args: RunArgs, client_args: ClientArgs, id: ProcessId) -> Resu
             status = child.wait() => break status.map_err(|e| format!("waiting for {program:?}: {e}"))?,
             _ = term.recv() => forward(pid, libc::SIGTERM),
             _ = int.recv() => forward(pid, libc::SIGINT),
+            // The program's tree, averaged over the window, rides on the next heartbeats.
+            _ = sample_every.tick(), if tree.is_some() => {
+                let now_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
+                if let Some(tree) = tree.as_mut() {
+                    handle.report_resources(tree.sample(now_ms));
+                }
+            }
         }
     };
     let code = status.code().unwrap_or_else(|| 128 + status.signal().unwrap_or(0));

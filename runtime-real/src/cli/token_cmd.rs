@@ -39,14 +39,24 @@ enum TokenOp {
         /// The token's id (`token ls`).
         id: u64,
     },
-    /// Print a fresh random secret (256 bits as hex), e.g. for a peer key file.
-    NewKey,
+    /// Print a fresh random secret (256 bits as hex), or write it to a new file of mode 0600.
+    NewKey {
+        /// Write the secret to this new file (mode 0600, readable by its owner only; an
+        /// existing file is refused) instead of printing it: a token or peer key file.
+        #[arg(long)]
+        out: Option<std::path::PathBuf>,
+    },
 }
 
 pub async fn run(args: TokenArgs, c: ClientArgs) -> Result<ExitCode, String> {
     match args.op {
-        TokenOp::NewKey => {
-            println!("{}", roster_real::server::launch::new_secret());
+        TokenOp::NewKey { out: None } => {
+            outln!("{}", roster_real::server::launch::new_secret());
+            Ok(ExitCode::SUCCESS)
+        }
+        TokenOp::NewKey { out: Some(path) } => {
+            super::secret_file::write_new(&path, &roster_real::server::launch::new_secret())?;
+            outln!("wrote a new secret to {} (mode 0600)", path.display());
             Ok(ExitCode::SUCCESS)
         }
         TokenOp::Create { role, name, server, member, ttl } => {

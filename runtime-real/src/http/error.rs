@@ -55,6 +55,40 @@ impl IntoResponse for HttpError {
     }
 }
 
+/// Bytes of a plain-text error body read to be wrapped as JSON: axum's rejections (a path
+/// id that is not a number, a method not allowed) are one short line.
+const PLAIN_ERROR_BODY_BYTES: usize = 4096;
+
+/// A plain-text error response (axum's own rejections of a request it could not extract,
+/// such as `/v1/processes/abc`) in the stable shape every other error has, with the same
+/// status. Other responses pass as they are.
+pub async fn json_errors(response: Response) -> Response {
+    let status = response.status();
+    let plain = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("text/plain"));
+    if !(status.is_client_error() || status.is_server_error()) || !plain {
+        return response;
+    }
+    let kind = match status {
+        StatusCode::BAD_REQUEST | StatusCode::UNPROCESSABLE_ENTITY => "bad_request",
+        StatusCode::NOT_FOUND => "not_found",
+        StatusCode::METHOD_NOT_ALLOWED => "method_not_allowed",
+        StatusCode::PAYLOAD_TOO_LARGE => "too_large",
+        StatusCode::UNSUPPORTED_MEDIA_TYPE => "unsupported_media_type",
+        s if s.is_client_error() => "bad_request",
+        _ => "node_failed",
+    };
+    let message = match axum::body::to_bytes(response.into_body(), PLAIN_ERROR_BODY_BYTES).await {
+        Ok(bytes) => String::from_utf8_lossy(&bytes).trim().to_string(),
+        Err(e) => format!("the request was refused ({status}); its reason could not be read: {e}"),
+    };
+    let message = if message.is_empty() { format!("the request was refused ({status})") } else { message };
+    HttpError::new(status, kind, message).into_response()
+}
+
 impl From<ClientError> for HttpError {
     fn from(e: ClientError) -> Self {
         use StatusCode as S;
@@ -134,6 +168,9 @@ impl HttpError {
             RequestError::TooManyStreams { .. } | RequestError::SnapshotsBusy { .. } => {
                 (S::SERVICE_UNAVAILABLE, "busy")
             }
+            RequestError::UnknownProcess { .. } => (S::NOT_FOUND, "not_found"),
+            RequestError::NotLaunched { .. } => (S::UNPROCESSABLE_ENTITY, "not_launched"),
+            RequestError::OutputUnreadable { .. } => (S::INTERNAL_SERVER_ERROR, "node_failed"),
             // Refusals: the request cannot succeed as it is.
             RequestError::LastVoter { .. }
             | RequestError::TransferTargetNotVoter { .. }

@@ -52,7 +52,9 @@ pub async fn events(
     }
     let sse =
         headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()).is_some_and(|a| a.contains("text/event-stream"));
-    let servers = crate::storage::with_kernel(&shared, |sm| KnownServers::new(sm.servers().cloned()));
+    let servers = crate::storage::with_kernel(&shared, |sm| {
+        KnownServers::new(sm.servers().cloned()).with_processes(sm.processes().cloned())
+    });
     let changes = shared.subscribe();
     let open = crate::metrics::Open::new(&state.api().metrics().watchers);
     let next_progress = tokio::time::Instant::now() + Duration::from_millis(PROGRESS_MS);

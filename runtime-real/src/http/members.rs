@@ -267,8 +267,9 @@ pub async fn launch(
     let request = crate::net::wire::ClientRequest::Launch(request);
     auth.may(&state, &request).await?;
     let crate::net::wire::ClientRequest::Launch(request) = request else { unreachable!("built as a Launch above") };
-    let (server, process) = state.client().launch(request).await?;
-    Ok((StatusCode::CREATED, Json(json!({ "server": server.0, "process": process.0 }))))
+    let started = state.client().launch_started(request).await?;
+    let (server, process, output_file) = (started.server.0, started.process.0, started.output_file);
+    Ok((StatusCode::CREATED, Json(json!({ "server": server, "process": process, "output_file": output_file }))))
 }
 
 /// `online` or `draining` in JSON bodies.

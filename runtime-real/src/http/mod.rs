@@ -21,6 +21,7 @@ mod error;
 mod events;
 mod health;
 mod kv;
+mod logs;
 mod members;
 mod metrics;
 mod page;

@@ -1,6 +1,6 @@
 //! Every path the HTTP listener serves. The list, with examples, is in README.md.
 
-use super::{HttpState, MAX_BODY_BYTES, cluster, events, health, kv, members, metrics, page, reads};
+use super::{HttpState, MAX_BODY_BYTES, cluster, events, health, kv, logs, members, metrics, page, reads};
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::routing::{delete, get, post, put};
@@ -15,6 +15,7 @@ pub fn router(state: HttpState) -> Router {
         .route("/processes", get(reads::processes).post(members::register))
         .route("/processes/{id}", get(reads::process).patch(members::patch_process).delete(members::deregister))
         .route("/processes/{id}/heartbeat", put(members::heartbeat))
+        .route("/processes/{id}/logs", get(logs::logs))
         .route("/tombstones", get(reads::tombstones))
         .route("/kv", get(kv::range))
         .route("/kv/{*key}", get(kv::get).put(kv::put).delete(kv::delete))
@@ -26,7 +27,8 @@ pub fn router(state: HttpState) -> Router {
         .route("/nodes/{id}/replace", post(cluster::replace_node))
         .route("/leader/transfer", post(cluster::transfer_leader))
         .route("/tokens", get(cluster::tokens).post(cluster::create_token))
-        .route("/tokens/{id}", delete(cluster::revoke_token));
+        .route("/tokens/{id}", delete(cluster::revoke_token))
+        .layer(axum::middleware::map_response(super::error::json_errors));
     Router::new()
         .route("/", get(page::page))
         .nest("/v1", v1)

@@ -183,10 +183,12 @@ impl RaftNetworkV2<TypeConfig> for PeerClient {
         rpc: VoteRequest<TypeConfig>,
         option: RPCOption,
     ) -> Result<VoteResponse<TypeConfig>, RPCError<TypeConfig>> {
+        let candidate_vote = rpc.vote;
         match self.call(&PeerRequest::Vote(rpc), option.hard_ttl()).await {
             Ok(PeerResponse::Vote(resp)) => Ok(resp),
-            Ok(PeerResponse::Failed(reason)) => Err(remote_failed(&reason)),
+            Ok(PeerResponse::Failed(reason)) => Ok(vote_not_granted(self.target, candidate_vote, &reason)),
             Ok(other) => Err(self.unexpected("vote", other)),
+            Err(RpcFailure::Unreachable(e)) => Ok(vote_not_granted(self.target, candidate_vote, &e.to_string())),
             Err(f) => Err(self.rpc_error(f)),
         }
     }
@@ -196,10 +198,12 @@ impl RaftNetworkV2<TypeConfig> for PeerClient {
         rpc: VoteRequest<TypeConfig>,
         option: RPCOption,
     ) -> Result<VoteResponse<TypeConfig>, RPCError<TypeConfig>> {
+        let candidate_vote = rpc.vote;
         match self.call(&PeerRequest::PreVote(rpc), option.hard_ttl()).await {
             Ok(PeerResponse::Vote(resp)) => Ok(resp),
-            Ok(PeerResponse::Failed(reason)) => Err(remote_failed(&reason)),
+            Ok(PeerResponse::Failed(reason)) => Ok(vote_not_granted(self.target, candidate_vote, &reason)),
             Ok(other) => Err(self.unexpected("pre-vote", other)),
+            Err(RpcFailure::Unreachable(e)) => Ok(vote_not_granted(self.target, candidate_vote, &e.to_string())),
             Err(f) => Err(self.rpc_error(f)),
         }
     }
@@ -282,6 +286,19 @@ impl PeerClient {
             }
         }
     }
+}
+
+/// A peer that declined to handle a (pre-)vote request (a node that waits after an empty
+/// start: see `server::vote_gate`), or that could not be connected to (not listening yet
+/// while the members of a restarted cluster start), did not grant it. Said as a plain
+/// rejection carrying the candidate's own vote, it counts against the quorum exactly as
+/// the error did and changes nothing else in the candidate (openraft only adopts a higher
+/// vote, or notes a longer log, from a rejection); but openraft does not log a normal
+/// formation or start at WARN as a protocol violation or an unreachable node. A peer that
+/// took the request and then failed or timed out is still an error.
+fn vote_not_granted(target: NodeId, candidate_vote: crate::raft::Vote, reason: &str) -> VoteResponse<TypeConfig> {
+    tracing::debug!(target, reason, "vote not granted: the peer declined or is not listening");
+    VoteResponse::new(candidate_vote, None, false)
 }
 
 fn remote_failed(reason: &str) -> RPCError<TypeConfig> {

@@ -62,6 +62,8 @@ pub struct Api {
     pub(crate) formation: Arc<crate::server::formation::Formation>,
     /// Snapshot exports for backups in progress (each holds a copy of the state).
     pub(crate) snapshot_exports: SnapshotExports,
+    /// Closed by a clean stop before the Raft core stops.
+    pub(crate) peer_intake: crate::server::peer_intake::PeerIntake,
 }
 
 /// Snapshot exports a node makes at once for `roster snapshot save`, at most: each holds
@@ -95,6 +97,10 @@ impl Api {
         &self.raft
     }
 
+    pub fn peer_intake(&self) -> &crate::server::peer_intake::PeerIntake {
+        &self.peer_intake
+    }
+
     pub fn vote_gate(&self) -> &crate::server::vote_gate::VoteGate {
         &self.vote_gate
     }
@@ -114,12 +120,15 @@ impl Api {
     /// The values `/metrics` reads when scraped: Raft's view and the record's counts.
     pub fn scrape(&self) -> crate::metrics::Scrape {
         let m = self.raft.metrics().borrow_watched().clone();
-        let (servers, processes, sessions) = crate::storage::with_kernel(&self.shared, |sm| {
+        let (servers, processes, sessions, used) = crate::storage::with_kernel(&self.shared, |sm| {
             let online = |s: roster_kernel::MemberStatus| s == roster_kernel::MemberStatus::Online;
             let servers = sm.servers().fold((0, 0), |(o, d), s| if online(s.status) { (o + 1, d) } else { (o, d + 1) });
             let processes =
                 sm.processes().fold((0, 0), |(o, d), p| if online(p.status) { (o + 1, d) } else { (o, d + 1) });
-            (servers, processes, sm.session_count() as u64)
+            let used = sm.processes().filter_map(|p| p.resources).fold((0u64, 0u64, 0u64), |(n, cpu, mem), r| {
+                (n + 1, cpu.saturating_add(u64::from(r.cpu_percent_avg)), mem.saturating_add(r.mem_bytes_used_avg))
+            });
+            (servers, processes, sm.session_count() as u64, used)
         });
         crate::metrics::Scrape {
             has_leader: m.current_leader.is_some(),
@@ -132,6 +141,9 @@ impl Api {
             processes_online: processes.0,
             processes_draining: processes.1,
             sessions,
+            processes_reporting: used.0,
+            processes_cpu_percent_sum: used.1,
+            processes_mem_bytes_sum: used.2,
         }
     }
 
@@ -248,6 +260,14 @@ impl Api {
             }
             ClientRequest::StartLocal(req) => match &self.launcher {
                 Some(l) => l.clone().start_local(req).await,
+                None => ClientResponse::Error(RequestError::LaunchUnavailable { node: self.id }),
+            },
+            ClientRequest::Output(req) => match &self.launcher {
+                Some(l) => l.output().read(req).await,
+                None => ClientResponse::Error(RequestError::LaunchUnavailable { node: self.id }),
+            },
+            ClientRequest::LocalOutput(req) => match &self.launcher {
+                Some(l) => l.output().read_local(req),
                 None => ClientResponse::Error(RequestError::LaunchUnavailable { node: self.id }),
             },
         };
@@ -555,13 +575,14 @@ fn op_name(request: &ClientRequest) -> &'static str {
         ClientRequest::Launch(_) => "launch",
         ClientRequest::StartLocal(_) => "start_local",
         ClientRequest::Snapshot => "snapshot",
+        ClientRequest::Output(_) | ClientRequest::LocalOutput(_) => "output",
     }
 }
 
 /// The `result` label of a launch this node led; `None` when it sent the caller on.
 fn launch_result(response: &ClientResponse) -> Option<&'static str> {
     match response {
-        ClientResponse::Launched { .. } => Some("started"),
+        ClientResponse::Launched { .. } | ClientResponse::LaunchStarted { .. } => Some("started"),
         ClientResponse::Error(RequestError::Placement { .. }) => Some("no_placement"),
         ClientResponse::Error(RequestError::NotAllowed { .. }) => Some("not_allowed"),
         ClientResponse::Error(_) => Some("failed"),

@@ -111,8 +111,11 @@ pub fn action_of(request: &ClientRequest, host: Option<roster_kernel::ServerId>)
         | ClientRequest::RemoveNode { .. }
         | ClientRequest::ReplaceNode { .. }
         | ClientRequest::TransferLeader { .. } => Action::NodeMembership,
-        ClientRequest::Readmit { .. } | ClientRequest::StartLocal(_) => Action::NodeOnly,
+        ClientRequest::Readmit { .. } | ClientRequest::StartLocal(_) | ClientRequest::LocalOutput(_) => {
+            Action::NodeOnly
+        }
         ClientRequest::Launch(_) => Action::Launch,
+        ClientRequest::Output(_) => Action::ReadOutput,
         ClientRequest::Snapshot => Action::Snapshot,
     }
 }

@@ -114,6 +114,11 @@ async fn serve_connection(tcp: TcpStream, api: Arc<Api>, acceptor: Acceptor) -> 
             .await;
             return Ok(());
         }
+        // Gone before it said hello (a peer or client that stopped while connecting).
+        Err(e @ (TransportError::Closed | TransportError::Io(_))) => {
+            tracing::debug!(%peer, error = %e, "connection ended before its hello");
+            return Ok(());
+        }
         Err(e) => {
             tracing::warn!(%peer, error = %e, "refused connection: bad handshake");
             let _ = w.send(&HelloReply::Refused { reason: format!("bad handshake: {e}") }).await;
@@ -123,9 +128,14 @@ async fn serve_connection(tcp: TcpStream, api: Arc<Api>, acceptor: Acceptor) -> 
     let caller =
         match authenticate(&mut r, &mut w, &api, &acceptor, certified, hello.auth, hello.channel, deadline).await {
             Ok(caller) => caller,
-            Err(reason) => {
+            Err(HandshakeEnd::Refused(reason)) => {
                 tracing::warn!(%peer, channel = ?hello.channel, "refused connection: {reason}");
                 let _ = w.send(&HelloReply::Refused { reason }).await;
+                return Ok(());
+            }
+            // A peer stopping (or restarting) while it connects: nothing to refuse.
+            Err(HandshakeEnd::PeerLeft(e)) => {
+                tracing::debug!(%peer, channel = ?hello.channel, error = %e, "peer left during the handshake");
                 return Ok(());
             }
         };
@@ -143,8 +153,28 @@ async fn serve_connection(tcp: TcpStream, api: Arc<Api>, acceptor: Acceptor) -> 
     }
 }
 
+/// How a handshake ended without a caller.
+enum HandshakeEnd {
+    /// The caller is refused, for this reason (sent to it, and logged).
+    Refused(String),
+    /// The caller closed the connection before it answered the challenge.
+    PeerLeft(TransportError),
+}
+
+impl From<String> for HandshakeEnd {
+    fn from(reason: String) -> Self {
+        HandshakeEnd::Refused(reason)
+    }
+}
+
+impl From<&str> for HandshakeEnd {
+    fn from(reason: &str) -> Self {
+        HandshakeEnd::Refused(reason.to_string())
+    }
+}
+
 /// Proves who the caller is, answering `Welcome` on success; `Err` is the reason it is
-/// refused (sent to it, and logged). A token never opens a Raft connection: only the peer
+/// refused (sent to it, and logged), or that it left. A token never opens a Raft connection: only the peer
 /// key does, and with TLS on only with a certificate from the cluster's CA as well.
 #[allow(clippy::too_many_arguments)] // one handshake's state, passed once
 async fn authenticate(
@@ -156,7 +186,7 @@ async fn authenticate(
     auth: Auth,
     channel: Channel,
     deadline: tokio::time::Instant,
-) -> Result<Caller, String> {
+) -> Result<Caller, HandshakeEnd> {
     let node = api.node_id();
     match auth {
         Auth::Token(_) if channel == Channel::Raft => Err("a token never opens a peer (Raft) connection: nodes prove \
@@ -179,20 +209,23 @@ async fn authenticate(
             let mine = crate::rt::random_bytes();
             let proof = key.accepting_proof(&nonce, &mine, from, node);
             w.send(&HelloReply::Challenge { node, nonce: mine, proof }).await.map_err(|e| e.to_string())?;
-            let answer = crate::rt::Timeout::new(r.recv::<PeerProof>(), deadline)
-                .await
-                .map_err(|_| "no answer to the peer challenge in time".to_string())?
-                .map_err(|e| format!("bad answer to the peer challenge: {e}"))?;
+            let answer = match crate::rt::Timeout::new(r.recv::<PeerProof>(), deadline).await {
+                Err(_) => return Err("no answer to the peer challenge in time".into()),
+                Ok(Err(e @ (TransportError::Closed | TransportError::Io(_)))) => return Err(HandshakeEnd::PeerLeft(e)),
+                Ok(Err(e)) => return Err(format!("bad answer to the peer challenge: {e}").into()),
+                Ok(Ok(answer)) => answer,
+            };
             if !key.verify_connecting(&answer.proof, &nonce, &mine, from, node) {
-                return Err(format!("a caller naming itself node {from} does not hold this cluster's peer key"));
+                return Err(format!("a caller naming itself node {from} does not hold this cluster's peer key").into());
             }
             if let Some(reason) = api.identity().refuse_peer(from, cluster, crate::rt::clock::unix_ms()) {
-                return Err(reason);
+                return Err(reason.into());
             }
             if channel == Channel::Raft && !api.is_member_or_unformed(from) {
                 return Err(format!(
                     "node {from} is not in this cluster's membership: add it first (roster member add {from} ADDR)"
-                ));
+                )
+                .into());
             }
             w.send(&HelloReply::Welcome { node, role: "node".into() }).await.map_err(|e| e.to_string())?;
             Ok(Caller::Node(from))
@@ -221,6 +254,11 @@ async fn serve_peer(mut r: Reader, mut w: Writer, api: Arc<Api>, from: u64) -> R
         let req = match r.recv::<PeerRequest>().await {
             Ok(req) => req,
             Err(TransportError::Closed) => return Ok(()),
+            // A peer that stopped or restarted resets its connections: no fault of the frames.
+            Err(e @ TransportError::Io(_)) => {
+                tracing::debug!(peer = from, error = %e, "peer connection ended");
+                return Err(e);
+            }
             Err(e) => {
                 tracing::warn!(peer = from, error = %e, "closing peer connection: bad frame");
                 return Err(e);
@@ -232,6 +270,11 @@ async fn serve_peer(mut r: Reader, mut w: Writer, api: Arc<Api>, from: u64) -> R
             PeerRequest::Append(_) | PeerRequest::SnapshotChunk { .. } => gate.refuse_replication(node),
             PeerRequest::TransferLeader(_) => gate.refuse_vote(node, from),
         };
+        // A node that is stopping (a clean stop, while the others still run) answers so
+        // itself: openraft logs a request to a stopped core as an ERROR.
+        let pass = api.peer_intake().enter().await;
+        let stopping = pass.is_none() || crate::server::raft_stopped::has_stopped(&raft);
+        let refusal = refusal.or_else(|| stopping.then(|| format!("node {node} is stopping")));
         if let Some(reason) = refusal {
             w.send(&PeerResponse::Failed(reason)).await?;
             continue;

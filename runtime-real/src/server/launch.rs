@@ -23,6 +23,8 @@ pub const LAUNCH_LABEL: &str = "roster.launch-id";
 /// How long registering a launched program and minting its token may take.
 const REGISTER_TIMEOUT_MS: u64 = 15_000;
 const FORWARD_TIMEOUT_MS: u64 = REGISTER_TIMEOUT_MS + 5_000;
+/// How long a launch waits for this node to apply the job's new token before starting it.
+const TOKEN_APPLIED_WAIT_MS: u64 = 2_000;
 /// Variables a launched job never inherits from the node: its credentials and key paths.
 pub const SECRET_VARS: [&str; 8] = [
     "ROSTER_TOKEN",
@@ -54,7 +56,11 @@ pub struct Launcher {
     run_as: Option<(u32, u32)>,
     self_addr: String,
     heartbeat_interval_ms: u64,
+    /// The resource window a launched wrapper averages its job's use over (the node's).
+    resource_window_ms: u64,
     next: AtomicU64,
+    /// Reads the launched jobs' output back (`output.rs`).
+    output: crate::server::output::OutputSource,
 }
 
 impl Launcher {
@@ -77,21 +83,37 @@ impl Launcher {
         let cluster = crate::client::Cluster::for_node(options, connector.clone(), peer.clone())?;
         let seed = u64::from_le_bytes(crate::rt::random_bytes()[..8].try_into().expect("8 bytes"));
         let client = crate::client::Client::with_cluster(cluster, crate::client::RetryConfig::default(), seed)?;
+        let log_dir = config.data_dir.join("launched");
+        let output = crate::server::output::OutputSource::new(
+            config.id,
+            raft.clone(),
+            shared.clone(),
+            log_dir.clone(),
+            roster_client::Credential::Peer(peer.clone()),
+            connector.clone(),
+        );
         Ok(Launcher {
             node: config.id,
             raft,
             shared,
             credential: roster_client::Credential::Peer(peer),
             allow: config.launch_allow.clone(),
-            log_dir: config.data_dir.join("launched"),
+            log_dir,
             connector,
             client,
             tls_ca: config.tls_ca.clone(),
             run_as,
             self_addr: config.advertise_addr().to_string(),
             heartbeat_interval_ms: config.heartbeat_interval_ms,
+            resource_window_ms: config.resource_window_ms,
             next: AtomicU64::new(1),
+            output,
         })
+    }
+
+    /// Where reads of the launched jobs' output go.
+    pub fn output(&self) -> &crate::server::output::OutputSource {
+        &self.output
     }
 
     /// On the leader: place, then start here or forward to the chosen node.
@@ -121,7 +143,7 @@ impl Launcher {
     /// On the chosen node: register the process, mint its member token, and start the
     /// program under `roster run --attach` with that token as its only credential.
     pub async fn start_local(self: Arc<Self>, req: LaunchRequest) -> ClientResponse {
-        if !self.allow.iter().any(|a| a == &req.program) {
+        if !allowed(&self.allow, &req.program) {
             tracing::warn!(program = %req.program, "launch refused: not on the allow-list");
             return ClientResponse::Error(RequestError::NotAllowed { program: req.program, node: self.node });
         }
@@ -152,10 +174,14 @@ impl Launcher {
                 });
             }
         };
+        // The wrapper connects here with the new token at once: wait (bounded) until this
+        // node has applied it, or the first connection is refused as unknown.
+        self.token_applied(&secret).await;
         let mut cmd = tokio::process::Command::new(exe);
         cmd.arg("run")
             .args(["--attach", &process.0.to_string(), "--name", &req.name, "--endpoints", &self.self_addr])
-            .args(["--heartbeat-interval-ms", &self.heartbeat_interval_ms.to_string()]);
+            .args(["--heartbeat-interval-ms", &self.heartbeat_interval_ms.to_string()])
+            .args(["--resource-window-ms", &self.resource_window_ms.to_string()]);
         if let Some(ca) = &self.tls_ca {
             cmd.arg("--tls-ca").arg(ca);
         }
@@ -176,7 +202,11 @@ impl Launcher {
                 tokio::spawn(async move {
                     let _ = child.wait().await;
                 });
-                ClientResponse::Launched { server: ServerId(self.node), process }
+                ClientResponse::LaunchStarted {
+                    server: ServerId(self.node),
+                    process,
+                    output_file: log_path.display().to_string(),
+                }
             }
             Err(e) => {
                 let command = Command::DeregisterProcess { id: process, exit_status: Some(127) };
@@ -185,6 +215,19 @@ impl Launcher {
                 }
                 launch_failed(e.to_string())
             }
+        }
+    }
+
+    /// Returns once this node's applied state holds the token of `secret`, or after
+    /// `TOKEN_APPLIED_WAIT_MS` (the wrapper then retries its connection by itself).
+    async fn token_applied(&self, secret: &str) {
+        let hash = roster_client::token_hash(secret);
+        let deadline = tokio::time::Instant::now() + Duration::from_millis(TOKEN_APPLIED_WAIT_MS);
+        while !crate::storage::with_kernel(&self.shared, |sm| sm.token_by_hash(&hash).is_some()) {
+            if tokio::time::Instant::now() >= deadline {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
         }
     }
 
@@ -275,10 +318,44 @@ async fn forward(
     }
 }
 
+/// Whether `program` is on the allow-list: as it is, or, for an absolute path, through
+/// its canonical form (the list holds canonical paths: `/usr/bin/python3` is allowed when
+/// the list names `/usr/bin/python3.11` it links to). It runs under the name given, which
+/// a multi-call binary dispatches on.
+fn allowed(allow: &[String], program: &str) -> bool {
+    if allow.iter().any(|a| a == program) {
+        return true;
+    }
+    let path = std::path::Path::new(program);
+    path.is_absolute() && std::fs::canonicalize(path).is_ok_and(|c| allow.iter().any(|a| std::path::Path::new(a) == c))
+}
+
 fn launch_failed(reason: String) -> ClientResponse {
     ClientResponse::Error(RequestError::LaunchFailed { reason })
 }
 
 fn sanitize(name: &str) -> String {
     name.chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' { c } else { '_' }).take(64).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::allowed;
+
+    #[test]
+    fn a_program_is_allowed_as_listed_or_through_its_canonical_path_only() {
+        let dir = std::env::temp_dir().join(format!("roster-launch-allowed-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("dir");
+        let real = dir.join("python3.11");
+        std::fs::write(&real, "").expect("write");
+        let link = dir.join("python3");
+        let _ = std::fs::remove_file(&link);
+        std::os::unix::fs::symlink(&real, &link).expect("symlink");
+        let allow = vec![std::fs::canonicalize(&real).expect("canonical").display().to_string()];
+        assert!(allowed(&allow, &allow[0]));
+        assert!(allowed(&allow, &link.display().to_string()), "a link to an allowed program");
+        assert!(!allowed(&allow, "python3"), "a bare name is never resolved");
+        assert!(!allowed(&allow, &dir.join("other").display().to_string()));
+        std::fs::remove_dir_all(&dir).expect("cleanup");
+    }
 }

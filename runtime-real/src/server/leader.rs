@@ -220,7 +220,9 @@ async fn propose(
         LeaderCommand::Expire { members } => {
             Some((members.len(), members.iter().take(8).map(|(m, s)| format!("{m} (silent {s} ms)")).collect()))
         }
-        LeaderCommand::ReportResources { .. } | LeaderCommand::SealCluster { .. } => None,
+        LeaderCommand::ReportResources { .. }
+        | LeaderCommand::ReportMemberResources { .. }
+        | LeaderCommand::SealCluster { .. } => None,
     };
     let entry = Proposal { at_unix_ms: crate::rt::clock::unix_ms(), body: ProposalBody::Leader(command) };
     match (raft.client_write(Batch::one(entry)).await, expired) {

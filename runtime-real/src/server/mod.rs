@@ -27,6 +27,8 @@ pub mod launch;
 pub mod leader;
 pub mod leadership;
 pub mod outbox;
+pub mod output;
+pub mod peer_intake;
 pub mod proposer;
 pub mod raft_stopped;
 pub mod rejoin;

@@ -24,6 +24,12 @@ pub async fn raft_stopped(raft: &Raft) -> String {
     }
 }
 
+/// Whether the Raft core has stopped (shut down, or fail-stopped): requests handed to it
+/// now only fail.
+pub fn has_stopped(raft: &Raft) -> bool {
+    raft.metrics().borrow_watched().running_state.is_err()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -113,7 +113,9 @@ impl VoteGate {
         let closed = lock(&self.closed).clone()?;
         let reason = closed.refuse_vote(node).to_string();
         if !self.refusal_logged.swap(true, Ordering::Relaxed) {
-            tracing::warn!(candidate = from, "refusing to vote: {}", closed.reason);
+            // INFO: every new cluster's members refuse votes while they decide whether to
+            // form it; a node that lost its disk says so at WARN at its start (`node.rs`).
+            tracing::info!(candidate = from, "refusing to vote: {}", closed.reason);
         } else {
             tracing::debug!(candidate = from, "refusing to vote");
         }

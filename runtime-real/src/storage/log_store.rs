@@ -343,7 +343,12 @@ impl Writer {
 
     fn fail(&mut self, e: &StorageError) {
         let stop = e.fail_stop();
-        tracing::error!(error = %stop, "Raft log storage failed; refusing further writes");
+        if matches!(e, StorageError::RuntimeStopping) {
+            // The end of a clean stop, not a failure: said, but not as an error.
+            tracing::info!(error = %e, "Raft log storage stopped with the runtime; refusing further writes");
+        } else {
+            tracing::error!(error = %stop, "Raft log storage failed; refusing further writes");
+        }
         for cb in self.waiting.drain(..) {
             cb.io_completed(Err(stop.fail_stop().into_io()));
         }

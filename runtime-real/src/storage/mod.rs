@@ -62,6 +62,10 @@ pub enum StorageError {
     InvalidOptions(String),
     #[error("storage has failed earlier and refuses further writes: {0}")]
     Failed(String),
+    /// Disk work was cancelled because the process's runtime is shutting down (a clean
+    /// stop ends with it): no failure of the disk, but nothing after it is acknowledged.
+    #[error("storage I/O was cancelled: the node's runtime is stopping")]
+    RuntimeStopping,
     /// The log's first write or fsync that failed; the log acknowledges nothing after it.
     #[error(
         "the Raft log fail-stopped on {file}: {reason}. Nothing after it is acknowledged and no write is retried \
@@ -197,9 +201,14 @@ pub(crate) async fn on_disk<R: Send + 'static>(
 ) -> Result<R, StorageError> {
     #[cfg(not(madsim))]
     if offload {
-        return tokio::task::spawn_blocking(f)
-            .await
-            .map_err(|e| StorageError::Failed(format!("a storage I/O task died: {e}")));
+        // A blocking task is cancelled only when the runtime shuts down before it ran.
+        return tokio::task::spawn_blocking(f).await.map_err(|e| {
+            if e.is_cancelled() {
+                StorageError::RuntimeStopping
+            } else {
+                StorageError::Failed(format!("a storage I/O task died: {e}"))
+            }
+        });
     }
     #[cfg(madsim)]
     let _ = offload;
