@@ -81,7 +81,11 @@ fn a_watch_survives_a_burst_of_large_values_and_sees_the_marker_after_it() {
         watch("early.out", &[&["watch", "--json", "--kind", "kv", "--count", &count][..], &timeout].concat());
     std::thread::sleep(Duration::from_millis(500));
     let value = "v".repeat(VALUE_BYTES);
-    burst(&c, |i| vec!["kv".into(), "put".into(), format!("big-{i:03}"), value.clone()]);
+    // A generous deadline: 200 clients at once load a small machine, and the test is
+    // about the watches, not about how fast the puts go.
+    burst(&c, |i| {
+        vec!["kv".into(), "put".into(), format!("big-{i:03}"), value.clone(), "--timeout-ms".into(), "30000".into()]
+    });
     let after = before.to_string();
     let mut late = watch(
         "late.out",
@@ -164,7 +168,7 @@ fn status_ls_and_the_http_lists_answer_when_the_processes_would_not_fit_a_frame(
     assert_eq!(processes.len(), BURST);
     assert!(processes.iter().all(|p| p["info"]["labels"].as_object().map(|l| l.len()) == Some(64)));
     let lines = ok(&c.roster(&["ls", "--kind", "processes"]));
-    assert_eq!(lines.lines().filter(|l| l.starts_with("process:")).count(), BURST, "{}", &lines[..200]);
+    assert_eq!(lines.lines().filter(|l| l.starts_with("process-")).count(), BURST, "{}", &lines[..200]);
     // The whole record, servers first.
     let everything = json(&c.roster(&["ls", "--json"]));
     assert_eq!(everything["servers"].as_array().map(Vec::len), Some(1));
