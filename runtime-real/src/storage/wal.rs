@@ -317,7 +317,7 @@ fn scan(bytes: &[u8], salt: u64) -> Scan {
         records.push(rec);
     }
     let end = off.min(bytes.len());
-    let garbage_end = bytes[end..].iter().rposition(|b| *b != 0).map(|p| end + p + 1);
+    let garbage_end = last_nonzero(&bytes[end..]).map(|p| end + p + 1);
     let mut after_garbage = Vec::new();
     if garbage_end.is_some() {
         let mut at = end + ALIGN_BYTES;
@@ -332,6 +332,26 @@ fn scan(bytes: &[u8], salt: u64) -> Scan {
         }
     }
     Scan { records, end, garbage_end, after_garbage }
+}
+
+/// The position of the last non-zero byte of `bytes`. Every open looks past a segment's
+/// last record for damage, and a segment is mostly preallocated zeros (8 MiB), so this
+/// ORs 64-byte blocks (a loop the compiler vectorises) and looks at single bytes only in
+/// the block that holds the answer: a byte-at-a-time `rposition` over the zeros was 37% of
+/// the instructions of a simulated run with full-cluster restarts (scripts/sim-cost).
+fn last_nonzero(bytes: &[u8]) -> Option<usize> {
+    const BLOCK_BYTES: usize = 64;
+    let whole = bytes.len() - bytes.len() % BLOCK_BYTES;
+    if let Some(p) = bytes[whole..].iter().rposition(|b| *b != 0) {
+        return Some(whole + p);
+    }
+    let (i, block) = bytes[..whole]
+        .chunks_exact(BLOCK_BYTES)
+        .enumerate()
+        .rev()
+        .find(|(_, b)| b.iter().fold(0, |acc, x| acc | x) != 0)?;
+    let p = block.iter().rposition(|b| *b != 0).expect("the block has a non-zero byte");
+    Some(i * BLOCK_BYTES + p)
 }
 
 /// What a segment's first bytes say.
@@ -671,7 +691,7 @@ impl Wal {
         if seqs.contains(&seq) {
             let contents = self.disk.read(&name).map_err(io_err(&name))?;
             let from = to_index(offset).min(contents.len());
-            end = contents[from..].iter().rposition(|b| *b != 0).map(|p| (from + p + 1) as u64);
+            end = last_nonzero(&contents[from..]).map(|p| (from + p + 1) as u64);
         }
         if let Some(end) = end {
             tracing::warn!(
@@ -1607,6 +1627,21 @@ pub(crate) mod tests {
         #[test]
         fn wal_matches_a_btreemap_model(ops in proptest::collection::vec(op(), 1..80), preallocate: bool) {
             run_ops(ops, preallocate);
+        }
+
+        /// Zeros with a few non-zero bytes anywhere, block edges included.
+        #[test]
+        fn last_nonzero_matches_a_byte_by_byte_search(
+            len in 0usize..600,
+            marks in proptest::collection::vec((any::<prop::sample::Index>(), 1u8..), 0..4),
+        ) {
+            let mut bytes = vec![0u8; len];
+            if len > 0 {
+                for (at, value) in marks {
+                    bytes[at.index(len)] = value;
+                }
+            }
+            prop_assert_eq!(last_nonzero(&bytes), bytes.iter().rposition(|b| *b != 0));
         }
     }
 }
