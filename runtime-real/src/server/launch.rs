@@ -137,7 +137,7 @@ impl Launcher {
         let Some(addr) = leadership::node_addr(&self.raft, server.0) else {
             return ClientResponse::Error(RequestError::NoAddress { server });
         };
-        forward(&addr, &self.credential, &self.connector, req).await
+        forward(&addr, &self.credential, &self.connector, ClientRequest::StartLocal(req), FORWARD_TIMEOUT_MS).await
     }
 
     /// On the chosen node: register the process, mint its member token, and start the
@@ -294,21 +294,23 @@ pub fn new_secret() -> String {
     crate::rt::random_bytes().iter().map(|b| format!("{b:02x}")).collect()
 }
 
-/// Sends a `StartLocal` to the chosen node and relays its answer.
-async fn forward(
+/// Sends `request` to the node at `addr`, on a connection of its own, and relays its
+/// answer, bounded by `timeout_ms` (a forwarded launch, a forwarded output read).
+pub(crate) async fn forward(
     addr: &str,
     credential: &roster_client::Credential,
     connector: &crate::net::transport::Connector,
-    req: LaunchRequest,
+    request: ClientRequest,
+    timeout_ms: u64,
 ) -> ClientResponse {
     let exchange = async {
         let max = crate::net::wire::MAX_CLIENT_FRAME_BYTES;
         let (mut r, mut w) =
             crate::net::transport::connect(addr, credential, Channel::Client, max, 2_000, connector).await?;
-        w.send(&ClientEnvelope { id: 1, request: ClientRequest::StartLocal(req) }).await?;
+        w.send(&ClientEnvelope { id: 1, request }).await?;
         r.recv::<ClientResponseEnvelope>().await
     };
-    let deadline = tokio::time::Instant::now() + Duration::from_millis(FORWARD_TIMEOUT_MS);
+    let deadline = tokio::time::Instant::now() + Duration::from_millis(timeout_ms);
     match crate::rt::Timeout::new(exchange, deadline).await {
         Ok(Ok(env)) => env.response,
         Ok(Err(e)) => {

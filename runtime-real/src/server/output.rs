@@ -14,8 +14,7 @@
 //! - One read returns at most `MAX_OUTPUT_READ_BYTES`; a caller pages on with the offset.
 
 use crate::net::wire::{
-    Channel, ClientEnvelope, ClientRequest, ClientResponse, ClientResponseEnvelope, MAX_OUTPUT_READ_BYTES, OutputChunk,
-    OutputFrom, OutputRequest, RequestError,
+    ClientRequest, ClientResponse, MAX_OUTPUT_READ_BYTES, OutputChunk, OutputFrom, OutputRequest, RequestError,
 };
 use crate::server::{Raft, leadership};
 use crate::storage::SharedState;
@@ -23,7 +22,6 @@ use roster_kernel::{ProcessEntry, ProcessId, ServerId, TombstoneSubject};
 use std::io::{Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::Duration;
 
 /// How long a forwarded read may take.
 const FORWARD_TIMEOUT_MS: u64 = 5_000;
@@ -63,7 +61,14 @@ impl OutputSource {
         let Some(addr) = leadership::node_addr(&self.raft, server.0) else {
             return ClientResponse::Error(RequestError::NoAddress { server });
         };
-        forward(&addr, &self.credential, &self.connector, req).await
+        crate::server::launch::forward(
+            &addr,
+            &self.credential,
+            &self.connector,
+            ClientRequest::LocalOutput(req),
+            FORWARD_TIMEOUT_MS,
+        )
+        .await
     }
 
     /// On the node that runs the process: read its output file.
@@ -173,30 +178,6 @@ fn tail_start(data: &[u8], lines: u32) -> usize {
         }
     }
     0
-}
-
-/// Sends a `LocalOutput` to the node that runs the process and relays its answer.
-async fn forward(
-    addr: &str,
-    credential: &roster_client::Credential,
-    connector: &crate::net::transport::Connector,
-    req: OutputRequest,
-) -> ClientResponse {
-    let exchange = async {
-        let max = crate::net::wire::MAX_CLIENT_FRAME_BYTES;
-        let (mut r, mut w) =
-            crate::net::transport::connect(addr, credential, Channel::Client, max, 2_000, connector).await?;
-        w.send(&ClientEnvelope { id: 1, request: ClientRequest::LocalOutput(req) }).await?;
-        r.recv::<ClientResponseEnvelope>().await
-    };
-    let deadline = tokio::time::Instant::now() + Duration::from_millis(FORWARD_TIMEOUT_MS);
-    match crate::rt::Timeout::new(exchange, deadline).await {
-        Ok(Ok(env)) => env.response,
-        Ok(Err(e)) => {
-            ClientResponse::Error(RequestError::ForwardFailed { addr: addr.to_string(), reason: e.to_string() })
-        }
-        Err(_) => ClientResponse::Error(RequestError::ForwardTimeout { addr: addr.to_string() }),
-    }
 }
 
 #[cfg(test)]
