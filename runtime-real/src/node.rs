@@ -154,24 +154,24 @@ impl Node {
             connector.clone(),
         )
         .map_err(|e| NodeError::Launcher(e.to_string()))?;
-        let api = Arc::new(Api {
+        let handles = crate::server::api::Handles {
             id: config.id,
-            credentials: crate::server::authority::Credentials::new(token.clone(), shared.clone()),
-            peer: peer.clone(),
-            connector: connector.clone(),
             raft: raft.clone(),
             shared: shared.clone(),
-            leader,
-            launcher: Some(Arc::new(launcher)),
-            hand_off_timeout_ms: config.hand_off_timeout_ms(),
-            proposer: crate::server::proposer::Proposer::start(config.id, raft.clone(), metrics.clone()),
             vote_gate: vote_gate.clone(),
             metrics: metrics.clone(),
+            peer: peer.clone(),
+            connector: connector.clone(),
+        };
+        let services = crate::server::api::Services {
+            bootstrap_token: token.clone(),
+            leader,
+            launcher,
             identity: identity.clone(),
             formation: formation.clone(),
-            snapshot_exports: crate::server::api::SnapshotExports::default(),
-            peer_intake: Default::default(),
-        });
+            hand_off_timeout_ms: config.hand_off_timeout_ms(),
+        };
+        let api = Arc::new(Api::new(handles, services));
         tokio::spawn(count_leader_changes(raft.clone(), metrics.clone()));
         tokio::spawn(crate::server::cluster_id::adopt_when_sealed(raft.clone(), shared.clone(), identity.clone()));
         let cap = crate::server::dispatch::connection_cap(raise_open_files_limit(), HTTP_CONNECTIONS);

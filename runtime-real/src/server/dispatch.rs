@@ -7,17 +7,17 @@
 use crate::net::transport::{self, Reader, TransportError, Writer};
 use crate::net::wire::RequestError;
 use crate::net::wire::{
-    Auth, Channel, ClientEnvelope, ClientRequest, ClientResponse, ClientResponseEnvelope, Hello, HelloReply,
-    MAX_CLIENT_FRAME_BYTES, MAX_HELLO_BYTES, MAX_PEER_FRAME_BYTES, PeerProof, PeerRequest, PeerResponse,
+    Auth, Channel, ClientEnvelope, ClientResponse, ClientResponseEnvelope, Hello, HelloReply, MAX_CLIENT_FRAME_BYTES,
+    MAX_HELLO_BYTES, MAX_PEER_FRAME_BYTES, PeerProof, PeerRequest, PeerResponse,
 };
 use crate::raft::TypeConfig;
 use crate::server::api::Api;
+use crate::server::api::served::{Routed, route};
 use crate::server::authority::Caller;
-use crate::server::outbox::{CLIENT_OUTBOX, InFlight, Outgoing, is_bulk_read, is_stream};
+use crate::server::outbox::{CLIENT_OUTBOX, InFlight, Outgoing};
 use crate::server::proposer::ReplyTo;
 use crate::server::snapshot_receive::{ChunkTaken, MAX_PEER_SNAPSHOT_BYTES, SnapshotReceiver};
 use crate::tls::{Accepted, Acceptor};
-use roster_kernel::ProposalBody;
 use roster_kernel::codec::CodecError;
 use std::sync::Arc;
 use tokio::net::{TcpListener, TcpStream};
@@ -371,36 +371,35 @@ async fn serve_client(
             }
         };
         // Writes go to the proposer, which answers through the slot itself: no task per write.
-        let body = match env.request {
-            ClientRequest::Submit(req) => ProposalBody::Client(req),
-            ClientRequest::OpenSession => ProposalBody::OpenSession,
-            request => {
-                let stream = if is_stream(&request) {
-                    match in_flight.open_stream() {
-                        Ok(place) => Some(place),
-                        Err(error) => {
-                            let refusal = ClientResponse::Error(error);
-                            slot.send(Outgoing::small(ClientResponseEnvelope { id: env.id, response: refusal }));
-                            continue;
-                        }
-                    }
-                } else {
-                    None
-                };
-                // A read whose answer may be large waits for a bulk place (reading stops
-                // meanwhile) and holds it until its answer is written.
-                let bulk = if is_bulk_read(&request) { Some(in_flight.reserve_bulk().await) } else { None };
-                let api = api.clone();
-                let outbox = in_flight.outbox(slot, bulk);
-                let env = ClientEnvelope { id: env.id, request };
-                tokio::spawn(async move {
-                    let _stream = stream;
-                    api.handle(env, outbox, sees_credentials).await
-                });
+        let request = match route(env.request) {
+            Routed::Write(body) => {
+                api.submit(body, ReplyTo::Connection { id: env.id, slot }).await;
                 continue;
             }
+            Routed::Serve(request) => request,
         };
-        api.submit(body, ReplyTo::Connection { id: env.id, slot }).await;
+        let stream = if request.is_stream() {
+            match in_flight.open_stream() {
+                Ok(place) => Some(place),
+                Err(error) => {
+                    let refusal = ClientResponse::Error(error);
+                    slot.send(Outgoing::small(ClientResponseEnvelope { id: env.id, response: refusal }));
+                    continue;
+                }
+            }
+        } else {
+            None
+        };
+        // A read whose answer may be large waits for a bulk place (reading stops
+        // meanwhile) and holds it until its answer is written.
+        let bulk = if request.is_bulk_read() { Some(in_flight.reserve_bulk().await) } else { None };
+        let api = api.clone();
+        let outbox = in_flight.outbox(slot, bulk);
+        let id = env.id;
+        tokio::spawn(async move {
+            let _stream = stream;
+            api.handle(id, request, outbox, sees_credentials).await
+        });
     };
     // The writer ends once every sender is gone (answers in progress keep theirs).
     drop(in_flight);

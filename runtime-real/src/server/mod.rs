@@ -1,7 +1,8 @@
 //! The server side of a node: what it does with requests and what it does by itself.
 //!
 //! - `dispatch`: the listener; tells peers from clients and hands each request on.
-//! - `api`: what a node does with each client request.
+//! - `api`: what a node does with each client request, in parts by concern (reads, status,
+//!   membership, backups; `served` routes a request to its part).
 //! - `authority`: who is calling (token or peer key) and whether it may send a request.
 //! - `proposer`: gathers writes into batched Raft entries and answers each.
 //! - `leader`: the leader driver, sole owner of the kernel's `LeaderDuties`.
