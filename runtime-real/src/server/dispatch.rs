@@ -195,7 +195,7 @@ async fn authenticate(
         Auth::Token(token) => {
             let (caller, standing) = api.credentials().authenticate(&token, crate::rt::clock::unix_ms())?;
             let role = standing.principal.to_string();
-            w.send(&HelloReply::Welcome { node, role }).await.map_err(|e| e.to_string())?;
+            w.send(&HelloReply::Welcome { node, role }).await.map_err(HandshakeEnd::PeerLeft)?;
             Ok(caller)
         }
         Auth::Peer { from, cluster, nonce } => {
@@ -208,7 +208,7 @@ async fn authenticate(
             let key = api.peer_key();
             let mine = crate::rt::random_bytes();
             let proof = key.accepting_proof(&nonce, &mine, from, node);
-            w.send(&HelloReply::Challenge { node, nonce: mine, proof }).await.map_err(|e| e.to_string())?;
+            w.send(&HelloReply::Challenge { node, nonce: mine, proof }).await.map_err(HandshakeEnd::PeerLeft)?;
             let answer = match crate::rt::Timeout::new(r.recv::<PeerProof>(), deadline).await {
                 Err(_) => return Err("no answer to the peer challenge in time".into()),
                 Ok(Err(e @ (TransportError::Closed | TransportError::Io(_)))) => return Err(HandshakeEnd::PeerLeft(e)),
@@ -227,7 +227,7 @@ async fn authenticate(
                 )
                 .into());
             }
-            w.send(&HelloReply::Welcome { node, role: "node".into() }).await.map_err(|e| e.to_string())?;
+            w.send(&HelloReply::Welcome { node, role: "node".into() }).await.map_err(HandshakeEnd::PeerLeft)?;
             Ok(Caller::Node(from))
         }
     }

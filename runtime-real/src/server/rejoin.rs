@@ -98,7 +98,7 @@ async fn ask(
     connector: &Connector,
     request: ClientRequest,
     timeout_ms: u64,
-) -> Result<ClientResponse, String> {
+) -> Result<ClientResponse, crate::net::transport::TransportError> {
     let (mut r, mut w) = crate::net::transport::connect(
         addr,
         credential,
@@ -107,10 +107,9 @@ async fn ask(
         timeout_ms,
         connector,
     )
-    .await
-    .map_err(|e| e.to_string())?;
-    w.send(&ClientEnvelope { id: 1, request }).await.map_err(|e| e.to_string())?;
-    let env = r.recv::<ClientResponseEnvelope>().await.map_err(|e| e.to_string())?;
+    .await?;
+    w.send(&ClientEnvelope { id: 1, request }).await?;
+    let env = r.recv::<ClientResponseEnvelope>().await?;
     Ok(env.response)
 }
 
