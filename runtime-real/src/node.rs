@@ -121,13 +121,7 @@ impl Node {
             peer: peer.clone(),
             connector: connector.clone(),
         };
-        let launcher = crate::server::launch::Launcher::new(
-            &config,
-            raft.clone(),
-            shared.clone(),
-            peer.clone(),
-            connector.clone(),
-        )?;
+        let launcher = crate::server::launch::Launcher::new(&config, &handles)?;
         let services = crate::server::api::Services {
             bootstrap_token: token,
             leader: start_leader_driver(&config, &handles, clock, &identity)?,

@@ -64,13 +64,9 @@ pub struct Launcher {
 }
 
 impl Launcher {
-    pub fn new(
-        config: &NodeConfig,
-        raft: Raft,
-        shared: Arc<SharedState>,
-        peer: roster_client::PeerAuth,
-        connector: crate::net::transport::Connector,
-    ) -> Result<Self, LauncherError> {
+    pub fn new(config: &NodeConfig, node: &crate::server::api::Handles) -> Result<Self, LauncherError> {
+        let (raft, shared) = (node.raft.clone(), node.shared.clone());
+        let (peer, connector) = (node.peer.clone(), node.connector.clone());
         let run_as = config.launch_user.as_deref().map(user_ids).transpose()?;
         let mut endpoints = vec![config.advertise_addr().to_string()];
         endpoints.extend(config.peers.values().filter(|a| a.as_str() != config.advertise_addr()).cloned());
@@ -153,13 +149,9 @@ impl Launcher {
             Ok(p) => p,
             Err(e) => return launch_failed(format!("cannot find the roster binary: {e}")),
         };
-        if let Err(e) = std::fs::create_dir_all(&self.log_dir) {
-            return launch_failed(format!("cannot create {}: {e}", self.log_dir.display()));
-        }
-        let log_path = self.log_dir.join(format!("{}-{launch_id}.log", sanitize(&req.name)));
-        let (log, log_err) = match std::fs::File::create(&log_path).and_then(|f| f.try_clone().map(|g| (f, g))) {
-            Ok(files) => files,
-            Err(e) => return launch_failed(format!("cannot create {}: {e}", log_path.display())),
+        let (log_path, log) = match self.open_log(&req.name, &launch_id) {
+            Ok(opened) => opened,
+            Err(reason) => return launch_failed(reason),
         };
         let deadline = tokio::time::Instant::now() + Duration::from_millis(REGISTER_TIMEOUT_MS);
         let registered = crate::rt::Timeout::new(self.register(&req, &launch_id), deadline).await;
@@ -177,24 +169,7 @@ impl Launcher {
         // The wrapper connects here with the new token at once: wait (bounded) until this
         // node has applied it, or the first connection is refused as unknown.
         self.token_applied(&secret).await;
-        let mut cmd = tokio::process::Command::new(exe);
-        cmd.arg("run")
-            .args(["--attach", &process.0.to_string(), "--name", &req.name, "--endpoints", &self.self_addr])
-            .args(["--heartbeat-interval-ms", &self.heartbeat_interval_ms.to_string()])
-            .args(["--resource-window-ms", &self.resource_window_ms.to_string()]);
-        if let Some(ca) = &self.tls_ca {
-            cmd.arg("--tls-ca").arg(ca);
-        }
-        for var in SECRET_VARS {
-            cmd.env_remove(var);
-        }
-        cmd.env("ROSTER_TOKEN", &secret);
-        // Options go before `--`: everything after it is the program's own command line.
-        cmd.arg("--").arg(&req.program).args(&req.args);
-        if let Some((uid, gid)) = self.run_as {
-            cmd.uid(uid).gid(gid);
-        }
-        cmd.stdin(std::process::Stdio::null()).stdout(log).stderr(log_err).kill_on_drop(false);
+        let mut cmd = self.wrapper(exe, &req, process, &secret, log);
         match cmd.spawn() {
             Ok(mut child) => {
                 tracing::info!(name = %req.name, %process, log = %log_path.display(), "launched");
@@ -216,6 +191,46 @@ impl Launcher {
                 launch_failed(e.to_string())
             }
         }
+    }
+
+    /// The job's output file, created empty, as stdout and stderr for the wrapper.
+    fn open_log(&self, name: &str, launch_id: &str) -> Result<(std::path::PathBuf, Output), String> {
+        std::fs::create_dir_all(&self.log_dir).map_err(|e| format!("cannot create {}: {e}", self.log_dir.display()))?;
+        let path = self.log_dir.join(format!("{}-{launch_id}.log", sanitize(name)));
+        let files = std::fs::File::create(&path).and_then(|f| f.try_clone().map(|g| (f, g)));
+        let (stdout, stderr) = files.map_err(|e| format!("cannot create {}: {e}", path.display()))?;
+        Ok((path, Output { stdout, stderr }))
+    }
+
+    /// `roster run --attach` for the registered `process`, holding its own member token
+    /// (`secret`) and nothing else of this node's, with the job's command line after `--`.
+    fn wrapper(
+        &self,
+        exe: std::path::PathBuf,
+        req: &LaunchRequest,
+        process: ProcessId,
+        secret: &str,
+        log: Output,
+    ) -> tokio::process::Command {
+        let mut cmd = tokio::process::Command::new(exe);
+        cmd.arg("run")
+            .args(["--attach", &process.0.to_string(), "--name", &req.name, "--endpoints", &self.self_addr])
+            .args(["--heartbeat-interval-ms", &self.heartbeat_interval_ms.to_string()])
+            .args(["--resource-window-ms", &self.resource_window_ms.to_string()]);
+        if let Some(ca) = &self.tls_ca {
+            cmd.arg("--tls-ca").arg(ca);
+        }
+        for var in SECRET_VARS {
+            cmd.env_remove(var);
+        }
+        cmd.env("ROSTER_TOKEN", secret);
+        // Options go before `--`: everything after it is the program's own command line.
+        cmd.arg("--").arg(&req.program).args(&req.args);
+        if let Some((uid, gid)) = self.run_as {
+            cmd.uid(uid).gid(gid);
+        }
+        cmd.stdin(std::process::Stdio::null()).stdout(log.stdout).stderr(log.stderr).kill_on_drop(false);
+        cmd
     }
 
     /// Returns once this node's applied state holds the token of `secret`, or after
@@ -264,6 +279,12 @@ impl Launcher {
             }
         }
     }
+}
+
+/// Where a launched job's output goes: one file, opened twice.
+struct Output {
+    stdout: std::fs::File,
+    stderr: std::fs::File,
 }
 
 #[derive(Debug, thiserror::Error)]
