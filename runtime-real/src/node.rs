@@ -112,7 +112,7 @@ impl Node {
         let (fresh, formation) = first_start(&raft, &config, no_log, &vote_gate).await?;
         let (listener, local_addr) = bind(&config.listen).await?;
         let clock = Clock::start();
-        let handles = crate::server::api::Handles {
+        let handles = crate::server::Handles {
             id: config.id,
             raft: raft.clone(),
             shared: shared.clone(),
@@ -244,7 +244,7 @@ async fn first_start(
 /// The leader driver, sole owner of the kernel's `LeaderDuties` on this node.
 fn start_leader_driver(
     config: &NodeConfig,
-    handles: &crate::server::api::Handles,
+    handles: &crate::server::Handles,
     clock: Clock,
     identity: &crate::server::cluster_id::Identity,
 ) -> Result<crate::server::leader::LeaderHandle, NodeError> {

@@ -6,9 +6,7 @@
 //! program is on the node's allow-list.
 
 use crate::config::NodeConfig;
-use crate::net::wire::{
-    Channel, ClientEnvelope, ClientRequest, ClientResponse, ClientResponseEnvelope, LaunchRequest, RequestError,
-};
+use crate::net::wire::{ClientRequest, ClientResponse, LaunchRequest, RequestError};
 use crate::server::{Raft, leadership};
 use crate::storage::SharedState;
 use roster_kernel::placement::{self, Requirements};
@@ -18,8 +16,6 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-/// Label that ties a registered process to the launch that started it.
-pub const LAUNCH_LABEL: &str = "roster.launch-id";
 /// How long registering a launched program and minting its token may take.
 const REGISTER_TIMEOUT_MS: u64 = 15_000;
 const FORWARD_TIMEOUT_MS: u64 = REGISTER_TIMEOUT_MS + 5_000;
@@ -64,7 +60,7 @@ pub struct Launcher {
 }
 
 impl Launcher {
-    pub fn new(config: &NodeConfig, node: &crate::server::api::Handles) -> Result<Self, LauncherError> {
+    pub fn new(config: &NodeConfig, node: &crate::server::Handles) -> Result<Self, LauncherError> {
         let (raft, shared) = (node.raft.clone(), node.shared.clone());
         let (peer, connector) = (node.peer.clone(), node.connector.clone());
         let run_as = config.launch_user.as_deref().map(user_ids).transpose()?;
@@ -133,7 +129,14 @@ impl Launcher {
         let Some(addr) = leadership::node_addr(&self.raft, server.0) else {
             return ClientResponse::Error(RequestError::NoAddress { server });
         };
-        forward(&addr, &self.credential, &self.connector, ClientRequest::StartLocal(req), FORWARD_TIMEOUT_MS).await
+        crate::server::relay::forward(
+            &addr,
+            &self.credential,
+            &self.connector,
+            ClientRequest::StartLocal(req),
+            FORWARD_TIMEOUT_MS,
+        )
+        .await
     }
 
     /// On the chosen node: register the process, mint its member token, and start the
@@ -250,7 +253,7 @@ impl Launcher {
     /// token's secret never leaves this node except to the job.
     async fn register(&self, req: &LaunchRequest, launch_id: &str) -> Result<(ProcessId, String), String> {
         let mut labels = req.labels.clone();
-        labels.insert(LAUNCH_LABEL.to_string(), launch_id.to_string());
+        labels.insert(crate::server::output::LAUNCH_LABEL.to_string(), launch_id.to_string());
         let info = ProcessInfo {
             name: req.name.clone(),
             server: ServerId(self.node),
@@ -313,32 +316,6 @@ fn user_ids(name: &str) -> Result<(u32, u32), LauncherError> {
 /// A token secret: 256 random bits as hex.
 pub fn new_secret() -> String {
     crate::rt::random_bytes().iter().map(|b| format!("{b:02x}")).collect()
-}
-
-/// Sends `request` to the node at `addr`, on a connection of its own, and relays its
-/// answer, bounded by `timeout_ms` (a forwarded launch, a forwarded output read).
-pub(crate) async fn forward(
-    addr: &str,
-    credential: &roster_client::Credential,
-    connector: &crate::net::transport::Connector,
-    request: ClientRequest,
-    timeout_ms: u64,
-) -> ClientResponse {
-    let exchange = async {
-        let max = crate::net::wire::MAX_CLIENT_FRAME_BYTES;
-        let (mut r, mut w) =
-            crate::net::transport::connect(addr, credential, Channel::Client, max, 2_000, connector).await?;
-        w.send(&ClientEnvelope { id: 1, request }).await?;
-        r.recv::<ClientResponseEnvelope>().await
-    };
-    let deadline = tokio::time::Instant::now() + Duration::from_millis(timeout_ms);
-    match crate::rt::Timeout::new(exchange, deadline).await {
-        Ok(Ok(env)) => env.response,
-        Ok(Err(e)) => {
-            ClientResponse::Error(RequestError::ForwardFailed { addr: addr.to_string(), reason: e.to_string() })
-        }
-        Err(_) => ClientResponse::Error(RequestError::ForwardTimeout { addr: addr.to_string() }),
-    }
 }
 
 /// Whether `program` is on the allow-list: as it is, or, for an absolute path, through

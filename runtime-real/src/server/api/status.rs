@@ -26,7 +26,7 @@ pub struct StatusView {
 
 impl StatusView {
     pub fn new(
-        handles: &super::Handles,
+        handles: &crate::server::Handles,
         leader: LeaderHandle,
         identity: Arc<Identity>,
         formation: Arc<Formation>,
