@@ -52,7 +52,7 @@ mod tests;
 
 pub use budget::{ITEM_OVERHEAD_BYTES, StateBytes, StateUsage};
 pub use history::EventsCompacted;
-pub use limits::Limits;
+pub use limits::{DEFAULT_STATE_BUDGET_BYTES, Limits};
 pub use snapshot::{SNAPSHOT_FORMAT_VERSION, SnapshotError};
 pub use tokens::{MAX_TOKEN_NAME_BYTES, MAX_TOKENS, MAX_TOKENS_PER_MEMBER};
 

@@ -55,7 +55,7 @@ impl Node {
         disk: Arc<dyn Disk>,
         probe: Box<dyn crate::probe::Probe>,
     ) -> Result<Node, NodeError> {
-        let options = storage::StorageOptions::for_fs(roster_kernel::Limits::default());
+        let options = storage::StorageOptions::for_fs(config.limits());
         Node::start_with_storage(config, disk, probe, options).await
     }
 
@@ -76,6 +76,17 @@ impl Node {
         let (mut log_store, sm_store) = storage::open(disk, storage_options, metrics.clone()).await?;
         let log_reader = openraft::storage::RaftLogStorage::get_log_reader(&mut log_store).await;
         let shared = sm_store.shared();
+        // The budget decides which writes are refused, so it is replicated: a restored
+        // state keeps the budget it was written with, whatever this start's config says.
+        let applied_budget = storage::with_kernel(&shared, |sm| sm.limits().state_budget_bytes);
+        if applied_budget != config.state_budget_bytes {
+            tracing::warn!(
+                configured = config.state_budget_bytes,
+                applied = applied_budget,
+                "state_budget_bytes differs from the budget in this node's snapshot; the snapshot's stays (every server \
+                 must apply one budget), so the configured value is not used"
+            );
+        }
         let no_log = log_is_empty(&mut log_store).await?;
 
         let raft_config = openraft::Config {

@@ -142,6 +142,7 @@ impl HttpError {
             CommandError::UnknownServer(_) => (S::UNPROCESSABLE_ENTITY, "unknown_server"),
             CommandError::TooLarge { .. } => (S::PAYLOAD_TOO_LARGE, "too_large"),
             CommandError::TableFull { .. } => (S::INSUFFICIENT_STORAGE, "table_full"),
+            CommandError::OverBudget { .. } => (S::INSUFFICIENT_STORAGE, "over_budget"),
             CommandError::InvalidField { .. } => (S::BAD_REQUEST, "invalid_field"),
             CommandError::UnknownToken(_) => (S::NOT_FOUND, "unknown_token"),
             CommandError::DuplicateToken => (S::CONFLICT, "duplicate_token"),
