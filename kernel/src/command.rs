@@ -261,6 +261,11 @@ pub enum LeaderCommand {
     /// Averaged resources of servers and processes, batched (at most
     /// `leader_duties::MAX_RESOURCE_REPORTS_PER_PROPOSAL`).
     ReportMemberResources { reports: Vec<(MemberId, ResourceAverage)> },
+    /// The state's byte budget, from the leader's `state_budget_bytes` (leader duties,
+    /// rule 8): replicated, so every node refuses the same writes. A budget the limits
+    /// cannot run with changes nothing; a smaller one first drops the oldest events and
+    /// sessions past the new caps.
+    SetStateBudget { bytes: u64 },
 }
 
 /// The successful outcome of an applied command.

@@ -206,6 +206,11 @@ impl ClusterStateMachine {
         self.revision
     }
 
+    /// The replicated byte budget (`LeaderCommand::SetStateBudget`).
+    pub fn state_budget_bytes(&self) -> u64 {
+        self.limits.state_budget_bytes
+    }
+
     /// The cluster's id, once sealed.
     pub fn cluster_id(&self) -> Option<u64> {
         self.cluster_id
@@ -509,6 +514,15 @@ impl ClusterStateMachine {
             LeaderCommand::SealCluster { id } => {
                 if self.cluster_id.is_none() {
                     self.cluster_id = Some(*id);
+                    count = 1;
+                }
+            }
+            LeaderCommand::SetStateBudget { bytes } => {
+                let limits = Limits { state_budget_bytes: *bytes, ..self.limits.clone() };
+                if *bytes != self.limits.state_budget_bytes && limits.check().is_ok() {
+                    self.limits = limits;
+                    self.history.trim(self.limits.event_history_bytes());
+                    self.sessions.trim(self.limits.session_reply_bytes());
                     count = 1;
                 }
             }

@@ -86,8 +86,9 @@ pub struct NodeConfig {
     #[serde(default = "defaults::snapshot_log_bytes")]
     pub snapshot_log_bytes: u64,
     /// Bytes the replicated state may hold (keys and values, labels, event history,
-    /// stored replies); a write past it is refused, deletes always pass. Part of the
-    /// replicated rules: give every server the same value (see docs/budget.md).
+    /// stored replies); a write past it is refused, deletes always pass. The leader
+    /// proposes its own value into the record; give every server the same one (see
+    /// docs/budget.md).
     #[serde(default = "defaults::state_budget_bytes")]
     pub state_budget_bytes: u64,
     /// Programs this node may start on a launch request (exact program names or paths).
@@ -210,7 +211,8 @@ impl NodeConfig {
         (4 * self.election_timeout_max_ms).max(2_000)
     }
 
-    /// The state machine's limits: the kernel's defaults with this node's budget.
+    /// The state machine's limits with this node's budget, as its leaders would propose
+    /// it (checked at start: a budget the limits cannot run with is refused here).
     pub fn limits(&self) -> roster_kernel::Limits {
         roster_kernel::Limits { state_budget_bytes: self.state_budget_bytes, ..roster_kernel::Limits::default() }
     }

@@ -55,7 +55,10 @@ impl Node {
         disk: Arc<dyn Disk>,
         probe: Box<dyn crate::probe::Probe>,
     ) -> Result<Node, NodeError> {
-        let options = storage::StorageOptions::for_fs(config.limits());
+        // Every node starts from the same limits, whatever its config: the budget arrives
+        // through the log (its leader proposes `state_budget_bytes`), so a replay, or a
+        // node configured otherwise, never refuses other writes than the rest.
+        let options = storage::StorageOptions::for_fs(roster_kernel::Limits::default());
         Node::start_with_storage(config, disk, probe, options).await
     }
 
@@ -76,17 +79,6 @@ impl Node {
         let (mut log_store, sm_store) = storage::open(disk, storage_options, metrics.clone()).await?;
         let log_reader = openraft::storage::RaftLogStorage::get_log_reader(&mut log_store).await;
         let shared = sm_store.shared();
-        // The budget decides which writes are refused, so it is replicated: a restored
-        // state keeps the budget it was written with, whatever this start's config says.
-        let applied_budget = storage::with_kernel(&shared, |sm| sm.limits().state_budget_bytes);
-        if applied_budget != config.state_budget_bytes {
-            tracing::warn!(
-                configured = config.state_budget_bytes,
-                applied = applied_budget,
-                "state_budget_bytes differs from the budget in this node's snapshot; the snapshot's stays (every server \
-                 must apply one budget), so the configured value is not used"
-            );
-        }
         let no_log = log_is_empty(&mut log_store).await?;
 
         let raft_config = openraft::Config {
@@ -154,6 +146,7 @@ impl Node {
             lease_ms: config.election_timeout_max_ms,
             counters: metrics.clone(),
             cluster_id_offer: crate::server::cluster_id::offer(&identity),
+            state_budget_offer: config.state_budget_bytes,
         };
         let leader = crate::server::leader::start(driver, roster_kernel::DutiesConfig::new(config.liveness()))
             .map_err(crate::config::ConfigError::from_duties)?;

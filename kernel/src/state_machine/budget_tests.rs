@@ -270,6 +270,35 @@ fn stored_replies_are_bounded_in_bytes_by_dropping_the_least_recently_used_sessi
 }
 
 #[test]
+fn the_leader_sets_the_budget_and_a_smaller_one_drops_the_oldest_events_and_sessions() {
+    let mut driver = Driver::new();
+    for i in 0..40 {
+        assert!(driver.run(put(&format!("k{i}"), 64)).is_ok() || i > 20);
+    }
+    let before = driver.machine.state_bytes();
+    let min = budget_limits().min_state_budget_bytes();
+    // A budget the limits cannot run with changes nothing.
+    let refused = driver.leader(LeaderCommand::SetStateBudget { bytes: min - 1 });
+    assert!(matches!(refused, Ok(Reply::Applied { count: 0, .. })), "{refused:?}");
+    assert_eq!(driver.machine.state_budget_bytes(), BUDGET);
+    let set = driver.leader(LeaderCommand::SetStateBudget { bytes: min });
+    assert!(matches!(set, Ok(Reply::Applied { count: 1, .. })), "{set:?}");
+    assert_eq!(driver.machine.state_budget_bytes(), min);
+    let after = driver.machine.state_bytes();
+    assert!(after.events <= min / 4 && after.events < before.events, "{before:?} -> {after:?}");
+    assert_eq!(after.kv, before.kv, "a smaller budget refuses writes, it deletes nothing");
+    assert_eq!(driver.machine.check_invariants(), Ok(()));
+    assert!(
+        matches!(driver.run(put("more", 64)), Err(CommandError::OverBudget { budget_bytes, .. }) if budget_bytes == min)
+    );
+    // Raised again, writes go on; snapshots keep the budget.
+    assert!(driver.leader(LeaderCommand::SetStateBudget { bytes: 4 * BUDGET }).is_ok());
+    assert!(driver.run(put("more", 64)).is_ok());
+    let restored = ClusterStateMachine::restore(&driver.machine.snapshot()).expect("restores");
+    assert_eq!(restored.state_budget_bytes(), 4 * BUDGET);
+}
+
+#[test]
 fn a_budget_under_the_limits_minimum_is_refused_by_check() {
     let limits = Limits { state_budget_bytes: budget_limits().min_state_budget_bytes() - 1, ..budget_limits() };
     assert!(limits.check().is_err());
@@ -308,6 +337,10 @@ enum Op {
     },
     Open,
     Audit,
+    /// The leader's `LeaderCommand::SetStateBudget`.
+    Budget {
+        bytes: u64,
+    },
 }
 
 fn op() -> impl Strategy<Value = Op> {
@@ -323,6 +356,8 @@ fn op() -> impl Strategy<Value = Op> {
         1 => any::<usize>().prop_map(|which| Op::Expire { which }),
         1 => Just(Op::Open),
         1 => Just(Op::Audit),
+        1 => prop_oneof![Just(4_000u64), Just(4_288), Just(5_000), Just(BUDGET), Just(9_000)]
+            .prop_map(|bytes| Op::Budget { bytes }),
     ]
 }
 
@@ -335,6 +370,7 @@ fn always_passes(op: &Op) -> bool {
             | Op::Expire { .. }
             | Op::Open
             | Op::Audit
+            | Op::Budget { .. }
             | Op::Cas { new_len: None, .. }
             | Op::Label { value_len: None, .. }
     )
@@ -382,6 +418,10 @@ fn proposal(driver: &mut Driver, op: &Op, which: usize) -> Proposal {
             }
         }
         Op::Open => return driver.open_proposal(),
+        Op::Budget { bytes } => {
+            let command = LeaderCommand::SetStateBudget { bytes: *bytes };
+            return Proposal { at_unix_ms: driver.now_ms, body: ProposalBody::Leader(command) };
+        }
         Op::Audit => {
             let record =
                 crate::command::AuditRecord { by: "admin".into(), role: "admin".into(), action: "a".repeat(40) };
@@ -426,9 +466,9 @@ proptest! {
             prop_assert!(driver.machine.state_bytes().replies <= limits.session_reply_bytes());
             if let Err(CommandError::OverBudget { budget_bytes, used, needed_bytes }) = &reply {
                 prop_assert!(!always_passes(op), "{:?} was refused", op);
-                prop_assert_eq!(*budget_bytes, BUDGET);
+                prop_assert_eq!(*budget_bytes, driver.machine.state_budget_bytes());
                 prop_assert_eq!(*used, used_before);
-                prop_assert!(used.total() + needed_bytes > BUDGET);
+                prop_assert!(used.total() + needed_bytes > *budget_bytes);
                 prop_assert_eq!(contents(&driver.machine), before, "a refusal changed the state");
             }
         }

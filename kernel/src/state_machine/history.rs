@@ -161,6 +161,15 @@ impl EventHistory {
         self.events.push_back(Recorded { revision, bytes, change: Some(change) });
     }
 
+    /// Drops the oldest events until the rest hold at most `max_bytes` (a smaller budget).
+    pub(crate) fn trim(&mut self, max_bytes: u64) {
+        while self.bytes > max_bytes {
+            let dropped = self.events.pop_front().expect("bytes are held, so not empty");
+            self.bytes -= dropped.bytes;
+            self.floor = self.floor.max(dropped.revision);
+        }
+    }
+
     /// The events after `revision`, oldest first, built as they are read.
     pub(crate) fn after(&self, revision: u64) -> Result<impl DoubleEndedIterator<Item = Event> + '_, EventsCompacted> {
         if revision < self.floor {

@@ -105,6 +105,14 @@ impl SessionTable {
         oldest
     }
 
+    /// Drops the least recently used sessions until the stored replies hold at most
+    /// `max_reply_bytes` (a smaller budget).
+    pub(crate) fn trim(&mut self, max_reply_bytes: u64) {
+        while self.reply_bytes > max_reply_bytes {
+            self.evict_oldest();
+        }
+    }
+
     pub(crate) fn next_id(&self) -> u64 {
         self.next_id
     }
