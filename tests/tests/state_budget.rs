@@ -77,9 +77,14 @@ fn a_full_budget_refuses_writes_takes_deletes_and_survives_a_restart() {
     let dir = roster_tests::TempDir::new("state-budget-config");
     let config = dir.0.join("node.toml");
     // id, listen and data_dir are required in a file; the harness's flags override them.
+    // Snapshots every few entries, so that the restart below restores one (with the
+    // history's ledger) and replays the log after it.
     std::fs::write(
         &config,
-        format!("id = 1\nlisten = \"127.0.0.1:1\"\ndata_dir = \"unused\"\nstate_budget_bytes = {BUDGET}\n"),
+        format!(
+            "id = 1\nlisten = \"127.0.0.1:1\"\ndata_dir = \"unused\"\nstate_budget_bytes = {BUDGET}\n\
+             snapshot_every_entries = 16\n"
+        ),
     )
     .expect("write config");
     let http_ports: BTreeMap<u64, u16> = (1..=3).map(|id| (id, free_port())).collect();
@@ -127,6 +132,9 @@ fn a_full_budget_refuses_writes_takes_deletes_and_survives_a_restart() {
     let error: Value = serde_json::from_str(&body).expect("JSON error");
     assert_eq!(error["error"]["kind"], "over_budget", "{body}");
     assert!(error["error"]["message"].as_str().is_some_and(|m| m.contains("state budget full")), "{body}");
+    assert_eq!(error["error"]["budget_bytes"], BUDGET, "{body}");
+    assert_eq!(error["error"]["used"]["kv"], used_kv, "{body}");
+    assert!(error["error"]["needed_bytes"].as_u64().is_some_and(|n| n > 2 * VALUE_BYTES as u64), "{body}");
     let (code, metrics) = call(&agent, "GET", &format!("{}/metrics", base(2)), None);
     assert_eq!(code, 200);
     assert_eq!(metric(&metrics, "roster_state_alarm"), Some(1.0), "{metrics}");
@@ -156,6 +164,7 @@ fn a_full_budget_refuses_writes_takes_deletes_and_survives_a_restart() {
     }
     c.wait_leader(Duration::from_secs(30));
     for id in 1..=3 {
+        assert!(c.log_of(id).contains("state machine restored from snapshot"), "node {id} replayed no snapshot");
         let after = eventually(Duration::from_secs(20), "the node to serve its HTTP API again", || {
             let (code, _) = call(&agent, "GET", &format!("{}/readyz", base(id)), None);
             (code == 200).then(|| filled(&agent, &base(id)))

@@ -149,7 +149,14 @@ impl HttpError {
             CommandError::Forbidden(_) => (S::FORBIDDEN, "forbidden"),
             CommandError::Unauthenticated { .. } => (S::UNAUTHORIZED, "unauthorized"),
         };
-        HttpError::new(status, kind, message)
+        let error = HttpError::new(status, kind, message);
+        match e {
+            // The figures the message names, for a caller that acts on them.
+            CommandError::OverBudget { budget_bytes, used, needed_bytes } => error.with_details(
+                serde_json::json!({ "budget_bytes": budget_bytes, "used": used, "needed_bytes": needed_bytes }),
+            ),
+            _ => error,
+        }
     }
 
     fn from_request(e: &RequestError, message: String) -> Self {
