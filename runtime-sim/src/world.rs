@@ -671,6 +671,7 @@ fn start_server(
         snapshot_every_entries: world.snapshot_every_entries,
         // The smallest bound, so that a run's log (a few hundred KiB) asks for snapshots.
         snapshot_log_bytes: roster_real::config::MIN_SNAPSHOT_LOG_BYTES,
+        state_budget_bytes: roster_kernel::DEFAULT_STATE_BUDGET_BYTES,
         launch_allow: Vec::new(),
         probe: "fixed:cpu=0,mem=0".into(),
         // TLS is not in the simulator build.
