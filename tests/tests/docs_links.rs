@@ -1,4 +1,4 @@
-//! The README and the manuals in `docs/` hold together: every relative link names a file
+//! The README, the manuals in `docs/` and the other READMEs hold together: every relative link names a file
 //! of this repository that exists (and a heading of it, for `file.md#anchor`), nothing
 //! links outside the repository, and the README still opens with its two commands.
 //! Reads files only; needs no running cluster.
@@ -159,12 +159,16 @@ fn check_link(root: &Path, file: &Path, target: &str) -> Option<String> {
     ))
 }
 
+/// The other READMEs, which link into `docs/` too.
+const OTHER_READMES: [&str; 2] = ["clients/java/README.md", "scenarios/README.md"];
+
 #[test]
 fn every_link_in_the_readme_and_docs_resolves_inside_the_repository() {
     let root = repo_root();
     let mut problems = Vec::new();
     let mut checked = 0;
-    for file in manuals(&root) {
+    let files = manuals(&root).into_iter().chain(OTHER_READMES.iter().map(|f| root.join(f)));
+    for file in files {
         for (line, prose) in prose_lines(&read(&file)) {
             for target in link_targets(&prose) {
                 checked += 1;
