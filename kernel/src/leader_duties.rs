@@ -42,10 +42,16 @@
 //!    its own, once per term, after the seal; a failed proposal is tried again after
 //!    `retry_delay_ms`. The budget is a replicated value, so every node refuses the same
 //!    writes whatever its own config says, and a new leader's config takes over.
+//! 9. **No mass false expiry** ([`crate::expiry_guard`]). A silent member is expired
+//!    only after `timeout_ms` plus the leader's own recent lateness (reported through
+//!    [`LeaderDuties::handle_lateness`], at most one more timeout), and, while more than
+//!    a believable share of the members is going silent at once, after the brake's hold
+//!    as well (at most 1 s), with the alarm on ([`LeaderDuties::expiry_status`]).
 //!
 //! Call order for a driver, after every input:
 //!
 //! ```text
+//! handle_lateness(now, late_ms)               when the loop or its queue ran late
 //! handle_tick(now, role, record)              at least every lease check period
 //! handle_heartbeat(now, role, beat, record)   per heartbeat; answer with the verdict
 //! handle_proposal_result(now, id, outcome)    when a proposal's fate is known
@@ -55,12 +61,15 @@
 
 use crate::command::LeaderCommand;
 use crate::event::EventKind;
+use crate::expiry_guard::{ExpiryGuard, ExpiryGuardConfig, ExpiryGuardConfigError, ExpiryGuardStatus};
 use crate::ids::MemberId;
 use crate::liveness::{Liveness, LivenessConfig, LivenessConfigError, UnknownMember};
 use crate::model::ResourceAverage;
 use crate::state_machine::{ClusterStateMachine, EventsCompacted};
 use std::collections::BTreeMap;
 
+#[cfg(test)]
+mod expiry_tests;
 #[cfg(test)]
 mod tests;
 
@@ -114,6 +123,8 @@ pub struct DutiesConfig {
     pub resources: ResourcePolicy,
     pub max_expire_per_proposal: usize,
     pub retry_delay_ms: u64,
+    /// Rule 9: the brake's thresholds.
+    pub expiry_guard: ExpiryGuardConfig,
 }
 
 impl DutiesConfig {
@@ -123,6 +134,7 @@ impl DutiesConfig {
             resources: ResourcePolicy::default(),
             max_expire_per_proposal: MAX_EXPIRE_PER_PROPOSAL,
             retry_delay_ms: RETRY_DELAY_MS,
+            expiry_guard: ExpiryGuardConfig::default(),
         }
     }
 }
@@ -138,6 +150,8 @@ pub enum DutiesConfigError {
     ResourceIntervals { min_interval_ms: u64, max_interval_ms: u64 },
     #[error("max_expire_per_proposal is 0: at least one member must fit in an expiry")]
     ZeroExpiryBatch,
+    #[error(transparent)]
+    ExpiryGuard(#[from] ExpiryGuardConfigError),
 }
 
 /// Whether a quorum acknowledged this leader within the lease (a single voter is its own
@@ -322,6 +336,8 @@ enum Seal {
 pub struct LeaderDuties {
     config: DutiesConfig,
     liveness: Liveness,
+    /// Rule 9: the grace the leader's lateness adds, and the brake.
+    guard: ExpiryGuard,
     tenure: Option<Tenure>,
     next_proposal: u64,
     /// The id to seal the cluster with when the record holds none.
@@ -343,9 +359,11 @@ impl LeaderDuties {
             return Err(DutiesConfigError::ZeroExpiryBatch);
         }
         let liveness = Liveness::new(config.liveness)?;
+        let guard = ExpiryGuard::new(config.expiry_guard, config.liveness.timeout_ms, config.liveness.interval_ms)?;
         Ok(LeaderDuties {
             config,
             liveness,
+            guard,
             tenure: None,
             next_proposal: 1,
             cluster_id_offer: None,
@@ -384,6 +402,19 @@ impl LeaderDuties {
     /// Members tracked by this leader (0 when following).
     pub fn tracked_count(&self) -> usize {
         self.liveness.len()
+    }
+
+    /// The leader was `late_ms` behind its schedule at `now_ms`: a timer that fired late,
+    /// or a heartbeat that waited that long in the inbound queue (rule 9). Kept while
+    /// following too: lateness is the process's, whoever leads.
+    pub fn handle_lateness(&mut self, now_ms: u64, late_ms: u64) {
+        self.guard.handle_lateness(now_ms, late_ms);
+    }
+
+    /// Rule 9's state: the grace lateness adds now, and the brake's alarm (only while
+    /// leading).
+    pub fn expiry_status(&self, now_ms: u64) -> ExpiryGuardStatus {
+        self.guard.status(now_ms)
     }
 
     /// Takes in the node's role and catches up with the record.
@@ -473,6 +504,10 @@ impl LeaderDuties {
     /// The next leader command to propose, if any is due at `now_ms`. Call until `None`.
     #[must_use]
     pub fn poll_proposal(&mut self, now_ms: u64) -> Option<DutyProposal> {
+        self.guard.prune(now_ms);
+        if self.tenure.is_some() && self.guard.needs_reading(now_ms) {
+            read_brake(&self.liveness, &mut self.guard, now_ms);
+        }
         let tenure = self.tenure.as_mut()?;
         if tenure.lease == Lease::Lapsed {
             return None;
@@ -509,7 +544,15 @@ impl LeaderDuties {
                 .map(|m| (m, self.liveness.silent_for_ms(now_ms, m).unwrap_or(0)))
                 .collect();
             if expire.len() < max {
-                expire.extend(self.liveness.poll_expired_up_to(now_ms, max - expire.len()));
+                let lateness_grace_ms = self.guard.lateness_grace_ms(now_ms);
+                let due = self.liveness.poll_timeout().is_some_and(|d| d.saturating_add(lateness_grace_ms) <= now_ms);
+                if due {
+                    // About to judge: the brake is read afresh, so a wave is braked from
+                    // its first expiry on.
+                    read_brake(&self.liveness, &mut self.guard, now_ms);
+                }
+                let grace_ms = lateness_grace_ms.saturating_add(self.guard.hold_ms());
+                expire.extend(self.liveness.poll_expired_with_grace(now_ms, grace_ms, max - expire.len()));
             }
             if expire.is_empty() {
                 tenure.expiry = Expiry::Idle;
@@ -548,8 +591,9 @@ impl LeaderDuties {
         if tenure.lease == Lease::Lapsed {
             return None;
         }
+        let grace_ms = self.guard.kept_grace_ms().saturating_add(self.guard.hold_ms());
         let expiry = match &tenure.expiry {
-            Expiry::Idle => self.liveness.poll_timeout(),
+            Expiry::Idle => self.liveness.poll_timeout().map(|d| d.saturating_add(grace_ms)),
             Expiry::InFlight { .. } => None,
             Expiry::RetryAt { at_ms, .. } => Some(*at_ms),
         };
@@ -572,7 +616,7 @@ impl LeaderDuties {
             BudgetDuty::Due { at_ms } => Some(at_ms),
             BudgetDuty::Unchecked | BudgetDuty::InFlight(_) | BudgetDuty::Settled => None,
         };
-        [expiry, resources, seal, budget].into_iter().flatten().min()
+        [expiry, resources, seal, budget, self.guard.poll_timeout()].into_iter().flatten().min()
     }
 
     fn apply_role(&mut self, now_ms: u64, role: Role, record: &impl MemberRecord) {
@@ -581,6 +625,7 @@ impl LeaderDuties {
             (Role::Follower, Some(_)) => {
                 self.tenure = None;
                 self.liveness.handle_stepped_down();
+                self.guard.handle_new_tenure();
             }
             (Role::Leader { term, lease }, Some(tenure)) if tenure.term == term => {
                 if tenure.lease == Lease::Lapsed && lease == Lease::Held {
@@ -596,6 +641,7 @@ impl LeaderDuties {
             (Role::Leader { term, lease }, _) => {
                 let members = record.members();
                 self.liveness.handle_became_leader(now_ms, members.iter().copied());
+                self.guard.handle_new_tenure();
                 let written = members
                     .iter()
                     .filter_map(|member| {
@@ -643,15 +689,17 @@ impl LeaderDuties {
         };
         match changes {
             Some(changes) => {
+                let mut expired = 0u64;
                 for (member, added) in changes {
                     if added {
                         self.liveness.handle_member_added(now_ms, member);
                     } else {
-                        self.liveness.handle_member_removed(member);
+                        expired += u64::from(self.liveness.handle_member_removed(member));
                         tenure.heard.remove(&member);
                         tenure.written.remove(&member);
                     }
                 }
+                self.guard.handle_expired(now_ms, expired);
             }
             None => {
                 // History compacted past the tracker: re-read every member, with grace.
@@ -686,6 +734,13 @@ impl LeaderDuties {
             }
         }
     }
+}
+
+/// Reads the brake (rule 9) from the tracker's counts.
+fn read_brake(liveness: &Liveness, guard: &mut ExpiryGuard, now_ms: u64) {
+    let tracked = liveness.len() as u64;
+    let silent = liveness.count_silent_over(now_ms, guard.suspect_after_ms()) as u64;
+    guard.judge(now_ms, tracked, silent);
 }
 
 /// When `avg`, heard for a member last written as `written`, may be written; `None` if

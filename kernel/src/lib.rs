@@ -9,6 +9,7 @@ pub mod authority;
 pub mod codec;
 pub mod command;
 pub mod event;
+pub mod expiry_guard;
 pub mod formation;
 pub mod ids;
 pub mod leader_duties;
@@ -28,6 +29,7 @@ pub mod vote_gate;
 pub use authority::{Action, Principal, authorize};
 pub use command::*;
 pub use event::*;
+pub use expiry_guard::{BrakeAlarm, ExpiryGuardConfig, ExpiryGuardConfigError, ExpiryGuardStatus};
 pub use ids::*;
 pub use leader_duties::{
     DutiesConfig, DutiesConfigError, DutyProposal, HeartbeatVerdict, LeaderDuties, Lease, MemberRecord, ProposalId,

@@ -24,7 +24,7 @@
 //! at poll_timeout():        propose Expire { members: liveness.poll_expired(now) }
 //! ```
 
-use crate::ids::MemberId;
+use crate::ids::{MemberId, ServerId};
 use std::collections::{BTreeMap, BTreeSet};
 
 /// How often members heartbeat and how long the leader waits before expiring one.
@@ -184,15 +184,20 @@ impl Liveness {
     }
 
     /// A member left the record (deregistered, expired or deleted). Unknown members are
-    /// ignored: removal is idempotent.
-    pub fn handle_member_removed(&mut self, member: MemberId) {
-        if let Some(old) = self.members.remove(&member)
-            && !old.pending
-        {
-            let removed = self.deadlines.remove(&(self.deadline_ms(old.heard_ms), member));
-            assert!(removed, "liveness: {member} tracked but missing from the deadline index");
-        }
+    /// ignored: removal is idempotent. Returns whether it was pending (reported by
+    /// `poll_expired` and not heard since): its removal was most likely that expiry.
+    pub fn handle_member_removed(&mut self, member: MemberId) -> bool {
+        let was_pending = match self.members.remove(&member) {
+            Some(old) if !old.pending => {
+                let removed = self.deadlines.remove(&(self.deadline_ms(old.heard_ms), member));
+                assert!(removed, "liveness: {member} tracked but missing from the deadline index");
+                false
+            }
+            Some(_) => true,
+            None => false,
+        };
         self.check_invariants();
+        was_pending
     }
 
     /// Records a heartbeat received at `now_ms` (the leader's clock). A pending member
@@ -215,12 +220,18 @@ impl Liveness {
     /// As [`Liveness::poll_expired`], but at most `max_count` members, so a proposal stays
     /// within the state machine's batch limit; call again for the rest.
     pub fn poll_expired_up_to(&mut self, now_ms: u64, max_count: usize) -> Vec<(MemberId, u64)> {
+        self.poll_expired_with_grace(now_ms, 0, max_count)
+    }
+
+    /// As [`Liveness::poll_expired_up_to`], but only members silent for longer than
+    /// `timeout_ms + grace_ms` (the expiry guard's grace: `expiry_guard.rs`).
+    pub fn poll_expired_with_grace(&mut self, now_ms: u64, grace_ms: u64, max_count: usize) -> Vec<(MemberId, u64)> {
         let mut expired = Vec::new();
         while expired.len() < max_count {
             let Some(&(deadline_ms, member)) = self.deadlines.first() else {
                 break;
             };
-            if deadline_ms > now_ms {
+            if deadline_ms.saturating_add(grace_ms) > now_ms {
                 break;
             }
             self.deadlines.pop_first();
@@ -230,12 +241,31 @@ impl Liveness {
             let silent_for_ms = now_ms.saturating_sub(tracked.heard_ms);
             // Only a deadline saturated at u64::MAX can come due without the full timeout.
             assert!(
-                silent_for_ms > self.config.timeout_ms || deadline_ms == u64::MAX,
+                silent_for_ms > self.config.timeout_ms.saturating_add(grace_ms) || deadline_ms == u64::MAX,
                 "liveness: {member} expired early"
             );
             expired.push((member, silent_for_ms));
         }
         expired
+    }
+
+    /// Members silent at `now_ms` for longer than `silent_ms` (at most `timeout_ms`),
+    /// pending ones included. O(k) in the members counted.
+    pub fn count_silent_over(&self, now_ms: u64, silent_ms: u64) -> usize {
+        assert!(silent_ms <= self.config.timeout_ms, "liveness: count silent over {silent_ms} ms is past the timeout");
+        // silent > silent_ms <=> heard < now - silent_ms <=> deadline <= now - silent_ms + timeout.
+        let last_deadline_ms = now_ms.saturating_add(self.config.timeout_ms - silent_ms);
+        let indexed = match last_deadline_ms.checked_add(1) {
+            // The least member id sorts first, so this bound excludes the next deadline's.
+            Some(next_ms) => self.deadlines.range(..(next_ms, MemberId::Server(ServerId(0)))).count(),
+            None => self.deadlines.len(),
+        };
+        indexed + self.pending_count()
+    }
+
+    /// Members reported by `poll_expired` and not heard from since.
+    pub fn pending_count(&self) -> usize {
+        self.members.len() - self.deadlines.len()
     }
 
     /// When the next member may expire: call `poll_expired` then. `None` when there is
@@ -340,6 +370,25 @@ mod tests {
         assert_eq!(l.len(), 1);
         l.handle_stepped_down();
         assert!(!l.is_leader() && l.is_empty() && l.poll_timeout().is_none());
+    }
+
+    #[test]
+    fn silent_counts_and_grace_see_the_same_silence() {
+        let mut l = leader(0, &[p(1), p(2), p(3), p(4)]);
+        l.handle_heartbeat(1_000, p(2)).unwrap();
+        l.handle_heartbeat(2_500, p(3)).unwrap();
+        // At 3_000: p(1) and p(4) silent 3_000, p(2) 2_000, p(3) 500.
+        assert_eq!(l.count_silent_over(3_000, 2_000), 2, "strictly more than 2000 ms");
+        assert_eq!(l.count_silent_over(3_000, 1_999), 3);
+        assert_eq!(l.count_silent_over(3_000, 0), 4);
+        assert_eq!(l.count_silent_over(3_000, 3_000), 0);
+        assert!(l.poll_expired_with_grace(3_500, 500, usize::MAX).is_empty(), "3500 ms is not over 3000 + 500");
+        assert_eq!(l.poll_expired_with_grace(3_501, 500, usize::MAX), vec![(p(1), 3_501), (p(4), 3_501)]);
+        assert_eq!(l.pending_count(), 2);
+        assert_eq!(l.count_silent_over(3_501, 2_000), 3, "pending members are silent too");
+        assert!(l.handle_member_removed(p(1)), "removed while pending");
+        assert!(!l.handle_member_removed(p(2)));
+        assert!(!l.handle_member_removed(p(2)), "unknown: not pending");
     }
 
     #[test]

@@ -6,10 +6,10 @@ use crate::ids::{ProcessId, ServerId};
 use proptest::prelude::*;
 use std::collections::{BTreeMap, BTreeSet};
 
-const INTERVAL_MS: u64 = 100;
-const TIMEOUT_MS: u64 = 300;
+pub(super) const INTERVAL_MS: u64 = 100;
+pub(super) const TIMEOUT_MS: u64 = 300;
 
-fn config(max_expire: usize) -> DutiesConfig {
+pub(super) fn config(max_expire: usize) -> DutiesConfig {
     DutiesConfig {
         liveness: LivenessConfig { interval_ms: INTERVAL_MS, timeout_ms: TIMEOUT_MS },
         resources: ResourcePolicy {
@@ -20,10 +20,11 @@ fn config(max_expire: usize) -> DutiesConfig {
         },
         max_expire_per_proposal: max_expire,
         retry_delay_ms: RETRY_DELAY_MS,
+        expiry_guard: crate::expiry_guard::ExpiryGuardConfig::default(),
     }
 }
 
-fn p(n: u64) -> MemberId {
+pub(super) fn p(n: u64) -> MemberId {
     MemberId::Process(ProcessId(n))
 }
 
@@ -37,14 +38,14 @@ fn avg(cpu: u32, mem: u64) -> ResourceAverage {
 
 const HELD: Lease = Lease::Held;
 
-fn leader(term: u64) -> Role {
+pub(super) fn leader(term: u64) -> Role {
     Role::Leader { term, lease: HELD }
 }
 
 /// A record as plain as possible: a member set and a list of changes, of which those up
 /// to `compacted_to` are gone.
 #[derive(Clone, Debug, Default)]
-struct TestRecord {
+pub(super) struct TestRecord {
     revision: u64,
     members: BTreeSet<MemberId>,
     changes: Vec<(u64, MemberId, bool)>,
@@ -55,7 +56,7 @@ struct TestRecord {
 }
 
 impl TestRecord {
-    fn with(members: &[MemberId]) -> TestRecord {
+    pub(super) fn with(members: &[MemberId]) -> TestRecord {
         let mut r = TestRecord::default();
         for m in members {
             r.register(*m);
@@ -63,7 +64,7 @@ impl TestRecord {
         r
     }
 
-    fn register(&mut self, m: MemberId) {
+    pub(super) fn register(&mut self, m: MemberId) {
         self.revision += 1;
         self.members.insert(m);
         self.changes.push((self.revision, m, true));
@@ -83,7 +84,7 @@ impl TestRecord {
     }
 
     /// Applies a committed leader command, as the state machine would.
-    fn apply(&mut self, command: &LeaderCommand) {
+    pub(super) fn apply(&mut self, command: &LeaderCommand) {
         match command {
             LeaderCommand::Expire { members } => members.iter().for_each(|(m, _)| self.depart(*m)),
             LeaderCommand::ReportResources { reports } => {
@@ -141,7 +142,7 @@ impl MemberRecord for TestRecord {
     }
 }
 
-fn expired(p: &DutyProposal) -> Vec<MemberId> {
+pub(super) fn expired(p: &DutyProposal) -> Vec<MemberId> {
     match &p.command {
         LeaderCommand::Expire { members } => members.iter().map(|(m, _)| *m).collect(),
         other => panic!("expected an expiry, got {other:?}"),
