@@ -15,6 +15,7 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
+use std::sync::atomic::AtomicU64;
 use std::time::Duration;
 
 /// What a client request was, for `roster_client_request_duration_seconds`.
@@ -62,6 +63,8 @@ pub struct Scrape {
     pub sessions: u64,
     /// The state budget, its use by part, and its alarm.
     pub state: roster_kernel::StateUsage,
+    /// The leader's guard against mass false expiry.
+    pub expiry: roster_kernel::ExpiryGuardStatus,
     /// Processes whose averaged resources the record holds, and the sums of those
     /// averages: aggregates only, as a per-process series would be one per member.
     pub processes_reporting: u64,
@@ -98,6 +101,8 @@ pub struct Metrics {
     state_bytes: Family<PartLabel, Gauge>,
     state_budget_bytes: Gauge,
     state_alarm: Gauge,
+    expiry_brake: Gauge,
+    expiry_lateness_grace: Gauge<f64, AtomicU64>,
     processes_reporting: Gauge,
     processes_cpu_percent: Gauge,
     processes_memory_bytes: Gauge,
@@ -142,6 +147,8 @@ impl Metrics {
             state_bytes: Family::default(),
             state_budget_bytes: Gauge::default(),
             state_alarm: Gauge::default(),
+            expiry_brake: Gauge::default(),
+            expiry_lateness_grace: Gauge::default(),
             processes_reporting: Gauge::default(),
             processes_cpu_percent: Gauge::default(),
             processes_memory_bytes: Gauge::default(),
@@ -182,6 +189,16 @@ impl Metrics {
         members.register("count", "Members in the record, by kind and status", m.members.clone());
         members.register("heartbeats", "Heartbeats answered by this node as leader, by result", m.heartbeats.clone());
         members.register("expired", "Members this node expired as leader", m.expirations.clone());
+        members.register(
+            "expiry_brake",
+            "1 while the leader holds expiries back: too many members went silent at once to believe",
+            m.expiry_brake.clone(),
+        );
+        members.register(
+            "expiry_lateness_grace_seconds",
+            "What the leader's own lateness adds to the heartbeat timeout now",
+            m.expiry_lateness_grace.clone(),
+        );
         members.register(
             "processes_reporting",
             "Processes whose averaged resources the record holds",
@@ -248,6 +265,8 @@ impl Metrics {
         }
         set(&self.state_budget_bytes, s.state.budget_bytes);
         set(&self.state_alarm, s.state.alarm.into());
+        set(&self.expiry_brake, s.expiry.brake.is_some().into());
+        self.expiry_lateness_grace.set(s.expiry.lateness_grace_ms as f64 / 1_000.0);
         set(&self.processes_reporting, s.processes_reporting);
         set(&self.processes_cpu_percent, s.processes_cpu_percent_sum);
         set(&self.processes_memory_bytes, s.processes_mem_bytes_sum);
@@ -328,5 +347,18 @@ mod tests {
         // A later scrape reflects the new values.
         let text = m.encode(&Scrape { is_leader: true, has_leader: true, ..Scrape::default() });
         assert_eq!(value(&text, "roster_server_is_leader"), Some(1.0));
+    }
+
+    #[test]
+    fn the_expiry_brake_and_the_lateness_grace_are_gauges() {
+        let m = Metrics::new();
+        let text = m.encode(&Scrape::default());
+        assert_eq!(value(&text, "roster_members_expiry_brake"), Some(0.0), "{text}");
+        assert_eq!(value(&text, "roster_members_expiry_lateness_grace_seconds"), Some(0.0));
+        let brake = roster_kernel::BrakeAlarm { since_ms: 5, suspects: 40, members: 100, hold_ms: 750 };
+        let expiry = roster_kernel::ExpiryGuardStatus { lateness_grace_ms: 250, brake: Some(brake) };
+        let text = m.encode(&Scrape { expiry, ..Scrape::default() });
+        assert_eq!(value(&text, "roster_members_expiry_brake"), Some(1.0), "{text}");
+        assert_eq!(value(&text, "roster_members_expiry_lateness_grace_seconds"), Some(0.25));
     }
 }

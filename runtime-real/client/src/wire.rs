@@ -423,6 +423,10 @@ pub struct ClusterStatus {
     /// The replicated state's byte budget, what uses it, and whether its alarm is on.
     #[serde(default)]
     pub state: roster_kernel::StateUsage,
+    /// The leader's guard against mass false expiry: the grace its own lateness adds to
+    /// the heartbeat timeout, and the brake's alarm (set only by the leader).
+    #[serde(default)]
+    pub expiry: roster_kernel::ExpiryGuardStatus,
     /// Why this node neither votes nor serves stale reads yet: it started with an empty
     /// data directory without bootstrapping (a new node waiting for `member add`, or one
     /// that lost its disk waiting for `member replace`). `None` on a node in good standing.

@@ -313,6 +313,12 @@ pub fn render_status(s: &ClusterStatus) -> String {
         p.total, p.online, p.draining
     ));
     out.push_str(&state_text(&s.state));
+    if let Some(brake) = s.expiry.brake {
+        out.push_str(&format!(
+            "ALARM expiry brake: {} of {} members went silent at once; every expiry waits {} ms more (a partition or an overloaded leader?)\n",
+            brake.suspects, brake.members, brake.hold_ms
+        ));
+    }
     out
 }
 

@@ -26,7 +26,10 @@ pub async fn readyz(State(state): State<HttpState>) -> (StatusCode, Json<Value>)
     // The state budget's alarm is shown, not counted against readiness: every node holds
     // the same state, so all would turn unready at once, and the deletes that clear the
     // alarm could reach none of them.
-    let alarms = state_alarms(&api.state_usage());
+    // The expiry brake's likewise: it is the leader holding expiries back, not a fault of
+    // this node.
+    let mut alarms = state_alarms(&api.state_usage());
+    alarms.extend(expiry_alarms(&api.expiry_status()));
     match readiness(&view) {
         Ok(()) => (StatusCode::OK, Json(json!({ "ready": true, "alarms": alarms, "status": facts }))),
         Err(reason) => (
@@ -34,6 +37,21 @@ pub async fn readyz(State(state): State<HttpState>) -> (StatusCode, Json<Value>)
             Json(json!({ "ready": false, "reason": reason.to_string(), "alarms": alarms, "status": facts })),
         ),
     }
+}
+
+/// The expiry brake's alarm, on the leader while it holds.
+fn expiry_alarms(expiry: &roster_kernel::ExpiryGuardStatus) -> Option<Value> {
+    let brake = expiry.brake?;
+    Some(json!({
+        "kind": "expiry_brake",
+        "message": format!(
+            "{} of {} members went silent within one heartbeat timeout, too many to believe: every expiry waits {} ms more; look for a partition or an overloaded leader",
+            brake.suspects, brake.members, brake.hold_ms
+        ),
+        "suspects": brake.suspects,
+        "members": brake.members,
+        "hold_ms": brake.hold_ms,
+    }))
 }
 
 /// The alarms `/readyz` lists: the state budget's, naming its use.

@@ -4,7 +4,11 @@
 //! (`roster_kernel::leader_duties`); this loop only moves inputs in and outputs out.
 //!
 //! API tasks reach it through a bounded channel ([`LeaderHandle`]) and get their answer
-//! back on a oneshot. Locks: the driver reads Raft's metrics, then (separately) takes the
+//! back on a oneshot. The driver measures how late it runs (its timer firing after the
+//! instant it slept until; a heartbeat's wait in the channel) and reports it to the
+//! duties, whose grace grows with it (the kernel's `expiry_guard`); it publishes the
+//! guard's state (lateness grace, brake alarm) on a watch channel for status, `/metrics`
+//! and `/readyz`. Locks: the driver reads Raft's metrics, then (separately) takes the
 //! applied state's read lock for one batch of inputs; it never holds one while taking the
 //! other, nor across an `.await`.
 
@@ -17,11 +21,11 @@ use futures::StreamExt;
 use futures::stream::FuturesUnordered;
 use openraft_rt::WatchReceiver;
 use roster_kernel::{
-    DutiesConfig, DutyProposal, HeartbeatVerdict, LeaderCommand, LeaderDuties, Lease, MemberId, Proposal, ProposalBody,
-    ProposalId, ProposalOutcome, ResourceAverage, Role,
+    DutiesConfig, DutyProposal, ExpiryGuardStatus, HeartbeatVerdict, LeaderCommand, LeaderDuties, Lease, MemberId,
+    Proposal, ProposalBody, ProposalId, ProposalOutcome, ResourceAverage, Role,
 };
 use std::sync::Arc;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, watch};
 
 /// How often the driver looks at Raft's role and lease when nothing is due sooner.
 pub const TICK_MS: u64 = 50;
@@ -41,14 +45,25 @@ pub enum DriverUnavailable {
 }
 
 enum Request {
-    Heartbeat { member: MemberId, resources: Option<ResourceAverage>, reply: oneshot::Sender<HeartbeatVerdict> },
-    HeartbeatAges { members: Vec<MemberId>, reply: oneshot::Sender<Vec<Option<u64>>> },
+    Heartbeat {
+        member: MemberId,
+        resources: Option<ResourceAverage>,
+        /// When it was queued (the node's clock): its wait is the driver's lateness.
+        queued_ms: u64,
+        reply: oneshot::Sender<HeartbeatVerdict>,
+    },
+    HeartbeatAges {
+        members: Vec<MemberId>,
+        reply: oneshot::Sender<Vec<Option<u64>>>,
+    },
 }
 
 /// Sends work to the driver. Cheap to clone.
 #[derive(Clone)]
 pub struct LeaderHandle {
     tx: mpsc::Sender<Request>,
+    clock: Clock,
+    expiry: watch::Receiver<ExpiryGuardStatus>,
 }
 
 impl LeaderHandle {
@@ -59,7 +74,7 @@ impl LeaderHandle {
         resources: Option<ResourceAverage>,
     ) -> Result<HeartbeatVerdict, DriverUnavailable> {
         let (reply, answer) = oneshot::channel();
-        self.send(Request::Heartbeat { member, resources, reply })?;
+        self.send(Request::Heartbeat { member, resources, queued_ms: self.clock.now_ms(), reply })?;
         answer.await.map_err(|_| DriverUnavailable::Stopped)
     }
 
@@ -69,6 +84,12 @@ impl LeaderHandle {
         let (reply, answer) = oneshot::channel();
         self.send(Request::HeartbeatAges { members, reply })?;
         answer.await.map_err(|_| DriverUnavailable::Stopped)
+    }
+
+    /// The expiry guard's state as the driver last published it: the grace the leader's
+    /// lateness adds, and the brake's alarm (only on the leader).
+    pub fn expiry_status(&self) -> ExpiryGuardStatus {
+        *self.expiry.borrow()
     }
 
     fn send(&self, request: Request) -> Result<(), DriverUnavailable> {
@@ -108,17 +129,30 @@ pub fn start(driver: Driver, config: DutiesConfig) -> Result<LeaderHandle, roste
     duties.offer_cluster_id(driver.cluster_id_offer);
     duties.offer_state_budget(driver.state_budget_offer);
     let (tx, rx) = mpsc::channel(QUEUE_CAPACITY);
+    let (expiry_tx, expiry) = watch::channel(ExpiryGuardStatus::default());
     let metrics = driver.raft.metrics();
-    tokio::spawn(driver.run(duties, metrics, rx));
-    Ok(LeaderHandle { tx })
+    let clock = driver.clock;
+    tokio::spawn(driver.run(duties, metrics, rx, expiry_tx));
+    Ok(LeaderHandle { tx, clock, expiry })
 }
 
 impl Driver {
-    async fn run(self, mut duties: LeaderDuties, metrics: Metrics, mut rx: mpsc::Receiver<Request>) {
+    async fn run(
+        self,
+        mut duties: LeaderDuties,
+        metrics: Metrics,
+        mut rx: mpsc::Receiver<Request>,
+        expiry: watch::Sender<ExpiryGuardStatus>,
+    ) {
         let mut in_flight = FuturesUnordered::new();
         let mut batch = Vec::with_capacity(BATCH_MAX);
+        // The instant the timer was set for, when it was the timer that woke the loop.
+        let mut woke_for_ms: Option<u64> = None;
         loop {
             let now_ms = self.clock.now_ms();
+            if let Some(wake_ms) = woke_for_ms.take() {
+                duties.handle_lateness(now_ms, now_ms.saturating_sub(wake_ms));
+            }
             let role = role_of(&metrics, self.node, self.lease_ms);
             let term_before = duties.term();
             self.shared.with_kernel(|record| duties.handle_tick(now_ms, role, record));
@@ -136,6 +170,7 @@ impl Driver {
             while let Some(proposal) = duties.poll_proposal(now_ms) {
                 in_flight.push(propose(self.raft.clone(), proposal, self.counters.clone()));
             }
+            publish(&expiry, duties.expiry_status(now_ms), self.node);
             let wake_ms = duties.poll_timeout().map_or(now_ms + TICK_MS, |t| t.clamp(now_ms, now_ms + TICK_MS));
             tokio::select! {
                 biased;
@@ -149,7 +184,7 @@ impl Driver {
                     let role = role_of(&metrics, self.node, self.lease_ms);
                     self.answer(&mut duties, role, &mut batch);
                 }
-                _ = self.clock.sleep_until_ms(wake_ms) => {}
+                _ = self.clock.sleep_until_ms(wake_ms) => woke_for_ms = Some(wake_ms),
             }
         }
     }
@@ -157,11 +192,23 @@ impl Driver {
     /// Answers a batch of requests under one read of the role and one of the record.
     fn answer(&self, duties: &mut LeaderDuties, role: Role, batch: &mut Vec<Request>) {
         let now_ms = self.clock.now_ms();
+        // The oldest heartbeat's wait is how far the inbound queue has backed up: members
+        // heard this late must not be judged as if they were heard on time.
+        let waited_ms = batch
+            .iter()
+            .filter_map(|r| match r {
+                Request::Heartbeat { queued_ms, .. } => Some(now_ms.saturating_sub(*queued_ms)),
+                Request::HeartbeatAges { .. } => None,
+            })
+            .max();
+        if let Some(waited_ms) = waited_ms {
+            duties.handle_lateness(now_ms, waited_ms);
+        }
         let mut replies = Vec::with_capacity(batch.len());
         self.shared.with_kernel(|record| {
             for request in batch.drain(..) {
                 match request {
-                    Request::Heartbeat { member, resources, reply } => {
+                    Request::Heartbeat { member, resources, reply, .. } => {
                         let verdict = duties.handle_heartbeat(now_ms, role, member, resources, record);
                         replies.push(Reply::Verdict(reply, verdict));
                     }
@@ -184,6 +231,28 @@ impl Driver {
             }
         }
     }
+}
+
+/// Publishes the guard's state when it changed, and logs the brake as it rises and falls.
+fn publish(expiry: &watch::Sender<ExpiryGuardStatus>, status: ExpiryGuardStatus, node: NodeId) {
+    expiry.send_if_modified(|old| {
+        if *old == status {
+            return false;
+        }
+        match (old.brake, status.brake) {
+            (None, Some(b)) => tracing::warn!(
+                node,
+                suspects = b.suspects,
+                members = b.members,
+                hold_ms = b.hold_ms,
+                "expiry brake on: too many members going silent at once to believe; every expiry waits longer"
+            ),
+            (Some(_), None) => tracing::info!(node, "expiry brake off"),
+            _ => {}
+        }
+        *old = status;
+        true
+    });
 }
 
 fn verdict_label(verdict: &HeartbeatVerdict) -> &'static str {

@@ -147,6 +147,11 @@ impl Api {
         self.status.scrape()
     }
 
+    /// The leader's guard against mass false expiry: lateness grace and the brake's alarm.
+    pub fn expiry_status(&self) -> roster_kernel::ExpiryGuardStatus {
+        self.status.expiry_status()
+    }
+
     /// The state budget, its use and its alarm, as this node has applied them.
     pub fn state_usage(&self) -> roster_kernel::StateUsage {
         self.status.state_usage()

@@ -84,6 +84,7 @@ impl StatusView {
             servers,
             processes,
             state,
+            expiry: self.leader.expiry_status(),
             waiting: self.vote_gate.waiting(m.last_applied.map(|l| l.index)),
             cluster_id: self.identity.get().map(|id| id.to_string()),
             deciding: self.formation.deciding(),
@@ -116,10 +117,16 @@ impl StatusView {
             processes_draining: processes.1,
             sessions,
             state,
+            expiry: self.leader.expiry_status(),
             processes_reporting: used.0,
             processes_cpu_percent_sum: used.1,
             processes_mem_bytes_sum: used.2,
         }
+    }
+
+    /// The leader's guard against mass false expiry (the brake's alarm only on the leader).
+    pub fn expiry_status(&self) -> roster_kernel::ExpiryGuardStatus {
+        self.leader.expiry_status()
     }
 
     /// The state budget, its use and its alarm, as this node has applied them.
