@@ -212,6 +212,67 @@ fn the_hold_is_within_the_promise() {
     assert!(matches!(LeaderDuties::new(c), Err(DutiesConfigError::ExpiryGuard(_))));
 }
 
+/// The trade-off in figures (docs/operations.md, "Mass expiry"), at the shipped timings
+/// (1 s interval, 3 s timeout): 5 servers and 60 processes heartbeating at phases spread
+/// over the second. Processes `1..=cut` are cut off from `5_000` for `cut_ms` (a heartbeat
+/// goes out the instant the cut heals), or for good (`None`, a mass crash). Returns how
+/// many of them were expired, the latest silence at which one was, and whether the alarm
+/// rose.
+fn cut_off(hold_ms: u64, cut: u64, cut_ms: Option<u64>) -> (usize, u64, bool) {
+    let liveness = LivenessConfig { interval_ms: 1_000, timeout_ms: 3_000 };
+    let mut config = DutiesConfig::new(liveness);
+    config.expiry_guard.brake_hold_ms = hold_ms;
+    let members: Vec<MemberId> =
+        (1..=60).map(p).chain((1..=5).map(|n| MemberId::Server(crate::ids::ServerId(n)))).collect();
+    let mut record = TestRecord::with(&members);
+    let mut d = LeaderDuties::new(config).unwrap();
+    let (mut expired, mut latest_ms, mut alarm) = (0, 0, false);
+    let cut_until_ms = cut_ms.map_or(u64::MAX, |ms| 5_000 + ms);
+    for t in 0..15_000u64 {
+        for (i, m) in members.iter().enumerate() {
+            let phase = t % 1_000 == (i as u64 * 367) % 1_000;
+            let cut_off = matches!(m, MemberId::Process(crate::ids::ProcessId(n)) if *n <= cut);
+            let silent = cut_off && (5_000..cut_until_ms).contains(&t);
+            if (phase && !silent) || (cut_off && t == cut_until_ms) {
+                let _ = d.handle_heartbeat(t, leader(1), *m, None, &record);
+            }
+        }
+        d.handle_tick(t, leader(1), &record);
+        while let Some(proposal) = d.poll_proposal(t) {
+            if let LeaderCommand::Expire { members } = &proposal.command {
+                expired += members.len();
+                latest_ms = members.iter().map(|(_, silent)| *silent).max().unwrap_or(0).max(latest_ms);
+            }
+            record.apply(&proposal.command);
+            d.handle_proposal_result(t, proposal.id, ProposalOutcome::Committed);
+        }
+        alarm |= d.expiry_status(t).brake.is_some();
+    }
+    (expired, latest_ms, alarm)
+}
+
+#[test]
+fn a_cut_that_heals_within_the_hold_loses_nobody_where_no_brake_loses_a_third() {
+    // 30 of 65 members cut off for 2.4 s: as the leader hears it, each is silent 2.4 to
+    // 3.4 s.
+    let braked = cut_off(HOLD_MS, 30, Some(2_400));
+    assert_eq!(braked, (0, 0, true), "spared, with the alarm");
+    let (lost, _, _) = cut_off(0, 30, Some(2_400));
+    assert!((8..=14).contains(&lost), "without the hold, those heard more than 600 ms before the cut go: {lost}");
+    // A smaller share is believable: no brake, as before.
+    let (lost, _, alarm) = cut_off(HOLD_MS, 15, Some(2_400));
+    assert!(!alarm && (3..=7).contains(&lost), "{lost} {alarm}");
+}
+
+#[test]
+fn a_real_mass_crash_is_removed_within_the_timeout_and_the_hold() {
+    let (removed, latest_ms, alarm) = cut_off(HOLD_MS, 60, None);
+    assert_eq!((removed, alarm), (60, true));
+    assert_eq!(latest_ms, 3_000 + 1 + HOLD_MS, "each one the timeout and the hold after it was last heard");
+    let (removed, latest_ms, _) = cut_off(0, 60, None);
+    assert_eq!((removed, latest_ms), (60, 3_001), "without the brake: the timeout alone");
+}
+
 // ----- property tests -----
 
 /// A member: its heartbeat phase, the most its heartbeats are delayed on the way (a
