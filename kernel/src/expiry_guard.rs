@@ -20,7 +20,10 @@
 //!    *suspects* (silent for longer than `timeout_ms - interval_ms`, so due within one
 //!    heartbeat interval, or pending removal, or expired within the window), the
 //!    brake holds: every expiry waits `brake_hold_ms` more, and the alarm
-//!    ([`ExpiryGuard::brake`]) is on until a reading finds the share believable again.
+//!    ([`ExpiryGuard::brake`]) is on until a reading finds the share believable again and
+//!    a hold has passed since one last found it unbelievable (so the members it held, whose
+//!    heartbeats arrive just after the silence ends, are not expired the moment the share
+//!    drops).
 //!    The hold is at most [`MAX_BRAKE_HOLD_MS`] (1 s), so a real mass crash is still
 //!    removed within `timeout_ms` + 1 s by a leader that is not late. The brake is read
 //!    afresh whenever an expiry is about to be proposed, and every
@@ -138,6 +141,8 @@ pub struct ExpiryGuard {
     brake: Option<BrakeAlarm>,
     /// When the brake was last read.
     read_at_ms: Option<u64>,
+    /// When a reading last found the share unbelievable.
+    unbelievable_at_ms: Option<u64>,
 }
 
 impl ExpiryGuard {
@@ -154,6 +159,7 @@ impl ExpiryGuard {
             expired: VecDeque::new(),
             brake: None,
             read_at_ms: None,
+            unbelievable_at_ms: None,
         })
     }
 
@@ -200,6 +206,7 @@ impl ExpiryGuard {
         self.expired.clear();
         self.brake = None;
         self.read_at_ms = None;
+        self.unbelievable_at_ms = None;
     }
 
     /// Forgets what has left the window at `now_ms`.
@@ -231,14 +238,19 @@ impl ExpiryGuard {
 
     /// Reads the brake at `now_ms` given `tracked` members of which `silent` are silent
     /// for longer than [`ExpiryGuard::suspect_after_ms`] or pending removal. Returns
-    /// whether it holds.
+    /// whether it holds: the share is unbelievable now, or was within the last hold.
     pub fn judge(&mut self, now_ms: u64, tracked: u64, silent: u64) -> bool {
         assert!(silent <= tracked, "expiry guard: more silent members than tracked");
         let recent = self.expired_recently(now_ms);
         let members = tracked.saturating_add(recent);
         let suspects = silent.saturating_add(recent);
-        let holds = members >= self.config.brake_min_members
+        let unbelievable = members >= self.config.brake_min_members
             && u128::from(suspects) * 1_000 > u128::from(self.config.brake_share_permille) * u128::from(members);
+        if unbelievable {
+            self.unbelievable_at_ms = Some(now_ms);
+        }
+        let holds = self.unbelievable_at_ms.is_some_and(|at| now_ms < at.saturating_add(self.config.brake_hold_ms))
+            || unbelievable;
         self.brake = holds.then(|| BrakeAlarm {
             since_ms: self.brake.map_or(now_ms, |b| b.since_ms),
             suspects,

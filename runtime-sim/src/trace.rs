@@ -248,6 +248,18 @@ pub struct ShortSilence {
     pub until_ms: u64,
 }
 
+/// A share of members silenced together (cut off from the servers) from `from_ms` to
+/// `until_ms`: too large a share to believe, silent long enough that the first of them
+/// come due before it ends, short enough that the expiry brake's hold covers every one
+/// (the `mass-silence` scenario). None may be expired for it, and the brake's alarm must
+/// rise.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MassSilence {
+    pub members: Vec<MemberId>,
+    pub from_ms: u64,
+    pub until_ms: u64,
+}
+
 /// Everything one run recorded.
 #[derive(Clone, Debug, Default)]
 pub struct Trace {
@@ -264,6 +276,9 @@ pub struct Trace {
     pub heartbeats: Vec<HeartbeatRec>,
     pub crashes: Vec<CrashRec>,
     pub short_silences: Vec<ShortSilence>,
+    pub mass_silences: Vec<MassSilence>,
+    /// When a leader was seen holding expiries back with the brake (its alarm on).
+    pub brake_seen_ms: Vec<u64>,
     /// Faults injected and healed, in words, for the report and `--trace`.
     pub faults: Vec<(u64, String)>,
     /// When every fault was healed.
@@ -395,6 +410,19 @@ impl Trace {
     pub fn record_short_silence(&mut self, rec: ShortSilence) {
         self.hash.u64(11).member(rec.member).u64(rec.from_ms).u64(rec.until_ms);
         self.short_silences.push(rec);
+    }
+
+    pub fn record_mass_silence(&mut self, rec: MassSilence) {
+        self.hash.u64(17).u64(rec.from_ms).u64(rec.until_ms).u64(rec.members.len() as u64);
+        for m in &rec.members {
+            self.hash.member(*m);
+        }
+        self.mass_silences.push(rec);
+    }
+
+    pub fn record_brake_seen(&mut self, at_ms: u64) {
+        self.hash.u64(18).u64(at_ms);
+        self.brake_seen_ms.push(at_ms);
     }
 
     pub fn record_fault(&mut self, at_ms: u64, what: String) {

@@ -10,7 +10,9 @@ use crate::disk_model::{FailOn, FaultSwitch, SimDiskModel};
 use crate::probe::SimProbe;
 pub use crate::setup::{PEER_KEY, SERVER_PORT, SimClock, TOKEN, WorldConfig, server_addr, server_ip};
 pub use crate::trace::SharedTrace;
-use crate::trace::{AppliedEvent, AppliedRec, CommitRec, CommitSeen, CrashRec, LeaderSeen, ShortSilence, Trace, fnv1a};
+use crate::trace::{
+    AppliedEvent, AppliedRec, CommitRec, CommitSeen, CrashRec, LeaderSeen, MassSilence, ShortSilence, Trace, fnv1a,
+};
 use crate::workload::{self, WorkerCtx, WorkerKind};
 use madsim::net::NetSim;
 use madsim::rand::{Rng, thread_rng};
@@ -42,6 +44,8 @@ fn worker_ip(index: u64) -> IpAddr {
 #[derive(Clone)]
 struct NodeView {
     incarnation: u64,
+    /// For the leader's expiry brake (`Api::expiry_status`).
+    api: Arc<roster_real::server::api::Api>,
     raft: Raft,
     shared: Arc<SharedState>,
     log_reader: LogReader,
@@ -107,6 +111,8 @@ pub struct World {
     quiet: Arc<AtomicBool>,
     clogged_links: BTreeSet<(u64, u64)>,
     clogged_nodes: BTreeSet<u64>,
+    /// Workers cut off from everyone (`clog_workers`), by index.
+    clogged_workers: BTreeSet<usize>,
     paused_workers: BTreeSet<usize>,
     sampler: Option<madsim::task::JoinHandle<()>>,
 }
@@ -177,6 +183,7 @@ impl World {
             quiet,
             clogged_links: BTreeSet::new(),
             clogged_nodes: BTreeSet::new(),
+            clogged_workers: BTreeSet::new(),
             paused_workers: BTreeSet::new(),
             sampler: Some(sampler),
         }
@@ -295,6 +302,28 @@ impl World {
         self.note(format!("clog server {id}"));
     }
 
+    /// Cuts the workers at `indexes` off from everyone (a partition of a share of the
+    /// members): their processes fall silent at the leader while they go on running.
+    pub fn clog_workers(&mut self, indexes: &[usize]) {
+        let net = NetSim::current();
+        for &i in indexes {
+            net.clog_node(self.workers[i].handle.id());
+            self.clogged_workers.insert(i);
+        }
+        self.note(format!("clog workers {indexes:?}"));
+    }
+
+    /// Reconnects the workers at `indexes`.
+    pub fn unclog_workers(&mut self, indexes: &[usize]) {
+        let net = NetSim::current();
+        for &i in indexes {
+            if self.clogged_workers.remove(&i) {
+                net.unclog_node(self.workers[i].handle.id());
+            }
+        }
+        self.note(format!("unclog workers {indexes:?}"));
+    }
+
     /// Sets latency and packet loss for every link.
     pub fn set_network(&mut self, latency_ms: Range<u64>, loss_rate: f64) {
         NetSim::current().update_config(|c| {
@@ -320,6 +349,10 @@ impl World {
         for &id in &self.clogged_nodes {
             net.unclog_node(self.servers[id as usize - 1].handle.id());
         }
+        for &i in &self.clogged_workers {
+            net.unclog_node(self.workers[i].handle.id());
+        }
+        self.clogged_workers.clear();
         self.clogged_links.clear();
         self.clogged_nodes.clear();
         let base = self.config.base_latency_ms.clone();
@@ -509,6 +542,14 @@ impl World {
             }
         }
         self.note(format!("resume worker {index}"));
+    }
+
+    /// Records that the workers at `indexes` were silent together from `from_ms` to now
+    /// (cut off, and reconnected already) as a mass silence the expiry brake must cover.
+    pub fn record_mass_silence(&mut self, indexes: &[usize], from_ms: u64) {
+        let now = self.now_ms();
+        let members = indexes.iter().filter_map(|i| *lock(&self.workers[*i].member)).map(MemberId::Process).collect();
+        self.trace.lock().record_mass_silence(MassSilence { members, from_ms, until_ms: now });
     }
 
     /// Undoes every fault: links, network, pauses, dead servers. Records the heal.
@@ -705,6 +746,7 @@ fn start_server(
                     Ok(node) => {
                         let view = NodeView {
                             incarnation,
+                            api: node.api.clone(),
                             raft: node.raft.clone(),
                             shared: node.shared.clone(),
                             log_reader: node.log_reader.clone(),
@@ -793,9 +835,13 @@ async fn sample_loop(views: Views, trace: SharedTrace, clock: SimClock, every_ms
                     state.last_hashed_index = Some(c.index);
                 }
             }
+            let braking = is_leader && view.api.expiry_status().brake.is_some();
             let mut trace = trace.lock();
             if is_leader {
                 trace.record_leader(LeaderSeen { node: id, term, at_ms: now, quorum_ack_age_ms });
+            }
+            if braking {
+                trace.record_brake_seen(now);
             }
             for r in records {
                 trace.record_commit(r);

@@ -288,11 +288,77 @@ fn check_liveness(trace: &Trace, bounds: &Bounds, report: &mut CheckReport) {
     );
     false_expiry.extend(check_short_silences(trace, bounds, &heartbeats, &decisions));
     report.record(Checker::FalseExpiry, false_expiry);
+    report.record(Checker::ExpiryBrake, check_mass_silences(trace, bounds, &heartbeats, &decisions));
 
     report.record(
         Checker::Progress,
         liveness_bounds::check_progress(&trace.heals_ms, &trace.commit_times_ms, bounds.progress_ms, trace.end_ms),
     );
+}
+
+/// A mass silence (`MassSilence`: more than a third of the members, silent together for
+/// less than the timeout + the brake's hold) raises the brake's alarm while it lasts (or
+/// within half a second after), and none of its members healthy right before and right
+/// after, whose silence as the leader heard it was under the timeout + the hold, is
+/// expired for it.
+fn check_mass_silences(
+    trace: &Trace,
+    bounds: &Bounds,
+    heartbeats: &[HeartbeatDelivery],
+    removals: &[Removal],
+) -> Vec<Violation> {
+    let hold_ms = roster_kernel::ExpiryGuardConfig::default().brake_hold_ms;
+    let mut by_member: BTreeMap<MemberId, BTreeSet<u64>> = BTreeMap::new();
+    for h in heartbeats {
+        by_member.entry(h.member).or_default().insert(h.at_ms);
+    }
+    let reach = bounds.heartbeat_interval_ms + HEARTBEAT_PRECISION_MS;
+    let mut violations = Vec::new();
+    for s in &trace.mass_silences {
+        let alarm_until_ms = s.until_ms + 500;
+        if !trace.brake_seen_ms.iter().any(|at| (s.from_ms..=alarm_until_ms).contains(at))
+            && alarm_until_ms <= trace.end_ms
+        {
+            violations.push(Violation::new(
+                Checker::ExpiryBrake,
+                format!(
+                    "{} members were silent together from {} to {} ms, and no leader was seen with the expiry \
+                     brake's alarm on by {alarm_until_ms} ms",
+                    s.members.len(),
+                    s.from_ms,
+                    s.until_ms
+                ),
+            ));
+        }
+        for member in &s.members {
+            let Some(beats) = by_member.get(member) else { continue };
+            let (Some(&before), Some(&after)) =
+                (beats.range(..=s.from_ms).next_back(), beats.range(s.until_ms..).next())
+            else {
+                continue;
+            };
+            let healthy = before + reach >= s.from_ms && after <= s.until_ms + reach;
+            let gap = after - before + HEARTBEAT_PRECISION_MS;
+            if !healthy || gap >= bounds.heartbeat_timeout_ms + hold_ms {
+                continue;
+            }
+            if let Some(r) = removals.iter().find(|r| r.member == *member && r.at_ms >= before && r.at_ms <= after) {
+                violations.push(Violation::new(
+                    Checker::ExpiryBrake,
+                    format!(
+                        "{member} was expired at {} ms although it was silent only from {before} to {after} ms, \
+                         with {} members together ({}..{} ms): under the {} ms timeout + the brake's {hold_ms} ms",
+                        r.at_ms,
+                        s.members.len(),
+                        s.from_ms,
+                        s.until_ms,
+                        bounds.heartbeat_timeout_ms
+                    ),
+                ));
+            }
+        }
+    }
+    violations
 }
 
 /// A member paused for less than the timeout, healthy right before and right after, must

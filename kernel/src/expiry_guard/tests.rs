@@ -91,7 +91,10 @@ fn the_brake_holds_for_more_than_a_third_of_at_least_fifty() {
     assert_eq!(g.poll_timeout(), Some(200));
     assert!(g.judge(200, 99, 40));
     assert_eq!(g.brake().unwrap().since_ms, 100, "still the same alarm");
-    assert!(!g.judge(300, 99, 5), "believable again: the alarm falls");
+    assert!(g.judge(300, 99, 5), "believable again, but a hold has not passed: still held");
+    assert_eq!(g.brake().unwrap().suspects, 5, "the alarm shows the last reading");
+    assert!(g.judge(949, 99, 5));
+    assert!(!g.judge(950, 99, 5), "a hold after the last unbelievable reading: the alarm falls");
     assert_eq!((g.brake(), g.hold_ms(), g.needs_reading(1_000)), (None, 0, false));
 }
 
@@ -107,7 +110,7 @@ fn members_expired_within_the_window_count_as_suspects() {
     // A timeout (and an eighth) later they are history.
     g.prune(4_400);
     assert_eq!(g.expired_recently(4_400), 0);
-    assert!(!g.judge(4_400, 60, 0));
+    assert!(!g.judge(4_400, 60, 0), "and the hold after the last unbelievable reading passed");
 }
 
 #[test]

@@ -44,10 +44,13 @@ pub enum Checker {
     FalseExpiry,
     /// After a heal the cluster commits again in time ([`liveness_bounds::check_progress`]).
     Progress,
+    /// A mass silence within the expiry brake's hold raises the alarm and loses nobody
+    /// (`analysis::check_mass_silences`).
+    ExpiryBrake,
 }
 
 impl Checker {
-    pub const ALL: [Checker; 11] = [
+    pub const ALL: [Checker; 12] = [
         Checker::Linearizability,
         Checker::LeaderPerTerm,
         Checker::CommittedEntries,
@@ -59,6 +62,7 @@ impl Checker {
         Checker::CrashRemoval,
         Checker::FalseExpiry,
         Checker::Progress,
+        Checker::ExpiryBrake,
     ];
 
     pub fn name(self) -> &'static str {
@@ -74,6 +78,7 @@ impl Checker {
             Checker::CrashRemoval => "crash-removal",
             Checker::FalseExpiry => "false-expiry",
             Checker::Progress => "progress",
+            Checker::ExpiryBrake => "expiry-brake",
         }
     }
 }

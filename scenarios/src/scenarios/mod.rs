@@ -12,6 +12,7 @@ mod churn;
 mod crashes;
 mod disk_loss;
 mod disks;
+mod mass_silence;
 mod membership;
 mod network;
 mod random;
@@ -114,6 +115,13 @@ pub const ALL: &[Scenario] = &[
         about: "a spare server is added as a voter, an old one removed and added back",
         configure: membership::membership_config,
         faults: |w, ms| Box::pin(membership::membership_change(w, ms)),
+    },
+    Scenario {
+        name: "mass-silence",
+        about: "more than a third of 65 members fall silent at once, first within the expiry brake's hold \
+                (none may go; the alarm rises), then for good (all gone within the timeout + 1 s)",
+        configure: mass_silence::mass_silence_config,
+        faults: |w, ms| Box::pin(mass_silence::mass_silence(w, ms)),
     },
     Scenario {
         name: "random",
