@@ -12,6 +12,7 @@ pub mod event;
 pub mod formation;
 pub mod ids;
 pub mod leader_duties;
+pub mod leader_search;
 pub mod liveness;
 pub mod membership;
 pub mod model;

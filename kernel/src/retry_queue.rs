@@ -6,16 +6,16 @@
 //! order, and every retry of a command carries the same `(session, seq)`, so however often
 //! it is resent it is applied once.
 //!
-//! Where to send: to the endpoint believed to be the leader, else round-robin from a seeded
-//! random start. A `NotLeader` answer redirects to its hint (or to the next endpoint); a
-//! connection failure or timeout moves to the next endpoint; `RetryLater` (a new leader
-//! whose lease is not ready yet) stays on the same endpoint.
+//! Where and when to send is the [`LeaderSearch`]'s to decide (`leader_search.rs`: hints,
+//! rotation, pauses, jitter), under [`SearchPolicy::session`]: it never gives up, and the
+//! head is repeatable. Each reply starts the search over for the next command, at the node
+//! that answered. What the search learns about the leader comes out of
+//! [`RetryQueue::poll_news`], for the driver's one record of the leader.
 //!
-//! When to send: a retry that moves to a *different* endpoint goes at once, up to
-//! `endpoint_count` such hops in a row; any other retry (same endpoint, or hops used up)
-//! waits a capped exponential backoff with full jitter, drawn from a seeded PRNG:
-//! `uniform(0 ..= min(max_backoff_ms, base_backoff_ms × 2^(k−1)))` for the k-th backoff
-//! since the last reply. A reply resets both counts.
+//! When to open a session: when the cluster refused the session itself (unknown or
+//! evicted, or out of step) and commands wait. [`RetryQueue::poll_open_session`] says when
+//! to start an open; a failed open pauses (capped exponential from `base_backoff_ms` to
+//! `max_backoff_ms`, jittered) before the next.
 //!
 //! Sequence numbers: [`RetryQueue::submit`] returns the command's *queue sequence number*
 //! (1, 2, 3, … in submission order, never reused), which [`Completed::seq`] repeats. The
@@ -32,14 +32,20 @@
 //! ```text
 //! on start:                  queue.set_session(session, 1)      // after OpenSession
 //! on user command:           queue.submit(now, cmd)?
-//! on response to `attempt`:  queue.handle_reply / handle_not_leader / handle_retry_later / handle_failure
+//! on more endpoints learned: queue.handle_endpoint_count(n)
+//! on response to `attempt`:  queue.handle_reply / handle_rejected / handle_not_leader / handle_retry_later / handle_failure
+//! on a session open's end:   queue.handle_session_opened(session) / handle_session_open_failed(now)
 //! at poll_timeout():         queue.handle_timeout(now)
-//! then always:               while let Some(t) = queue.poll_transmit(now) { send t.request to t.endpoint }
+//! then always:               while let Some(n) = queue.poll_news() { record.apply(n) }
+//!                            if queue.poll_open_session(now) { open a session }
+//!                            while let Some(t) = queue.poll_transmit(now) { send t.request to t.endpoint }
 //!                            while let Some(c) = queue.poll_completed() { hand c to its caller }
 //! ```
 
 use crate::command::{Command, CommandError, CommandResult, Request};
 use crate::ids::SessionId;
+pub use crate::leader_search::{EndpointId, Failure, LeaderNews};
+use crate::leader_search::{Answer, Backoff, Jitter, LeaderSearch, SearchPolicy};
 use crate::rng::Rng;
 use std::collections::VecDeque;
 
@@ -94,11 +100,15 @@ impl RetryConfig {
         }
         Ok(())
     }
-}
 
-/// An index into the driver's list of server endpoints.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct EndpointId(pub usize);
+    fn search_policy(&self) -> SearchPolicy {
+        SearchPolicy::session(self.request_timeout_ms, self.base_backoff_ms, self.max_backoff_ms)
+    }
+
+    fn open_backoff(&self) -> Backoff {
+        Backoff { first_ms: self.base_backoff_ms, max_ms: self.max_backoff_ms, jitter: Jitter::Full }
+    }
+}
 
 /// The queue is at its bound; nothing was queued.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
@@ -108,15 +118,6 @@ pub struct EndpointId(pub usize);
 )]
 pub struct QueueFull {
     pub max_queued: usize,
-}
-
-/// Why an attempt got no answer.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Failure {
-    /// No answer in time (the driver's own timer, or the queue's request deadline).
-    Timeout,
-    /// The connection could not be made or broke before the answer.
-    ConnectionFailed,
 }
 
 /// Send `request` to `endpoint`; report the outcome with `attempt`.
@@ -144,20 +145,21 @@ struct Queued {
     submitted_at_ms: u64,
 }
 
+/// Where a session open stands.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Phase {
-    /// The head (if any) may be sent now, to `target`.
-    Ready,
-    /// The head was sent as `attempt`; no other attempt is answered.
-    InFlight { attempt: u64, endpoint: EndpointId, deadline_ms: u64 },
-    /// The head waits until `until_ms`, then goes to `target`.
-    Backoff { until_ms: u64 },
+enum Opening {
+    Idle,
+    /// The driver is opening one; no second open starts.
+    InProgress,
+    /// The last open failed: the next waits until then.
+    PausedUntil { until_ms: u64 },
 }
 
 #[derive(Clone, Debug)]
 pub struct RetryQueue {
     config: RetryConfig,
-    endpoint_count: usize,
+    /// The head command's search; started over for each command.
+    search: LeaderSearch,
     rng: Rng,
     session: Option<SessionId>,
     /// The session sequence number the head carries.
@@ -165,14 +167,9 @@ pub struct RetryQueue {
     queue: VecDeque<Queued>,
     completed: VecDeque<Completed>,
     next_seq: u64,
-    next_attempt: u64,
-    phase: Phase,
-    target: EndpointId,
-    known_leader: Option<EndpointId>,
-    /// Backoffs taken since the last reply: the exponent.
-    backoffs: u32,
-    /// Retries sent at once, to another endpoint, since the last reply or backoff.
-    hops: usize,
+    opening: Opening,
+    /// Failed opens in a row: the open pause's exponent.
+    failed_opens: u32,
 }
 
 impl RetryQueue {
@@ -183,22 +180,19 @@ impl RetryQueue {
         }
         let mut rng = Rng::new(seed);
         // A random first endpoint, so many clients do not all start on the same server.
-        let target = EndpointId(index(rng.below(endpoint_count as u64)));
+        let start = EndpointId(index(rng.below(endpoint_count as u64)));
+        let search = LeaderSearch::new(0, config.search_policy(), start, endpoint_count, rng.next_u64());
         Ok(RetryQueue {
             config,
-            endpoint_count,
+            search,
             rng,
             session: None,
             next_wire_seq: 1,
             queue: VecDeque::new(),
             completed: VecDeque::new(),
             next_seq: 1,
-            next_attempt: 1,
-            phase: Phase::Ready,
-            target,
-            known_leader: None,
-            backoffs: 0,
-            hops: 0,
+            opening: Opening::Idle,
+            failed_opens: 0,
         })
     }
 
@@ -220,8 +214,13 @@ impl RetryQueue {
         self.completed.len()
     }
 
-    pub fn known_leader(&self) -> Option<EndpointId> {
-        self.known_leader
+    /// Where the head goes next (or went, while in flight).
+    pub fn target(&self) -> EndpointId {
+        self.search.target()
+    }
+
+    pub fn endpoint_count(&self) -> usize {
+        self.search.endpoint_count()
     }
 
     pub fn session(&self) -> Option<SessionId> {
@@ -241,7 +240,12 @@ impl RetryQueue {
 
     /// Whether an attempt is outstanding.
     pub fn in_flight(&self) -> bool {
-        matches!(self.phase, Phase::InFlight { .. })
+        self.search.in_flight().is_some()
+    }
+
+    /// Whether `attempt` is the one outstanding (answers to others are ignored).
+    pub fn is_current(&self, attempt: u64) -> bool {
+        self.search.is_current(attempt)
     }
 
     /// Sets the session the commands go under, and the sequence number the next one
@@ -258,24 +262,28 @@ impl RetryQueue {
         }
         self.session = Some(session);
         self.next_wire_seq = next_seq;
-        if let Phase::InFlight { .. } = self.phase {
-            self.phase = Phase::Ready;
-        }
+        self.search.abandon();
     }
 
-    /// Tells the queue where the leader is, learned elsewhere (e.g. from cluster metadata).
+    /// Tells the queue where the leader is, learned elsewhere (the driver's record).
     /// Takes effect from the next attempt; an attempt in flight is left alone.
     pub fn handle_leader_hint(&mut self, leader: EndpointId) {
-        if leader.0 < self.endpoint_count {
-            self.known_leader = Some(leader);
-            self.target = leader;
-        }
+        self.search.handle_leader_hint(leader);
+    }
+
+    /// The driver learned more endpoints (leader hints named new addresses).
+    pub fn handle_endpoint_count(&mut self, endpoint_count: usize) {
+        self.search.handle_endpoint_count(endpoint_count);
     }
 
     /// Queues `command` behind every earlier one and returns its queue sequence number.
     pub fn submit(&mut self, now_ms: u64, command: Command) -> Result<u64, QueueFull> {
         if self.queue.len() + self.completed.len() >= self.config.max_queued {
             return Err(QueueFull { max_queued: self.config.max_queued });
+        }
+        if self.queue.is_empty() && !self.in_flight() {
+            // A new head: its search starts now, where the last one ended.
+            self.search.restart(now_ms);
         }
         let seq = self.next_seq;
         self.next_seq += 1;
@@ -285,23 +293,51 @@ impl RetryQueue {
 
     /// The next attempt to send, if the head may go now. At most one is ever outstanding.
     pub fn poll_transmit(&mut self, now_ms: u64) -> Option<Transmit> {
-        if let Phase::Backoff { until_ms } = self.phase
-            && now_ms >= until_ms
-        {
-            self.phase = Phase::Ready;
-        }
-        if self.phase != Phase::Ready {
-            return None;
-        }
         let session = self.session?;
         let head = self.queue.front()?;
-        let attempt = self.next_attempt;
-        self.next_attempt += 1;
-        let endpoint = self.target;
-        self.phase =
-            Phase::InFlight { attempt, endpoint, deadline_ms: now_ms.saturating_add(self.config.request_timeout_ms) };
+        let a = self.search.poll_attempt(now_ms)?;
         let request = Request { session, seq: self.next_wire_seq, command: head.command.clone() };
-        Some(Transmit { attempt, endpoint, request })
+        Some(Transmit { attempt: a.attempt, endpoint: a.endpoint, request })
+    }
+
+    /// What the search learned about the leader, for the driver's record.
+    pub fn poll_news(&mut self) -> Option<LeaderNews> {
+        self.search.poll_news()
+    }
+
+    /// Whether to start opening a session now (the driver reports its end with
+    /// `handle_session_opened` or `handle_session_open_failed`). True once per open.
+    pub fn poll_open_session(&mut self, now_ms: u64) -> bool {
+        if !self.needs_session() || self.queue.is_empty() {
+            return false;
+        }
+        let may = match self.opening {
+            Opening::Idle => true,
+            Opening::InProgress => false,
+            Opening::PausedUntil { until_ms } => now_ms >= until_ms,
+        };
+        if may {
+            self.opening = Opening::InProgress;
+        }
+        may
+    }
+
+    /// A session open ended with `session`: the commands go under it, from sequence 1.
+    pub fn handle_session_opened(&mut self, session: SessionId) {
+        self.opening = Opening::Idle;
+        self.failed_opens = 0;
+        if self.needs_session() {
+            self.set_session(session, 1);
+        }
+    }
+
+    /// A session open failed: the next waits a pause.
+    pub fn handle_session_open_failed(&mut self, now_ms: u64) {
+        self.failed_opens = self.failed_opens.saturating_add(1);
+        let backoff = self.config.open_backoff();
+        let cap = backoff.cap_ms(self.failed_opens);
+        let pause_ms = self.rng.up_to(cap);
+        self.opening = Opening::PausedUntil { until_ms: now_ms.saturating_add(pause_ms) };
     }
 
     /// The cluster applied the command sent as `attempt` (or refused it deterministically,
@@ -309,30 +345,19 @@ impl RetryQueue {
     ///
     /// A refusal of the session itself (unknown or evicted session, stale or skipping
     /// sequence) completes the head with that error, since whether an earlier attempt was
-    /// applied cannot be known, and holds the rest until `set_session` is called again.
+    /// applied cannot be known, and holds the rest until a new session is set.
     pub fn handle_reply(&mut self, now_ms: u64, attempt: u64, result: CommandResult) {
-        let Some(endpoint) = self.current(attempt) else {
+        if !self.search.is_current(attempt) {
             return;
-        };
-        let head = self.queue.pop_front().expect("an attempt in flight has a head command");
-        self.phase = Phase::Ready;
-        self.backoffs = 0;
-        self.hops = 0;
+        }
         // Whoever answered has the log: it is (or just was) the leader.
-        self.known_leader = Some(endpoint);
-        self.target = endpoint;
+        self.search.handle_answer(now_ms, attempt, Answer::Served);
         if self.refuses_session(&result) {
             self.session = None;
         } else {
             self.next_wire_seq += 1;
         }
-        self.completed.push_back(Completed {
-            seq: head.seq,
-            result,
-            submitted_at_ms: head.submitted_at_ms,
-            completed_at_ms: now_ms,
-        });
-        debug_assert!(self.queue.len() + self.completed.len() <= self.config.max_queued);
+        self.complete_head(now_ms, result);
     }
 
     /// The node turned the command sent as `attempt` away before the log (the caller may
@@ -340,85 +365,54 @@ impl RetryQueue {
     /// sequence does not move, since nothing was applied. Answers to other attempts are
     /// ignored.
     pub fn handle_rejected(&mut self, now_ms: u64, attempt: u64, error: CommandError) {
-        if self.current(attempt).is_none() {
+        if !self.search.is_current(attempt) {
             return;
         }
-        let head = self.queue.pop_front().expect("an attempt in flight has a head command");
-        self.phase = Phase::Ready;
-        self.backoffs = 0;
-        self.hops = 0;
-        self.completed.push_back(Completed {
-            seq: head.seq,
-            result: Err(error),
-            submitted_at_ms: head.submitted_at_ms,
-            completed_at_ms: now_ms,
-        });
+        self.search.handle_answer(now_ms, attempt, Answer::Declined);
+        self.complete_head(now_ms, Err(error));
     }
 
-    /// The endpoint is not the leader; it may know who is. Goes to the hint at once, or
-    /// (without a usable hint) to the next endpoint.
+    /// The endpoint is not the leader; it may know who is.
     pub fn handle_not_leader(&mut self, now_ms: u64, attempt: u64, leader_hint: Option<EndpointId>) {
-        let Some(from) = self.current(attempt) else {
-            return;
-        };
-        match leader_hint.filter(|hint| hint.0 < self.endpoint_count && *hint != from) {
-            Some(hint) => {
-                self.known_leader = Some(hint);
-                self.target = hint;
-            }
-            None => {
-                self.known_leader = None;
-                self.target = self.next_endpoint(from);
-            }
-        }
-        self.schedule_retry(now_ms, from);
+        self.search.handle_answer(now_ms, attempt, Answer::NotLeader { hint: leader_hint });
     }
 
     /// The endpoint is the leader but cannot serve yet (e.g. its lease is not ready after
-    /// an election): the same endpoint again, after a backoff.
+    /// an election): the same endpoint again, after a pause.
     pub fn handle_retry_later(&mut self, now_ms: u64, attempt: u64) {
-        let Some(from) = self.current(attempt) else {
-            return;
-        };
-        self.known_leader = Some(from);
-        self.target = from;
-        self.schedule_retry(now_ms, from);
+        self.search.handle_answer(now_ms, attempt, Answer::RetryLater);
     }
 
-    /// The attempt got no answer: tries the next endpoint. The command may still have been
-    /// applied; the retry's `(session, seq)` makes that harmless.
+    /// The attempt got no answer. The command may still have been applied; the retry's
+    /// `(session, seq)` makes that harmless.
     pub fn handle_failure(&mut self, now_ms: u64, attempt: u64, failure: Failure) {
-        let Some(from) = self.current(attempt) else {
-            return;
-        };
-        // Both kinds are handled alike: the endpoint may be down or cut off.
-        let (Failure::Timeout | Failure::ConnectionFailed) = failure;
-        if self.known_leader == Some(from) {
-            self.known_leader = None;
-        }
-        self.target = self.next_endpoint(from);
-        self.schedule_retry(now_ms, from);
+        self.search.handle_failure(now_ms, attempt, failure);
+        debug_assert!(self.search.outcome().is_none(), "a session search ends only by an answer");
     }
 
-    /// Fires the request deadline of the attempt in flight (as a [`Failure::Timeout`]) and
-    /// ends a backoff that is over.
+    /// Fires the request deadline of the attempt in flight (as a [`Failure::Timeout`]),
+    /// ends a pause that is over, and ends a session open's pause.
     pub fn handle_timeout(&mut self, now_ms: u64) {
-        match self.phase {
-            Phase::InFlight { attempt, deadline_ms, .. } if now_ms >= deadline_ms => {
-                self.handle_failure(now_ms, attempt, Failure::Timeout);
-            }
-            Phase::Backoff { until_ms } if now_ms >= until_ms => self.phase = Phase::Ready,
-            _ => {}
+        self.search.handle_timeout(now_ms);
+        if let Opening::PausedUntil { until_ms } = self.opening
+            && now_ms >= until_ms
+        {
+            self.opening = Opening::Idle;
         }
     }
 
-    /// When to call `handle_timeout`: the request deadline or the end of the backoff.
-    /// `None` when neither runs (call `poll_transmit` after every input instead).
+    /// When to call `handle_timeout`: the request deadline, the end of a pause, or the end
+    /// of a session open's pause. `None` when none runs (call the polls after every
+    /// input instead).
     pub fn poll_timeout(&self) -> Option<u64> {
-        match self.phase {
-            Phase::InFlight { deadline_ms, .. } => Some(deadline_ms),
-            Phase::Backoff { until_ms } => Some(until_ms),
-            Phase::Ready => None,
+        let open = match self.opening {
+            Opening::PausedUntil { until_ms } if self.needs_session() && !self.queue.is_empty() => Some(until_ms),
+            _ => None,
+        };
+        let search = if self.queue.is_empty() { None } else { self.search.poll_timeout() };
+        match (open, search) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
         }
     }
 
@@ -427,35 +421,17 @@ impl RetryQueue {
         self.completed.pop_front()
     }
 
-    /// The endpoint of the attempt in flight, if `attempt` is it.
-    fn current(&self, attempt: u64) -> Option<EndpointId> {
-        match self.phase {
-            Phase::InFlight { attempt: current, endpoint, .. } if current == attempt => Some(endpoint),
-            _ => None,
-        }
-    }
-
-    fn next_endpoint(&self, from: EndpointId) -> EndpointId {
-        EndpointId((from.0 + 1) % self.endpoint_count)
-    }
-
-    /// Decides when the head goes again, to `self.target`.
-    fn schedule_retry(&mut self, now_ms: u64, from: EndpointId) {
-        if self.target != from && self.hops < self.endpoint_count {
-            self.hops += 1;
-            self.phase = Phase::Ready;
-            return;
-        }
-        self.hops = 0;
-        self.backoffs = self.backoffs.saturating_add(1);
-        let delay_ms = self.rng.up_to(self.backoff_cap_ms());
-        self.phase = Phase::Backoff { until_ms: now_ms.saturating_add(delay_ms) };
-    }
-
-    /// `min(max_backoff_ms, base_backoff_ms × 2^(backoffs − 1))`.
-    fn backoff_cap_ms(&self) -> u64 {
-        let doublings = self.backoffs.saturating_sub(1).min(63);
-        self.config.base_backoff_ms.saturating_mul(1u64 << doublings).min(self.config.max_backoff_ms)
+    fn complete_head(&mut self, now_ms: u64, result: CommandResult) {
+        let head = self.queue.pop_front().expect("an attempt in flight has a head command");
+        // The next command's search starts at the node that answered.
+        self.search.restart(now_ms);
+        self.completed.push_back(Completed {
+            seq: head.seq,
+            result,
+            submitted_at_ms: head.submitted_at_ms,
+            completed_at_ms: now_ms,
+        });
+        debug_assert!(self.queue.len() + self.completed.len() <= self.config.max_queued);
     }
 
     fn refuses_session(&self, result: &CommandResult) -> bool {
@@ -494,6 +470,10 @@ mod tests {
 
     fn config() -> RetryConfig {
         RetryConfig { max_queued: 4, base_backoff_ms: 10, max_backoff_ms: 80, request_timeout_ms: 100 }
+    }
+
+    fn news(q: &mut RetryQueue) -> Vec<LeaderNews> {
+        std::iter::from_fn(|| q.poll_news()).collect()
     }
 
     fn queue(endpoints: usize) -> RetryQueue {
@@ -576,7 +556,7 @@ mod tests {
         q.submit(0, put(1)).unwrap();
         q.submit(0, put(2)).unwrap();
         let t1 = q.poll_transmit(0).unwrap();
-        q.handle_failure(0, t1.attempt, Failure::ConnectionFailed);
+        q.handle_failure(0, t1.attempt, Failure::ConnectFailed);
         let t2 = q.poll_transmit(0).unwrap();
         assert_ne!(t2.endpoint, t1.endpoint, "rotates after a failure");
         assert_eq!(t2.request, t1.request);
@@ -587,8 +567,9 @@ mod tests {
         q.handle_failure(5, t1.attempt, Failure::Timeout);
         assert!(q.in_flight());
         assert_eq!(q.poll_completed(), None);
+        news(&mut q);
         q.handle_reply(6, t2.attempt, done(1));
-        assert_eq!(q.known_leader(), Some(t2.endpoint));
+        assert_eq!(news(&mut q), vec![LeaderNews::Leads(t2.endpoint)]);
         let t3 = q.poll_transmit(6).unwrap();
         assert_eq!((t3.endpoint, t3.request.seq, t3.request.command.clone()), (t2.endpoint, 2, put(2)));
         // An answer to a finished attempt does nothing either.
@@ -604,24 +585,29 @@ mod tests {
         let t = q.poll_transmit(0).unwrap();
         let other = EndpointId((t.endpoint.0 + 1) % 3);
         q.handle_not_leader(0, t.attempt, Some(other));
-        assert_eq!(q.known_leader(), Some(other));
+        assert_eq!(news(&mut q), vec![LeaderNews::Leads(other)]);
         let t = q.poll_transmit(0).unwrap();
         assert_eq!(t.endpoint, other, "goes to the hint at once");
-        // Out-of-range and self-pointing hints count as none: rotate.
+        // An out-of-range hint counts as none: rotate.
         q.handle_not_leader(0, t.attempt, Some(EndpointId(99)));
-        assert_eq!(q.known_leader(), None);
+        assert_eq!(news(&mut q), vec![LeaderNews::Demoted(other)]);
         let t = q.poll_transmit(0).unwrap();
         assert_eq!(t.endpoint, EndpointId((other.0 + 1) % 3));
+        // A node naming itself is becoming leader: the same node, after a pause.
         q.handle_not_leader(0, t.attempt, Some(t.endpoint));
-        let t = q.poll_transmit(0).unwrap();
-        assert_eq!(t.endpoint, EndpointId((other.0 + 2) % 3), "a hint naming itself counts as none");
-        q.handle_not_leader(0, t.attempt, None);
-        // Three hops used: the next retry waits.
-        assert_eq!(q.poll_transmit(0), None);
         let until = q.poll_timeout().unwrap();
-        assert!(until <= 10, "first backoff is at most base_backoff_ms, got {until}");
         q.handle_timeout(until);
-        assert!(q.poll_transmit(until).is_some());
+        let t = q.poll_transmit(until).unwrap();
+        assert_eq!(t.endpoint, EndpointId((other.0 + 1) % 3), "a hint naming itself is asked again");
+        q.handle_not_leader(until, t.attempt, None);
+        // A third move in a round of three endpoints: the next retry waits.
+        let again = q.poll_timeout().expect("a round of three misses pauses");
+        assert!(again - until <= 10, "first round pause is at most base_backoff_ms, got {}", again - until);
+        if again > until {
+            assert_eq!(q.poll_transmit(until), None);
+        }
+        q.handle_timeout(again);
+        assert!(q.poll_transmit(again).is_some());
     }
 
     #[test]
@@ -629,26 +615,24 @@ mod tests {
         let mut q = queue(2);
         q.submit(0, put(1)).unwrap();
         let mut now = 0;
-        let mut endpoint = None;
+        let mut t = q.poll_transmit(now).unwrap();
+        let endpoint = t.endpoint;
         let mut caps_seen = Vec::new();
         for k in 1..=8u32 {
-            let t = q.poll_transmit(now).unwrap();
-            if let Some(e) = endpoint {
-                assert_eq!(t.endpoint, e, "retry-later keeps the endpoint");
-            }
-            endpoint = Some(t.endpoint);
+            assert_eq!(t.endpoint, endpoint, "retry-later keeps the endpoint");
+            news(&mut q);
             q.handle_retry_later(now, t.attempt);
-            assert_eq!(q.known_leader(), endpoint);
+            assert_eq!(news(&mut q), vec![LeaderNews::Leads(t.endpoint)]);
             let until = q.poll_timeout().unwrap();
             let cap = (10u64 << (k - 1)).min(80);
             assert!(until - now <= cap, "backoff {} over cap {cap}", until - now);
             caps_seen.push(cap);
-            assert_eq!(q.poll_transmit(until.saturating_sub(1).max(now)).is_some(), until == now);
-            if until == now {
-                // Zero jitter: it already went; answer it to keep the loop in step.
-                continue;
+            if until > now {
+                assert_eq!(q.poll_transmit(until - 1), None, "not before the pause ends");
             }
             now = until;
+            q.handle_timeout(now);
+            t = q.poll_transmit(now).unwrap();
         }
         assert_eq!(caps_seen.last(), Some(&80));
     }
@@ -669,8 +653,9 @@ mod tests {
         q.handle_reply(101, t2.attempt, done(1));
         q.submit(101, put(2)).unwrap();
         let t3 = q.poll_transmit(101).unwrap();
+        news(&mut q);
         q.handle_failure(150, t3.attempt, Failure::Timeout);
-        assert_eq!(q.known_leader(), None);
+        assert_eq!(news(&mut q), vec![LeaderNews::Demoted(t3.endpoint)]);
         assert_eq!(q.poll_timeout(), None, "a hop to the other endpoint needs no timer");
     }
 
@@ -724,7 +709,7 @@ mod tests {
         let mut q = queue(3);
         q.handle_leader_hint(EndpointId(2));
         q.handle_leader_hint(EndpointId(3));
-        assert_eq!(q.known_leader(), Some(EndpointId(2)));
+        assert_eq!(q.target(), EndpointId(2));
         q.submit(0, put(1)).unwrap();
         assert_eq!(q.poll_transmit(0).unwrap().endpoint, EndpointId(2));
     }
@@ -895,7 +880,7 @@ mod tests {
                         let i = pick % net.len();
                         let t = if matches!(fate, Fate::Duplicate) { net[i].clone() } else { net.remove(i) };
                         match fate {
-                            Fate::Refused => q.handle_failure(now, t.attempt, Failure::ConnectionFailed),
+                            Fate::Refused => q.handle_failure(now, t.attempt, Failure::ConnectFailed),
                             Fate::Drop => {}
                             Fate::LoseAnswer => { cluster.serve(t.endpoint.0, &t.request, hint); }
                             Fate::Answer | Fate::Duplicate => {
