@@ -44,8 +44,8 @@
 
 use crate::command::{Command, CommandError, CommandResult, Request};
 use crate::ids::SessionId;
-pub use crate::leader_search::{EndpointId, Failure, LeaderNews};
 use crate::leader_search::{Answer, Backoff, Jitter, LeaderSearch, SearchPolicy};
+pub use crate::leader_search::{EndpointId, Failure, LeaderNews};
 use crate::rng::Rng;
 use std::collections::VecDeque;
 
@@ -152,7 +152,9 @@ enum Opening {
     /// The driver is opening one; no second open starts.
     InProgress,
     /// The last open failed: the next waits until then.
-    PausedUntil { until_ms: u64 },
+    PausedUntil {
+        until_ms: u64,
+    },
 }
 
 #[derive(Clone, Debug)]
@@ -748,11 +750,17 @@ mod tests {
     enum Op {
         Submit,
         Advance(u64),
-        Deliver { pick: usize, fate: Fate, hint: Hint },
+        Deliver {
+            pick: usize,
+            fate: Fate,
+            hint: Hint,
+        },
         NewLeader(Option<usize>),
         LeaseReady,
         PollCompleted,
         DriverTimeout,
+        /// The driver learns one more endpoint (a hint named a new address).
+        Learn,
     }
 
     fn op() -> impl Strategy<Value = Op> {
@@ -772,6 +780,7 @@ mod tests {
             1 => Just(Op::LeaseReady),
             2 => Just(Op::PollCompleted),
             1 => Just(Op::DriverTimeout),
+            1 => Just(Op::Learn),
         ]
     }
 
@@ -895,13 +904,21 @@ mod tests {
                     }
                     Op::LeaseReady => cluster.lease_ready = true,
                     Op::PollCompleted => completed.extend(std::iter::from_fn(|| q.poll_completed())),
+                    Op::Learn => {
+                        if cluster.endpoints < 6 {
+                            cluster.endpoints += 1;
+                            q.handle_endpoint_count(cluster.endpoints);
+                        }
+                    }
                     Op::DriverTimeout => {
                         // The transport gave up on the newest outstanding attempt.
                         if let Some(t) = net.last() { q.handle_failure(now, t.attempt, Failure::Timeout); }
                     }
                 }
+                while q.poll_news().is_some() {}
                 while let Some(t) = q.poll_transmit(now) {
                     prop_assert_eq!(t.request.session, session);
+                    prop_assert!(t.endpoint.0 < cluster.endpoints);
                     net.push(t);
                 }
                 prop_assert!(check_bound(&q));
