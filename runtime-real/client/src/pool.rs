@@ -112,6 +112,16 @@ impl std::fmt::Debug for Cluster {
     }
 }
 
+/// What one attempt of a search got back from the node.
+pub(crate) enum NodeReply<T> {
+    /// The node served the request.
+    Served(T),
+    /// The node does not lead; it may name who does.
+    NotLeader(Option<(crate::wire::NodeId, String)>),
+    /// The node leads but cannot serve yet.
+    RetryLater(String),
+}
+
 /// Which node a call wants.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Target {
@@ -219,13 +229,6 @@ impl Cluster {
         }
     }
 
-    /// Follows a `NotLeader` hint: the hinted node's endpoint, now believed the leader.
-    pub(crate) fn follow_hint(&self, hint: &Option<(crate::wire::NodeId, String)>) -> Option<usize> {
-        let index = self.hint_endpoint(hint)?;
-        self.note_leader(index);
-        Some(index)
-    }
-
     /// Where a search starts: the known leader, else the rotation cursor.
     pub(crate) fn first_choice(&self) -> usize {
         self.state().record.first_choice().0
@@ -233,16 +236,6 @@ impl Cluster {
 
     pub(crate) fn next_endpoint(&self, endpoint: usize) -> usize {
         self.state().table.next_after(endpoint)
-    }
-
-    pub(crate) fn note_leader(&self, endpoint: usize) {
-        self.apply_news([LeaderNews::Leads(EndpointId(endpoint))]);
-    }
-
-    /// `endpoint` failed or does not lead: stop believing it leads, and start the next
-    /// search after it.
-    pub(crate) fn demote(&self, endpoint: usize) {
-        self.apply_news([LeaderNews::Demoted(EndpointId(endpoint))]);
     }
 
     /// Puts what a search learned into the record of the leader.
@@ -360,34 +353,54 @@ impl Cluster {
         Ok(conn)
     }
 
-    /// One call, driven by the kernel's `LeaderSearch`: this loop only sends the attempts
-    /// it asks for, reports what came back, and sleeps until its timer. Its time is the
-    /// milliseconds since the call started.
+    /// One call, driven by the kernel's `LeaderSearch` (see `search`).
     async fn call(&self, target: Target, request: ClientRequest, timeout_ms: u64) -> Answer {
-        let start = Instant::now();
         let policy = SearchPolicy::call(timeout_ms, target == Target::Leader, is_repeatable(&request));
+        self.search(policy, |endpoint, deadline| {
+            let request = request.clone();
+            async move {
+                Ok(match self.attempt(endpoint, request, deadline).await? {
+                    ClientResponse::NotLeader { leader } => NodeReply::NotLeader(leader),
+                    ClientResponse::RetryLater(reason) => NodeReply::RetryLater(reason.to_string()),
+                    response => NodeReply::Served(response),
+                })
+            }
+        })
+        .await
+    }
+
+    /// Finds a node that serves under `policy`: this loop only sends the attempts the
+    /// kernel's `LeaderSearch` asks for (`attempt(endpoint, deadline)`), tells it what
+    /// came back, sleeps until its timer, and puts what it learned into the record of the
+    /// leader. Its time is the milliseconds since the search started.
+    pub(crate) async fn search<T, F, Fut>(&self, policy: SearchPolicy, mut attempt: F) -> Result<T, ClientError>
+    where
+        F: FnMut(usize, Instant) -> Fut,
+        Fut: std::future::Future<Output = Result<NodeReply<T>, ClientError>>,
+    {
+        let start = Instant::now();
         let (first, count) = {
             let state = self.state();
             (state.record.first_choice(), state.table.len())
         };
+        // No jitter in a call's pauses: the seed draws nothing.
         let mut search = LeaderSearch::new(0, policy, first, count, 0);
         let mut last_error = String::from("no attempt was made (zero timeout)");
         // The last failure the search may end on (Ambiguous, Rejected), as it came.
         let mut last_failure: Option<ClientError> = None;
-        let mut served: Option<ClientResponse> = None;
+        let mut served: Option<T> = None;
         loop {
             self.apply_news(std::iter::from_fn(|| search.poll_news()));
             if let Some(outcome) = search.outcome() {
-                return self.call_outcome(outcome, &search, served, last_failure, last_error);
+                return self.search_result(outcome, &search, served, last_failure, last_error);
             }
-            if let Some(attempt) = search.poll_attempt(ms_since(start)) {
-                let endpoint = attempt.endpoint.0;
+            if let Some(a) = search.poll_attempt(ms_since(start)) {
+                let endpoint = a.endpoint.0;
                 let addr = self.addr_of(endpoint)?;
-                let deadline = start + Duration::from_millis(attempt.deadline_ms);
-                let answer = self.attempt(endpoint, request.clone(), deadline).await;
+                let reply = attempt(endpoint, start + Duration::from_millis(a.deadline_ms)).await;
                 let now_ms = ms_since(start);
-                match answer {
-                    Ok(ClientResponse::NotLeader { leader }) => {
+                match reply {
+                    Ok(NodeReply::NotLeader(leader)) => {
                         let hint = self.hint_endpoint(&leader);
                         search.handle_endpoint_count(self.endpoint_count());
                         last_error = match hint {
@@ -398,21 +411,21 @@ impl Cluster {
                             None => format!("{addr} is not the leader and knows none"),
                         };
                         let hint = hint.map(EndpointId);
-                        search.handle_answer(now_ms, attempt.attempt, SearchAnswer::NotLeader { hint });
+                        search.handle_answer(now_ms, a.attempt, SearchAnswer::NotLeader { hint });
                     }
-                    Ok(ClientResponse::RetryLater(reason)) => {
+                    Ok(NodeReply::RetryLater(reason)) => {
                         last_error = format!("{addr}: {reason}");
-                        search.handle_answer(now_ms, attempt.attempt, SearchAnswer::RetryLater);
+                        search.handle_answer(now_ms, a.attempt, SearchAnswer::RetryLater);
                     }
-                    Ok(response) => {
-                        served = Some(response);
-                        search.handle_answer(now_ms, attempt.attempt, SearchAnswer::Served);
+                    Ok(NodeReply::Served(value)) => {
+                        served = Some(value);
+                        search.handle_answer(now_ms, a.attempt, SearchAnswer::Served);
                     }
                     Err(e) => match failure_of(&e) {
                         Some(failure) => {
                             last_error = e.to_string();
                             last_failure = Some(e);
-                            search.handle_failure(now_ms, attempt.attempt, failure);
+                            search.handle_failure(now_ms, a.attempt, failure);
                         }
                         // Not about the path to a node (a request too large to send, an
                         // answer that makes no sense): no other node would do better.
@@ -432,15 +445,15 @@ impl Cluster {
         }
     }
 
-    /// The call's result from how its search ended.
-    fn call_outcome(
+    /// The result from how a search ended.
+    fn search_result<T>(
         &self,
         outcome: SearchOutcome,
         search: &LeaderSearch,
-        served: Option<ClientResponse>,
+        served: Option<T>,
         last_failure: Option<ClientError>,
         last_error: String,
-    ) -> Answer {
+    ) -> Result<T, ClientError> {
         let tried = || -> Vec<String> { search.tried().iter().filter_map(|e| self.endpoint_addr(e.0)).collect() };
         match outcome {
             SearchOutcome::Answered { .. } => {
