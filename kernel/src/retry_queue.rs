@@ -33,6 +33,7 @@
 //! on start:                  queue.set_session(session, 1)      // after OpenSession
 //! on user command:           queue.submit(now, cmd)?
 //! on more endpoints learned: queue.handle_endpoint_count(n)
+//! before polling:            queue.handle_first_choice(record.first_choice())
 //! on response to `attempt`:  queue.handle_reply / handle_rejected / handle_not_leader / handle_retry_later / handle_failure
 //! on a session open's end:   queue.handle_session_opened(session) / handle_session_open_failed(now)
 //! at poll_timeout():         queue.handle_timeout(now)
@@ -271,6 +272,15 @@ impl RetryQueue {
     /// Takes effect from the next attempt; an attempt in flight is left alone.
     pub fn handle_leader_hint(&mut self, leader: EndpointId) {
         self.search.handle_leader_hint(leader);
+    }
+
+    /// The driver's record of the leader says a search starts at `start`: the next
+    /// command's search does, if it has not sent anything yet (a search under way keeps
+    /// its course; it tells the record what it learns).
+    pub fn handle_first_choice(&mut self, start: EndpointId) {
+        if self.search.attempts_sent() == 0 {
+            self.search.handle_leader_hint(start);
+        }
     }
 
     /// The driver learned more endpoints (leader hints named new addresses).
@@ -714,6 +724,18 @@ mod tests {
         assert_eq!(q.target(), EndpointId(2));
         q.submit(0, put(1)).unwrap();
         assert_eq!(q.poll_transmit(0).unwrap().endpoint, EndpointId(2));
+    }
+
+    #[test]
+    fn the_record_places_only_a_search_that_has_not_started() {
+        let mut q = queue(3);
+        q.handle_first_choice(EndpointId(1));
+        q.submit(0, put(1)).unwrap();
+        let t = q.poll_transmit(0).unwrap();
+        assert_eq!(t.endpoint, EndpointId(1));
+        q.handle_failure(0, t.attempt, Failure::Refused);
+        q.handle_first_choice(EndpointId(1));
+        assert_eq!(q.poll_transmit(0).unwrap().endpoint, EndpointId(2), "a search under way keeps its course");
     }
 
     #[test]

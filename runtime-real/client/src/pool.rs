@@ -234,6 +234,12 @@ impl Cluster {
         self.state().record.first_choice().0
     }
 
+    /// How many endpoints there are and where a search starts, read together.
+    pub(crate) fn search_start(&self) -> (usize, usize) {
+        let state = self.state();
+        (state.table.len(), state.record.first_choice().0)
+    }
+
     pub(crate) fn next_endpoint(&self, endpoint: usize) -> usize {
         self.state().table.next_after(endpoint)
     }

@@ -155,9 +155,6 @@ impl Session {
         let session = open_session(&cluster).await?;
         let mut queue = RetryQueue::new(config, cluster.endpoint_count(), seed).map_err(ClientError::RetryConfig)?;
         queue.set_session(session, 1);
-        if let Some(leader) = cluster.leader() {
-            queue.handle_leader_hint(EndpointId(leader));
-        }
         let shared = Arc::new(Shared {
             cluster,
             core: Mutex::new(Core { queue, waiting: BTreeMap::new(), lifecycle: Lifecycle::Open }),
@@ -249,7 +246,11 @@ impl Shared {
     /// Drains the queue's outputs and decides what to do next.
     fn step(&self) -> Step {
         let now_ms = self.now_ms();
+        // The cluster's record first (its lock), then the queue (the session's).
+        let (endpoint_count, first_choice) = self.cluster.search_start();
         let mut core = self.core();
+        core.queue.handle_endpoint_count(endpoint_count);
+        core.queue.handle_first_choice(EndpointId(first_choice));
         core.resolve_completed();
         let open_session = core.queue.poll_open_session(now_ms);
         let transmits: Vec<Transmit> = std::iter::from_fn(|| core.queue.poll_transmit(now_ms)).collect();
