@@ -26,7 +26,7 @@ pub mod rng;
 pub mod state_machine;
 pub mod vote_gate;
 
-pub use authority::{Action, Forbidden, Principal, authorize};
+pub use authority::{Action, Principal, authorize};
 pub use command::*;
 pub use event::*;
 pub use ids::*;
@@ -40,4 +40,6 @@ pub use placement::{PlacementError, Requirements};
 pub use query::*;
 pub use resource_window::{ResourceWindow, SampleError, WindowConfigError};
 pub use retry_queue::{EndpointId, QueueFull, RetryConfig, RetryConfigError, RetryQueue};
-pub use state_machine::{ClusterStateMachine, EventsCompacted, Limits, SnapshotError};
+pub use state_machine::{
+    ClusterStateMachine, DEFAULT_STATE_BUDGET_BYTES, EventsCompacted, Limits, SnapshotError, StateBytes, StateUsage,
+};

@@ -29,7 +29,7 @@ pub struct Membership {
 }
 
 impl Membership {
-    pub fn new(handles: &super::Handles, identity: Arc<Identity>, hand_off_timeout_ms: u64) -> Membership {
+    pub fn new(handles: &crate::server::Handles, identity: Arc<Identity>, hand_off_timeout_ms: u64) -> Membership {
         Membership {
             id: handles.id,
             raft: handles.raft.clone(),

@@ -17,9 +17,9 @@ pub mod served;
 pub mod status;
 pub mod watch;
 
-use crate::net::transport::Connector;
 use crate::net::wire::{ClientRequest, ClientResponse, ClientResponseEnvelope, RequestError, Unavailable};
 use crate::raft::NodeId;
+use crate::server::Handles;
 use crate::server::Raft;
 use crate::server::authority::{Caller, Credentials};
 use crate::server::cluster_id::Identity;
@@ -44,20 +44,6 @@ pub struct Admitted {
     pub audit: Option<roster_kernel::AuditRecord>,
     /// Whether the caller may see token and audit events in a watch.
     pub sees_credentials: bool,
-}
-
-/// The node's owners the API's parts hand work to (each part keeps the ones it needs).
-pub struct Handles {
-    pub id: NodeId,
-    pub raft: Raft,
-    pub shared: Arc<SharedState>,
-    /// Closed while this node may not vote (it started with an empty data directory).
-    pub vote_gate: Arc<VoteGate>,
-    pub metrics: Arc<crate::metrics::Metrics>,
-    /// The peer key: what other nodes prove, and what this node's own connections prove.
-    pub peer: PeerAuth,
-    /// How this node connects to another (plain TCP, or TLS with its certificate).
-    pub connector: Connector,
 }
 
 /// What the node hands the API besides its owners' handles.
@@ -159,6 +145,11 @@ impl Api {
     /// The values `/metrics` reads when scraped.
     pub fn scrape(&self) -> crate::metrics::Scrape {
         self.status.scrape()
+    }
+
+    /// The state budget, its use and its alarm, as this node has applied them.
+    pub fn state_usage(&self) -> roster_kernel::StateUsage {
+        self.status.state_usage()
     }
 
     /// This node's view of the cluster.
