@@ -646,5 +646,94 @@ impl LeaderRecord {
     }
 }
 
+/// Pauses before a broken stream (a watch) is opened again: they double from the first to
+/// the last while streams keep breaking, and start over once events flow, so a node that
+/// accepts and then drops streams is not hammered.
+pub const STREAM_REOPEN_PAUSE_FIRST_MS: u64 = 20;
+pub const STREAM_REOPEN_PAUSE_MAX_MS: u64 = 1_000;
+
+/// When and where a long-lived stream (a watch) is opened again after it broke. Opening
+/// it is a search like any call's ([`StreamResume::policy`]: any node serves it, asking
+/// again is harmless); this decides the pause before that search and where it starts.
+///
+/// ```text
+/// on events received:            resume.handle_flowing()
+/// on the stream lost/declined:   resume.handle_broken(endpoint)
+/// before reopening:              sleep resume.pause_ms(), then search from
+///                                resume.start(record.first_choice(), endpoint_count)
+/// on a stream opened:            resume.handle_opened()
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct StreamResume {
+    pause: Backoff,
+    /// Streams broken since events last flowed: the pause's exponent.
+    breaks: u32,
+    /// The stream broke and no other has opened since: pause before the next.
+    broken: bool,
+    /// Where the last stream broke: the next search starts past it.
+    broken_at: Option<EndpointId>,
+}
+
+impl Default for StreamResume {
+    fn default() -> Self {
+        StreamResume::new()
+    }
+}
+
+impl StreamResume {
+    pub fn new() -> Self {
+        StreamResume {
+            pause: Backoff {
+                first_ms: STREAM_REOPEN_PAUSE_FIRST_MS,
+                max_ms: STREAM_REOPEN_PAUSE_MAX_MS,
+                jitter: Jitter::None,
+            },
+            breaks: 0,
+            broken: false,
+            broken_at: None,
+        }
+    }
+
+    /// The search that opens a stream within `timeout_ms`: any node serves it, and opening
+    /// it again is harmless (it resumes from the last revision received).
+    pub fn policy(timeout_ms: u64) -> SearchPolicy {
+        SearchPolicy::call(timeout_ms, false, true)
+    }
+
+    /// Events came on the stream: the next break pauses the first pause again.
+    pub fn handle_flowing(&mut self) {
+        self.breaks = 0;
+    }
+
+    /// The stream on `endpoint` broke, or the node declined it.
+    pub fn handle_broken(&mut self, endpoint: EndpointId) {
+        self.breaks = self.breaks.saturating_add(1);
+        self.broken = true;
+        self.broken_at = Some(endpoint);
+    }
+
+    /// A stream opened: no pause until one breaks again.
+    pub fn handle_opened(&mut self) {
+        self.broken = false;
+    }
+
+    /// How long to wait before the next open: nothing unless a stream broke since the
+    /// last one opened.
+    pub fn pause_ms(&self) -> u64 {
+        if self.broken { self.pause.cap_ms(self.breaks) } else { 0 }
+    }
+
+    /// Where the next open's search starts: where the record of the leader says, unless
+    /// that is the node whose stream just broke; then the one after it.
+    pub fn start(&self, first_choice: EndpointId, endpoint_count: usize) -> EndpointId {
+        assert!(endpoint_count >= 1, "a stream needs at least one endpoint");
+        let first = if first_choice.0 < endpoint_count { first_choice } else { EndpointId(0) };
+        match self.broken_at {
+            Some(at) if self.broken && at == first => EndpointId((at.0 + 1) % endpoint_count),
+            _ => first,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests;

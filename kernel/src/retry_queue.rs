@@ -469,6 +469,7 @@ fn index(value: u64) -> usize {
 mod tests {
     use super::*;
     use crate::command::Reply;
+    use crate::leader_search::LeaderRecord;
     use proptest::prelude::*;
     use std::collections::BTreeMap;
 
@@ -751,12 +752,16 @@ mod tests {
     enum Fate {
         /// Processed; the answer reaches the client.
         Answer,
-        /// Processed; the answer is lost.
+        /// Processed; the answer is lost and the client hears nothing.
         LoseAnswer,
+        /// Processed; the connection breaks before the answer.
+        Break,
         /// Processed and also left in the network, to arrive again.
         Duplicate,
-        /// Never reaches the server; the client sees a connection failure.
+        /// Never reaches the server: nothing listens there.
         Refused,
+        /// Never reaches the server: the connection cannot be made.
+        NoConnect,
         /// Lost on the way in; the client hears nothing.
         Drop,
     }
@@ -783,43 +788,63 @@ mod tests {
         DriverTimeout,
         /// The driver learns one more endpoint (a hint named a new address).
         Learn,
+        /// Another of the client's calls told the one record of the leader who leads.
+        RecordLearns(usize),
+        /// The cluster evicts the client's session.
+        Evict,
+        /// The session open the queue asked for ends (opened, or failed).
+        OpenEnds(bool),
     }
 
     fn op() -> impl Strategy<Value = Op> {
         let fate = prop_oneof![
-            4 => Just(Fate::Answer),
+            6 => Just(Fate::Answer),
             1 => Just(Fate::LoseAnswer),
+            1 => Just(Fate::Break),
             1 => Just(Fate::Duplicate),
             1 => Just(Fate::Refused),
+            1 => Just(Fate::NoConnect),
             1 => Just(Fate::Drop),
         ];
         let hint = prop_oneof![3 => Just(Hint::Right), 1 => Just(Hint::None), 1 => (0usize..6).prop_map(Hint::Wrong)];
         prop_oneof![
-            3 => Just(Op::Submit),
+            4 => Just(Op::Submit),
             3 => (0u64..300).prop_map(Op::Advance),
-            6 => (any::<usize>(), fate, hint).prop_map(|(pick, fate, hint)| Op::Deliver { pick, fate, hint }),
+            8 => (any::<usize>(), fate, hint).prop_map(|(pick, fate, hint)| Op::Deliver { pick, fate, hint }),
             1 => proptest::option::of(0usize..5).prop_map(Op::NewLeader),
             1 => Just(Op::LeaseReady),
             2 => Just(Op::PollCompleted),
             1 => Just(Op::DriverTimeout),
             1 => Just(Op::Learn),
+            1 => (0usize..6).prop_map(Op::RecordLearns),
+            1 => Just(Op::Evict),
+            2 => any::<bool>().prop_map(Op::OpenEnds),
         ]
     }
 
     enum Answer {
         Reply(CommandResult),
+        Declined(CommandError),
         NotLeader(Option<EndpointId>),
         RetryLater,
     }
+
+    /// The state machine's memory of one session: its last applied sequence number, the
+    /// command it carried and the reply.
+    type SessionMemory = (u64, Option<Command>, CommandResult);
 
     struct Cluster {
         endpoints: usize,
         leader: Option<usize>,
         lease_ready: bool,
-        /// Per session: last applied seq and its reply (the state machine's dedup).
-        sessions: BTreeMap<SessionId, (u64, CommandResult)>,
+        /// Live sessions (the state machine's dedup); an evicted one is gone.
+        sessions: BTreeMap<SessionId, SessionMemory>,
         /// Commands in the order applied.
         applied: Vec<Command>,
+    }
+
+    fn forbidden() -> crate::command::Forbidden {
+        crate::command::Forbidden { role: "read".into(), action: "put under secret/".into() }
     }
 
     impl Cluster {
@@ -834,65 +859,167 @@ mod tests {
             if !self.lease_ready {
                 return Answer::RetryLater;
             }
-            let (last, last_reply) = self.sessions.entry(request.session).or_insert((0, done(0))).clone();
+            // The caller's role may not write under secret/: turned away before the log.
+            if matches!(&request.command, Command::KvPut { key, .. } if key.starts_with("secret/")) {
+                return Answer::Declined(CommandError::Forbidden(forbidden()));
+            }
+            let session = request.session;
+            let Some((last, last_command, last_reply)) = self.sessions.get(&session).cloned() else {
+                return Answer::Reply(Err(CommandError::SessionExpired(session)));
+            };
             let reply = if request.seq == last + 1 {
-                // Every third command is refused deterministically; it still uses its seq.
                 let result = if matches!(&request.command, Command::KvDelete { .. }) {
+                    // Refused in the log, deterministically; it still uses its seq.
                     Err(CommandError::InvalidField { field: "key".to_string(), reason: "refused".to_string() })
                 } else {
                     self.applied.push(request.command.clone());
                     done(self.applied.len() as u64)
                 };
-                self.sessions.insert(request.session, (request.seq, result.clone()));
+                self.sessions.insert(session, (request.seq, Some(request.command.clone()), result.clone()));
                 result
-            } else if request.seq == last {
+            } else if request.seq == last && last_command.as_ref() == Some(&request.command) {
                 last_reply
+            } else if request.seq == last {
+                Err(CommandError::SequenceReused { session, seq: request.seq })
             } else if request.seq < last {
-                Err(CommandError::StaleSequence { session: request.session, seq: request.seq, last })
+                Err(CommandError::StaleSequence { session, seq: request.seq, last })
             } else {
-                Err(CommandError::SequenceGap { session: request.session, seq: request.seq, last })
+                Err(CommandError::SequenceGap { session, seq: request.seq, last })
             };
             Answer::Reply(reply)
         }
     }
 
+    /// Command `i`: every third a delete the log refuses, every fifth (of the rest) a put
+    /// the node turns away, the others puts that apply.
     fn command(i: u64) -> Command {
-        if i.is_multiple_of(3) { Command::KvDelete { key: format!("k{i}") } } else { put(i) }
+        if i.is_multiple_of(3) {
+            Command::KvDelete { key: format!("k{i}") }
+        } else if i % 5 == 1 {
+            Command::KvPut { key: format!("secret/{i}"), value: String::new() }
+        } else {
+            put(i)
+        }
+    }
+
+    fn is_forbidden(c: &Command) -> bool {
+        matches!(c, Command::KvPut { key, .. } if key.starts_with("secret/"))
     }
 
     fn answer(q: &mut RetryQueue, now: u64, attempt: u64, a: Answer) {
         match a {
             Answer::Reply(r) => q.handle_reply(now, attempt, r),
+            Answer::Declined(e) => q.handle_rejected(now, attempt, e),
             Answer::NotLeader(h) => q.handle_not_leader(now, attempt, h),
             Answer::RetryLater => q.handle_retry_later(now, attempt),
         }
     }
 
-    proptest! {
-        #![proptest_config(ProptestConfig::with_cases(96))]
+    /// The driver's part between inputs: the news into the one record of the leader, the
+    /// record's first choice back into the queue, then the queue's transmits. Checks that
+    /// commands go out in submission order, so none is ever sent again once the one after
+    /// it went (a refused or answered command is never resent).
+    struct Driver {
+        record: LeaderRecord,
+        /// Submission index (into `accepted`) of the last command transmitted.
+        last_sent: Option<usize>,
+        /// A session open the queue asked for is under way.
+        opening: bool,
+        next_session: u64,
+        /// Commands a node turned away (answering the attempt in flight).
+        turned_away: Vec<Command>,
+    }
 
-        /// Under arbitrary faults, then a working network: every accepted command is
-        /// delivered, in order, exactly once; the queue never exceeds its bound.
+    impl Driver {
+        fn poll(
+            &mut self,
+            q: &mut RetryQueue,
+            now: u64,
+            accepted: &[(u64, Command)],
+            net: &mut Vec<Transmit>,
+        ) -> Result<(), TestCaseError> {
+            while let Some(n) = q.poll_news() {
+                self.record.apply(n, q.endpoint_count());
+            }
+            q.handle_first_choice(self.record.first_choice());
+            if q.poll_open_session(now) {
+                prop_assert!(!self.opening, "a second open while one is under way");
+                self.opening = true;
+            }
+            while let Some(t) = q.poll_transmit(now) {
+                prop_assert_eq!(Some(t.request.session), q.session());
+                prop_assert!(t.endpoint.0 < q.endpoint_count());
+                let index = accepted.iter().position(|(_, c)| *c == t.request.command);
+                let Some(index) = index else { return Err(TestCaseError::fail("sent a command never accepted")) };
+                prop_assert!(
+                    self.last_sent.is_none_or(|last| index >= last),
+                    "command {} resent after a later one",
+                    index
+                );
+                prop_assert!(!self.turned_away.contains(&t.request.command), "a command turned away was resent");
+                self.last_sent = Some(index);
+                net.push(t);
+            }
+            Ok(())
+        }
+
+        /// Tells the queue what the node answered to `t`.
+        fn answer(&mut self, q: &mut RetryQueue, now: u64, t: &Transmit, a: Answer) {
+            if matches!(a, Answer::Declined(_)) && q.is_current(t.attempt) {
+                self.turned_away.push(t.request.command.clone());
+            }
+            answer(q, now, t.attempt, a);
+        }
+
+        fn open_ends(&mut self, q: &mut RetryQueue, cluster: &mut Cluster, now: u64, ok: bool) {
+            if !std::mem::take(&mut self.opening) {
+                return;
+            }
+            if ok {
+                let session = SessionId(self.next_session);
+                self.next_session += 1;
+                cluster.sessions.insert(session, (0, None, done(0)));
+                q.handle_session_opened(session);
+            } else {
+                q.handle_session_open_failed(now);
+            }
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(128))]
+
+        /// Across leader changes, refusals, lost answers, timeouts, a growing endpoint list,
+        /// a record of the leader that other calls also inform, and session evictions, then
+        /// a working network: every accepted command completes once, in order, with the
+        /// cluster's answer; each is applied at most once, in order, and exactly once unless
+        /// its completion reports why not (turned away, or its session lost); a command the
+        /// node turned away is never resent; the retries on a working network are bounded;
+        /// the queue never exceeds its bound.
         #[test]
-        fn exactly_once_in_order(endpoints in 1usize..5, max_queued in 1usize..6, seed: u64,
-                                 session_late in any::<bool>(),
-                                 ops in proptest::collection::vec(op(), 0..150)) {
+        fn exactly_once_in_order_or_reported(endpoints in 1usize..5, max_queued in 1usize..6, seed: u64,
+                                             session_late in any::<bool>(),
+                                             ops in proptest::collection::vec(op(), 0..150)) {
             let cfg = RetryConfig { max_queued, base_backoff_ms: 5, max_backoff_ms: 200, request_timeout_ms: 150 };
             let mut q = RetryQueue::new(cfg, endpoints, seed).unwrap();
-            let session = SessionId(11);
-            if !session_late { q.set_session(session, 1); }
             let mut cluster = Cluster { endpoints, leader: Some(0), lease_ready: true,
                                         sessions: BTreeMap::new(), applied: Vec::new() };
+            let mut driver = Driver { record: LeaderRecord::starting_at(EndpointId(0)), last_sent: None,
+                                      opening: false, next_session: 12, turned_away: Vec::new() };
+            if !session_late {
+                cluster.sessions.insert(SessionId(11), (0, None, done(0)));
+                q.set_session(SessionId(11), 1);
+            }
             let mut now = 0u64;
             let mut net: Vec<Transmit> = Vec::new();
             let mut accepted: Vec<(u64, Command)> = Vec::new();
             let mut completed: Vec<Completed> = Vec::new();
+            let mut evictions = 0usize;
             let mut n = 0u64;
 
             let check_bound = |q: &RetryQueue| q.len() + q.completed_len() <= max_queued;
 
-            for (step, op) in ops.into_iter().enumerate() {
-                if session_late && step == 20 { q.set_session(session, 1); }
+            for op in ops {
                 match op {
                     Op::Submit => {
                         n += 1;
@@ -911,12 +1038,17 @@ mod tests {
                         let i = pick % net.len();
                         let t = if matches!(fate, Fate::Duplicate) { net[i].clone() } else { net.remove(i) };
                         match fate {
-                            Fate::Refused => q.handle_failure(now, t.attempt, Failure::ConnectFailed),
+                            Fate::Refused => q.handle_failure(now, t.attempt, Failure::Refused),
+                            Fate::NoConnect => q.handle_failure(now, t.attempt, Failure::ConnectFailed),
                             Fate::Drop => {}
                             Fate::LoseAnswer => { cluster.serve(t.endpoint.0, &t.request, hint); }
+                            Fate::Break => {
+                                cluster.serve(t.endpoint.0, &t.request, hint);
+                                q.handle_failure(now, t.attempt, Failure::Lost);
+                            }
                             Fate::Answer | Fate::Duplicate => {
                                 let a = cluster.serve(t.endpoint.0, &t.request, hint);
-                                answer(&mut q, now, t.attempt, a);
+                                driver.answer(&mut q, now, &t, a);
                             }
                         }
                     }
@@ -932,70 +1064,92 @@ mod tests {
                             q.handle_endpoint_count(cluster.endpoints);
                         }
                     }
+                    Op::RecordLearns(e) => driver.record.apply(LeaderNews::Leads(EndpointId(e)), q.endpoint_count()),
+                    Op::Evict => {
+                        if let Some(s) = q.session() && cluster.sessions.remove(&s).is_some() { evictions += 1; }
+                    }
+                    Op::OpenEnds(ok) => driver.open_ends(&mut q, &mut cluster, now, ok),
                     Op::DriverTimeout => {
                         // The transport gave up on the newest outstanding attempt.
                         if let Some(t) = net.last() { q.handle_failure(now, t.attempt, Failure::Timeout); }
                     }
                 }
-                while q.poll_news().is_some() {}
-                while let Some(t) = q.poll_transmit(now) {
-                    prop_assert_eq!(t.request.session, session);
-                    prop_assert!(t.endpoint.0 < cluster.endpoints);
-                    net.push(t);
-                }
+                driver.poll(&mut q, now, &accepted, &mut net)?;
                 prop_assert!(check_bound(&q));
             }
-            if q.needs_session() { q.set_session(session, 1); }
 
             // The network heals: a stable leader with a ready lease; stale traffic drains.
             cluster.leader = Some(endpoints - 1);
             cluster.lease_ready = true;
-            for t in net.drain(..) {
+            for t in std::mem::take(&mut net) {
                 let a = cluster.serve(t.endpoint.0, &t.request, Hint::Right);
-                answer(&mut q, now, t.attempt, a);
+                driver.answer(&mut q, now, &t, a);
             }
             let mut rounds = 0;
-            while !q.is_empty() {
+            let mut attempts = 0usize;
+            loop {
+                driver.open_ends(&mut q, &mut cluster, now, true);
+                driver.poll(&mut q, now, &accepted, &mut net)?;
+                completed.extend(std::iter::from_fn(|| q.poll_completed()));
+                prop_assert!(check_bound(&q));
+                if q.is_empty() { break; }
                 rounds += 1;
                 prop_assert!(rounds < 10_000, "no progress on a working network");
-                if let Some(t) = q.poll_transmit(now) {
-                    let a = cluster.serve(t.endpoint.0, &t.request, Hint::Right);
-                    answer(&mut q, now, t.attempt, a);
-                } else {
+                if net.is_empty() && !driver.opening {
                     let at = q.poll_timeout().expect("work left, so a timer runs");
                     prop_assert!(at >= now);
                     now = at;
                     q.handle_timeout(now);
                 }
-                completed.extend(std::iter::from_fn(|| q.poll_completed()));
-                prop_assert!(check_bound(&q));
+                for t in std::mem::take(&mut net) {
+                    attempts += 1;
+                    let a = cluster.serve(t.endpoint.0, &t.request, Hint::Right);
+                    driver.answer(&mut q, now, &t, a);
+                }
             }
-            completed.extend(std::iter::from_fn(|| q.poll_completed()));
-            prop_assert!(rounds <= 4 * (accepted.len() + 1) * (endpoints + 2) + 64,
-                         "{} rounds for {} commands", rounds, accepted.len());
+            // Bounded retries: a few attempts per command on a working network (a search
+            // may sweep the endpoints once and follow one hint; a session refusal opens a
+            // new session and moves on).
+            prop_assert!(attempts <= (accepted.len() + 1) * (cluster.endpoints + 2),
+                         "{} attempts for {} commands", attempts, accepted.len());
 
+            // An evicted session costs the command it was carrying, not the ones after it.
+            let lost = completed.iter().filter(|c| matches!(c.result, Err(CommandError::SessionExpired(_)))).count();
+            prop_assert!(lost <= evictions, "{} commands reported lost to {} evictions", lost, evictions);
             // Every accepted command completed once, in order.
             let seqs: Vec<u64> = completed.iter().map(|c| c.seq).collect();
             let want: Vec<u64> = accepted.iter().map(|(s, _)| *s).collect();
             prop_assert_eq!(seqs, want);
-            // The cluster applied exactly the accepted puts, in order, once each.
-            let puts: Vec<Command> = accepted.iter().map(|(_, c)| c.clone())
-                .filter(|c| matches!(c, Command::KvPut { .. })).collect();
-            prop_assert_eq!(&cluster.applied, &puts);
-            // Each completion carries the cluster's answer for its command.
+            // The cluster applied accepted puts only, in submission order, each at most once.
+            let positions: Vec<usize> = cluster.applied.iter()
+                .map(|a| accepted.iter().position(|(_, c)| c == a).expect("applied a command never accepted"))
+                .collect();
+            prop_assert!(positions.windows(2).all(|w| w[0] < w[1]), "applied out of order or twice: {:?}", positions);
+            // Each completion carries the cluster's answer for its command, and says why a
+            // command that applies was not applied.
             for (c, (_, cmd)) in completed.iter().zip(&accepted) {
+                let applied = cluster.applied.contains(cmd);
+                let lost_session = matches!(c.result, Err(CommandError::SessionExpired(_)));
+                prop_assert!(!lost_session || evictions > 0, "{:?} without an eviction", c.result);
                 match cmd {
+                    _ if is_forbidden(cmd) => {
+                        prop_assert_eq!(&c.result, &Err(CommandError::Forbidden(forbidden())));
+                        prop_assert!(!applied);
+                    }
                     Command::KvDelete { .. } => {
                         let refused = matches!(c.result, Err(CommandError::InvalidField { .. }));
-                        prop_assert!(refused, "{:?}", c.result);
+                        prop_assert!(refused || lost_session, "{:?}", c.result);
                     }
-                    _ => {
-                        let Ok(Reply::Done { revision }) = c.result else { panic!("{:?}", c.result) };
-                        prop_assert_eq!(&cluster.applied[revision as usize - 1], cmd);
-                    }
+                    _ => match &c.result {
+                        Ok(Reply::Done { revision }) => prop_assert_eq!(&cluster.applied[*revision as usize - 1], cmd),
+                        Err(CommandError::SessionExpired(_)) => {}
+                        other => prop_assert!(false, "{:?} for {:?}", other, cmd),
+                    },
+                }
+                if evictions == 0 && matches!(cmd, Command::KvPut { .. }) && !is_forbidden(cmd) {
+                    prop_assert!(applied, "{:?} never applied", cmd);
                 }
             }
-            prop_assert_eq!(q.next_wire_seq(), accepted.len() as u64 + 1);
         }
     }
 }

@@ -260,6 +260,30 @@ fn the_record_follows_the_news() {
     assert_eq!(r.leader(), None, "an endpoint the record cannot know is ignored");
 }
 
+#[test]
+fn a_broken_stream_pauses_doubling_until_events_flow_and_resumes_past_the_broken_node() {
+    let mut r = StreamResume::new();
+    assert_eq!(r.pause_ms(), 0, "the first open does not wait");
+    assert_eq!(r.start(EndpointId(1), 3), EndpointId(1), "it starts where the record says");
+    let mut pauses = Vec::new();
+    for _ in 0..8 {
+        r.handle_broken(EndpointId(1));
+        pauses.push(r.pause_ms());
+        assert_eq!(r.start(EndpointId(1), 3), EndpointId(2), "not at the node whose stream broke");
+        assert_eq!(r.start(EndpointId(0), 3), EndpointId(0), "the record moved on: follow it");
+        r.handle_opened();
+        assert_eq!(r.pause_ms(), 0, "an open stream has nothing to wait for");
+    }
+    assert_eq!(pauses, [20, 40, 80, 160, 320, 640, 1_000, 1_000]);
+    r.handle_flowing();
+    r.handle_broken(EndpointId(2));
+    assert_eq!(r.pause_ms(), 20, "events flowed: pauses start over");
+    assert_eq!(r.start(EndpointId(2), 3), EndpointId(0), "wraps around");
+    assert_eq!(r.start(EndpointId(9), 3), EndpointId(0), "a first choice beyond the list starts at 0");
+    let p = StreamResume::policy(3_000);
+    assert!(!p.leader_only && p.repeatable, "{p:?}");
+}
+
 // ---- A naive cluster under arbitrary faults ----
 
 /// What happens to one attempt.

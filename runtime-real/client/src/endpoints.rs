@@ -79,10 +79,6 @@ impl EndpointTable {
         self.addrs.push(addr);
         Ok(self.addrs.len() - 1)
     }
-
-    pub(crate) fn next_after(&self, index: usize) -> usize {
-        (index + 1) % self.addrs.len()
-    }
 }
 
 /// Addresses compare as trimmed strings; no name resolution (a client cannot know that
@@ -108,13 +104,6 @@ mod tests {
         assert!(bad.to_string().contains("HOST:PORT"), "{bad}");
         let many = EndpointTable::new((0..=MAX_ENDPOINTS).map(|i| format!("h:{i}")).collect());
         assert!(many.is_err());
-    }
-
-    #[test]
-    fn the_next_endpoint_wraps_around() {
-        let t = table(3);
-        assert_eq!(t.next_after(0), 1);
-        assert_eq!(t.next_after(2), 0);
     }
 
     #[test]

@@ -229,19 +229,11 @@ impl Cluster {
         }
     }
 
-    /// Where a search starts: the known leader, else the rotation cursor.
-    pub(crate) fn first_choice(&self) -> usize {
-        self.state().record.first_choice().0
-    }
-
-    /// How many endpoints there are and where a search starts, read together.
-    pub(crate) fn search_start(&self) -> (usize, usize) {
+    /// How many endpoints there are and where a search starts (the record's first
+    /// choice: the known leader, else the rotation cursor), read together.
+    pub(crate) fn search_start(&self) -> (usize, EndpointId) {
         let state = self.state();
-        (state.table.len(), state.record.first_choice().0)
-    }
-
-    pub(crate) fn next_endpoint(&self, endpoint: usize) -> usize {
-        self.state().table.next_after(endpoint)
+        (state.table.len(), state.record.first_choice())
     }
 
     /// Puts what a search learned into the record of the leader.
@@ -361,7 +353,7 @@ impl Cluster {
 
     /// One call, driven by the kernel's `LeaderSearch` (see `search`).
     async fn call(&self, target: Target, request: ClientRequest, timeout_ms: u64) -> Answer {
-        let policy = SearchPolicy::call(timeout_ms, target == Target::Leader, is_repeatable(&request));
+        let policy = SearchPolicy::call(timeout_ms, target == Target::Leader, request.repeatable());
         self.search(policy, |endpoint, deadline| {
             let request = request.clone();
             async move {
@@ -379,16 +371,29 @@ impl Cluster {
     /// kernel's `LeaderSearch` asks for (`attempt(endpoint, deadline)`), tells it what
     /// came back, sleeps until its timer, and puts what it learned into the record of the
     /// leader. Its time is the milliseconds since the search started.
-    pub(crate) async fn search<T, F, Fut>(&self, policy: SearchPolicy, mut attempt: F) -> Result<T, ClientError>
+    pub(crate) async fn search<T, F, Fut>(&self, policy: SearchPolicy, attempt: F) -> Result<T, ClientError>
+    where
+        F: FnMut(usize, Instant) -> Fut,
+        Fut: std::future::Future<Output = Result<NodeReply<T>, ClientError>>,
+    {
+        let (_, first) = self.search_start();
+        self.search_from(policy, first, attempt).await
+    }
+
+    /// `search`, starting at `first` (an endpoint the kernel chose, e.g. a stream's
+    /// `StreamResume::start`).
+    pub(crate) async fn search_from<T, F, Fut>(
+        &self,
+        policy: SearchPolicy,
+        first: EndpointId,
+        mut attempt: F,
+    ) -> Result<T, ClientError>
     where
         F: FnMut(usize, Instant) -> Fut,
         Fut: std::future::Future<Output = Result<NodeReply<T>, ClientError>>,
     {
         let start = Instant::now();
-        let (first, count) = {
-            let state = self.state();
-            (state.record.first_choice(), state.table.len())
-        };
+        let count = self.endpoint_count();
         // No jitter in a call's pauses: the seed draws nothing.
         let mut search = LeaderSearch::new(0, policy, first, count, 0);
         let mut last_error = String::from("no attempt was made (zero timeout)");
@@ -494,22 +499,6 @@ pub(crate) fn failure_of(error: &ClientError) -> Option<Failure> {
         ClientError::Timeout { .. } => Some(Failure::Timeout),
         _ => None,
     }
-}
-
-/// Whether a request may be sent again after it may already have been processed.
-/// Launching twice starts two programs; removing a node twice reports an error for a
-/// removal that worked; a second leadership transfer may move leadership again.
-/// Everything else is a read, a heartbeat, or a change that is the same when repeated (a
-/// repeated session open leaves an unused session behind, which the cluster evicts in
-/// time: cheaper than failing the open).
-fn is_repeatable(request: &ClientRequest) -> bool {
-    !matches!(
-        request,
-        ClientRequest::Launch(_)
-            | ClientRequest::StartLocal(_)
-            | ClientRequest::RemoveNode { .. }
-            | ClientRequest::TransferLeader { .. }
-    )
 }
 
 fn ms_until(deadline: Instant) -> u64 {

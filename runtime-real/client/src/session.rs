@@ -250,7 +250,7 @@ impl Shared {
         let (endpoint_count, first_choice) = self.cluster.search_start();
         let mut core = self.core();
         core.queue.handle_endpoint_count(endpoint_count);
-        core.queue.handle_first_choice(EndpointId(first_choice));
+        core.queue.handle_first_choice(first_choice);
         core.resolve_completed();
         let open_session = core.queue.poll_open_session(now_ms);
         let transmits: Vec<Transmit> = std::iter::from_fn(|| core.queue.poll_transmit(now_ms)).collect();
