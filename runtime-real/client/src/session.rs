@@ -10,6 +10,7 @@
 //! input:
 //!
 //! ```text
+//! handle_first_choice <- the Cluster's record of the leader (read before the queue's lock)
 //! poll_completed    -> resolve the caller's Pending
 //! poll_news         -> into the Cluster's record of the leader (after the queue's lock is released)
 //! poll_open_session -> open a new session (the cluster evicted or refused the old one)
