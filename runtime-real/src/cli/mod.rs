@@ -17,6 +17,7 @@ mod backup_file;
 mod bench;
 mod client_cmds;
 mod dev;
+mod failure;
 mod health_cmd;
 mod launch_cmd;
 mod logs_cmd;
@@ -232,12 +233,13 @@ pub fn main() -> ExitCode {
         }
     };
     let c = cli.client;
-    let result: Result<ExitCode, String> = rt.block_on(async move {
+    let json = c.json;
+    let result: Result<ExitCode, failure::CliError> = rt.block_on(async move {
         match cli.command {
-            Command::Node(a) => node_cmd::run(*a).await,
-            Command::Dev(a) => dev::run(a).await,
+            Command::Node(a) => Ok(node_cmd::run(*a).await?),
+            Command::Dev(a) => Ok(dev::run(a).await?),
             Command::Status => client_cmds::status(c).await,
-            Command::Health => health_cmd::run(c).await,
+            Command::Health => Ok(health_cmd::run(c).await?),
             Command::Get(a) => client_cmds::get(a, c).await,
             Command::Ls(a) => client_cmds::ls(a, c).await,
             Command::Tombstones(a) => client_cmds::tombstones(a, c).await,
@@ -246,21 +248,28 @@ pub fn main() -> ExitCode {
             Command::Kv(a) => client_cmds::kv(a, c).await,
             Command::Watch(a) => client_cmds::watch(a, c).await,
             Command::Member(a) => client_cmds::member(a, c).await,
-            Command::Server(a) => server_cmd::run(a, c).await,
-            Command::Snapshot(a) => snapshot_cmd::run(a, c).await,
-            Command::Bench(a) => bench::run(a, c).await,
-            Command::Run(a) => run_cmd::run(a, c).await,
-            Command::Launch(a) => launch_cmd::run(a, c).await,
-            Command::Logs(a) => logs_cmd::run(a, c).await,
-            Command::Token(a) => token_cmd::run(a, c).await,
+            Command::Server(a) => Ok(server_cmd::run(a, c).await?),
+            Command::Snapshot(a) => Ok(snapshot_cmd::run(a, c).await?),
+            Command::Bench(a) => Ok(bench::run(a, c).await?),
+            Command::Run(a) => Ok(run_cmd::run(a, c).await?),
+            Command::Launch(a) => Ok(launch_cmd::run(a, c).await?),
+            Command::Logs(a) => Ok(logs_cmd::run(a, c).await?),
+            Command::Token(a) => Ok(token_cmd::run(a, c).await?),
         }
     });
     // Background tasks (connections, heartbeats) must not keep the process alive.
     rt.shutdown_timeout(std::time::Duration::from_millis(100));
     match result {
         Ok(code) => code,
-        Err(msg) => {
-            eprintln!("error: {msg}");
+        Err(e) => {
+            // With --json, a script reads the error as HTTP gives it; a person reads stderr.
+            if json {
+                match serde_json::to_string_pretty(&e.view()) {
+                    Ok(line) => outln!("{line}"),
+                    Err(encode) => eprintln!("error: cannot encode the error as JSON: {encode}"),
+                }
+            }
+            eprintln!("error: {e}");
             ExitCode::from(1)
         }
     }

@@ -81,8 +81,8 @@ pub async fn run(args: TokenArgs, c: ClientArgs) -> Result<ExitCode, String> {
             let client = c.connect().await?;
             let tokens = client.tokens().await.map_err(|e| e.to_string())?;
             if c.json {
-                let rows: Vec<_> = tokens.iter().map(roster_real::server::authority::token_json).collect();
-                println!("{}", serde_json::json!({ "tokens": rows }));
+                let list = roster_real::view::TokenList { tokens: tokens.iter().map(roster_real::view::TokenView::from).collect() };
+                println!("{}", serde_json::to_string(&list).map_err(|e| format!("cannot encode JSON: {e}"))?);
             } else {
                 for t in &tokens {
                     let expiry = t.expires_at_unix_ms.map(|at| format!("  expires {at}")).unwrap_or_default();

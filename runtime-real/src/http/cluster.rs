@@ -79,12 +79,15 @@ pub async fn transfer_leader(
 }
 
 /// `GET /v1/tokens`: every token (id, name, role, expiry; never a secret). Admin only.
-pub async fn tokens(auth: Authorized, State(state): State<HttpState>) -> Result<Json<Value>, HttpError> {
+pub async fn tokens(
+    auth: Authorized,
+    State(state): State<HttpState>,
+) -> Result<Json<crate::view::TokenList>, HttpError> {
     let query = roster_kernel::Query::Tokens { after: None, limit: 1 };
     let request = ClientRequest::Query { query, consistency: crate::net::wire::Consistency::Linearizable };
     auth.may(&state, &request).await?;
     let tokens = state.client().tokens().await?;
-    Ok(Json(json!({ "tokens": tokens.iter().map(crate::server::authority::token_json).collect::<Vec<_>>() })))
+    Ok(Json(crate::view::TokenList { tokens: tokens.iter().map(crate::view::TokenView::from).collect() }))
 }
 
 /// `POST /v1/tokens`: `{"role": "admin|read|launch|agent|member", "name": "...",

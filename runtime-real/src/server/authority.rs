@@ -177,20 +177,3 @@ pub fn parse_member(text: &str) -> Result<MemberId, String> {
     }
 }
 
-/// A token as JSON: never its secret nor its hash.
-pub fn token_json(t: &roster_kernel::TokenInfo) -> serde_json::Value {
-    let (bound_server, bound_member) = match t.role {
-        roster_kernel::TokenRole::Agent(s) => (Some(s.0), None),
-        roster_kernel::TokenRole::Member(m) => (None, Some(m.to_string())),
-        _ => (None, None),
-    };
-    serde_json::json!({
-        "id": t.id.0,
-        "name": t.name,
-        "role": t.role.name(),
-        "server": bound_server,
-        "member": bound_member,
-        "expires_at_unix_ms": t.expires_at_unix_ms,
-        "created_rev": t.created_rev,
-    })
-}
