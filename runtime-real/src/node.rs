@@ -152,6 +152,7 @@ impl Node {
             shared.clone(),
             peer.clone(),
             connector.clone(),
+            metrics.clone(),
         )
         .map_err(|e| NodeError::Launcher(e.to_string()))?;
         let api = Arc::new(Api {

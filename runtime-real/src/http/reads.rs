@@ -102,7 +102,8 @@ pub async fn server(
         QueryResult::Server(Some(entry)) => {
             Ok(Json(view::OneServer { revision: reply.revision, server: view::ServerView::from(&entry) }))
         }
-        QueryResult::Server(None) => Err(HttpError::not_found(format!("{} is not in the cluster", ServerId(id)))),
+        QueryResult::Server(None) => Err(HttpError::not_found(format!("{} is not in the cluster", ServerId(id)))
+            .with_details(serde_json::json!({ "revision": reply.revision }))),
         other => Err(unexpected(&other)),
     }
 }
@@ -121,7 +122,8 @@ pub async fn process(
         QueryResult::Process(Some(entry)) => {
             Ok(Json(view::OneProcess { revision: reply.revision, process: view::ProcessView::from(&entry) }))
         }
-        QueryResult::Process(None) => Err(HttpError::not_found(format!("{} is not in the cluster", ProcessId(id)))),
+        QueryResult::Process(None) => Err(HttpError::not_found(format!("{} is not in the cluster", ProcessId(id)))
+            .with_details(serde_json::json!({ "revision": reply.revision }))),
         other => Err(unexpected(&other)),
     }
 }

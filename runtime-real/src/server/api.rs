@@ -248,16 +248,11 @@ impl Api {
                 self.readmitted(leader, last_log_index, cluster).await
             }
             ClientRequest::TransferLeader { to } => self.transfer_leader(to).await,
-            ClientRequest::Launch(req) => {
-                let response = match &self.launcher {
-                    Some(l) => l.clone().launch(req).await,
-                    None => ClientResponse::Error(RequestError::LaunchUnavailable { node: self.id }),
-                };
-                if let Some(result) = launch_result(&response) {
-                    self.metrics.count_launch(result);
-                }
-                response
-            }
+            // Counted by the launcher, where the program starts (`roster_launches_total`).
+            ClientRequest::Launch(req) => match &self.launcher {
+                Some(l) => l.clone().launch(req).await,
+                None => ClientResponse::Error(RequestError::LaunchUnavailable { node: self.id }),
+            },
             ClientRequest::StartLocal(req) => match &self.launcher {
                 Some(l) => l.clone().start_local(req).await,
                 None => ClientResponse::Error(RequestError::LaunchUnavailable { node: self.id }),
@@ -576,17 +571,6 @@ fn op_name(request: &ClientRequest) -> &'static str {
         ClientRequest::StartLocal(_) => "start_local",
         ClientRequest::Snapshot => "snapshot",
         ClientRequest::Output(_) | ClientRequest::LocalOutput(_) => "output",
-    }
-}
-
-/// The `result` label of a launch this node led; `None` when it sent the caller on.
-fn launch_result(response: &ClientResponse) -> Option<&'static str> {
-    match response {
-        ClientResponse::Launched { .. } | ClientResponse::LaunchStarted { .. } => Some("started"),
-        ClientResponse::Error(RequestError::Placement { .. }) => Some("no_placement"),
-        ClientResponse::Error(RequestError::NotAllowed { .. }) => Some("not_allowed"),
-        ClientResponse::Error(_) => Some("failed"),
-        _ => None,
     }
 }
 

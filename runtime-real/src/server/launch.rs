@@ -47,6 +47,8 @@ pub struct Launcher {
     log_dir: PathBuf,
     /// How a forwarded launch reaches the chosen node.
     connector: crate::net::transport::Connector,
+    /// Counts the launches this node started or could place nowhere (`roster_launches_total`).
+    metrics: Arc<crate::metrics::Metrics>,
     /// This node's own client (the peer key): registers launched processes and mints
     /// their member tokens.
     client: crate::client::Client,
@@ -70,6 +72,7 @@ impl Launcher {
         shared: Arc<SharedState>,
         peer: roster_client::PeerAuth,
         connector: crate::net::transport::Connector,
+        metrics: Arc<crate::metrics::Metrics>,
     ) -> Result<Self, LauncherError> {
         let run_as = config.launch_user.as_deref().map(user_ids).transpose()?;
         let mut endpoints = vec![config.advertise_addr().to_string()];
@@ -100,6 +103,7 @@ impl Launcher {
             allow: config.launch_allow.clone(),
             log_dir,
             connector,
+            metrics,
             client,
             tls_ca: config.tls_ca.clone(),
             run_as,
@@ -128,7 +132,11 @@ impl Launcher {
         });
         let server = match chosen {
             Ok(s) => s,
-            Err(error) => return ClientResponse::Error(RequestError::Placement { name: req.name, error }),
+            Err(error) => {
+                // No node will start it: counted here, the one place it ended.
+                self.metrics.count_launch(crate::metrics::LaunchResult::NoPlacement);
+                return ClientResponse::Error(RequestError::Placement { name: req.name, error });
+            }
         };
         tracing::info!(name = %req.name, %server, "launch placed");
         if server.0 == self.node {
@@ -141,8 +149,18 @@ impl Launcher {
     }
 
     /// On the chosen node: register the process, mint its member token, and start the
-    /// program under `roster run --attach` with that token as its only credential.
+    /// program under `roster run --attach` with that token as its only credential. Each
+    /// try is counted here, on the node that was to run it, by how it ended.
     pub async fn start_local(self: Arc<Self>, req: LaunchRequest) -> ClientResponse {
+        let metrics = self.metrics.clone();
+        let response = self.start_here(req).await;
+        if let Some(result) = launch_result(&response) {
+            metrics.count_launch(result);
+        }
+        response
+    }
+
+    async fn start_here(self: Arc<Self>, req: LaunchRequest) -> ClientResponse {
         if !allowed(&self.allow, &req.program) {
             tracing::warn!(program = %req.program, "launch refused: not on the allow-list");
             return ClientResponse::Error(RequestError::NotAllowed { program: req.program, node: self.node });
@@ -330,6 +348,18 @@ fn allowed(allow: &[String], program: &str) -> bool {
     }
     let path = std::path::Path::new(program);
     path.is_absolute() && std::fs::canonicalize(path).is_ok_and(|c| allow.iter().any(|a| std::path::Path::new(a) == c))
+}
+
+/// How a start on this node ended, for `roster_launches_total` (`None`: it did not get to
+/// try, e.g. a redirect).
+fn launch_result(response: &ClientResponse) -> Option<crate::metrics::LaunchResult> {
+    use crate::metrics::LaunchResult;
+    match response {
+        ClientResponse::Launched { .. } | ClientResponse::LaunchStarted { .. } => Some(LaunchResult::Started),
+        ClientResponse::Error(RequestError::NotAllowed { .. }) => Some(LaunchResult::NotAllowed),
+        ClientResponse::Error(_) => Some(LaunchResult::Failed),
+        _ => None,
+    }
 }
 
 fn launch_failed(reason: String) -> ClientResponse {

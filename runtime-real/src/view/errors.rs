@@ -13,7 +13,7 @@ pub struct ErrorBody {
     pub kind: String,
     /// The one line the CLI prints.
     pub message: String,
-    /// Fields some kinds carry: `revision` (`not_found` of a key), `current` and
+    /// Fields some kinds carry: `revision` (`not_found` of a key or member), `current` and
     /// `revision` (`cas_failed`), `oldest_available` (`compacted`).
     #[serde(flatten)]
     pub details: serde_json::Map<String, serde_json::Value>,
