@@ -498,10 +498,7 @@ pub async fn ls(args: LsArgs, c: ClientArgs) -> Result<ExitCode, CliError> {
     let mut after = None;
     let mut first = true;
     loop {
-        let page = client
-            .list_page(filter.clone(), after, roster_real::client::LIST_PAGE_LIMIT, consistency)
-            .await
-            ?;
+        let page = client.list_page(filter.clone(), after, roster_real::client::LIST_PAGE_LIMIT, consistency).await?;
         if first {
             listed.revision = page.revision;
             first = false;
@@ -591,8 +588,7 @@ pub async fn kv(args: KvArgs, c: ClientArgs) -> Result<ExitCode, CliError> {
     match args.op {
         KvOp::Get { key, stale } => {
             let client = c.connect().await?;
-            let reply =
-                client.query(Query::KvGet { key: key.clone() }, consistency(stale)).await?;
+            let reply = client.query(Query::KvGet { key: key.clone() }, consistency(stale)).await?;
             let QueryResult::KvValue(v) = reply.result else {
                 return Err("protocol error: kv get answered with something else".into());
             };
@@ -655,8 +651,7 @@ pub async fn kv(args: KvArgs, c: ClientArgs) -> Result<ExitCode, CliError> {
                 return Err("kv cas needs --new VALUE or --delete".into());
             }
             let client = c.connect().await?;
-            let reply =
-                client.execute(Command::KvCas { key, expected: expect, new }).await?;
+            let reply = client.execute(Command::KvCas { key, expected: expect, new }).await?;
             if c.json {
                 print_json(&view::WriteReply::from(&reply))?;
             } else if let Reply::Cas { swapped, current, revision } = &reply {
@@ -681,8 +676,7 @@ pub async fn watch(args: WatchArgs, c: ClientArgs) -> Result<ExitCode, CliError>
     let after = args.after.unwrap_or(status.revision);
     let processes = client
         .list(ListFilter { kind: Some(MemberKind::Process), ..ListFilter::default() }, Consistency::Linearizable)
-        .await
-        ?
+        .await?
         .processes;
     let mut known = KnownServers::new(status.servers.into_iter().map(|s| s.entry)).with_processes(processes);
     let mut stream = client.watch(after).await?;

@@ -41,7 +41,9 @@ impl CliError {
     pub fn view(&self) -> ErrorView {
         match self {
             CliError::Client(e) => roster_real::http::client_error_view(e.clone()),
-            CliError::NotFound { message, details } => ErrorView::new("not_found", message).with_details(details.clone()),
+            CliError::NotFound { message, details } => {
+                ErrorView::new("not_found", message).with_details(details.clone())
+            }
             CliError::Lookup(e) => {
                 let message = e.to_string();
                 match e {

@@ -81,7 +81,9 @@ pub async fn run(args: TokenArgs, c: ClientArgs) -> Result<ExitCode, String> {
             let client = c.connect().await?;
             let tokens = client.tokens().await.map_err(|e| e.to_string())?;
             if c.json {
-                let list = roster_real::view::TokenList { tokens: tokens.iter().map(roster_real::view::TokenView::from).collect() };
+                let list = roster_real::view::TokenList {
+                    tokens: tokens.iter().map(roster_real::view::TokenView::from).collect(),
+                };
                 println!("{}", serde_json::to_string(&list).map_err(|e| format!("cannot encode JSON: {e}"))?);
             } else {
                 for t in &tokens {

@@ -19,12 +19,12 @@ use super::error::HttpError;
 use super::query::Params;
 use crate::server::api::{WatchStep, watch_step};
 use crate::storage::{AppliedReceiver, SharedState};
+use crate::view::{EventView, Progress, ProgressLine};
 use axum::body::{Body, Bytes};
 use axum::extract::{RawQuery, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use openraft_rt::WatchReceiver;
-use crate::view::{EventView, Progress, ProgressLine};
 use roster_client::describe::KnownServers;
 use serde_json::json;
 use std::sync::Arc;
@@ -163,4 +163,3 @@ impl Stream {
         if self.sse { format!("event: {event}\ndata: {line}\n\n") } else { format!("{line}\n") }
     }
 }
-

@@ -4,10 +4,10 @@ use super::HttpState;
 use super::auth::Authorized;
 use super::error::HttpError;
 use super::query::Params;
+use crate::view;
 use axum::Json;
 use axum::extract::{Path, RawQuery, State};
 use roster_kernel::{ListFilter, MemberId, MemberKind, MemberStatus, ProcessId, Query, QueryResult, ServerId};
-use crate::view;
 
 /// Members in one page of `/v1/servers` or `/v1/processes` unless `?limit` says (the
 /// node's byte bound, 1 MiB, may cut a page shorter), and the most `?limit` may ask.

@@ -176,4 +176,3 @@ pub fn parse_member(text: &str) -> Result<MemberId, String> {
         _ => Err(format!("{text:?} is not a member: expected process:N or server:N")),
     }
 }
-

@@ -70,11 +70,19 @@ pub enum ChangeView {
     ProcessUpdated(ProcessView),
     /// Deregistered, expired or deleted: the tombstone names the member and says how.
     Departed(TombstoneView),
-    KvPut { key: String, value: String },
-    KvDeleted { key: String },
+    KvPut {
+        key: String,
+        value: String,
+    },
+    KvDeleted {
+        key: String,
+    },
     TokenCreated(TokenView),
     /// Revoked, or dropped with its member.
-    TokenRevoked { id: u64, name: String },
+    TokenRevoked {
+        id: u64,
+        name: String,
+    },
     Audit(AuditView),
 }
 

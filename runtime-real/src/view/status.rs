@@ -89,7 +89,11 @@ impl From<&ClusterStatus> for StatusView {
             waiting: s.waiting.clone(),
             cluster_id: s.cluster_id.clone(),
             deciding: s.deciding,
-            formed_with: s.formed_with.iter().map(|(id, incarnation)| Incarnation { id: *id, incarnation: *incarnation }).collect(),
+            formed_with: s
+                .formed_with
+                .iter()
+                .map(|(id, incarnation)| Incarnation { id: *id, incarnation: *incarnation })
+                .collect(),
         }
     }
 }

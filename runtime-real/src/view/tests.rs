@@ -68,10 +68,7 @@ fn status_words_are_the_filters_words() {
 #[test]
 fn a_server_has_its_name_at_one_path_in_status_ls_and_get() {
     let entry = server(2, "dev-2");
-    let status = round_trip(&ServerStatusView {
-        server: ServerView::from(&entry),
-        heartbeat_age_ms: Some(120),
-    });
+    let status = round_trip(&ServerStatusView { server: ServerView::from(&entry), heartbeat_age_ms: Some(120) });
     let listed = round_trip(&ServerPage { revision: 9, servers: vec![ServerView::from(&entry)], next: None });
     let got = round_trip(&OneServer { revision: 9, server: ServerView::from(&entry) });
     assert_eq!(status["info"]["name"], "dev-2");
@@ -89,10 +86,7 @@ fn a_tombstone_tags_its_member_and_departure_with_type() {
     let cases = [
         (Departure::Deleted, json!({ "type": "deleted" })),
         (Departure::Expired { silent_for_ms: 4_000 }, json!({ "type": "expired", "silent_for_ms": 4_000 })),
-        (
-            Departure::Deregistered { exit_status: Some(3) },
-            json!({ "type": "deregistered", "exit_status": 3 }),
-        ),
+        (Departure::Deregistered { exit_status: Some(3) }, json!({ "type": "deregistered", "exit_status": 3 })),
     ];
     for (departure, expected) in cases {
         let t = Tombstone {
@@ -159,7 +153,10 @@ fn a_write_reply_is_its_fields_alone() {
             Reply::Cas { swapped: false, current: Some("x".into()), revision: 9 },
             json!({ "swapped": false, "current": "x", "revision": 9 }),
         ),
-        (Reply::Cas { swapped: true, current: None, revision: 9 }, json!({ "swapped": true, "current": null, "revision": 9 })),
+        (
+            Reply::Cas { swapped: true, current: None, revision: 9 },
+            json!({ "swapped": true, "current": null, "revision": 9 }),
+        ),
         (Reply::Applied { count: 2, revision: 10 }, json!({ "count": 2, "revision": 10 })),
         (Reply::SessionOpened { session: roster_kernel::SessionId(3) }, json!({ "session": 3 })),
     ];
