@@ -50,8 +50,7 @@ pub async fn write(
 /// `POST /v1/sessions`.
 pub async fn open_session(state: &HttpState) -> Result<serde_json::Value, HttpError> {
     let session = state.client().open_session().await?;
-    Ok(serde_json::to_value(crate::view::WriteReply::SessionOpened { session: session.0 })
-        .map_err(super::reads::internal)?)
+    serde_json::to_value(crate::view::WriteReply::SessionOpened { session: session.0 }).map_err(super::reads::internal)
 }
 
 fn caller_session(headers: &HeaderMap) -> Result<Option<(SessionId, u64)>, HttpError> {
