@@ -316,6 +316,14 @@ fn the_cli_and_http_print_the_same_json_for_every_read() {
     // The departure event's data is the tombstone as listed.
     let departed = watched.iter().rfind(|e| e["type"] == "departed").expect("a departure");
     assert_eq!(departed["data"], tombstones["tombstones"][0], "{departed}");
+    // A refused launch is the same error from both (no program is allowed here).
+    let (code, cli) = both.cli(&["launch", "--name", "nope", "--", "/bin/true"]);
+    let (status, http) = both.http("POST", "/v1/launch", Some(r#"{"name": "nope", "program": "/bin/true"}"#));
+    assert_eq!(code, 1, "{cli}");
+    assert!(status >= 400, "{http}");
+    assert_eq!(cli["error"]["kind"], http["error"]["kind"], "{cli} {http}");
+    assert_eq!(keys(&cli["error"]), keys(&http["error"]), "{cli} {http}");
+
     // Through a filter, the CLI's lines are HTTP's lines of that kind.
     let kv: Vec<Value> =
         shown.iter().filter(|e| e["type"].as_str().is_some_and(|t| t.starts_with("kv_"))).cloned().collect();

@@ -61,3 +61,30 @@ impl CliError {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn a_failure_prints_the_kind_http_gives_it() {
+        let no_leader = CliError::from(ClientError::NoLeader {
+            endpoints: vec!["a:1".into()],
+            waited_ms: 5,
+            last_error: "x".into(),
+        });
+        let view = no_leader.view();
+        assert_eq!(view.error.kind, "no_leader");
+        assert_eq!(view.error.message, no_leader.to_string(), "the JSON says what stderr says");
+
+        let absent = CliError::NotFound { message: "key \"k\" is not set".into(), details: json!({ "revision": 9 }) };
+        assert_eq!(
+            serde_json::to_value(absent.view()).unwrap(),
+            json!({ "error": { "kind": "not_found", "message": "key \"k\" is not set", "revision": 9 } })
+        );
+        let ambiguous = CliError::from(LookupError::Ambiguous { name: "web".into(), ids: vec!["process-1".into()] });
+        assert_eq!(ambiguous.view().error.kind, "ambiguous");
+        assert_eq!(CliError::from("bad --kind").view().error.kind, "failed");
+    }
+}

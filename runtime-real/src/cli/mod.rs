@@ -248,13 +248,13 @@ pub fn main() -> ExitCode {
             Command::Kv(a) => client_cmds::kv(a, c).await,
             Command::Watch(a) => client_cmds::watch(a, c).await,
             Command::Member(a) => client_cmds::member(a, c).await,
-            Command::Server(a) => Ok(server_cmd::run(a, c).await?),
+            Command::Server(a) => server_cmd::run(a, c).await,
             Command::Snapshot(a) => Ok(snapshot_cmd::run(a, c).await?),
             Command::Bench(a) => Ok(bench::run(a, c).await?),
             Command::Run(a) => Ok(run_cmd::run(a, c).await?),
-            Command::Launch(a) => Ok(launch_cmd::run(a, c).await?),
-            Command::Logs(a) => Ok(logs_cmd::run(a, c).await?),
-            Command::Token(a) => Ok(token_cmd::run(a, c).await?),
+            Command::Launch(a) => launch_cmd::run(a, c).await,
+            Command::Logs(a) => logs_cmd::run(a, c).await,
+            Command::Token(a) => token_cmd::run(a, c).await,
         }
     });
     // Background tasks (connections, heartbeats) must not keep the process alive.

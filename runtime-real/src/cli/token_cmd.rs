@@ -48,14 +48,15 @@ enum TokenOp {
     },
 }
 
-pub async fn run(args: TokenArgs, c: ClientArgs) -> Result<ExitCode, String> {
+pub async fn run(args: TokenArgs, c: ClientArgs) -> Result<ExitCode, super::failure::CliError> {
     match args.op {
         TokenOp::NewKey { out: None } => {
             outln!("{}", roster_real::server::launch::new_secret());
             Ok(ExitCode::SUCCESS)
         }
         TokenOp::NewKey { out: Some(path) } => {
-            super::secret_file::write_new(&path, &roster_real::server::launch::new_secret())?;
+            super::secret_file::write_new(&path, &roster_real::server::launch::new_secret())
+                .map_err(|e| e.to_string())?;
             outln!("wrote a new secret to {} (mode 0600)", path.display());
             Ok(ExitCode::SUCCESS)
         }
@@ -66,7 +67,7 @@ pub async fn run(args: TokenArgs, c: ClientArgs) -> Result<ExitCode, String> {
             let secret = roster_real::server::launch::new_secret();
             let expires = ttl_ms.map(|ttl| roster_real::rt::clock::unix_ms().saturating_add(ttl));
             let name = name.unwrap_or(role);
-            let id = client.create_token(&secret, &name, role_value, expires).await.map_err(|e| e.to_string())?;
+            let id = client.create_token(&secret, &name, role_value, expires).await?;
             if c.json {
                 let json =
                     serde_json::json!({ "id": id.0, "name": name, "secret": secret, "expires_at_unix_ms": expires });
@@ -79,7 +80,7 @@ pub async fn run(args: TokenArgs, c: ClientArgs) -> Result<ExitCode, String> {
         }
         TokenOp::Ls => {
             let client = c.connect().await?;
-            let tokens = client.tokens().await.map_err(|e| e.to_string())?;
+            let tokens = client.tokens().await?;
             if c.json {
                 let list = roster_real::view::TokenList {
                     tokens: tokens.iter().map(roster_real::view::TokenView::from).collect(),
@@ -98,7 +99,7 @@ pub async fn run(args: TokenArgs, c: ClientArgs) -> Result<ExitCode, String> {
         }
         TokenOp::Revoke { id } => {
             let client = c.connect().await?;
-            client.revoke_token(roster_kernel::TokenId(id)).await.map_err(|e| e.to_string())?;
+            client.revoke_token(roster_kernel::TokenId(id)).await?;
             eprintln!("revoked token-{id}");
             Ok(ExitCode::SUCCESS)
         }

@@ -14,6 +14,7 @@
 mod errors;
 mod events;
 mod kv;
+mod launch;
 mod lists;
 mod members;
 mod status;
@@ -22,6 +23,7 @@ mod tokens;
 pub use errors::{ErrorBody, ErrorView};
 pub use events::{AuditView, ChangeView, DepartureView, EventView, Progress, ProgressLine, TombstoneView};
 pub use kv::{KvItem, KvItems, KvValue, WriteReply};
+pub use launch::Launched;
 pub use lists::{MemberList, OneProcess, OneServer, ProcessPage, ServerPage, Tombstones};
 pub use members::{MemberView, ProcessInfoView, ProcessView, Resources, ServerInfoView, ServerView, Status};
 pub use status::{Incarnation, ProcessCountsView, RaftMember, ServerStatusView, StatusView};

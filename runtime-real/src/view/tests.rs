@@ -220,6 +220,7 @@ const SHAPES: &[&str] = &[
     "EventLine",
     "ErrorView",
     "TokenList",
+    "Launched",
 ];
 
 fn reads_back(name: &str, v: &Value) -> Result<Value, String> {
@@ -240,6 +241,7 @@ fn reads_back(name: &str, v: &Value) -> Result<Value, String> {
         "WriteReply" => again::<WriteReply>(v),
         "ErrorView" => again::<ErrorView>(v),
         "TokenList" => again::<TokenList>(v),
+        "Launched" => again::<Launched>(v),
         // A line of the event stream: an event, a progress line or an error.
         "EventLine" if v.get("error").is_some() => again::<ErrorView>(v),
         "EventLine" if v.get("progress").is_some() => again::<ProgressLine>(v),
