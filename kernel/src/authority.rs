@@ -24,7 +24,7 @@
 //!   answer cannot go stale. An unknown process has no host: only `Admin` may name it
 //!   (and the state machine then refuses it as unknown).
 
-use crate::command::{Command, TokenRole};
+use crate::command::{Command, Forbidden, TokenRole};
 use crate::ids::{MemberId, ServerId};
 use serde::{Deserialize, Serialize};
 
@@ -123,15 +123,6 @@ impl Action<'_> {
             Action::NodeOnly => "a request only nodes send".into(),
         }
     }
-}
-
-/// A refusal: the caller's role may not do the action. Nothing was applied.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
-#[error("forbidden: a {role} credential may not {action}")]
-pub struct Forbidden {
-    /// The caller (its role, and what it is bound to).
-    pub role: String,
-    pub action: String,
 }
 
 /// Whether `caller` may do `action`. Pure, O(1): one match per request.

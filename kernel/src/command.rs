@@ -294,6 +294,16 @@ pub enum Reply {
     },
 }
 
+/// A refusal by `authority::authorize`: the caller's role may not do the action.
+/// Nothing was applied.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+#[error("forbidden: a {role} credential may not {action}")]
+pub struct Forbidden {
+    /// The caller (its role, and what it is bound to).
+    pub role: String,
+    pub action: String,
+}
+
 /// Why a command was refused; refusals are deterministic, so they are replies too and
 /// a retried command gets the same refusal.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
@@ -321,7 +331,7 @@ pub enum CommandError {
     /// Refused by the node before the log, for the caller's role: nothing was applied,
     /// and the session's sequence did not move (never a stored reply).
     #[error(transparent)]
-    Forbidden(#[from] crate::authority::Forbidden),
+    Forbidden(#[from] Forbidden),
     /// The caller's token was revoked or expired: nothing was applied.
     #[error("unauthenticated: {reason}")]
     Unauthenticated { reason: String },

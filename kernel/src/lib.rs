@@ -25,7 +25,7 @@ pub mod rng;
 pub mod state_machine;
 pub mod vote_gate;
 
-pub use authority::{Action, Forbidden, Principal, authorize};
+pub use authority::{Action, Principal, authorize};
 pub use command::*;
 pub use event::*;
 pub use ids::*;

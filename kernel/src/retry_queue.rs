@@ -528,7 +528,7 @@ mod tests {
         q.submit(0, put(2)).unwrap();
         let t = q.poll_transmit(0).unwrap();
         assert_eq!(t.request.seq, 1);
-        let forbidden = crate::authority::Forbidden { role: "read".into(), action: "put key \"k1\"".into() };
+        let forbidden = crate::command::Forbidden { role: "read".into(), action: "put key \"k1\"".into() };
         q.handle_rejected(5, t.attempt, CommandError::Forbidden(forbidden.clone()));
         let c = q.poll_completed().unwrap();
         assert_eq!((c.seq, c.result), (1, Err(CommandError::Forbidden(forbidden))));

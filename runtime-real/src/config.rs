@@ -207,6 +207,20 @@ impl NodeConfig {
 
     /// Checks every field; the first problem found is returned.
     pub fn validate(&self) -> Result<(), ConfigError> {
+        self.validate_addrs()?;
+        self.validate_launch_allow()?;
+        self.validate_members()?;
+        self.validate_timings()?;
+        self.validate_storage()?;
+        crate::probe::ProbeSpec::parse(&self.probe).map_err(|e| ConfigError::Invalid {
+            field: "probe",
+            value: e.value,
+            reason: e.reason,
+        })?;
+        self.validate_tls()
+    }
+
+    fn validate_addrs(&self) -> Result<(), ConfigError> {
         check_addr("listen", &self.listen)?;
         if let Some(a) = &self.advertise {
             check_addr("advertise", a)?;
@@ -228,6 +242,11 @@ impl NodeConfig {
                 reason: "expected ID=HOST:PORT".into(),
             })?;
         }
+        Ok(())
+    }
+
+    /// Programs a launch may start: exact canonical absolute paths.
+    fn validate_launch_allow(&self) -> Result<(), ConfigError> {
         for program in &self.launch_allow {
             let path = std::path::Path::new(program);
             if !path.is_absolute() {
@@ -248,6 +267,11 @@ impl NodeConfig {
                 });
             }
         }
+        Ok(())
+    }
+
+    /// The initial members and `bootstrap`.
+    fn validate_members(&self) -> Result<(), ConfigError> {
         if self.bootstrap && self.peers.is_empty() {
             return Err(ConfigError::Invalid {
                 field: "bootstrap",
@@ -264,6 +288,11 @@ impl NodeConfig {
                 reason: format!("the initial members must include this node's id {}", self.id),
             });
         }
+        Ok(())
+    }
+
+    /// Heartbeats, the resource window and Raft's timings, each against the others.
+    fn validate_timings(&self) -> Result<(), ConfigError> {
         self.liveness().validate().map_err(|e| ConfigError::Invalid {
             field: "heartbeat_timeout_ms",
             value: self.heartbeat_timeout_ms.to_string(),
@@ -297,6 +326,11 @@ impl NodeConfig {
                 reason: format!("must exceed election_timeout_min_ms ({})", self.election_timeout_min_ms),
             });
         }
+        Ok(())
+    }
+
+    /// When the log is compacted into a snapshot.
+    fn validate_storage(&self) -> Result<(), ConfigError> {
         if self.snapshot_every_entries == 0 {
             return Err(ConfigError::Invalid {
                 field: "snapshot_every_entries",
@@ -311,12 +345,7 @@ impl NodeConfig {
                 reason: format!("must be at least {MIN_SNAPSHOT_LOG_BYTES}"),
             });
         }
-        crate::probe::ProbeSpec::parse(&self.probe).map_err(|e| ConfigError::Invalid {
-            field: "probe",
-            value: e.value,
-            reason: e.reason,
-        })?;
-        self.validate_tls()
+        Ok(())
     }
 
     fn validate_tls(&self) -> Result<(), ConfigError> {

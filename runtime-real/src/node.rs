@@ -20,16 +20,37 @@ pub enum NodeError {
     Storage(#[from] storage::StorageError),
     #[error("cannot listen on {addr}: {source}")]
     Listen { addr: String, source: std::io::Error },
-    #[error("cannot start the HTTP listener on {addr}: {reason}")]
-    Http { addr: String, reason: String },
+    #[error("cannot start the HTTP listener on {addr}: {source}")]
+    Http { addr: String, source: std::io::Error },
+    /// The HTTP API forwards through a client of its own; its options did not hold.
+    #[error("the HTTP API's client: {0}")]
+    HttpClient(roster_client::ClientError),
     #[error("raft: {0}")]
-    Raft(String),
+    Raft(#[from] RaftStartError),
     #[error("launch: {0}")]
-    Launcher(String),
+    Launcher(#[from] crate::server::launch::LauncherError),
     #[error(transparent)]
     Identity(#[from] crate::server::cluster_id::IdentityError),
     #[error(transparent)]
     Security(#[from] crate::tls::SecurityError),
+}
+
+/// Why openraft did not start.
+#[derive(Debug, thiserror::Error)]
+pub enum RaftStartError {
+    /// The timings make no valid openraft configuration (config validation should have
+    /// caught it first).
+    #[error("configuration: {0}")]
+    Config(#[from] openraft::ConfigError),
+    #[error("start: {0}")]
+    Start(openraft::error::Fatal<crate::raft::TypeConfig>),
+    /// The core stopped while it was asked whether the log holds a membership.
+    #[error("reading the initial state: {0}")]
+    Read(openraft::error::Fatal<crate::raft::TypeConfig>),
+    #[error("initialising the cluster failed: {0}")]
+    Initialize(
+        openraft::error::RaftError<crate::raft::TypeConfig, openraft::error::InitializeError<crate::raft::TypeConfig>>,
+    ),
 }
 
 /// A running node. Dropping it does not stop it; call `shutdown`.
@@ -69,7 +90,6 @@ impl Node {
     ) -> Result<Node, NodeError> {
         config.validate()?;
         let token = config.resolve_token()?;
-        let peer_key = config.resolve_peer_key()?;
         let vote_gate = Arc::new(crate::server::vote_gate::VoteGate::open(disk.clone())?);
         let identity = Arc::new(crate::server::cluster_id::Identity::open(disk.clone())?);
         let metrics = Arc::new(crate::metrics::Metrics::new());
@@ -77,104 +97,42 @@ impl Node {
         let log_reader = openraft::storage::RaftLogStorage::get_log_reader(&mut log_store).await;
         let shared = sm_store.shared();
         let no_log = log_is_empty(&mut log_store).await?;
-
-        let raft_config = openraft::Config {
-            cluster_name: "roster".into(),
-            heartbeat_interval: config.raft_heartbeat_ms,
-            election_timeout_min: config.election_timeout_min_ms,
-            election_timeout_max: config.election_timeout_max_ms,
-            // A reconnecting node must not depose a healthy leader (DESIGN: term ~90 in 60 s without).
-            enable_pre_vote: Some(true),
-            snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(config.snapshot_every_entries),
-            max_in_snapshot_log_to_keep: 1_000,
-            ..Default::default()
-        };
-        let raft_config = Arc::new(raft_config.validate().map_err(|e| NodeError::Raft(e.to_string()))?);
         let security = crate::tls::Security::from_config(&config)?;
         let connector = security.connector.clone();
-        let peer = {
-            let identity = identity.clone();
-            roster_client::PeerAuth {
-                key: peer_key.clone(),
-                from: config.id,
-                cluster: Arc::new(move || identity.get().map(|id| id.0)),
-                nonces: Arc::new(crate::rt::random_bytes),
-            }
-        };
+        let peer = peer_auth(&config, identity.clone())?;
         let network = PeerNetwork {
             self_id: config.id,
             peer: peer.clone(),
             connector: connector.clone(),
             metrics: metrics.clone(),
         };
-        let raft = Raft::new(config.id, raft_config, network, log_store, sm_store)
+        let raft = Raft::new(config.id, raft_config(&config)?, network, log_store, sm_store)
             .await
-            .map_err(|e| NodeError::Raft(e.to_string()))?;
-        // A node that holds no vote, no log entry (not even a purged one) and no membership
-        // (a restored snapshot has one) is new, or lost its disk: the two look alike, so it
-        // decides whether to bootstrap before it may vote. Judged from what storage read
-        // back, not from the directory listing, so a start that crashed before the cluster
-        // was formed decides again and a stray file changes nothing. Decided before the
-        // listener opens: no peer reaches it meanwhile. A node already waiting (its marker)
-        // waits on.
-        let initialized = raft.is_initialized().await.map_err(|e| NodeError::Raft(e.to_string()))?;
-        let fresh = no_log && !initialized && !vote_gate.is_closed();
-        if fresh {
-            vote_gate.close_provisionally("started with an empty data directory: deciding whether to bootstrap".into());
-        }
-        let deciding = fresh && config.bootstrap && !config.peers.is_empty();
-        let formation =
-            Arc::new(crate::server::formation::Formation::new(crate::server::formation::new_incarnation(), deciding));
-
-        let listener = tokio::net::TcpListener::bind(&config.listen)
-            .await
-            .map_err(|source| NodeError::Listen { addr: config.listen.clone(), source })?;
-        let local_addr =
-            listener.local_addr().map_err(|source| NodeError::Listen { addr: config.listen.clone(), source })?;
-
+            .map_err(|e| NodeError::Raft(RaftStartError::Start(e)))?;
+        let (fresh, formation) = first_start(&raft, &config, no_log, &vote_gate).await?;
+        let (listener, local_addr) = bind(&config.listen).await?;
         let clock = Clock::start();
-        let driver = crate::server::leader::Driver {
-            node: config.id,
-            raft: raft.clone(),
-            shared: shared.clone(),
-            clock,
-            // No other leader can be elected sooner: a follower waits its election timeout
-            // plus openraft's leader lease (= the maximum) after the last contact.
-            lease_ms: config.election_timeout_max_ms,
-            counters: metrics.clone(),
-            cluster_id_offer: crate::server::cluster_id::offer(&identity),
-        };
-        let leader = crate::server::leader::start(driver, roster_kernel::DutiesConfig::new(config.liveness()))
-            .map_err(crate::config::ConfigError::from_duties)?;
-        let launcher = crate::server::launch::Launcher::new(
-            &config,
-            raft.clone(),
-            shared.clone(),
-            peer.clone(),
-            connector.clone(),
-            metrics.clone(),
-        )
-        .map_err(|e| NodeError::Launcher(e.to_string()))?;
-        let api = Arc::new(Api {
+        let handles = crate::server::Handles {
             id: config.id,
-            credentials: crate::server::authority::Credentials::new(token.clone(), shared.clone()),
-            peer: peer.clone(),
-            connector: connector.clone(),
             raft: raft.clone(),
             shared: shared.clone(),
-            leader,
-            launcher: Some(Arc::new(launcher)),
-            hand_off_timeout_ms: config.hand_off_timeout_ms(),
-            proposer: crate::server::proposer::Proposer::start(config.id, raft.clone(), metrics.clone()),
             vote_gate: vote_gate.clone(),
             metrics: metrics.clone(),
+            peer: peer.clone(),
+            connector: connector.clone(),
+        };
+        let launcher = crate::server::launch::Launcher::new(&config, &handles)?;
+        let services = crate::server::api::Services {
+            bootstrap_token: token,
+            leader: start_leader_driver(&config, &handles, clock, &identity)?,
+            launcher,
             identity: identity.clone(),
             formation: formation.clone(),
-            snapshot_exports: crate::server::api::SnapshotExports::default(),
-            peer_intake: Default::default(),
-        });
-        tokio::spawn(count_leader_changes(raft.clone(), metrics.clone()));
-        tokio::spawn(crate::server::cluster_id::adopt_when_sealed(raft.clone(), shared.clone(), identity.clone()));
+            hand_off_timeout_ms: config.hand_off_timeout_ms(),
+        };
+        let api = Arc::new(Api::new(handles, services));
+        tokio::spawn(count_leader_changes(raft.clone(), metrics));
+        tokio::spawn(crate::server::cluster_id::adopt_when_sealed(raft.clone(), shared.clone(), identity));
         let cap = crate::server::dispatch::connection_cap(raise_open_files_limit(), HTTP_CONNECTIONS);
         tokio::spawn(crate::server::dispatch::serve(listener, api.clone(), security.acceptor.clone(), cap));
         security.reload_on_sighup();
@@ -185,13 +143,7 @@ impl Node {
             decide_bootstrap(&raft, &config, &credential, &connector, &vote_gate, &formation).await?;
         }
         if vote_gate.is_closed() {
-            tracing::warn!(
-                node = config.id,
-                reason = vote_gate.waiting(None).unwrap_or_default(),
-                "this node does not vote, campaign or serve stale reads until it has caught up"
-            );
-            raft.runtime_config().elect(false);
-            tokio::spawn(lift_when_caught_up(raft.clone(), vote_gate.clone()));
+            hold_votes_until_caught_up(&raft, config.id, vote_gate.clone());
         }
         let http_addr = start_http(&config, &api, &peer, &security).await?;
         let tls = security.acceptor.is_tls();
@@ -232,6 +184,103 @@ impl Node {
         }
         tracing::info!(node = self.config.id, "node stopped");
     }
+}
+
+/// openraft's configuration from the node's timings.
+fn raft_config(config: &NodeConfig) -> Result<Arc<openraft::Config>, NodeError> {
+    let raft_config = openraft::Config {
+        cluster_name: "roster".into(),
+        heartbeat_interval: config.raft_heartbeat_ms,
+        election_timeout_min: config.election_timeout_min_ms,
+        election_timeout_max: config.election_timeout_max_ms,
+        // A reconnecting node must not depose a healthy leader (DESIGN: term ~90 in 60 s without).
+        enable_pre_vote: Some(true),
+        snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(config.snapshot_every_entries),
+        max_in_snapshot_log_to_keep: 1_000,
+        ..Default::default()
+    };
+    Ok(Arc::new(raft_config.validate().map_err(|e| NodeError::Raft(RaftStartError::Config(e)))?))
+}
+
+/// What this node proves to its peers: the cluster's peer key, its id and the cluster
+/// it belongs to (known once sealed).
+fn peer_auth(
+    config: &NodeConfig,
+    identity: Arc<crate::server::cluster_id::Identity>,
+) -> Result<roster_client::PeerAuth, NodeError> {
+    Ok(roster_client::PeerAuth {
+        key: config.resolve_peer_key()?,
+        from: config.id,
+        cluster: Arc::new(move || identity.get().map(|id| id.0)),
+        nonces: Arc::new(crate::rt::random_bytes),
+    })
+}
+
+/// Whether this start is the node's first (`fresh`), and what it knows of the formation.
+///
+/// A node that holds no vote, no log entry (not even a purged one) and no membership (a
+/// restored snapshot has one) is new, or lost its disk: the two look alike, so it decides
+/// whether to bootstrap before it may vote. Judged from what storage read back, not from
+/// the directory listing, so a start that crashed before the cluster was formed decides
+/// again and a stray file changes nothing. Decided before the listener opens: no peer
+/// reaches it meanwhile. A node already waiting (its marker) waits on.
+async fn first_start(
+    raft: &Raft,
+    config: &NodeConfig,
+    no_log: bool,
+    vote_gate: &crate::server::vote_gate::VoteGate,
+) -> Result<(bool, Arc<crate::server::formation::Formation>), NodeError> {
+    let initialized = raft.is_initialized().await.map_err(|e| NodeError::Raft(RaftStartError::Read(e)))?;
+    let fresh = no_log && !initialized && !vote_gate.is_closed();
+    if fresh {
+        vote_gate.close_provisionally("started with an empty data directory: deciding whether to bootstrap".into());
+    }
+    let deciding = fresh && config.bootstrap && !config.peers.is_empty();
+    let formation =
+        Arc::new(crate::server::formation::Formation::new(crate::server::formation::new_incarnation(), deciding));
+    Ok((fresh, formation))
+}
+
+/// The leader driver, sole owner of the kernel's `LeaderDuties` on this node.
+fn start_leader_driver(
+    config: &NodeConfig,
+    handles: &crate::server::Handles,
+    clock: Clock,
+    identity: &crate::server::cluster_id::Identity,
+) -> Result<crate::server::leader::LeaderHandle, NodeError> {
+    let driver = crate::server::leader::Driver {
+        node: config.id,
+        raft: handles.raft.clone(),
+        shared: handles.shared.clone(),
+        clock,
+        // No other leader can be elected sooner: a follower waits its election timeout
+        // plus openraft's leader lease (= the maximum) after the last contact.
+        lease_ms: config.election_timeout_max_ms,
+        counters: handles.metrics.clone(),
+        cluster_id_offer: crate::server::cluster_id::offer(identity),
+    };
+    let leader = crate::server::leader::start(driver, roster_kernel::DutiesConfig::new(config.liveness()))
+        .map_err(crate::config::ConfigError::from_duties)?;
+    Ok(leader)
+}
+
+/// The binary protocol's listener, and the address it got.
+async fn bind(listen: &str) -> Result<(tokio::net::TcpListener, std::net::SocketAddr), NodeError> {
+    let failed = |source| NodeError::Listen { addr: listen.to_string(), source };
+    let listener = tokio::net::TcpListener::bind(listen).await.map_err(failed)?;
+    let local_addr = listener.local_addr().map_err(failed)?;
+    Ok((listener, local_addr))
+}
+
+/// A node whose vote gate is closed neither votes nor campaigns until it has caught up.
+fn hold_votes_until_caught_up(raft: &Raft, node: u64, vote_gate: Arc<crate::server::vote_gate::VoteGate>) {
+    tracing::warn!(
+        node,
+        reason = vote_gate.waiting(None).unwrap_or_default(),
+        "this node does not vote, campaign or serve stale reads until it has caught up"
+    );
+    raft.runtime_config().elect(false);
+    tokio::spawn(lift_when_caught_up(raft.clone(), vote_gate));
 }
 
 /// Connections the HTTP listener serves at once (its own cap).
@@ -277,12 +326,13 @@ async fn start_http(
     security: &crate::tls::Security,
 ) -> Result<Option<std::net::SocketAddr>, NodeError> {
     let Some(addr) = &config.http_listen else { return Ok(None) };
-    let fail = |reason: String| NodeError::Http { addr: addr.clone(), reason };
     let mut endpoints = vec![config.advertise_addr().to_string()];
     endpoints.extend(config.peers.values().filter(|a| a.as_str() != config.advertise_addr()).cloned());
     let state = crate::http::HttpState::new(api.clone(), endpoints, peer.clone(), security.connector.clone())
-        .map_err(|e| fail(e.to_string()))?;
-    let local = crate::http::start(addr, state, security.acceptor.clone()).await.map_err(|e| fail(e.to_string()))?;
+        .map_err(NodeError::HttpClient)?;
+    let local = crate::http::start(addr, state, security.acceptor.clone())
+        .await
+        .map_err(|source| NodeError::Http { addr: addr.clone(), source })?;
     Ok(Some(local))
 }
 
@@ -411,7 +461,7 @@ async fn form_cluster(raft: &Raft, config: &NodeConfig) -> Result<(), NodeError>
         // A node started to be added later (`roster member add`): it waits to be contacted.
         return Ok(());
     }
-    let initialized = raft.is_initialized().await.map_err(|e| NodeError::Raft(e.to_string()))?;
+    let initialized = raft.is_initialized().await.map_err(|e| NodeError::Raft(RaftStartError::Read(e)))?;
     if initialized {
         return Ok(());
     }
@@ -423,6 +473,6 @@ async fn form_cluster(raft: &Raft, config: &NodeConfig) -> Result<(), NodeError>
             Ok(())
         }
         Err(openraft::error::RaftError::APIError(openraft::error::InitializeError::NotAllowed(_))) => Ok(()),
-        Err(e) => Err(NodeError::Raft(format!("initialising the cluster failed: {e}"))),
+        Err(e) => Err(NodeError::Raft(RaftStartError::Initialize(e))),
     }
 }

@@ -8,6 +8,7 @@
 //!
 //! - `trace`: what a run recorded (client histories, Raft observations, liveness events),
 //!   and the run's trace hash.
+//! - `setup` (madsim only): the world's shape and timings, addresses, credentials and clock.
 //! - `world` (madsim only): server and worker machines, their disks and probes, fault
 //!   injection, and the sampler that watches every node.
 //! - `workload` (madsim only): the key/value and process workers.
@@ -21,6 +22,8 @@ pub mod trace;
 pub mod disk_model;
 #[cfg(madsim)]
 pub mod probe;
+#[cfg(madsim)]
+pub mod setup;
 #[cfg(madsim)]
 pub mod workload;
 #[cfg(madsim)]

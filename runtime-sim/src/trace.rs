@@ -10,6 +10,7 @@
 
 use roster_kernel::MemberId;
 use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex, MutexGuard};
 
 const FNV_OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
 const FNV_PRIME: u64 = 0x0000_0100_0000_01b3;
@@ -450,6 +451,16 @@ impl Trace {
             let _ = writeln!(out, "{:>8} ms  crash {} (revived {:?})", c.at_ms, c.member, c.revived_at_ms);
         }
         out
+    }
+}
+
+/// The trace, shared by every machine of the world (one thread runs them all).
+#[derive(Clone, Default)]
+pub struct SharedTrace(Arc<Mutex<Trace>>);
+
+impl SharedTrace {
+    pub fn lock(&self) -> MutexGuard<'_, Trace> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
     }
 }
 

@@ -10,8 +10,9 @@
 //!
 //! When its machine restarts, a worker comes back as a new client (a new id).
 
+use crate::setup::{SimClock, TOKEN, WorldConfig};
+use crate::trace::SharedTrace;
 use crate::trace::{CrashRec, HEARTBEAT_PRECISION_MS, HeartbeatRec, KvCall, KvOp, KvOutput, OpEnd};
-use crate::world::{SharedTrace, SimClock, TOKEN, WorldConfig};
 use madsim::rand::{Rng, thread_rng};
 use roster_kernel::{Command, Labels, MemberId, ProcessId, ProcessInfo, Reply, ResourceAverage, ServerId};
 use roster_real::client::{Client, ClientOptions, ProcessHandle};

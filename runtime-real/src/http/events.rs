@@ -11,13 +11,13 @@
 //! - A revision older than the node keeps is 410 with `oldest_available`; when a slow
 //!   reader falls that far behind mid-stream, an error line ends the stream.
 //!
-//! The next batch comes from `api::watch_step`, which the binary protocol's watch uses.
+//! The next batch comes from `api::watch::watch_step`, which the binary protocol's watch uses.
 
 use super::HttpState;
 use super::auth::Authorized;
 use super::error::HttpError;
 use super::query::Params;
-use crate::server::api::{WatchStep, watch_step};
+use crate::server::api::watch::{WatchStep, watch_step};
 use crate::storage::{AppliedReceiver, SharedState};
 use crate::view::{EventView, Progress, ProgressLine};
 use axum::body::{Body, Bytes};
@@ -42,7 +42,7 @@ pub async fn events(
     let params = Params::parse(q.as_deref());
     params.only(&["after"])?;
     let sees_credentials = auth.sees_credentials(&state).await?;
-    let shared = state.api().shared.clone();
+    let shared = state.api().applied().clone();
     let after = match params.number::<u64>("after")? {
         Some(r) => r,
         None => crate::storage::with_kernel(&shared, |sm| sm.revision()),

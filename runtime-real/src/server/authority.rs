@@ -44,7 +44,7 @@ impl Credentials {
 
     /// The caller a token's hello names; `Err` says why it is refused.
     pub fn authenticate(&self, token: &str, now_unix_ms: u64) -> Result<(Caller, Standing), String> {
-        if crate::server::api::tokens_match(&self.bootstrap, token) {
+        if tokens_match(&self.bootstrap, token) {
             return Ok((Caller::Bootstrap, bootstrap_standing()));
         }
         let caller = Caller::Token(roster_client::token_hash(token));
@@ -174,5 +174,36 @@ pub fn parse_member(text: &str) -> Result<MemberId, String> {
         "process" => Ok(MemberId::Process(roster_kernel::ProcessId(id))),
         "server" => Ok(MemberId::Server(roster_kernel::ServerId(id))),
         _ => Err(format!("{text:?} is not a member: expected process:N or server:N")),
+    }
+}
+
+/// Compares without returning early, so timing does not reveal how much matched. Any
+/// length difference fails (casting `len ^ len` to a byte would let a multiple of 256
+/// extra bytes through).
+pub fn tokens_match(expected: &str, given: &str) -> bool {
+    let (a, b) = (expected.as_bytes(), given.as_bytes());
+    let mut diff = u8::from(a.len() != b.len());
+    for (i, x) in a.iter().enumerate() {
+        diff |= x ^ b.get(i).copied().unwrap_or(0);
+    }
+    diff == 0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::tokens_match;
+
+    #[test]
+    fn only_the_exact_token_matches() {
+        let token = "s3cret-token";
+        assert!(tokens_match(token, token));
+        assert!(!tokens_match(token, ""));
+        assert!(!tokens_match(token, "s3cret-tokeN"));
+        assert!(!tokens_match(token, "s3cret-toke"));
+        // Extra bytes after the token fail, whatever their count (256 would wrap a byte).
+        for extra in [1, 255, 256, 512] {
+            let longer = format!("{token}{}", "x".repeat(extra));
+            assert!(!tokens_match(token, &longer), "{extra} extra bytes matched");
+        }
     }
 }

@@ -7,17 +7,17 @@
 use crate::net::transport::{self, Reader, TransportError, Writer};
 use crate::net::wire::RequestError;
 use crate::net::wire::{
-    Auth, Channel, ClientEnvelope, ClientRequest, ClientResponse, ClientResponseEnvelope, Hello, HelloReply,
-    MAX_CLIENT_FRAME_BYTES, MAX_HELLO_BYTES, MAX_PEER_FRAME_BYTES, PeerProof, PeerRequest, PeerResponse,
+    Auth, Channel, ClientEnvelope, ClientResponse, ClientResponseEnvelope, Hello, HelloReply, MAX_CLIENT_FRAME_BYTES,
+    MAX_HELLO_BYTES, MAX_PEER_FRAME_BYTES, PeerProof, PeerRequest, PeerResponse,
 };
 use crate::raft::TypeConfig;
 use crate::server::api::Api;
+use crate::server::api::served::{Routed, route};
 use crate::server::authority::Caller;
-use crate::server::outbox::{CLIENT_OUTBOX, InFlight, Outgoing, is_bulk_read, is_stream};
+use crate::server::outbox::{CLIENT_OUTBOX, InFlight, Outgoing};
 use crate::server::proposer::ReplyTo;
 use crate::server::snapshot_receive::{ChunkTaken, MAX_PEER_SNAPSHOT_BYTES, SnapshotReceiver};
 use crate::tls::{Accepted, Acceptor};
-use roster_kernel::ProposalBody;
 use roster_kernel::codec::CodecError;
 use std::sync::Arc;
 use tokio::net::{TcpListener, TcpStream};
@@ -96,34 +96,7 @@ async fn serve_connection(tcp: TcpStream, api: Arc<Api>, acceptor: Acceptor) -> 
     let hello = crate::rt::Timeout::new(r.recv::<Hello>(), deadline).await.map_err(|_| timed_out())?;
     let hello = match hello {
         Ok(h) => h,
-        Err(e @ TransportError::HttpRequest { .. }) => {
-            tracing::warn!(%peer, "refused connection: {e}");
-            answer_http(&mut r, &mut w, &e).await;
-            return Ok(());
-        }
-        Err(e @ TransportError::TlsOnPlainPort) => {
-            // Any plain answer tells a TLS client that this side does not speak TLS (it
-            // reads it as a bad record); its unread handshake is drained first, so that
-            // closing sends no reset that could destroy the answer.
-            tracing::warn!(%peer, "refused connection: {e}");
-            let _ = w.send(&HelloReply::Refused { reason: e.to_string() }).await;
-            let _ = crate::rt::Timeout::new(
-                r.discard_until_closed(HTTP_LINGER_BYTES),
-                tokio::time::Instant::now() + std::time::Duration::from_millis(HTTP_LINGER_MS),
-            )
-            .await;
-            return Ok(());
-        }
-        // Gone before it said hello (a peer or client that stopped while connecting).
-        Err(e @ (TransportError::Closed | TransportError::Io(_))) => {
-            tracing::debug!(%peer, error = %e, "connection ended before its hello");
-            return Ok(());
-        }
-        Err(e) => {
-            tracing::warn!(%peer, error = %e, "refused connection: bad handshake");
-            let _ = w.send(&HelloReply::Refused { reason: format!("bad handshake: {e}") }).await;
-            return Err(e);
-        }
+        Err(e) => return end_before_hello(&mut r, &mut w, &peer, e).await,
     };
     let caller =
         match authenticate(&mut r, &mut w, &api, &acceptor, certified, hello.auth, hello.channel, deadline).await {
@@ -195,7 +168,7 @@ async fn authenticate(
         Auth::Token(token) => {
             let (caller, standing) = api.credentials().authenticate(&token, crate::rt::clock::unix_ms())?;
             let role = standing.principal.to_string();
-            w.send(&HelloReply::Welcome { node, role }).await.map_err(|e| e.to_string())?;
+            w.send(&HelloReply::Welcome { node, role }).await.map_err(HandshakeEnd::PeerLeft)?;
             Ok(caller)
         }
         Auth::Peer { from, cluster, nonce } => {
@@ -208,7 +181,7 @@ async fn authenticate(
             let key = api.peer_key();
             let mine = crate::rt::random_bytes();
             let proof = key.accepting_proof(&nonce, &mine, from, node);
-            w.send(&HelloReply::Challenge { node, nonce: mine, proof }).await.map_err(|e| e.to_string())?;
+            w.send(&HelloReply::Challenge { node, nonce: mine, proof }).await.map_err(HandshakeEnd::PeerLeft)?;
             let answer = match crate::rt::Timeout::new(r.recv::<PeerProof>(), deadline).await {
                 Err(_) => return Err("no answer to the peer challenge in time".into()),
                 Ok(Err(e @ (TransportError::Closed | TransportError::Io(_)))) => return Err(HandshakeEnd::PeerLeft(e)),
@@ -227,7 +200,7 @@ async fn authenticate(
                 )
                 .into());
             }
-            w.send(&HelloReply::Welcome { node, role: "node".into() }).await.map_err(|e| e.to_string())?;
+            w.send(&HelloReply::Welcome { node, role: "node".into() }).await.map_err(HandshakeEnd::PeerLeft)?;
             Ok(Caller::Node(from))
         }
     }
@@ -243,6 +216,41 @@ async fn refuse_busy(tcp: TcpStream) {
         tokio::time::Instant::now() + std::time::Duration::from_millis(1_000),
     )
     .await;
+}
+
+/// A connection whose hello did not come or did not parse: answered as well as it can
+/// be (an HTTP request gets an HTTP answer, a TLS client a refusal it can read), then closed.
+async fn end_before_hello(r: &mut Reader, w: &mut Writer, peer: &str, e: TransportError) -> Result<(), TransportError> {
+    match e {
+        e @ TransportError::HttpRequest { .. } => {
+            tracing::warn!(%peer, "refused connection: {e}");
+            answer_http(r, w, &e).await;
+            Ok(())
+        }
+        e @ TransportError::TlsOnPlainPort => {
+            // Any plain answer tells a TLS client that this side does not speak TLS (it
+            // reads it as a bad record); its unread handshake is drained first, so that
+            // closing sends no reset that could destroy the answer.
+            tracing::warn!(%peer, "refused connection: {e}");
+            let _ = w.send(&HelloReply::Refused { reason: e.to_string() }).await;
+            let _ = crate::rt::Timeout::new(
+                r.discard_until_closed(HTTP_LINGER_BYTES),
+                tokio::time::Instant::now() + std::time::Duration::from_millis(HTTP_LINGER_MS),
+            )
+            .await;
+            Ok(())
+        }
+        // Gone before it said hello (a peer or client that stopped while connecting).
+        e @ (TransportError::Closed | TransportError::Io(_)) => {
+            tracing::debug!(%peer, error = %e, "connection ended before its hello");
+            Ok(())
+        }
+        e => {
+            tracing::warn!(%peer, error = %e, "refused connection: bad handshake");
+            let _ = w.send(&HelloReply::Refused { reason: format!("bad handshake: {e}") }).await;
+            Err(e)
+        }
+    }
 }
 
 async fn serve_peer(mut r: Reader, mut w: Writer, api: Arc<Api>, from: u64) -> Result<(), TransportError> {
@@ -279,44 +287,54 @@ async fn serve_peer(mut r: Reader, mut w: Writer, api: Arc<Api>, from: u64) -> R
             w.send(&PeerResponse::Failed(reason)).await?;
             continue;
         }
-        let resp = match req {
-            PeerRequest::Append(rpc) => match raft.append_entries(rpc).await {
-                Ok(resp) => PeerResponse::Append(resp),
-                Err(e) => PeerResponse::Failed(e.to_string()),
-            },
-            PeerRequest::Vote(rpc) => match raft.vote(rpc).await {
-                Ok(resp) => PeerResponse::Vote(resp),
-                Err(e) => PeerResponse::Failed(e.to_string()),
-            },
-            PeerRequest::PreVote(rpc) => match raft.pre_vote(rpc).await {
-                Ok(resp) => PeerResponse::Vote(resp),
-                Err(e) => PeerResponse::Failed(e.to_string()),
-            },
-            PeerRequest::TransferLeader(rpc) => match raft.handle_transfer_leader(rpc).await {
-                Ok(resp) => PeerResponse::TransferLeader(resp),
-                Err(e) => PeerResponse::Failed(e.to_string()),
-            },
-            PeerRequest::SnapshotChunk { vote, meta, offset, data, last } => {
-                let current = openraft_rt::WatchReceiver::borrow_watched(&raft.metrics()).vote;
-                // A snapshot is named by the last log entry it holds.
-                let id = format!("{:?}", meta.last_log_id);
-                match snapshot.take(&vote, &current, &id, offset, &data, last) {
-                    Ok(ChunkTaken::Buffered) => PeerResponse::ChunkAccepted,
-                    Ok(ChunkTaken::Complete(data)) => {
-                        let snapshot = openraft::alias::SnapshotOf::<TypeConfig, Vec<u8>> { meta, snapshot: data };
-                        match raft.install_full_snapshot(vote, snapshot).await {
-                            Ok(resp) => PeerResponse::SnapshotInstalled(resp),
-                            Err(e) => PeerResponse::Failed(e.to_string()),
-                        }
-                    }
-                    Err(refused) => {
-                        tracing::warn!(peer = from, "refused a snapshot chunk: {refused}");
-                        PeerResponse::Failed(refused.to_string())
+        let resp = answer_peer(&raft, &mut snapshot, req, from).await;
+        w.send(&resp).await?;
+    }
+}
+
+/// What Raft answers a peer's request (one that the vote gate and the intake let through).
+async fn answer_peer(
+    raft: &crate::server::Raft,
+    snapshot: &mut SnapshotReceiver,
+    req: PeerRequest,
+    from: u64,
+) -> PeerResponse {
+    match req {
+        PeerRequest::Append(rpc) => match raft.append_entries(rpc).await {
+            Ok(resp) => PeerResponse::Append(resp),
+            Err(e) => PeerResponse::Failed(e.to_string()),
+        },
+        PeerRequest::Vote(rpc) => match raft.vote(rpc).await {
+            Ok(resp) => PeerResponse::Vote(resp),
+            Err(e) => PeerResponse::Failed(e.to_string()),
+        },
+        PeerRequest::PreVote(rpc) => match raft.pre_vote(rpc).await {
+            Ok(resp) => PeerResponse::Vote(resp),
+            Err(e) => PeerResponse::Failed(e.to_string()),
+        },
+        PeerRequest::TransferLeader(rpc) => match raft.handle_transfer_leader(rpc).await {
+            Ok(resp) => PeerResponse::TransferLeader(resp),
+            Err(e) => PeerResponse::Failed(e.to_string()),
+        },
+        PeerRequest::SnapshotChunk { vote, meta, offset, data, last } => {
+            let current = openraft_rt::WatchReceiver::borrow_watched(&raft.metrics()).vote;
+            // A snapshot is named by the last log entry it holds.
+            let id = format!("{:?}", meta.last_log_id);
+            match snapshot.take(&vote, &current, &id, offset, &data, last) {
+                Ok(ChunkTaken::Buffered) => PeerResponse::ChunkAccepted,
+                Ok(ChunkTaken::Complete(data)) => {
+                    let snapshot = openraft::alias::SnapshotOf::<TypeConfig, Vec<u8>> { meta, snapshot: data };
+                    match raft.install_full_snapshot(vote, snapshot).await {
+                        Ok(resp) => PeerResponse::SnapshotInstalled(resp),
+                        Err(e) => PeerResponse::Failed(e.to_string()),
                     }
                 }
+                Err(refused) => {
+                    tracing::warn!(peer = from, "refused a snapshot chunk: {refused}");
+                    PeerResponse::Failed(refused.to_string())
+                }
             }
-        };
-        w.send(&resp).await?;
+        }
     }
 }
 
@@ -352,55 +370,7 @@ async fn serve_client(
         // answered: with every place spoken for (`CLIENT_OUTBOX` requests in flight on this
         // connection), reading stops until one is answered.
         let Some(slot) = in_flight.reserve().await else { break Ok(()) };
-        // Every request is checked against the caller as it stands now (a token revoked
-        // since the hello is refused from here on); a refusal applies nothing.
-        let sees_credentials = match api.admit(&caller, &env.request) {
-            Ok(admitted) => {
-                if let Some(audit) = admitted.audit {
-                    api.record_audit(audit).await;
-                }
-                admitted.sees_credentials
-            }
-            Err(error) => {
-                tracing::debug!(%peer, %error, "refused a request");
-                slot.send(Outgoing::small(ClientResponseEnvelope {
-                    id: env.id,
-                    response: ClientResponse::Error(error),
-                }));
-                continue;
-            }
-        };
-        // Writes go to the proposer, which answers through the slot itself: no task per write.
-        let body = match env.request {
-            ClientRequest::Submit(req) => ProposalBody::Client(req),
-            ClientRequest::OpenSession => ProposalBody::OpenSession,
-            request => {
-                let stream = if is_stream(&request) {
-                    match in_flight.open_stream() {
-                        Ok(place) => Some(place),
-                        Err(error) => {
-                            let refusal = ClientResponse::Error(error);
-                            slot.send(Outgoing::small(ClientResponseEnvelope { id: env.id, response: refusal }));
-                            continue;
-                        }
-                    }
-                } else {
-                    None
-                };
-                // A read whose answer may be large waits for a bulk place (reading stops
-                // meanwhile) and holds it until its answer is written.
-                let bulk = if is_bulk_read(&request) { Some(in_flight.reserve_bulk().await) } else { None };
-                let api = api.clone();
-                let outbox = in_flight.outbox(slot, bulk);
-                let env = ClientEnvelope { id: env.id, request };
-                tokio::spawn(async move {
-                    let _stream = stream;
-                    api.handle(env, outbox, sees_credentials).await
-                });
-                continue;
-            }
-        };
-        api.submit(body, ReplyTo::Connection { id: env.id, slot }).await;
+        serve_request(&api, &caller, &in_flight, slot, env, &peer).await;
     };
     // The writer ends once every sender is gone (answers in progress keep theirs).
     drop(in_flight);
@@ -408,6 +378,52 @@ async fn serve_client(
     // Let queued responses (including the error above) reach the client before closing.
     let _ = writer.await;
     result
+}
+
+/// One request on a client connection, holding its answer's `slot`: checked against the
+/// caller as it stands now (a token revoked since the hello is refused from here on; a
+/// refusal applies nothing), then handed to the proposer (writes, answered through the
+/// slot: no task per write) or served in a task of its own.
+async fn serve_request(
+    api: &Arc<Api>,
+    caller: &Caller,
+    in_flight: &InFlight,
+    slot: mpsc::OwnedPermit<Outgoing>,
+    env: ClientEnvelope,
+    peer: &str,
+) {
+    let refuse = |slot: mpsc::OwnedPermit<Outgoing>, error| {
+        slot.send(Outgoing::small(ClientResponseEnvelope { id: env.id, response: ClientResponse::Error(error) }));
+    };
+    let sees_credentials = match api.admit(caller, &env.request) {
+        Ok(admitted) => {
+            if let Some(audit) = admitted.audit {
+                api.record_audit(audit).await;
+            }
+            admitted.sees_credentials
+        }
+        Err(error) => {
+            tracing::debug!(%peer, %error, "refused a request");
+            return refuse(slot, error);
+        }
+    };
+    let request = match route(env.request) {
+        Routed::Write(body) => return api.submit(body, ReplyTo::Connection { id: env.id, slot }).await,
+        Routed::Serve(request) => request,
+    };
+    let stream = match request.is_stream().then(|| in_flight.open_stream()).transpose() {
+        Ok(place) => place,
+        Err(error) => return refuse(slot, error),
+    };
+    // A read whose answer may be large waits for a bulk place (reading stops meanwhile)
+    // and holds it until its answer is written.
+    let bulk = if request.is_bulk_read() { Some(in_flight.reserve_bulk().await) } else { None };
+    let api = api.clone();
+    let outbox = in_flight.outbox(slot, bulk);
+    tokio::spawn(async move {
+        let _stream = stream;
+        api.handle(env.id, request, outbox, sees_credentials).await
+    });
 }
 
 /// The one writer of a client connection: answers in the order they were queued, each

@@ -6,9 +6,7 @@
 //! program is on the node's allow-list.
 
 use crate::config::NodeConfig;
-use crate::net::wire::{
-    Channel, ClientEnvelope, ClientRequest, ClientResponse, ClientResponseEnvelope, LaunchRequest, RequestError,
-};
+use crate::net::wire::{ClientRequest, ClientResponse, LaunchRequest, RequestError};
 use crate::server::{Raft, leadership};
 use crate::storage::SharedState;
 use roster_kernel::placement::{self, Requirements};
@@ -18,8 +16,6 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-/// Label that ties a registered process to the launch that started it.
-pub const LAUNCH_LABEL: &str = "roster.launch-id";
 /// How long registering a launched program and minting its token may take.
 const REGISTER_TIMEOUT_MS: u64 = 15_000;
 const FORWARD_TIMEOUT_MS: u64 = REGISTER_TIMEOUT_MS + 5_000;
@@ -66,14 +62,9 @@ pub struct Launcher {
 }
 
 impl Launcher {
-    pub fn new(
-        config: &NodeConfig,
-        raft: Raft,
-        shared: Arc<SharedState>,
-        peer: roster_client::PeerAuth,
-        connector: crate::net::transport::Connector,
-        metrics: Arc<crate::metrics::Metrics>,
-    ) -> Result<Self, LauncherError> {
+    pub fn new(config: &NodeConfig, node: &crate::server::Handles) -> Result<Self, LauncherError> {
+        let (raft, shared) = (node.raft.clone(), node.shared.clone());
+        let (peer, connector) = (node.peer.clone(), node.connector.clone());
         let run_as = config.launch_user.as_deref().map(user_ids).transpose()?;
         let mut endpoints = vec![config.advertise_addr().to_string()];
         endpoints.extend(config.peers.values().filter(|a| a.as_str() != config.advertise_addr()).cloned());
@@ -103,7 +94,7 @@ impl Launcher {
             allow: config.launch_allow.clone(),
             log_dir,
             connector,
-            metrics,
+            metrics: node.metrics.clone(),
             client,
             tls_ca: config.tls_ca.clone(),
             run_as,
@@ -145,7 +136,14 @@ impl Launcher {
         let Some(addr) = leadership::node_addr(&self.raft, server.0) else {
             return ClientResponse::Error(RequestError::NoAddress { server });
         };
-        forward(&addr, &self.credential, &self.connector, ClientRequest::StartLocal(req), FORWARD_TIMEOUT_MS).await
+        crate::server::relay::forward(
+            &addr,
+            &self.credential,
+            &self.connector,
+            ClientRequest::StartLocal(req),
+            FORWARD_TIMEOUT_MS,
+        )
+        .await
     }
 
     /// On the chosen node: register the process, mint its member token, and start the
@@ -171,13 +169,9 @@ impl Launcher {
             Ok(p) => p,
             Err(e) => return launch_failed(format!("cannot find the roster binary: {e}")),
         };
-        if let Err(e) = std::fs::create_dir_all(&self.log_dir) {
-            return launch_failed(format!("cannot create {}: {e}", self.log_dir.display()));
-        }
-        let log_path = self.log_dir.join(format!("{}-{launch_id}.log", sanitize(&req.name)));
-        let (log, log_err) = match std::fs::File::create(&log_path).and_then(|f| f.try_clone().map(|g| (f, g))) {
-            Ok(files) => files,
-            Err(e) => return launch_failed(format!("cannot create {}: {e}", log_path.display())),
+        let (log_path, log) = match self.open_log(&req.name, &launch_id) {
+            Ok(opened) => opened,
+            Err(reason) => return launch_failed(reason),
         };
         let deadline = tokio::time::Instant::now() + Duration::from_millis(REGISTER_TIMEOUT_MS);
         let registered = crate::rt::Timeout::new(self.register(&req, &launch_id), deadline).await;
@@ -195,24 +189,7 @@ impl Launcher {
         // The wrapper connects here with the new token at once: wait (bounded) until this
         // node has applied it, or the first connection is refused as unknown.
         self.token_applied(&secret).await;
-        let mut cmd = tokio::process::Command::new(exe);
-        cmd.arg("run")
-            .args(["--attach", &process.0.to_string(), "--name", &req.name, "--endpoints", &self.self_addr])
-            .args(["--heartbeat-interval-ms", &self.heartbeat_interval_ms.to_string()])
-            .args(["--resource-window-ms", &self.resource_window_ms.to_string()]);
-        if let Some(ca) = &self.tls_ca {
-            cmd.arg("--tls-ca").arg(ca);
-        }
-        for var in SECRET_VARS {
-            cmd.env_remove(var);
-        }
-        cmd.env("ROSTER_TOKEN", &secret);
-        // Options go before `--`: everything after it is the program's own command line.
-        cmd.arg("--").arg(&req.program).args(&req.args);
-        if let Some((uid, gid)) = self.run_as {
-            cmd.uid(uid).gid(gid);
-        }
-        cmd.stdin(std::process::Stdio::null()).stdout(log).stderr(log_err).kill_on_drop(false);
+        let mut cmd = self.wrapper(exe, &req, process, &secret, log);
         match cmd.spawn() {
             Ok(mut child) => {
                 tracing::info!(name = %req.name, %process, log = %log_path.display(), "launched");
@@ -236,6 +213,46 @@ impl Launcher {
         }
     }
 
+    /// The job's output file, created empty, as stdout and stderr for the wrapper.
+    fn open_log(&self, name: &str, launch_id: &str) -> Result<(std::path::PathBuf, Output), String> {
+        std::fs::create_dir_all(&self.log_dir).map_err(|e| format!("cannot create {}: {e}", self.log_dir.display()))?;
+        let path = self.log_dir.join(format!("{}-{launch_id}.log", sanitize(name)));
+        let files = std::fs::File::create(&path).and_then(|f| f.try_clone().map(|g| (f, g)));
+        let (stdout, stderr) = files.map_err(|e| format!("cannot create {}: {e}", path.display()))?;
+        Ok((path, Output { stdout, stderr }))
+    }
+
+    /// `roster run --attach` for the registered `process`, holding its own member token
+    /// (`secret`) and nothing else of this node's, with the job's command line after `--`.
+    fn wrapper(
+        &self,
+        exe: std::path::PathBuf,
+        req: &LaunchRequest,
+        process: ProcessId,
+        secret: &str,
+        log: Output,
+    ) -> tokio::process::Command {
+        let mut cmd = tokio::process::Command::new(exe);
+        cmd.arg("run")
+            .args(["--attach", &process.0.to_string(), "--name", &req.name, "--endpoints", &self.self_addr])
+            .args(["--heartbeat-interval-ms", &self.heartbeat_interval_ms.to_string()])
+            .args(["--resource-window-ms", &self.resource_window_ms.to_string()]);
+        if let Some(ca) = &self.tls_ca {
+            cmd.arg("--tls-ca").arg(ca);
+        }
+        for var in SECRET_VARS {
+            cmd.env_remove(var);
+        }
+        cmd.env("ROSTER_TOKEN", secret);
+        // Options go before `--`: everything after it is the program's own command line.
+        cmd.arg("--").arg(&req.program).args(&req.args);
+        if let Some((uid, gid)) = self.run_as {
+            cmd.uid(uid).gid(gid);
+        }
+        cmd.stdin(std::process::Stdio::null()).stdout(log.stdout).stderr(log.stderr).kill_on_drop(false);
+        cmd
+    }
+
     /// Returns once this node's applied state holds the token of `secret`, or after
     /// `TOKEN_APPLIED_WAIT_MS` (the wrapper then retries its connection by itself).
     async fn token_applied(&self, secret: &str) {
@@ -253,7 +270,7 @@ impl Launcher {
     /// token's secret never leaves this node except to the job.
     async fn register(&self, req: &LaunchRequest, launch_id: &str) -> Result<(ProcessId, String), String> {
         let mut labels = req.labels.clone();
-        labels.insert(LAUNCH_LABEL.to_string(), launch_id.to_string());
+        labels.insert(crate::server::output::LAUNCH_LABEL.to_string(), launch_id.to_string());
         let info = ProcessInfo {
             name: req.name.clone(),
             server: ServerId(self.node),
@@ -284,6 +301,12 @@ impl Launcher {
     }
 }
 
+/// Where a launched job's output goes: one file, opened twice.
+struct Output {
+    stdout: std::fs::File,
+    stderr: std::fs::File,
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum LauncherError {
     #[error("launch_user {0:?} is not a user on this machine")]
@@ -310,32 +333,6 @@ fn user_ids(name: &str) -> Result<(u32, u32), LauncherError> {
 /// A token secret: 256 random bits as hex.
 pub fn new_secret() -> String {
     crate::rt::random_bytes().iter().map(|b| format!("{b:02x}")).collect()
-}
-
-/// Sends `request` to the node at `addr`, on a connection of its own, and relays its
-/// answer, bounded by `timeout_ms` (a forwarded launch, a forwarded output read).
-pub(crate) async fn forward(
-    addr: &str,
-    credential: &roster_client::Credential,
-    connector: &crate::net::transport::Connector,
-    request: ClientRequest,
-    timeout_ms: u64,
-) -> ClientResponse {
-    let exchange = async {
-        let max = crate::net::wire::MAX_CLIENT_FRAME_BYTES;
-        let (mut r, mut w) =
-            crate::net::transport::connect(addr, credential, Channel::Client, max, 2_000, connector).await?;
-        w.send(&ClientEnvelope { id: 1, request }).await?;
-        r.recv::<ClientResponseEnvelope>().await
-    };
-    let deadline = tokio::time::Instant::now() + Duration::from_millis(timeout_ms);
-    match crate::rt::Timeout::new(exchange, deadline).await {
-        Ok(Ok(env)) => env.response,
-        Ok(Err(e)) => {
-            ClientResponse::Error(RequestError::ForwardFailed { addr: addr.to_string(), reason: e.to_string() })
-        }
-        Err(_) => ClientResponse::Error(RequestError::ForwardTimeout { addr: addr.to_string() }),
-    }
 }
 
 /// Whether `program` is on the allow-list: as it is, or, for an absolute path, through

@@ -12,7 +12,7 @@
 //! - At most `MAX_STREAMS_PER_CONNECTION` streams (watches, snapshot downloads) at once;
 //!   one more is refused.
 
-use crate::net::wire::{ClientRequest, ClientResponseEnvelope, RequestError};
+use crate::net::wire::{ClientResponseEnvelope, RequestError};
 use std::sync::Arc;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 
@@ -37,16 +37,6 @@ impl Outgoing {
     pub fn small(env: ClientResponseEnvelope) -> Self {
         Outgoing { env, bulk: None }
     }
-}
-
-/// Whether `request`'s answer may be large (a page, a status).
-pub fn is_bulk_read(request: &ClientRequest) -> bool {
-    matches!(request, ClientRequest::Query { .. } | ClientRequest::Status)
-}
-
-/// Requests answered by a stream of responses for as long as the client wants them.
-pub fn is_stream(request: &ClientRequest) -> bool {
-    matches!(request, ClientRequest::Watch { .. } | ClientRequest::Snapshot)
 }
 
 /// What one client connection may have in flight (see the module's header).

@@ -26,6 +26,9 @@ use std::sync::Arc;
 /// How long a forwarded read may take.
 const FORWARD_TIMEOUT_MS: u64 = 5_000;
 
+/// Label that ties a registered process to the launch that started it (its output file).
+pub const LAUNCH_LABEL: &str = "roster.launch-id";
+
 pub struct OutputSource {
     node: u64,
     raft: Raft,
@@ -61,7 +64,7 @@ impl OutputSource {
         let Some(addr) = leadership::node_addr(&self.raft, server.0) else {
             return ClientResponse::Error(RequestError::NoAddress { server });
         };
-        crate::server::launch::forward(
+        crate::server::relay::forward(
             &addr,
             &self.credential,
             &self.connector,
@@ -78,7 +81,7 @@ impl OutputSource {
             return ClientResponse::Error(RequestError::UnknownProcess { process });
         };
         let unreadable = |reason: String| RequestError::OutputUnreadable { process, node: self.node, reason };
-        let Some(launch_id) = entry.info.labels.get(crate::server::launch::LAUNCH_LABEL) else {
+        let Some(launch_id) = entry.info.labels.get(LAUNCH_LABEL) else {
             return ClientResponse::Error(RequestError::NotLaunched { process });
         };
         if entry.info.server.0 != self.node {

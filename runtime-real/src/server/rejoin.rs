@@ -4,10 +4,7 @@
 //! wait for the catch-up, promote). The node's side is the vote gate (`vote_gate.rs`).
 
 use crate::net::transport::Connector;
-use crate::net::wire::{
-    Channel, ClientEnvelope, ClientRequest, ClientResponse, ClientResponseEnvelope, MAX_CLIENT_FRAME_BYTES,
-    RequestError,
-};
+use crate::net::wire::{ClientRequest, ClientResponse, RequestError};
 use crate::raft::NodeId;
 use crate::server::Raft;
 use openraft_rt::WatchReceiver;
@@ -31,7 +28,7 @@ pub async fn check_peers(
     connector: &Connector,
 ) -> Decision {
     drive_check(peers, me, CheckConfig::default(), |addr, timeout_ms| async move {
-        match ask(&addr, credential, connector, ClientRequest::Status, timeout_ms).await {
+        match crate::server::relay::ask(&addr, credential, connector, ClientRequest::Status, timeout_ms).await {
             Ok(ClientResponse::Status(s)) => Answer::Status(peer_status(&s)),
             Ok(other) => {
                 tracing::debug!(peer = addr, answer = ?other, "unexpected answer to the bootstrap check");
@@ -91,29 +88,6 @@ fn peer_status(s: &crate::net::wire::ClusterStatus) -> PeerStatus {
     }
 }
 
-/// One client request to `addr` on a connection of its own.
-async fn ask(
-    addr: &str,
-    credential: &roster_client::Credential,
-    connector: &Connector,
-    request: ClientRequest,
-    timeout_ms: u64,
-) -> Result<ClientResponse, String> {
-    let (mut r, mut w) = crate::net::transport::connect(
-        addr,
-        credential,
-        Channel::Client,
-        MAX_CLIENT_FRAME_BYTES,
-        timeout_ms,
-        connector,
-    )
-    .await
-    .map_err(|e| e.to_string())?;
-    w.send(&ClientEnvelope { id: 1, request }).await.map_err(|e| e.to_string())?;
-    let env = r.recv::<ClientResponseEnvelope>().await.map_err(|e| e.to_string())?;
-    Ok(env.response)
-}
-
 /// Tells node `id` at `addr` to take replication from this leader again (see the vote
 /// gate), naming the leader's last log index as the point at which it may vote again.
 /// A node that cannot be reached yet (still starting: `member add` often follows its
@@ -134,14 +108,18 @@ pub async fn readmit(
     loop {
         let left_ms = deadline.saturating_duration_since(tokio::time::Instant::now()).as_millis() as u64;
         let request = ClientRequest::Readmit { leader, last_log_index, cluster };
-        let unreachable =
-            match crate::rt::Timeout::new(ask(addr, credential, connector, request, left_ms.max(1)), deadline).await {
-                Ok(Ok(ClientResponse::Done)) => return Ok(last_log_index),
-                Ok(Ok(ClientResponse::Error(e))) => return Err(failed(e.to_string())),
-                Ok(Ok(other)) => return Err(failed(format!("unexpected answer {other:?}"))),
-                Ok(Err(e)) => format!("{addr}: {e}"),
-                Err(_) => format!("{addr} did not answer"),
-            };
+        let unreachable = match crate::rt::Timeout::new(
+            crate::server::relay::ask(addr, credential, connector, request, left_ms.max(1)),
+            deadline,
+        )
+        .await
+        {
+            Ok(Ok(ClientResponse::Done)) => return Ok(last_log_index),
+            Ok(Ok(ClientResponse::Error(e))) => return Err(failed(e.to_string())),
+            Ok(Ok(other)) => return Err(failed(format!("unexpected answer {other:?}"))),
+            Ok(Err(e)) => format!("{addr}: {e}"),
+            Err(_) => format!("{addr} did not answer"),
+        };
         if tokio::time::Instant::now() + Duration::from_millis(READMIT_RETRY_MS) >= deadline {
             return Err(failed(format!("{unreachable} (asked for {READMIT_TIMEOUT_MS} ms)")));
         }

@@ -438,6 +438,7 @@ struct PageFate {
 }
 
 /// How much of one change list a power loss keeps.
+#[derive(Clone, Copy)]
 enum Extent {
     All,
     Nothing,
@@ -539,23 +540,7 @@ fn surviving_pages(synced: &[u8], ops: &[&DataOp], rng: &mut Rng, tally: &mut Po
     }
     let mut draws: BTreeMap<u64, PageDraw> = BTreeMap::new();
     for (&page, &count) in &touches {
-        let (version, torn_from) = match extent {
-            Extent::All => (count, None),
-            Extent::Nothing => (0, None),
-            Extent::Some => {
-                let version = rng.up_to(u64::from(count)) as u32;
-                let torn = version > 0 && rng.below(4) == 0;
-                (version, torn.then(|| rng.below(u64::from(version)) as u32))
-            }
-        };
-        tally.pages_lost += usize::from(version < count);
-        tally.pages_torn += usize::from(torn_from.is_some());
-        let mut buf = vec![0u8; PAGE_BYTES as usize];
-        let start = to_usize(page * PAGE_BYTES).min(synced.len());
-        let end = to_usize((page + 1) * PAGE_BYTES).min(synced.len());
-        buf[..end - start].copy_from_slice(&synced[start..end]);
-        let older = (torn_from == Some(0)).then(|| buf.clone());
-        draws.insert(page, PageDraw { version, torn_from, buf, older, applied: 0 });
+        draws.insert(page, draw_page(synced, page, count, extent, rng, tally));
     }
     // Replay each page up to its drawn version, keeping the older one a torn page needs.
     let mut before = lens[0];
@@ -572,6 +557,34 @@ fn surviving_pages(synced: &[u8], ops: &[&DataOp], rng: &mut Rng, tally: &mut Po
         }
         before = *after;
     }
+    assemble(synced, draws, len, rng)
+}
+
+/// How far page `page` (touched by `count` unsynced changes) survives: every change, none,
+/// or some, and whether it is torn between two versions (sector by sector).
+fn draw_page(synced: &[u8], page: u64, count: u32, extent: Extent, rng: &mut Rng, tally: &mut PowerLoss) -> PageDraw {
+    let (version, torn_from) = match extent {
+        Extent::All => (count, None),
+        Extent::Nothing => (0, None),
+        Extent::Some => {
+            let version = rng.up_to(u64::from(count)) as u32;
+            let torn = version > 0 && rng.below(4) == 0;
+            (version, torn.then(|| rng.below(u64::from(version)) as u32))
+        }
+    };
+    tally.pages_lost += usize::from(version < count);
+    tally.pages_torn += usize::from(torn_from.is_some());
+    let mut buf = vec![0u8; PAGE_BYTES as usize];
+    let start = to_usize(page * PAGE_BYTES).min(synced.len());
+    let end = to_usize((page + 1) * PAGE_BYTES).min(synced.len());
+    buf[..end - start].copy_from_slice(&synced[start..end]);
+    let older = (torn_from == Some(0)).then(|| buf.clone());
+    PageDraw { version, torn_from, buf, older, applied: 0 }
+}
+
+/// The file after the loss: the durable bytes, each replayed page over them (a torn one
+/// mixing its two versions by sector), cut to the surviving length `len`.
+fn assemble(synced: &[u8], draws: BTreeMap<u64, PageDraw>, len: u64, rng: &mut Rng) -> Vec<u8> {
     let mut out = synced.to_vec();
     for (page, d) in draws {
         let start = page * PAGE_BYTES;
