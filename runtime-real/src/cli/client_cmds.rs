@@ -206,18 +206,18 @@ enum MemberOp {
     },
 }
 
-fn parse_status(s: &str) -> Result<MemberStatus, String> {
+fn parse_status(s: &str) -> Result<MemberStatus, CliError> {
     match s {
         "online" => Ok(MemberStatus::Online),
         "draining" => Ok(MemberStatus::Draining),
-        _ => Err(format!("bad status {s:?}: expected online or draining")),
+        _ => Err(CliError::Usage(format!("bad status {s:?}: expected online or draining"))),
     }
 }
 
-pub fn parse_label(s: &str) -> Result<(String, String), String> {
-    let (k, v) = s.split_once('=').ok_or_else(|| format!("bad label {s:?}: expected KEY=VALUE"))?;
+pub fn parse_label(s: &str) -> Result<(String, String), CliError> {
+    let (k, v) = s.split_once('=').ok_or_else(|| CliError::Usage(format!("bad label {s:?}: expected KEY=VALUE")))?;
     if k.is_empty() {
-        return Err(format!("bad label {s:?}: empty key"));
+        return Err(CliError::Usage(format!("bad label {s:?}: empty key")));
     }
     Ok((k.to_string(), v.to_string()))
 }
@@ -244,8 +244,8 @@ fn consistency(stale: bool) -> Consistency {
     if stale { Consistency::Stale } else { Consistency::Linearizable }
 }
 
-fn print_json<T: serde::Serialize>(v: &T) -> Result<(), String> {
-    outln!("{}", serde_json::to_string_pretty(v).map_err(|e| format!("cannot encode JSON: {e}"))?);
+pub fn print_json<T: serde::Serialize>(v: &T) -> Result<(), CliError> {
+    outln!("{}", serde_json::to_string_pretty(v)?);
     Ok(())
 }
 
@@ -261,9 +261,9 @@ fn done(json: bool, reply: &Reply) -> Result<ExitCode, CliError> {
     Ok(ExitCode::SUCCESS)
 }
 
-pub async fn fetch_status(args: &ClientArgs) -> Result<ClusterStatus, String> {
+pub async fn fetch_status(args: &ClientArgs) -> Result<ClusterStatus, CliError> {
     let client = args.connect().await?;
-    client.status().await.map_err(|e| e.to_string())
+    Ok(client.status().await?)
 }
 
 pub fn render_status(s: &ClusterStatus) -> String {
@@ -454,8 +454,9 @@ pub struct TombstonesArgs {
 pub async fn tombstones(args: TombstonesArgs, c: ClientArgs) -> Result<ExitCode, CliError> {
     let client = c.connect().await?;
     let reply = client.query(Query::Tombstones { limit: args.limit }, consistency(args.stale)).await?;
-    let QueryResult::Tombstones(list) = reply.result else {
-        return Err("protocol error: a tombstones query answered with something else".into());
+    let list = match reply.result {
+        QueryResult::Tombstones(list) => list,
+        other => return Err(CliError::unexpected("a tombstones query", &other)),
     };
     if c.json {
         let tombstones = list.iter().map(view::TombstoneView::from).collect();
@@ -485,7 +486,7 @@ pub async fn ls(args: LsArgs, c: ClientArgs) -> Result<ExitCode, CliError> {
         None => None,
         Some("servers" | "server") => Some(MemberKind::Server),
         Some("processes" | "process") => Some(MemberKind::Process),
-        Some(other) => return Err(format!("bad --kind {other:?}: expected servers or processes").into()),
+        Some(other) => return Err(CliError::Usage(format!("bad --kind {other:?}: expected servers or processes"))),
     };
     let status = args.status.as_deref().map(parse_status).transpose()?;
     let labels = args.labels.iter().map(|l| parse_label(l)).collect::<Result<_, _>>()?;
@@ -556,7 +557,7 @@ pub async fn put(args: PutArgs, c: ClientArgs) -> Result<ExitCode, CliError> {
     let command = match member {
         MemberId::Server(id) => {
             if !args.labels.is_empty() {
-                return Err("servers have no labels; --label applies to processes".into());
+                return Err(CliError::Usage("servers have no labels; --label applies to processes".into()));
             }
             Command::PutServer {
                 id,
@@ -589,8 +590,9 @@ pub async fn kv(args: KvArgs, c: ClientArgs) -> Result<ExitCode, CliError> {
         KvOp::Get { key, stale } => {
             let client = c.connect().await?;
             let reply = client.query(Query::KvGet { key: key.clone() }, consistency(stale)).await?;
-            let QueryResult::KvValue(v) = reply.result else {
-                return Err("protocol error: kv get answered with something else".into());
+            let v = match reply.result {
+                QueryResult::KvValue(v) => v,
+                other => return Err(CliError::unexpected("kv get", &other)),
             };
             let Some(value) = v else {
                 // As HTTP's 404: the revision the absence was read at, to watch from.
@@ -605,7 +607,7 @@ pub async fn kv(args: KvArgs, c: ClientArgs) -> Result<ExitCode, CliError> {
             Ok(ExitCode::SUCCESS)
         }
         KvOp::Put { key, value, file } => {
-            let value = super::value_input::read(value.as_deref(), file.as_deref()).map_err(|e| e.to_string())?;
+            let value = super::value_input::read(value.as_deref(), file.as_deref())?;
             let client = c.connect().await?;
             let reply = client.execute(Command::KvPut { key, value }).await?;
             done(c.json, &reply)
@@ -645,10 +647,10 @@ pub async fn kv(args: KvArgs, c: ClientArgs) -> Result<ExitCode, CliError> {
         }
         KvOp::Cas { key, expect, expect_absent, new, delete } => {
             if expect.is_none() && !expect_absent {
-                return Err("kv cas needs --expect VALUE or --expect-absent".into());
+                return Err(CliError::Usage("kv cas needs --expect VALUE or --expect-absent".into()));
             }
             if new.is_none() && !delete {
-                return Err("kv cas needs --new VALUE or --delete".into());
+                return Err(CliError::Usage("kv cas needs --new VALUE or --delete".into()));
             }
             let client = c.connect().await?;
             let reply = client.execute(Command::KvCas { key, expected: expect, new }).await?;
@@ -709,8 +711,7 @@ pub async fn watch(args: WatchArgs, c: ClientArgs) -> Result<ExitCode, CliError>
                     }
                 };
                 if let Some(limit) = outage_limit.filter(|l| since.elapsed() >= *l) {
-                    let message = format!("no node took the watch for {} s (--outage-timeout-s): {e}", limit.as_secs());
-                    return Err(message.into());
+                    return Err(CliError::WatchOutage { waited_s: limit.as_secs(), source: e });
                 }
                 tokio::select! {
                     biased;
@@ -728,7 +729,7 @@ pub async fn watch(args: WatchArgs, c: ClientArgs) -> Result<ExitCode, CliError>
         }
         if c.json {
             let line = view::EventView::new(&event, |id| known.name(id));
-            outln!("{}", serde_json::to_string(&line).map_err(|e| format!("cannot encode JSON: {e}"))?);
+            outln!("{}", serde_json::to_string(&line)?);
         } else {
             outln!("{}", describe::describe(&event, |id| known.name(id)));
         }
@@ -778,7 +779,7 @@ pub async fn member(args: MemberArgs, c: ClientArgs) -> Result<ExitCode, CliErro
             return member_list(&s, c.json);
         }
         MemberOp::Add { id, addr } => {
-            roster_real::config::check_addr("addr", &addr).map_err(|e| e.to_string())?;
+            roster_real::config::check_addr("addr", &addr)?;
             client.add_node(id, addr).await
         }
         MemberOp::Remove { id } => client.remove_node(id).await,

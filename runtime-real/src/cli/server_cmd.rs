@@ -36,7 +36,7 @@ pub async fn run(args: ServerArgs, c: ClientArgs) -> Result<ExitCode, super::fai
     let revision = client.set_drained(ServerId(id), drained).await?;
     if c.json {
         let v = serde_json::json!({ "server": id, "drained": drained, "revision": revision });
-        outln!("{}", serde_json::to_string_pretty(&v).map_err(|e| format!("cannot encode JSON: {e}"))?);
+        outln!("{}", serde_json::to_string_pretty(&v)?);
     } else if drained {
         outln!("server {id} drained: placement no longer picks it (revision {revision})");
     } else {

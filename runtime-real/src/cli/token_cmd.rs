@@ -3,6 +3,7 @@
 //! every node; `new-key` prints a fresh secret for a token or peer key file.
 
 use super::ClientArgs;
+use super::failure::CliError;
 use clap::{Args, Subcommand};
 use std::process::ExitCode;
 
@@ -48,15 +49,14 @@ enum TokenOp {
     },
 }
 
-pub async fn run(args: TokenArgs, c: ClientArgs) -> Result<ExitCode, super::failure::CliError> {
+pub async fn run(args: TokenArgs, c: ClientArgs) -> Result<ExitCode, CliError> {
     match args.op {
         TokenOp::NewKey { out: None } => {
             outln!("{}", roster_real::server::launch::new_secret());
             Ok(ExitCode::SUCCESS)
         }
         TokenOp::NewKey { out: Some(path) } => {
-            super::secret_file::write_new(&path, &roster_real::server::launch::new_secret())
-                .map_err(|e| e.to_string())?;
+            super::secret_file::write_new(&path, &roster_real::server::launch::new_secret())?;
             outln!("wrote a new secret to {} (mode 0600)", path.display());
             Ok(ExitCode::SUCCESS)
         }
@@ -85,7 +85,7 @@ pub async fn run(args: TokenArgs, c: ClientArgs) -> Result<ExitCode, super::fail
                 let list = roster_real::view::TokenList {
                     tokens: tokens.iter().map(roster_real::view::TokenView::from).collect(),
                 };
-                println!("{}", serde_json::to_string(&list).map_err(|e| format!("cannot encode JSON: {e}"))?);
+                println!("{}", serde_json::to_string(&list)?);
             } else {
                 for t in &tokens {
                     let expiry = t.expires_at_unix_ms.map(|at| format!("  expires {at}")).unwrap_or_default();
@@ -107,8 +107,8 @@ pub async fn run(args: TokenArgs, c: ClientArgs) -> Result<ExitCode, super::fail
 }
 
 /// `90s`, `15m`, `12h`, `30d`, or plain milliseconds.
-fn parse_duration_ms(text: &str) -> Result<u64, String> {
-    let bad = || format!("bad --ttl {text:?}: expected a number with s, m, h or d (e.g. 12h)");
+fn parse_duration_ms(text: &str) -> Result<u64, CliError> {
+    let bad = || CliError::Usage(format!("bad --ttl {text:?}: expected a number with s, m, h or d (e.g. 12h)"));
     let (number, unit_ms) = match text.char_indices().last() {
         Some((i, 's')) => (&text[..i], 1_000),
         Some((i, 'm')) => (&text[..i], 60_000),
@@ -126,9 +126,9 @@ mod tests {
 
     #[test]
     fn ttls_read_with_their_units() {
-        assert_eq!(parse_duration_ms("90s"), Ok(90_000));
-        assert_eq!(parse_duration_ms("2h"), Ok(7_200_000));
-        assert_eq!(parse_duration_ms("1500"), Ok(1_500));
+        assert_eq!(parse_duration_ms("90s").ok(), Some(90_000));
+        assert_eq!(parse_duration_ms("2h").ok(), Some(7_200_000));
+        assert_eq!(parse_duration_ms("1500").ok(), Some(1_500));
         assert!(parse_duration_ms("0s").is_err());
         assert!(parse_duration_ms("soon").is_err());
     }

@@ -114,8 +114,8 @@ pub async fn create_token(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<(StatusCode, Json<Value>), HttpError> {
     let c: CreateToken = json_body(body)?;
-    let role =
-        crate::server::authority::parse_role(&c.role, c.server, c.member.as_deref()).map_err(HttpError::bad_request)?;
+    let role = crate::server::authority::parse_role(&c.role, c.server, c.member.as_deref())
+        .map_err(|e| HttpError::bad_request(e.to_string()))?;
     let secret = crate::server::launch::new_secret();
     let name = c.name.unwrap_or_else(|| c.role.clone());
     let expires_at_unix_ms = c.ttl_ms.map(|ttl| crate::rt::clock::unix_ms().saturating_add(ttl));

@@ -140,40 +140,66 @@ fn audited(standing: &Standing, request: &ClientRequest, command: Option<&Comman
     }
 }
 
+/// A token role that cannot be: the CLI and HTTP both say which part is wrong.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RoleError {
+    /// `admin`, `read` and `launch` act on the whole cluster: there is nothing to bind to.
+    #[error("a {role} token is bound to nothing: drop server/member")]
+    Unbound { role: &'static str },
+    /// An agent acts for one server, so it must be named.
+    #[error("an agent token is bound to one server: give its id (--server N, \"server\": N)")]
+    AgentWithoutServer,
+    /// A member token acts for one member, so it must be named.
+    #[error("a member token is bound to one member: give it (--member process:N)")]
+    MemberWithoutMember,
+    /// The member is spelled neither `process:N` nor `server:N`.
+    #[error("{given:?} is not a member: expected process:N or server:N")]
+    NotAMember { given: String },
+    /// The member's id is not a number.
+    #[error("{given:?}: {id:?} is not a number")]
+    BadId { given: String, id: String },
+    /// No role has that name.
+    #[error("unknown role {given:?}: expected admin, read, launch, agent or member")]
+    Unknown { given: String },
+}
+
 /// A role as the CLI and HTTP name it: `admin`, `read`, `launch`, `agent` (with its
 /// server) or `member` (with its member, `process:N` or `server:N`).
-pub fn parse_role(role: &str, server: Option<u64>, member: Option<&str>) -> Result<roster_kernel::TokenRole, String> {
+pub fn parse_role(
+    role: &str,
+    server: Option<u64>,
+    member: Option<&str>,
+) -> Result<roster_kernel::TokenRole, RoleError> {
     use roster_kernel::TokenRole;
-    let unbound = |r: TokenRole| match (server, member) {
+    let unbound = |r: TokenRole, name: &'static str| match (server, member) {
         (None, None) => Ok(r),
-        _ => Err(format!("a {role} token is bound to nothing: drop server/member")),
+        _ => Err(RoleError::Unbound { role: name }),
     };
     match role {
-        "admin" => unbound(TokenRole::Admin),
-        "read" => unbound(TokenRole::Read),
-        "launch" => unbound(TokenRole::Launch),
+        "admin" => unbound(TokenRole::Admin, "admin"),
+        "read" => unbound(TokenRole::Read, "read"),
+        "launch" => unbound(TokenRole::Launch, "launch"),
         "agent" => match (server, member) {
             (Some(s), None) => Ok(TokenRole::Agent(roster_kernel::ServerId(s))),
-            _ => Err("an agent token is bound to one server: give its id (--server N, \"server\": N)".into()),
+            _ => Err(RoleError::AgentWithoutServer),
         },
         "member" => match (member, server) {
             (Some(m), None) => parse_member(m).map(TokenRole::Member),
-            _ => Err("a member token is bound to one member: give it (--member process:N)".into()),
+            _ => Err(RoleError::MemberWithoutMember),
         },
-        other => Err(format!("unknown role {other:?}: expected admin, read, launch, agent or member")),
+        other => Err(RoleError::Unknown { given: other.to_string() }),
     }
 }
 
 /// `process:N`, `process-N`, `server:N` or `server-N`.
-pub fn parse_member(text: &str) -> Result<MemberId, String> {
-    let (kind, id) = text
-        .split_once([':', '-'])
-        .ok_or_else(|| format!("{text:?} is not a member: expected process:N or server:N"))?;
-    let id: u64 = id.parse().map_err(|_| format!("{text:?}: {id:?} is not a number"))?;
+pub fn parse_member(text: &str) -> Result<MemberId, RoleError> {
+    let not_a_member = || RoleError::NotAMember { given: text.to_string() };
+    let (kind, id) = text.split_once([':', '-']).ok_or_else(not_a_member)?;
+    let number: u64 = id.parse().map_err(|_| RoleError::BadId { given: text.to_string(), id: id.to_string() })?;
     match kind {
-        "process" => Ok(MemberId::Process(roster_kernel::ProcessId(id))),
-        "server" => Ok(MemberId::Server(roster_kernel::ServerId(id))),
-        _ => Err(format!("{text:?} is not a member: expected process:N or server:N")),
+        "process" => Ok(MemberId::Process(roster_kernel::ProcessId(number))),
+        "server" => Ok(MemberId::Server(roster_kernel::ServerId(number))),
+        _ => Err(not_a_member()),
     }
 }
 
