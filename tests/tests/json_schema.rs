@@ -317,7 +317,11 @@ fn the_cli_and_http_print_the_same_json_for_every_read() {
     let departed = watched.iter().rfind(|e| e["type"] == "departed").expect("a departure");
     assert_eq!(departed["data"], tombstones["tombstones"][0], "{departed}");
     // A refused launch is the same error from both (no program is allowed here).
-    let (code, cli) = both.cli(&["launch", "--name", "nope", "--", "/bin/true"]);
+    // (`--json` before `--`: after it, everything is the program's command line.)
+    let out = both.c.run_to_end(&["launch", "--name", "nope", "--json", "--", "/bin/true"]);
+    let cli: Value = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("launch --json printed no JSON ({e}): {}", String::from_utf8_lossy(&out.stderr)));
+    let code = out.status.code().unwrap_or(-1);
     let (status, http) = both.http("POST", "/v1/launch", Some(r#"{"name": "nope", "program": "/bin/true"}"#));
     assert_eq!(code, 1, "{cli}");
     assert!(status >= 400, "{http}");

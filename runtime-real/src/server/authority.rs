@@ -217,7 +217,23 @@ pub fn tokens_match(expected: &str, given: &str) -> bool {
 
 #[cfg(test)]
 mod tests {
-    use super::tokens_match;
+    use super::{RoleError, parse_member, parse_role, tokens_match};
+    use roster_kernel::{MemberId, ProcessId, ServerId, TokenRole};
+
+    #[test]
+    fn a_role_names_what_is_wrong_with_it() {
+        assert_eq!(parse_role("admin", None, None), Ok(TokenRole::Admin));
+        assert_eq!(parse_role("agent", Some(2), None), Ok(TokenRole::Agent(ServerId(2))));
+        let member = parse_role("member", None, Some("process-7"));
+        assert_eq!(member, Ok(TokenRole::Member(MemberId::Process(ProcessId(7)))));
+        assert_eq!(parse_role("read", Some(1), None), Err(RoleError::Unbound { role: "read" }));
+        assert_eq!(parse_role("agent", None, None), Err(RoleError::AgentWithoutServer));
+        assert_eq!(parse_role("member", Some(1), Some("server:1")), Err(RoleError::MemberWithoutMember));
+        assert_eq!(parse_role("root", None, None), Err(RoleError::Unknown { given: "root".into() }));
+        assert_eq!(parse_member("server:x"), Err(RoleError::BadId { given: "server:x".into(), id: "x".into() }));
+        assert_eq!(parse_member("node:1"), Err(RoleError::NotAMember { given: "node:1".into() }));
+        assert_eq!(parse_member("process"), Err(RoleError::NotAMember { given: "process".into() }));
+    }
 
     #[test]
     fn only_the_exact_token_matches() {
