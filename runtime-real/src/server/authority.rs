@@ -37,13 +37,24 @@ pub struct Credentials {
     shared: Arc<SharedState>,
 }
 
+/// Why a token is not let in; its text goes to the caller (the hello's refusal, HTTP's 403).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Refusal {
+    /// No token of that hash is in the record: never created, or revoked since.
+    #[error("unknown or revoked token: check --token-file / ROSTER_TOKEN")]
+    UnknownToken,
+    /// Its expiry has passed: the holder needs a new one.
+    #[error("{id} {name:?} expired: ask an admin for a new one")]
+    Expired { id: roster_kernel::TokenId, name: String },
+}
+
 impl Credentials {
     pub fn new(bootstrap: String, shared: Arc<SharedState>) -> Self {
         Credentials { bootstrap, shared }
     }
 
     /// The caller a token's hello names; `Err` says why it is refused.
-    pub fn authenticate(&self, token: &str, now_unix_ms: u64) -> Result<(Caller, Standing), String> {
+    pub fn authenticate(&self, token: &str, now_unix_ms: u64) -> Result<(Caller, Standing), Refusal> {
         if tokens_match(&self.bootstrap, token) {
             return Ok((Caller::Bootstrap, bootstrap_standing()));
         }
@@ -53,17 +64,17 @@ impl Credentials {
     }
 
     /// What `caller` may do now: a token revoked or expired since the hello is refused.
-    pub fn standing(&self, caller: &Caller, now_unix_ms: u64) -> Result<Standing, String> {
+    pub fn standing(&self, caller: &Caller, now_unix_ms: u64) -> Result<Standing, Refusal> {
         match caller {
             Caller::Node(_) => Ok(Standing { principal: Principal::Node, name: "node".into() }),
             Caller::Bootstrap => Ok(bootstrap_standing()),
             Caller::Token(hash) => {
                 let info = crate::storage::with_kernel(&self.shared, |sm| sm.token_by_hash(hash).cloned());
                 let Some(info) = info else {
-                    return Err("unknown or revoked token: check --token-file / ROSTER_TOKEN".into());
+                    return Err(Refusal::UnknownToken);
                 };
                 if info.expires_at_unix_ms.is_some_and(|at| at <= now_unix_ms) {
-                    return Err(format!("{} {:?} expired: ask an admin for a new one", info.id, info.name));
+                    return Err(Refusal::Expired { id: info.id, name: info.name });
                 }
                 Ok(Standing { principal: Principal::of_token(info.role), name: info.name })
             }

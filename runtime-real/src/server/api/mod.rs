@@ -161,8 +161,10 @@ impl Api {
     /// audit record for an admin action, or the refusal to answer.
     pub fn admit(&self, caller: &Caller, request: &ClientRequest) -> Result<Admitted, RequestError> {
         let now = crate::rt::clock::unix_ms();
-        let mut standing =
-            self.credentials.standing(caller, now).map_err(|reason| RequestError::Unauthenticated { reason })?;
+        let mut standing = self
+            .credentials
+            .standing(caller, now)
+            .map_err(|refusal| RequestError::Unauthenticated { reason: refusal.to_string() })?;
         // A node outside the membership (a new node before `member add`) reads only.
         if let Caller::Node(from) = caller
             && !self.is_member_or_unformed(*from)
