@@ -28,8 +28,9 @@ use serde::de::DeserializeOwned;
 /// 6: credentials with roles, peers prove the peer key, tokens, audit events. 7: lists
 /// are paged with a cursor, status counts processes instead of listing them, typed errors
 /// for an answer over the frame and for the per-connection and snapshot bounds; the
-/// cluster id is sealed by the first leader; `SessionExpired` and `SequenceReused`.)
-pub const WIRE_VERSION: u8 = 7;
+/// cluster id is sealed by the first leader; `SessionExpired` and `SequenceReused`.
+/// 8: `OverBudget`, and status carries the state budget's use.)
+pub const WIRE_VERSION: u8 = 8;
 
 /// Size of the length field.
 pub const LENGTH_BYTES: usize = 4;

@@ -261,6 +261,11 @@ pub enum LeaderCommand {
     /// Averaged resources of servers and processes, batched (at most
     /// `leader_duties::MAX_RESOURCE_REPORTS_PER_PROPOSAL`).
     ReportMemberResources { reports: Vec<(MemberId, ResourceAverage)> },
+    /// The state's byte budget, from the leader's `state_budget_bytes` (leader duties,
+    /// rule 8): replicated, so every node refuses the same writes. A budget the limits
+    /// cannot run with changes nothing; a smaller one first drops the oldest events and
+    /// sessions past the new caps.
+    SetStateBudget { bytes: u64 },
 }
 
 /// The successful outcome of an applied command.
@@ -343,6 +348,13 @@ pub enum CommandError {
     /// retry cannot be matched to its first attempt any more.
     #[error("{0} expired or was evicted: a command retried on it may have applied; open a new session")]
     SessionExpired(SessionId),
+    /// The write would take the replicated state past its byte budget (`budget.rs`):
+    /// nothing was applied. Deletes still pass and free room.
+    #[error(
+        "state budget full: this write needs {needed_bytes} more bytes, and {total} of the {budget_bytes}-byte budget are in use ({used}); delete keys, labels or processes, or raise state_budget_bytes on every server",
+        total = .used.total()
+    )]
+    OverBudget { budget_bytes: u64, used: crate::state_machine::StateBytes, needed_bytes: u64 },
 }
 
 /// A digest of `command`, stored beside a session's reply so that a duplicate (session,

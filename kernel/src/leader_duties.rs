@@ -37,6 +37,11 @@
 //!    start, or the id its data directory already holds), first of all its proposals and
 //!    one at a time; a failed seal is tried again after `retry_delay_ms`. The first seal
 //!    applied stays, so every node adopts one id.
+//! 8. **The budget.** A leader whose record's state budget differs from the one it was
+//!    offered ([`LeaderDuties::offer_state_budget`]: its `state_budget_bytes`) proposes
+//!    its own, once per term, after the seal; a failed proposal is tried again after
+//!    `retry_delay_ms`. The budget is a replicated value, so every node refuses the same
+//!    writes whatever its own config says, and a new leader's config takes over.
 //!
 //! Call order for a driver, after every input:
 //!
@@ -201,6 +206,8 @@ pub trait MemberRecord {
     fn recorded_resources(&self, member: MemberId) -> Option<ResourceAverage>;
     /// The cluster's id, once a leader sealed it.
     fn cluster_id(&self) -> Option<u64>;
+    /// The replicated state budget (`LeaderCommand::SetStateBudget`).
+    fn state_budget_bytes(&self) -> u64;
 }
 
 impl MemberRecord for ClusterStateMachine {
@@ -237,6 +244,10 @@ impl MemberRecord for ClusterStateMachine {
 
     fn cluster_id(&self) -> Option<u64> {
         ClusterStateMachine::cluster_id(self)
+    }
+
+    fn state_budget_bytes(&self) -> u64 {
+        ClusterStateMachine::state_budget_bytes(self)
     }
 }
 
@@ -277,6 +288,21 @@ struct Tenure {
     written: BTreeMap<MemberId, Written>,
     resources_in_flight: Option<(ProposalId, Vec<(MemberId, ResourceAverage)>)>,
     seal: Seal,
+    budget: BudgetDuty,
+}
+
+/// Where this tenure's proposal of the state budget stands (rule 8).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum BudgetDuty {
+    /// Not yet compared with the record this term.
+    Unchecked,
+    /// The record's budget differs: propose the offer when the lease holds, not before `at_ms`.
+    Due {
+        at_ms: u64,
+    },
+    InFlight(ProposalId),
+    /// Equal, or proposed and applied: nothing more this term.
+    Settled,
 }
 
 /// Where this tenure's seal of the cluster id stands.
@@ -300,6 +326,8 @@ pub struct LeaderDuties {
     next_proposal: u64,
     /// The id to seal the cluster with when the record holds none.
     cluster_id_offer: Option<u64>,
+    /// The state budget this node's leaders propose when the record's differs.
+    state_budget_offer: Option<u64>,
 }
 
 impl LeaderDuties {
@@ -315,13 +343,26 @@ impl LeaderDuties {
             return Err(DutiesConfigError::ZeroExpiryBatch);
         }
         let liveness = Liveness::new(config.liveness)?;
-        Ok(LeaderDuties { config, liveness, tenure: None, next_proposal: 1, cluster_id_offer: None })
+        Ok(LeaderDuties {
+            config,
+            liveness,
+            tenure: None,
+            next_proposal: 1,
+            cluster_id_offer: None,
+            state_budget_offer: None,
+        })
     }
 
     /// The id to seal the cluster with if this node leads while the record holds none
     /// (rule 7). Without an offer, this node never seals.
     pub fn offer_cluster_id(&mut self, id: u64) {
         self.cluster_id_offer = Some(id);
+    }
+
+    /// The state budget to propose if this node leads while the record holds another
+    /// (rule 8). Without an offer, this node never proposes one.
+    pub fn offer_state_budget(&mut self, bytes: u64) {
+        self.state_budget_offer = Some(bytes);
     }
 
     pub fn config(&self) -> &DutiesConfig {
@@ -391,6 +432,11 @@ impl LeaderDuties {
                 ProposalOutcome::Committed => Seal::Done,
                 ProposalOutcome::Failed => Seal::Due { at_ms: now_ms.saturating_add(self.config.retry_delay_ms) },
             };
+        } else if tenure.budget == BudgetDuty::InFlight(id) {
+            tenure.budget = match outcome {
+                ProposalOutcome::Committed => BudgetDuty::Settled,
+                ProposalOutcome::Failed => BudgetDuty::Due { at_ms: now_ms.saturating_add(self.config.retry_delay_ms) },
+            };
         } else if let Expiry::InFlight { id: in_flight, members } = &mut tenure.expiry
             && *in_flight == id
         {
@@ -438,6 +484,15 @@ impl LeaderDuties {
             self.next_proposal += 1;
             tenure.seal = Seal::InFlight(id);
             return Some(DutyProposal { id, command: LeaderCommand::SealCluster { id: cluster } });
+        }
+        if let (BudgetDuty::Due { at_ms }, Some(bytes)) = (tenure.budget, self.state_budget_offer)
+            && at_ms <= now_ms
+            && !matches!(tenure.seal, Seal::Due { .. } | Seal::InFlight(_))
+        {
+            let id = ProposalId(self.next_proposal);
+            self.next_proposal += 1;
+            tenure.budget = BudgetDuty::InFlight(id);
+            return Some(DutyProposal { id, command: LeaderCommand::SetStateBudget { bytes } });
         }
         let max = self.config.max_expire_per_proposal;
         let retry: Option<Vec<MemberId>> = match &mut tenure.expiry {
@@ -513,7 +568,11 @@ impl LeaderDuties {
             Seal::Due { at_ms } => Some(at_ms),
             Seal::Done | Seal::InFlight(_) => None,
         };
-        [expiry, resources, seal].into_iter().flatten().min()
+        let budget = match tenure.budget {
+            BudgetDuty::Due { at_ms } => Some(at_ms),
+            BudgetDuty::Unchecked | BudgetDuty::InFlight(_) | BudgetDuty::Settled => None,
+        };
+        [expiry, resources, seal, budget].into_iter().flatten().min()
     }
 
     fn apply_role(&mut self, now_ms: u64, role: Role, record: &impl MemberRecord) {
@@ -553,6 +612,7 @@ impl LeaderDuties {
                     written,
                     resources_in_flight: None,
                     seal: Seal::Done,
+                    budget: BudgetDuty::Unchecked,
                 });
             }
         }
@@ -566,6 +626,12 @@ impl LeaderDuties {
             (None, Some(_), Seal::Done) => Seal::Due { at_ms: now_ms },
             (None, Some(_), pending) => pending,
         };
+        if tenure.budget == BudgetDuty::Unchecked {
+            tenure.budget = match self.state_budget_offer {
+                Some(bytes) if bytes != record.state_budget_bytes() => BudgetDuty::Due { at_ms: now_ms },
+                _ => BudgetDuty::Settled,
+            };
+        }
         let revision = record.revision();
         if revision == tenure.synced_revision {
             return;

@@ -39,4 +39,6 @@ pub use placement::{PlacementError, Requirements};
 pub use query::*;
 pub use resource_window::{ResourceWindow, SampleError, WindowConfigError};
 pub use retry_queue::{EndpointId, QueueFull, RetryConfig, RetryConfigError, RetryQueue};
-pub use state_machine::{ClusterStateMachine, EventsCompacted, Limits, SnapshotError};
+pub use state_machine::{
+    ClusterStateMachine, DEFAULT_STATE_BUDGET_BYTES, EventsCompacted, Limits, SnapshotError, StateBytes, StateUsage,
+};

@@ -28,8 +28,12 @@
 //!   drops it with the entry. Placement (`placement.rs`) never chooses a drained server.
 //! - Refusals are checked before anything changes: a refused command changes nothing but
 //!   the revision and its session's stored reply. Sizes are checked first, then
-//!   existence, then table limits.
+//!   existence, then table limits, then the byte budget.
+//! - Bytes. The state's bytes (kv, labels, event history, stored replies) are counted as
+//!   they change, and a write that would take them past `state_budget_bytes` is refused;
+//!   deletes and the cluster's own commands always pass (`budget.rs`).
 
+mod budget;
 mod crc32;
 mod history;
 mod limits;
@@ -40,12 +44,15 @@ mod tokens;
 mod tombstones;
 
 #[cfg(test)]
+mod budget_tests;
+#[cfg(test)]
 mod model_tests;
 #[cfg(test)]
 mod tests;
 
+pub use budget::{ITEM_OVERHEAD_BYTES, StateBytes, StateUsage};
 pub use history::EventsCompacted;
-pub use limits::Limits;
+pub use limits::{DEFAULT_STATE_BUDGET_BYTES, Limits};
 pub use snapshot::{SNAPSHOT_FORMAT_VERSION, SnapshotError};
 pub use tokens::{MAX_TOKEN_NAME_BYTES, MAX_TOKENS, MAX_TOKENS_PER_MEMBER};
 
@@ -60,7 +67,7 @@ use crate::model::{
     Departure, MemberStatus, ProcessEntry, ProcessInfo, ResourceAverage, ServerEntry, ServerInfo, Tombstone,
 };
 use crate::query::{MAX_PAGE_BYTES, QueryReply, QueryResult};
-use history::{Change, EventHistory};
+use history::{Change, EventHistory, HistoryBounds};
 use limits::{KV_KEYS, PROCESSES, SERVERS};
 use session::{Gate, SessionTable};
 use std::collections::{BTreeMap, btree_map};
@@ -94,6 +101,10 @@ pub struct ClusterStateMachine {
     history: EventHistory,
     /// The cluster's id, once its first leader sealed it (`LeaderCommand::SealCluster`).
     cluster_id: Option<u64>,
+    /// Bytes of `kv` (`budget::kv_entry_bytes` summed), kept as it changes.
+    kv_bytes: u64,
+    /// Bytes of the live processes' labels (`budget::labels_bytes` summed), kept as they change.
+    labels_bytes: u64,
 }
 
 impl ClusterStateMachine {
@@ -118,6 +129,8 @@ impl ClusterStateMachine {
             tokens: TokenTable::default(),
             history: EventHistory::starting_at(0),
             cluster_id: None,
+            kv_bytes: 0,
+            labels_bytes: 0,
         }
     }
 
@@ -136,7 +149,8 @@ impl ClusterStateMachine {
                 Gate::Apply => {
                     let revision = self.begin(proposal.at_unix_ms);
                     let reply = self.execute(&request.command, revision);
-                    self.sessions.record(request, revision, self.clock_unix_ms, reply.clone());
+                    let max_reply_bytes = self.limits.session_reply_bytes();
+                    self.sessions.record(request, revision, self.clock_unix_ms, reply.clone(), max_reply_bytes);
                     // Only where the revision moves, so equal revisions mean equal states.
                     self.sessions.expire_idle(self.clock_unix_ms, self.limits.session_idle_ms);
                     reply
@@ -192,6 +206,11 @@ impl ClusterStateMachine {
         self.revision
     }
 
+    /// The replicated byte budget (`LeaderCommand::SetStateBudget`).
+    pub fn state_budget_bytes(&self) -> u64 {
+        self.limits.state_budget_bytes
+    }
+
     /// The cluster's id, once sealed.
     pub fn cluster_id(&self) -> Option<u64> {
         self.cluster_id
@@ -210,6 +229,34 @@ impl ClusterStateMachine {
 
     pub fn limits(&self) -> &Limits {
         &self.limits
+    }
+
+    /// The bytes the state uses, by part: exact running counts, the same on every replica
+    /// at the same revision.
+    pub fn state_bytes(&self) -> StateBytes {
+        StateBytes {
+            kv: self.kv_bytes,
+            events: self.history.bytes(),
+            replies: self.sessions.reply_bytes(),
+            labels: self.labels_bytes,
+        }
+    }
+
+    /// The budget, what uses it, and whether its alarm is on (status, `/metrics`, `/readyz`).
+    pub fn state_usage(&self) -> StateUsage {
+        let used = self.state_bytes();
+        StateUsage { budget_bytes: self.limits.state_budget_bytes, used, alarm: budget::alarm(&self.limits, used) }
+    }
+
+    /// The state's bytes counted again from scratch, item by item: `state_bytes` must
+    /// always equal it. O(size).
+    pub fn recount_state_bytes(&self) -> Result<StateBytes, String> {
+        Ok(StateBytes {
+            kv: self.kv.iter().map(|(key, value)| budget::kv_entry_bytes(key, value)).sum(),
+            events: self.history.recount_bytes()?,
+            replies: self.sessions.recount_reply_bytes(),
+            labels: self.processes.values().map(|entry| budget::labels_bytes(&entry.info.labels)).sum(),
+        })
     }
 
     /// The events with a revision above `revision`, oldest first, each built as it is
@@ -368,6 +415,16 @@ impl ClusterStateMachine {
         if self.history.len() > limits.event_history {
             return Err("event history exceeds its limit".to_string());
         }
+        let recounted = self.recount_state_bytes()?;
+        if recounted != self.state_bytes() {
+            return Err(format!("state bytes counted as {} but a recount finds {recounted}", self.state_bytes()));
+        }
+        if recounted.events > limits.event_history_bytes() {
+            return Err(format!("event history holds {} bytes, over its cap", recounted.events));
+        }
+        if recounted.replies > limits.session_reply_bytes() {
+            return Err(format!("stored replies hold {} bytes, over their cap", recounted.replies));
+        }
         Ok(())
     }
 
@@ -393,7 +450,9 @@ impl ClusterStateMachine {
 
     fn emit(&mut self, revision: u64, change: Change) {
         debug_assert_eq!(revision, self.revision, "events carry the revision being applied");
-        self.history.push(revision, change, self.limits.event_history);
+        let bounds =
+            HistoryBounds { max_events: self.limits.event_history, max_bytes: self.limits.event_history_bytes() };
+        self.history.push(revision, change, bounds);
     }
 
     fn execute(&mut self, command: &Command, revision: u64) -> CommandResult {
@@ -455,6 +514,15 @@ impl ClusterStateMachine {
             LeaderCommand::SealCluster { id } => {
                 if self.cluster_id.is_none() {
                     self.cluster_id = Some(*id);
+                    count = 1;
+                }
+            }
+            LeaderCommand::SetStateBudget { bytes } => {
+                let limits = Limits { state_budget_bytes: *bytes, ..self.limits.clone() };
+                if *bytes != self.limits.state_budget_bytes && limits.check().is_ok() {
+                    self.limits = limits;
+                    self.history.trim(self.limits.event_history_bytes());
+                    self.sessions.trim(self.limits.session_reply_bytes());
                     count = 1;
                 }
             }
@@ -546,6 +614,10 @@ impl ClusterStateMachine {
         if self.processes.len() >= self.limits.max_processes {
             return Err(CommandError::TableFull { what: PROCESSES.to_string(), count: self.processes.len() });
         }
+        let labels = budget::labels_bytes(&info.labels);
+        let event = budget::process_event_bytes(&info.name, &info.service_host, labels);
+        budget::check_room(&self.limits, self.state_bytes(), labels + event)?;
+        self.labels_bytes += labels;
         let id = ProcessId(self.next_process_id);
         self.next_process_id += 1;
         let entry = Arc::new(ProcessEntry {
@@ -563,12 +635,24 @@ impl ClusterStateMachine {
     }
 
     fn put_process(&mut self, id: ProcessId, patch: &ProcessPatch, revision: u64) -> CommandResult {
-        let Some(slot) = self.processes.get_mut(&id) else {
+        let Some(current) = self.processes.get(&id) else {
             return Err(CommandError::UnknownMember(MemberId::Process(id)));
         };
         // Checked against the labels it merges into, so existence comes first here.
-        self.limits.check_process_patch(patch, &slot.info.labels)?;
+        self.limits.check_process_patch(patch, &current.info.labels)?;
+        // Only a patch that adds label bytes can be refused for the budget: a status, a
+        // name or a removed label always passes.
+        let growth = budget::labels_growth(&current.info.labels, &patch.labels);
+        if growth > 0 {
+            let name = patch.name.as_deref().unwrap_or(&current.info.name);
+            let host = patch.service_host.as_deref().unwrap_or(&current.info.service_host);
+            let labels = budget::labels_bytes(&current.info.labels) + growth.unsigned_abs();
+            let event = budget::process_event_bytes(name, host, labels);
+            budget::check_room(&self.limits, self.state_bytes(), growth.unsigned_abs() + event)?;
+        }
+        let slot = self.processes.get_mut(&id).expect("found above");
         if process_patch_changes(slot, patch) {
+            self.labels_bytes = self.labels_bytes.checked_add_signed(growth).expect("labels counted on the way in");
             let entry = Arc::make_mut(slot);
             patch_process(entry, patch);
             entry.updated_rev = revision;
@@ -622,7 +706,10 @@ impl ClusterStateMachine {
                 None => return false,
             },
             MemberId::Process(id) => match self.processes.remove(&id) {
-                Some(entry) => DepartedEntry::Process(entry),
+                Some(entry) => {
+                    self.labels_bytes -= budget::labels_bytes(&entry.info.labels);
+                    DepartedEntry::Process(entry)
+                }
                 None => return false,
             },
         };
@@ -669,10 +756,19 @@ impl ClusterStateMachine {
         // One search of the map whether the key is new or not: a search of a large map
         // costs more than copying the key.
         let room = self.check_room_for_key();
+        let used = self.state_bytes();
+        let new_bytes = budget::kv_entry_bytes(key, value);
         match self.kv.entry(key.to_string()) {
-            btree_map::Entry::Occupied(mut slot) => value.clone_into(slot.get_mut()),
+            btree_map::Entry::Occupied(mut slot) => {
+                let old_bytes = budget::kv_entry_bytes(key, slot.get());
+                budget::check_room(&self.limits, used, put_cost(old_bytes, new_bytes))?;
+                self.kv_bytes = self.kv_bytes - old_bytes + new_bytes;
+                value.clone_into(slot.get_mut());
+            }
             btree_map::Entry::Vacant(slot) => {
                 room?;
+                budget::check_room(&self.limits, used, put_cost(0, new_bytes))?;
+                self.kv_bytes += new_bytes;
                 slot.insert(value.to_string());
             }
         }
@@ -682,7 +778,8 @@ impl ClusterStateMachine {
 
     fn kv_delete(&mut self, key: &str, revision: u64) -> CommandResult {
         self.limits.check_key(key)?;
-        if self.kv.remove(key).is_some() {
+        if let Some(old) = self.kv.remove(key) {
+            self.kv_bytes -= budget::kv_entry_bytes(key, &old);
             self.emit(revision, Change::KvDeleted { key: key.to_string() });
         }
         Ok(Reply::Done { revision })
@@ -702,11 +799,16 @@ impl ClusterStateMachine {
                 if current.is_none() {
                     self.check_room_for_key()?;
                 }
+                let old_bytes = current.as_deref().map_or(0, |old| budget::kv_entry_bytes(key, old));
+                let new_bytes = budget::kv_entry_bytes(key, value);
+                budget::check_room(&self.limits, self.state_bytes(), put_cost(old_bytes, new_bytes))?;
+                self.kv_bytes = self.kv_bytes - old_bytes + new_bytes;
                 self.kv.insert(key.to_string(), value.clone());
                 self.emit(revision, Change::KvPut { key: key.to_string(), value: value.clone() });
             }
             None => {
-                if self.kv.remove(key).is_some() {
+                if let Some(old) = self.kv.remove(key) {
+                    self.kv_bytes -= budget::kv_entry_bytes(key, &old);
                     self.emit(revision, Change::KvDeleted { key: key.to_string() });
                 }
             }
@@ -720,6 +822,12 @@ impl ClusterStateMachine {
         }
         Ok(())
     }
+}
+
+/// What a put adds: its entry's growth, and its event (which holds the key and value, so
+/// it costs what the new entry does).
+fn put_cost(old_bytes: u64, new_bytes: u64) -> u64 {
+    new_bytes.saturating_sub(old_bytes) + new_bytes
 }
 
 /// Longest action text an audit record keeps.

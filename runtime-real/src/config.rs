@@ -85,6 +85,12 @@ pub struct NodeConfig {
     /// comes first: the log since the last snapshot is held in memory.
     #[serde(default = "defaults::snapshot_log_bytes")]
     pub snapshot_log_bytes: u64,
+    /// Bytes the replicated state may hold (keys and values, labels, event history,
+    /// stored replies); a write past it is refused, deletes always pass. The leader
+    /// proposes its own value into the record; give every server the same one (see
+    /// docs/budget.md).
+    #[serde(default = "defaults::state_budget_bytes")]
+    pub state_budget_bytes: u64,
     /// Programs this node may start on a launch request (exact program names or paths).
     /// Empty: launching is refused.
     #[serde(default)]
@@ -134,6 +140,9 @@ pub mod defaults {
     pub fn snapshot_log_bytes() -> u64 {
         64 << 20
     }
+    pub fn state_budget_bytes() -> u64 {
+        roster_kernel::DEFAULT_STATE_BUDGET_BYTES
+    }
     pub fn probe() -> String {
         "system".into()
     }
@@ -170,6 +179,7 @@ impl NodeConfig {
             election_timeout_max_ms: defaults::election_timeout_max_ms(),
             snapshot_every_entries: defaults::snapshot_every_entries(),
             snapshot_log_bytes: defaults::snapshot_log_bytes(),
+            state_budget_bytes: defaults::state_budget_bytes(),
             launch_allow: Vec::new(),
             probe: defaults::probe(),
             tls_cert: None,
@@ -199,6 +209,12 @@ impl NodeConfig {
     /// few round trips, but a loaded machine may take longer than the election timeouts.
     pub fn hand_off_timeout_ms(&self) -> u64 {
         (4 * self.election_timeout_max_ms).max(2_000)
+    }
+
+    /// The state machine's limits with this node's budget, as its leaders would propose
+    /// it (checked at start: a budget the limits cannot run with is refused here).
+    pub fn limits(&self) -> roster_kernel::Limits {
+        roster_kernel::Limits { state_budget_bytes: self.state_budget_bytes, ..roster_kernel::Limits::default() }
     }
 
     pub fn liveness(&self) -> LivenessConfig {
@@ -345,7 +361,11 @@ impl NodeConfig {
                 reason: format!("must be at least {MIN_SNAPSHOT_LOG_BYTES}"),
             });
         }
-        Ok(())
+        self.limits().check().map_err(|reason| ConfigError::Invalid {
+            field: "state_budget_bytes",
+            value: self.state_budget_bytes.to_string(),
+            reason,
+        })
     }
 
     fn validate_tls(&self) -> Result<(), ConfigError> {
@@ -541,6 +561,18 @@ mod tests {
         )
         .expect("parses");
         assert_eq!(c.snapshot_log_bytes, 2 << 20);
+        c.validate().expect("valid");
+    }
+
+    #[test]
+    fn a_state_budget_too_small_for_the_largest_write_is_refused_by_name() {
+        let mut c = base();
+        assert_eq!(c.state_budget_bytes, roster_kernel::DEFAULT_STATE_BUDGET_BYTES);
+        let min = c.limits().min_state_budget_bytes();
+        c.state_budget_bytes = min - 1;
+        let msg = c.validate().expect_err("refused").to_string();
+        assert!(msg.contains("state_budget_bytes") && msg.contains(&format!("at least {min}")), "{msg}");
+        c.state_budget_bytes = min;
         c.validate().expect("valid");
     }
 

@@ -2,7 +2,7 @@
 //! TCP transport, the client API and library, and the `roster` binary's commands.
 
 //!
-//! Layers, lowest first (each uses only those before it; the README has the table):
+//! Layers, lowest first (each uses only those before it; docs/design.md has the table):
 //! - leaves: `metrics` (the node's Prometheus metrics), `probe` (what a server measures
 //!   of its machine), `rt` (the async runtime glue: openraft's `AsyncRuntime`, an
 //!   ordered watch, the clock);

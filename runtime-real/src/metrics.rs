@@ -35,6 +35,12 @@ pub struct ResultLabel {
     pub result: &'static str,
 }
 
+/// A part of the replicated state's bytes (`roster_state_bytes`).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PartLabel {
+    pub part: &'static str,
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct MemberLabel {
     pub kind: &'static str,
@@ -54,6 +60,8 @@ pub struct Scrape {
     pub processes_online: u64,
     pub processes_draining: u64,
     pub sessions: u64,
+    /// The state budget, its use by part, and its alarm.
+    pub state: roster_kernel::StateUsage,
     /// Processes whose averaged resources the record holds, and the sums of those
     /// averages: aggregates only, as a per-process series would be one per member.
     pub processes_reporting: u64,
@@ -87,6 +95,9 @@ pub struct Metrics {
     applied_index: Gauge,
     members: Family<MemberLabel, Gauge>,
     sessions: Gauge,
+    state_bytes: Family<PartLabel, Gauge>,
+    state_budget_bytes: Gauge,
+    state_alarm: Gauge,
     processes_reporting: Gauge,
     processes_cpu_percent: Gauge,
     processes_memory_bytes: Gauge,
@@ -128,6 +139,9 @@ impl Metrics {
             applied_index: Gauge::default(),
             members: Family::default(),
             sessions: Gauge::default(),
+            state_bytes: Family::default(),
+            state_budget_bytes: Gauge::default(),
+            state_alarm: Gauge::default(),
             processes_reporting: Gauge::default(),
             processes_cpu_percent: Gauge::default(),
             processes_memory_bytes: Gauge::default(),
@@ -194,6 +208,14 @@ impl Metrics {
         for result in LaunchResult::ALL {
             drop(m.launches.get_or_create(&ResultLabel { result: result.label() }));
         }
+        let state = r.sub_registry_with_prefix("state");
+        state.register("bytes", "Bytes of the replicated state, by part (state_budget_bytes)", m.state_bytes.clone());
+        state.register("budget_bytes", "The replicated state's byte budget", m.state_budget_bytes.clone());
+        state.register(
+            "alarm",
+            "1 while the largest write would be refused for the state budget: delete, or raise the budget",
+            m.state_alarm.clone(),
+        );
         Metrics { registry: r, ..m }
     }
 
@@ -228,6 +250,14 @@ impl Metrics {
         set(&self.commit_index, s.commit_index);
         set(&self.applied_index, s.applied_index);
         set(&self.sessions, s.sessions);
+        let used = &s.state.used;
+        for (part, bytes) in
+            [("kv", used.kv), ("events", used.events), ("replies", used.replies), ("labels", used.labels)]
+        {
+            set(&self.state_bytes.get_or_create(&PartLabel { part }), bytes);
+        }
+        set(&self.state_budget_bytes, s.state.budget_bytes);
+        set(&self.state_alarm, s.state.alarm.into());
         set(&self.processes_reporting, s.processes_reporting);
         set(&self.processes_cpu_percent, s.processes_cpu_percent_sum);
         set(&self.processes_memory_bytes, s.processes_mem_bytes_sum);

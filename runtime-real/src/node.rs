@@ -76,6 +76,9 @@ impl Node {
         disk: Arc<dyn Disk>,
         probe: Box<dyn crate::probe::Probe>,
     ) -> Result<Node, NodeError> {
+        // Every node starts from the same limits, whatever its config: the budget arrives
+        // through the log (its leader proposes `state_budget_bytes`), so a replay, or a
+        // node configured otherwise, never refuses other writes than the rest.
         let options = storage::StorageOptions::for_fs(roster_kernel::Limits::default());
         Node::start_with_storage(config, disk, probe, options).await
     }
@@ -258,6 +261,7 @@ fn start_leader_driver(
         lease_ms: config.election_timeout_max_ms,
         counters: handles.metrics.clone(),
         cluster_id_offer: crate::server::cluster_id::offer(identity),
+        state_budget_offer: config.state_budget_bytes,
     };
     let leader = crate::server::leader::start(driver, roster_kernel::DutiesConfig::new(config.liveness()))
         .map_err(crate::config::ConfigError::from_duties)?;

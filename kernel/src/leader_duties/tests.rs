@@ -51,6 +51,7 @@ struct TestRecord {
     compacted_to: u64,
     resources: BTreeMap<MemberId, ResourceAverage>,
     cluster_id: Option<u64>,
+    state_budget_bytes: u64,
 }
 
 impl TestRecord {
@@ -105,6 +106,10 @@ impl TestRecord {
                 self.revision += 1;
                 self.cluster_id = self.cluster_id.or(Some(*id));
             }
+            LeaderCommand::SetStateBudget { bytes } => {
+                self.revision += 1;
+                self.state_budget_bytes = *bytes;
+            }
         }
     }
 }
@@ -130,6 +135,9 @@ impl MemberRecord for TestRecord {
     }
     fn cluster_id(&self) -> Option<u64> {
         self.cluster_id
+    }
+    fn state_budget_bytes(&self) -> u64 {
+        self.state_budget_bytes
     }
 }
 
@@ -208,6 +216,59 @@ fn a_failed_seal_is_retried_after_the_delay_and_none_without_an_offer_or_a_lease
     assert_eq!(d.poll_timeout(), Some(30 + RETRY_DELAY_MS));
     let again = d.poll_proposal(30 + RETRY_DELAY_MS).expect("retried");
     assert_eq!(sealed_with(&again), Some(7));
+}
+
+// ----- the budget (rule 8) -----
+
+fn budget_of(p: &DutyProposal) -> Option<u64> {
+    match p.command {
+        LeaderCommand::SetStateBudget { bytes } => Some(bytes),
+        _ => None,
+    }
+}
+
+#[test]
+fn a_leader_proposes_its_budget_after_the_seal_once_per_term_when_the_record_differs() {
+    let mut record = TestRecord { state_budget_bytes: 100, ..TestRecord::with(&[p(1)]) };
+    let mut d = LeaderDuties::new(config(8)).unwrap();
+    d.offer_cluster_id(5);
+    d.offer_state_budget(200);
+    d.handle_tick(0, leader(1), &record);
+    let seal = d.poll_proposal(0).expect("the seal first");
+    assert_eq!(sealed_with(&seal), Some(5));
+    assert!(drain(&mut d, 0).iter().all(|p| budget_of(p).is_none()), "the budget waits for the seal");
+    record.apply(&seal.command);
+    d.handle_proposal_result(1, seal.id, ProposalOutcome::Committed);
+    d.handle_tick(1, leader(1), &record);
+    let budget = d.poll_proposal(1).expect("the budget");
+    assert_eq!(budget_of(&budget), Some(200));
+    assert!(drain(&mut d, 1).iter().all(|p| budget_of(p).is_none()), "one at a time");
+    record.apply(&budget.command);
+    d.handle_proposal_result(2, budget.id, ProposalOutcome::Committed);
+    d.handle_tick(2, leader(1), &record);
+    assert!(drain(&mut d, 2).iter().all(|p| budget_of(p).is_none()), "proposed once");
+    // Another leader's config took over meanwhile: the next term brings this one's back.
+    record.apply(&LeaderCommand::SetStateBudget { bytes: 300 });
+    d.handle_tick(3, leader(1), &record);
+    assert!(drain(&mut d, 3).iter().all(|p| budget_of(p).is_none()), "once per term");
+    d.handle_tick(4, leader(2), &record);
+    assert_eq!(drain(&mut d, 4).iter().find_map(budget_of), Some(200));
+}
+
+#[test]
+fn a_failed_budget_is_retried_after_the_delay_and_an_equal_one_never_proposed() {
+    let record = TestRecord { state_budget_bytes: 100, ..TestRecord::with(&[]) };
+    let mut d = LeaderDuties::new(config(8)).unwrap();
+    d.offer_state_budget(100);
+    d.handle_tick(0, leader(1), &record);
+    assert!(drain(&mut d, 0).is_empty(), "equal: nothing to propose");
+    d.offer_state_budget(150);
+    d.handle_tick(10, leader(2), &record);
+    let budget = d.poll_proposal(10).expect("a budget");
+    d.handle_proposal_result(20, budget.id, ProposalOutcome::Failed);
+    assert!(d.poll_proposal(20 + RETRY_DELAY_MS - 1).is_none(), "retried before the delay");
+    assert_eq!(d.poll_timeout(), Some(20 + RETRY_DELAY_MS));
+    assert_eq!(d.poll_proposal(20 + RETRY_DELAY_MS).as_ref().and_then(budget_of), Some(150));
 }
 
 #[test]
@@ -748,7 +809,9 @@ proptest! {
                                     m.retry_until = now_ms + RETRY_DELAY_MS;
                                 }
                             }
-                            LeaderCommand::SealCluster { .. } => unreachable!("never proposed below"),
+                            LeaderCommand::SealCluster { .. } | LeaderCommand::SetStateBudget { .. } => {
+                                unreachable!("never proposed below")
+                            }
                             LeaderCommand::ReportMemberResources { reports } => {
                                 resource_outstanding = false;
                                 if ok {
@@ -789,6 +852,7 @@ proptest! {
                         expiry_outstanding = true;
                     }
                     LeaderCommand::SealCluster { .. } => prop_assert!(false, "sealed without an offer"),
+                    LeaderCommand::SetStateBudget { .. } => prop_assert!(false, "a budget without an offer"),
                     LeaderCommand::ReportResources { .. } => {
                         prop_assert!(false, "a leader writes resources as ReportMemberResources");
                     }

@@ -60,7 +60,12 @@ impl Change {
 #[derive(Clone, Debug, PartialEq, Eq)]
 struct Recorded {
     revision: u64,
-    change: Change,
+    /// What it counts against the budget (`budget::change_bytes`).
+    bytes: u64,
+    /// `None` for an event known by its size only: a restored machine holds the ledger of
+    /// the history it was taken from, so it evicts and counts as that machine did, but not
+    /// the events (they are all at or below its floor, so no watcher reads them).
+    change: Option<Change>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -69,31 +74,100 @@ pub(crate) struct EventHistory {
     events: VecDeque<Recorded>,
     /// Every event with a revision above this one is still held.
     floor: u64,
+    /// Sum of `bytes` over `events`.
+    bytes: u64,
+}
+
+/// Most events, and most bytes, the history holds.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct HistoryBounds {
+    pub(crate) max_events: usize,
+    pub(crate) max_bytes: u64,
 }
 
 impl EventHistory {
     /// An empty history that holds everything after `floor`.
     pub(crate) fn starting_at(floor: u64) -> Self {
-        EventHistory { events: VecDeque::new(), floor }
+        EventHistory { events: VecDeque::new(), floor, bytes: 0 }
+    }
+
+    /// A history known by its ledger only (`(revision, bytes)` oldest first), all at or
+    /// below `floor`: what a snapshot restores. `Err` names what is inconsistent.
+    pub(crate) fn from_ledger(floor: u64, ledger: Vec<(u64, u64)>) -> Result<Self, String> {
+        let mut history = EventHistory::starting_at(floor);
+        for (revision, bytes) in ledger {
+            if revision > floor {
+                return Err(format!("history ledger holds revision {revision} after the snapshot's {floor}"));
+            }
+            if history.events.back().is_some_and(|newest| newest.revision > revision) {
+                return Err(format!("history ledger out of order at revision {revision}"));
+            }
+            if bytes < super::budget::ITEM_OVERHEAD_BYTES {
+                return Err(format!("history ledger entry at revision {revision} is {bytes} bytes, under one item"));
+            }
+            history.bytes = history.bytes.checked_add(bytes).ok_or("history ledger bytes overflow")?;
+            history.events.push_back(Recorded { revision, bytes, change: None });
+        }
+        Ok(history)
+    }
+
+    /// `(revision, bytes)` of every event held, oldest first.
+    pub(crate) fn ledger(&self) -> impl ExactSizeIterator<Item = (u64, u64)> + '_ {
+        self.events.iter().map(|recorded| (recorded.revision, recorded.bytes))
     }
 
     pub(crate) fn len(&self) -> usize {
         self.events.len()
     }
 
-    pub(crate) fn push(&mut self, revision: u64, change: Change, max_events: usize) {
+    /// What the events held count against the budget.
+    pub(crate) fn bytes(&self) -> u64 {
+        self.bytes
+    }
+
+    /// The sum of every event's size, recounted from the events (a ghost counts its
+    /// ledger size): the running count must equal it.
+    pub(crate) fn recount_bytes(&self) -> Result<u64, String> {
+        let mut total = 0;
+        for recorded in &self.events {
+            if let Some(change) = &recorded.change
+                && super::budget::change_bytes(change) != recorded.bytes
+            {
+                return Err(format!("event at revision {} has a stale size", recorded.revision));
+            }
+            total += recorded.bytes;
+        }
+        Ok(total)
+    }
+
+    /// Appends an event, first dropping the oldest ones until it fits both bounds.
+    pub(crate) fn push(&mut self, revision: u64, change: Change, bounds: HistoryBounds) {
         if let Some(newest) = self.events.back() {
             assert!(newest.revision <= revision, "events arrive in revision order");
         }
-        if max_events == 0 {
+        if bounds.max_events == 0 {
             self.floor = revision;
             return;
         }
-        if self.events.len() >= max_events {
-            let dropped = self.events.pop_front().expect("history is full, so not empty");
-            self.floor = dropped.revision;
+        let bytes = super::budget::change_bytes(&change);
+        assert!(bytes <= bounds.max_bytes, "Limits::check makes room for the largest event");
+        while self.events.len() >= bounds.max_events || self.bytes + bytes > bounds.max_bytes {
+            let dropped = self.events.pop_front().expect("over a bound, so not empty");
+            self.bytes -= dropped.bytes;
+            // A ghost is at or below the floor already.
+            self.floor = self.floor.max(dropped.revision);
         }
-        self.events.push_back(Recorded { revision, change });
+        self.bytes += bytes;
+        self.events.push_back(Recorded { revision, bytes, change: Some(change) });
+    }
+
+    /// Drops the oldest events until the rest hold at most `max_bytes` (a smaller budget).
+    pub(crate) fn trim(&mut self, max_bytes: u64) {
+        while self.bytes > max_bytes {
+            let dropped = self.events.pop_front().expect("bytes are held, so not empty");
+            self.bytes -= dropped.bytes;
+            self.floor = self.floor.max(dropped.revision);
+        }
     }
 
     /// The events after `revision`, oldest first, built as they are read.
@@ -102,9 +176,9 @@ impl EventHistory {
             return Err(EventsCompacted { requested: revision, oldest_available: self.floor });
         }
         let start = self.events.partition_point(|event| event.revision <= revision);
-        Ok(self
-            .events
-            .range(start..)
-            .map(|recorded| Event { revision: recorded.revision, kind: recorded.change.to_kind() }))
+        Ok(self.events.range(start..).map(|recorded| Event {
+            revision: recorded.revision,
+            kind: recorded.change.as_ref().expect("events above the floor are held whole").to_kind(),
+        }))
     }
 }

@@ -5,6 +5,9 @@
 //! so every replica must run with the same ones; they travel inside snapshots for that
 //! reason.
 
+use super::AUDIT_ACTION_MAX_BYTES;
+use super::budget::ITEM_OVERHEAD_BYTES;
+use super::tokens::MAX_TOKEN_NAME_BYTES;
 use crate::command::CommandError;
 use crate::model::{Labels, ProcessInfo, ServerInfo};
 use serde::{Deserialize, Serialize};
@@ -34,6 +37,10 @@ pub struct Limits {
     /// A session unused for this long (against the newest proposal time seen) is dropped;
     /// a retry on it is answered `SessionExpired`.
     pub session_idle_ms: u64,
+    /// Bytes the replicated state may hold: keys and values, labels, the event history and
+    /// stored replies (see `budget.rs`). The history gets at most a quarter of it and the
+    /// stored replies at most an eighth.
+    pub state_budget_bytes: u64,
 }
 
 impl Default for Limits {
@@ -52,6 +59,7 @@ impl Default for Limits {
             tombstone_max_age_ms: 24 * 60 * 60 * 1000,
             event_history: 100_000,
             session_idle_ms: 24 * 60 * 60 * 1000,
+            state_budget_bytes: DEFAULT_STATE_BUDGET_BYTES,
         }
     }
 }
@@ -67,9 +75,67 @@ impl Limits {
         if self.session_idle_ms < 1_000 {
             return Err("session_idle_ms must be at least 1000".to_string());
         }
+        // The largest event and the largest reply must fit their caps, so eviction always
+        // makes room for the newest one.
+        let (event, reply) = (self.largest_event_bytes(), self.largest_reply_bytes());
+        if self.event_history_bytes() < event || self.session_reply_bytes() < reply {
+            return Err(format!(
+                "state_budget_bytes {} is too small for these limits: a quarter of it must hold the largest event \
+                 ({event} bytes) and an eighth the largest stored reply ({reply} bytes); raise it to at least {}",
+                self.state_budget_bytes,
+                self.min_state_budget_bytes()
+            ));
+        }
         Ok(())
     }
+
+    /// Bytes the event history may hold: a quarter of the budget.
+    pub fn event_history_bytes(&self) -> u64 {
+        self.state_budget_bytes / 4
+    }
+
+    /// Bytes the sessions' stored replies may hold: an eighth of the budget.
+    pub fn session_reply_bytes(&self) -> u64 {
+        self.state_budget_bytes / 8
+    }
+
+    /// The smallest budget these limits can run with.
+    pub fn min_state_budget_bytes(&self) -> u64 {
+        (4 * self.largest_event_bytes()).max(8 * self.largest_reply_bytes())
+    }
+
+    /// The most one event can cost: a put of the longest key and value, a process with
+    /// the most and longest labels, or an audit record.
+    pub(crate) fn largest_event_bytes(&self) -> u64 {
+        let (name, label) = (self.max_name_bytes as u64, self.max_label_bytes as u64);
+        let kv = (self.max_key_bytes + self.max_value_bytes) as u64;
+        let process = 2 * name + self.max_labels as u64 * (ITEM_OVERHEAD_BYTES + 2 * label);
+        let audit = 2 * name + AUDIT_ACTION_MAX_BYTES as u64;
+        let token = MAX_TOKEN_NAME_BYTES as u64;
+        ITEM_OVERHEAD_BYTES + kv.max(process).max(3 * name).max(audit).max(token)
+    }
+
+    /// The most one stored reply can cost: a swap's current value, or a refusal's text
+    /// (short constant strings, bounded here generously).
+    pub(crate) fn largest_reply_bytes(&self) -> u64 {
+        ITEM_OVERHEAD_BYTES + (self.max_value_bytes as u64).max(REFUSAL_TEXT_BYTES)
+    }
+
+    /// The most one refusable write adds: its entry and its event.
+    pub fn largest_write_bytes(&self) -> u64 {
+        let kv = ITEM_OVERHEAD_BYTES + (self.max_key_bytes + self.max_value_bytes) as u64;
+        let labels = self.max_labels as u64 * (ITEM_OVERHEAD_BYTES + 2 * self.max_label_bytes as u64);
+        kv.max(labels) + self.largest_event_bytes()
+    }
 }
+
+/// The default budget, 512 MiB: a quarter of etcd's default 2 GiB quota, because Roster
+/// holds the whole state in memory on every node, and a snapshot (a copy of the state,
+/// then its encoding) peaks at about three times it; see docs/budget.md.
+pub const DEFAULT_STATE_BUDGET_BYTES: u64 = 512 * 1024 * 1024;
+
+/// An allowance for the text a stored refusal carries (field names and reasons).
+const REFUSAL_TEXT_BYTES: u64 = 256;
 
 // The names that refusals carry.
 pub(crate) const SERVER_NAME: &str = "server name";
@@ -205,5 +271,15 @@ mod tests {
         assert_eq!(Limits::default().check(), Ok(()));
         let zero = Limits { max_sessions: 0, ..Limits::default() };
         assert!(zero.check().is_err());
+    }
+
+    #[test]
+    fn a_budget_too_small_for_the_largest_event_or_reply_is_refused() {
+        let limits = Limits::default();
+        let min = limits.min_state_budget_bytes();
+        assert_eq!(Limits { state_budget_bytes: min, ..limits.clone() }.check(), Ok(()));
+        let error = Limits { state_budget_bytes: min - 1, ..limits }.check().unwrap_err();
+        assert!(error.contains(&format!("at least {min}")), "{error}");
+        assert!(DEFAULT_STATE_BUDGET_BYTES >= 100 * min, "the default leaves room for many writes");
     }
 }

@@ -49,11 +49,13 @@ pub(crate) struct SessionTable {
     lru: BTreeSet<(u64, SessionId)>,
     /// Id of the next session to open; ids are never reused.
     next_id: u64,
+    /// What the stored replies count against the budget (`budget::reply_bytes`).
+    reply_bytes: u64,
 }
 
 impl SessionTable {
     pub(crate) fn new() -> Self {
-        SessionTable { records: BTreeMap::new(), lru: BTreeSet::new(), next_id: 1 }
+        SessionTable { records: BTreeMap::new(), lru: BTreeSet::new(), next_id: 1, reply_bytes: 0 }
     }
 
     /// Rebuilds a table from snapshot parts; `Err` names what is inconsistent.
@@ -61,7 +63,7 @@ impl SessionTable {
         next_id: u64,
         records: impl IntoIterator<Item = (SessionId, SessionRecord)>,
     ) -> Result<Self, String> {
-        let mut table = SessionTable { records: BTreeMap::new(), lru: BTreeSet::new(), next_id };
+        let mut table = SessionTable { records: BTreeMap::new(), lru: BTreeSet::new(), next_id, reply_bytes: 0 };
         for (id, record) in records {
             if id.0 == 0 || id.0 >= next_id {
                 return Err(format!("{id} is outside the issued range 1..{next_id}"));
@@ -72,6 +74,7 @@ impl SessionTable {
             if record.last_seq > 0 && record.last_reply.is_none() {
                 return Err(format!("{id} has applied commands but no reply"));
             }
+            table.reply_bytes += stored_bytes(&record);
             table.lru.insert((record.last_rev, id));
             if table.records.insert(id, record).is_some() {
                 return Err(format!("{id} appears twice"));
@@ -82,6 +85,32 @@ impl SessionTable {
 
     pub(crate) fn len(&self) -> usize {
         self.records.len()
+    }
+
+    /// What the stored replies count against the budget.
+    pub(crate) fn reply_bytes(&self) -> u64 {
+        self.reply_bytes
+    }
+
+    /// The stored replies' bytes recounted from the records: the running count must equal it.
+    pub(crate) fn recount_reply_bytes(&self) -> u64 {
+        self.records.values().map(stored_bytes).sum()
+    }
+
+    /// Drops the least recently used session.
+    fn evict_oldest(&mut self) -> SessionId {
+        let (_, oldest) = self.lru.pop_first().expect("lru holds every record");
+        let record = self.records.remove(&oldest).expect("lru and records agree");
+        self.reply_bytes -= stored_bytes(&record);
+        oldest
+    }
+
+    /// Drops the least recently used sessions until the stored replies hold at most
+    /// `max_reply_bytes` (a smaller budget).
+    pub(crate) fn trim(&mut self, max_reply_bytes: u64) {
+        while self.reply_bytes > max_reply_bytes {
+            self.evict_oldest();
+        }
     }
 
     pub(crate) fn next_id(&self) -> u64 {
@@ -102,9 +131,7 @@ impl SessionTable {
         assert!(max_sessions >= 1, "limits were checked at construction");
         let mut evicted = None;
         while self.records.len() >= max_sessions {
-            let (_, oldest) = self.lru.pop_first().expect("lru holds every record");
-            self.records.remove(&oldest).expect("lru and records agree");
-            evicted = Some(oldest);
+            evicted = Some(self.evict_oldest());
         }
         let id = SessionId(self.next_id);
         self.next_id += 1;
@@ -127,7 +154,8 @@ impl SessionTable {
                 return;
             }
             self.lru.remove(&(rev, id));
-            self.records.remove(&id);
+            let record = self.records.remove(&id).expect("lru and records agree");
+            self.reply_bytes -= stored_bytes(&record);
         }
     }
 
@@ -165,8 +193,19 @@ impl SessionTable {
     }
 
     /// Records the reply of the command `gate` allowed; `revision` is the one it ran at.
-    pub(crate) fn record(&mut self, request: &Request, revision: u64, now_ms: u64, reply: CommandResult) {
+    /// Then, while the stored replies hold more than `max_reply_bytes`, drops the least
+    /// recently used sessions (never this one: it is the most recent, and its reply fits,
+    /// as `Limits::check` made sure).
+    pub(crate) fn record(
+        &mut self,
+        request: &Request,
+        revision: u64,
+        now_ms: u64,
+        reply: CommandResult,
+        max_reply_bytes: u64,
+    ) {
         let record = self.records.get_mut(&request.session).expect("gate found the session");
+        self.reply_bytes -= stored_bytes(record);
         debug_assert_eq!(record.last_seq + 1, request.seq, "only gated commands are recorded");
         debug_assert!(record.last_rev < revision, "revisions only grow");
         let removed = self.lru.remove(&(record.last_rev, request.session));
@@ -177,6 +216,11 @@ impl SessionTable {
         record.last_reply = Some(reply);
         record.last_digest = command_digest(&request.command);
         record.last_used_ms = now_ms;
+        self.reply_bytes += stored_bytes(record);
+        while self.reply_bytes > max_reply_bytes {
+            let evicted = self.evict_oldest();
+            assert_ne!(evicted, request.session, "the newest reply fits its cap alone");
+        }
     }
 
     /// Checks that the LRU index matches the records and that nothing is newer than
@@ -184,6 +228,13 @@ impl SessionTable {
     pub(crate) fn check(&self, revision: u64, max_sessions: usize) -> Result<(), String> {
         if self.records.len() > max_sessions {
             return Err(format!("{} sessions exceed the limit {max_sessions}", self.records.len()));
+        }
+        if self.reply_bytes != self.recount_reply_bytes() {
+            return Err(format!(
+                "stored replies count {} bytes, a recount finds {}",
+                self.reply_bytes,
+                self.recount_reply_bytes()
+            ));
         }
         if self.lru.len() != self.records.len() {
             return Err("session LRU index and records differ in size".to_string());
@@ -201,4 +252,9 @@ impl SessionTable {
         }
         Ok(())
     }
+}
+
+/// What a record's stored reply counts against the budget (nothing before the first).
+fn stored_bytes(record: &SessionRecord) -> u64 {
+    record.last_reply.as_ref().map_or(0, crate::state_machine::budget::reply_bytes)
 }

@@ -12,9 +12,13 @@
 //! the state machine), so even bytes with a valid checksum cannot build a state that
 //! `apply` could not have built. Restoring never panics on any input.
 //!
-//! The event history is not part of a snapshot: it is a cache for watchers, not state.
+//! The event history's events are not part of a snapshot (they are a cache for watchers),
+//! but its ledger is: the revision and size of each event held, so a restored machine
+//! counts the history's bytes against the budget and evicts exactly as the machine it was
+//! taken from (`budget.rs`).
 
 use super::ClusterStateMachine;
+use super::budget;
 use super::crc32::Crc32;
 use super::history::EventHistory;
 use super::limits::Limits;
@@ -39,7 +43,9 @@ use std::sync::Arc;
 ///   `resources` (their averaged CPU and memory).
 /// - 5: sessions keep their last command's digest and their last use; the limits hold
 ///   `session_idle_ms`.
-pub const SNAPSHOT_FORMAT_VERSION: u16 = 5;
+/// - 6: the limits hold `state_budget_bytes`; the event history's ledger (revision and
+///   size of each event held).
+pub const SNAPSHOT_FORMAT_VERSION: u16 = 6;
 
 const MAGIC: [u8; 8] = *b"ROSTERSM";
 const VERSION_AT: usize = MAGIC.len();
@@ -172,6 +178,22 @@ struct BodyOut<'a> {
     next_token_id: u64,
     tokens: Tokens<'a>,
     cluster_id: Option<u64>,
+    history: Ledger<'a>,
+}
+
+/// The history's ledger, oldest first, as (revision step from the one before, bytes):
+/// revisions never decrease, so the steps are small varints.
+struct Ledger<'a>(&'a EventHistory);
+
+impl Serialize for Ledger<'_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let mut previous = 0;
+        serializer.collect_seq(self.0.ledger().map(|(revision, bytes)| {
+            let step = revision - previous;
+            previous = revision;
+            (step, bytes)
+        }))
+    }
 }
 
 struct Tokens<'a>(&'a TokenTable);
@@ -197,6 +219,7 @@ struct BodyIn {
     next_token_id: u64,
     tokens: Vec<(TokenHash, TokenInfo)>,
     cluster_id: Option<u64>,
+    history: Vec<(u64, u64)>,
 }
 
 /// postcard output into a `Vec` that already holds the header, copying slices whole.
@@ -243,6 +266,7 @@ pub(super) fn encode_unchecked(machine: &ClusterStateMachine) -> Vec<u8> {
         next_token_id: machine.tokens.next_id(),
         tokens: Tokens(&machine.tokens),
         cluster_id: machine.cluster_id,
+        history: Ledger(&machine.history),
     };
     let mut out = Vec::with_capacity(HEADER_LEN + 64 * 1024);
     out.extend_from_slice(&MAGIC);
@@ -338,16 +362,28 @@ fn build(body: BodyIn) -> Result<ClusterStateMachine, SnapshotError> {
             return Err(malformed(format!("{id} or its hash appears twice")));
         }
     }
+    let mut revision = 0u64;
+    let mut ledger = Vec::with_capacity(body.history.len());
+    for (step, bytes) in body.history {
+        revision = revision.checked_add(step).ok_or_else(|| malformed("history ledger revisions overflow"))?;
+        ledger.push((revision, bytes));
+    }
+    let history = EventHistory::from_ledger(body.revision, ledger).map_err(malformed)?;
+    let kv_bytes = kv.iter().map(|(key, value)| budget::kv_entry_bytes(key, value)).sum();
+    let processes = ordered(body.processes, |entry| entry.id, "processes")?;
+    let labels_bytes = processes.values().map(|entry| budget::labels_bytes(&entry.info.labels)).sum();
     let machine = ClusterStateMachine {
         servers: ordered(body.servers, |entry| entry.id, "servers")?,
-        processes: ordered(body.processes, |entry| entry.id, "processes")?,
+        processes,
         kv,
         sessions,
         tombstones: TombstoneLog::from_oldest_first(
             body.tombstones.into_iter().map(|tombstone| Arc::new(StoredTombstone::from_tombstone(tombstone))).collect(),
         ),
         tokens,
-        history: EventHistory::starting_at(body.revision),
+        history,
+        kv_bytes,
+        labels_bytes,
         cluster_id: body.cluster_id,
         limits: body.limits,
         revision: body.revision,

@@ -25,6 +25,8 @@ fn limits() -> Limits {
         tombstone_max_age_ms: 1_000,
         event_history: 5,
         session_idle_ms: 60_000,
+        // Never reached here: budget.rs's tests hit it.
+        state_budget_bytes: 1 << 30,
     }
 }
 

@@ -420,6 +420,9 @@ pub struct ClusterStatus {
     /// How many processes the record holds; list them with a paged `Query::List`
     /// (`roster ls`), so that a status always fits a frame.
     pub processes: ProcessCounts,
+    /// The replicated state's byte budget, what uses it, and whether its alarm is on.
+    #[serde(default)]
+    pub state: roster_kernel::StateUsage,
     /// Why this node neither votes nor serves stale reads yet: it started with an empty
     /// data directory without bootstrapping (a new node waiting for `member add`, or one
     /// that lost its disk waiting for `member replace`). `None` on a node in good standing.

@@ -315,7 +315,28 @@ pub fn render_status(s: &ClusterStatus) -> String {
         "processes: {} ({} online, {} draining; list them with `roster ls --kind processes`)\n",
         p.total, p.online, p.draining
     ));
+    out.push_str(&state_text(&s.state));
     out
+}
+
+/// The state budget's line, and the alarm's when it is on.
+fn state_text(state: &roster_kernel::StateUsage) -> String {
+    let used = &state.used;
+    let mut text = format!(
+        "state: {} of {} bytes (kv {}, events {}, replies {}, labels {})\n",
+        used.total(),
+        state.budget_bytes,
+        used.kv,
+        used.events,
+        used.replies,
+        used.labels
+    );
+    if state.alarm {
+        text.push_str(
+            "ALARM state budget: writes may be refused; delete keys, labels or processes, or raise state_budget_bytes\n",
+        );
+    }
+    text
 }
 
 /// Averaged CPU (percent of one core) and memory (MiB), or `-` before the first report.

@@ -128,7 +128,7 @@ pub struct ClientArgs {
     /// Give up after this long.
     #[arg(long, global = true, help_heading = CLIENT_OPTIONS, default_value_t = 5_000)]
     pub timeout_ms: u64,
-    /// Print machine-readable JSON (fields documented in README).
+    /// Print machine-readable JSON (fields documented in docs/json.md).
     #[arg(long, global = true, help_heading = CLIENT_OPTIONS)]
     pub json: bool,
 }

@@ -144,13 +144,21 @@ impl HttpError {
             CommandError::UnknownServer(_) => (S::UNPROCESSABLE_ENTITY, "unknown_server"),
             CommandError::TooLarge { .. } => (S::PAYLOAD_TOO_LARGE, "too_large"),
             CommandError::TableFull { .. } => (S::INSUFFICIENT_STORAGE, "table_full"),
+            CommandError::OverBudget { .. } => (S::INSUFFICIENT_STORAGE, "over_budget"),
             CommandError::InvalidField { .. } => (S::BAD_REQUEST, "invalid_field"),
             CommandError::UnknownToken(_) => (S::NOT_FOUND, "unknown_token"),
             CommandError::DuplicateToken => (S::CONFLICT, "duplicate_token"),
             CommandError::Forbidden(_) => (S::FORBIDDEN, "forbidden"),
             CommandError::Unauthenticated { .. } => (S::UNAUTHORIZED, "unauthorized"),
         };
-        HttpError::new(status, kind, message)
+        let error = HttpError::new(status, kind, message);
+        match e {
+            // The figures the message names, for a caller that acts on them.
+            CommandError::OverBudget { budget_bytes, used, needed_bytes } => error.with_details(
+                serde_json::json!({ "budget_bytes": budget_bytes, "used": used, "needed_bytes": needed_bytes }),
+            ),
+            _ => error,
+        }
     }
 
     fn from_request(e: &RequestError, message: String) -> Self {

@@ -23,11 +23,31 @@ pub async fn readyz(State(state): State<HttpState>) -> (StatusCode, Json<Value>)
     let facts = json!({ "node": api.node_id(), "leader": m.current_leader, "term": m.current_term,
                         "commit_index": committed, "applied_index": applied });
     let view = NodeView { leader: m.current_leader, committed, applied, waiting: api.vote_gate().waiting(applied) };
+    // The state budget's alarm is shown, not counted against readiness: every node holds
+    // the same state, so all would turn unready at once, and the deletes that clear the
+    // alarm could reach none of them.
+    let alarms = state_alarms(&api.state_usage());
     match readiness(&view) {
-        Ok(()) => (StatusCode::OK, Json(json!({ "ready": true, "status": facts }))),
+        Ok(()) => (StatusCode::OK, Json(json!({ "ready": true, "alarms": alarms, "status": facts }))),
         Err(reason) => (
             StatusCode::SERVICE_UNAVAILABLE,
-            Json(json!({ "ready": false, "reason": reason.to_string(), "status": facts })),
+            Json(json!({ "ready": false, "reason": reason.to_string(), "alarms": alarms, "status": facts })),
         ),
     }
+}
+
+/// The alarms `/readyz` lists: the state budget's, naming its use.
+fn state_alarms(usage: &roster_kernel::StateUsage) -> Vec<Value> {
+    if !usage.alarm {
+        return Vec::new();
+    }
+    vec![json!({
+        "kind": "state_budget",
+        "message": format!(
+            "the replicated state uses {} of its {}-byte budget ({}): writes may be refused; delete keys, labels or processes, or raise state_budget_bytes",
+            usage.used.total(), usage.budget_bytes, usage.used
+        ),
+        "budget_bytes": usage.budget_bytes,
+        "used": usage.used,
+    })]
 }

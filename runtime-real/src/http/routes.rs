@@ -1,4 +1,4 @@
-//! Every path the HTTP listener serves. The list, with examples, is in README.md.
+//! Every path the HTTP listener serves. The list, with examples, is in docs/http.md.
 
 use super::{HttpState, MAX_BODY_BYTES, cluster, events, health, kv, logs, members, metrics, page, reads};
 use axum::Router;
@@ -85,5 +85,5 @@ async fn refuse_oversized(request: axum::extract::Request, next: axum::middlewar
 }
 
 async fn not_found(uri: axum::http::Uri) -> super::error::HttpError {
-    super::error::HttpError::not_found(format!("no route {}: see README.md for the HTTP API", uri.path()))
+    super::error::HttpError::not_found(format!("no route {}: see docs/http.md for the HTTP API", uri.path()))
 }

@@ -97,12 +97,16 @@ pub struct Driver {
     /// The id to seal the cluster with if this node leads a cluster that has none yet
     /// (see `server::cluster_id`).
     pub cluster_id_offer: u64,
+    /// The state budget this node proposes when it leads a record that holds another
+    /// (`state_budget_bytes`; the kernel's leader duties, rule 8).
+    pub state_budget_offer: u64,
 }
 
 /// Starts the driver task; it runs until every handle is dropped.
 pub fn start(driver: Driver, config: DutiesConfig) -> Result<LeaderHandle, roster_kernel::DutiesConfigError> {
     let mut duties = LeaderDuties::new(config)?;
     duties.offer_cluster_id(driver.cluster_id_offer);
+    duties.offer_state_budget(driver.state_budget_offer);
     let (tx, rx) = mpsc::channel(QUEUE_CAPACITY);
     let metrics = driver.raft.metrics();
     tokio::spawn(driver.run(duties, metrics, rx));
@@ -222,7 +226,8 @@ async fn propose(
         }
         LeaderCommand::ReportResources { .. }
         | LeaderCommand::ReportMemberResources { .. }
-        | LeaderCommand::SealCluster { .. } => None,
+        | LeaderCommand::SealCluster { .. }
+        | LeaderCommand::SetStateBudget { .. } => None,
     };
     let entry = Proposal { at_unix_ms: crate::rt::clock::unix_ms(), body: ProposalBody::Leader(command) };
     match (raft.client_write(Batch::one(entry)).await, expired) {

@@ -128,8 +128,12 @@ async fn durable_append(store: &mut LogStore, entries: Vec<Entry>) {
 fn wal_durable_append_figures() {
     let entry_bytes = encode_entries(&[ent(1, 1)]).expect("encodes").bytes_len();
     println!("record size: {entry_bytes} bytes per entry (8 MiB pre-zeroed segments)");
+    bare_wal_figures();
+    log_store_figures();
+}
 
-    // 1. The bare WAL, on this thread: write + fdatasync per append.
+/// The bare WAL, on this thread: write + fdatasync per append.
+fn bare_wal_figures() {
     let dir = bench_dir("wal");
     let disk = Counting::open(&dir);
     let (mut wal, _) = Wal::open(disk.clone(), WalOptions::for_fs()).expect("open");
@@ -159,9 +163,11 @@ fn wal_durable_append_figures() {
     );
     drop(wal);
     let _ = std::fs::remove_dir_all(&dir);
+}
 
-    // 2. Through LogStore (openraft's interface): queue, writer task, fsync on the
-    //    blocking pool, callback. Timed from `append` to the callback.
+/// Through LogStore (openraft's interface): queue, writer task, fsync on the blocking
+/// pool, callback. Timed from `append` to the callback.
+fn log_store_figures() {
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime");
     rt.block_on(async {
         let dir = bench_dir("store");
@@ -189,30 +195,34 @@ fn wal_durable_append_figures() {
             fsyncs(&disk)
         );
 
-        // Group commit: keep IN_FLIGHT single-entry appends outstanding.
-        let syncs_from = Instant::now();
-        let mut waiting: std::collections::VecDeque<Flushed> = std::collections::VecDeque::new();
-        let total = SINGLE_APPENDS;
-        for _ in 0..total {
-            if waiting.len() as u64 == IN_FLIGHT {
-                let rx = waiting.pop_front().expect("one");
-                rx.await.expect("callback").expect("durable");
-            }
-            let (tx, rx) = TypeConfig::oneshot();
-            store.append(vec![ent(1, next)], IOFlushed::signal(tx)).await.expect("append");
-            next += 1;
-            waiting.push_back(rx);
-        }
-        for rx in waiting {
-            rx.await.expect("callback").expect("durable");
-        }
-        let secs = syncs_from.elapsed().as_secs_f64();
-        println!(
-            "LogStore, 1-entry appends with {IN_FLIGHT} in flight (group commit): {:.0} entries/s {}",
-            total as f64 / secs,
-            fsyncs(&disk)
-        );
+        group_commit_figures(&mut store, &disk, next).await;
         drop(store);
         let _ = std::fs::remove_dir_all(&dir);
     });
+}
+
+/// Group commit: IN_FLIGHT single-entry appends kept outstanding, from index `next`.
+async fn group_commit_figures(store: &mut LogStore, disk: &Counting, mut next: u64) {
+    let syncs_from = Instant::now();
+    let mut waiting: std::collections::VecDeque<Flushed> = std::collections::VecDeque::new();
+    let total = SINGLE_APPENDS;
+    for _ in 0..total {
+        if waiting.len() as u64 == IN_FLIGHT {
+            let rx = waiting.pop_front().expect("one");
+            rx.await.expect("callback").expect("durable");
+        }
+        let (tx, rx) = TypeConfig::oneshot();
+        store.append(vec![ent(1, next)], IOFlushed::signal(tx)).await.expect("append");
+        next += 1;
+        waiting.push_back(rx);
+    }
+    for rx in waiting {
+        rx.await.expect("callback").expect("durable");
+    }
+    let secs = syncs_from.elapsed().as_secs_f64();
+    println!(
+        "LogStore, 1-entry appends with {IN_FLIGHT} in flight (group commit): {:.0} entries/s {}",
+        total as f64 / secs,
+        fsyncs(disk)
+    );
 }

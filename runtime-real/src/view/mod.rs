@@ -26,7 +26,7 @@ pub use kv::{KvItem, KvItems, KvValue, WriteReply};
 pub use launch::Launched;
 pub use lists::{MemberList, OneProcess, OneServer, ProcessPage, ServerPage, Tombstones};
 pub use members::{MemberView, ProcessInfoView, ProcessView, Resources, ServerInfoView, ServerView, Status};
-pub use status::{Incarnation, ProcessCountsView, RaftMember, ServerStatusView, StatusView};
+pub use status::{Incarnation, ProcessCountsView, RaftMember, ServerStatusView, StateBytesView, StateView, StatusView};
 pub use tokens::{TokenList, TokenView};
 
 #[cfg(test)]

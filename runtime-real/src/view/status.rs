@@ -28,6 +28,37 @@ pub struct StatusView {
     pub deciding: Option<u64>,
     /// The peers this node saw deciding when it formed the cluster.
     pub formed_with: Vec<Incarnation>,
+    /// The replicated state's byte budget, what uses it, and whether its alarm is on.
+    pub state: StateView,
+}
+
+/// `state_budget_bytes`, the bytes each part of the replicated state uses, and the alarm
+/// (on while the largest write would be refused).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StateView {
+    pub budget_bytes: u64,
+    pub used: StateBytesView,
+    pub alarm: bool,
+}
+
+/// Bytes by part: keys and values, the event history, stored session replies, labels.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StateBytesView {
+    pub kv: u64,
+    pub events: u64,
+    pub replies: u64,
+    pub labels: u64,
+}
+
+impl From<&roster_kernel::StateUsage> for StateView {
+    fn from(u: &roster_kernel::StateUsage) -> Self {
+        let used = &u.used;
+        StateView {
+            budget_bytes: u.budget_bytes,
+            used: StateBytesView { kv: used.kv, events: used.events, replies: used.replies, labels: used.labels },
+            alarm: u.alarm,
+        }
+    }
 }
 
 /// A node of the Raft group.
@@ -94,6 +125,7 @@ impl From<&ClusterStatus> for StatusView {
                 .iter()
                 .map(|(id, incarnation)| Incarnation { id: *id, incarnation: *incarnation })
                 .collect(),
+            state: StateView::from(&s.state),
         }
     }
 }

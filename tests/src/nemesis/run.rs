@@ -108,7 +108,7 @@ impl Harness {
 
     /// A node whose first start lost the bootstrap race (its peers formed the cluster,
     /// with it as a member, before it asked them) cannot tell itself from a node that lost
-    /// its disk, so it waits for the operator (README, "bootstrap"): do the operator's
+    /// its disk, so it waits for the operator (docs/operations.md, "Bootstrap"): do the operator's
     /// step, `member replace`, and say so.
     async fn admit_late_starters(&mut self, ids: &[u64]) -> Result<(), NemesisError> {
         for &id in ids {

@@ -147,6 +147,11 @@ impl Api {
         self.status.scrape()
     }
 
+    /// The state budget, its use and its alarm, as this node has applied them.
+    pub fn state_usage(&self) -> roster_kernel::StateUsage {
+        self.status.state_usage()
+    }
+
     /// This node's view of the cluster.
     pub async fn status(&self) -> crate::net::wire::ClusterStatus {
         self.status.status().await

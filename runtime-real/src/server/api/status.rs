@@ -53,7 +53,7 @@ impl StatusView {
             let entry = (*id, node.addr.clone());
             if voter_ids.contains(id) { voters.push(entry) } else { learners.push(entry) }
         }
-        let (revision, servers, processes) = crate::storage::with_kernel(&self.shared, |sm| {
+        let (revision, servers, processes, state) = crate::storage::with_kernel(&self.shared, |sm| {
             let mut counts = ProcessCounts::default();
             for p in sm.processes() {
                 counts.total += 1;
@@ -62,7 +62,7 @@ impl StatusView {
                     roster_kernel::MemberStatus::Draining => counts.draining += 1,
                 }
             }
-            (sm.revision(), sm.servers().cloned().collect::<Vec<_>>(), counts)
+            (sm.revision(), sm.servers().cloned().collect::<Vec<_>>(), counts, sm.state_usage())
         });
         // Asked after the record's lock is released: never one lock inside another.
         let members = servers.iter().map(|s| MemberId::Server(s.id)).collect();
@@ -83,6 +83,7 @@ impl StatusView {
             learners,
             servers,
             processes,
+            state,
             waiting: self.vote_gate.waiting(m.last_applied.map(|l| l.index)),
             cluster_id: self.identity.get().map(|id| id.to_string()),
             deciding: self.formation.deciding(),
@@ -93,7 +94,7 @@ impl StatusView {
     /// The values `/metrics` reads when scraped: Raft's view and the record's counts.
     pub fn scrape(&self) -> crate::metrics::Scrape {
         let m = self.raft.metrics().borrow_watched().clone();
-        let (servers, processes, sessions, used) = crate::storage::with_kernel(&self.shared, |sm| {
+        let (servers, processes, sessions, used, state) = crate::storage::with_kernel(&self.shared, |sm| {
             let online = |s: roster_kernel::MemberStatus| s == roster_kernel::MemberStatus::Online;
             let servers = sm.servers().fold((0, 0), |(o, d), s| if online(s.status) { (o + 1, d) } else { (o, d + 1) });
             let processes =
@@ -101,7 +102,7 @@ impl StatusView {
             let used = sm.processes().filter_map(|p| p.resources).fold((0u64, 0u64, 0u64), |(n, cpu, mem), r| {
                 (n + 1, cpu.saturating_add(u64::from(r.cpu_percent_avg)), mem.saturating_add(r.mem_bytes_used_avg))
             });
-            (servers, processes, sm.session_count() as u64, used)
+            (servers, processes, sm.session_count() as u64, used, sm.state_usage())
         });
         crate::metrics::Scrape {
             has_leader: m.current_leader.is_some(),
@@ -114,9 +115,15 @@ impl StatusView {
             processes_online: processes.0,
             processes_draining: processes.1,
             sessions,
+            state,
             processes_reporting: used.0,
             processes_cpu_percent_sum: used.1,
             processes_mem_bytes_sum: used.2,
         }
+    }
+
+    /// The state budget, its use and its alarm, as this node has applied them.
+    pub fn state_usage(&self) -> roster_kernel::StateUsage {
+        crate::storage::with_kernel(&self.shared, |sm| sm.state_usage())
     }
 }

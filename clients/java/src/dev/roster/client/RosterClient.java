@@ -22,7 +22,7 @@ import java.util.concurrent.TimeUnit;
 import java.util.concurrent.TimeoutException;
 
 /**
- * A client of a Roster cluster over its HTTP API (README.md, "HTTP API").
+ * A client of a Roster cluster over its HTTP API (docs/http.md).
  *
  * <ul>
  *   <li>Writes (kv put, cas, delete; register and deregister) go through a bounded, ordered
