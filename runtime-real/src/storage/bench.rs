@@ -344,7 +344,8 @@ fn snapshot_peak_copy_then_encode() {
     // What a snapshot did before: a copy of the state taken under the read lock, encoded
     // outside it into the kernel's image, then copied behind the file's header.
     let (dir, disk) = seeded_peak_dir("peak-copy");
-    let bytes = disk.read(&disk.list().expect("list").into_iter().find(|n| n.starts_with("snapshot")).expect("file"))
+    let bytes = disk
+        .read(&disk.list().expect("list").into_iter().find(|n| n.starts_with("snapshot")).expect("file"))
         .expect("read");
     let (_, machine) = super::state_machine::verify_snapshot_data(&bytes, "bench").expect("restores");
     drop(bytes);
