@@ -360,7 +360,13 @@ impl ClusterStateMachine {
 
     /// A versioned, checksummed image of the replicated state (not the event history).
     pub fn snapshot(&self) -> Vec<u8> {
-        snapshot::encode(self)
+        snapshot::encode_into(self, Vec::with_capacity(64 * 1024))
+    }
+
+    /// `snapshot`, appended to `out`: a caller that wraps the image in its own header
+    /// writes both into one buffer, with no second copy of a large state.
+    pub fn snapshot_into(&self, out: Vec<u8>) -> Vec<u8> {
+        snapshot::encode_into(self, out)
     }
 
     /// The state machine a `snapshot` was taken of; it gives the same replies to the same

@@ -2,6 +2,7 @@
 //! A benchmark prints figures; it asserts nothing about speed.
 
 use super::ClientArgs;
+use super::failure::CliError;
 use clap::{Args, Subcommand};
 use roster_kernel::retry_queue::RetryConfig;
 use roster_kernel::{Command, MemberId, ProcessId, ProcessInfo, Reply, ResourceAverage, ServerId};
@@ -88,7 +89,7 @@ enum Mode {
     },
 }
 
-pub async fn run(args: BenchArgs, client: ClientArgs) -> Result<ExitCode, String> {
+pub async fn run(args: BenchArgs, client: ClientArgs) -> Result<ExitCode, CliError> {
     match args.mode {
         Mode::Seq { count, value_bytes } => seq(count, value_bytes, client).await,
         Mode::Conc { count, clients, connections, value_bytes } => {
@@ -104,7 +105,7 @@ pub async fn run(args: BenchArgs, client: ClientArgs) -> Result<ExitCode, String
     }
 }
 
-fn options(c: &ClientArgs) -> Result<ClientOptions, String> {
+fn options(c: &ClientArgs) -> Result<ClientOptions, CliError> {
     Ok(ClientOptions {
         endpoints: c.endpoints.clone(),
         token: c.token()?,
@@ -148,16 +149,13 @@ fn report(label: &str, mut lat_us: Vec<u64>, elapsed: Duration, failures: u64, j
     }
 }
 
-async fn seq(count: u64, value_bytes: usize, c: ClientArgs) -> Result<ExitCode, String> {
-    let cluster = Cluster::with_connector(options(&c)?, c.connector()?).map_err(|e| e.to_string())?;
-    let session = Session::open(cluster, RetryConfig::default(), rand::random()).await.map_err(|e| e.to_string())?;
+async fn seq(count: u64, value_bytes: usize, c: ClientArgs) -> Result<ExitCode, CliError> {
+    let cluster = Cluster::with_connector(options(&c)?, c.connector()?)?;
+    let session = Session::open(cluster, RetryConfig::default(), rand::random()).await?;
     let value = "x".repeat(value_bytes);
     // Warm up the connection and the leader's path.
     for i in 0..20 {
-        session
-            .execute(Command::KvPut { key: format!("bench/warm/{i}"), value: value.clone() })
-            .await
-            .map_err(|e| e.to_string())?;
+        session.execute(Command::KvPut { key: format!("bench/warm/{i}"), value: value.clone() }).await?;
     }
     let mut lat = Vec::with_capacity(count as usize);
     let mut failures = 0;
@@ -179,19 +177,17 @@ async fn conc(
     connections: u64,
     value_bytes: usize,
     c: ClientArgs,
-) -> Result<ExitCode, String> {
+) -> Result<ExitCode, CliError> {
     if clients == 0 || connections == 0 {
-        return Err("--clients and --connections must be at least 1".into());
+        return Err(CliError::Usage("--clients and --connections must be at least 1".into()));
     }
     let (opts, connector) = (options(&c)?, c.connector()?);
-    let pools: Vec<Cluster> = (0..connections)
-        .map(|_| Cluster::with_connector(opts.clone(), connector.clone()))
-        .collect::<Result<_, _>>()
-        .map_err(|e| e.to_string())?;
+    let pools: Vec<Cluster> =
+        (0..connections).map(|_| Cluster::with_connector(opts.clone(), connector.clone())).collect::<Result<_, _>>()?;
     let mut sessions = Vec::new();
     for i in 0..clients {
         let pool = pools[(i % connections) as usize].clone();
-        sessions.push(Session::open(pool, RetryConfig::default(), rand::random()).await.map_err(|e| e.to_string())?);
+        sessions.push(Session::open(pool, RetryConfig::default(), rand::random()).await?);
     }
     let per = count / clients;
     let value = "x".repeat(value_bytes);
@@ -215,7 +211,7 @@ async fn conc(
     let mut all = Vec::with_capacity(count as usize);
     let mut failures = 0;
     for t in tasks {
-        let (lat, f) = t.await.map_err(|e| e.to_string())?;
+        let (lat, f) = t.await?;
         all.extend(lat);
         failures += f;
     }
@@ -230,12 +226,11 @@ async fn heartbeats(
     connections: u64,
     server_id: u64,
     c: ClientArgs,
-) -> Result<ExitCode, String> {
+) -> Result<ExitCode, CliError> {
     let (opts, connector) = (options(&c)?, c.connector()?);
     let pools: Vec<Cluster> = (0..connections.max(1))
         .map(|_| Cluster::with_connector(opts.clone(), connector.clone()))
-        .collect::<Result<_, _>>()
-        .map_err(|e| e.to_string())?;
+        .collect::<Result<_, _>>()?;
     eprintln!("heartbeat bench pid {}: registering {members} members", std::process::id());
     // Registration: 64 sessions in parallel.
     let reg_start = Instant::now();
@@ -244,7 +239,7 @@ async fn heartbeats(
     for w in 0..writers {
         let pool = pools[(w % connections.max(1)) as usize].clone();
         tasks.push(tokio::spawn(async move {
-            let s = Session::open(pool, RetryConfig::default(), rand::random()).await.map_err(|e| e.to_string())?;
+            let s = Session::open(pool, RetryConfig::default(), rand::random()).await?;
             let mut ids = Vec::new();
             let mut i = w;
             while i < members {
@@ -257,18 +252,18 @@ async fn heartbeats(
                     labels: Default::default(),
                     reserved: ResourceAverage::default(),
                 };
-                match s.execute(Command::RegisterProcess { info }).await.map_err(|e| e.to_string())? {
+                match s.execute(Command::RegisterProcess { info }).await? {
                     Reply::ProcessRegistered { id, .. } => ids.push(id),
-                    other => return Err(format!("unexpected reply to register: {other:?}")),
+                    other => return Err(CliError::unexpected("registering a process", &other)),
                 }
                 i += writers;
             }
-            Ok::<Vec<ProcessId>, String>(ids)
+            Ok::<Vec<ProcessId>, CliError>(ids)
         }));
     }
     let mut ids = Vec::new();
     for t in tasks {
-        ids.extend(t.await.map_err(|e| e.to_string())??);
+        ids.extend(t.await??);
     }
     eprintln!("registered {} members in {:.1} s", ids.len(), reg_start.elapsed().as_secs_f64());
     // Steady phase: each member beats once per interval, spread evenly over the interval.
@@ -312,7 +307,7 @@ async fn heartbeats(
     let (mut ok, mut unknown, mut failed) = (0, 0, 0);
     let mut lat = Vec::new();
     for t in tasks {
-        let (o, u, f, l) = t.await.map_err(|e| e.to_string())?;
+        let (o, u, f, l) = t.await?;
         ok += o;
         unknown += u;
         failed += f;
@@ -329,7 +324,7 @@ async fn heartbeats(
     Ok(ExitCode::SUCCESS)
 }
 
-async fn expiry_watch(prefix: String, max_s: u64, c: ClientArgs) -> Result<ExitCode, String> {
+async fn expiry_watch(prefix: String, max_s: u64, c: ClientArgs) -> Result<ExitCode, CliError> {
     let client = c.connect().await?;
     let start = Instant::now();
     let mut first_gone: Option<f64> = None;
@@ -345,16 +340,16 @@ async fn expiry_watch(prefix: String, max_s: u64, c: ClientArgs) -> Result<ExitC
             return Ok(ExitCode::SUCCESS);
         }
         if t > max_s as f64 {
-            return Err(format!("{n} of {initial} members still present after {max_s} s"));
+            return Err(CliError::NotExpired { left: n, initial, waited_s: max_s });
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
 
-async fn count_members(client: &roster_real::client::Client, prefix: &str) -> Result<usize, String> {
+async fn count_members(client: &roster_real::client::Client, prefix: &str) -> Result<usize, CliError> {
     let filter = roster_kernel::ListFilter { kind: Some(roster_kernel::MemberKind::Process), ..Default::default() };
     let consistency = roster_real::net::wire::Consistency::Linearizable;
-    let listed = client.list(filter, consistency).await.map_err(|e| e.to_string())?;
+    let listed = client.list(filter, consistency).await?;
     Ok(listed.processes.iter().filter(|p| p.info.name.starts_with(prefix)).count())
 }
 
@@ -371,20 +366,19 @@ async fn avail(
     value_bytes: usize,
     poll_ms: u64,
     c: ClientArgs,
-) -> Result<ExitCode, String> {
+) -> Result<ExitCode, CliError> {
     if sessions == 0 || duration_s == 0 {
-        return Err("--sessions and --duration-s must be at least 1".into());
+        return Err(CliError::Usage("--sessions and --duration-s must be at least 1".into()));
     }
     let (opts, connector) = (options(&c)?, c.connector()?);
     let mut writers = Vec::new();
     for _ in 0..sessions {
-        let cluster = Cluster::with_connector(opts.clone(), connector.clone()).map_err(|e| e.to_string())?;
-        writers.push(Session::open(cluster, RetryConfig::default(), rand::random()).await.map_err(|e| e.to_string())?);
+        let cluster = Cluster::with_connector(opts.clone(), connector.clone())?;
+        writers.push(Session::open(cluster, RetryConfig::default(), rand::random()).await?);
     }
     // Status goes through a connection of its own, so a slow status never delays a put.
     let watcher = Cluster::with_connector(opts, connector)
-        .and_then(|pool| roster_real::client::Client::with_cluster(pool, RetryConfig::default(), rand::random()))
-        .map_err(|e| e.to_string())?;
+        .and_then(|pool| roster_real::client::Client::with_cluster(pool, RetryConfig::default(), rand::random()))?;
     let value = "x".repeat(value_bytes);
     let start = Instant::now();
     let end = start + Duration::from_secs(duration_s);
@@ -421,7 +415,7 @@ async fn avail(
     let mut acks = Vec::new();
     let mut failures = 0;
     for t in tasks {
-        let (a, f) = t.await.map_err(|e| e.to_string())?;
+        let (a, f) = t.await?;
         acks.extend(a);
         failures += f;
     }

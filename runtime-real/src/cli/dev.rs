@@ -2,6 +2,7 @@
 //! status until ctrl-c. A restart reuses the data (and the token, and with `--tls` the
 //! throwaway CA and certificates).
 
+use super::failure::CliError;
 use clap::Args;
 use roster_real::config::NodeConfig;
 use std::path::{Path, PathBuf};
@@ -50,12 +51,6 @@ pub enum LaunchAllowError {
     NotAFile { given: String, canonical: String },
 }
 
-impl From<LaunchAllowError> for String {
-    fn from(e: LaunchAllowError) -> String {
-        e.to_string()
-    }
-}
-
 /// The canonical paths of the programs to allow: each absolute, existing, a file.
 fn canonical_programs(given: &[PathBuf]) -> Result<Vec<String>, LaunchAllowError> {
     given
@@ -81,9 +76,9 @@ struct DevTls {
     nodes: Vec<(PathBuf, PathBuf)>,
 }
 
-pub async fn run(args: DevArgs) -> Result<ExitCode, String> {
+pub async fn run(args: DevArgs) -> Result<ExitCode, CliError> {
     super::init_logging();
-    std::fs::create_dir_all(&args.data_dir).map_err(|e| format!("cannot create {}: {e}", args.data_dir.display()))?;
+    create_dir(&args.data_dir)?;
     let token_file = ensure_token(&args.data_dir)?;
     let addr = |n: u64| format!("127.0.0.1:{}", args.base_port as u64 + n - 1);
     let http_addr = |n: u64| format!("127.0.0.1:{}", args.http_base_port as u64 + n - 1);
@@ -179,7 +174,7 @@ pub async fn run(args: DevArgs) -> Result<ExitCode, String> {
 
 /// The dev cluster's throwaway CA and a certificate for each node (for `localhost` and
 /// `127.0.0.1`), made once under `DIR/tls`; made again if any file is missing.
-fn ensure_tls(dir: &Path, nodes: u64) -> Result<DevTls, String> {
+fn ensure_tls(dir: &Path, nodes: u64) -> Result<DevTls, CliError> {
     let tls_dir = dir.join("tls");
     let ca = tls_dir.join("ca.pem");
     let node_files = |n: u64| (tls_dir.join(format!("node-{n}.pem")), tls_dir.join(format!("node-{n}.key")));
@@ -187,24 +182,28 @@ fn ensure_tls(dir: &Path, nodes: u64) -> Result<DevTls, String> {
     if ca.exists() && tls.nodes.iter().all(|(c, k)| c.exists() && k.exists()) {
         return Ok(tls);
     }
-    std::fs::create_dir_all(&tls_dir).map_err(|e| format!("cannot create {}: {e}", tls_dir.display()))?;
-    let failed = |e: rcgen::Error| format!("cannot make the dev TLS certificates: {e}");
-    let authority = roster_real::tls::throwaway::Ca::new("roster dev CA").map_err(failed)?;
+    create_dir(&tls_dir)?;
+    let authority = roster_real::tls::throwaway::Ca::new("roster dev CA")?;
     let validity = roster_real::tls::throwaway::validity(std::time::Duration::from_secs(365 * 86_400));
     for n in 1..=nodes {
         let issued = authority.issue(&format!("roster dev node {n}"), &["localhost", "127.0.0.1"], validity);
-        issued
-            .map_err(failed)?
-            .write(&tls_dir, &format!("node-{n}"))
-            .map_err(|e| format!("cannot write the TLS files of node {n} in {}: {e}", tls_dir.display()))?;
+        issued?.write(&tls_dir, &format!("node-{n}")).map_err(|source| CliError::File {
+            action: "write the TLS files of a node in",
+            path: tls_dir.clone(),
+            source,
+        })?;
     }
-    std::fs::write(&ca, authority.cert_pem()).map_err(|e| format!("cannot write {}: {e}", ca.display()))?;
+    std::fs::write(&ca, authority.cert_pem()).map_err(|source| CliError::File {
+        action: "write",
+        path: ca.clone(),
+        source,
+    })?;
     Ok(tls)
 }
 
 /// The dev cluster's token (its bootstrap admin credential) and peer key: made once,
 /// random, kept beside the data, readable by their owner only.
-fn ensure_token(dir: &Path) -> Result<PathBuf, String> {
+fn ensure_token(dir: &Path) -> Result<PathBuf, CliError> {
     let path = dir.join("token");
     write_secret_once(&path)?;
     write_secret_once(&dir.join(roster_real::config::PEER_KEY_FILE))?;
@@ -212,11 +211,15 @@ fn ensure_token(dir: &Path) -> Result<PathBuf, String> {
 }
 
 /// Writes a fresh secret to `path` with mode 0600, unless it exists.
-fn write_secret_once(path: &Path) -> Result<(), String> {
+fn write_secret_once(path: &Path) -> Result<(), CliError> {
     if path.exists() {
         return Ok(());
     }
-    super::secret_file::write_new(path, &roster_real::server::launch::new_secret()).map_err(String::from)
+    Ok(super::secret_file::write_new(path, &roster_real::server::launch::new_secret())?)
+}
+
+fn create_dir(dir: &Path) -> Result<(), CliError> {
+    std::fs::create_dir_all(dir).map_err(|source| CliError::File { action: "create", path: dir.to_path_buf(), source })
 }
 
 #[cfg(test)]
