@@ -608,59 +608,14 @@ pub async fn del(args: DelArgs, c: ClientArgs) -> Result<ExitCode, CliError> {
 
 pub async fn kv(args: KvArgs, c: ClientArgs) -> Result<ExitCode, CliError> {
     match args.op {
-        KvOp::Get { key, stale } => {
-            let client = c.connect().await?;
-            let reply = client.query(Query::KvGet { key: key.clone() }, consistency(stale)).await?;
-            let v = match reply.result {
-                QueryResult::KvValue(v) => v,
-                other => return Err(CliError::unexpected("kv get", &other)),
-            };
-            let Some(value) = v else {
-                // As HTTP's 404: the revision the absence was read at, to watch from.
-                let message = format!("key {key:?} is not set");
-                return Err(CliError::NotFound { message, details: serde_json::json!({ "revision": reply.revision }) });
-            };
-            if c.json {
-                print_json(&view::KvValue { key, value, revision: reply.revision })?;
-            } else {
-                outln!("{value}");
-            }
-            Ok(ExitCode::SUCCESS)
-        }
+        KvOp::Get { key, stale } => kv_get(key, stale, &c).await,
         KvOp::Put { key, value, file } => {
             let value = super::value_input::read(value.as_deref(), file.as_deref())?;
             let client = c.connect().await?;
             let reply = client.execute(Command::KvPut { key, value }).await?;
             done(c.json, &reply)
         }
-        KvOp::Ls { prefix, limit, keys_only, stale } => {
-            let prefix = prefix.unwrap_or_default();
-            let end = prefix_end(&prefix);
-            let client = c.connect().await?;
-            // Page by page (each page fits a frame), up to `limit` items in all.
-            // `next`: where the rest starts when `limit` cut the listing short.
-            let (mut items, mut revision, mut next) = (Vec::new(), None, Some(prefix));
-            while let Some(start) = next.take() {
-                let want = limit.saturating_sub(items.len() as u32);
-                if want == 0 {
-                    next = Some(start);
-                    break;
-                }
-                let page = client.kv_page(start, end.clone(), want, consistency(stale)).await?;
-                revision.get_or_insert(page.revision);
-                items.extend(page.items);
-                next = page.next;
-            }
-            if c.json {
-                let items = items.into_iter().map(|(key, value)| view::KvItem { key, value }).collect();
-                print_json(&view::KvItems { revision: revision.unwrap_or(0), items, next })?;
-            } else {
-                for (k, v) in &items {
-                    if keys_only { outln!("{k}") } else { outln!("{k} = {v}") }
-                }
-            }
-            Ok(ExitCode::SUCCESS)
-        }
+        KvOp::Ls { prefix, limit, keys_only, stale } => kv_ls(prefix, limit, keys_only, stale, &c).await,
         KvOp::Del { key } => {
             let client = c.connect().await?;
             let reply = client.execute(Command::KvDelete { key }).await?;
@@ -687,6 +642,63 @@ pub async fn kv(args: KvArgs, c: ClientArgs) -> Result<ExitCode, CliError> {
             }
         }
     }
+}
+
+/// `kv get`: the value, or `NotFound` with the revision its absence was read at.
+async fn kv_get(key: String, stale: bool, c: &ClientArgs) -> Result<ExitCode, CliError> {
+    let client = c.connect().await?;
+    let reply = client.query(Query::KvGet { key: key.clone() }, consistency(stale)).await?;
+    let v = match reply.result {
+        QueryResult::KvValue(v) => v,
+        other => return Err(CliError::unexpected("kv get", &other)),
+    };
+    let Some(value) = v else {
+        // As HTTP's 404: the revision the absence was read at, to watch from.
+        let message = format!("key {key:?} is not set");
+        return Err(CliError::NotFound { message, details: serde_json::json!({ "revision": reply.revision }) });
+    };
+    if c.json {
+        print_json(&view::KvValue { key, value, revision: reply.revision })?;
+    } else {
+        outln!("{value}");
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `kv ls`: the keys under a prefix, page by page, up to `limit`.
+async fn kv_ls(
+    prefix: Option<String>,
+    limit: u32,
+    keys_only: bool,
+    stale: bool,
+    c: &ClientArgs,
+) -> Result<ExitCode, CliError> {
+    let prefix = prefix.unwrap_or_default();
+    let end = prefix_end(&prefix);
+    let client = c.connect().await?;
+    // Page by page (each page fits a frame), up to `limit` items in all.
+    // `next`: where the rest starts when `limit` cut the listing short.
+    let (mut items, mut revision, mut next) = (Vec::new(), None, Some(prefix));
+    while let Some(start) = next.take() {
+        let want = limit.saturating_sub(items.len() as u32);
+        if want == 0 {
+            next = Some(start);
+            break;
+        }
+        let page = client.kv_page(start, end.clone(), want, consistency(stale)).await?;
+        revision.get_or_insert(page.revision);
+        items.extend(page.items);
+        next = page.next;
+    }
+    if c.json {
+        let items = items.into_iter().map(|(key, value)| view::KvItem { key, value }).collect();
+        print_json(&view::KvItems { revision: revision.unwrap_or(0), items, next })?;
+    } else {
+        for (k, v) in &items {
+            if keys_only { outln!("{k}") } else { outln!("{k} = {v}") }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 /// `roster watch`: events until ctrl-c, `--count`, or a closed stdout. An outage of the

@@ -80,42 +80,90 @@ pub async fn run(args: DevArgs) -> Result<ExitCode, CliError> {
     super::init_logging();
     create_dir(&args.data_dir)?;
     let token_file = ensure_token(&args.data_dir)?;
-    let addr = |n: u64| format!("127.0.0.1:{}", args.base_port as u64 + n - 1);
-    let http_addr = |n: u64| format!("127.0.0.1:{}", args.http_base_port as u64 + n - 1);
-    let peers: std::collections::BTreeMap<u64, String> = (1..=args.nodes).map(|n| (n, addr(n))).collect();
     let launch_allow = canonical_programs(&args.launch_allow)?;
     let tls = if args.tls { Some(ensure_tls(&args.data_dir, args.nodes)?) } else { None };
+    let configs = node_configs(&args, &token_file, &launch_allow, tls.as_ref());
+    // Started together, so that their bootstrap checks see each other deciding and they
+    // form the cluster together (one by one, the first would form it alone).
+    let mut nodes: Vec<roster_real::node::Node> =
+        futures::future::try_join_all(configs.into_iter().map(super::node_cmd::start_node)).await?;
+    let endpoints: Vec<String> = (1..=args.nodes).map(|n| args.addr(n)).collect();
+    print_welcome(&args, &endpoints, &token_file, &launch_allow, tls.as_ref());
+    let client_args = super::ClientArgs {
+        endpoints,
+        token_file: Some(token_file),
+        tls_ca: tls.as_ref().map(|t| t.ca.clone()),
+        tls_cert: None,
+        tls_key: None,
+        timeout_ms: 2_000,
+        json: false,
+    };
+    tokio::select! {
+        biased;
+        _ = super::node_cmd::wait_for_signal() => {}
+        _ = print_status_every(args.status_every_s, &client_args) => {}
+    }
+    outln!("stopping: every node deregisters, then stops");
+    // All leave first, together, while a quorum still runs to commit their deregistrations.
+    futures::future::join_all(nodes.iter_mut().map(|n| n.leave())).await;
+    for node in nodes {
+        node.shutdown().await;
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+impl DevArgs {
+    /// Node `n`'s binary-protocol address.
+    fn addr(&self, n: u64) -> String {
+        format!("127.0.0.1:{}", self.base_port as u64 + n - 1)
+    }
+
+    /// Node `n`'s HTTP address.
+    fn http_addr(&self, n: u64) -> String {
+        format!("127.0.0.1:{}", self.http_base_port as u64 + n - 1)
+    }
+}
+
+/// Every dev node's settings: all bootstrap together, with one token file.
+fn node_configs(args: &DevArgs, token_file: &Path, launch_allow: &[String], tls: Option<&DevTls>) -> Vec<NodeConfig> {
+    let peers: std::collections::BTreeMap<u64, String> = (1..=args.nodes).map(|n| (n, args.addr(n))).collect();
     let mut configs = Vec::new();
     for n in 1..=args.nodes {
-        let mut config = NodeConfig::new(n, addr(n), args.data_dir.join(format!("node-{n}")));
+        let mut config = NodeConfig::new(n, args.addr(n), args.data_dir.join(format!("node-{n}")));
         config.peers = peers.clone();
         config.bootstrap = true;
-        config.token_file = Some(token_file.clone());
+        config.token_file = Some(token_file.to_path_buf());
         config.name = Some(format!("dev-{n}"));
-        config.http_listen = Some(http_addr(n));
-        config.launch_allow = launch_allow.clone();
-        if let Some(tls) = &tls {
+        config.http_listen = Some(args.http_addr(n));
+        config.launch_allow = launch_allow.to_vec();
+        if let Some(tls) = tls {
             let (cert, key) = tls.nodes[n as usize - 1].clone();
             (config.tls_cert, config.tls_key, config.tls_ca) = (Some(cert), Some(key), Some(tls.ca.clone()));
         }
         configs.push(config);
     }
-    // Started together, so that their bootstrap checks see each other deciding and they
-    // form the cluster together (one by one, the first would form it alone).
-    let mut nodes: Vec<roster_real::node::Node> =
-        futures::future::try_join_all(configs.into_iter().map(super::node_cmd::start_node)).await?;
-    let endpoints: Vec<String> = (1..=args.nodes).map(addr).collect();
+    configs
+}
+
+/// What runs where, and the first commands to try.
+fn print_welcome(
+    args: &DevArgs,
+    endpoints: &[String],
+    token_file: &Path,
+    launch_allow: &[String],
+    tls: Option<&DevTls>,
+) {
     outln!("roster dev: {} nodes on {}", args.nodes, endpoints.join(", "));
     outln!("data: {}   token file: {}", args.data_dir.display(), token_file.display());
     let scheme = if tls.is_some() { "https" } else { "http" };
-    outln!("web:  {scheme}://{}/   (the cluster page; it asks for the token once)", http_addr(1));
-    match &tls {
+    outln!("web:  {scheme}://{}/   (the cluster page; it asks for the token once)", args.http_addr(1));
+    match tls {
         None => {
             outln!("try:  roster status --endpoints {}", endpoints.join(","));
             outln!(
                 "      curl -H \"Authorization: Bearer $(cat {})\" http://{}/v1/status",
                 token_file.display(),
-                http_addr(1)
+                args.http_addr(1)
             );
         }
         Some(tls) => {
@@ -126,7 +174,7 @@ pub async fn run(args: DevArgs) -> Result<ExitCode, CliError> {
                 "      curl --cacert {} -H \"Authorization: Bearer $(cat {})\" https://{}/v1/status",
                 tls.ca.display(),
                 token_file.display(),
-                http_addr(1)
+                args.http_addr(1)
             );
         }
     }
@@ -136,40 +184,20 @@ pub async fn run(args: DevArgs) -> Result<ExitCode, CliError> {
         outln!("launch: {} (roster launch --name job -- PROGRAM ARGS)", launch_allow.join(" "));
     }
     outln!("stop: ctrl-c");
+}
 
-    let status_loop = async {
-        if args.status_every_s == 0 {
-            return std::future::pending::<()>().await;
-        }
-        let client_args = super::ClientArgs {
-            endpoints: endpoints.clone(),
-            token_file: Some(token_file.clone()),
-            tls_ca: tls.as_ref().map(|t| t.ca.clone()),
-            tls_cert: None,
-            tls_key: None,
-            timeout_ms: 2_000,
-            json: false,
-        };
-        loop {
-            tokio::time::sleep(std::time::Duration::from_secs(args.status_every_s)).await;
-            match super::client_cmds::fetch_status(&client_args).await {
-                Ok(s) => outln!("{}", super::client_cmds::render_status(&s)),
-                Err(e) => outln!("status: {e}"),
-            }
-        }
-    };
-    tokio::select! {
-        biased;
-        _ = super::node_cmd::wait_for_signal() => {}
-        _ = status_loop => {}
+/// A status line every `every_s` seconds (never, with 0).
+async fn print_status_every(every_s: u64, client_args: &super::ClientArgs) {
+    if every_s == 0 {
+        return std::future::pending::<()>().await;
     }
-    outln!("stopping: every node deregisters, then stops");
-    // All leave first, together, while a quorum still runs to commit their deregistrations.
-    futures::future::join_all(nodes.iter_mut().map(|n| n.leave())).await;
-    for node in nodes {
-        node.shutdown().await;
+    loop {
+        tokio::time::sleep(std::time::Duration::from_secs(every_s)).await;
+        match super::client_cmds::fetch_status(client_args).await {
+            Ok(s) => outln!("{}", super::client_cmds::render_status(&s)),
+            Err(e) => outln!("status: {e}"),
+        }
     }
-    Ok(ExitCode::SUCCESS)
 }
 
 /// The dev cluster's throwaway CA and a certificate for each node (for `localhost` and

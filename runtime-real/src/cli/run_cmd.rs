@@ -134,24 +134,7 @@ async fn attached(args: RunArgs, client_args: ClientArgs, id: ProcessId) -> Resu
     let (program, program_args) = args.command.split_first().ok_or_else(nothing_to_run)?;
     let client = client_args.connect().await?;
     let token = client_args.token()?;
-    let mut cmd = tokio::process::Command::new(program);
-    cmd.args(program_args).kill_on_drop(false);
-    for var in roster_real::server::launch::SECRET_VARS {
-        cmd.env_remove(var);
-    }
-    cmd.env("ROSTER_MEMBER_ID", MemberId::Process(id).to_string()).env("ROSTER_TOKEN", &token);
-    // If the wrapper dies (even by SIGKILL) the cluster will expire the member; the
-    // program must not live on unwatched, so the kernel sends it SIGTERM.
-    // SAFETY: prctl is async-signal-safe and touches only the child being set up.
-    unsafe {
-        cmd.pre_exec(|| {
-            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM) != 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            Ok(())
-        });
-    }
-    let mut child = match cmd.spawn() {
+    let mut child = match program_command(program, program_args, id, &token).spawn() {
         Ok(c) => c,
         Err(e) => {
             eprintln!("error: cannot start {program:?}: {e}");
@@ -202,6 +185,29 @@ async fn attached(args: RunArgs, client_args: ClientArgs, id: ProcessId) -> Resu
         ),
     }
     Ok(ExitCode::from(code.clamp(0, 255) as u8))
+}
+
+/// The program to run as member `id`: its own credential in the environment and none of
+/// the wrapper's, and it dies with the wrapper.
+fn program_command(program: &str, program_args: &[String], id: ProcessId, token: &str) -> tokio::process::Command {
+    let mut cmd = tokio::process::Command::new(program);
+    cmd.args(program_args).kill_on_drop(false);
+    for var in roster_real::server::launch::SECRET_VARS {
+        cmd.env_remove(var);
+    }
+    cmd.env("ROSTER_MEMBER_ID", MemberId::Process(id).to_string()).env("ROSTER_TOKEN", token);
+    // If the wrapper dies (even by SIGKILL) the cluster will expire the member; the
+    // program must not live on unwatched, so the kernel sends it SIGTERM.
+    // SAFETY: prctl is async-signal-safe and touches only the child being set up.
+    unsafe {
+        cmd.pre_exec(|| {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    cmd
 }
 
 /// Where `program` is: a path as given, or the first executable of that name in PATH.

@@ -201,6 +201,33 @@ fn restore(
     if kernel.revision() != header.revision {
         return Err(inconsistent("revision", header.revision, kernel.revision()).into());
     }
+    let peers = restored_peers(peers, &meta, id)?;
+    check_empty(data_dir)?;
+
+    let voters: BTreeSet<u64> = peers.keys().copied().collect();
+    let nodes: BTreeMap<u64, NodeAddr> =
+        peers.iter().map(|(id, addr)| (*id, NodeAddr { addr: addr.clone() })).collect();
+    let membership = openraft::Membership::new(vec![voters], nodes).map_err(RestoreError::Membership)?;
+    let log_id = restored_log_id(index);
+    let meta =
+        SnapshotMeta { last_log_id: Some(log_id), last_membership: StoredMembership::new(Some(log_id), membership) };
+    let disk = FsDisk::open(data_dir).map_err(|source| CliError::File {
+        action: "open the data directory",
+        path: data_dir.to_path_buf(),
+        source,
+    })?;
+    let snapshot = seed_snapshot(Arc::new(disk), &meta, &kernel)?;
+
+    print_restored(data_dir, &snapshot, &header, index, &peers, json)?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The new cluster's voters: `--peers`, else the snapshot's own voters; `id` must be one.
+fn restored_peers(
+    peers: Option<&str>,
+    meta: &SnapshotMeta,
+    id: Option<u64>,
+) -> Result<BTreeMap<u64, String>, CliError> {
     let peers: BTreeMap<u64, String> = match peers {
         Some(p) => parse_peers(p)?,
         None => {
@@ -218,22 +245,18 @@ fn restore(
         let ids: Vec<String> = peers.keys().map(u64::to_string).collect();
         return Err(RestoreError::NotAPeer { id, peers: ids.join(", ") }.into());
     }
-    check_empty(data_dir)?;
+    Ok(peers)
+}
 
-    let voters: BTreeSet<u64> = peers.keys().copied().collect();
-    let nodes: BTreeMap<u64, NodeAddr> =
-        peers.iter().map(|(id, addr)| (*id, NodeAddr { addr: addr.clone() })).collect();
-    let membership = openraft::Membership::new(vec![voters], nodes).map_err(RestoreError::Membership)?;
-    let log_id = restored_log_id(index);
-    let meta =
-        SnapshotMeta { last_log_id: Some(log_id), last_membership: StoredMembership::new(Some(log_id), membership) };
-    let disk = FsDisk::open(data_dir).map_err(|source| CliError::File {
-        action: "open the data directory",
-        path: data_dir.to_path_buf(),
-        source,
-    })?;
-    let snapshot = seed_snapshot(Arc::new(disk), &meta, &kernel)?;
-
+/// What was restored where, and how to start the new cluster.
+fn print_restored(
+    data_dir: &Path,
+    snapshot: &str,
+    header: &BackupHeader,
+    index: u64,
+    peers: &BTreeMap<u64, String>,
+    json: bool,
+) -> Result<(), CliError> {
     let peers_text = peers.iter().map(|(id, a)| format!("{id}={a}")).collect::<Vec<_>>().join(",");
     if json {
         let v = serde_json::json!({
@@ -253,7 +276,7 @@ fn restore(
             data_dir.display()
         );
     }
-    Ok(ExitCode::SUCCESS)
+    Ok(())
 }
 
 /// The restored snapshot's position: the saved index in term 0 (see the module doc).
