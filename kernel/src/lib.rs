@@ -42,4 +42,5 @@ pub use resource_window::{ResourceWindow, SampleError, WindowConfigError};
 pub use retry_queue::{EndpointId, QueueFull, RetryConfig, RetryConfigError, RetryQueue};
 pub use state_machine::{
     ClusterStateMachine, DEFAULT_STATE_BUDGET_BYTES, EventsCompacted, Limits, SnapshotError, StateBytes, StateUsage,
+    UnsealedSnapshot,
 };

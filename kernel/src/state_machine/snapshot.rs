@@ -246,18 +246,38 @@ impl postcard::ser_flavors::Flavor for VecFlavor {
 // ----- encode and decode -----
 
 /// Appends the image of `machine` to `out` (its header starts at `out.len()`).
-pub(super) fn encode_into(machine: &ClusterStateMachine, out: Vec<u8>) -> Vec<u8> {
+pub(super) fn encode_into(machine: &ClusterStateMachine, out: Vec<u8>) -> UnsealedSnapshot {
     debug_assert_eq!(machine.check_invariants(), Ok(()), "only a sound state is written");
     encode_unchecked_into(machine, out)
+}
+
+/// A snapshot image written but not yet checksummed, so that the checksum (a pass over
+/// every byte) can run after the state's lock is released. Its bytes can only be had
+/// through `seal`.
+#[must_use = "an image is only usable once sealed"]
+pub struct UnsealedSnapshot {
+    bytes: Vec<u8>,
+    /// Where the image starts in `bytes` (a caller's header may come first).
+    base: usize,
+}
+
+impl UnsealedSnapshot {
+    /// Writes the image's checksum; the bytes, with whatever the caller put before them.
+    pub fn seal(mut self) -> Vec<u8> {
+        let image = &mut self.bytes[self.base..];
+        let crc = checksum(image);
+        image[CRC_AT..HEADER_LEN].copy_from_slice(&crc.to_le_bytes());
+        self.bytes
+    }
 }
 
 /// `encode` without the debug check, so tests can write unsound states.
 #[cfg(test)]
 pub(super) fn encode_unchecked(machine: &ClusterStateMachine) -> Vec<u8> {
-    encode_unchecked_into(machine, Vec::with_capacity(HEADER_LEN + 64 * 1024))
+    encode_unchecked_into(machine, Vec::with_capacity(HEADER_LEN + 64 * 1024)).seal()
 }
 
-fn encode_unchecked_into(machine: &ClusterStateMachine, mut out: Vec<u8>) -> Vec<u8> {
+fn encode_unchecked_into(machine: &ClusterStateMachine, mut out: Vec<u8>) -> UnsealedSnapshot {
     let body = BodyOut {
         limits: &machine.limits,
         revision: machine.revision,
@@ -285,9 +305,7 @@ fn encode_unchecked_into(machine: &ClusterStateMachine, mut out: Vec<u8>) -> Vec
     let payload_len = (image.len() - HEADER_LEN) as u64;
     image[VERSION_AT..LENGTH_AT].copy_from_slice(&SNAPSHOT_FORMAT_VERSION.to_le_bytes());
     image[LENGTH_AT..CRC_AT].copy_from_slice(&payload_len.to_le_bytes());
-    let crc = checksum(image);
-    image[CRC_AT..HEADER_LEN].copy_from_slice(&crc.to_le_bytes());
-    out
+    UnsealedSnapshot { bytes: out, base }
 }
 
 /// The crc of everything after the magic except the crc field itself.

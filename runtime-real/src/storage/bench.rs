@@ -375,15 +375,18 @@ fn snapshot_peak_encode_in_place() {
         reset_peak();
         let (base, _) = rss_mib();
         let snapshot = store.get_snapshot_builder().await.build_snapshot().await.expect("builds");
-        // The lock is held while the image is encoded: timed as a backup's export, which
-        // encodes the same way, after the build's figures.
+        // The lock is held while the image is written (not checksummed): timed alone,
+        // after the build's figures, the way the build does it.
         let (_, peak_after_build) = rss_mib();
+        let shared = store.shared();
+        let st = shared.read();
         let started = Instant::now();
-        let export = store.shared().export().expect("exports");
+        let unsealed = st.kernel.snapshot_into(Vec::new());
         let locked = started.elapsed();
-        assert_eq!(export.data.len(), snapshot.snapshot.len());
-        drop(export);
-        println!("(the export's own peak is not counted: the build's was {peak_after_build:.0} MiB)");
+        drop(st);
+        let image = unsealed.seal();
+        assert!(snapshot.snapshot.ends_with(&image), "the file holds the same image behind its header");
+        drop(image);
         report_peak_at("encode in place", base, peak_after_build, snapshot.snapshot.len(), locked);
     });
     let _ = std::fs::remove_dir_all(&dir);

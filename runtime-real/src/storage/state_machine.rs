@@ -28,7 +28,7 @@ use openraft::entry::EntryPayload;
 use openraft::storage::{EntryResponder, RaftSnapshotBuilder, RaftStateMachine};
 use openraft::{LogIdOptionExt, OptionalSend};
 use openraft_rt::{Watch, WatchReceiver, WatchSender};
-use roster_kernel::{ClusterStateMachine, Limits};
+use roster_kernel::{ClusterStateMachine, Limits, UnsealedSnapshot};
 use std::io;
 use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
@@ -129,10 +129,13 @@ impl SharedState {
 
     /// A consistent export of the applied state (see `Export`), for a backup.
     pub fn export(&self) -> Result<Export, StorageError> {
-        let st = self.read();
-        let meta = SnapshotMeta { last_log_id: st.last_applied, last_membership: st.membership.clone() };
-        let data = encode_snapshot(&meta, &st.kernel)?;
-        Ok(Export { meta, revision: st.kernel.revision(), data })
+        let (meta, revision, unsealed) = {
+            let st = self.read();
+            let meta = SnapshotMeta { last_log_id: st.last_applied, last_membership: st.membership.clone() };
+            let unsealed = begin_snapshot(&meta, &st.kernel)?;
+            (meta, st.kernel.revision(), unsealed)
+        };
+        Ok(Export { meta, revision, data: seal_snapshot(unsealed) })
     }
 
     fn publish(&self, applied: Applied) {
@@ -180,6 +183,12 @@ fn is_snapshot_file(name: &str) -> bool {
 /// The snapshot file's bytes: header, `meta`, and the kernel's image written straight
 /// after them into the same buffer (a large state is never held twice as bytes).
 fn encode_snapshot(meta: &SnapshotMeta, kernel: &ClusterStateMachine) -> Result<SnapshotData, StorageError> {
+    Ok(seal_snapshot(begin_snapshot(meta, kernel)?))
+}
+
+/// `encode_snapshot`'s part that reads the state (under its lock): every byte written,
+/// no checksum computed yet.
+fn begin_snapshot(meta: &SnapshotMeta, kernel: &ClusterStateMachine) -> Result<UnsealedSnapshot, StorageError> {
     let meta_bytes = postcard::to_allocvec(meta)
         .map_err(|e| StorageError::Encode { what: "snapshot metadata".into(), reason: e.to_string() })?;
     let mut out = Vec::with_capacity(SNAPSHOT_HEADER_BYTES + meta_bytes.len() + 64 * 1024);
@@ -187,10 +196,15 @@ fn encode_snapshot(meta: &SnapshotMeta, kernel: &ClusterStateMachine) -> Result<
     out.extend_from_slice(&[0u8; 4]);
     out.extend_from_slice(&(meta_bytes.len() as u32).to_le_bytes());
     out.extend_from_slice(&meta_bytes);
-    let mut out = kernel.snapshot_into(out);
+    Ok(kernel.snapshot_into(out))
+}
+
+/// `encode_snapshot`'s part that needs no lock: the kernel image's checksum, then ours.
+fn seal_snapshot(unsealed: UnsealedSnapshot) -> SnapshotData {
+    let mut out = unsealed.seal();
     let crc = crc32fast::hash(&out[12..]);
     out[8..12].copy_from_slice(&crc.to_le_bytes());
-    Ok(out)
+    out
 }
 
 /// Splits snapshot bytes into their meta and the kernel's bytes, checking everything.
@@ -377,20 +391,21 @@ impl StateMachineStore {
     }
 
     async fn build(&self) -> Result<Snapshot, StorageError> {
-        // Encoded under the read lock (applies wait for it), straight from the applied
-        // state: a copy of the state to encode outside the lock would take as long to make
-        // (a deep copy of every string, where encoding copies them into one buffer), and
-        // the copy is what made a snapshot's peak about three times the state. The peak is
-        // now the state plus its image. The file work runs beside the runtime's workers
-        // (see `on_disk`).
-        let (meta, data) = {
+        // Written under the read lock (applies wait for it), straight from the applied
+        // state: a copy of the state to encode outside the lock would take about as long
+        // to make (a deep copy of every string, where encoding copies them into one
+        // buffer), and the copy is what made a snapshot's peak about three times the
+        // state. The peak is now the state plus its image. The checksums and the file work
+        // run after the lock, beside the runtime's workers (see `on_disk`).
+        let (meta, unsealed) = {
             let st = self.shared.read();
             let meta = SnapshotMeta { last_log_id: st.last_applied, last_membership: st.membership.clone() };
-            let data = encode_snapshot(&meta, &st.kernel)?;
-            (meta, data)
+            let unsealed = begin_snapshot(&meta, &st.kernel)?;
+            (meta, unsealed)
         };
         let files = self.snapshots.clone();
         let (stored, meta, data) = on_disk(&*self.snapshots.disk, self.snapshots.offload, move || {
+            let data = seal_snapshot(unsealed);
             files.store(&meta, &data).map(|stored| (stored, meta, data))
         })
         .await??;
