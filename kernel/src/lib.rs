@@ -13,6 +13,7 @@ pub mod expiry_guard;
 pub mod formation;
 pub mod ids;
 pub mod leader_duties;
+pub mod leader_search;
 pub mod liveness;
 pub mod membership;
 pub mod model;
@@ -43,4 +44,5 @@ pub use resource_window::{ResourceWindow, SampleError, WindowConfigError};
 pub use retry_queue::{EndpointId, QueueFull, RetryConfig, RetryConfigError, RetryQueue};
 pub use state_machine::{
     ClusterStateMachine, DEFAULT_STATE_BUDGET_BYTES, EventsCompacted, Limits, SnapshotError, StateBytes, StateUsage,
+    UnsealedSnapshot,
 };

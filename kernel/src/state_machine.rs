@@ -53,7 +53,7 @@ mod tests;
 pub use budget::{ITEM_OVERHEAD_BYTES, StateBytes, StateUsage};
 pub use history::EventsCompacted;
 pub use limits::{DEFAULT_STATE_BUDGET_BYTES, Limits};
-pub use snapshot::{SNAPSHOT_FORMAT_VERSION, SnapshotError};
+pub use snapshot::{SNAPSHOT_FORMAT_VERSION, SnapshotError, UnsealedSnapshot};
 pub use tokens::{MAX_TOKEN_NAME_BYTES, MAX_TOKENS, MAX_TOKENS_PER_MEMBER};
 
 use crate::command::{
@@ -360,7 +360,14 @@ impl ClusterStateMachine {
 
     /// A versioned, checksummed image of the replicated state (not the event history).
     pub fn snapshot(&self) -> Vec<u8> {
-        snapshot::encode(self)
+        snapshot::encode_into(self, Vec::with_capacity(64 * 1024)).seal()
+    }
+
+    /// `snapshot`, appended to `out` and not yet checksummed: a caller that wraps the
+    /// image in its own header writes both into one buffer (no second copy of a large
+    /// state), and seals it after releasing whatever lock guards this machine.
+    pub fn snapshot_into(&self, out: Vec<u8>) -> UnsealedSnapshot {
+        snapshot::encode_into(self, out)
     }
 
     /// The state machine a `snapshot` was taken of; it gives the same replies to the same

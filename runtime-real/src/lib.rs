@@ -17,6 +17,7 @@
 //!   agent, launch, compaction, and a node's place in its cluster;
 //! - `http` (not in the simulator build): the HTTP/JSON API and health endpoints, over
 //!   the client library and the server's API;
+//! - `view`: the JSON schema the CLI's `--json` and HTTP share (over the kernel's types);
 //! - `node`: wires a node together; `cli` (in the binary): the `roster` commands.
 
 pub use roster_client as client;
@@ -32,3 +33,4 @@ pub mod rt;
 pub mod server;
 pub mod storage;
 pub mod tls;
+pub mod view;

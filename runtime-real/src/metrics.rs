@@ -214,7 +214,17 @@ impl Metrics {
             "Sum of the processes' averaged memory in use",
             m.processes_memory_bytes.clone(),
         );
-        r.register("launches", "Remote launches handled by this node, by result", m.launches.clone());
+        r.register(
+            "launches",
+            "Launches by result: started, not_allowed or failed on the node that was to run the program, \
+             no_placement on the leader that found no server for it",
+            m.launches.clone(),
+        );
+        // Every result from the start, at 0: a series that appears only after the first
+        // launch looks missing to a dashboard and makes its first increase invisible.
+        for result in LaunchResult::ALL {
+            drop(m.launches.get_or_create(&ResultLabel { result: result.label() }));
+        }
         let state = r.sub_registry_with_prefix("state");
         state.register("bytes", "Bytes of the replicated state, by part (state_budget_bytes)", m.state_bytes.clone());
         state.register("budget_bytes", "The replicated state's byte budget", m.state_budget_bytes.clone());
@@ -242,8 +252,8 @@ impl Metrics {
         self.forbidden.inc();
     }
 
-    pub fn count_launch(&self, result: &'static str) {
-        self.launches.get_or_create(&ResultLabel { result }).inc();
+    pub fn count_launch(&self, result: LaunchResult) {
+        self.launches.get_or_create(&ResultLabel { result: result.label() }).inc();
     }
 
     /// The text a scrape returns, with the scrape-time values set first.
@@ -282,6 +292,33 @@ impl Metrics {
         // Writing into a String cannot fail.
         let _ = prometheus_client::encoding::prometheus_text::encode(&mut out, &self.registry);
         out
+    }
+}
+
+/// How one launch ended, the `result` label of `roster_launches_total`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LaunchResult {
+    /// The program runs on this node.
+    Started,
+    /// The program is not on this node's `launch_allow` list.
+    NotAllowed,
+    /// Registering it or starting the program failed on this node.
+    Failed,
+    /// The leader found no server with room for it.
+    NoPlacement,
+}
+
+impl LaunchResult {
+    pub const ALL: [LaunchResult; 4] =
+        [LaunchResult::Started, LaunchResult::NotAllowed, LaunchResult::Failed, LaunchResult::NoPlacement];
+
+    pub fn label(self) -> &'static str {
+        match self {
+            LaunchResult::Started => "started",
+            LaunchResult::NotAllowed => "not_allowed",
+            LaunchResult::Failed => "failed",
+            LaunchResult::NoPlacement => "no_placement",
+        }
     }
 }
 
@@ -360,5 +397,22 @@ mod tests {
         let text = m.encode(&Scrape { expiry, ..Scrape::default() });
         assert_eq!(value(&text, "roster_members_expiry_brake"), Some(1.0), "{text}");
         assert_eq!(value(&text, "roster_members_expiry_lateness_grace_seconds"), Some(0.25));
+    }
+
+    #[test]
+    fn launches_are_exported_by_result_from_the_start() {
+        let m = Metrics::new();
+        let text = m.encode(&Scrape::default());
+        for result in LaunchResult::ALL {
+            let series = format!("roster_launches_total{{result=\"{}\"}}", result.label());
+            assert_eq!(value(&text, &series), Some(0.0), "{series} before any launch:\n{text}");
+        }
+        m.count_launch(LaunchResult::Started);
+        m.count_launch(LaunchResult::Started);
+        m.count_launch(LaunchResult::NoPlacement);
+        let text = m.encode(&Scrape::default());
+        assert_eq!(value(&text, "roster_launches_total{result=\"started\"}"), Some(2.0), "{text}");
+        assert_eq!(value(&text, "roster_launches_total{result=\"no_placement\"}"), Some(1.0));
+        assert_eq!(value(&text, "roster_launches_total{result=\"failed\"}"), Some(0.0));
     }
 }

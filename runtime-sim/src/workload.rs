@@ -89,42 +89,11 @@ async fn kv_loop(ctx: &WorkerCtx, client_id: u64, client: &Client) {
             (rng.gen_range(0..100u32), format!("k{}", rng.gen_range(0..ctx.config.keys)))
         };
         if roll < 35 {
-            let invoked = ctx.clock.now_ms();
-            let index = ctx.trace.lock().record_op_invoked(KvOp {
-                client: client_id,
-                command_seq: None,
-                queue_seq: None,
-                key: key.clone(),
-                call: KvCall::Get,
-                invoked_at_ms: invoked,
-                end: OpEnd::Pending,
-            });
-            let result = client.kv_get(key.clone(), Consistency::Linearizable).await;
-            let at_ms = ctx.clock.now_ms();
-            let end = match result {
-                Ok(v) => {
-                    last_seen.insert(key, v.clone());
-                    OpEnd::Returned { at_ms, output: KvOutput::Value(v) }
-                }
-                Err(e) => OpEnd::Failed { at_ms, reason: e.to_string() },
-            };
-            ctx.trace.lock().record_op_end(index, end);
+            kv_read(ctx, client_id, client, key, &mut last_seen).await;
             continue;
         }
         let seq = commands + 1;
-        let value = format!("c{client_id}-{seq}");
-        let (command, call) = if roll < 75 {
-            (Command::KvPut { key: key.clone(), value: value.clone() }, KvCall::Put { value: value.clone() })
-        } else if roll < 93 {
-            let expected = last_seen.get(&key).cloned().flatten();
-            let new = if roll < 91 { Some(value.clone()) } else { None };
-            (
-                Command::KvCas { key: key.clone(), expected: expected.clone(), new: new.clone() },
-                KvCall::Cas { expected, new },
-            )
-        } else {
-            (Command::KvDelete { key: key.clone() }, KvCall::Delete)
-        };
+        let (command, call) = kv_write(roll, &key, format!("c{client_id}-{seq}"), &last_seen);
         let invoked = ctx.clock.now_ms();
         let pending = match client.submit(command).await {
             Ok(p) => p,
@@ -166,6 +135,54 @@ async fn kv_loop(ctx: &WorkerCtx, client_id: u64, client: &Client) {
             last_seen.insert(key, value);
         }
         ctx.trace.lock().record_op_end(index, end);
+    }
+}
+
+/// A linearizable read of `key`, recorded in the history; what it saw is what this
+/// client's next compare-and-set on the key expects.
+async fn kv_read(
+    ctx: &WorkerCtx,
+    client_id: u64,
+    client: &Client,
+    key: String,
+    last_seen: &mut BTreeMap<String, Option<String>>,
+) {
+    let invoked = ctx.clock.now_ms();
+    let index = ctx.trace.lock().record_op_invoked(KvOp {
+        client: client_id,
+        command_seq: None,
+        queue_seq: None,
+        key: key.clone(),
+        call: KvCall::Get,
+        invoked_at_ms: invoked,
+        end: OpEnd::Pending,
+    });
+    let result = client.kv_get(key.clone(), Consistency::Linearizable).await;
+    let at_ms = ctx.clock.now_ms();
+    let end = match result {
+        Ok(v) => {
+            last_seen.insert(key, v.clone());
+            OpEnd::Returned { at_ms, output: KvOutput::Value(v) }
+        }
+        Err(e) => OpEnd::Failed { at_ms, reason: e.to_string() },
+    };
+    ctx.trace.lock().record_op_end(index, end);
+}
+
+/// The write a `roll` of 35..100 picks: a put (40 %), a compare-and-set against the last
+/// value seen that swaps (16 %) or deletes (2 %), or a delete (7 %).
+fn kv_write(roll: u32, key: &str, value: String, last_seen: &BTreeMap<String, Option<String>>) -> (Command, KvCall) {
+    if roll < 75 {
+        (Command::KvPut { key: key.to_string(), value: value.clone() }, KvCall::Put { value })
+    } else if roll < 93 {
+        let expected = last_seen.get(key).cloned().flatten();
+        let new = if roll < 91 { Some(value) } else { None };
+        (
+            Command::KvCas { key: key.to_string(), expected: expected.clone(), new: new.clone() },
+            KvCall::Cas { expected, new },
+        )
+    } else {
+        (Command::KvDelete { key: key.to_string() }, KvCall::Delete)
     }
 }
 

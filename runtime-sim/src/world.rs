@@ -687,7 +687,34 @@ fn start_server(
     trace: &SharedTrace,
     views: &Views,
 ) -> ServerSlot {
-    let config = NodeConfig {
+    let config = node_config(world, id, peers);
+    let disk = MemDisk::new();
+    let faults = FaultSwitch::default();
+    if world.disk_model {
+        disk.set_model(Box::new(SimDiskModel::new(thread_rng().r#gen::<u64>(), faults.clone())));
+    }
+    let stopped = Arc::new(AtomicBool::new(false));
+    let incarnation = Arc::new(AtomicU64::new(0));
+    let machine =
+        Machine { id, disk: disk.clone(), clock, trace: trace.clone(), views: views.clone(), stopped: stopped.clone() };
+    let inc = incarnation.clone();
+    let spare = config.peers.is_empty();
+    let node = handle
+        .create_node()
+        .name(format!("server-{id}"))
+        .ip(server_ip(id))
+        .init(move || run_server(machine.clone(), config.clone(), inc.load(Ordering::Relaxed)))
+        .build();
+    if spare {
+        // A spare waits, powered off, until a scenario starts it.
+        handle.kill(node.id());
+    }
+    ServerSlot { handle: node, disk, faults, stopped, incarnation, up: !spare, paused: false }
+}
+
+/// A simulated server's settings: the world's timings, the shipped defaults elsewhere.
+fn node_config(world: &WorldConfig, id: u64, peers: BTreeMap<u64, String>) -> NodeConfig {
+    NodeConfig {
         id,
         listen: server_addr(id),
         advertise: None,
@@ -719,73 +746,64 @@ fn start_server(
         tls_cert: None,
         tls_key: None,
         tls_ca: None,
-    };
-    let disk = MemDisk::new();
-    let faults = FaultSwitch::default();
-    if world.disk_model {
-        disk.set_model(Box::new(SimDiskModel::new(thread_rng().r#gen::<u64>(), faults.clone())));
     }
-    let stopped = Arc::new(AtomicBool::new(false));
-    let incarnation = Arc::new(AtomicU64::new(0));
-    let (d, t, v, inc, st) = (disk.clone(), trace.clone(), views.clone(), incarnation.clone(), stopped.clone());
-    let spare = config.peers.is_empty();
-    let node = handle
-        .create_node()
-        .name(format!("server-{id}"))
-        .ip(server_ip(id))
-        .init(move || {
-            let (config, disk, trace, views) = (config.clone(), d.clone(), t.clone(), v.clone());
-            let stopped = st.clone();
-            let incarnation = inc.load(Ordering::Relaxed);
-            async move {
-                let probe = Box::new(SimProbe::for_server(id - 1));
-                // The shipped layout: 8 MiB segments, zero-filled and synced before use, so a
-                // zeroed record header marks the end of the log.
-                let options = StorageOptions::for_fs(Limits::default());
-                match Node::start_with_storage(config, Arc::new(disk), probe, options).await {
-                    Ok(node) => {
-                        let view = NodeView {
-                            incarnation,
-                            api: node.api.clone(),
-                            raft: node.raft.clone(),
-                            shared: node.shared.clone(),
-                            log_reader: node.log_reader.clone(),
-                        };
-                        lock(&views).insert(id, view);
-                        // Raft stops on a fatal error (the log fail-stopped on EIO): the
-                        // node is out of the cluster until the world power-cycles it.
-                        let mut metrics = node.raft.metrics();
-                        let fatal = loop {
-                            if let Err(fatal) = &metrics.borrow_watched().running_state {
-                                break fatal.to_string();
-                            }
-                            if metrics.changed().await.is_err() {
-                                break "Raft's metrics channel closed".to_string();
-                            }
-                        };
-                        let now = clock.now_ms();
-                        trace.lock().record_fault(now, format!("server {id} stopped: {fatal}"));
-                        lock(&views).remove(&id);
-                        stopped.store(true, Ordering::Relaxed);
-                        // A madsim node ends when its init future returns: keep it (and
-                        // the node) alive until the world kills the machine.
-                        std::future::pending::<()>().await;
-                        drop(node);
-                    }
-                    Err(e) => {
-                        let now = clock.now_ms();
-                        trace.lock().record_start_failure(now, format!("server {id} failed to start: {e}"));
-                        std::future::pending::<()>().await;
-                    }
+}
+
+/// What one simulated server machine keeps across power cycles.
+#[derive(Clone)]
+struct Machine {
+    id: u64,
+    disk: MemDisk,
+    clock: SimClock,
+    trace: SharedTrace,
+    views: Views,
+    stopped: Arc<AtomicBool>,
+}
+
+/// One power-on of a machine: the shipped node on its disk, watched until Raft stops on a
+/// fatal error; then (or after a failed start) the machine idles until the world kills it.
+async fn run_server(machine: Machine, config: NodeConfig, incarnation: u64) {
+    let Machine { id, disk, clock, trace, views, stopped } = machine;
+    let probe = Box::new(SimProbe::for_server(id - 1));
+    // The shipped layout: 8 MiB segments, zero-filled and synced before use, so a
+    // zeroed record header marks the end of the log.
+    let options = StorageOptions::for_fs(Limits::default());
+    match Node::start_with_storage(config, Arc::new(disk), probe, options).await {
+        Ok(node) => {
+            let view = NodeView {
+                incarnation,
+                api: node.api.clone(),
+                raft: node.raft.clone(),
+                shared: node.shared.clone(),
+                log_reader: node.log_reader.clone(),
+            };
+            lock(&views).insert(id, view);
+            // Raft stops on a fatal error (the log fail-stopped on EIO): the
+            // node is out of the cluster until the world power-cycles it.
+            let mut metrics = node.raft.metrics();
+            let fatal = loop {
+                if let Err(fatal) = &metrics.borrow_watched().running_state {
+                    break fatal.to_string();
                 }
-            }
-        })
-        .build();
-    if spare {
-        // A spare waits, powered off, until a scenario starts it.
-        handle.kill(node.id());
+                if metrics.changed().await.is_err() {
+                    break "Raft's metrics channel closed".to_string();
+                }
+            };
+            let now = clock.now_ms();
+            trace.lock().record_fault(now, format!("server {id} stopped: {fatal}"));
+            lock(&views).remove(&id);
+            stopped.store(true, Ordering::Relaxed);
+            // A madsim node ends when its init future returns: keep it (and
+            // the node) alive until the world kills the machine.
+            std::future::pending::<()>().await;
+            drop(node);
+        }
+        Err(e) => {
+            let now = clock.now_ms();
+            trace.lock().record_start_failure(now, format!("server {id} failed to start: {e}"));
+            std::future::pending::<()>().await;
+        }
     }
-    ServerSlot { handle: node, disk, faults, stopped, incarnation, up: !spare, paused: false }
 }
 
 /// Every `every_ms`: leader observations, newly committed entries (index, term, payload
@@ -809,32 +827,10 @@ async fn sample_loop(views: Views, trace: SharedTrace, clock: SimClock, every_ms
                 let age = m.last_quorum_acked.as_ref().map(|at| openraft::Instant::elapsed(&**at).as_millis() as u64);
                 (m.state == ServerState::Leader, m.current_term, m.local_committed, age)
             };
-            let mut records = Vec::new();
-            if let Some(c) = committed {
-                let from = match state.last_hashed_index {
-                    Some(i) => i + 1,
-                    None => c.index.saturating_sub(MAX_BACKFILL_ENTRIES - 1),
-                }
-                .max(c.index.saturating_sub(MAX_BACKFILL_ENTRIES - 1));
-                if from <= c.index {
-                    let mut reader = view.log_reader.clone();
-                    if let Ok(entries) = reader.try_get_log_entries(from..=c.index).await {
-                        for e in entries {
-                            let bytes = postcard::to_allocvec(&e.payload).unwrap_or_default();
-                            records.push(CommitRec {
-                                node: id,
-                                at_ms: now,
-                                event: CommitSeen::Committed {
-                                    index: e.log_id.index,
-                                    term: e.log_id.leader_id.term,
-                                    entry_hash: fnv1a(&bytes),
-                                },
-                            });
-                        }
-                    }
-                    state.last_hashed_index = Some(c.index);
-                }
-            }
+            let records = match committed {
+                Some(c) => newly_committed(id, &view, state, c.index, now).await,
+                None => Vec::new(),
+            };
             let braking = is_leader && view.api.expiry_status().brake.is_some();
             let mut trace = trace.lock();
             if is_leader {
@@ -852,29 +848,65 @@ async fn sample_loop(views: Views, trace: SharedTrace, clock: SimClock, every_ms
                 highest_commit = Some(c.index);
                 trace.record_commit_time(now);
             }
-            let st = view.shared.read();
-            let applied_index = st.last_applied.map(|l| l.index);
-            if let Some(index) = applied_index
-                && state.last_state_hash_index != Some(index)
-                && state.last_state_hash_ms.is_none_or(|at| now >= at + hash_every_ms)
-            {
-                let hash = fnv1a(&st.kernel.snapshot());
-                trace.record_applied(AppliedRec { node: id, at_ms: now, applied_index: index, state_hash: hash });
-                state.last_state_hash_index = Some(index);
-                state.last_state_hash_ms = Some(now);
-            }
-            match st.kernel.events_after(state.seen_revision) {
-                Ok(events) => {
-                    let mut position = 0u32;
-                    for e in events {
-                        position = if e.revision == state.seen_revision { position + 1 } else { 0 };
-                        state.seen_revision = e.revision;
-                        trace.record_event(e.revision, position, applied_event(&e.kind), id, now);
-                    }
-                }
-                Err(_) => state.seen_revision = st.kernel.revision(),
+            sample_applied(id, &view, state, &mut trace, now, hash_every_ms);
+        }
+    }
+}
+
+/// The entries node `id` committed since the sampler last looked (at most the last
+/// `MAX_BACKFILL_ENTRIES`), each with its payload's hash.
+async fn newly_committed(id: u64, view: &NodeView, state: &mut SamplerNode, commit: u64, now: u64) -> Vec<CommitRec> {
+    let mut records = Vec::new();
+    let from = match state.last_hashed_index {
+        Some(i) => i + 1,
+        None => commit.saturating_sub(MAX_BACKFILL_ENTRIES - 1),
+    }
+    .max(commit.saturating_sub(MAX_BACKFILL_ENTRIES - 1));
+    if from <= commit {
+        let mut reader = view.log_reader.clone();
+        if let Ok(entries) = reader.try_get_log_entries(from..=commit).await {
+            for e in entries {
+                let bytes = postcard::to_allocvec(&e.payload).unwrap_or_default();
+                records.push(CommitRec {
+                    node: id,
+                    at_ms: now,
+                    event: CommitSeen::Committed {
+                        index: e.log_id.index,
+                        term: e.log_id.leader_id.term,
+                        entry_hash: fnv1a(&bytes),
+                    },
+                });
             }
         }
+        state.last_hashed_index = Some(commit);
+    }
+    records
+}
+
+/// Node `id`'s applied state: its hash at a new applied index (at most every
+/// `hash_every_ms`), and the events applied since the sampler last looked.
+fn sample_applied(id: u64, view: &NodeView, state: &mut SamplerNode, trace: &mut Trace, now: u64, hash_every_ms: u64) {
+    let st = view.shared.read();
+    let applied_index = st.last_applied.map(|l| l.index);
+    if let Some(index) = applied_index
+        && state.last_state_hash_index != Some(index)
+        && state.last_state_hash_ms.is_none_or(|at| now >= at + hash_every_ms)
+    {
+        let hash = fnv1a(&st.kernel.snapshot());
+        trace.record_applied(AppliedRec { node: id, at_ms: now, applied_index: index, state_hash: hash });
+        state.last_state_hash_index = Some(index);
+        state.last_state_hash_ms = Some(now);
+    }
+    match st.kernel.events_after(state.seen_revision) {
+        Ok(events) => {
+            let mut position = 0u32;
+            for e in events {
+                position = if e.revision == state.seen_revision { position + 1 } else { 0 };
+                state.seen_revision = e.revision;
+                trace.record_event(e.revision, position, applied_event(&e.kind), id, now);
+            }
+        }
+        Err(_) => state.seen_revision = st.kernel.revision(),
     }
 }
 

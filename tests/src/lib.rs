@@ -318,11 +318,12 @@ impl TestCluster {
             args.push("--stale");
         }
         let out = self.roster_at(endpoints, &args);
-        if !out.status.success() {
-            return None;
-        }
         let v: Value = serde_json::from_slice(&out.stdout).ok()?;
-        Some(v["value"].as_str().map(str::to_owned))
+        if out.status.success() {
+            return Some(Some(v["value"].as_str()?.to_owned()));
+        }
+        // An absent key is the error `not_found` (exit 1); any other error is a failure.
+        (v["error"]["kind"] == "not_found").then_some(None)
     }
 
     /// `status --json` against the given endpoints, if it answers (with or without a
@@ -502,7 +503,7 @@ impl TestCluster {
         eventually(within, &format!("{n} servers with resources in status"), || {
             let s = self.status_at(&self.endpoints())?;
             let servers = s["servers"].as_array()?;
-            (servers.len() == n && servers.iter().all(|e| !e["entry"]["resources"].is_null())).then_some(s)
+            (servers.len() == n && servers.iter().all(|e| !e["resources"].is_null())).then_some(s)
         })
     }
 
@@ -620,17 +621,18 @@ impl WatchStream {
     }
 }
 
-/// For a `Departed` event of process `id`: its departure (`{"Expired": ..}` or
-/// `{"Deregistered": {"exit_status": N}}`); `None` for any other event.
+/// For a `departed` event of process `id`: its departure (`{"type": "expired", ..}` or
+/// `{"type": "deregistered", "exit_status": N}`); `None` for any other event.
 pub fn process_departure(event: &Value, id: u64) -> Option<Value> {
-    let d = event["kind"].get("Departed")?;
-    (d["member"]["Process"].as_u64() == Some(id)).then(|| d["tombstone"]["departure"].clone())
+    let member = &event["data"]["member"];
+    (event["type"] == "departed" && member["type"] == "process" && member["id"].as_u64() == Some(id))
+        .then(|| event["data"]["departure"].clone())
 }
 
-/// For a `ProcessRegistered` event: the process entry, if its name is `name`.
+/// For a `process_registered` event: the process entry, if its name is `name`.
 pub fn process_registered<'a>(event: &'a Value, name: &str) -> Option<&'a Value> {
-    let p = event["kind"].get("ProcessRegistered")?;
-    (p["info"]["name"].as_str() == Some(name)).then_some(p)
+    let p = &event["data"];
+    (event["type"] == "process_registered" && p["info"]["name"].as_str() == Some(name)).then_some(p)
 }
 
 impl TestCluster {

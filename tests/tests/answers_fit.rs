@@ -99,9 +99,9 @@ fn a_watch_survives_a_burst_of_large_values_and_sees_the_marker_after_it() {
         let events = watch_events(&std::fs::read(&*path).expect("watch output"));
         assert_eq!(events.len(), BURST + 1, "{who} watch saw {} events", events.len());
         let keys: std::collections::BTreeSet<String> =
-            events[..BURST].iter().map(|e| e["kind"]["KvPut"]["key"].as_str().expect("a put").to_string()).collect();
+            events[..BURST].iter().map(|e| e["data"]["key"].as_str().expect("a put").to_string()).collect();
         assert_eq!(keys.len(), BURST, "{who} watch: every put once");
-        let last = &events[BURST]["kind"]["KvPut"];
+        let last = &events[BURST]["data"];
         assert_eq!(last["key"], "marker", "{who} watch ends with the marker: {last}");
         assert_eq!(last["value"], "after-the-burst");
     }

@@ -64,7 +64,7 @@ fn ids_read_back_as_they_print_and_members_are_found_by_name() {
     // Writes take a name too.
     ok(&c.roster(&["put", "api", "--label", "tier=front"]));
     let labelled = json(&c.roster(&["get", &format!("process-{api}"), "--json"]));
-    assert_eq!(labelled["info"]["labels"]["tier"], "front", "{labelled}");
+    assert_eq!(labelled["process"]["info"]["labels"]["tier"], "front", "{labelled}");
 }
 
 #[test]
@@ -103,6 +103,8 @@ fn kv_takes_values_from_stdin_or_a_file_and_lists_by_prefix() {
     let items = as_json["items"].as_array().expect("items");
     assert_eq!((items.len(), &items[1]["key"]), (2, &serde_json::json!("app/file")), "{as_json}");
     assert!(as_json["revision"].is_u64(), "{as_json}");
+    // The limit cut the listing short: `next` says where the rest starts.
+    assert_eq!(as_json["next"], "apples", "{as_json}");
 }
 
 #[test]

@@ -30,14 +30,16 @@ fn three_nodes_elect_a_leader_and_replicate() {
         (voters == 3 && servers == 3).then_some(s)
     });
     let mut voter_ids: Vec<u64> =
-        status["voters"].as_array().unwrap().iter().map(|v| v[0].as_u64().expect("voter id")).collect();
+        status["voters"].as_array().unwrap().iter().map(|v| v["id"].as_u64().expect("voter id")).collect();
     voter_ids.sort_unstable();
     assert_eq!(voter_ids, vec![1, 2, 3], "{status}");
     let mut server_ids: Vec<u64> =
-        status["servers"].as_array().unwrap().iter().map(|s| s["entry"]["id"].as_u64().expect("server id")).collect();
+        status["servers"].as_array().unwrap().iter().map(|s| s["id"].as_u64().expect("server id")).collect();
     server_ids.sort_unstable();
     assert_eq!(server_ids, vec![1, 2, 3], "{status}");
-    for (id, addr) in status["voters"].as_array().unwrap().iter().map(|v| (v[0].as_u64().unwrap(), v[1].clone())) {
+    for (id, addr) in
+        status["voters"].as_array().unwrap().iter().map(|v| (v["id"].as_u64().unwrap(), v["addr"].clone()))
+    {
         assert_eq!(addr.as_str(), Some(c.nodes[&id].addr.as_str()), "voter {id} address: {status}");
     }
 }

@@ -72,7 +72,7 @@ fn a_follower_that_lost_its_disk_waits_without_voting_until_replaced() {
     let status = eventually(Duration::from_secs(20), "the replaced node caught up and votes again", || {
         c.status_at(&lost_ep).filter(|s| s["waiting"].is_null() && s["applied_index"].is_u64())
     });
-    let voters: Vec<u64> = status["voters"].as_array().unwrap().iter().map(|v| v[0].as_u64().unwrap()).collect();
+    let voters: Vec<u64> = status["voters"].as_array().unwrap().iter().map(|v| v["id"].as_u64().unwrap()).collect();
     assert!(voters.contains(&lost), "replaced node is a voter again: {status}");
     for k in &keys {
         assert_eq!(c.kv_get_at(&lost_ep, k, true).as_deref(), Some(format!("v-{k}").as_str()), "stale read of {k}");
@@ -108,7 +108,7 @@ fn an_initial_member_started_a_moment_late_joins_the_formation() {
     let status = eventually(Duration::from_secs(20), "the late member to apply as a voter in good standing", || {
         c.status_at(&ep).filter(|s| s["applied_index"].as_u64().is_some() && s["waiting"].is_null())
     });
-    let voters: Vec<u64> = status["voters"].as_array().unwrap().iter().map(|v| v[0].as_u64().unwrap()).collect();
+    let voters: Vec<u64> = status["voters"].as_array().unwrap().iter().map(|v| v["id"].as_u64().unwrap()).collect();
     assert_eq!(voters, vec![1, 2, 3], "{status}");
     ok(&c.roster_at(&c.endpoints_of(&[1, 2]), &["kv", "put", "after-formation", "1"]));
     eventually(Duration::from_secs(10), "the late member to apply the put", || {

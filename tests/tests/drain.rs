@@ -90,8 +90,8 @@ fn a_drained_server_is_passed_over_and_a_launch_only_it_fits_is_refused() {
     let ls = ok(&c.roster(&["ls", "--kind", "servers"]));
     assert!(ls.lines().any(|l| l.starts_with("server-1 ") && l.contains("drained")), "{ls}");
     let status = json(&c.roster(&["status", "--json"]));
-    let s1 = status["servers"].as_array().unwrap().iter().find(|s| s["entry"]["id"] == 1).unwrap().clone();
-    assert_eq!(s1["entry"]["drained"], Value::Bool(true), "{s1}");
+    let s1 = status["servers"].as_array().unwrap().iter().find(|s| s["id"] == 1).unwrap().clone();
+    assert_eq!(s1["drained"], Value::Bool(true), "{s1}");
 
     // Placed elsewhere, several times over.
     for i in 0..3 {
@@ -112,7 +112,7 @@ fn a_drained_server_is_passed_over_and_a_launch_only_it_fits_is_refused() {
     // Still a member, still heartbeating: not expired over more than a timeout.
     std::thread::sleep(Duration::from_secs(4));
     let entry = server_entry(&c, 1);
-    assert_eq!((entry["status"].as_str(), entry["drained"].as_bool()), (Some("Online"), Some(true)), "{entry}");
+    assert_eq!((entry["status"].as_str(), entry["drained"].as_bool()), (Some("online"), Some(true)), "{entry}");
 
     // The HTTP API undrains (and drains) with the same command.
     let (code, body) = http_post(http_port, "/v1/servers/1/undrain");

@@ -215,7 +215,7 @@ fn members_sessions_and_events_over_http() {
     assert_eq!((unknown.status, unknown.body["error"]["kind"].as_str()), (404, Some("unknown_member")));
     let tombstones = http.call("GET", 2, "/v1/tombstones", None);
     let departure = &tombstones.body["tombstones"][0]["departure"];
-    assert_eq!(departure, &json!({ "Deregistered": { "exit_status": 3 } }), "{}", tombstones.body);
+    assert_eq!(departure, &json!({ "type": "deregistered", "exit_status": 3 }), "{}", tombstones.body);
 
     // The stream showed each change in order, with a readable line.
     let mut seen = Vec::new();

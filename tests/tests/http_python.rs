@@ -47,5 +47,5 @@ fn the_python_example_registers_heartbeats_and_leaves() {
         .iter()
         .find(|t| t.to_string().contains("py-worker"))
         .unwrap_or_else(|| panic!("no tombstone of py-worker in {tombstones}"));
-    assert_eq!(left["departure"], serde_json::json!({ "Deregistered": { "exit_status": 7 } }), "{left}");
+    assert_eq!(left["departure"], serde_json::json!({ "type": "deregistered", "exit_status": 7 }), "{left}");
 }

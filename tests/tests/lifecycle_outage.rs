@@ -13,7 +13,8 @@ const SEQ_COUNT: usize = 300;
 const OUTAGE: Duration = Duration::from_secs(5);
 
 fn kv_put_key(e: &Value) -> Option<(&str, &str)> {
-    let p = e["kind"].get("KvPut")?;
+    let p = &e["data"];
+    (e["type"] == "kv_put").then_some(())?;
     Some((p["key"].as_str()?, p["value"].as_str()?))
 }
 

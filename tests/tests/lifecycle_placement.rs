@@ -81,7 +81,7 @@ fn launches_follow_the_bottleneck_headroom_score() {
         .expect("servers")
         .iter()
         .map(|s| {
-            let e = &s["entry"];
+            let e = s;
             let n = |v: &Value| v.as_u64().unwrap_or_else(|| panic!("not a number: {v} in {s}"));
             Srv {
                 id: n(&e["id"]),
@@ -127,7 +127,7 @@ fn launches_follow_the_bottleneck_headroom_score() {
             c.logs()
         );
         // The process is registered on that server with the reservation.
-        let p = json(&c.roster(&["get", &format!("process:{}", v["process"]), "--json"]));
+        let p = json(&c.roster(&["get", &format!("process:{}", v["process"]), "--json"]))["process"].clone();
         assert_eq!(p["info"]["server"].as_u64(), Some(server), "{p}");
         assert_eq!(p["info"]["reserved"]["cpu_percent_avg"].as_u64(), Some(need_cpu), "{p}");
         model.iter_mut().find(|s| s.id == server).expect("known server").cpu_reserved += need_cpu;

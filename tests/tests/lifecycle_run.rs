@@ -52,9 +52,9 @@ fn run_exits_with_the_program_status_and_deregisters_with_it() {
 
     let reg =
         watch.until(Duration::from_secs(10), "ProcessRegistered seven", |e| process_registered(e, "seven").is_some());
-    let id = reg["kind"]["ProcessRegistered"]["id"].as_u64().expect("process id");
+    let id = reg["data"]["id"].as_u64().expect("process id");
     let dep = watch.until(Duration::from_secs(10), "Departed seven", |e| process_departure(e, id).is_some());
-    assert_eq!(process_departure(&dep, id), Some(json!({"Deregistered": {"exit_status": 7}})), "{dep}");
+    assert_eq!(process_departure(&dep, id), Some(json!({"type": "deregistered", "exit_status": 7})), "{dep}");
     assert!(dep["revision"].as_u64() > reg["revision"].as_u64(), "{reg} then {dep}");
     // Gone from the live record.
     let procs = c.processes().expect("ls");
@@ -76,7 +76,7 @@ fn killed_wrapper_expires_within_timeout_plus_one_interval() {
             c.logs()
         );
     };
-    let id = reg["kind"]["ProcessRegistered"]["id"].as_u64().expect("process id");
+    let id = reg["data"]["id"].as_u64().expect("process id");
     // Let it heartbeat for a while: it must stay.
     std::thread::sleep(Duration::from_millis(2 * TIMEOUT_MS));
     assert!(
@@ -108,7 +108,7 @@ fn killed_wrapper_expires_within_timeout_plus_one_interval() {
 
     let dep = watch.until(Duration::from_secs(5), "Departed victim", |e| process_departure(e, id).is_some());
     let departure = process_departure(&dep, id).expect("departure");
-    assert!(departure.get("Expired").is_some(), "tombstone should say Expired: {dep}");
+    assert_eq!(departure["type"], "expired", "tombstone should say expired: {dep}");
     eprintln!("expired {gone:?} after SIGKILL (timeout {TIMEOUT_MS} ms, interval {INTERVAL_MS} ms)");
     watch.stop();
 }

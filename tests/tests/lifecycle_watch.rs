@@ -62,10 +62,10 @@ fn watch_sees_register_expire_and_deregister_in_order() {
             .as_u64()
             .expect("id");
     let expired = process_departure(&events[2], doomed_id).unwrap_or_else(|| panic!("third: {}", events[2]));
-    assert!(expired.get("Expired").is_some(), "doomed should have expired: {}", events[2]);
+    assert_eq!(expired["type"], "expired", "doomed should have expired: {}", events[2]);
     assert_eq!(
         process_departure(&events[3], finisher_id),
-        Some(json!({"Deregistered": {"exit_status": 3}})),
+        Some(json!({"type": "deregistered", "exit_status": 3})),
         "fourth: {}",
         events[3]
     );

@@ -6,8 +6,12 @@ use std::process::Stdio;
 use std::time::Duration;
 
 fn voter_ids(status: &serde_json::Value) -> Vec<u64> {
-    let mut ids: Vec<u64> =
-        status["voters"].as_array().expect("voters array").iter().map(|v| v[0].as_u64().expect("voter id")).collect();
+    let mut ids: Vec<u64> = status["voters"]
+        .as_array()
+        .expect("voters array")
+        .iter()
+        .map(|v| v["id"].as_u64().expect("voter id"))
+        .collect();
     ids.sort_unstable();
     ids
 }
@@ -38,7 +42,7 @@ fn add_a_node_then_remove_a_follower_under_load() {
         let s = c.status_at(&c.endpoints_of(&[1, 2, 3]))?;
         (voter_ids(&s) == vec![1, 2, 3, 4]).then_some(s)
     });
-    let addr_of_4 = s["voters"].as_array().unwrap().iter().find(|v| v[0] == 4).map(|v| v[1].clone());
+    let addr_of_4 = s["voters"].as_array().unwrap().iter().find(|v| v["id"] == 4).map(|v| v["addr"].clone());
     assert_eq!(addr_of_4.as_ref().and_then(|a| a.as_str()), Some(addr4.as_str()), "{s}");
     // The new node has the data written before it joined.
     let ep4 = c.endpoints_of(&[4]);

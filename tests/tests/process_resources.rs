@@ -27,10 +27,10 @@ fn a_process_reports_its_own_cpu_and_memory_by_run_and_by_http() {
     let entry = eventually(Duration::from_secs(20), "busy's resources in the record", || {
         let out = c.roster(&["get", "busy", "--json"]);
         let v: Value = serde_json::from_slice(&out.stdout).ok()?;
-        let r = &v["resources"];
+        let r = &v["process"]["resources"];
         (r["cpu_percent_avg"].as_u64()? >= 20 && r["mem_bytes_used_avg"].as_u64()? > 0).then_some(v)
     });
-    let id = entry["id"].as_u64().expect("id");
+    let id = entry["process"]["id"].as_u64().expect("id");
     let get = ok(&c.roster(&["get", "busy"]));
     assert!(get.lines().any(|l| l.starts_with("  cpu ") && l.contains("% (averaged)")), "{get}");
     let ls = ok(&c.roster(&["ls", "--kind", "processes"]));

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 /// The wire protocol version these hand-made frames speak (`roster_kernel::codec::WIRE_VERSION`;
 /// written out, as a client in another language would).
-const WIRE_VERSION: u8 = 7;
+const WIRE_VERSION: u8 = 8;
 
 /// A frame: u32 BE length (version byte + body), the version byte, the body.
 fn frame(body: &[u8]) -> Vec<u8> {
@@ -89,8 +89,12 @@ fn wrong_token_is_refused_and_applies_nothing() {
 
     // Nothing applied: read with the right token, linearizably.
     let out = c.roster(&["kv", "get", "intruder", "--json"]);
-    let v: serde_json::Value = serde_json::from_str(&ok(&out)).expect("json");
-    assert!(v["value"].is_null(), "the refused put was applied: {v}");
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert_eq!(
+        (out.status.code(), v["error"]["kind"].as_str()),
+        (Some(1), Some("not_found")),
+        "the refused put was applied: {v}"
+    );
 
     // A raw client Hello with a wrong token is answered (refused) and the connection closed.
     let addr = c.nodes[&1].addr.clone();

@@ -245,13 +245,39 @@ impl postcard::ser_flavors::Flavor for VecFlavor {
 
 // ----- encode and decode -----
 
-pub(super) fn encode(machine: &ClusterStateMachine) -> Vec<u8> {
+/// Appends the image of `machine` to `out` (its header starts at `out.len()`).
+pub(super) fn encode_into(machine: &ClusterStateMachine, out: Vec<u8>) -> UnsealedSnapshot {
     debug_assert_eq!(machine.check_invariants(), Ok(()), "only a sound state is written");
-    encode_unchecked(machine)
+    encode_unchecked_into(machine, out)
+}
+
+/// A snapshot image written but not yet checksummed, so that the checksum (a pass over
+/// every byte) can run after the state's lock is released. Its bytes can only be had
+/// through `seal`.
+#[must_use = "an image is only usable once sealed"]
+pub struct UnsealedSnapshot {
+    bytes: Vec<u8>,
+    /// Where the image starts in `bytes` (a caller's header may come first).
+    base: usize,
+}
+
+impl UnsealedSnapshot {
+    /// Writes the image's checksum; the bytes, with whatever the caller put before them.
+    pub fn seal(mut self) -> Vec<u8> {
+        let image = &mut self.bytes[self.base..];
+        let crc = checksum(image);
+        image[CRC_AT..HEADER_LEN].copy_from_slice(&crc.to_le_bytes());
+        self.bytes
+    }
 }
 
 /// `encode` without the debug check, so tests can write unsound states.
+#[cfg(test)]
 pub(super) fn encode_unchecked(machine: &ClusterStateMachine) -> Vec<u8> {
+    encode_unchecked_into(machine, Vec::with_capacity(HEADER_LEN + 64 * 1024)).seal()
+}
+
+fn encode_unchecked_into(machine: &ClusterStateMachine, mut out: Vec<u8>) -> UnsealedSnapshot {
     let body = BodyOut {
         limits: &machine.limits,
         revision: machine.revision,
@@ -268,19 +294,18 @@ pub(super) fn encode_unchecked(machine: &ClusterStateMachine) -> Vec<u8> {
         cluster_id: machine.cluster_id,
         history: Ledger(&machine.history),
     };
-    let mut out = Vec::with_capacity(HEADER_LEN + 64 * 1024);
+    let base = out.len();
     out.extend_from_slice(&MAGIC);
-    out.resize(HEADER_LEN, 0);
+    out.resize(base + HEADER_LEN, 0);
     // Every sequence above has an exact length and everything goes to memory, so postcard
     // has nothing to fail on.
     let mut out = postcard::serialize_with_flavor(&body, VecFlavor(out))
         .expect("serialising a state machine to memory cannot fail");
-    let payload_len = (out.len() - HEADER_LEN) as u64;
-    out[VERSION_AT..LENGTH_AT].copy_from_slice(&SNAPSHOT_FORMAT_VERSION.to_le_bytes());
-    out[LENGTH_AT..CRC_AT].copy_from_slice(&payload_len.to_le_bytes());
-    let crc = checksum(&out);
-    out[CRC_AT..HEADER_LEN].copy_from_slice(&crc.to_le_bytes());
-    out
+    let image = &mut out[base..];
+    let payload_len = (image.len() - HEADER_LEN) as u64;
+    image[VERSION_AT..LENGTH_AT].copy_from_slice(&SNAPSHOT_FORMAT_VERSION.to_le_bytes());
+    image[LENGTH_AT..CRC_AT].copy_from_slice(&payload_len.to_le_bytes());
+    UnsealedSnapshot { bytes: out, base }
 }
 
 /// The crc of everything after the magic except the crc field itself.

@@ -8,7 +8,7 @@
 //! choice) or `Stale` (any node, possibly behind, still answers without a leader).
 
 use crate::error::ClientError;
-use crate::pool::{ClientOptions, Cluster, ResponseStream};
+use crate::pool::{ClientOptions, Cluster, NodeReply, ResponseStream};
 use crate::session::{Pending, Session};
 use crate::timeout::Timeout;
 use crate::watch::Watch;
@@ -16,6 +16,7 @@ use crate::wire::NodeId;
 use crate::wire::{
     ClientRequest, ClientResponse, ClusterStatus, Consistency, LaunchRequest, OutputChunk, OutputRequest, SnapshotHead,
 };
+use roster_kernel::leader_search::SearchPolicy;
 use roster_kernel::retry_queue::RetryConfig;
 use roster_kernel::{
     Command, ListFilter, MemberId, ProcessEntry, ProcessId, ProcessPatch, Query, QueryReply, QueryResult, Reply,
@@ -409,73 +410,37 @@ impl Client {
 
     // ---- cluster ----
 
-    /// Opens a snapshot stream on the leader (found as `call_leader` finds it, within the
-    /// request timeout): its head says what it holds; `SnapshotDownload::next_chunk`
-    /// returns the bytes.
+    /// Opens a snapshot stream on the leader (found as `call_leader` finds it, by the
+    /// kernel's `LeaderSearch`, within the request timeout): its head says what it holds;
+    /// `SnapshotDownload::next_chunk` returns the bytes.
     pub async fn snapshot(&self) -> Result<SnapshotDownload, ClientError> {
         let timeout_ms = self.cluster.request_timeout_ms();
-        let start = Instant::now();
-        let deadline = start + Duration::from_millis(timeout_ms);
-        let mut endpoint = self.cluster.first_choice();
-        let mut tried: Vec<String> = Vec::new();
-        let mut last_error = String::from("no attempt was made (zero timeout)");
-        let mut answered = false;
-        while Instant::now() < deadline {
-            let addr = self.cluster.endpoint_addr(endpoint).unwrap_or_default();
-            if !tried.contains(&addr) {
-                tried.push(addr.clone());
-            }
-            let opened = Timeout::new(
-                async {
-                    let mut stream = self.cluster.stream(endpoint, ClientRequest::Snapshot).await?;
-                    let first = stream.next().await?;
-                    Ok::<_, ClientError>((stream, first))
-                },
-                deadline,
-            )
-            .await;
-            match opened {
-                Err(_elapsed) => {
-                    last_error = format!("{addr} did not answer in time");
-                    break;
+        // Asking for a snapshot changes nothing: it may be asked again.
+        let policy = SearchPolicy::call(timeout_ms, true, true);
+        let cluster = &self.cluster;
+        let (head, stream) = cluster
+            .search(policy, |endpoint, deadline| async move {
+                let opened = Timeout::new(
+                    async {
+                        let mut stream = cluster.stream(endpoint, ClientRequest::Snapshot).await?;
+                        let first = stream.next().await?;
+                        Ok::<_, ClientError>((stream, first))
+                    },
+                    deadline,
+                )
+                .await;
+                let addr = || cluster.endpoint_addr(endpoint).unwrap_or_default();
+                match opened {
+                    Err(_elapsed) => Err(ClientError::Timeout { addr: addr(), timeout_ms }),
+                    Ok(Err(e)) => Err(e),
+                    Ok(Ok((stream, ClientResponse::SnapshotBegin(head)))) => Ok(NodeReply::Served((head, stream))),
+                    Ok(Ok((_, ClientResponse::NotLeader { leader }))) => Ok(NodeReply::NotLeader(leader)),
+                    Ok(Ok((_, ClientResponse::RetryLater(reason)))) => Ok(NodeReply::RetryLater(reason.to_string())),
+                    Ok(Ok((_, other))) => Err(unexpected("SnapshotBegin", other)),
                 }
-                Ok(Ok((stream, ClientResponse::SnapshotBegin(head)))) => {
-                    self.cluster.note_leader(endpoint);
-                    return Ok(SnapshotDownload { head, stream, received: 0, chunk_timeout_ms: timeout_ms });
-                }
-                Ok(Ok((_, ClientResponse::NotLeader { leader }))) => {
-                    answered = true;
-                    last_error = format!("{addr} is not the leader");
-                    match self.cluster.follow_hint(&leader) {
-                        Some(to) if to != endpoint => endpoint = to,
-                        _ => {
-                            endpoint = self.cluster.next_endpoint(endpoint);
-                            tokio::time::sleep(Duration::from_millis(SNAPSHOT_RETRY_PAUSE_MS)).await;
-                        }
-                    }
-                }
-                Ok(Ok((_, ClientResponse::RetryLater(reason)))) => {
-                    answered = true;
-                    last_error = format!("{addr}: {reason}");
-                    tokio::time::sleep(Duration::from_millis(SNAPSHOT_RETRY_PAUSE_MS)).await;
-                }
-                Ok(Ok((_, other))) => return Err(unexpected("SnapshotBegin", other)),
-                Ok(Err(e @ ClientError::Rejected { .. })) => return Err(e),
-                Ok(Err(e)) if e.is_transport() => {
-                    last_error = e.to_string();
-                    self.cluster.demote(endpoint);
-                    endpoint = self.cluster.next_endpoint(endpoint);
-                    tokio::time::sleep(Duration::from_millis(SNAPSHOT_RETRY_PAUSE_MS)).await;
-                }
-                Ok(Err(e)) => return Err(e),
-            }
-        }
-        let waited_ms = u64::try_from(start.elapsed().as_millis()).unwrap_or(u64::MAX);
-        Err(if answered {
-            ClientError::NoLeader { endpoints: tried, waited_ms, last_error }
-        } else {
-            ClientError::Unreachable { endpoints: tried, last_error }
-        })
+            })
+            .await?;
+        Ok(SnapshotDownload { head, stream, received: 0, chunk_timeout_ms: timeout_ms })
     }
 
     /// The cluster as seen by the leader if one answers, else by any node.
@@ -578,9 +543,6 @@ pub struct LaunchStarted {
     /// The file on `server` that holds the job's stdout and stderr.
     pub output_file: String,
 }
-
-/// Pause before asking again for a snapshot stream (no leader yet, or not ready).
-const SNAPSHOT_RETRY_PAUSE_MS: u64 = 50;
 
 /// A snapshot arriving from the leader: `head` first, then the bytes in order. The
 /// stream's connection is its own and closes when this is dropped.

@@ -1,5 +1,5 @@
-//! The client's list of node addresses and what it believes about the leader. Pure: no
-//! I/O, no clock, so the rotation and hint rules are tested step by step.
+//! The client's list of node addresses. Who leads is not kept here: the kernel's
+//! `LeaderRecord` (one per `Cluster`) holds that, by index into this list.
 //!
 //! Endpoints are indexed in the order they were given, then in the order leader hints
 //! named new addresses; an index never changes meaning, so an index held by a retry
@@ -14,11 +14,6 @@ pub const MAX_ENDPOINTS: usize = 64;
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) struct EndpointTable {
     addrs: Vec<String>,
-    /// Index of the node believed to be the leader.
-    leader: Option<usize>,
-    /// Where a call without a known leader starts; moves past endpoints that fail, so
-    /// successive calls do not all begin at a dead first endpoint.
-    cursor: usize,
 }
 
 impl EndpointTable {
@@ -33,7 +28,7 @@ impl EndpointTable {
                 reason: format!("at most {MAX_ENDPOINTS} are kept"),
             });
         }
-        let mut table = EndpointTable { addrs: Vec::with_capacity(addrs.len()), leader: None, cursor: 0 };
+        let mut table = EndpointTable { addrs: Vec::with_capacity(addrs.len()) };
         for addr in addrs {
             let addr = normalize(&addr);
             if addr.is_empty() || !addr.contains(':') {
@@ -67,10 +62,6 @@ impl EndpointTable {
         &self.addrs
     }
 
-    pub(crate) fn leader(&self) -> Option<usize> {
-        self.leader
-    }
-
     pub(crate) fn index_of(&self, addr: &str) -> Option<usize> {
         let addr = normalize(addr);
         self.addrs.iter().position(|a| *a == addr)
@@ -87,32 +78,6 @@ impl EndpointTable {
         }
         self.addrs.push(addr);
         Ok(self.addrs.len() - 1)
-    }
-
-    pub(crate) fn note_leader(&mut self, index: usize) {
-        assert!(index < self.addrs.len(), "leader index {index} out of {} endpoints", self.addrs.len());
-        self.leader = Some(index);
-        self.cursor = index;
-    }
-
-    /// `index` failed or said it is not the leader: stop believing it leads, and start
-    /// the next call after it.
-    pub(crate) fn demote(&mut self, index: usize) {
-        if self.leader == Some(index) {
-            self.leader = None;
-        }
-        if self.cursor == index {
-            self.cursor = self.next_after(index);
-        }
-    }
-
-    /// Where a call starts: the leader if known, else the rotation cursor.
-    pub(crate) fn first_choice(&self) -> usize {
-        self.leader.unwrap_or(self.cursor)
-    }
-
-    pub(crate) fn next_after(&self, index: usize) -> usize {
-        (index + 1) % self.addrs.len()
     }
 }
 
@@ -139,22 +104,6 @@ mod tests {
         assert!(bad.to_string().contains("HOST:PORT"), "{bad}");
         let many = EndpointTable::new((0..=MAX_ENDPOINTS).map(|i| format!("h:{i}")).collect());
         assert!(many.is_err());
-    }
-
-    #[test]
-    fn rotation_starts_at_leader_else_cursor() {
-        let mut t = table(3);
-        assert_eq!(t.first_choice(), 0);
-        t.demote(0);
-        assert_eq!(t.first_choice(), 1, "a failed endpoint is not first next time");
-        t.note_leader(2);
-        assert_eq!(t.first_choice(), 2);
-        t.demote(1);
-        assert_eq!(t.leader(), Some(2), "demoting another endpoint keeps the leader");
-        t.demote(2);
-        assert_eq!(t.leader(), None);
-        assert_eq!(t.first_choice(), 0, "wraps around");
-        assert_eq!(t.next_after(2), 0);
     }
 
     #[test]

@@ -18,8 +18,8 @@ pub enum ClientError {
     #[error("cannot connect to {addr}: {reason}")]
     Connect { addr: String, reason: String },
     /// Nothing listens at `addr` (the connection was refused at once: ECONNREFUSED). Not a
-    /// timeout: when every node refuses so, a call fails fast (`pool.rs`,
-    /// `REFUSED_GIVE_UP_MS`).
+    /// timeout: when every node refuses so, a call fails fast (the kernel's
+    /// `leader_search::REFUSED_GIVE_UP_MS`).
     #[error("cannot connect to {addr}: {reason}")]
     ConnectRefused { addr: String, reason: String },
     #[error("{addr} refused the connection: {reason}")]

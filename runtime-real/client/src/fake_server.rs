@@ -49,6 +49,13 @@ pub(crate) struct FakeState {
     pub(crate) move_leader_at: BTreeMap<usize, usize>,
     /// Answer the first `Submit` the leader sees with `RetryLater` (a fresh leader).
     pub(crate) retry_later_once: bool,
+    /// After applying the command that makes `applied` this long, forget every session
+    /// (as a cluster evicts idle sessions).
+    pub(crate) forget_sessions_at: BTreeSet<usize>,
+    /// Refuse this many `OpenSession`s (with an error) before opening any.
+    pub(crate) fail_opens: usize,
+    /// `OpenSession`s the leader received.
+    pub(crate) opens_seen: usize,
     next_session: u64,
     sessions: BTreeMap<SessionId, (u64, CommandResult)>,
     /// Commands in the order applied.
@@ -215,6 +222,11 @@ fn handle(node: usize, request: ClientRequest, s: &mut FakeState) -> Then {
         }))),
         _ if !leads => Then::Answer(not_leader(s)),
         ClientRequest::OpenSession => {
+            s.opens_seen += 1;
+            if s.fail_opens > 0 {
+                s.fail_opens -= 1;
+                return Then::Answer(ClientResponse::Error(RequestError::NoReply));
+            }
             let session = SessionId(s.next_session);
             s.next_session += 1;
             s.sessions.insert(session, (0, Ok(Reply::Done { revision: 0 })));
@@ -263,6 +275,9 @@ fn submit(node: usize, request: Request, s: &mut FakeState) -> Then {
     s.applied.push((session, seq, request.command));
     s.sessions.insert(session, (seq, result.clone()));
     let count = s.applied.len();
+    if s.forget_sessions_at.remove(&count) {
+        s.sessions.clear();
+    }
     if let Some(to) = s.move_leader_at.remove(&count) {
         s.leader = Some(to);
     }

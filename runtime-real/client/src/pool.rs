@@ -1,10 +1,15 @@
-//! `Cluster`: the client's connections to the nodes and its knowledge of the leader.
+//! `Cluster`: the client's connections to the nodes and its one record of the leader.
 //!
 //! One multiplexed connection per node, opened on first use and reopened on the next use
-//! after it breaks. `request` talks to one given node; `call_leader` finds the leader
-//! (known leader first, then the other nodes in turn, following `NotLeader` hints and
-//! waiting out `RetryLater`) within one overall deadline; `stream` opens a dedicated
-//! connection for a watch, closed when the stream is dropped.
+//! after it breaks. `request` talks to one given node; `call_leader` and `call_any` find a
+//! node that serves, within one overall deadline; `stream` opens a dedicated connection
+//! for a watch, closed when the stream is dropped.
+//!
+//! Which node to ask next, what an answer or a failure means, how long to pause and when
+//! to give up is the kernel's `LeaderSearch` to decide (`roster_kernel::leader_search`);
+//! a call here only moves bytes: it sends each attempt the search asks for, tells it what
+//! came back, sleeps until its timer, and puts what it learned about the leader into the
+//! `LeaderRecord`, the client's only record of who leads (sessions inform it too).
 
 use crate::Timeout;
 use crate::conn::{Answer, Conn};
@@ -12,6 +17,9 @@ use crate::endpoints::EndpointTable;
 use crate::error::ClientError;
 use crate::transport::Connector;
 use crate::wire::{ClientRequest, ClientResponse};
+use roster_kernel::leader_search::{
+    Answer as SearchAnswer, EndpointId, Failure, LeaderNews, LeaderRecord, LeaderSearch, SearchOutcome, SearchPolicy,
+};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
@@ -20,27 +28,6 @@ use tokio::time::Instant;
 
 pub const DEFAULT_CONNECT_TIMEOUT_MS: u64 = 1_000;
 pub const DEFAULT_REQUEST_TIMEOUT_MS: u64 = 5_000;
-
-/// A call gives one node at most this share of its deadline (when the request may be
-/// repeated safely), so a node that accepted the connection and then hung leaves time to
-/// try the others.
-const ATTEMPT_SHARE_DIVISOR: u64 = 3;
-/// ... but never less than this (unless the whole call has less), so a short call (a
-/// heartbeat bounded by its interval) still survives one slow round trip.
-const ATTEMPT_MIN_MS: u64 = 100;
-/// Pause before asking again a node that answered `RetryLater` (a new leader whose lease
-/// is not ready yet, typically ready within one heartbeat).
-const RETRY_LATER_PAUSE_MS: u64 = 50;
-/// Pauses after a full round of nodes without a leader: they double from the first to the
-/// last, so an election in progress is not flooded and a dead cluster is not spun on.
-const ROUND_PAUSE_FIRST_MS: u64 = 20;
-const ROUND_PAUSE_MAX_MS: u64 = 500;
-/// A call whose every attempt was refused at once (ECONNREFUSED: nothing listens at any
-/// endpoint) gives up after this long, not at its deadline: a node that is restarting
-/// listens again within it, and a user who named the wrong port hears so within a second.
-/// A refusal is not a timeout. Watches and `roster run` keep retrying in loops of their
-/// own.
-pub const REFUSED_GIVE_UP_MS: u64 = 1_000;
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ClientOptions {
@@ -99,7 +86,10 @@ struct Inner {
 }
 
 struct State {
+    /// The addresses, by endpoint index.
     table: EndpointTable,
+    /// Who leads, by endpoint index: the client's one record of it.
+    record: LeaderRecord,
     /// One per endpoint, same index.
     slots: Vec<Arc<Slot>>,
 }
@@ -116,10 +106,20 @@ impl std::fmt::Debug for Cluster {
         let state = self.state();
         f.debug_struct("Cluster")
             .field("endpoints", &state.table.addrs())
-            .field("leader", &state.table.leader())
+            .field("leader", &state.record.leader())
             .field("request_timeout_ms", &self.inner.request_timeout_ms)
             .finish()
     }
+}
+
+/// What one attempt of a search got back from the node.
+pub(crate) enum NodeReply<T> {
+    /// The node served the request.
+    Served(T),
+    /// The node does not lead; it may name who does.
+    NotLeader(Option<(crate::wire::NodeId, String)>),
+    /// The node leads but cannot serve yet.
+    RetryLater(String),
 }
 
 /// Which node a call wants.
@@ -129,23 +129,6 @@ enum Target {
     Leader,
     /// Any node serves it (stale reads, status); the leader is tried first when known.
     Any,
-}
-
-/// What one attempt in a call amounted to.
-enum Step {
-    Done(ClientResponse),
-    /// Ask this endpoint next, at once.
-    Redirect(usize),
-    /// Ask the same endpoint again after a pause.
-    Again(String),
-    /// Ask the next endpoint; `answered` if the node answered (without leading),
-    /// `refused` if nothing listened there.
-    Next {
-        reason: String,
-        answered: bool,
-        refused: bool,
-    },
-    Fail(ClientError),
 }
 
 impl Cluster {
@@ -184,7 +167,7 @@ impl Cluster {
                 connector,
                 connect_timeout_ms: options.connect_timeout_ms,
                 request_timeout_ms: options.request_timeout_ms,
-                state: Mutex::new(State { table, slots }),
+                state: Mutex::new(State { table, record: LeaderRecord::default(), slots }),
                 next_request_id: AtomicU64::new(1),
             }),
         })
@@ -219,7 +202,7 @@ impl Cluster {
 
     /// The endpoint believed to be the leader.
     pub fn leader(&self) -> Option<usize> {
-        self.state().table.leader()
+        self.state().record.leader().map(|e| e.0)
     }
 
     /// The endpoint index of `addr`, added as a new endpoint if unknown.
@@ -233,14 +216,12 @@ impl Cluster {
         Ok(index)
     }
 
-    /// Follows a `NotLeader` hint: the hinted node's endpoint, now believed the leader.
-    pub(crate) fn follow_hint(&self, hint: &Option<(crate::wire::NodeId, String)>) -> Option<usize> {
+    /// Maps a `NotLeader` hint to an endpoint index, learning its address if new. `None`
+    /// without a hint, or when its address cannot be kept.
+    pub(crate) fn hint_endpoint(&self, hint: &Option<(crate::wire::NodeId, String)>) -> Option<usize> {
         let (node, addr) = hint.as_ref()?;
         match self.endpoint_for(addr) {
-            Ok(index) => {
-                self.note_leader(index);
-                Some(index)
-            }
+            Ok(index) => Some(index),
             Err(e) => {
                 tracing::warn!(node, %addr, error = %e, "leader hint not followed");
                 None
@@ -248,21 +229,20 @@ impl Cluster {
         }
     }
 
-    /// Where a call starts: the known leader, else the rotation cursor.
-    pub(crate) fn first_choice(&self) -> usize {
-        self.state().table.first_choice()
+    /// How many endpoints there are and where a search starts (the record's first
+    /// choice: the known leader, else the rotation cursor), read together.
+    pub(crate) fn search_start(&self) -> (usize, EndpointId) {
+        let state = self.state();
+        (state.table.len(), state.record.first_choice())
     }
 
-    pub(crate) fn next_endpoint(&self, endpoint: usize) -> usize {
-        self.state().table.next_after(endpoint)
-    }
-
-    pub(crate) fn note_leader(&self, endpoint: usize) {
-        self.state().table.note_leader(endpoint);
-    }
-
-    pub(crate) fn demote(&self, endpoint: usize) {
-        self.state().table.demote(endpoint);
+    /// Puts what a search learned into the record of the leader.
+    pub(crate) fn apply_news(&self, news: impl IntoIterator<Item = LeaderNews>) {
+        let mut state = self.state();
+        let count = state.table.len();
+        for n in news {
+            state.record.apply(n, count);
+        }
     }
 
     /// Sends `request` to one node and waits for its answer, within the request timeout.
@@ -371,133 +351,154 @@ impl Cluster {
         Ok(conn)
     }
 
+    /// One call, driven by the kernel's `LeaderSearch` (see `search`).
     async fn call(&self, target: Target, request: ClientRequest, timeout_ms: u64) -> Answer {
+        let policy = SearchPolicy::call(timeout_ms, target == Target::Leader, request.repeatable());
+        self.search(policy, |endpoint, deadline| {
+            let request = request.clone();
+            async move {
+                Ok(match self.attempt(endpoint, request, deadline).await? {
+                    ClientResponse::NotLeader { leader } => NodeReply::NotLeader(leader),
+                    ClientResponse::RetryLater(reason) => NodeReply::RetryLater(reason.to_string()),
+                    response => NodeReply::Served(response),
+                })
+            }
+        })
+        .await
+    }
+
+    /// Finds a node that serves under `policy`: this loop only sends the attempts the
+    /// kernel's `LeaderSearch` asks for (`attempt(endpoint, deadline)`), tells it what
+    /// came back, sleeps until its timer, and puts what it learned into the record of the
+    /// leader. Its time is the milliseconds since the search started.
+    pub(crate) async fn search<T, F, Fut>(&self, policy: SearchPolicy, attempt: F) -> Result<T, ClientError>
+    where
+        F: FnMut(usize, Instant) -> Fut,
+        Fut: std::future::Future<Output = Result<NodeReply<T>, ClientError>>,
+    {
+        let (_, first) = self.search_start();
+        self.search_from(policy, first, attempt).await
+    }
+
+    /// `search`, starting at `first` (an endpoint the kernel chose, e.g. a stream's
+    /// `StreamResume::start`).
+    pub(crate) async fn search_from<T, F, Fut>(
+        &self,
+        policy: SearchPolicy,
+        first: EndpointId,
+        mut attempt: F,
+    ) -> Result<T, ClientError>
+    where
+        F: FnMut(usize, Instant) -> Fut,
+        Fut: std::future::Future<Output = Result<NodeReply<T>, ClientError>>,
+    {
         let start = Instant::now();
-        let deadline = start + Duration::from_millis(timeout_ms);
-        let repeatable = is_repeatable(&request);
-        let attempt_budget_ms = if repeatable {
-            (timeout_ms / ATTEMPT_SHARE_DIVISOR).max(ATTEMPT_MIN_MS.min(timeout_ms)).max(1)
-        } else {
-            timeout_ms
-        };
-        let mut endpoint = self.state().table.first_choice();
-        let mut tried: Vec<String> = Vec::new();
+        let count = self.endpoint_count();
+        // No jitter in a call's pauses: the seed draws nothing.
+        let mut search = LeaderSearch::new(0, policy, first, count, 0);
         let mut last_error = String::from("no attempt was made (zero timeout)");
-        // Whether any node answered at all: decides between "unreachable" and "no leader".
-        let mut answered = false;
-        // Whether every attempt so far found nothing listening.
-        let mut all_refused = true;
-        let mut misses = 0usize;
-        let mut round_pause_ms = ROUND_PAUSE_FIRST_MS;
+        // The last failure the search may end on (Ambiguous, Rejected), as it came.
+        let mut last_failure: Option<ClientError> = None;
+        let mut served: Option<T> = None;
         loop {
-            if misses >= self.endpoint_count() {
-                misses = 0;
-                sleep_until_or(deadline, round_pause_ms).await;
-                round_pause_ms = (round_pause_ms * 2).min(ROUND_PAUSE_MAX_MS);
+            self.apply_news(std::iter::from_fn(|| search.poll_news()));
+            if let Some(outcome) = search.outcome() {
+                return self.search_result(outcome, &search, served, last_failure, last_error);
             }
-            if ms_until(deadline) == 0 {
-                let waited_ms = ms_since(start);
-                return Err(if answered {
-                    ClientError::NoLeader { endpoints: tried, waited_ms, last_error }
-                } else {
-                    ClientError::Unreachable { endpoints: tried, last_error }
-                });
-            }
-            let addr = self.addr_of(endpoint)?;
-            if !tried.contains(&addr) {
-                tried.push(addr.clone());
-            }
-            let attempt_deadline = deadline.min(Instant::now() + Duration::from_millis(attempt_budget_ms));
-            let answer = self.attempt(endpoint, request.clone(), attempt_deadline).await;
-            match self.judge(target, endpoint, &addr, repeatable, answer) {
-                Step::Done(response) => return Ok(response),
-                Step::Fail(error) => return Err(error),
-                Step::Redirect(to) => {
-                    answered = true;
-                    all_refused = false;
-                    last_error = format!("{addr} is not the leader; it named {}", self.addr_of(to)?);
-                    misses += 1;
-                    endpoint = to;
-                }
-                Step::Again(reason) => {
-                    answered = true;
-                    all_refused = false;
-                    last_error = format!("{addr}: {reason}");
-                    sleep_until_or(deadline, RETRY_LATER_PAUSE_MS).await;
-                }
-                Step::Next { reason, answered: a, refused } => {
-                    answered |= a;
-                    all_refused &= refused && !answered;
-                    last_error = reason;
-                    misses += 1;
-                    if all_refused && ms_since(start) >= REFUSED_GIVE_UP_MS {
-                        return Err(ClientError::Unreachable { endpoints: tried, last_error });
+            if let Some(a) = search.poll_attempt(ms_since(start)) {
+                let endpoint = a.endpoint.0;
+                let addr = self.addr_of(endpoint)?;
+                let reply = attempt(endpoint, start + Duration::from_millis(a.deadline_ms)).await;
+                let now_ms = ms_since(start);
+                match reply {
+                    Ok(NodeReply::NotLeader(leader)) => {
+                        let hint = self.hint_endpoint(&leader);
+                        search.handle_endpoint_count(self.endpoint_count());
+                        last_error = match hint {
+                            Some(to) if to != endpoint => {
+                                format!("{addr} is not the leader; it named {}", self.addr_of(to)?)
+                            }
+                            Some(_) => format!("{addr}: names itself leader but is not ready"),
+                            None => format!("{addr} is not the leader and knows none"),
+                        };
+                        let hint = hint.map(EndpointId);
+                        search.handle_answer(now_ms, a.attempt, SearchAnswer::NotLeader { hint });
                     }
-                    endpoint = self.state().table.next_after(endpoint);
+                    Ok(NodeReply::RetryLater(reason)) => {
+                        last_error = format!("{addr}: {reason}");
+                        search.handle_answer(now_ms, a.attempt, SearchAnswer::RetryLater);
+                    }
+                    Ok(NodeReply::Served(value)) => {
+                        served = Some(value);
+                        search.handle_answer(now_ms, a.attempt, SearchAnswer::Served);
+                    }
+                    Err(e) => match failure_of(&e) {
+                        Some(failure) => {
+                            last_error = e.to_string();
+                            last_failure = Some(e);
+                            search.handle_failure(now_ms, a.attempt, failure);
+                        }
+                        // Not about the path to a node (a request too large to send, an
+                        // answer that makes no sense): no other node would do better.
+                        None => return Err(e),
+                    },
                 }
+                continue;
+            }
+            match search.poll_timeout() {
+                Some(at_ms) => {
+                    tokio::time::sleep_until(start + Duration::from_millis(at_ms)).await;
+                    search.handle_timeout(ms_since(start));
+                }
+                // The search ended as it was polled (its deadline passed).
+                None => debug_assert!(search.outcome().is_some(), "a search neither over nor waiting"),
             }
         }
     }
 
-    /// Decides what one attempt's answer means for the call; updates leader knowledge.
-    fn judge(&self, target: Target, endpoint: usize, addr: &str, repeatable: bool, answer: Answer) -> Step {
-        match answer {
-            Ok(ClientResponse::NotLeader { leader }) => match self.follow_hint(&leader) {
-                Some(to) if to != endpoint => Step::Redirect(to),
-                // A node naming itself while refusing: it is becoming leader; ask again.
-                Some(_) => Step::Again("names itself leader but is not ready".into()),
-                None => {
-                    self.demote(endpoint);
-                    Step::Next {
-                        reason: format!("{addr} is not the leader and knows none"),
-                        answered: true,
-                        refused: false,
-                    }
-                }
-            },
-            Ok(ClientResponse::RetryLater(reason)) => {
-                if target == Target::Leader {
-                    self.note_leader(endpoint);
-                }
-                Step::Again(reason.to_string())
+    /// The result from how a search ended.
+    fn search_result<T>(
+        &self,
+        outcome: SearchOutcome,
+        search: &LeaderSearch,
+        served: Option<T>,
+        last_failure: Option<ClientError>,
+        last_error: String,
+    ) -> Result<T, ClientError> {
+        let tried = || -> Vec<String> { search.tried().iter().filter_map(|e| self.endpoint_addr(e.0)).collect() };
+        match outcome {
+            SearchOutcome::Answered { .. } => {
+                Ok(served.expect("the search ends answered only when a node served the request"))
             }
-            Ok(response) => {
-                if target == Target::Leader {
-                    self.note_leader(endpoint);
-                }
-                Step::Done(response)
+            SearchOutcome::NoLeader { waited_ms } => {
+                Err(ClientError::NoLeader { endpoints: tried(), waited_ms, last_error })
             }
-            // A wrong token, version or certificate is refused by every node alike: say so
-            // at once.
-            Err(e @ (ClientError::Rejected { .. } | ClientError::Tls { .. })) => Step::Fail(e),
-            Err(e) if e.is_transport() => {
-                self.demote(endpoint);
-                let sent = matches!(e, ClientError::Timeout { .. } | ClientError::ConnectionLost { .. });
-                if sent && !repeatable {
-                    return Step::Fail(ClientError::Ambiguous { addr: addr.to_string(), reason: e.to_string() });
-                }
-                let refused = matches!(e, ClientError::ConnectRefused { .. });
-                Step::Next { reason: e.to_string(), answered: false, refused }
-            }
-            Err(e) => Step::Fail(e),
+            SearchOutcome::Unreachable => Err(ClientError::Unreachable { endpoints: tried(), last_error }),
+            SearchOutcome::Ambiguous { endpoint, .. } => Err(ClientError::Ambiguous {
+                addr: self.endpoint_addr(endpoint.0).unwrap_or_default(),
+                reason: last_failure.map_or(last_error, |e| e.to_string()),
+            }),
+            SearchOutcome::Rejected { endpoint } => Err(last_failure.unwrap_or_else(|| ClientError::Rejected {
+                addr: self.endpoint_addr(endpoint.0).unwrap_or_default(),
+                reason: last_error,
+            })),
         }
     }
 }
 
-/// Whether a request may be sent again after it may already have been processed.
-/// Launching twice starts two programs; removing a node twice reports an error for a
-/// removal that worked; a second leadership transfer may move leadership again.
-/// Everything else is a read, a heartbeat, or a change that is the same when repeated (a
-/// repeated session open leaves an unused session behind, which the cluster evicts in
-/// time: cheaper than failing the open).
-fn is_repeatable(request: &ClientRequest) -> bool {
-    !matches!(
-        request,
-        ClientRequest::Launch(_)
-            | ClientRequest::StartLocal(_)
-            | ClientRequest::RemoveNode { .. }
-            | ClientRequest::TransferLeader { .. }
-    )
+/// What a failed attempt means to the search; `None` for errors that are not about the
+/// path to a node.
+pub(crate) fn failure_of(error: &ClientError) -> Option<Failure> {
+    match error {
+        // A wrong token, version or certificate is refused by every node alike.
+        ClientError::Rejected { .. } | ClientError::Tls { .. } => Some(Failure::Rejected),
+        ClientError::ConnectRefused { .. } => Some(Failure::Refused),
+        // Not sent: the connection was not made, or had no room for one more request.
+        ClientError::Connect { .. } | ClientError::Busy { .. } => Some(Failure::ConnectFailed),
+        ClientError::ConnectionLost { .. } => Some(Failure::Lost),
+        ClientError::Timeout { .. } => Some(Failure::Timeout),
+        _ => None,
+    }
 }
 
 fn ms_until(deadline: Instant) -> u64 {
@@ -506,10 +507,6 @@ fn ms_until(deadline: Instant) -> u64 {
 
 fn ms_since(start: Instant) -> u64 {
     u64::try_from(Instant::now().saturating_duration_since(start).as_millis()).unwrap_or(u64::MAX)
-}
-
-async fn sleep_until_or(deadline: Instant, pause_ms: u64) {
-    tokio::time::sleep_until(deadline.min(Instant::now() + Duration::from_millis(pause_ms))).await;
 }
 
 /// The answers to one streaming request, on a connection of its own.

@@ -5,27 +5,28 @@
 //! whole-cluster outages until the cluster answers; the state machine's dedup makes the
 //! retries harmless, so each command is applied once, in order.
 //!
-//! The driver loop, after every input:
+//! The queue decides everything about retrying (where, when, what an answer means, when
+//! to open a new session: its `LeaderSearch`); this driver only moves bytes. After every
+//! input:
 //!
 //! ```text
-//! poll_completed  -> resolve the caller's Pending
-//! needs_session   -> open a new session (the cluster evicted or refused the old one)
-//! poll_transmit   -> send Submit(request) to the endpoint; its answer comes back as an input
-//! poll_timeout    -> sleep until then, or until an answer or a new command arrives
+//! handle_first_choice <- the Cluster's record of the leader (read before the queue's lock)
+//! poll_completed    -> resolve the caller's Pending
+//! poll_news         -> into the Cluster's record of the leader (after the queue's lock is released)
+//! poll_open_session -> open a new session (the cluster evicted or refused the old one)
+//! poll_transmit     -> send Submit(request) to the endpoint; its answer comes back as an input
+//! poll_timeout      -> sleep until then, or until an answer or a new command arrives
 //! ```
 //!
-//! Endpoint indexes are the `Cluster`'s. The queue is built for the endpoints known when
-//! it starts; a leader hint naming a node learned later rebuilds it around the same
-//! session and sequence number (the command in flight is resent under the same
-//! `(session, seq)`, so that too is applied once).
+//! Endpoint indexes are the `Cluster`'s. A leader hint naming a node not known yet adds
+//! its address to the `Cluster` first, then tells the queue the list grew.
 
 use crate::error::ClientError;
 use crate::pool::Cluster;
 use crate::wire::{ClientRequest, ClientResponse, RequestError};
 use futures::StreamExt;
 use futures::stream::FuturesUnordered;
-use roster_kernel::retry_queue::{EndpointId, Failure, QueueFull, RetryConfig, RetryQueue, Transmit};
-use roster_kernel::rng::Rng;
+use roster_kernel::retry_queue::{EndpointId, Failure, LeaderNews, QueueFull, RetryConfig, RetryQueue, Transmit};
 use roster_kernel::{Command, CommandError, CommandResult, Reply, SessionId};
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -40,7 +41,7 @@ use tokio::time::Instant;
 /// keeps delivering what is queued (e.g. a deregistration submitted from a `Drop`) for
 /// at most this long, then fails the rest.
 pub const LINGER_AFTER_DROP_MS: u64 = 10_000;
-/// Sessions opened by `reopen_session` tasks, travelling to the driver.
+/// Sessions opened by `open_for_queue` tasks, travelling to the driver.
 const OUTCOME_BUFFER: usize = 64;
 
 /// A command's answer, or why the session could not get one.
@@ -106,37 +107,25 @@ enum Lifecycle {
 }
 
 struct Waiting {
-    /// Kept to resubmit it if the queue is rebuilt.
-    command: Command,
     reply: oneshot::Sender<CommandAnswer>,
 }
 
 struct Core {
     queue: RetryQueue,
-    /// Endpoints the queue was built for.
-    queue_endpoints: usize,
-    /// Bumped when the queue is rebuilt; answers to older queues' attempts are ignored.
-    generation: u64,
-    /// The attempt most recently transmitted by this generation's queue.
-    last_attempt: Option<u64>,
     /// By queue sequence number: every command waiting, in flight or completed-unpolled.
     waiting: BTreeMap<u64, Waiting>,
     lifecycle: Lifecycle,
-    /// A task is opening a new session.
-    opening: bool,
-    /// Seeds of rebuilt queues.
-    rng: Rng,
 }
 
 /// Something the driver learned from a task.
 enum Outcome {
-    Answer { generation: u64, attempt: u64, endpoint: usize, answer: Result<ClientResponse, ClientError> },
-    SessionOpened(SessionId),
+    Answer { attempt: u64, endpoint: usize, answer: Result<ClientResponse, ClientError> },
+    SessionOpened(Result<SessionId, ClientError>),
 }
 
 /// What one driver step decided, to do outside the lock.
 struct Step {
-    transmits: Vec<(u64, Transmit)>,
+    transmits: Vec<Transmit>,
     open_session: bool,
     wake_at_ms: Option<u64>,
     exit: bool,
@@ -165,25 +154,11 @@ impl Session {
     pub async fn open(cluster: Cluster, config: RetryConfig, seed: u64) -> Result<Session, ClientError> {
         config.validate().map_err(ClientError::RetryConfig)?;
         let session = open_session(&cluster).await?;
-        let mut rng = Rng::new(seed);
-        let queue_endpoints = cluster.endpoint_count();
-        let mut queue = RetryQueue::new(config, queue_endpoints, rng.next_u64()).map_err(ClientError::RetryConfig)?;
+        let mut queue = RetryQueue::new(config, cluster.endpoint_count(), seed).map_err(ClientError::RetryConfig)?;
         queue.set_session(session, 1);
-        if let Some(leader) = cluster.leader() {
-            queue.handle_leader_hint(EndpointId(leader));
-        }
         let shared = Arc::new(Shared {
             cluster,
-            core: Mutex::new(Core {
-                queue,
-                queue_endpoints,
-                generation: 0,
-                last_attempt: None,
-                waiting: BTreeMap::new(),
-                lifecycle: Lifecycle::Open,
-                opening: false,
-                rng,
-            }),
+            core: Mutex::new(Core { queue, waiting: BTreeMap::new(), lifecycle: Lifecycle::Open }),
             wake: Notify::new(),
             start: Instant::now(),
             driver: Mutex::new(None),
@@ -221,9 +196,9 @@ impl Session {
             }
             let seq = core
                 .queue
-                .submit(now_ms, command.clone())
+                .submit(now_ms, command)
                 .map_err(|QueueFull { max_queued }| ClientError::QueueFull { max: max_queued })?;
-            let previous = core.waiting.insert(seq, Waiting { command, reply: tx });
+            let previous = core.waiting.insert(seq, Waiting { reply: tx });
             assert!(previous.is_none(), "queue sequence {seq} issued twice");
             seq
         };
@@ -272,17 +247,14 @@ impl Shared {
     /// Drains the queue's outputs and decides what to do next.
     fn step(&self) -> Step {
         let now_ms = self.now_ms();
+        // The cluster's record first (its lock), then the queue (the session's).
+        let (endpoint_count, first_choice) = self.cluster.search_start();
         let mut core = self.core();
+        core.queue.handle_endpoint_count(endpoint_count);
+        core.queue.handle_first_choice(first_choice);
         core.resolve_completed();
-        let open_session = core.queue.needs_session() && !core.queue.is_empty() && !core.opening;
-        if open_session {
-            core.opening = true;
-        }
-        let mut transmits = Vec::new();
-        while let Some(t) = core.queue.poll_transmit(now_ms) {
-            core.last_attempt = Some(t.attempt);
-            transmits.push((core.generation, t));
-        }
+        let open_session = core.queue.poll_open_session(now_ms);
+        let transmits: Vec<Transmit> = std::iter::from_fn(|| core.queue.poll_transmit(now_ms)).collect();
         debug_assert_eq!(core.waiting.len(), core.queue.len(), "one waiter per queued command");
         let mut wake_at_ms = core.queue.poll_timeout();
         let exit = match core.lifecycle {
@@ -303,78 +275,92 @@ impl Shared {
         Step { transmits, open_session, wake_at_ms, exit }
     }
 
+    /// Moves what the queue learned about the leader into the cluster's record. Called
+    /// with the queue's lock released: the two locks are never held together.
+    fn tell_cluster(&self, news: Vec<LeaderNews>) {
+        if !news.is_empty() {
+            self.cluster.apply_news(news);
+        }
+    }
+
     fn handle_timeout(&self) {
         let now_ms = self.now_ms();
-        self.core().queue.handle_timeout(now_ms);
+        let news = {
+            let mut core = self.core();
+            core.queue.handle_timeout(now_ms);
+            core.news()
+        };
+        self.tell_cluster(news);
     }
 
     fn apply(&self, outcome: Outcome) {
         let now_ms = self.now_ms();
-        let mut core = self.core();
-        match outcome {
-            Outcome::SessionOpened(session) => {
-                core.opening = false;
-                if core.queue.needs_session() {
-                    tracing::info!(%session, "client session reopened; queued commands continue under it");
-                    core.queue.set_session(session, 1);
-                }
+        // A hint's address goes into the cluster's list first (its lock), so the queue
+        // only ever sees indexes the list has.
+        let hint = match &outcome {
+            Outcome::Answer { answer: Ok(ClientResponse::NotLeader { leader }), .. } => {
+                self.cluster.hint_endpoint(leader)
             }
-            Outcome::Answer { generation, attempt, endpoint, answer } => {
-                if generation != core.generation {
-                    return;
-                }
-                self.answer(&mut core, now_ms, attempt, endpoint, answer);
-            }
-        }
-    }
-
-    fn answer(
-        &self,
-        core: &mut Core,
-        now_ms: u64,
-        attempt: u64,
-        endpoint: usize,
-        answer: Result<ClientResponse, ClientError>,
-    ) {
-        let cluster = &self.cluster;
-        match answer {
-            Ok(ClientResponse::Applied(result)) => {
-                cluster.note_leader(endpoint);
-                core.queue.handle_reply(now_ms, attempt, result);
-            }
-            Ok(ClientResponse::NotLeader { leader }) => {
-                let hint = cluster.follow_hint(&leader);
-                if hint.is_none() {
-                    cluster.demote(endpoint);
-                }
-                match hint {
-                    Some(to) if to >= core.queue_endpoints && core.is_current(attempt) => {
-                        core.rebuild(now_ms, cluster.endpoint_count(), to)
+            _ => None,
+        };
+        let endpoint_count = self.cluster.endpoint_count();
+        let news = {
+            let mut core = self.core();
+            core.queue.handle_endpoint_count(endpoint_count);
+            match outcome {
+                Outcome::SessionOpened(Ok(session)) => {
+                    if core.queue.needs_session() {
+                        tracing::info!(%session, "client session reopened; queued commands continue under it");
                     }
-                    _ => core.queue.handle_not_leader(now_ms, attempt, hint.map(EndpointId)),
+                    core.queue.handle_session_opened(session);
+                }
+                Outcome::SessionOpened(Err(e)) => {
+                    tracing::warn!(error = %e, "cannot open a new client session; retrying");
+                    core.queue.handle_session_open_failed(now_ms);
+                }
+                Outcome::Answer { attempt, endpoint, answer } => {
+                    answer_to_queue(&mut core.queue, now_ms, attempt, endpoint, hint, answer);
                 }
             }
-            Ok(ClientResponse::RetryLater(_)) => core.queue.handle_retry_later(now_ms, attempt),
-            // Refused for the caller's credential: resending cannot help, and nothing applied.
-            Ok(ClientResponse::Error(RequestError::Forbidden { role, action })) => {
-                let refusal = roster_kernel::Forbidden { role, action };
-                core.queue.handle_rejected(now_ms, attempt, CommandError::Forbidden(refusal));
-            }
-            Ok(ClientResponse::Error(RequestError::Unauthenticated { reason })) => {
-                core.queue.handle_rejected(now_ms, attempt, CommandError::Unauthenticated { reason });
-            }
-            Ok(other) => {
-                // The node could not take the command (e.g. shutting down): try elsewhere.
-                tracing::warn!(endpoint, answer = ?other, "unexpected answer to a command; retrying");
-                core.queue.handle_failure(now_ms, attempt, Failure::ConnectionFailed);
-            }
-            Err(e) => {
-                tracing::debug!(endpoint, error = %e, "command attempt failed; retrying");
-                cluster.demote(endpoint);
-                let failure =
-                    if matches!(e, ClientError::Timeout { .. }) { Failure::Timeout } else { Failure::ConnectionFailed };
-                core.queue.handle_failure(now_ms, attempt, failure);
-            }
+            core.news()
+        };
+        self.tell_cluster(news);
+    }
+}
+
+/// Tells the queue what came back for `attempt` (`hint`: the `NotLeader` hint's endpoint).
+fn answer_to_queue(
+    queue: &mut RetryQueue,
+    now_ms: u64,
+    attempt: u64,
+    endpoint: usize,
+    hint: Option<usize>,
+    answer: Result<ClientResponse, ClientError>,
+) {
+    match answer {
+        Ok(ClientResponse::Applied(result)) => queue.handle_reply(now_ms, attempt, result),
+        Ok(ClientResponse::NotLeader { .. }) => queue.handle_not_leader(now_ms, attempt, hint.map(EndpointId)),
+        Ok(ClientResponse::RetryLater(_)) => queue.handle_retry_later(now_ms, attempt),
+        // Refused for the caller's credential: resending cannot help, and nothing applied.
+        Ok(ClientResponse::Error(RequestError::Forbidden { role, action })) => {
+            let refusal = roster_kernel::Forbidden { role, action };
+            queue.handle_rejected(now_ms, attempt, CommandError::Forbidden(refusal));
+        }
+        Ok(ClientResponse::Error(RequestError::Unauthenticated { reason })) => {
+            queue.handle_rejected(now_ms, attempt, CommandError::Unauthenticated { reason });
+        }
+        Ok(other) => {
+            // The node could not take the command (e.g. shutting down) and may or may not
+            // have applied it: the same `(session, seq)` elsewhere is harmless.
+            tracing::warn!(endpoint, answer = ?other, "unexpected answer to a command; retrying");
+            queue.handle_failure(now_ms, attempt, Failure::Lost);
+        }
+        Err(e) => {
+            tracing::debug!(endpoint, error = %e, "command attempt failed; retrying");
+            // An error not about the path to a node is retried like a lost connection:
+            // the command waits out whatever it is, as it waits out an outage.
+            let failure = crate::pool::failure_of(&e).unwrap_or(Failure::Lost);
+            queue.handle_failure(now_ms, attempt, failure);
         }
     }
 }
@@ -397,32 +383,9 @@ impl Core {
         }
     }
 
-    fn is_current(&self, attempt: u64) -> bool {
-        self.queue.in_flight() && self.last_attempt == Some(attempt)
-    }
-
-    /// Rebuilds the queue over `endpoint_count` endpoints, aimed at `leader`, keeping the
-    /// session, the sequence number and every command in order.
-    fn rebuild(&mut self, now_ms: u64, endpoint_count: usize, leader: usize) {
-        self.resolve_completed();
-        let config = *self.queue.config();
-        let mut queue = RetryQueue::new(config, endpoint_count, self.rng.next_u64())
-            .expect("the configuration was accepted before and there are endpoints");
-        if let Some(session) = self.queue.session() {
-            queue.set_session(session, self.queue.next_wire_seq());
-        }
-        queue.handle_leader_hint(EndpointId(leader));
-        let mut waiting = BTreeMap::new();
-        for (_, w) in std::mem::take(&mut self.waiting) {
-            let seq = queue.submit(now_ms, w.command.clone()).expect("the old queue held as many");
-            waiting.insert(seq, w);
-        }
-        tracing::debug!(endpoint_count, leader, "client retry queue rebuilt for a newly learned leader");
-        self.queue = queue;
-        self.waiting = waiting;
-        self.queue_endpoints = endpoint_count;
-        self.generation += 1;
-        self.last_attempt = None;
+    /// What the queue learned about the leader since the last call.
+    fn news(&mut self) -> Vec<LeaderNews> {
+        std::iter::from_fn(|| self.queue.poll_news()).collect()
     }
 }
 
@@ -432,13 +395,12 @@ async fn drive(shared: Arc<Shared>, outcome_tx: mpsc::Sender<Outcome>, mut outco
     let mut attempts: FuturesUnordered<Pin<Box<dyn Future<Output = Outcome> + Send>>> = FuturesUnordered::new();
     loop {
         let step = shared.step();
-        for (generation, transmit) in step.transmits {
-            let timeout_ms = shared.core().queue.config().request_timeout_ms;
-            attempts.push(Box::pin(send_command(shared.cluster.clone(), generation, transmit, timeout_ms)));
+        let timeout_ms = shared.core().queue.config().request_timeout_ms;
+        for transmit in step.transmits {
+            attempts.push(Box::pin(send_command(shared.cluster.clone(), transmit, timeout_ms)));
         }
         if step.open_session {
-            let backoff_ms = shared.core().queue.config().max_backoff_ms;
-            tokio::spawn(reopen_session(shared.cluster.clone(), backoff_ms, outcome_tx.clone()));
+            tokio::spawn(open_for_queue(shared.cluster.clone(), outcome_tx.clone()));
         }
         if step.exit {
             return;
@@ -462,29 +424,17 @@ async fn sleep_until(at: Option<Instant>) {
 }
 
 /// One attempt: `Submit` to the queue's chosen endpoint, within the queue's deadline.
-async fn send_command(cluster: Cluster, generation: u64, transmit: Transmit, timeout_ms: u64) -> Outcome {
+async fn send_command(cluster: Cluster, transmit: Transmit, timeout_ms: u64) -> Outcome {
     let endpoint = transmit.endpoint.0;
     let answer = cluster.request_within(endpoint, ClientRequest::Submit(transmit.request), timeout_ms).await;
-    Outcome::Answer { generation, attempt: transmit.attempt, endpoint, answer }
+    Outcome::Answer { attempt: transmit.attempt, endpoint, answer }
 }
 
-/// Opens a new session, retrying until it works or the driver is gone.
-async fn reopen_session(cluster: Cluster, max_backoff_ms: u64, tx: mpsc::Sender<Outcome>) {
-    let mut pause_ms = 10u64.min(max_backoff_ms);
-    loop {
-        match open_session(&cluster).await {
-            Ok(session) => {
-                let _ = tx.send(Outcome::SessionOpened(session)).await;
-                return;
-            }
-            Err(e) => tracing::warn!(error = %e, "cannot open a new client session; retrying"),
-        }
-        if tx.is_closed() {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(pause_ms)).await;
-        pause_ms = (pause_ms * 2).min(max_backoff_ms);
-    }
+/// One session open the queue asked for; the queue decides whether and when to try again.
+async fn open_for_queue(cluster: Cluster, tx: mpsc::Sender<Outcome>) {
+    let opened = open_session(&cluster).await;
+    // The driver may be gone (the session ended): nobody needs the session then.
+    let _ = tx.send(Outcome::SessionOpened(opened)).await;
 }
 
 async fn open_session(cluster: &Cluster) -> Result<SessionId, ClientError> {

@@ -87,6 +87,34 @@ async fn commands_wait_out_a_whole_cluster_outage() {
 }
 
 #[tokio::test]
+async fn an_evicted_session_is_reopened_after_failed_opens_and_later_commands_continue() {
+    let fake = FakeCluster::start(1, Some(0)).await;
+    {
+        let mut s = fake.state();
+        s.forget_sessions_at.insert(2);
+    }
+    let cluster = Cluster::new(options(vec![fake.addr(0)])).unwrap();
+    let session = Session::open(cluster, retry(), 11).await.unwrap();
+    let first = session.session_id().unwrap();
+    fake.state().fail_opens = 2;
+    let pending: Vec<_> = (1..=4).map(|i| session.submit(put(i)).unwrap()).collect();
+    let mut answers = Vec::new();
+    for p in pending {
+        answers.push(tokio::time::timeout(Duration::from_secs(10), p).await.expect("answered in time"));
+    }
+    assert_eq!(answers[0], Ok(Ok(Reply::Done { revision: 1 })));
+    assert_eq!(answers[1], Ok(Ok(Reply::Done { revision: 2 })));
+    // Whether an earlier attempt of the third was applied cannot be known: it is
+    // reported, not resent under the new session.
+    assert_eq!(answers[2], Ok(Err(roster_kernel::CommandError::UnknownSession(first))));
+    assert_eq!(answers[3], Ok(Ok(Reply::Done { revision: 3 })));
+    let s = fake.state();
+    assert_eq!(s.opens_seen, 1 + 2 + 1, "the first open, two refused, then the one that worked");
+    assert_ne!(s.applied[2].0, first, "the fourth went under the new session");
+    assert_eq!(s.applied[2].1, 1, "from sequence 1");
+}
+
+#[tokio::test]
 async fn a_call_that_only_meets_refused_connections_gives_up_long_before_its_deadline() {
     let dead = vec![dead_addr().await, dead_addr().await];
     let mut opts = options(dead.clone());
@@ -95,7 +123,10 @@ async fn a_call_that_only_meets_refused_connections_gives_up_long_before_its_dea
     let start = Instant::now();
     let error = cluster.call_any(ClientRequest::Status).await.unwrap_err();
     let elapsed = start.elapsed();
-    assert!(elapsed >= Duration::from_millis(crate::pool::REFUSED_GIVE_UP_MS), "gave up at once: {elapsed:?}");
+    assert!(
+        elapsed >= Duration::from_millis(roster_kernel::leader_search::REFUSED_GIVE_UP_MS),
+        "gave up at once: {elapsed:?}"
+    );
     assert!(elapsed < Duration::from_secs(10), "a refusal was waited out like a timeout: {elapsed:?}");
     match &error {
         ClientError::Unreachable { endpoints, last_error } => {

@@ -1,19 +1,18 @@
 //! `Watch`: change events in revision order, resumed from the last received revision
 //! whenever the stream's connection breaks, on whichever node answers.
+//!
+//! When to reopen, after what pause and where is the kernel's to decide
+//! (`StreamResume`, and the `LeaderSearch` that finds a node to take the stream); this
+//! only moves the events and keeps the revisions straight.
 
 use crate::error::ClientError;
-use crate::pool::{Cluster, ResponseStream};
+use crate::pool::{Cluster, NodeReply, ResponseStream};
+use crate::timeout::Timeout;
 use crate::wire::{ClientRequest, ClientResponse};
 use roster_kernel::Event;
+use roster_kernel::leader_search::{EndpointId, StreamResume};
 use std::collections::VecDeque;
 use std::time::Duration;
-use tokio::time::Instant;
-
-/// Pauses before reopening a stream that broke: doubling from the first to the last,
-/// back to the first once events flow again, so a node that accepts and then drops
-/// connections is not hammered.
-const REOPEN_PAUSE_FIRST_MS: u64 = 20;
-const REOPEN_PAUSE_MAX_MS: u64 = 1_000;
 
 /// A stream of change events. `next` returns them one at a time; a broken connection is
 /// reopened (on the same node or another) from the last revision received, and events
@@ -31,17 +30,14 @@ pub struct Watch {
     offered: usize,
     buffered: VecDeque<Event>,
     stream: Option<ResponseStream>,
-    /// Where the next stream is opened.
+    /// The endpoint the current stream is on.
     endpoint: usize,
-    reopen_pause_ms: u64,
-    /// The stream broke: pause before reopening.
-    broke: bool,
+    resume: StreamResume,
 }
 
 impl Watch {
     /// Opens a stream of the events after `after_revision`.
     pub(crate) async fn open(cluster: Cluster, after_revision: u64) -> Result<Watch, ClientError> {
-        let endpoint = cluster.first_choice();
         let mut watch = Watch {
             cluster,
             received: after_revision,
@@ -49,9 +45,8 @@ impl Watch {
             offered: 0,
             buffered: VecDeque::new(),
             stream: None,
-            endpoint,
-            reopen_pause_ms: REOPEN_PAUSE_FIRST_MS,
-            broke: false,
+            endpoint: 0,
+            resume: StreamResume::new(),
         };
         watch.reopen().await?;
         Ok(watch)
@@ -65,7 +60,8 @@ impl Watch {
     /// The next event. Waits as long as nothing changes. Errors: `WatchCompacted` when
     /// the node no longer keeps the revisions needed to resume (list again, then watch
     /// from the list's revision); `Unreachable` when no node took the stream within the
-    /// request timeout (calling `next` again tries again from the same revision).
+    /// request timeout, or every node refused the connection for a second (calling `next`
+    /// again tries again from the same revision).
     pub async fn next(&mut self) -> Result<Event, ClientError> {
         loop {
             if let Some(event) = self.buffered.pop_front() {
@@ -78,11 +74,11 @@ impl Watch {
             let answer = stream.next().await;
             match answer {
                 Ok(ClientResponse::Events(events)) => {
-                    self.reopen_pause_ms = REOPEN_PAUSE_FIRST_MS;
+                    self.resume.handle_flowing();
                     self.accept(events, true);
                 }
                 Ok(ClientResponse::EventsPart(events)) => {
-                    self.reopen_pause_ms = REOPEN_PAUSE_FIRST_MS;
+                    self.resume.handle_flowing();
                     self.accept(events, false);
                 }
                 Ok(ClientResponse::WatchCompacted { oldest_available }) => {
@@ -150,49 +146,41 @@ impl Watch {
         if let Some(stream) = self.stream.take() {
             tracing::info!(addr = stream.addr(), after_revision = self.received, reason, "watch stream lost; resuming");
         }
-        self.broke = true;
-        self.endpoint = self.cluster.next_endpoint(self.endpoint);
+        self.resume.handle_broken(EndpointId(self.endpoint));
     }
 
     /// Opens a stream from `received` on the first node that takes it, within the
-    /// request timeout.
+    /// request timeout: after the pause and from the endpoint `StreamResume` says, by
+    /// the kernel's search.
     async fn reopen(&mut self) -> Result<(), ClientError> {
         self.offered = 0;
-        if self.broke {
-            tokio::time::sleep(Duration::from_millis(self.reopen_pause_ms)).await;
-            self.reopen_pause_ms = (self.reopen_pause_ms * 2).min(REOPEN_PAUSE_MAX_MS);
-            self.broke = false;
+        let pause_ms = self.resume.pause_ms();
+        if pause_ms > 0 {
+            tokio::time::sleep(Duration::from_millis(pause_ms)).await;
         }
-        let deadline = Instant::now() + Duration::from_millis(self.cluster.request_timeout_ms());
-        let mut tried: Vec<String> = Vec::new();
-        let mut failures_in_round = 0usize;
-        loop {
-            let request = ClientRequest::Watch { after_revision: self.received };
-            let addr = self.cluster.endpoint_addr(self.endpoint).unwrap_or_default();
-            if !tried.contains(&addr) {
-                tried.push(addr.clone());
-            }
-            match self.cluster.stream(self.endpoint, request).await {
-                Ok(stream) => {
-                    self.stream = Some(stream);
-                    return Ok(());
-                }
-                Err(e @ ClientError::Rejected { .. }) => return Err(e),
-                Err(e) => {
-                    if Instant::now() >= deadline {
-                        return Err(ClientError::Unreachable { endpoints: tried, last_error: e.to_string() });
-                    }
-                    self.endpoint = self.cluster.next_endpoint(self.endpoint);
-                    failures_in_round += 1;
-                    if failures_in_round >= self.cluster.endpoint_count() {
-                        failures_in_round = 0;
-                        let pause = Duration::from_millis(self.reopen_pause_ms);
-                        tokio::time::sleep_until(deadline.min(Instant::now() + pause)).await;
-                        self.reopen_pause_ms = (self.reopen_pause_ms * 2).min(REOPEN_PAUSE_MAX_MS);
+        let timeout_ms = self.cluster.request_timeout_ms();
+        let (count, first_choice) = self.cluster.search_start();
+        let first = self.resume.start(first_choice, count);
+        let request = ClientRequest::Watch { after_revision: self.received };
+        let cluster = &self.cluster;
+        let (endpoint, stream) = cluster
+            .search_from(StreamResume::policy(timeout_ms), first, |endpoint, deadline| {
+                let request = request.clone();
+                async move {
+                    match Timeout::new(cluster.stream(endpoint, request), deadline).await {
+                        Ok(opened) => opened.map(|stream| NodeReply::Served((endpoint, stream))),
+                        Err(_elapsed) => Err(ClientError::Timeout {
+                            addr: cluster.endpoint_addr(endpoint).unwrap_or_default(),
+                            timeout_ms,
+                        }),
                     }
                 }
-            }
-        }
+            })
+            .await?;
+        self.resume.handle_opened();
+        self.endpoint = endpoint;
+        self.stream = Some(stream);
+        Ok(())
     }
 }
 
@@ -200,6 +188,7 @@ impl Watch {
 mod tests {
     use super::Watch;
     use crate::pool::{ClientOptions, Cluster};
+    use roster_kernel::leader_search::StreamResume;
     use roster_kernel::{Event, EventKind};
     use std::collections::VecDeque;
 
@@ -213,8 +202,7 @@ mod tests {
             buffered: VecDeque::new(),
             stream: None,
             endpoint: 0,
-            reopen_pause_ms: 0,
-            broke: false,
+            resume: StreamResume::new(),
         }
     }
 

@@ -154,6 +154,26 @@ pub enum ClientRequest {
     LocalOutput(OutputRequest),
 }
 
+impl ClientRequest {
+    /// Whether the request is the same when applied twice, so a client may send it again
+    /// after it may already have been processed (the kernel's `LeaderSearch` then
+    /// resends it; otherwise it reports the outcome ambiguous). Launching twice starts
+    /// two programs; removing a node twice reports an error for a removal that worked; a
+    /// second leadership transfer may move leadership again. Everything else is a read, a
+    /// heartbeat, or a change that is the same when repeated (a repeated session open
+    /// leaves an unused session behind, which the cluster evicts in time: cheaper than
+    /// failing the open).
+    pub fn repeatable(&self) -> bool {
+        !matches!(
+            self,
+            ClientRequest::Launch(_)
+                | ClientRequest::StartLocal(_)
+                | ClientRequest::RemoveNode { .. }
+                | ClientRequest::TransferLeader { .. }
+        )
+    }
+}
+
 /// Which piece of a launched process's output to read. The answer holds at most
 /// `MAX_OUTPUT_READ_BYTES`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

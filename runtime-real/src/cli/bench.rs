@@ -2,6 +2,7 @@
 //! A benchmark prints figures; it asserts nothing about speed.
 
 use super::ClientArgs;
+use super::failure::CliError;
 use clap::{Args, Subcommand};
 use roster_kernel::retry_queue::RetryConfig;
 use roster_kernel::{Command, MemberId, ProcessId, ProcessInfo, Reply, ResourceAverage, ServerId};
@@ -88,7 +89,7 @@ enum Mode {
     },
 }
 
-pub async fn run(args: BenchArgs, client: ClientArgs) -> Result<ExitCode, String> {
+pub async fn run(args: BenchArgs, client: ClientArgs) -> Result<ExitCode, CliError> {
     match args.mode {
         Mode::Seq { count, value_bytes } => seq(count, value_bytes, client).await,
         Mode::Conc { count, clients, connections, value_bytes } => {
@@ -104,7 +105,7 @@ pub async fn run(args: BenchArgs, client: ClientArgs) -> Result<ExitCode, String
     }
 }
 
-fn options(c: &ClientArgs) -> Result<ClientOptions, String> {
+fn options(c: &ClientArgs) -> Result<ClientOptions, CliError> {
     Ok(ClientOptions {
         endpoints: c.endpoints.clone(),
         token: c.token()?,
@@ -148,16 +149,13 @@ fn report(label: &str, mut lat_us: Vec<u64>, elapsed: Duration, failures: u64, j
     }
 }
 
-async fn seq(count: u64, value_bytes: usize, c: ClientArgs) -> Result<ExitCode, String> {
-    let cluster = Cluster::with_connector(options(&c)?, c.connector()?).map_err(|e| e.to_string())?;
-    let session = Session::open(cluster, RetryConfig::default(), rand::random()).await.map_err(|e| e.to_string())?;
+async fn seq(count: u64, value_bytes: usize, c: ClientArgs) -> Result<ExitCode, CliError> {
+    let cluster = Cluster::with_connector(options(&c)?, c.connector()?)?;
+    let session = Session::open(cluster, RetryConfig::default(), rand::random()).await?;
     let value = "x".repeat(value_bytes);
     // Warm up the connection and the leader's path.
     for i in 0..20 {
-        session
-            .execute(Command::KvPut { key: format!("bench/warm/{i}"), value: value.clone() })
-            .await
-            .map_err(|e| e.to_string())?;
+        session.execute(Command::KvPut { key: format!("bench/warm/{i}"), value: value.clone() }).await?;
     }
     let mut lat = Vec::with_capacity(count as usize);
     let mut failures = 0;
@@ -179,19 +177,17 @@ async fn conc(
     connections: u64,
     value_bytes: usize,
     c: ClientArgs,
-) -> Result<ExitCode, String> {
+) -> Result<ExitCode, CliError> {
     if clients == 0 || connections == 0 {
-        return Err("--clients and --connections must be at least 1".into());
+        return Err(CliError::Usage("--clients and --connections must be at least 1".into()));
     }
     let (opts, connector) = (options(&c)?, c.connector()?);
-    let pools: Vec<Cluster> = (0..connections)
-        .map(|_| Cluster::with_connector(opts.clone(), connector.clone()))
-        .collect::<Result<_, _>>()
-        .map_err(|e| e.to_string())?;
+    let pools: Vec<Cluster> =
+        (0..connections).map(|_| Cluster::with_connector(opts.clone(), connector.clone())).collect::<Result<_, _>>()?;
     let mut sessions = Vec::new();
     for i in 0..clients {
         let pool = pools[(i % connections) as usize].clone();
-        sessions.push(Session::open(pool, RetryConfig::default(), rand::random()).await.map_err(|e| e.to_string())?);
+        sessions.push(Session::open(pool, RetryConfig::default(), rand::random()).await?);
     }
     let per = count / clients;
     let value = "x".repeat(value_bytes);
@@ -215,7 +211,7 @@ async fn conc(
     let mut all = Vec::with_capacity(count as usize);
     let mut failures = 0;
     for t in tasks {
-        let (lat, f) = t.await.map_err(|e| e.to_string())?;
+        let (lat, f) = t.await?;
         all.extend(lat);
         failures += f;
     }
@@ -230,21 +226,52 @@ async fn heartbeats(
     connections: u64,
     server_id: u64,
     c: ClientArgs,
-) -> Result<ExitCode, String> {
+) -> Result<ExitCode, CliError> {
     let (opts, connector) = (options(&c)?, c.connector()?);
     let pools: Vec<Cluster> = (0..connections.max(1))
         .map(|_| Cluster::with_connector(opts.clone(), connector.clone()))
-        .collect::<Result<_, _>>()
-        .map_err(|e| e.to_string())?;
+        .collect::<Result<_, _>>()?;
     eprintln!("heartbeat bench pid {}: registering {members} members", std::process::id());
-    // Registration: 64 sessions in parallel.
     let reg_start = Instant::now();
-    let mut tasks = Vec::new();
+    let ids = register_members(&pools, members, server_id).await?;
+    eprintln!("registered {} members in {:.1} s", ids.len(), reg_start.elapsed().as_secs_f64());
+    // Steady phase: each member beats once per interval, spread evenly over the interval.
+    let start = Instant::now();
+    let end = start + Duration::from_secs(duration_s);
+    let lanes = (connections.max(1) * 16) as usize;
+    let tasks: Vec<_> = (0..lanes)
+        .map(|lane| {
+            let pool = pools[lane % pools.len()].clone();
+            let mine: Vec<ProcessId> = ids.iter().copied().skip(lane).step_by(lanes).collect();
+            tokio::spawn(beat_lane(pool, mine, interval_ms, end))
+        })
+        .collect();
+    let mut total = LaneFigures::default();
+    for t in tasks {
+        total.add(t.await?);
+    }
+    total.rtt_us.sort_unstable();
+    total.late_us.sort_unstable();
+    let secs = start.elapsed().as_secs_f64();
+    let (rtt, late) = (&total.rtt_us, &total.late_us);
+    let line = serde_json::json!({
+        "members": ids.len(), "seconds": secs, "heartbeats_ok": total.ok,
+        "heartbeats_per_s": total.ok as f64 / secs, "false_expiries": total.unknown, "failed": total.failed,
+        "rtt_p50_ms": pct(rtt, 0.5), "rtt_p99_ms": pct(rtt, 0.99), "rtt_max_ms": pct(rtt, 1.0),
+        "send_late_p50_ms": pct(late, 0.5), "send_late_p99_ms": pct(late, 0.99), "send_late_max_ms": pct(late, 1.0),
+    });
+    outln!("{line}");
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Registers `members` processes on `server_id` over 64 sessions at once.
+async fn register_members(pools: &[Cluster], members: u64, server_id: u64) -> Result<Vec<ProcessId>, CliError> {
     let writers = 64.min(members.max(1));
+    let mut tasks = Vec::new();
     for w in 0..writers {
-        let pool = pools[(w % connections.max(1)) as usize].clone();
+        let pool = pools[w as usize % pools.len()].clone();
         tasks.push(tokio::spawn(async move {
-            let s = Session::open(pool, RetryConfig::default(), rand::random()).await.map_err(|e| e.to_string())?;
+            let s = Session::open(pool, RetryConfig::default(), rand::random()).await?;
             let mut ids = Vec::new();
             let mut i = w;
             while i < members {
@@ -257,79 +284,96 @@ async fn heartbeats(
                     labels: Default::default(),
                     reserved: ResourceAverage::default(),
                 };
-                match s.execute(Command::RegisterProcess { info }).await.map_err(|e| e.to_string())? {
+                match s.execute(Command::RegisterProcess { info }).await? {
                     Reply::ProcessRegistered { id, .. } => ids.push(id),
-                    other => return Err(format!("unexpected reply to register: {other:?}")),
+                    other => return Err(CliError::unexpected("registering a process", &other)),
                 }
                 i += writers;
             }
-            Ok::<Vec<ProcessId>, String>(ids)
+            Ok::<Vec<ProcessId>, CliError>(ids)
         }));
     }
     let mut ids = Vec::new();
     for t in tasks {
-        ids.extend(t.await.map_err(|e| e.to_string())??);
+        ids.extend(t.await??);
     }
-    eprintln!("registered {} members in {:.1} s", ids.len(), reg_start.elapsed().as_secs_f64());
-    // Steady phase: each member beats once per interval, spread evenly over the interval.
-    let start = Instant::now();
-    let end = start + Duration::from_secs(duration_s);
-    let lanes = (connections.max(1) * 16) as usize;
-    let mut tasks = Vec::new();
-    for lane in 0..lanes {
-        let pool = pools[lane % pools.len()].clone();
-        let mine: Vec<ProcessId> = ids.iter().copied().skip(lane).step_by(lanes).collect();
-        tasks.push(tokio::spawn(async move {
-            let (mut ok, mut unknown, mut failed) = (0u64, 0u64, 0u64);
-            let mut lat = Vec::new();
-            if mine.is_empty() {
-                return (ok, unknown, failed, lat);
-            }
-            let gap = Duration::from_micros(interval_ms * 1000 / mine.len() as u64);
-            let mut next = Instant::now();
-            'outer: loop {
-                for id in &mine {
-                    if Instant::now() >= end {
-                        break 'outer;
-                    }
-                    tokio::time::sleep_until(next.into()).await;
-                    next += gap;
-                    let t = Instant::now();
-                    let req = ClientRequest::Heartbeat { member: MemberId::Process(*id), resources: None };
-                    match pool.call_leader(req).await {
-                        Ok(ClientResponse::HeartbeatOk) => {
-                            ok += 1;
-                            lat.push(t.elapsed().as_micros() as u64);
-                        }
-                        Ok(ClientResponse::UnknownMember(_)) => unknown += 1,
-                        _ => failed += 1,
-                    }
-                }
-            }
-            (ok, unknown, failed, lat)
-        }));
-    }
-    let (mut ok, mut unknown, mut failed) = (0, 0, 0);
-    let mut lat = Vec::new();
-    for t in tasks {
-        let (o, u, f, l) = t.await.map_err(|e| e.to_string())?;
-        ok += o;
-        unknown += u;
-        failed += f;
-        lat.extend(l);
-    }
-    lat.sort_unstable();
-    let secs = start.elapsed().as_secs_f64();
-    let line = serde_json::json!({
-        "members": ids.len(), "seconds": secs, "heartbeats_ok": ok, "heartbeats_per_s": ok as f64 / secs,
-        "false_expiries": unknown, "failed": failed,
-        "rtt_p50_ms": pct(&lat, 0.5), "rtt_p99_ms": pct(&lat, 0.99), "rtt_max_ms": pct(&lat, 1.0),
-    });
-    outln!("{line}");
-    Ok(ExitCode::SUCCESS)
+    Ok(ids)
 }
 
-async fn expiry_watch(prefix: String, max_s: u64, c: ClientArgs) -> Result<ExitCode, String> {
+/// Heartbeats one lane keeps in flight: a lane sends on schedule while earlier answers
+/// are outstanding, so one slow answer does not make the sends after it late (the bench
+/// measures the cluster, and says how late it was itself).
+const LANE_IN_FLIGHT: usize = 64;
+
+/// What one lane saw: answers by kind, round trips, and how late each send was against
+/// its schedule (a member's gap between beats is the interval plus that lateness).
+#[derive(Default)]
+struct LaneFigures {
+    ok: u64,
+    unknown: u64,
+    failed: u64,
+    rtt_us: Vec<u64>,
+    late_us: Vec<u64>,
+}
+
+impl LaneFigures {
+    fn add(&mut self, other: LaneFigures) {
+        self.ok += other.ok;
+        self.unknown += other.unknown;
+        self.failed += other.failed;
+        self.rtt_us.extend(other.rtt_us);
+        self.late_us.extend(other.late_us);
+    }
+
+    fn count(&mut self, (answer, rtt): (Result<ClientResponse, roster_real::client::ClientError>, Duration)) {
+        match answer {
+            Ok(ClientResponse::HeartbeatOk) => {
+                self.ok += 1;
+                self.rtt_us.push(rtt.as_micros() as u64);
+            }
+            Ok(ClientResponse::UnknownMember(_)) => self.unknown += 1,
+            _ => self.failed += 1,
+        }
+    }
+}
+
+/// Beats each of `mine` once per `interval_ms`, evenly spread, until `end`.
+async fn beat_lane(pool: Cluster, mine: Vec<ProcessId>, interval_ms: u64, end: Instant) -> LaneFigures {
+    use futures::StreamExt;
+    let mut figures = LaneFigures::default();
+    if mine.is_empty() {
+        return figures;
+    }
+    let gap = Duration::from_micros(interval_ms * 1000 / mine.len() as u64);
+    let mut in_flight = futures::stream::FuturesUnordered::new();
+    let mut members = mine.iter().cycle();
+    let mut next = Instant::now();
+    while next < end {
+        tokio::select! {
+            biased;
+            Some(done) = in_flight.next(), if !in_flight.is_empty() => {
+                figures.count(done);
+                continue;
+            }
+            () = tokio::time::sleep_until(next.into()), if in_flight.len() < LANE_IN_FLIGHT => {}
+        }
+        let member = MemberId::Process(*members.next().expect("a cycle of a non-empty list"));
+        let sent = Instant::now();
+        figures.late_us.push(sent.saturating_duration_since(next).as_micros() as u64);
+        next += gap;
+        let pool = pool.clone();
+        in_flight.push(async move {
+            let answer = pool.call_leader(ClientRequest::Heartbeat { member, resources: None }).await;
+            (answer, sent.elapsed())
+        });
+    }
+    while let Some(done) = in_flight.next().await {
+        figures.count(done);
+    }
+    figures
+}
+
+async fn expiry_watch(prefix: String, max_s: u64, c: ClientArgs) -> Result<ExitCode, CliError> {
     let client = c.connect().await?;
     let start = Instant::now();
     let mut first_gone: Option<f64> = None;
@@ -345,16 +389,16 @@ async fn expiry_watch(prefix: String, max_s: u64, c: ClientArgs) -> Result<ExitC
             return Ok(ExitCode::SUCCESS);
         }
         if t > max_s as f64 {
-            return Err(format!("{n} of {initial} members still present after {max_s} s"));
+            return Err(CliError::NotExpired { left: n, initial, waited_s: max_s });
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
 
-async fn count_members(client: &roster_real::client::Client, prefix: &str) -> Result<usize, String> {
+async fn count_members(client: &roster_real::client::Client, prefix: &str) -> Result<usize, CliError> {
     let filter = roster_kernel::ListFilter { kind: Some(roster_kernel::MemberKind::Process), ..Default::default() };
     let consistency = roster_real::net::wire::Consistency::Linearizable;
-    let listed = client.list(filter, consistency).await.map_err(|e| e.to_string())?;
+    let listed = client.list(filter, consistency).await?;
     Ok(listed.processes.iter().filter(|p| p.info.name.starts_with(prefix)).count())
 }
 
@@ -371,86 +415,47 @@ async fn avail(
     value_bytes: usize,
     poll_ms: u64,
     c: ClientArgs,
-) -> Result<ExitCode, String> {
+) -> Result<ExitCode, CliError> {
     if sessions == 0 || duration_s == 0 {
-        return Err("--sessions and --duration-s must be at least 1".into());
+        return Err(CliError::Usage("--sessions and --duration-s must be at least 1".into()));
     }
     let (opts, connector) = (options(&c)?, c.connector()?);
     let mut writers = Vec::new();
     for _ in 0..sessions {
-        let cluster = Cluster::with_connector(opts.clone(), connector.clone()).map_err(|e| e.to_string())?;
-        writers.push(Session::open(cluster, RetryConfig::default(), rand::random()).await.map_err(|e| e.to_string())?);
+        let cluster = Cluster::with_connector(opts.clone(), connector.clone())?;
+        writers.push(Session::open(cluster, RetryConfig::default(), rand::random()).await?);
     }
     // Status goes through a connection of its own, so a slow status never delays a put.
     let watcher = Cluster::with_connector(opts, connector)
-        .and_then(|pool| roster_real::client::Client::with_cluster(pool, RetryConfig::default(), rand::random()))
-        .map_err(|e| e.to_string())?;
+        .and_then(|pool| roster_real::client::Client::with_cluster(pool, RetryConfig::default(), rand::random()))?;
     let value = "x".repeat(value_bytes);
     let start = Instant::now();
     let end = start + Duration::from_secs(duration_s);
-    let mut tasks = Vec::new();
-    for (i, s) in writers.into_iter().enumerate() {
-        let value = value.clone();
-        tasks.push(tokio::spawn(async move {
-            let (mut acks, mut failures, mut j) = (Vec::new(), 0u64, 0u64);
-            while Instant::now() < end {
-                match s.execute(Command::KvPut { key: format!("bench/avail/{i}/{j}"), value: value.clone() }).await {
-                    Ok(_) => acks.push(start.elapsed()),
-                    Err(_) => failures += 1,
-                }
-                j += 1;
-            }
-            (acks, failures)
-        }));
-    }
-    let mut changes: Vec<LeaderChange> = Vec::new();
-    let mut leader: Option<u64> = None;
-    while Instant::now() < end {
-        let poll = tokio::time::timeout(Duration::from_millis(poll_ms.max(1) * 10), watcher.status()).await;
-        if let Ok(Ok(status)) = poll
-            && status.leader.is_some()
-            && status.leader != leader
-        {
-            if leader.is_some() {
-                changes.push(LeaderChange { at: start.elapsed(), from: leader, to: status.leader });
-            }
-            leader = status.leader;
-        }
-        tokio::time::sleep(Duration::from_millis(poll_ms.max(1))).await;
-    }
+    let tasks: Vec<_> = writers
+        .into_iter()
+        .enumerate()
+        .map(|(i, s)| tokio::spawn(put_until(s, i, value.clone(), start, end)))
+        .collect();
+    let changes = watch_leader(&watcher, start, end, poll_ms).await;
     let mut acks = Vec::new();
     let mut failures = 0;
     for t in tasks {
-        let (a, f) = t.await.map_err(|e| e.to_string())?;
+        let (a, f) = t.await?;
         acks.extend(a);
         failures += f;
     }
     acks.sort_unstable();
-    // Gaps between consecutive acknowledgements, from the start and to the end too.
-    let mut edges = vec![Duration::ZERO];
-    edges.extend(acks.iter().copied());
-    let last = acks.last().copied().unwrap_or_default();
-    edges.push(last.max(Duration::from_secs(duration_s)));
-    let gaps: Vec<(Duration, Duration)> = edges.windows(2).map(|w| (w[0], w[1])).collect();
-    let longest = gaps.iter().copied().max_by_key(|(a, b)| b.saturating_sub(*a)).unwrap_or_default();
-    // The gap a change falls in: the last ack before it was seen to the first after.
-    // The poller sees a change after it happened, so the gap that ends just before the
-    // sighting counts when the sighting itself falls between two quick acks.
-    let gap_at = |at: Duration| -> Duration {
-        gaps.iter()
-            .filter(|(a, b)| *b + Duration::from_millis(poll_ms * 10) >= at && *a <= at)
-            .map(|(a, b)| b.saturating_sub(*a))
-            .max()
-            .unwrap_or_default()
-    };
+    let gaps = AckGaps::new(&acks, Duration::from_secs(duration_s), poll_ms);
+    let longest = gaps.longest();
     let ms = |d: Duration| d.as_secs_f64() * 1000.0;
-    let per_change: Vec<serde_json::Value> = changes
-        .iter()
-        .map(|ch| {
-            serde_json::json!({"at_s": ch.at.as_secs_f64(), "from": ch.from, "to": ch.to, "gap_ms": ms(gap_at(ch.at))})
-        })
-        .collect();
     if c.json {
+        let per_change: Vec<serde_json::Value> = changes
+            .iter()
+            .map(|ch| {
+                let gap = ms(gaps.at(ch.at));
+                serde_json::json!({"at_s": ch.at.as_secs_f64(), "from": ch.from, "to": ch.to, "gap_ms": gap})
+            })
+            .collect();
         outln!(
             "{}",
             serde_json::json!({
@@ -467,14 +472,80 @@ async fn avail(
             longest.0.as_secs_f64()
         );
         for ch in &changes {
-            outln!(
-                "  leader {:?} -> {:?} seen at {:.2} s: write gap {:.1} ms",
-                ch.from,
-                ch.to,
-                ch.at.as_secs_f64(),
-                ms(gap_at(ch.at))
-            );
+            let (at, gap) = (ch.at.as_secs_f64(), ms(gaps.at(ch.at)));
+            outln!("  leader {:?} -> {:?} seen at {at:.2} s: write gap {gap:.1} ms", ch.from, ch.to);
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// One session's puts, one at a time, until `end`: when each was acknowledged (since
+/// `start`), and how many failed.
+async fn put_until(s: Session, i: usize, value: String, start: Instant, end: Instant) -> (Vec<Duration>, u64) {
+    let (mut acks, mut failures, mut j) = (Vec::new(), 0u64, 0u64);
+    while Instant::now() < end {
+        match s.execute(Command::KvPut { key: format!("bench/avail/{i}/{j}"), value: value.clone() }).await {
+            Ok(_) => acks.push(start.elapsed()),
+            Err(_) => failures += 1,
+        }
+        j += 1;
+    }
+    (acks, failures)
+}
+
+/// Polls the leader every `poll_ms` until `end`; every change seen, with when.
+async fn watch_leader(
+    watcher: &roster_real::client::Client,
+    start: Instant,
+    end: Instant,
+    poll_ms: u64,
+) -> Vec<LeaderChange> {
+    let mut changes: Vec<LeaderChange> = Vec::new();
+    let mut leader: Option<u64> = None;
+    while Instant::now() < end {
+        let poll = tokio::time::timeout(Duration::from_millis(poll_ms.max(1) * 10), watcher.status()).await;
+        if let Ok(Ok(status)) = poll
+            && status.leader.is_some()
+            && status.leader != leader
+        {
+            if leader.is_some() {
+                changes.push(LeaderChange { at: start.elapsed(), from: leader, to: status.leader });
+            }
+            leader = status.leader;
+        }
+        tokio::time::sleep(Duration::from_millis(poll_ms.max(1))).await;
+    }
+    changes
+}
+
+/// The gaps between consecutive acknowledgements, from the start and to the end too.
+struct AckGaps {
+    gaps: Vec<(Duration, Duration)>,
+    poll_ms: u64,
+}
+
+impl AckGaps {
+    fn new(sorted_acks: &[Duration], duration: Duration, poll_ms: u64) -> AckGaps {
+        let mut edges = vec![Duration::ZERO];
+        edges.extend(sorted_acks.iter().copied());
+        let last = sorted_acks.last().copied().unwrap_or_default();
+        edges.push(last.max(duration));
+        AckGaps { gaps: edges.windows(2).map(|w| (w[0], w[1])).collect(), poll_ms }
+    }
+
+    fn longest(&self) -> (Duration, Duration) {
+        self.gaps.iter().copied().max_by_key(|(a, b)| b.saturating_sub(*a)).unwrap_or_default()
+    }
+
+    /// The gap a change seen at `at` falls in: the last ack before it to the first after.
+    /// The poller sees a change after it happened, so the gap that ends just before the
+    /// sighting counts when the sighting itself falls between two quick acks.
+    fn at(&self, at: Duration) -> Duration {
+        self.gaps
+            .iter()
+            .filter(|(a, b)| *b + Duration::from_millis(self.poll_ms * 10) >= at && *a <= at)
+            .map(|(a, b)| b.saturating_sub(*a))
+            .max()
+            .unwrap_or_default()
+    }
 }

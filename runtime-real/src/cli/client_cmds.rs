@@ -1,9 +1,11 @@
 //! Client commands: status, get, ls, put, del, kv, watch, member.
 //!
-//! With `--json` each prints one JSON document (watch: one per line) whose fields are the
-//! serde forms of the types in `roster_real::net::wire` and `roster_kernel` (README lists them).
+//! With `--json` each prints one JSON document (watch: one per line) of the types in
+//! `roster_real::view`, which HTTP answers too (docs/json.md shows each); a failure prints
+//! the error HTTP would give (`failure.rs`).
 
 use super::ClientArgs;
+use super::failure::CliError;
 use clap::{Args, Subcommand};
 use roster_kernel::{
     Command, ListFilter, MemberId, MemberKind, MemberStatus, ProcessPatch, Query, QueryResult, Reply, ServerId,
@@ -12,6 +14,7 @@ use roster_kernel::{
 use roster_real::client::ClientError;
 use roster_real::client::describe::{self, KnownServers, SubjectKind};
 use roster_real::net::wire::{ClusterStatus, Consistency};
+use roster_real::view;
 use std::process::ExitCode;
 
 #[derive(Args, Debug)]
@@ -203,18 +206,18 @@ enum MemberOp {
     },
 }
 
-fn parse_status(s: &str) -> Result<MemberStatus, String> {
+fn parse_status(s: &str) -> Result<MemberStatus, CliError> {
     match s {
         "online" => Ok(MemberStatus::Online),
         "draining" => Ok(MemberStatus::Draining),
-        _ => Err(format!("bad status {s:?}: expected online or draining")),
+        _ => Err(CliError::Usage(format!("bad status {s:?}: expected online or draining"))),
     }
 }
 
-pub fn parse_label(s: &str) -> Result<(String, String), String> {
-    let (k, v) = s.split_once('=').ok_or_else(|| format!("bad label {s:?}: expected KEY=VALUE"))?;
+pub fn parse_label(s: &str) -> Result<(String, String), CliError> {
+    let (k, v) = s.split_once('=').ok_or_else(|| CliError::Usage(format!("bad label {s:?}: expected KEY=VALUE")))?;
     if k.is_empty() {
-        return Err(format!("bad label {s:?}: empty key"));
+        return Err(CliError::Usage(format!("bad label {s:?}: empty key")));
     }
     Ok((k.to_string(), v.to_string()))
 }
@@ -241,14 +244,14 @@ fn consistency(stale: bool) -> Consistency {
     if stale { Consistency::Stale } else { Consistency::Linearizable }
 }
 
-fn print_json<T: serde::Serialize>(v: &T) -> Result<(), String> {
-    outln!("{}", serde_json::to_string_pretty(v).map_err(|e| format!("cannot encode JSON: {e}"))?);
+pub fn print_json<T: serde::Serialize>(v: &T) -> Result<(), CliError> {
+    outln!("{}", serde_json::to_string_pretty(v)?);
     Ok(())
 }
 
-fn done(json: bool, reply: &Reply) -> Result<ExitCode, String> {
+fn done(json: bool, reply: &Reply) -> Result<ExitCode, CliError> {
     if json {
-        print_json(reply)?;
+        print_json(&view::WriteReply::from(reply))?;
     } else {
         match reply {
             Reply::Done { revision } => outln!("ok (revision {revision})"),
@@ -258,9 +261,9 @@ fn done(json: bool, reply: &Reply) -> Result<ExitCode, String> {
     Ok(ExitCode::SUCCESS)
 }
 
-pub async fn fetch_status(args: &ClientArgs) -> Result<ClusterStatus, String> {
+pub async fn fetch_status(args: &ClientArgs) -> Result<ClusterStatus, CliError> {
     let client = args.connect().await?;
-    client.status().await.map_err(|e| e.to_string())
+    Ok(client.status().await?)
 }
 
 pub fn render_status(s: &ClusterStatus) -> String {
@@ -357,10 +360,10 @@ fn status_text(s: &roster_kernel::ServerEntry) -> String {
 
 /// `roster status`: exits 1 (after printing) when the answering node knows no leader, so
 /// that a readiness script is not fooled by a cluster that cannot serve writes.
-pub async fn status(args: ClientArgs) -> Result<ExitCode, String> {
-    let s = fetch_status(&args).await?;
+pub async fn status(args: ClientArgs) -> Result<ExitCode, CliError> {
+    let s = args.connect().await?.status().await?;
     if args.json {
-        print_json(&s)?;
+        print_json(&view::StatusView::from(&s))?;
     } else {
         out!("{}", render_status(&s));
     }
@@ -371,26 +374,31 @@ pub async fn status(args: ClientArgs) -> Result<ExitCode, String> {
     Ok(ExitCode::SUCCESS)
 }
 
-pub async fn get(args: GetArgs, c: ClientArgs) -> Result<ExitCode, String> {
+pub async fn get(args: GetArgs, c: ClientArgs) -> Result<ExitCode, CliError> {
     let client = c.connect().await?;
     let member = super::lookup::resolve(&client, &args.member, consistency(args.stale)).await?;
     let query = match member {
         MemberId::Server(id) => Query::GetServer(id),
         MemberId::Process(id) => Query::GetProcess(id),
     };
-    let reply = client.query(query, consistency(args.stale)).await.map_err(|e| e.to_string())?;
+    let reply = client.query(query, consistency(args.stale)).await?;
     let found = match &reply.result {
         QueryResult::Server(s) => s.is_some(),
         QueryResult::Process(p) => p.is_some(),
         _ => false,
     };
     if !found {
-        return Err(format!("{member} not found (it may have left: see `roster tombstones`)"));
+        let message = format!("{member} not found (it may have left: see `roster tombstones`)");
+        return Err(CliError::NotFound { message, details: serde_json::json!({ "revision": reply.revision }) });
     }
     if c.json {
         match reply.result {
-            QueryResult::Server(Some(s)) => print_json(&s)?,
-            QueryResult::Process(Some(p)) => print_json(&p)?,
+            QueryResult::Server(Some(s)) => {
+                print_json(&view::OneServer { revision: reply.revision, server: view::ServerView::from(&s) })?
+            }
+            QueryResult::Process(Some(p)) => {
+                print_json(&view::OneProcess { revision: reply.revision, process: view::ProcessView::from(&p) })?
+            }
             _ => {}
         }
     } else {
@@ -470,11 +478,16 @@ pub struct TombstonesArgs {
 }
 
 /// `roster tombstones`: members that left, how and when, newest first.
-pub async fn tombstones(args: TombstonesArgs, c: ClientArgs) -> Result<ExitCode, String> {
+pub async fn tombstones(args: TombstonesArgs, c: ClientArgs) -> Result<ExitCode, CliError> {
     let client = c.connect().await?;
-    let list = client.tombstones(args.limit, consistency(args.stale)).await.map_err(|e| e.to_string())?;
+    let reply = client.query(Query::Tombstones { limit: args.limit }, consistency(args.stale)).await?;
+    let list = match reply.result {
+        QueryResult::Tombstones(list) => list,
+        other => return Err(CliError::unexpected("a tombstones query", &other)),
+    };
     if c.json {
-        print_json(&list)?;
+        let tombstones = list.iter().map(view::TombstoneView::from).collect();
+        print_json(&view::Tombstones { revision: reply.revision, tombstones })?;
         return Ok(ExitCode::SUCCESS);
     }
     if list.is_empty() {
@@ -495,12 +508,12 @@ pub async fn tombstones(args: TombstonesArgs, c: ClientArgs) -> Result<ExitCode,
     Ok(ExitCode::SUCCESS)
 }
 
-pub async fn ls(args: LsArgs, c: ClientArgs) -> Result<ExitCode, String> {
+pub async fn ls(args: LsArgs, c: ClientArgs) -> Result<ExitCode, CliError> {
     let kind = match args.kind.as_deref() {
         None => None,
         Some("servers" | "server") => Some(MemberKind::Server),
         Some("processes" | "process") => Some(MemberKind::Process),
-        Some(other) => return Err(format!("bad --kind {other:?}: expected servers or processes")),
+        Some(other) => return Err(CliError::Usage(format!("bad --kind {other:?}: expected servers or processes"))),
     };
     let status = args.status.as_deref().map(parse_status).transpose()?;
     let labels = args.labels.iter().map(|l| parse_label(l)).collect::<Result<_, _>>()?;
@@ -513,10 +526,7 @@ pub async fn ls(args: LsArgs, c: ClientArgs) -> Result<ExitCode, String> {
     let mut after = None;
     let mut first = true;
     loop {
-        let page = client
-            .list_page(filter.clone(), after, roster_real::client::LIST_PAGE_LIMIT, consistency)
-            .await
-            .map_err(|e| e.to_string())?;
+        let page = client.list_page(filter.clone(), after, roster_real::client::LIST_PAGE_LIMIT, consistency).await?;
         if first {
             listed.revision = page.revision;
             first = false;
@@ -533,8 +543,16 @@ pub async fn ls(args: LsArgs, c: ClientArgs) -> Result<ExitCode, String> {
         }
     }
     if c.json {
+        // As HTTP's pages: `/v1/servers` or `/v1/processes` with every page read (`next`
+        // null), or both lists.
         let roster_real::client::MemberList { revision, servers, processes } = listed;
-        print_json(&serde_json::json!({ "revision": revision, "servers": servers, "processes": processes }))?;
+        let servers = servers.iter().map(view::ServerView::from).collect();
+        let processes = processes.iter().map(view::ProcessView::from).collect();
+        match kind {
+            Some(MemberKind::Server) => print_json(&view::ServerPage { revision, servers, next: None })?,
+            Some(MemberKind::Process) => print_json(&view::ProcessPage { revision, processes, next: None })?,
+            None => print_json(&view::MemberList { revision, servers, processes })?,
+        }
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -559,14 +577,14 @@ fn print_members(servers: &[roster_kernel::ServerEntry], processes: &[roster_ker
     }
 }
 
-pub async fn put(args: PutArgs, c: ClientArgs) -> Result<ExitCode, String> {
+pub async fn put(args: PutArgs, c: ClientArgs) -> Result<ExitCode, CliError> {
     let client = c.connect().await?;
     let member = super::lookup::resolve(&client, &args.member, Consistency::Linearizable).await?;
     let status = args.status.as_deref().map(parse_status).transpose()?;
     let command = match member {
         MemberId::Server(id) => {
             if !args.labels.is_empty() {
-                return Err("servers have no labels; --label applies to processes".into());
+                return Err(CliError::Usage("servers have no labels; --label applies to processes".into()));
             }
             Command::PutServer {
                 id,
@@ -583,86 +601,43 @@ pub async fn put(args: PutArgs, c: ClientArgs) -> Result<ExitCode, String> {
             Command::PutProcess { id, patch }
         }
     };
-    let reply = client.execute(command).await.map_err(|e| e.to_string())?;
+    let reply = client.execute(command).await?;
     done(c.json, &reply)
 }
 
-pub async fn del(args: DelArgs, c: ClientArgs) -> Result<ExitCode, String> {
+pub async fn del(args: DelArgs, c: ClientArgs) -> Result<ExitCode, CliError> {
     let client = c.connect().await?;
     let member = super::lookup::resolve(&client, &args.member, Consistency::Linearizable).await?;
-    let reply = client.execute(Command::Delete { member }).await.map_err(|e| e.to_string())?;
+    let reply = client.execute(Command::Delete { member }).await?;
     done(c.json, &reply)
 }
 
-pub async fn kv(args: KvArgs, c: ClientArgs) -> Result<ExitCode, String> {
+pub async fn kv(args: KvArgs, c: ClientArgs) -> Result<ExitCode, CliError> {
     match args.op {
-        KvOp::Get { key, stale } => {
-            let client = c.connect().await?;
-            let reply =
-                client.query(Query::KvGet { key: key.clone() }, consistency(stale)).await.map_err(|e| e.to_string())?;
-            let QueryResult::KvValue(v) = reply.result else {
-                return Err("protocol error: kv get answered with something else".into());
-            };
-            if c.json {
-                print_json(&serde_json::json!({ "key": key, "value": v, "revision": reply.revision }))?;
-                return Ok(ExitCode::SUCCESS);
-            }
-            match v {
-                Some(v) => outln!("{v}"),
-                None => return Err(format!("key {key:?} not found")),
-            }
-            Ok(ExitCode::SUCCESS)
-        }
+        KvOp::Get { key, stale } => kv_get(key, stale, &c).await,
         KvOp::Put { key, value, file } => {
             let value = super::value_input::read(value.as_deref(), file.as_deref())?;
             let client = c.connect().await?;
-            let reply = client.execute(Command::KvPut { key, value }).await.map_err(|e| e.to_string())?;
+            let reply = client.execute(Command::KvPut { key, value }).await?;
             done(c.json, &reply)
         }
-        KvOp::Ls { prefix, limit, keys_only, stale } => {
-            let prefix = prefix.unwrap_or_default();
-            let end = prefix_end(&prefix);
-            let client = c.connect().await?;
-            // Page by page (each page fits a frame), up to `limit` items in all.
-            let (mut items, mut revision, mut start) = (Vec::new(), None, prefix);
-            while items.len() < limit as usize {
-                let want = limit.saturating_sub(items.len() as u32);
-                let page =
-                    client.kv_page(start, end.clone(), want, consistency(stale)).await.map_err(|e| e.to_string())?;
-                revision.get_or_insert(page.revision);
-                items.extend(page.items);
-                match page.next {
-                    Some(next) => start = next,
-                    None => break,
-                }
-            }
-            if c.json {
-                let items: Vec<_> = items.iter().map(|(k, v)| serde_json::json!({ "key": k, "value": v })).collect();
-                print_json(&serde_json::json!({ "revision": revision.unwrap_or(0), "items": items }))?;
-            } else {
-                for (k, v) in &items {
-                    if keys_only { outln!("{k}") } else { outln!("{k} = {v}") }
-                }
-            }
-            Ok(ExitCode::SUCCESS)
-        }
+        KvOp::Ls { prefix, limit, keys_only, stale } => kv_ls(prefix, limit, keys_only, stale, &c).await,
         KvOp::Del { key } => {
             let client = c.connect().await?;
-            let reply = client.execute(Command::KvDelete { key }).await.map_err(|e| e.to_string())?;
+            let reply = client.execute(Command::KvDelete { key }).await?;
             done(c.json, &reply)
         }
         KvOp::Cas { key, expect, expect_absent, new, delete } => {
             if expect.is_none() && !expect_absent {
-                return Err("kv cas needs --expect VALUE or --expect-absent".into());
+                return Err(CliError::Usage("kv cas needs --expect VALUE or --expect-absent".into()));
             }
             if new.is_none() && !delete {
-                return Err("kv cas needs --new VALUE or --delete".into());
+                return Err(CliError::Usage("kv cas needs --new VALUE or --delete".into()));
             }
             let client = c.connect().await?;
-            let reply =
-                client.execute(Command::KvCas { key, expected: expect, new }).await.map_err(|e| e.to_string())?;
+            let reply = client.execute(Command::KvCas { key, expected: expect, new }).await?;
             if c.json {
-                print_json(&reply)?;
+                print_json(&view::WriteReply::from(&reply))?;
             } else if let Reply::Cas { swapped, current, revision } = &reply {
                 let cur = current.as_deref().unwrap_or("<absent>");
                 outln!("{} (current {cur}, revision {revision})", if *swapped { "swapped" } else { "not swapped" });
@@ -675,21 +650,77 @@ pub async fn kv(args: KvArgs, c: ClientArgs) -> Result<ExitCode, String> {
     }
 }
 
+/// `kv get`: the value, or `NotFound` with the revision its absence was read at.
+async fn kv_get(key: String, stale: bool, c: &ClientArgs) -> Result<ExitCode, CliError> {
+    let client = c.connect().await?;
+    let reply = client.query(Query::KvGet { key: key.clone() }, consistency(stale)).await?;
+    let v = match reply.result {
+        QueryResult::KvValue(v) => v,
+        other => return Err(CliError::unexpected("kv get", &other)),
+    };
+    let Some(value) = v else {
+        // As HTTP's 404: the revision the absence was read at, to watch from.
+        let message = format!("key {key:?} is not set");
+        return Err(CliError::NotFound { message, details: serde_json::json!({ "revision": reply.revision }) });
+    };
+    if c.json {
+        print_json(&view::KvValue { key, value, revision: reply.revision })?;
+    } else {
+        outln!("{value}");
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `kv ls`: the keys under a prefix, page by page, up to `limit`.
+async fn kv_ls(
+    prefix: Option<String>,
+    limit: u32,
+    keys_only: bool,
+    stale: bool,
+    c: &ClientArgs,
+) -> Result<ExitCode, CliError> {
+    let prefix = prefix.unwrap_or_default();
+    let end = prefix_end(&prefix);
+    let client = c.connect().await?;
+    // Page by page (each page fits a frame), up to `limit` items in all.
+    // `next`: where the rest starts when `limit` cut the listing short.
+    let (mut items, mut revision, mut next) = (Vec::new(), None, Some(prefix));
+    while let Some(start) = next.take() {
+        let want = limit.saturating_sub(items.len() as u32);
+        if want == 0 {
+            next = Some(start);
+            break;
+        }
+        let page = client.kv_page(start, end.clone(), want, consistency(stale)).await?;
+        revision.get_or_insert(page.revision);
+        items.extend(page.items);
+        next = page.next;
+    }
+    if c.json {
+        let items = items.into_iter().map(|(key, value)| view::KvItem { key, value }).collect();
+        print_json(&view::KvItems { revision: revision.unwrap_or(0), items, next })?;
+    } else {
+        for (k, v) in &items {
+            if keys_only { outln!("{k}") } else { outln!("{k} = {v}") }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
 /// `roster watch`: events until ctrl-c, `--count`, or a closed stdout. An outage of the
 /// cluster does not end it: the stream resumes after the last revision received once a
 /// node answers again (`--outage-timeout-s` bounds the wait).
-pub async fn watch(args: WatchArgs, c: ClientArgs) -> Result<ExitCode, String> {
+pub async fn watch(args: WatchArgs, c: ClientArgs) -> Result<ExitCode, CliError> {
     let client = c.connect().await?;
     // The servers now name the hosts of processes, and tell a resources-only update.
-    let status = client.status().await.map_err(|e| e.to_string())?;
+    let status = client.status().await?;
     let after = args.after.unwrap_or(status.revision);
     let processes = client
         .list(ListFilter { kind: Some(MemberKind::Process), ..ListFilter::default() }, Consistency::Linearizable)
-        .await
-        .map_err(|e| e.to_string())?
+        .await?
         .processes;
     let mut known = KnownServers::new(status.servers.into_iter().map(|s| s.entry)).with_processes(processes);
-    let mut stream = client.watch(after).await.map_err(|e| e.to_string())?;
+    let mut stream = client.watch(after).await?;
     let stdout_closed = super::stdout_closed::wait();
     tokio::pin!(stdout_closed);
     let outage_limit = args.outage_timeout_s.map(std::time::Duration::from_secs);
@@ -719,7 +750,7 @@ pub async fn watch(args: WatchArgs, c: ClientArgs) -> Result<ExitCode, String> {
                     }
                 };
                 if let Some(limit) = outage_limit.filter(|l| since.elapsed() >= *l) {
-                    return Err(format!("no node took the watch for {} s (--outage-timeout-s): {e}", limit.as_secs()));
+                    return Err(CliError::WatchOutage { waited_s: limit.as_secs(), source: e });
                 }
                 tokio::select! {
                     biased;
@@ -728,7 +759,7 @@ pub async fn watch(args: WatchArgs, c: ClientArgs) -> Result<ExitCode, String> {
                 }
                 continue;
             }
-            Err(e) => return Err(e.to_string()),
+            Err(e) => return Err(e.into()),
         };
         let show = watch_shows(&args, &known, &event);
         known.observe(&event);
@@ -736,7 +767,8 @@ pub async fn watch(args: WatchArgs, c: ClientArgs) -> Result<ExitCode, String> {
             continue;
         }
         if c.json {
-            outln!("{}", serde_json::to_string(&event).map_err(|e| format!("cannot encode JSON: {e}"))?);
+            let line = view::EventView::new(&event, |id| known.name(id));
+            outln!("{}", serde_json::to_string(&line)?);
         } else {
             outln!("{}", describe::describe(&event, |id| known.name(id)));
         }
@@ -778,21 +810,21 @@ fn watch_shows(args: &WatchArgs, known: &KnownServers, event: &roster_kernel::Ev
         && (args.resources || !known.is_resources_only(event))
 }
 
-pub async fn member(args: MemberArgs, c: ClientArgs) -> Result<ExitCode, String> {
+pub async fn member(args: MemberArgs, c: ClientArgs) -> Result<ExitCode, CliError> {
     let client = c.connect().await?;
     let result = match args.op {
         MemberOp::List => {
-            let s = client.status().await.map_err(|e| e.to_string())?;
+            let s = client.status().await?;
             return member_list(&s, c.json);
         }
         MemberOp::Add { id, addr } => {
-            roster_real::config::check_addr("addr", &addr).map_err(|e| e.to_string())?;
+            roster_real::config::check_addr("addr", &addr)?;
             client.add_node(id, addr).await
         }
         MemberOp::Remove { id } => client.remove_node(id).await,
         MemberOp::Replace { id } => client.replace_node(id).await,
         MemberOp::TransferLeader { to } => {
-            let leader = client.transfer_leader(to).await.map_err(|e| e.to_string())?;
+            let leader = client.transfer_leader(to).await?;
             if c.json {
                 print_json(&serde_json::json!({ "ok": true, "leader": leader }))?;
             } else {
@@ -801,7 +833,7 @@ pub async fn member(args: MemberArgs, c: ClientArgs) -> Result<ExitCode, String>
             return Ok(ExitCode::SUCCESS);
         }
     };
-    result.map_err(|e| e.to_string())?;
+    result?;
     if c.json {
         print_json(&serde_json::json!({ "ok": true }))?;
     } else {
@@ -811,7 +843,7 @@ pub async fn member(args: MemberArgs, c: ClientArgs) -> Result<ExitCode, String>
 }
 
 /// `roster member list`: one line per Raft member, voters first.
-fn member_list(s: &ClusterStatus, json: bool) -> Result<ExitCode, String> {
+fn member_list(s: &ClusterStatus, json: bool) -> Result<ExitCode, CliError> {
     let voters = s.voters.iter().map(|m| (m, "voter"));
     let members: Vec<_> = voters.chain(s.learners.iter().map(|m| (m, "learner"))).collect();
     if json {

@@ -2,6 +2,7 @@
 //! status until ctrl-c. A restart reuses the data (and the token, and with `--tls` the
 //! throwaway CA and certificates).
 
+use super::failure::CliError;
 use clap::Args;
 use roster_real::config::NodeConfig;
 use std::path::{Path, PathBuf};
@@ -50,12 +51,6 @@ pub enum LaunchAllowError {
     NotAFile { given: String, canonical: String },
 }
 
-impl From<LaunchAllowError> for String {
-    fn from(e: LaunchAllowError) -> String {
-        e.to_string()
-    }
-}
-
 /// The canonical paths of the programs to allow: each absolute, existing, a file.
 fn canonical_programs(given: &[PathBuf]) -> Result<Vec<String>, LaunchAllowError> {
     given
@@ -81,92 +76,32 @@ struct DevTls {
     nodes: Vec<(PathBuf, PathBuf)>,
 }
 
-pub async fn run(args: DevArgs) -> Result<ExitCode, String> {
+pub async fn run(args: DevArgs) -> Result<ExitCode, CliError> {
     super::init_logging();
-    std::fs::create_dir_all(&args.data_dir).map_err(|e| format!("cannot create {}: {e}", args.data_dir.display()))?;
+    create_dir(&args.data_dir)?;
     let token_file = ensure_token(&args.data_dir)?;
-    let addr = |n: u64| format!("127.0.0.1:{}", args.base_port as u64 + n - 1);
-    let http_addr = |n: u64| format!("127.0.0.1:{}", args.http_base_port as u64 + n - 1);
-    let peers: std::collections::BTreeMap<u64, String> = (1..=args.nodes).map(|n| (n, addr(n))).collect();
     let launch_allow = canonical_programs(&args.launch_allow)?;
     let tls = if args.tls { Some(ensure_tls(&args.data_dir, args.nodes)?) } else { None };
-    let mut configs = Vec::new();
-    for n in 1..=args.nodes {
-        let mut config = NodeConfig::new(n, addr(n), args.data_dir.join(format!("node-{n}")));
-        config.peers = peers.clone();
-        config.bootstrap = true;
-        config.token_file = Some(token_file.clone());
-        config.name = Some(format!("dev-{n}"));
-        config.http_listen = Some(http_addr(n));
-        config.launch_allow = launch_allow.clone();
-        if let Some(tls) = &tls {
-            let (cert, key) = tls.nodes[n as usize - 1].clone();
-            (config.tls_cert, config.tls_key, config.tls_ca) = (Some(cert), Some(key), Some(tls.ca.clone()));
-        }
-        configs.push(config);
-    }
+    let configs = node_configs(&args, &token_file, &launch_allow, tls.as_ref());
     // Started together, so that their bootstrap checks see each other deciding and they
     // form the cluster together (one by one, the first would form it alone).
     let mut nodes: Vec<roster_real::node::Node> =
         futures::future::try_join_all(configs.into_iter().map(super::node_cmd::start_node)).await?;
-    let endpoints: Vec<String> = (1..=args.nodes).map(addr).collect();
-    outln!("roster dev: {} nodes on {}", args.nodes, endpoints.join(", "));
-    outln!("data: {}   token file: {}", args.data_dir.display(), token_file.display());
-    let scheme = if tls.is_some() { "https" } else { "http" };
-    outln!("web:  {scheme}://{}/   (the cluster page; it asks for the token once)", http_addr(1));
-    match &tls {
-        None => {
-            outln!("try:  roster status --endpoints {}", endpoints.join(","));
-            outln!(
-                "      curl -H \"Authorization: Bearer $(cat {})\" http://{}/v1/status",
-                token_file.display(),
-                http_addr(1)
-            );
-        }
-        Some(tls) => {
-            outln!("tls:  CA {} (throwaway; clients verify the nodes with it)", tls.ca.display());
-            outln!("try:  roster status --endpoints {} --tls-ca {}", endpoints.join(","), tls.ca.display());
-            outln!("      (or export ROSTER_TLS_CA={})", tls.ca.display());
-            outln!(
-                "      curl --cacert {} -H \"Authorization: Bearer $(cat {})\" https://{}/v1/status",
-                tls.ca.display(),
-                token_file.display(),
-                http_addr(1)
-            );
-        }
-    }
-    if launch_allow.is_empty() {
-        outln!("launch: off (allow programs with --launch-allow /ABSOLUTE/PATH ...)");
-    } else {
-        outln!("launch: {} (roster launch --name job -- PROGRAM ARGS)", launch_allow.join(" "));
-    }
-    outln!("stop: ctrl-c");
-
-    let status_loop = async {
-        if args.status_every_s == 0 {
-            return std::future::pending::<()>().await;
-        }
-        let client_args = super::ClientArgs {
-            endpoints: endpoints.clone(),
-            token_file: Some(token_file.clone()),
-            tls_ca: tls.as_ref().map(|t| t.ca.clone()),
-            tls_cert: None,
-            tls_key: None,
-            timeout_ms: 2_000,
-            json: false,
-        };
-        loop {
-            tokio::time::sleep(std::time::Duration::from_secs(args.status_every_s)).await;
-            match super::client_cmds::fetch_status(&client_args).await {
-                Ok(s) => outln!("{}", super::client_cmds::render_status(&s)),
-                Err(e) => outln!("status: {e}"),
-            }
-        }
+    let endpoints: Vec<String> = (1..=args.nodes).map(|n| args.addr(n)).collect();
+    print_welcome(&args, &endpoints, &token_file, &launch_allow, tls.as_ref());
+    let client_args = super::ClientArgs {
+        endpoints,
+        token_file: Some(token_file),
+        tls_ca: tls.as_ref().map(|t| t.ca.clone()),
+        tls_cert: None,
+        tls_key: None,
+        timeout_ms: 2_000,
+        json: false,
     };
     tokio::select! {
         biased;
         _ = super::node_cmd::wait_for_signal() => {}
-        _ = status_loop => {}
+        _ = print_status_every(args.status_every_s, &client_args) => {}
     }
     outln!("stopping: every node deregisters, then stops");
     // All leave first, together, while a quorum still runs to commit their deregistrations.
@@ -177,9 +112,97 @@ pub async fn run(args: DevArgs) -> Result<ExitCode, String> {
     Ok(ExitCode::SUCCESS)
 }
 
+impl DevArgs {
+    /// Node `n`'s binary-protocol address.
+    fn addr(&self, n: u64) -> String {
+        format!("127.0.0.1:{}", self.base_port as u64 + n - 1)
+    }
+
+    /// Node `n`'s HTTP address.
+    fn http_addr(&self, n: u64) -> String {
+        format!("127.0.0.1:{}", self.http_base_port as u64 + n - 1)
+    }
+}
+
+/// Every dev node's settings: all bootstrap together, with one token file.
+fn node_configs(args: &DevArgs, token_file: &Path, launch_allow: &[String], tls: Option<&DevTls>) -> Vec<NodeConfig> {
+    let peers: std::collections::BTreeMap<u64, String> = (1..=args.nodes).map(|n| (n, args.addr(n))).collect();
+    let mut configs = Vec::new();
+    for n in 1..=args.nodes {
+        let mut config = NodeConfig::new(n, args.addr(n), args.data_dir.join(format!("node-{n}")));
+        config.peers = peers.clone();
+        config.bootstrap = true;
+        config.token_file = Some(token_file.to_path_buf());
+        config.name = Some(format!("dev-{n}"));
+        config.http_listen = Some(args.http_addr(n));
+        config.launch_allow = launch_allow.to_vec();
+        if let Some(tls) = tls {
+            let (cert, key) = tls.nodes[n as usize - 1].clone();
+            (config.tls_cert, config.tls_key, config.tls_ca) = (Some(cert), Some(key), Some(tls.ca.clone()));
+        }
+        configs.push(config);
+    }
+    configs
+}
+
+/// What runs where, and the first commands to try.
+fn print_welcome(
+    args: &DevArgs,
+    endpoints: &[String],
+    token_file: &Path,
+    launch_allow: &[String],
+    tls: Option<&DevTls>,
+) {
+    outln!("roster dev: {} nodes on {}", args.nodes, endpoints.join(", "));
+    outln!("data: {}   token file: {}", args.data_dir.display(), token_file.display());
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    outln!("web:  {scheme}://{}/   (the cluster page; it asks for the token once)", args.http_addr(1));
+    match tls {
+        None => {
+            outln!("try:  roster status --endpoints {}", endpoints.join(","));
+            outln!(
+                "      curl -H \"Authorization: Bearer $(cat {})\" http://{}/v1/status",
+                token_file.display(),
+                args.http_addr(1)
+            );
+        }
+        Some(tls) => {
+            outln!("tls:  CA {} (throwaway; clients verify the nodes with it)", tls.ca.display());
+            outln!("try:  roster status --endpoints {} --tls-ca {}", endpoints.join(","), tls.ca.display());
+            outln!("      (or export ROSTER_TLS_CA={})", tls.ca.display());
+            outln!(
+                "      curl --cacert {} -H \"Authorization: Bearer $(cat {})\" https://{}/v1/status",
+                tls.ca.display(),
+                token_file.display(),
+                args.http_addr(1)
+            );
+        }
+    }
+    if launch_allow.is_empty() {
+        outln!("launch: off (allow programs with --launch-allow /ABSOLUTE/PATH ...)");
+    } else {
+        outln!("launch: {} (roster launch --name job -- PROGRAM ARGS)", launch_allow.join(" "));
+    }
+    outln!("stop: ctrl-c");
+}
+
+/// A status line every `every_s` seconds (never, with 0).
+async fn print_status_every(every_s: u64, client_args: &super::ClientArgs) {
+    if every_s == 0 {
+        return std::future::pending::<()>().await;
+    }
+    loop {
+        tokio::time::sleep(std::time::Duration::from_secs(every_s)).await;
+        match super::client_cmds::fetch_status(client_args).await {
+            Ok(s) => outln!("{}", super::client_cmds::render_status(&s)),
+            Err(e) => outln!("status: {e}"),
+        }
+    }
+}
+
 /// The dev cluster's throwaway CA and a certificate for each node (for `localhost` and
 /// `127.0.0.1`), made once under `DIR/tls`; made again if any file is missing.
-fn ensure_tls(dir: &Path, nodes: u64) -> Result<DevTls, String> {
+fn ensure_tls(dir: &Path, nodes: u64) -> Result<DevTls, CliError> {
     let tls_dir = dir.join("tls");
     let ca = tls_dir.join("ca.pem");
     let node_files = |n: u64| (tls_dir.join(format!("node-{n}.pem")), tls_dir.join(format!("node-{n}.key")));
@@ -187,24 +210,28 @@ fn ensure_tls(dir: &Path, nodes: u64) -> Result<DevTls, String> {
     if ca.exists() && tls.nodes.iter().all(|(c, k)| c.exists() && k.exists()) {
         return Ok(tls);
     }
-    std::fs::create_dir_all(&tls_dir).map_err(|e| format!("cannot create {}: {e}", tls_dir.display()))?;
-    let failed = |e: rcgen::Error| format!("cannot make the dev TLS certificates: {e}");
-    let authority = roster_real::tls::throwaway::Ca::new("roster dev CA").map_err(failed)?;
+    create_dir(&tls_dir)?;
+    let authority = roster_real::tls::throwaway::Ca::new("roster dev CA")?;
     let validity = roster_real::tls::throwaway::validity(std::time::Duration::from_secs(365 * 86_400));
     for n in 1..=nodes {
         let issued = authority.issue(&format!("roster dev node {n}"), &["localhost", "127.0.0.1"], validity);
-        issued
-            .map_err(failed)?
-            .write(&tls_dir, &format!("node-{n}"))
-            .map_err(|e| format!("cannot write the TLS files of node {n} in {}: {e}", tls_dir.display()))?;
+        issued?.write(&tls_dir, &format!("node-{n}")).map_err(|source| CliError::File {
+            action: "write the TLS files of a node in",
+            path: tls_dir.clone(),
+            source,
+        })?;
     }
-    std::fs::write(&ca, authority.cert_pem()).map_err(|e| format!("cannot write {}: {e}", ca.display()))?;
+    std::fs::write(&ca, authority.cert_pem()).map_err(|source| CliError::File {
+        action: "write",
+        path: ca.clone(),
+        source,
+    })?;
     Ok(tls)
 }
 
 /// The dev cluster's token (its bootstrap admin credential) and peer key: made once,
 /// random, kept beside the data, readable by their owner only.
-fn ensure_token(dir: &Path) -> Result<PathBuf, String> {
+fn ensure_token(dir: &Path) -> Result<PathBuf, CliError> {
     let path = dir.join("token");
     write_secret_once(&path)?;
     write_secret_once(&dir.join(roster_real::config::PEER_KEY_FILE))?;
@@ -212,11 +239,15 @@ fn ensure_token(dir: &Path) -> Result<PathBuf, String> {
 }
 
 /// Writes a fresh secret to `path` with mode 0600, unless it exists.
-fn write_secret_once(path: &Path) -> Result<(), String> {
+fn write_secret_once(path: &Path) -> Result<(), CliError> {
     if path.exists() {
         return Ok(());
     }
-    super::secret_file::write_new(path, &roster_real::server::launch::new_secret()).map_err(String::from)
+    Ok(super::secret_file::write_new(path, &roster_real::server::launch::new_secret())?)
+}
+
+fn create_dir(dir: &Path) -> Result<(), CliError> {
+    std::fs::create_dir_all(dir).map_err(|source| CliError::File { action: "create", path: dir.to_path_buf(), source })
 }
 
 #[cfg(test)]

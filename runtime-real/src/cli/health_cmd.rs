@@ -14,7 +14,7 @@ struct Check {
     error: Option<String>,
 }
 
-pub async fn run(c: ClientArgs) -> Result<ExitCode, String> {
+pub async fn run(c: ClientArgs) -> Result<ExitCode, super::failure::CliError> {
     let client = c.connect().await?;
     let count = client.cluster().endpoint_count();
     // Every endpoint at once, each within the request timeout: one dead node costs one
@@ -50,7 +50,7 @@ pub async fn run(c: ClientArgs) -> Result<ExitCode, String> {
                 })
             })
             .collect();
-        outln!("{}", serde_json::to_string_pretty(&list).map_err(|e| format!("cannot encode JSON: {e}"))?);
+        outln!("{}", serde_json::to_string_pretty(&list)?);
     } else {
         for k in &checks {
             let took_ms = k.took.as_secs_f64() * 1000.0;

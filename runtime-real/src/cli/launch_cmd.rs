@@ -1,6 +1,7 @@
 //! `roster launch`: ask the cluster to start a program on the idlest server that fits.
 
 use super::ClientArgs;
+use super::failure::CliError;
 use clap::Args;
 use roster_real::net::wire::LaunchRequest;
 use std::process::ExitCode;
@@ -24,9 +25,10 @@ pub struct LaunchArgs {
     command: Vec<String>,
 }
 
-pub async fn run(args: LaunchArgs, client: ClientArgs) -> Result<ExitCode, String> {
+pub async fn run(args: LaunchArgs, client: ClientArgs) -> Result<ExitCode, CliError> {
     let labels = args.labels.iter().map(|l| super::client_cmds::parse_label(l)).collect::<Result<_, _>>()?;
-    let (program, rest) = args.command.split_first().ok_or("nothing to launch: give -- CMD ARGS")?;
+    let (program, rest) =
+        args.command.split_first().ok_or_else(|| CliError::Usage("nothing to launch: give -- CMD ARGS".into()))?;
     let req = LaunchRequest {
         name: args.name.clone(),
         program: program.clone(),
@@ -37,11 +39,10 @@ pub async fn run(args: LaunchArgs, client: ClientArgs) -> Result<ExitCode, Strin
     };
     let json = client.json;
     let client = client.connect().await?;
-    let started = client.launch_started(req).await.map_err(|e| e.to_string())?;
+    let started = client.launch_started(req).await?;
     let (server, process) = (started.server, started.process);
     if json {
-        let output = &started.output_file;
-        outln!("{}", serde_json::json!({ "server": server.0, "process": process.0, "output_file": output }));
+        outln!("{}", serde_json::to_string(&roster_real::view::Launched::from(&started))?);
     } else {
         outln!("launched {:?} as {process} on {server}", args.name);
         outln!("output: {} on {server} (`roster logs {process} --follow` reads it from anywhere)", started.output_file);

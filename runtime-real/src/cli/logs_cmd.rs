@@ -2,6 +2,7 @@
 //! the node that runs it (see `server/output.rs`).
 
 use super::ClientArgs;
+use super::failure::CliError;
 use clap::Args;
 use roster_kernel::MemberId;
 use roster_real::net::wire::{Consistency, OutputFrom, OutputRequest};
@@ -23,12 +24,12 @@ pub struct LogsArgs {
 /// Pause between reads while following: the output is a file, read again as it grows.
 const FOLLOW_POLL_MS: u64 = 500;
 
-pub async fn run(args: LogsArgs, c: ClientArgs) -> Result<ExitCode, String> {
+pub async fn run(args: LogsArgs, c: ClientArgs) -> Result<ExitCode, CliError> {
     let client = c.connect().await?;
     let process = match super::lookup::resolve_with_departed(&client, &args.process, Consistency::Linearizable).await? {
         MemberId::Process(id) => id,
         MemberId::Server(id) => {
-            return Err(format!("{id} is a server: `roster logs` reads a launched process's output"));
+            return Err(CliError::Usage(format!("{id} is a server: `roster logs` reads a launched process's output")));
         }
     };
     let stdout_closed = super::stdout_closed::wait();
@@ -38,7 +39,7 @@ pub async fn run(args: LogsArgs, c: ClientArgs) -> Result<ExitCode, String> {
         None => OutputFrom::Offset(0),
     };
     loop {
-        let chunk = client.output(OutputRequest { process, from }).await.map_err(|e| e.to_string())?;
+        let chunk = client.output(OutputRequest { process, from }).await?;
         write_raw(&chunk.data);
         let next = chunk.offset + chunk.data.len() as u64;
         from = OutputFrom::Offset(next);

@@ -17,6 +17,7 @@ mod backup_file;
 mod bench;
 mod client_cmds;
 mod dev;
+mod failure;
 mod health_cmd;
 mod launch_cmd;
 mod logs_cmd;
@@ -137,30 +138,30 @@ const CLIENT_OPTIONS: &str = "Client options";
 impl ClientArgs {
     /// Token from ROSTER_TOKEN, --token-file, ROSTER_TOKEN_FILE, or `./roster-data/token`
     /// left by `roster dev`.
-    pub fn token(&self) -> Result<String, String> {
+    pub fn token(&self) -> Result<String, roster_real::config::ConfigError> {
         let dev_token = std::path::Path::new(dev::DEFAULT_DATA_DIR).join("token");
         let from_env = || std::env::var_os("ROSTER_TOKEN_FILE").filter(|v| !v.is_empty()).map(std::path::PathBuf::from);
         let file = self.token_file.clone().or_else(from_env).or_else(|| dev_token.exists().then_some(dev_token));
-        roster_real::config::resolve_token(None, file.as_deref()).map_err(|e| e.to_string())
+        roster_real::config::resolve_token(None, file.as_deref())
     }
 
     /// Plain TCP, or TLS when a CA is given (--tls-ca, else ROSTER_TLS_CA); the client's
     /// own certificate and key likewise. A file that does not load is named.
-    pub fn connector(&self) -> Result<roster_real::client::Connector, String> {
+    pub fn connector(&self) -> Result<roster_real::client::Connector, failure::CliError> {
         let from_env = |name: &str| std::env::var_os(name).filter(|v| !v.is_empty()).map(std::path::PathBuf::from);
         let pick = |flag: &Option<std::path::PathBuf>, env: &str| flag.clone().or_else(|| from_env(env));
         let ca = pick(&self.tls_ca, "ROSTER_TLS_CA");
         let (cert, key) = (pick(&self.tls_cert, "ROSTER_TLS_CERT"), pick(&self.tls_key, "ROSTER_TLS_KEY"));
         let Some(ca) = ca else {
             if cert.is_some() || key.is_some() {
-                return Err("--tls-cert / --tls-key given without --tls-ca: TLS needs the cluster's CA to verify \
-                            the nodes"
-                    .into());
+                return Err(failure::CliError::Usage(
+                    "--tls-cert / --tls-key given without --tls-ca: TLS needs the cluster's CA to verify the nodes"
+                        .into(),
+                ));
             }
             return Ok(roster_real::client::Connector::Plain);
         };
-        let tls = roster_real::client::ClientTls::load(roster_real::client::TlsFiles { ca, cert, key })
-            .map_err(|e| e.to_string())?;
+        let tls = roster_real::client::ClientTls::load(roster_real::client::TlsFiles { ca, cert, key })?;
         Ok(roster_real::client::Connector::Tls(tls))
     }
 
@@ -169,17 +170,15 @@ impl ClientArgs {
         self.tls_ca.clone().or_else(|| std::env::var_os("ROSTER_TLS_CA").filter(|v| !v.is_empty()).map(Into::into))
     }
 
-    pub async fn connect(&self) -> Result<roster_real::client::Client, String> {
+    pub async fn connect(&self) -> Result<roster_real::client::Client, failure::CliError> {
         let options = roster_real::client::ClientOptions {
             endpoints: self.endpoints.clone(),
             token: self.token()?,
             connect_timeout_ms: self.timeout_ms.min(2_000),
             request_timeout_ms: self.timeout_ms,
         };
-        let cluster = roster_real::client::Cluster::with_connector(options, self.connector()?);
-        cluster
-            .and_then(|c| roster_real::client::Client::with_cluster(c, Default::default(), rand::random()))
-            .map_err(|e| e.to_string())
+        let cluster = roster_real::client::Cluster::with_connector(options, self.connector()?)?;
+        Ok(roster_real::client::Client::with_cluster(cluster, Default::default(), rand::random())?)
     }
 }
 
@@ -232,7 +231,8 @@ pub fn main() -> ExitCode {
         }
     };
     let c = cli.client;
-    let result: Result<ExitCode, String> = rt.block_on(async move {
+    let json = c.json;
+    let result: Result<ExitCode, failure::CliError> = rt.block_on(async move {
         match cli.command {
             Command::Node(a) => node_cmd::run(*a).await,
             Command::Dev(a) => dev::run(a).await,
@@ -259,8 +259,15 @@ pub fn main() -> ExitCode {
     rt.shutdown_timeout(std::time::Duration::from_millis(100));
     match result {
         Ok(code) => code,
-        Err(msg) => {
-            eprintln!("error: {msg}");
+        Err(e) => {
+            // With --json, a script reads the error as HTTP gives it; a person reads stderr.
+            if json {
+                match serde_json::to_string_pretty(&e.view()) {
+                    Ok(line) => outln!("{line}"),
+                    Err(encode) => eprintln!("error: cannot encode the error as JSON: {encode}"),
+                }
+            }
+            eprintln!("error: {e}");
             ExitCode::from(1)
         }
     }

@@ -1,5 +1,6 @@
 //! `roster node`: one server node until SIGTERM / ctrl-c, then a graceful leave.
 
+use super::failure::CliError;
 use clap::Args;
 use roster_real::config::{NodeConfig, parse_peers};
 use roster_real::node::Node;
@@ -81,11 +82,11 @@ pub struct NodeArgs {
 }
 
 impl NodeArgs {
-    fn into_config(self) -> Result<NodeConfig, String> {
+    fn into_config(self) -> Result<NodeConfig, CliError> {
         let mut table = match &self.config {
-            Some(path) => NodeConfig::from_toml_file(path).map_err(|e| e.to_string())?,
+            Some(path) => NodeConfig::from_toml_file(path)?,
             None => {
-                let missing = |f: &str| format!("missing --{f} (or give --config FILE)");
+                let missing = |f: &str| CliError::Usage(format!("missing --{f} (or give --config FILE)"));
                 NodeConfig::new(
                     self.id.ok_or_else(|| missing("id"))?,
                     self.listen.clone().ok_or_else(|| missing("listen"))?,
@@ -106,7 +107,7 @@ impl NodeArgs {
             table.http_listen = Some(v);
         }
         if let Some(v) = self.peers {
-            table.peers = parse_peers(&v).map_err(|e| e.to_string())?;
+            table.peers = parse_peers(&v)?;
         }
         if self.bootstrap {
             table.bootstrap = true;
@@ -150,12 +151,12 @@ impl NodeArgs {
         if let Some(v) = self.tls_ca {
             table.tls_ca = Some(v);
         }
-        table.validate().map_err(|e| e.to_string())?;
+        table.validate()?;
         Ok(table)
     }
 }
 
-pub async fn run(args: NodeArgs) -> Result<ExitCode, String> {
+pub async fn run(args: NodeArgs) -> Result<ExitCode, CliError> {
     super::init_logging();
     let config = args.into_config()?;
     let node = start_node(config).await?;
@@ -168,9 +169,7 @@ pub async fn run(args: NodeArgs) -> Result<ExitCode, String> {
         // A stopped core would go on calling itself leader (its metrics freeze): leave,
         // so clients, members and peers turn to the node the others elect.
         tracing::error!(error = %why, "Raft stopped; exiting so the cluster moves on without this node");
-        return Err(format!(
-            "Raft stopped: {why}. The node exits; fix the cause, then restart it: it recovers from what is durable"
-        ));
+        return Err(CliError::RaftStopped { why });
     }
     tracing::info!("signal received: handing leadership over if leading, then leaving the cluster");
     node.hand_off().await;
@@ -178,15 +177,15 @@ pub async fn run(args: NodeArgs) -> Result<ExitCode, String> {
     Ok(ExitCode::SUCCESS)
 }
 
-pub async fn start_node(config: NodeConfig) -> Result<Node, String> {
-    std::fs::create_dir_all(&config.data_dir)
-        .map_err(|e| format!("cannot create data dir {}: {e}", config.data_dir.display()))?;
-    let disk = Arc::new(
-        FsDisk::open(&config.data_dir)
-            .map_err(|e| format!("cannot open data dir {}: {e}", config.data_dir.display()))?,
-    );
-    let probe = roster_real::probe::ProbeSpec::parse(&config.probe).map_err(|e| e.to_string())?.build();
-    Node::start(config, disk, probe).await.map_err(|e| e.to_string())
+pub async fn start_node(config: NodeConfig) -> Result<Node, CliError> {
+    let in_data_dir = |action| {
+        let path = config.data_dir.clone();
+        move |source| CliError::File { action, path, source }
+    };
+    std::fs::create_dir_all(&config.data_dir).map_err(in_data_dir("create the data directory"))?;
+    let disk = Arc::new(FsDisk::open(&config.data_dir).map_err(in_data_dir("open the data directory"))?);
+    let probe = roster_real::probe::ProbeSpec::parse(&config.probe)?.build();
+    Ok(Node::start(config, disk, probe).await?)
 }
 
 /// SIGTERM or ctrl-c.

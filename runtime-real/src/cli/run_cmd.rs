@@ -13,6 +13,7 @@
 //! A program that cannot be found fails before anything is registered.
 
 use super::ClientArgs;
+use super::failure::CliError;
 use clap::Args;
 use roster_kernel::{Command, MemberId, ProcessId, ProcessInfo, Reply, ResourceAverage, ServerId, TokenRole};
 use std::os::unix::process::{CommandExt, ExitStatusExt};
@@ -60,9 +61,9 @@ pub struct RunArgs {
     command: Vec<String>,
 }
 
-pub async fn run(args: RunArgs, client_args: ClientArgs) -> Result<ExitCode, String> {
+pub async fn run(args: RunArgs, client_args: ClientArgs) -> Result<ExitCode, CliError> {
     super::init_logging();
-    let (program, _) = args.command.split_first().ok_or("nothing to run: give -- CMD ARGS")?;
+    let (program, _) = args.command.split_first().ok_or_else(nothing_to_run)?;
     if let Err(e) = find_program(program) {
         eprintln!("error: cannot start {program:?}: {e}");
         return Ok(ExitCode::from(if e.kind() == std::io::ErrorKind::PermissionDenied { 126 } else { 127 }));
@@ -74,7 +75,7 @@ pub async fn run(args: RunArgs, client_args: ClientArgs) -> Result<ExitCode, Str
 }
 
 /// Step 1 and 2: register with the given credential, mint the member token, exec attached.
-async fn register_then_attach(args: RunArgs, client_args: ClientArgs) -> Result<ExitCode, String> {
+async fn register_then_attach(args: RunArgs, client_args: ClientArgs) -> Result<ExitCode, CliError> {
     let labels = args.labels.iter().map(|l| super::client_cmds::parse_label(l)).collect::<Result<_, _>>()?;
     let client = client_args.connect().await?;
     let server = match args.server_id {
@@ -93,19 +94,19 @@ async fn register_then_attach(args: RunArgs, client_args: ClientArgs) -> Result<
             mem_bytes_used_avg: args.reserve_mem.unwrap_or(0),
         },
     };
-    let registering = |e: roster_real::client::ClientError| format!("registering {:?}: {e}", args.name);
+    let registering = |source| CliError::Step { doing: format!("registering {:?}", args.name), source };
     let id = match client.execute(Command::RegisterProcess { info }).await.map_err(registering)? {
         Reply::ProcessRegistered { id, .. } => id,
-        other => return Err(format!("registering {:?}: unexpected reply {other:?}", args.name)),
+        other => return Err(CliError::unexpected("registering a process", &other)),
     };
     let secret = roster_real::server::launch::new_secret();
     let role = TokenRole::Member(MemberId::Process(id));
-    if let Err(e) = client.create_token(&secret, format!("run {}", args.name), role, None).await {
+    if let Err(source) = client.create_token(&secret, format!("run {}", args.name), role, None).await {
         let _ = client.execute(Command::DeregisterProcess { id, exit_status: None }).await;
-        return Err(format!("minting the member token of {id}: {e}"));
+        return Err(CliError::Step { doing: format!("minting the member token of {id}"), source });
     }
     tracing::info!(process = %id, name = %args.name, "registered");
-    let exe = std::env::current_exe().map_err(|e| format!("cannot find the roster binary: {e}"))?;
+    let exe = std::env::current_exe().map_err(|source| system("find the roster binary", source))?;
     let mut cmd = std::process::Command::new(exe);
     cmd.arg("run")
         .args(["--attach", &id.0.to_string(), "--name", &args.name])
@@ -125,32 +126,15 @@ async fn register_then_attach(args: RunArgs, client_args: ClientArgs) -> Result<
     // Only returns if the exec failed; the registration is then undone.
     let error = cmd.exec();
     let _ = client.execute(Command::DeregisterProcess { id, exit_status: Some(127) }).await;
-    Err(format!("cannot run the attached wrapper: {error}"))
+    Err(system("run the attached wrapper", error))
 }
 
 /// Step 3: start the program with its member credential, heartbeat, deregister at its end.
-async fn attached(args: RunArgs, client_args: ClientArgs, id: ProcessId) -> Result<ExitCode, String> {
-    let (program, program_args) = args.command.split_first().ok_or("nothing to run: give -- CMD ARGS")?;
+async fn attached(args: RunArgs, client_args: ClientArgs, id: ProcessId) -> Result<ExitCode, CliError> {
+    let (program, program_args) = args.command.split_first().ok_or_else(nothing_to_run)?;
     let client = client_args.connect().await?;
     let token = client_args.token()?;
-    let mut cmd = tokio::process::Command::new(program);
-    cmd.args(program_args).kill_on_drop(false);
-    for var in roster_real::server::launch::SECRET_VARS {
-        cmd.env_remove(var);
-    }
-    cmd.env("ROSTER_MEMBER_ID", MemberId::Process(id).to_string()).env("ROSTER_TOKEN", &token);
-    // If the wrapper dies (even by SIGKILL) the cluster will expire the member; the
-    // program must not live on unwatched, so the kernel sends it SIGTERM.
-    // SAFETY: prctl is async-signal-safe and touches only the child being set up.
-    unsafe {
-        cmd.pre_exec(|| {
-            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM) != 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            Ok(())
-        });
-    }
-    let mut child = match cmd.spawn() {
+    let mut child = match program_command(program, program_args, id, &token).spawn() {
         Ok(c) => c,
         Err(e) => {
             eprintln!("error: cannot start {program:?}: {e}");
@@ -164,19 +148,19 @@ async fn attached(args: RunArgs, client_args: ClientArgs, id: ProcessId) -> Resu
     let window = roster_kernel::resource_window::ResourceWindow::new(
         args.resource_window_ms,
         super::tree_probe::SAMPLE_EVERY_MS.min(args.resource_window_ms),
-    )
-    .map_err(|e| format!("--resource-window-ms: {e}"))?;
+    )?;
     let mut tree = pid.map(|pid| super::tree_probe::TreeWindow::new(pid, window));
     let started = tokio::time::Instant::now();
     let mut sample_every = tokio::time::interval(std::time::Duration::from_millis(super::tree_probe::SAMPLE_EVERY_MS));
-    let mut term =
-        tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).map_err(|e| e.to_string())?;
-    let mut int =
-        tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt()).map_err(|e| e.to_string())?;
+    let watch = |kind, what: &str| {
+        tokio::signal::unix::signal(kind).map_err(|source| system(&format!("watch for {what}"), source))
+    };
+    let mut term = watch(tokio::signal::unix::SignalKind::terminate(), "SIGTERM")?;
+    let mut int = watch(tokio::signal::unix::SignalKind::interrupt(), "SIGINT")?;
     let status = loop {
         tokio::select! {
             biased;
-            status = child.wait() => break status.map_err(|e| format!("waiting for {program:?}: {e}"))?,
+            status = child.wait() => break status.map_err(|source| system(&format!("wait for {program:?}"), source))?,
             _ = term.recv() => forward(pid, libc::SIGTERM),
             _ = int.recv() => forward(pid, libc::SIGINT),
             // The program's tree, averaged over the window, rides on the next heartbeats.
@@ -201,6 +185,29 @@ async fn attached(args: RunArgs, client_args: ClientArgs, id: ProcessId) -> Resu
         ),
     }
     Ok(ExitCode::from(code.clamp(0, 255) as u8))
+}
+
+/// The program to run as member `id`: its own credential in the environment and none of
+/// the wrapper's, and it dies with the wrapper.
+fn program_command(program: &str, program_args: &[String], id: ProcessId, token: &str) -> tokio::process::Command {
+    let mut cmd = tokio::process::Command::new(program);
+    cmd.args(program_args).kill_on_drop(false);
+    for var in roster_real::server::launch::SECRET_VARS {
+        cmd.env_remove(var);
+    }
+    cmd.env("ROSTER_MEMBER_ID", MemberId::Process(id).to_string()).env("ROSTER_TOKEN", token);
+    // If the wrapper dies (even by SIGKILL) the cluster will expire the member; the
+    // program must not live on unwatched, so the kernel sends it SIGTERM.
+    // SAFETY: prctl is async-signal-safe and touches only the child being set up.
+    unsafe {
+        cmd.pre_exec(|| {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    cmd
 }
 
 /// Where `program` is: a path as given, or the first executable of that name in PATH.
@@ -239,19 +246,24 @@ fn forward(pid: Option<u32>, sig: i32) {
 
 /// The server node this wrapper reached, once that server's own registration is in the
 /// record (right after a start it may not be yet, and a process must name a known host).
-async fn local_server(client: &roster_real::client::Client, timeout_ms: u64) -> Result<ServerId, String> {
+async fn local_server(client: &roster_real::client::Client, timeout_ms: u64) -> Result<ServerId, CliError> {
     let deadline = std::time::Instant::now() + std::time::Duration::from_millis(timeout_ms);
     loop {
-        let status = client.status().await.map_err(|e| e.to_string())?;
+        let status = client.status().await?;
         if status.servers.iter().any(|s| s.entry.id.0 == status.node) {
             return Ok(ServerId(status.node));
         }
         if std::time::Instant::now() >= deadline {
-            return Err(format!(
-                "server node {} has not registered itself within {timeout_ms} ms; give --server-id",
-                status.node
-            ));
+            return Err(CliError::NoLocalServer { node: status.node, waited_ms: timeout_ms });
         }
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
+}
+
+fn nothing_to_run() -> CliError {
+    CliError::Usage("nothing to run: give -- CMD ARGS".into())
+}
+
+fn system(what: &str, source: std::io::Error) -> CliError {
+    CliError::System { what: what.to_string(), source }
 }

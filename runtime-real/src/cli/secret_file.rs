@@ -13,12 +13,6 @@ pub enum SecretFileError {
     Write { path: String, source: std::io::Error },
 }
 
-impl From<SecretFileError> for String {
-    fn from(e: SecretFileError) -> String {
-        e.to_string()
-    }
-}
-
 /// Creates `path` (it must not exist) with mode 0600 and writes `secret` into it, synced.
 pub fn write_new(path: &Path, secret: &str) -> Result<(), SecretFileError> {
     let shown = || path.display().to_string();

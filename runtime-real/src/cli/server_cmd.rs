@@ -27,16 +27,16 @@ enum ServerOp {
     },
 }
 
-pub async fn run(args: ServerArgs, c: ClientArgs) -> Result<ExitCode, String> {
+pub async fn run(args: ServerArgs, c: ClientArgs) -> Result<ExitCode, super::failure::CliError> {
     let (id, drained) = match args.op {
         ServerOp::Drain { id } => (id, true),
         ServerOp::Undrain { id } => (id, false),
     };
     let client = c.connect().await?;
-    let revision = client.set_drained(ServerId(id), drained).await.map_err(|e| e.to_string())?;
+    let revision = client.set_drained(ServerId(id), drained).await?;
     if c.json {
         let v = serde_json::json!({ "server": id, "drained": drained, "revision": revision });
-        outln!("{}", serde_json::to_string_pretty(&v).map_err(|e| format!("cannot encode JSON: {e}"))?);
+        outln!("{}", serde_json::to_string_pretty(&v)?);
     } else if drained {
         outln!("server {id} drained: placement no longer picks it (revision {revision})");
     } else {

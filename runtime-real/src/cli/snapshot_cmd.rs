@@ -21,6 +21,7 @@
 
 use super::ClientArgs;
 use super::backup_file::{self, BackupHeader};
+use super::failure::CliError;
 use clap::{Args, Subcommand};
 use openraft::vote::RaftLeaderIdExt;
 use roster_real::config::parse_peers;
@@ -63,48 +64,88 @@ enum SnapshotOp {
     },
 }
 
-pub async fn run(args: SnapshotArgs, c: ClientArgs) -> Result<ExitCode, String> {
+/// A snapshot that did not arrive as the leader announced it: nothing is written.
+#[derive(Debug, thiserror::Error)]
+pub enum SaveError {
+    /// Over the size a backup file may hold: the leader's cluster outgrew the format.
+    #[error("the leader offers a snapshot of {bytes} bytes, over the limit of {max} bytes")]
+    TooLarge { bytes: u64, max: u64 },
+    /// The bytes changed on the way (a transport or leader fault).
+    #[error(
+        "the snapshot arrived damaged (checksum {got:#010x}, the leader sent {sent:#010x}): nothing written; save again"
+    )]
+    Damaged { got: u32, sent: u32 },
+    /// The snapshot itself does not decode (`verify_snapshot_data`).
+    #[error("{0}")]
+    Invalid(#[from] roster_real::storage::StorageError),
+    /// A snapshot without a position cannot seed a node.
+    #[error("the received snapshot has no log position: nothing written")]
+    NoLogPosition,
+    /// The contents are not what the leader announced (a different snapshot, or a bug).
+    #[error(
+        "the received snapshot holds revision {revision} at log index {index}, the leader announced \
+         {announced_revision} at {announced_index}: nothing written"
+    )]
+    NotAnnounced { revision: u64, index: u64, announced_revision: u64, announced_index: u64 },
+}
+
+/// A restore that would not give a new node a clean start: nothing is written.
+#[derive(Debug, thiserror::Error)]
+pub enum RestoreError {
+    /// Neither --peers nor the saved membership names a voter.
+    #[error("no peers: give the new cluster with --peers 1=HOST:PORT,...")]
+    NoPeers,
+    /// The node restored must be one of the new cluster's voters.
+    #[error("--id {id} is not one of the peers ({peers}): add it to --peers")]
+    NotAPeer { id: u64, peers: String },
+    /// The peers make no valid membership.
+    #[error("bad --peers: {0}")]
+    Membership(openraft::errors::MembershipError<u64>),
+    /// Seeding a used directory would mix two nodes' data.
+    #[error(
+        "{} is not empty: restore seeds the data directory of a new node; give an absent or empty directory \
+         (move the old one aside first)",
+        dir.display()
+    )]
+    NotEmpty { dir: PathBuf },
+}
+
+pub async fn run(args: SnapshotArgs, c: ClientArgs) -> Result<ExitCode, CliError> {
     match args.op {
         SnapshotOp::Save { file } => save(&file, &c).await,
         SnapshotOp::Restore { file, data_dir, id, peers } => restore(&file, &data_dir, id, peers.as_deref(), c.json),
     }
 }
 
-async fn save(file: &Path, c: &ClientArgs) -> Result<ExitCode, String> {
+async fn save(file: &Path, c: &ClientArgs) -> Result<ExitCode, CliError> {
     let client = c.connect().await?;
-    let mut download = client.snapshot().await.map_err(|e| e.to_string())?;
+    let mut download = client.snapshot().await?;
     let head = download.head;
     if head.total_bytes > backup_file::MAX_BACKUP_PAYLOAD_BYTES {
-        return Err(format!(
-            "the leader offers a snapshot of {} bytes, over the limit of {} bytes",
-            head.total_bytes,
-            backup_file::MAX_BACKUP_PAYLOAD_BYTES
-        ));
+        return Err(SaveError::TooLarge { bytes: head.total_bytes, max: backup_file::MAX_BACKUP_PAYLOAD_BYTES }.into());
     }
     // Grown as chunks arrive past the first 64 MiB: the announced size is not yet proven.
     let mut payload = Vec::with_capacity(usize::try_from(head.total_bytes.min(64 << 20)).unwrap_or(0));
-    while let Some(chunk) = download.next_chunk().await.map_err(|e| format!("snapshot stream: {e}"))? {
+    let streaming = |source| CliError::Step { doing: "snapshot stream".into(), source };
+    while let Some(chunk) = download.next_chunk().await.map_err(streaming)? {
         payload.extend_from_slice(&chunk);
     }
     drop(download);
     let crc32 = crc32fast::hash(&payload);
     if crc32 != head.crc32 {
-        return Err(format!(
-            "the snapshot arrived damaged (checksum {crc32:#010x}, the leader sent {:#010x}): nothing written; save again",
-            head.crc32
-        ));
+        return Err(SaveError::Damaged { got: crc32, sent: head.crc32 }.into());
     }
     // Every layer is checked now, so a backup that was written can be restored.
-    let (meta, kernel) = verify_snapshot_data(&payload, "the received snapshot").map_err(|e| e.to_string())?;
-    let last = meta.last_log_id.ok_or("the received snapshot has no log position: nothing written")?;
+    let (meta, kernel) = verify_snapshot_data(&payload, "the received snapshot").map_err(SaveError::from)?;
+    let last = meta.last_log_id.ok_or(SaveError::NoLogPosition)?;
     if kernel.revision() != head.revision || last.index != head.last_log_index {
-        return Err(format!(
-            "the received snapshot holds revision {} at log index {}, the leader announced {} at {}: nothing written",
-            kernel.revision(),
-            last.index,
-            head.revision,
-            head.last_log_index
-        ));
+        return Err(SaveError::NotAnnounced {
+            revision: kernel.revision(),
+            index: last.index,
+            announced_revision: head.revision,
+            announced_index: head.last_log_index,
+        }
+        .into());
     }
     let header = BackupHeader {
         revision: head.revision,
@@ -113,7 +154,7 @@ async fn save(file: &Path, c: &ClientArgs) -> Result<ExitCode, String> {
         payload_bytes: head.total_bytes,
         payload_crc32: head.crc32,
     };
-    backup_file::write_atomically(file, &backup_file::encode(&header, &payload)).map_err(|e| e.to_string())?;
+    backup_file::write_atomically(file, &backup_file::encode(&header, &payload))?;
     if c.json {
         let v = serde_json::json!({
             "file": file.display().to_string(),
@@ -123,7 +164,7 @@ async fn save(file: &Path, c: &ClientArgs) -> Result<ExitCode, String> {
             "bytes": head.total_bytes,
             "crc32": head.crc32,
         });
-        outln!("{}", serde_json::to_string_pretty(&v).map_err(|e| format!("cannot encode JSON: {e}"))?);
+        outln!("{}", serde_json::to_string_pretty(&v)?);
     } else {
         outln!(
             "saved revision {} (log index {}, term {}; {} bytes) to {}",
@@ -137,26 +178,58 @@ async fn save(file: &Path, c: &ClientArgs) -> Result<ExitCode, String> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn restore(file: &Path, data_dir: &Path, id: Option<u64>, peers: Option<&str>, json: bool) -> Result<ExitCode, String> {
+fn restore(
+    file: &Path,
+    data_dir: &Path,
+    id: Option<u64>,
+    peers: Option<&str>,
+    json: bool,
+) -> Result<ExitCode, CliError> {
     // Everything is checked before the directory is touched.
-    let (header, payload) = backup_file::read(file).map_err(|e| e.to_string())?;
+    let (header, payload) = backup_file::read(file)?;
     let name = file.display().to_string();
-    let damaged = |reason: String| backup_file::BackupFileError::Snapshot { file: name.clone(), reason }.to_string();
+    let damaged = |reason: String| backup_file::BackupFileError::Snapshot { file: name.clone(), reason };
     let (meta, mut kernel) = verify_snapshot_data(&payload, "the snapshot").map_err(|e| damaged(e.to_string()))?;
     // A new cluster: its first leader seals an id of its own (see `server::cluster_id`).
     kernel.forget_cluster_id();
-    let inconsistent = |what, header, found| {
-        backup_file::BackupFileError::Inconsistent { file: name.clone(), what, header, found }.to_string()
-    };
+    let inconsistent =
+        |what, header, found| backup_file::BackupFileError::Inconsistent { file: name.clone(), what, header, found };
     let index = meta.last_log_id.map(|l| l.index).ok_or_else(|| damaged("it has no log position".into()))?;
     if index != header.last_log_index {
-        return Err(inconsistent("log index", header.last_log_index, index));
+        return Err(inconsistent("log index", header.last_log_index, index).into());
     }
     if kernel.revision() != header.revision {
-        return Err(inconsistent("revision", header.revision, kernel.revision()));
+        return Err(inconsistent("revision", header.revision, kernel.revision()).into());
     }
+    let peers = restored_peers(peers, &meta, id)?;
+    check_empty(data_dir)?;
+
+    let voters: BTreeSet<u64> = peers.keys().copied().collect();
+    let nodes: BTreeMap<u64, NodeAddr> =
+        peers.iter().map(|(id, addr)| (*id, NodeAddr { addr: addr.clone() })).collect();
+    let membership = openraft::Membership::new(vec![voters], nodes).map_err(RestoreError::Membership)?;
+    let log_id = restored_log_id(index);
+    let meta =
+        SnapshotMeta { last_log_id: Some(log_id), last_membership: StoredMembership::new(Some(log_id), membership) };
+    let disk = FsDisk::open(data_dir).map_err(|source| CliError::File {
+        action: "open the data directory",
+        path: data_dir.to_path_buf(),
+        source,
+    })?;
+    let snapshot = seed_snapshot(Arc::new(disk), &meta, &kernel)?;
+
+    print_restored(data_dir, &snapshot, &header, index, &peers, json)?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The new cluster's voters: `--peers`, else the snapshot's own voters; `id` must be one.
+fn restored_peers(
+    peers: Option<&str>,
+    meta: &SnapshotMeta,
+    id: Option<u64>,
+) -> Result<BTreeMap<u64, String>, CliError> {
     let peers: BTreeMap<u64, String> = match peers {
-        Some(p) => parse_peers(p).map_err(|e| e.to_string())?,
+        Some(p) => parse_peers(p)?,
         None => {
             let m = meta.last_membership.membership();
             let voters: BTreeSet<u64> = m.voter_ids().collect();
@@ -164,26 +237,26 @@ fn restore(file: &Path, data_dir: &Path, id: Option<u64>, peers: Option<&str>, j
         }
     };
     if peers.is_empty() {
-        return Err("no peers: give the new cluster with --peers 1=HOST:PORT,...".into());
+        return Err(RestoreError::NoPeers.into());
     }
     if let Some(id) = id
         && !peers.contains_key(&id)
     {
         let ids: Vec<String> = peers.keys().map(u64::to_string).collect();
-        return Err(format!("--id {id} is not one of the peers ({}): add it to --peers", ids.join(", ")));
+        return Err(RestoreError::NotAPeer { id, peers: ids.join(", ") }.into());
     }
-    check_empty(data_dir)?;
+    Ok(peers)
+}
 
-    let voters: BTreeSet<u64> = peers.keys().copied().collect();
-    let nodes: BTreeMap<u64, NodeAddr> =
-        peers.iter().map(|(id, addr)| (*id, NodeAddr { addr: addr.clone() })).collect();
-    let membership = openraft::Membership::new(vec![voters], nodes).map_err(|e| format!("bad --peers: {e}"))?;
-    let log_id = restored_log_id(index);
-    let meta =
-        SnapshotMeta { last_log_id: Some(log_id), last_membership: StoredMembership::new(Some(log_id), membership) };
-    let disk = FsDisk::open(data_dir).map_err(|e| e.to_string())?;
-    let snapshot = seed_snapshot(Arc::new(disk), &meta, &kernel).map_err(|e| e.to_string())?;
-
+/// What was restored where, and how to start the new cluster.
+fn print_restored(
+    data_dir: &Path,
+    snapshot: &str,
+    header: &BackupHeader,
+    index: u64,
+    peers: &BTreeMap<u64, String>,
+    json: bool,
+) -> Result<(), CliError> {
     let peers_text = peers.iter().map(|(id, a)| format!("{id}={a}")).collect::<Vec<_>>().join(",");
     if json {
         let v = serde_json::json!({
@@ -193,7 +266,7 @@ fn restore(file: &Path, data_dir: &Path, id: Option<u64>, peers: Option<&str>, j
             "last_log_index": index,
             "peers": peers,
         });
-        outln!("{}", serde_json::to_string_pretty(&v).map_err(|e| format!("cannot encode JSON: {e}"))?);
+        outln!("{}", serde_json::to_string_pretty(&v)?);
     } else {
         outln!(
             "restored revision {} (log index {index}) into {} for a new cluster of {peers_text}; restore every node's \
@@ -203,7 +276,7 @@ fn restore(file: &Path, data_dir: &Path, id: Option<u64>, peers: Option<&str>, j
             data_dir.display()
         );
     }
-    Ok(ExitCode::SUCCESS)
+    Ok(())
 }
 
 /// The restored snapshot's position: the saved index in term 0 (see the module doc).
@@ -213,17 +286,13 @@ fn restored_log_id(index: u64) -> LogId {
 }
 
 /// A data directory to seed must not hold anything: it would mix two nodes' data.
-fn check_empty(dir: &Path) -> Result<(), String> {
+fn check_empty(dir: &Path) -> Result<(), CliError> {
     match std::fs::read_dir(dir) {
         Ok(mut entries) => match entries.next() {
             None => Ok(()),
-            Some(_) => Err(format!(
-                "{} is not empty: restore seeds the data directory of a new node; give an absent or empty directory \
-                 (move the old one aside first)",
-                dir.display()
-            )),
+            Some(_) => Err(RestoreError::NotEmpty { dir: dir.to_path_buf() }.into()),
         },
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-        Err(e) => Err(format!("cannot read {}: {e}", dir.display())),
+        Err(source) => Err(CliError::File { action: "read", path: dir.to_path_buf(), source }),
     }
 }

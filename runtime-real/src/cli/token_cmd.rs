@@ -3,6 +3,7 @@
 //! every node; `new-key` prints a fresh secret for a token or peer key file.
 
 use super::ClientArgs;
+use super::failure::CliError;
 use clap::{Args, Subcommand};
 use std::process::ExitCode;
 
@@ -48,7 +49,7 @@ enum TokenOp {
     },
 }
 
-pub async fn run(args: TokenArgs, c: ClientArgs) -> Result<ExitCode, String> {
+pub async fn run(args: TokenArgs, c: ClientArgs) -> Result<ExitCode, CliError> {
     match args.op {
         TokenOp::NewKey { out: None } => {
             outln!("{}", roster_real::server::launch::new_secret());
@@ -66,7 +67,7 @@ pub async fn run(args: TokenArgs, c: ClientArgs) -> Result<ExitCode, String> {
             let secret = roster_real::server::launch::new_secret();
             let expires = ttl_ms.map(|ttl| roster_real::rt::clock::unix_ms().saturating_add(ttl));
             let name = name.unwrap_or(role);
-            let id = client.create_token(&secret, &name, role_value, expires).await.map_err(|e| e.to_string())?;
+            let id = client.create_token(&secret, &name, role_value, expires).await?;
             if c.json {
                 let json =
                     serde_json::json!({ "id": id.0, "name": name, "secret": secret, "expires_at_unix_ms": expires });
@@ -79,10 +80,12 @@ pub async fn run(args: TokenArgs, c: ClientArgs) -> Result<ExitCode, String> {
         }
         TokenOp::Ls => {
             let client = c.connect().await?;
-            let tokens = client.tokens().await.map_err(|e| e.to_string())?;
+            let tokens = client.tokens().await?;
             if c.json {
-                let rows: Vec<_> = tokens.iter().map(roster_real::server::authority::token_json).collect();
-                println!("{}", serde_json::json!({ "tokens": rows }));
+                let list = roster_real::view::TokenList {
+                    tokens: tokens.iter().map(roster_real::view::TokenView::from).collect(),
+                };
+                println!("{}", serde_json::to_string(&list)?);
             } else {
                 for t in &tokens {
                     let expiry = t.expires_at_unix_ms.map(|at| format!("  expires {at}")).unwrap_or_default();
@@ -96,7 +99,7 @@ pub async fn run(args: TokenArgs, c: ClientArgs) -> Result<ExitCode, String> {
         }
         TokenOp::Revoke { id } => {
             let client = c.connect().await?;
-            client.revoke_token(roster_kernel::TokenId(id)).await.map_err(|e| e.to_string())?;
+            client.revoke_token(roster_kernel::TokenId(id)).await?;
             eprintln!("revoked token-{id}");
             Ok(ExitCode::SUCCESS)
         }
@@ -104,8 +107,8 @@ pub async fn run(args: TokenArgs, c: ClientArgs) -> Result<ExitCode, String> {
 }
 
 /// `90s`, `15m`, `12h`, `30d`, or plain milliseconds.
-fn parse_duration_ms(text: &str) -> Result<u64, String> {
-    let bad = || format!("bad --ttl {text:?}: expected a number with s, m, h or d (e.g. 12h)");
+fn parse_duration_ms(text: &str) -> Result<u64, CliError> {
+    let bad = || CliError::Usage(format!("bad --ttl {text:?}: expected a number with s, m, h or d (e.g. 12h)"));
     let (number, unit_ms) = match text.char_indices().last() {
         Some((i, 's')) => (&text[..i], 1_000),
         Some((i, 'm')) => (&text[..i], 60_000),
@@ -123,9 +126,9 @@ mod tests {
 
     #[test]
     fn ttls_read_with_their_units() {
-        assert_eq!(parse_duration_ms("90s"), Ok(90_000));
-        assert_eq!(parse_duration_ms("2h"), Ok(7_200_000));
-        assert_eq!(parse_duration_ms("1500"), Ok(1_500));
+        assert_eq!(parse_duration_ms("90s").ok(), Some(90_000));
+        assert_eq!(parse_duration_ms("2h").ok(), Some(7_200_000));
+        assert_eq!(parse_duration_ms("1500").ok(), Some(1_500));
         assert!(parse_duration_ms("0s").is_err());
         assert!(parse_duration_ms("soon").is_err());
     }

@@ -20,12 +20,6 @@ pub enum ValueInputError {
     NotText { from: String, valid_up_to: usize },
 }
 
-impl From<ValueInputError> for String {
-    fn from(e: ValueInputError) -> String {
-        e.to_string()
-    }
-}
-
 /// The value: `given` as it is, unless it is `-` (standard input), or the file's content.
 pub fn read(given: Option<&str>, file: Option<&Path>) -> Result<String, ValueInputError> {
     match (given, file) {

@@ -55,7 +55,7 @@ impl FromRequestParts<HttpState> for Authorized {
         })?;
         match state.api().credentials().authenticate(token.trim(), crate::rt::clock::unix_ms()) {
             Ok((caller, _)) => Ok(Authorized { caller }),
-            Err(reason) => Err(HttpError::new(StatusCode::FORBIDDEN, "forbidden", reason)),
+            Err(refusal) => Err(HttpError::new(StatusCode::FORBIDDEN, "forbidden", refusal.to_string())),
         }
     }
 }

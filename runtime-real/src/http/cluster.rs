@@ -79,12 +79,15 @@ pub async fn transfer_leader(
 }
 
 /// `GET /v1/tokens`: every token (id, name, role, expiry; never a secret). Admin only.
-pub async fn tokens(auth: Authorized, State(state): State<HttpState>) -> Result<Json<Value>, HttpError> {
+pub async fn tokens(
+    auth: Authorized,
+    State(state): State<HttpState>,
+) -> Result<Json<crate::view::TokenList>, HttpError> {
     let query = roster_kernel::Query::Tokens { after: None, limit: 1 };
     let request = ClientRequest::Query { query, consistency: crate::net::wire::Consistency::Linearizable };
     auth.may(&state, &request).await?;
     let tokens = state.client().tokens().await?;
-    Ok(Json(json!({ "tokens": tokens.iter().map(crate::server::authority::token_json).collect::<Vec<_>>() })))
+    Ok(Json(crate::view::TokenList { tokens: tokens.iter().map(crate::view::TokenView::from).collect() }))
 }
 
 /// `POST /v1/tokens`: `{"role": "admin|read|launch|agent|member", "name": "...",
@@ -111,8 +114,8 @@ pub async fn create_token(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<(StatusCode, Json<Value>), HttpError> {
     let c: CreateToken = json_body(body)?;
-    let role =
-        crate::server::authority::parse_role(&c.role, c.server, c.member.as_deref()).map_err(HttpError::bad_request)?;
+    let role = crate::server::authority::parse_role(&c.role, c.server, c.member.as_deref())
+        .map_err(|e| HttpError::bad_request(e.to_string()))?;
     let secret = crate::server::launch::new_secret();
     let name = c.name.unwrap_or_else(|| c.role.clone());
     let expires_at_unix_ms = c.ttl_ms.map(|ttl| crate::rt::clock::unix_ms().saturating_add(ttl));

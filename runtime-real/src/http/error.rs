@@ -35,19 +35,21 @@ impl HttpError {
         self
     }
 
-    pub fn body(&self) -> serde_json::Value {
-        let mut error = serde_json::json!({ "kind": self.kind, "message": self.message });
-        if let (Some(serde_json::Value::Object(extra)), Some(map)) = (&self.details, error.as_object_mut()) {
-            map.extend(extra.clone());
+    /// `{"error": {"kind", "message", ...details}}` (`view::ErrorView`, as the CLI's `--json`
+    /// prints its errors).
+    pub fn view(&self) -> crate::view::ErrorView {
+        let view = crate::view::ErrorView::new(self.kind, self.message.clone());
+        match &self.details {
+            Some(details) => view.with_details(details.clone()),
+            None => view,
         }
-        serde_json::json!({ "error": error })
     }
 }
 
 impl IntoResponse for HttpError {
     fn into_response(self) -> Response {
         let retry_later = self.status == StatusCode::SERVICE_UNAVAILABLE;
-        let mut response = (self.status, axum::Json(self.body())).into_response();
+        let mut response = (self.status, axum::Json(self.view())).into_response();
         if retry_later {
             response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
         }
@@ -256,7 +258,7 @@ mod tests {
         let e = HttpError::new(StatusCode::GONE, "compacted", "too old")
             .with_details(serde_json::json!({ "oldest_available": 40 }));
         assert_eq!(
-            e.body(),
+            serde_json::to_value(e.view()).unwrap(),
             serde_json::json!({ "error": { "kind": "compacted", "message": "too old", "oldest_available": 40 } })
         );
     }

@@ -19,14 +19,14 @@ use super::error::HttpError;
 use super::query::Params;
 use crate::server::api::watch::{WatchStep, watch_step};
 use crate::storage::{AppliedReceiver, SharedState};
+use crate::view::{EventView, Progress, ProgressLine};
 use axum::body::{Body, Bytes};
 use axum::extract::{RawQuery, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use openraft_rt::WatchReceiver;
-use roster_client::describe::{KnownServers, describe};
-use roster_kernel::Event;
-use serde_json::{Value, json};
+use roster_client::describe::KnownServers;
+use serde_json::json;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -125,7 +125,7 @@ impl Stream {
                     }
                     let mut out = String::new();
                     for e in &events {
-                        let line = event_json(e, &self.servers);
+                        let line = EventView::new(e, |id| self.servers.name(id));
                         self.servers.observe(e);
                         out.push_str(&self.frame("change", &line));
                     }
@@ -135,7 +135,7 @@ impl Stream {
                     let now = tokio::time::Instant::now();
                     if now >= self.next_progress {
                         self.next_progress = now + Duration::from_millis(PROGRESS_MS);
-                        let line = json!({ "progress": { "revision": revision } });
+                        let line = ProgressLine { progress: Progress { revision } };
                         return Some(Bytes::from(self.frame("progress", &line)));
                     }
                     match tokio::time::timeout_at(self.next_progress, self.changes.changed()).await {
@@ -146,62 +146,20 @@ impl Stream {
                 }
                 WatchStep::Compacted { oldest_available } => {
                     self.ended = true;
-                    let line = compacted(self.seen, oldest_available).body();
+                    let line = compacted(self.seen, oldest_available).view();
                     return Some(Bytes::from(self.frame("error", &line)));
                 }
             }
         }
     }
 
-    fn frame(&self, event: &str, line: &Value) -> String {
+    /// One line (NDJSON) or one server-sent event of `line`'s JSON.
+    fn frame(&self, event: &str, line: &impl serde::Serialize) -> String {
+        let line = serde_json::to_string(line).unwrap_or_else(|e| {
+            // Plain fields always encode; were one not to, the reader learns of it.
+            serde_json::to_string(&crate::view::ErrorView::new("internal", format!("cannot encode a line: {e}")))
+                .unwrap_or_default()
+        });
         if self.sse { format!("event: {event}\ndata: {line}\n\n") } else { format!("{line}\n") }
-    }
-}
-
-/// `{"revision", "type", "data", "text"}`: the kernel's event with its variant as a
-/// snake_case `type`, and the line `roster watch` prints.
-pub fn event_json(event: &Event, servers: &KnownServers) -> Value {
-    let (kind, data) = match serde_json::to_value(&event.kind) {
-        Ok(Value::Object(map)) if map.len() == 1 => map.into_iter().next().expect("one entry"),
-        Ok(other) => (String::new(), other),
-        Err(e) => (String::new(), Value::String(e.to_string())),
-    };
-    json!({
-        "revision": event.revision,
-        "type": snake_case(&kind),
-        "data": data,
-        "text": describe(event, |id| servers.name(id)),
-    })
-}
-
-fn snake_case(name: &str) -> String {
-    let mut out = String::with_capacity(name.len() + 4);
-    for (i, c) in name.chars().enumerate() {
-        if c.is_ascii_uppercase() {
-            if i > 0 {
-                out.push('_');
-            }
-            out.push(c.to_ascii_lowercase());
-        } else {
-            out.push(c);
-        }
-    }
-    out
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use roster_kernel::EventKind;
-
-    #[test]
-    fn an_event_line_has_type_data_and_text() {
-        let e = Event { revision: 9, kind: EventKind::KvPut { key: "a".into(), value: "1".into() } };
-        let v = event_json(&e, &KnownServers::default());
-        assert_eq!(v["revision"], 9);
-        assert_eq!(v["type"], "kv_put");
-        assert_eq!(v["data"], json!({ "key": "a", "value": "1" }));
-        assert!(v["text"].as_str().unwrap().contains("rev 9"), "{v}");
-        assert_eq!(snake_case("ProcessRegistered"), "process_registered");
     }
 }

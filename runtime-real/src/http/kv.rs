@@ -44,7 +44,7 @@ pub async fn get(
     let wants_json =
         headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()).is_some_and(|a| a.contains("application/json"));
     let mut response = if wants_json {
-        Json(json!({ "key": key, "value": value, "revision": reply.revision })).into_response()
+        Json(crate::view::KvValue { key, value, revision: reply.revision }).into_response()
     } else {
         ([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], value).into_response()
     };
@@ -59,7 +59,7 @@ pub async fn range(
     _: Authorized,
     State(state): State<HttpState>,
     RawQuery(q): RawQuery,
-) -> Result<Json<serde_json::Value>, HttpError> {
+) -> Result<Json<crate::view::KvItems>, HttpError> {
     let params = Params::parse(q.as_deref());
     params.only(&["start", "end", "limit", "stale"])?;
     let limit = params.number::<u32>("limit")?.unwrap_or(1_000);
@@ -74,8 +74,8 @@ pub async fn range(
     let reply = state.client().query(query, params.consistency()?).await?;
     match reply.result {
         QueryResult::KvItems { items, next } => {
-            let items: Vec<_> = items.into_iter().map(|(k, v)| json!({ "key": k, "value": v })).collect();
-            Ok(Json(json!({ "revision": reply.revision, "items": items, "next": next })))
+            let items = items.into_iter().map(|(key, value)| crate::view::KvItem { key, value }).collect();
+            Ok(Json(crate::view::KvItems { revision: reply.revision, items, next }))
         }
         other => Err(unexpected(&other)),
     }

@@ -254,7 +254,7 @@ pub async fn launch(
     auth: Authorized,
     State(state): State<HttpState>,
     body: Result<Bytes, BytesRejection>,
-) -> Result<(StatusCode, Json<Value>), HttpError> {
+) -> Result<(StatusCode, Json<crate::view::Launched>), HttpError> {
     let l: Launch = json_body(body)?;
     let request = crate::net::wire::LaunchRequest {
         name: l.name,
@@ -268,8 +268,7 @@ pub async fn launch(
     auth.may(&state, &request).await?;
     let crate::net::wire::ClientRequest::Launch(request) = request else { unreachable!("built as a Launch above") };
     let started = state.client().launch_started(request).await?;
-    let (server, process, output_file) = (started.server.0, started.process.0, started.output_file);
-    Ok((StatusCode::CREATED, Json(json!({ "server": server, "process": process, "output_file": output_file }))))
+    Ok((StatusCode::CREATED, Json(crate::view::Launched::from(&started))))
 }
 
 /// `online` or `draining` in JSON bodies.

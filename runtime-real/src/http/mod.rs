@@ -35,6 +35,11 @@ use roster_client::{Client, ClientOptions};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
+/// The JSON error HTTP answers for `e`; the CLI's `--json` prints the same.
+pub fn client_error_view(e: roster_client::ClientError) -> crate::view::ErrorView {
+    error::HttpError::from(e).view()
+}
+
 /// Largest request body; an HTTP write carries at most one command (a value is ≤ 64 KiB).
 pub const MAX_BODY_BYTES: usize = 1 << 20;
 /// Sessions a node keeps for writes that bring none of their own: each runs one command

@@ -4,10 +4,10 @@ use super::HttpState;
 use super::auth::Authorized;
 use super::error::HttpError;
 use super::query::Params;
+use crate::view;
 use axum::Json;
 use axum::extract::{Path, RawQuery, State};
 use roster_kernel::{ListFilter, MemberId, MemberKind, MemberStatus, ProcessId, Query, QueryResult, ServerId};
-use serde_json::{Value, json};
 
 /// Members in one page of `/v1/servers` or `/v1/processes` unless `?limit` says (the
 /// node's byte bound, 1 MiB, may cut a page shorter), and the most `?limit` may ask.
@@ -23,11 +23,11 @@ pub async fn status(
     _: Authorized,
     State(state): State<HttpState>,
     RawQuery(q): RawQuery,
-) -> Result<Json<Value>, HttpError> {
+) -> Result<Json<view::StatusView>, HttpError> {
     let params = Params::parse(q.as_deref());
     params.only(&["local"])?;
     let status = if params.flag("local")? { state.api().status().await } else { state.client().status().await? };
-    Ok(Json(serde_json::to_value(status).map_err(internal)?))
+    Ok(Json(view::StatusView::from(&status)))
 }
 
 /// `GET /v1/servers?label=K=V&status=online|draining&limit=N&after=ID[&stale]`: one page,
@@ -36,7 +36,7 @@ pub async fn servers(
     _: Authorized,
     State(state): State<HttpState>,
     RawQuery(q): RawQuery,
-) -> Result<Json<Value>, HttpError> {
+) -> Result<Json<view::ServerPage>, HttpError> {
     let params = Params::parse(q.as_deref());
     params.only(&["label", "status", "stale", "limit", "after"])?;
     let filter = ListFilter { kind: Some(MemberKind::Server), ..filter(&params)? };
@@ -49,7 +49,8 @@ pub async fn servers(
         MemberId::Server(id) => id.0,
         MemberId::Process(id) => id.0,
     });
-    Ok(Json(json!({ "revision": page.revision, "servers": page.servers, "next": next })))
+    let servers = page.servers.iter().map(view::ServerView::from).collect();
+    Ok(Json(view::ServerPage { revision: page.revision, servers, next }))
 }
 
 /// `GET /v1/processes?server=ID&label=K=V&status=online|draining&limit=N&after=ID[&stale]`:
@@ -58,7 +59,7 @@ pub async fn processes(
     _: Authorized,
     State(state): State<HttpState>,
     RawQuery(q): RawQuery,
-) -> Result<Json<Value>, HttpError> {
+) -> Result<Json<view::ProcessPage>, HttpError> {
     let params = Params::parse(q.as_deref());
     params.only(&["server", "label", "status", "stale", "limit", "after"])?;
     let filter = ListFilter {
@@ -73,7 +74,8 @@ pub async fn processes(
         MemberId::Server(id) => id.0,
         MemberId::Process(id) => id.0,
     });
-    Ok(Json(json!({ "revision": page.revision, "processes": page.processes, "next": next })))
+    let processes = page.processes.iter().map(view::ProcessView::from).collect();
+    Ok(Json(view::ProcessPage { revision: page.revision, processes, next }))
 }
 
 /// The `after` and `limit` parameters of a member list: a page of at most `limit`
@@ -92,13 +94,16 @@ pub async fn server(
     State(state): State<HttpState>,
     Path(id): Path<u64>,
     RawQuery(q): RawQuery,
-) -> Result<Json<Value>, HttpError> {
+) -> Result<Json<view::OneServer>, HttpError> {
     let params = Params::parse(q.as_deref());
     params.only(&["stale"])?;
     let reply = state.client().query(Query::GetServer(ServerId(id)), params.consistency()?).await?;
     match reply.result {
-        QueryResult::Server(Some(entry)) => Ok(Json(json!({ "revision": reply.revision, "server": entry }))),
-        QueryResult::Server(None) => Err(HttpError::not_found(format!("{} is not in the cluster", ServerId(id)))),
+        QueryResult::Server(Some(entry)) => {
+            Ok(Json(view::OneServer { revision: reply.revision, server: view::ServerView::from(&entry) }))
+        }
+        QueryResult::Server(None) => Err(HttpError::not_found(format!("{} is not in the cluster", ServerId(id)))
+            .with_details(serde_json::json!({ "revision": reply.revision }))),
         other => Err(unexpected(&other)),
     }
 }
@@ -109,13 +114,16 @@ pub async fn process(
     State(state): State<HttpState>,
     Path(id): Path<u64>,
     RawQuery(q): RawQuery,
-) -> Result<Json<Value>, HttpError> {
+) -> Result<Json<view::OneProcess>, HttpError> {
     let params = Params::parse(q.as_deref());
     params.only(&["stale"])?;
     let reply = state.client().query(Query::GetProcess(ProcessId(id)), params.consistency()?).await?;
     match reply.result {
-        QueryResult::Process(Some(entry)) => Ok(Json(json!({ "revision": reply.revision, "process": entry }))),
-        QueryResult::Process(None) => Err(HttpError::not_found(format!("{} is not in the cluster", ProcessId(id)))),
+        QueryResult::Process(Some(entry)) => {
+            Ok(Json(view::OneProcess { revision: reply.revision, process: view::ProcessView::from(&entry) }))
+        }
+        QueryResult::Process(None) => Err(HttpError::not_found(format!("{} is not in the cluster", ProcessId(id)))
+            .with_details(serde_json::json!({ "revision": reply.revision }))),
         other => Err(unexpected(&other)),
     }
 }
@@ -125,7 +133,7 @@ pub async fn tombstones(
     _: Authorized,
     State(state): State<HttpState>,
     RawQuery(q): RawQuery,
-) -> Result<Json<Value>, HttpError> {
+) -> Result<Json<view::Tombstones>, HttpError> {
     let params = Params::parse(q.as_deref());
     params.only(&["limit", "stale"])?;
     let limit = params.number::<u32>("limit")?.unwrap_or(100);
@@ -134,7 +142,10 @@ pub async fn tombstones(
     }
     let reply = state.client().query(Query::Tombstones { limit }, params.consistency()?).await?;
     match reply.result {
-        QueryResult::Tombstones(t) => Ok(Json(json!({ "revision": reply.revision, "tombstones": t }))),
+        QueryResult::Tombstones(t) => {
+            let tombstones = t.iter().map(view::TombstoneView::from).collect();
+            Ok(Json(view::Tombstones { revision: reply.revision, tombstones }))
+        }
         other => Err(unexpected(&other)),
     }
 }

@@ -50,7 +50,7 @@ pub async fn write(
 /// `POST /v1/sessions`.
 pub async fn open_session(state: &HttpState) -> Result<serde_json::Value, HttpError> {
     let session = state.client().open_session().await?;
-    Ok(serde_json::json!({ "session": session.0 }))
+    serde_json::to_value(crate::view::WriteReply::SessionOpened { session: session.0 }).map_err(super::reads::internal)
 }
 
 fn caller_session(headers: &HeaderMap) -> Result<Option<(SessionId, u64)>, HttpError> {
@@ -77,18 +77,13 @@ fn caller_session(headers: &HeaderMap) -> Result<Option<(SessionId, u64)>, HttpE
     }
 }
 
-/// A reply as the JSON body of a write: its fields, without the variant's wrapper.
+/// A reply as the JSON body of a write: its fields, without the variant's wrapper
+/// (`view::WriteReply`, as the CLI prints it).
 pub fn reply_json(reply: &Reply) -> serde_json::Value {
-    match reply {
-        Reply::SessionOpened { session } => serde_json::json!({ "session": session.0 }),
-        Reply::Done { revision } => serde_json::json!({ "revision": revision }),
-        Reply::ProcessRegistered { id, revision } => serde_json::json!({ "id": id.0, "revision": revision }),
-        Reply::Cas { swapped, current, revision } => {
-            serde_json::json!({ "swapped": swapped, "current": current, "revision": revision })
-        }
-        Reply::Applied { count, revision } => serde_json::json!({ "count": count, "revision": revision }),
-        Reply::TokenCreated { id, revision } => serde_json::json!({ "id": id.0, "revision": revision }),
-    }
+    serde_json::to_value(crate::view::WriteReply::from(reply)).unwrap_or_else(|e| {
+        // Plain numbers and strings always encode; were one not to, the caller still learns.
+        serde_json::json!({ "error": { "kind": "internal", "message": format!("cannot encode the reply: {e}") } })
+    })
 }
 
 #[cfg(test)]

@@ -37,13 +37,24 @@ pub struct Credentials {
     shared: Arc<SharedState>,
 }
 
+/// Why a token is not let in; its text goes to the caller (the hello's refusal, HTTP's 403).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Refusal {
+    /// No token of that hash is in the record: never created, or revoked since.
+    #[error("unknown or revoked token: check --token-file / ROSTER_TOKEN")]
+    UnknownToken,
+    /// Its expiry has passed: the holder needs a new one.
+    #[error("{id} {name:?} expired: ask an admin for a new one")]
+    Expired { id: roster_kernel::TokenId, name: String },
+}
+
 impl Credentials {
     pub fn new(bootstrap: String, shared: Arc<SharedState>) -> Self {
         Credentials { bootstrap, shared }
     }
 
     /// The caller a token's hello names; `Err` says why it is refused.
-    pub fn authenticate(&self, token: &str, now_unix_ms: u64) -> Result<(Caller, Standing), String> {
+    pub fn authenticate(&self, token: &str, now_unix_ms: u64) -> Result<(Caller, Standing), Refusal> {
         if tokens_match(&self.bootstrap, token) {
             return Ok((Caller::Bootstrap, bootstrap_standing()));
         }
@@ -53,17 +64,17 @@ impl Credentials {
     }
 
     /// What `caller` may do now: a token revoked or expired since the hello is refused.
-    pub fn standing(&self, caller: &Caller, now_unix_ms: u64) -> Result<Standing, String> {
+    pub fn standing(&self, caller: &Caller, now_unix_ms: u64) -> Result<Standing, Refusal> {
         match caller {
             Caller::Node(_) => Ok(Standing { principal: Principal::Node, name: "node".into() }),
             Caller::Bootstrap => Ok(bootstrap_standing()),
             Caller::Token(hash) => {
                 let info = crate::storage::with_kernel(&self.shared, |sm| sm.token_by_hash(hash).cloned());
                 let Some(info) = info else {
-                    return Err("unknown or revoked token: check --token-file / ROSTER_TOKEN".into());
+                    return Err(Refusal::UnknownToken);
                 };
                 if info.expires_at_unix_ms.is_some_and(|at| at <= now_unix_ms) {
-                    return Err(format!("{} {:?} expired: ask an admin for a new one", info.id, info.name));
+                    return Err(Refusal::Expired { id: info.id, name: info.name });
                 }
                 Ok(Standing { principal: Principal::of_token(info.role), name: info.name })
             }
@@ -140,59 +151,67 @@ fn audited(standing: &Standing, request: &ClientRequest, command: Option<&Comman
     }
 }
 
+/// A token role that cannot be: the CLI and HTTP both say which part is wrong.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RoleError {
+    /// `admin`, `read` and `launch` act on the whole cluster: there is nothing to bind to.
+    #[error("a {role} token is bound to nothing: drop server/member")]
+    Unbound { role: &'static str },
+    /// An agent acts for one server, so it must be named.
+    #[error("an agent token is bound to one server: give its id (--server N, \"server\": N)")]
+    AgentWithoutServer,
+    /// A member token acts for one member, so it must be named.
+    #[error("a member token is bound to one member: give it (--member process:N)")]
+    MemberWithoutMember,
+    /// The member is spelled neither `process:N` nor `server:N`.
+    #[error("{given:?} is not a member: expected process:N or server:N")]
+    NotAMember { given: String },
+    /// The member's id is not a number.
+    #[error("{given:?}: {id:?} is not a number")]
+    BadId { given: String, id: String },
+    /// No role has that name.
+    #[error("unknown role {given:?}: expected admin, read, launch, agent or member")]
+    Unknown { given: String },
+}
+
 /// A role as the CLI and HTTP name it: `admin`, `read`, `launch`, `agent` (with its
 /// server) or `member` (with its member, `process:N` or `server:N`).
-pub fn parse_role(role: &str, server: Option<u64>, member: Option<&str>) -> Result<roster_kernel::TokenRole, String> {
+pub fn parse_role(
+    role: &str,
+    server: Option<u64>,
+    member: Option<&str>,
+) -> Result<roster_kernel::TokenRole, RoleError> {
     use roster_kernel::TokenRole;
-    let unbound = |r: TokenRole| match (server, member) {
+    let unbound = |r: TokenRole, name: &'static str| match (server, member) {
         (None, None) => Ok(r),
-        _ => Err(format!("a {role} token is bound to nothing: drop server/member")),
+        _ => Err(RoleError::Unbound { role: name }),
     };
     match role {
-        "admin" => unbound(TokenRole::Admin),
-        "read" => unbound(TokenRole::Read),
-        "launch" => unbound(TokenRole::Launch),
+        "admin" => unbound(TokenRole::Admin, "admin"),
+        "read" => unbound(TokenRole::Read, "read"),
+        "launch" => unbound(TokenRole::Launch, "launch"),
         "agent" => match (server, member) {
             (Some(s), None) => Ok(TokenRole::Agent(roster_kernel::ServerId(s))),
-            _ => Err("an agent token is bound to one server: give its id (--server N, \"server\": N)".into()),
+            _ => Err(RoleError::AgentWithoutServer),
         },
         "member" => match (member, server) {
             (Some(m), None) => parse_member(m).map(TokenRole::Member),
-            _ => Err("a member token is bound to one member: give it (--member process:N)".into()),
+            _ => Err(RoleError::MemberWithoutMember),
         },
-        other => Err(format!("unknown role {other:?}: expected admin, read, launch, agent or member")),
+        other => Err(RoleError::Unknown { given: other.to_string() }),
     }
 }
 
 /// `process:N`, `process-N`, `server:N` or `server-N`.
-pub fn parse_member(text: &str) -> Result<MemberId, String> {
-    let (kind, id) = text
-        .split_once([':', '-'])
-        .ok_or_else(|| format!("{text:?} is not a member: expected process:N or server:N"))?;
-    let id: u64 = id.parse().map_err(|_| format!("{text:?}: {id:?} is not a number"))?;
+pub fn parse_member(text: &str) -> Result<MemberId, RoleError> {
+    let not_a_member = || RoleError::NotAMember { given: text.to_string() };
+    let (kind, id) = text.split_once([':', '-']).ok_or_else(not_a_member)?;
+    let number: u64 = id.parse().map_err(|_| RoleError::BadId { given: text.to_string(), id: id.to_string() })?;
     match kind {
-        "process" => Ok(MemberId::Process(roster_kernel::ProcessId(id))),
-        "server" => Ok(MemberId::Server(roster_kernel::ServerId(id))),
-        _ => Err(format!("{text:?} is not a member: expected process:N or server:N")),
+        "process" => Ok(MemberId::Process(roster_kernel::ProcessId(number))),
+        "server" => Ok(MemberId::Server(roster_kernel::ServerId(number))),
+        _ => Err(not_a_member()),
     }
-}
-
-/// A token as JSON: never its secret nor its hash.
-pub fn token_json(t: &roster_kernel::TokenInfo) -> serde_json::Value {
-    let (bound_server, bound_member) = match t.role {
-        roster_kernel::TokenRole::Agent(s) => (Some(s.0), None),
-        roster_kernel::TokenRole::Member(m) => (None, Some(m.to_string())),
-        _ => (None, None),
-    };
-    serde_json::json!({
-        "id": t.id.0,
-        "name": t.name,
-        "role": t.role.name(),
-        "server": bound_server,
-        "member": bound_member,
-        "expires_at_unix_ms": t.expires_at_unix_ms,
-        "created_rev": t.created_rev,
-    })
 }
 
 /// Compares without returning early, so timing does not reveal how much matched. Any
@@ -209,7 +228,23 @@ pub fn tokens_match(expected: &str, given: &str) -> bool {
 
 #[cfg(test)]
 mod tests {
-    use super::tokens_match;
+    use super::{RoleError, parse_member, parse_role, tokens_match};
+    use roster_kernel::{MemberId, ProcessId, ServerId, TokenRole};
+
+    #[test]
+    fn a_role_names_what_is_wrong_with_it() {
+        assert_eq!(parse_role("admin", None, None), Ok(TokenRole::Admin));
+        assert_eq!(parse_role("agent", Some(2), None), Ok(TokenRole::Agent(ServerId(2))));
+        let member = parse_role("member", None, Some("process-7"));
+        assert_eq!(member, Ok(TokenRole::Member(MemberId::Process(ProcessId(7)))));
+        assert_eq!(parse_role("read", Some(1), None), Err(RoleError::Unbound { role: "read" }));
+        assert_eq!(parse_role("agent", None, None), Err(RoleError::AgentWithoutServer));
+        assert_eq!(parse_role("member", Some(1), Some("server:1")), Err(RoleError::MemberWithoutMember));
+        assert_eq!(parse_role("root", None, None), Err(RoleError::Unknown { given: "root".into() }));
+        assert_eq!(parse_member("server:x"), Err(RoleError::BadId { given: "server:x".into(), id: "x".into() }));
+        assert_eq!(parse_member("node:1"), Err(RoleError::NotAMember { given: "node:1".into() }));
+        assert_eq!(parse_member("process"), Err(RoleError::NotAMember { given: "process".into() }));
+    }
 
     #[test]
     fn only_the_exact_token_matches() {

@@ -140,6 +140,12 @@ impl From<String> for HandshakeEnd {
     }
 }
 
+impl From<crate::server::authority::Refusal> for HandshakeEnd {
+    fn from(refusal: crate::server::authority::Refusal) -> Self {
+        HandshakeEnd::Refused(refusal.to_string())
+    }
+}
+
 impl From<&str> for HandshakeEnd {
     fn from(reason: &str) -> Self {
         HandshakeEnd::Refused(reason.to_string())

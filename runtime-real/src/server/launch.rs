@@ -43,6 +43,8 @@ pub struct Launcher {
     log_dir: PathBuf,
     /// How a forwarded launch reaches the chosen node.
     connector: crate::net::transport::Connector,
+    /// Counts the launches this node started or could place nowhere (`roster_launches_total`).
+    metrics: Arc<crate::metrics::Metrics>,
     /// This node's own client (the peer key): registers launched processes and mints
     /// their member tokens.
     client: crate::client::Client,
@@ -92,6 +94,7 @@ impl Launcher {
             allow: config.launch_allow.clone(),
             log_dir,
             connector,
+            metrics: node.metrics.clone(),
             client,
             tls_ca: config.tls_ca.clone(),
             run_as,
@@ -120,7 +123,11 @@ impl Launcher {
         });
         let server = match chosen {
             Ok(s) => s,
-            Err(error) => return ClientResponse::Error(RequestError::Placement { name: req.name, error }),
+            Err(error) => {
+                // No node will start it: counted here, the one place it ended.
+                self.metrics.count_launch(crate::metrics::LaunchResult::NoPlacement);
+                return ClientResponse::Error(RequestError::Placement { name: req.name, error });
+            }
         };
         tracing::info!(name = %req.name, %server, "launch placed");
         if server.0 == self.node {
@@ -140,8 +147,18 @@ impl Launcher {
     }
 
     /// On the chosen node: register the process, mint its member token, and start the
-    /// program under `roster run --attach` with that token as its only credential.
+    /// program under `roster run --attach` with that token as its only credential. Each
+    /// try is counted here, on the node that was to run it, by how it ended.
     pub async fn start_local(self: Arc<Self>, req: LaunchRequest) -> ClientResponse {
+        let metrics = self.metrics.clone();
+        let response = self.start_here(req).await;
+        if let Some(result) = launch_result(&response) {
+            metrics.count_launch(result);
+        }
+        response
+    }
+
+    async fn start_here(self: Arc<Self>, req: LaunchRequest) -> ClientResponse {
         if !allowed(&self.allow, &req.program) {
             tracing::warn!(program = %req.program, "launch refused: not on the allow-list");
             return ClientResponse::Error(RequestError::NotAllowed { program: req.program, node: self.node });
@@ -150,17 +167,17 @@ impl Launcher {
             format!("{}-{}-{}", self.node, crate::rt::clock::unix_ms(), self.next.fetch_add(1, Ordering::Relaxed));
         let exe = match std::env::current_exe() {
             Ok(p) => p,
-            Err(e) => return launch_failed(format!("cannot find the roster binary: {e}")),
+            Err(source) => return launch_failed(StartError::Binary(source)),
         };
         let (log_path, log) = match self.open_log(&req.name, &launch_id) {
             Ok(opened) => opened,
-            Err(reason) => return launch_failed(reason),
+            Err(e) => return launch_failed(e),
         };
         let deadline = tokio::time::Instant::now() + Duration::from_millis(REGISTER_TIMEOUT_MS);
         let registered = crate::rt::Timeout::new(self.register(&req, &launch_id), deadline).await;
         let (process, secret) = match registered {
             Ok(Ok(done)) => done,
-            Ok(Err(reason)) => return launch_failed(reason),
+            Ok(Err(e)) => return launch_failed(e),
             Err(_) => {
                 return ClientResponse::Error(RequestError::RegisterTimeout {
                     name: req.name,
@@ -191,17 +208,18 @@ impl Launcher {
                 if let Err(error) = self.client.execute(command).await {
                     tracing::warn!(%process, %error, "a launch that did not start stays registered until it expires");
                 }
-                launch_failed(e.to_string())
+                launch_failed(StartError::Spawn(e))
             }
         }
     }
 
     /// The job's output file, created empty, as stdout and stderr for the wrapper.
-    fn open_log(&self, name: &str, launch_id: &str) -> Result<(std::path::PathBuf, Output), String> {
-        std::fs::create_dir_all(&self.log_dir).map_err(|e| format!("cannot create {}: {e}", self.log_dir.display()))?;
+    fn open_log(&self, name: &str, launch_id: &str) -> Result<(std::path::PathBuf, Output), StartError> {
+        std::fs::create_dir_all(&self.log_dir)
+            .map_err(|source| StartError::Create { path: self.log_dir.clone(), source })?;
         let path = self.log_dir.join(format!("{}-{launch_id}.log", sanitize(name)));
         let files = std::fs::File::create(&path).and_then(|f| f.try_clone().map(|g| (f, g)));
-        let (stdout, stderr) = files.map_err(|e| format!("cannot create {}: {e}", path.display()))?;
+        let (stdout, stderr) = files.map_err(|source| StartError::Create { path: path.clone(), source })?;
         Ok((path, Output { stdout, stderr }))
     }
 
@@ -251,7 +269,7 @@ impl Launcher {
 
     /// Registers the launched process on this server and mints its member token; the
     /// token's secret never leaves this node except to the job.
-    async fn register(&self, req: &LaunchRequest, launch_id: &str) -> Result<(ProcessId, String), String> {
+    async fn register(&self, req: &LaunchRequest, launch_id: &str) -> Result<(ProcessId, String), StartError> {
         let mut labels = req.labels.clone();
         labels.insert(crate::server::output::LAUNCH_LABEL.to_string(), launch_id.to_string());
         let info = ProcessInfo {
@@ -268,17 +286,19 @@ impl Launcher {
         };
         let process = match self.client.execute(Command::RegisterProcess { info }).await {
             Ok(Reply::ProcessRegistered { id, .. }) => id,
-            Ok(other) => return Err(format!("registering {:?}: unexpected reply {other:?}", req.name)),
-            Err(e) => return Err(format!("registering {:?}: {e}", req.name)),
+            Ok(other) => {
+                return Err(StartError::UnexpectedReply { name: req.name.clone(), reply: format!("{other:?}") });
+            }
+            Err(source) => return Err(StartError::Register { name: req.name.clone(), source }),
         };
         let secret = new_secret();
         let role = TokenRole::Member(MemberId::Process(process));
         let name = format!("launch {}", req.name);
         match self.client.create_token(&secret, name, role, None).await {
             Ok(_) => Ok((process, secret)),
-            Err(e) => {
+            Err(source) => {
                 let _ = self.client.execute(Command::DeregisterProcess { id: process, exit_status: None }).await;
-                Err(format!("minting the member token of {process}: {e}"))
+                Err(StartError::Token { process, source })
             }
         }
     }
@@ -288,6 +308,29 @@ impl Launcher {
 struct Output {
     stdout: std::fs::File,
     stderr: std::fs::File,
+}
+
+/// Why a placed launch did not start on this node; its text goes back to the caller.
+#[derive(Debug, thiserror::Error)]
+enum StartError {
+    /// The wrapper is this very binary: without its path there is nothing to run.
+    #[error("cannot find the roster binary: {0}")]
+    Binary(std::io::Error),
+    /// The job's output file (or its directory) could not be made.
+    #[error("cannot create {}: {source}", path.display())]
+    Create { path: std::path::PathBuf, source: std::io::Error },
+    /// The cluster did not take the process's registration.
+    #[error("registering {name:?}: {source}")]
+    Register { name: String, source: roster_client::ClientError },
+    /// The cluster answered the registration with something else (a bug or another version).
+    #[error("registering {name:?}: unexpected reply {reply}")]
+    UnexpectedReply { name: String, reply: String },
+    /// The member token was not minted: the process is deregistered again.
+    #[error("minting the member token of {process}: {source}")]
+    Token { process: ProcessId, source: roster_client::ClientError },
+    /// The wrapper did not start.
+    #[error("{0}")]
+    Spawn(std::io::Error),
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -330,8 +373,20 @@ fn allowed(allow: &[String], program: &str) -> bool {
     path.is_absolute() && std::fs::canonicalize(path).is_ok_and(|c| allow.iter().any(|a| std::path::Path::new(a) == c))
 }
 
-fn launch_failed(reason: String) -> ClientResponse {
-    ClientResponse::Error(RequestError::LaunchFailed { reason })
+/// How a start on this node ended, for `roster_launches_total` (`None`: it did not get to
+/// try, e.g. a redirect).
+fn launch_result(response: &ClientResponse) -> Option<crate::metrics::LaunchResult> {
+    use crate::metrics::LaunchResult;
+    match response {
+        ClientResponse::Launched { .. } | ClientResponse::LaunchStarted { .. } => Some(LaunchResult::Started),
+        ClientResponse::Error(RequestError::NotAllowed { .. }) => Some(LaunchResult::NotAllowed),
+        ClientResponse::Error(_) => Some(LaunchResult::Failed),
+        _ => None,
+    }
+}
+
+fn launch_failed(error: StartError) -> ClientResponse {
+    ClientResponse::Error(RequestError::LaunchFailed { reason: error.to_string() })
 }
 
 fn sanitize(name: &str) -> String {

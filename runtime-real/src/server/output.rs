@@ -89,7 +89,7 @@ impl OutputSource {
         }
         let file = match find_output_file(&self.log_dir, launch_id) {
             Ok(file) => file,
-            Err(reason) => return ClientResponse::Error(unreadable(reason)),
+            Err(e) => return ClientResponse::Error(unreadable(e.to_string())),
         };
         match read_piece(&file, req.from) {
             Ok((offset, data, size_bytes)) => ClientResponse::Output(OutputChunk {
@@ -118,23 +118,37 @@ impl OutputSource {
     }
 }
 
+/// Why a launched process's output file cannot be found; the caller reads the text.
+#[derive(Debug, thiserror::Error)]
+enum OutputFileError {
+    /// The label was set by hand, not by a launch: it must not name a path.
+    #[error("its launch label {label:?} is not a launch id")]
+    NotALaunchId { label: String },
+    /// The directory of launched output could not be listed.
+    #[error("cannot list {}: {source}", dir.display())]
+    List { dir: PathBuf, source: std::io::Error },
+    /// The file is gone (removed by hand, or the data directory was replaced).
+    #[error("no output file of launch {launch_id} in {} (removed?)", dir.display())]
+    Missing { launch_id: String, dir: PathBuf },
+}
+
 /// The output file of launch `launch_id` in `dir`: the one file named `*-LAUNCH_ID.log`.
-fn find_output_file(dir: &Path, launch_id: &str) -> Result<PathBuf, String> {
+fn find_output_file(dir: &Path, launch_id: &str) -> Result<PathBuf, OutputFileError> {
     // A launch id is `NODE-UNIX_MS-SEQ`; anything else was not written by a launch.
     let well_formed = launch_id.split('-').count() == 3
         && launch_id.split('-').all(|part| !part.is_empty() && part.bytes().all(|b| b.is_ascii_digit()));
     if !well_formed {
-        return Err(format!("its launch label {launch_id:?} is not a launch id"));
+        return Err(OutputFileError::NotALaunchId { label: launch_id.to_string() });
     }
     let suffix = format!("-{launch_id}.log");
-    let entries = std::fs::read_dir(dir).map_err(|e| format!("cannot list {}: {e}", dir.display()))?;
-    for entry in entries {
-        let entry = entry.map_err(|e| format!("cannot list {}: {e}", dir.display()))?;
+    let listing = |source| OutputFileError::List { dir: dir.to_path_buf(), source };
+    for entry in std::fs::read_dir(dir).map_err(listing)? {
+        let entry = entry.map_err(listing)?;
         if entry.file_name().to_str().is_some_and(|name| name.ends_with(&suffix)) {
             return Ok(entry.path());
         }
     }
-    Err(format!("no output file of launch {launch_id} in {} (removed?)", dir.display()))
+    Err(OutputFileError::Missing { launch_id: launch_id.to_string(), dir: dir.to_path_buf() })
 }
 
 /// The piece of `file` that `from` names, at most `MAX_OUTPUT_READ_BYTES`: its offset,
@@ -211,9 +225,10 @@ mod tests {
         assert_eq!((offset, data.len()), (size, 0));
         let (_, tail, _) = read_piece(&file, OutputFrom::TailLines(3)).expect("tail");
         assert_eq!(tail.len() as u64, MAX_OUTPUT_READ_BYTES, "one long line: the bound");
-        assert_eq!(find_output_file(&dir, "1-2-3"), Ok(file.clone()));
-        assert!(find_output_file(&dir, "../1-2-3").is_err_and(|e| e.contains("not a launch id")));
-        assert!(find_output_file(&dir, "1-2").is_err());
+        assert_eq!(find_output_file(&dir, "1-2-3").ok(), Some(file.clone()));
+        assert!(matches!(find_output_file(&dir, "../1-2-3"), Err(OutputFileError::NotALaunchId { .. })));
+        assert!(matches!(find_output_file(&dir, "1-2"), Err(OutputFileError::NotALaunchId { .. })));
+        assert!(matches!(find_output_file(&dir, "1-2-4"), Err(OutputFileError::Missing { .. })));
         std::fs::remove_dir_all(&dir).expect("cleanup");
     }
 }

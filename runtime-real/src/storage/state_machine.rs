@@ -28,7 +28,7 @@ use openraft::entry::EntryPayload;
 use openraft::storage::{EntryResponder, RaftSnapshotBuilder, RaftStateMachine};
 use openraft::{LogIdOptionExt, OptionalSend};
 use openraft_rt::{Watch, WatchReceiver, WatchSender};
-use roster_kernel::{ClusterStateMachine, Limits};
+use roster_kernel::{ClusterStateMachine, Limits, UnsealedSnapshot};
 use std::io;
 use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
@@ -129,13 +129,13 @@ impl SharedState {
 
     /// A consistent export of the applied state (see `Export`), for a backup.
     pub fn export(&self) -> Result<Export, StorageError> {
-        let (meta, revision, kernel) = {
+        let (meta, revision, unsealed) = {
             let st = self.read();
             let meta = SnapshotMeta { last_log_id: st.last_applied, last_membership: st.membership.clone() };
-            (meta, st.kernel.revision(), st.kernel.snapshot())
+            let unsealed = begin_snapshot(&meta, &st.kernel)?;
+            (meta, st.kernel.revision(), unsealed)
         };
-        let data = encode_snapshot(&meta, &kernel)?;
-        Ok(Export { meta, revision, data })
+        Ok(Export { meta, revision, data: seal_snapshot(unsealed) })
     }
 
     fn publish(&self, applied: Applied) {
@@ -180,18 +180,31 @@ fn is_snapshot_file(name: &str) -> bool {
 }
 
 /// Encodes a snapshot: our header around the kernel's bytes.
-fn encode_snapshot(meta: &SnapshotMeta, kernel: &[u8]) -> Result<SnapshotData, StorageError> {
+/// The snapshot file's bytes: header, `meta`, and the kernel's image written straight
+/// after them into the same buffer (a large state is never held twice as bytes).
+fn encode_snapshot(meta: &SnapshotMeta, kernel: &ClusterStateMachine) -> Result<SnapshotData, StorageError> {
+    Ok(seal_snapshot(begin_snapshot(meta, kernel)?))
+}
+
+/// `encode_snapshot`'s part that reads the state (under its lock): every byte written,
+/// no checksum computed yet.
+fn begin_snapshot(meta: &SnapshotMeta, kernel: &ClusterStateMachine) -> Result<UnsealedSnapshot, StorageError> {
     let meta_bytes = postcard::to_allocvec(meta)
         .map_err(|e| StorageError::Encode { what: "snapshot metadata".into(), reason: e.to_string() })?;
-    let mut out = Vec::with_capacity(SNAPSHOT_HEADER_BYTES + meta_bytes.len() + kernel.len());
+    let mut out = Vec::with_capacity(SNAPSHOT_HEADER_BYTES + meta_bytes.len() + 64 * 1024);
     out.extend_from_slice(&SNAPSHOT_MAGIC);
     out.extend_from_slice(&[0u8; 4]);
     out.extend_from_slice(&(meta_bytes.len() as u32).to_le_bytes());
     out.extend_from_slice(&meta_bytes);
-    out.extend_from_slice(kernel);
+    Ok(kernel.snapshot_into(out))
+}
+
+/// `encode_snapshot`'s part that needs no lock: the kernel image's checksum, then ours.
+fn seal_snapshot(unsealed: UnsealedSnapshot) -> SnapshotData {
+    let mut out = unsealed.seal();
     let crc = crc32fast::hash(&out[12..]);
     out[8..12].copy_from_slice(&crc.to_le_bytes());
-    Ok(out)
+    out
 }
 
 /// Splits snapshot bytes into their meta and the kernel's bytes, checking everything.
@@ -251,7 +264,7 @@ pub fn seed_snapshot(
     meta: &SnapshotMeta,
     kernel: &ClusterStateMachine,
 ) -> Result<String, StorageError> {
-    let data = encode_snapshot(meta, &kernel.snapshot())?;
+    let data = encode_snapshot(meta, kernel)?;
     let files = SnapshotFiles { offload: false, disk, current: Mutex::new(None) };
     let stored = files.store(meta, &data)?;
     assert!(stored, "a directory without a current snapshot takes any snapshot");
@@ -378,16 +391,21 @@ impl StateMachineStore {
     }
 
     async fn build(&self) -> Result<Snapshot, StorageError> {
-        // Only a copy is taken under the read lock (applies wait for it); encoding the whole
-        // state runs beside the runtime's workers, with the file work (see `on_disk`).
-        let (meta, kernel) = {
+        // Written under the read lock (applies wait for it), straight from the applied
+        // state: a copy of the state to encode outside the lock would take about as long
+        // to make (a deep copy of every string, where encoding copies them into one
+        // buffer), and the copy is what made a snapshot's peak about three times the
+        // state. The peak is now the state plus its image. The checksums and the file work
+        // run after the lock, beside the runtime's workers (see `on_disk`).
+        let (meta, unsealed) = {
             let st = self.shared.read();
             let meta = SnapshotMeta { last_log_id: st.last_applied, last_membership: st.membership.clone() };
-            (meta, st.kernel.clone())
+            let unsealed = begin_snapshot(&meta, &st.kernel)?;
+            (meta, unsealed)
         };
         let files = self.snapshots.clone();
         let (stored, meta, data) = on_disk(&*self.snapshots.disk, self.snapshots.offload, move || {
-            let data = encode_snapshot(&meta, &kernel.snapshot())?;
+            let data = seal_snapshot(unsealed);
             files.store(&meta, &data).map(|stored| (stored, meta, data))
         })
         .await??;

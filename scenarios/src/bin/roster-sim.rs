@@ -581,8 +581,15 @@ mod sim {
                 }
             }
         }
-        // madsim's check, one child per seed (it panics at the first divergence), `jobs`
-        // at a time, reported in order.
+        bad += madsim_checks(list, seeds, jobs, phases);
+        println!("determinism: {bad} problem(s)");
+        if bad == 0 { 0 } else { 1 }
+    }
+
+    /// madsim's check, one child per seed (it panics at the first divergence), `jobs` at a
+    /// time, reported in order; the number that failed.
+    fn madsim_checks(list: &[&'static Scenario], seeds: std::ops::Range<u64>, jobs: usize, phases: &Phases) -> i32 {
+        let mut bad = 0;
         let checks: Vec<(&'static Scenario, u64)> =
             list.iter().flat_map(|s| seeds.clone().map(move |seed| (*s, seed))).collect();
         let exe = std::env::current_exe().expect("own path");
@@ -614,7 +621,6 @@ mod sim {
                 }
             }
         }
-        println!("determinism: {bad} problem(s)");
-        if bad == 0 { 0 } else { 1 }
+        bad
     }
 }

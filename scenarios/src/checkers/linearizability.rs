@@ -442,43 +442,10 @@ const NIL: usize = usize::MAX;
 fn search(ops: &[KeyOp], initial: State, max_steps: u64) -> (Search, u64) {
     let n = ops.len();
     let head = 2 * n;
-    let mut order: Vec<usize> = (0..2 * n).collect();
-    order.sort_by_key(|&node| {
-        let op = &ops[node / 2];
-        let is_return = node % 2 == 1;
-        match (is_return, op.returned_at_ms) {
-            (false, _) => (0u8, op.invoked_at_ms, 0u8, node),
-            (true, Some(at)) => (0, at, 1, node),
-            // Unknown outcomes return after everything.
-            (true, None) => (1, 0, 1, node),
-        }
-    });
-    let mut next = vec![NIL; 2 * n + 1];
-    let mut prev = vec![NIL; 2 * n + 1];
-    let mut last = head;
-    for &node in &order {
-        next[last] = node;
-        prev[node] = last;
-        last = node;
-    }
-
+    let (order, mut next, mut prev) = event_list(ops);
     let words = n.div_ceil(64);
-    let mut unknown_mask = vec![0u64; words];
-    for (i, op) in ops.iter().enumerate() {
-        if op.returned_at_ms.is_none() {
-            unknown_mask[i / 64] |= 1 << (i % 64);
-        }
-    }
-    let any_unknown = unknown_mask.iter().any(|&w| w != 0);
-    // For each unknown operation, the previous one (in list order) with the same effect.
-    let mut group_prev: Vec<Option<usize>> = vec![None; n];
-    let mut group_last: BTreeMap<ModelOp, usize> = BTreeMap::new();
-    for &node in order.iter().filter(|&&node| node % 2 == 0) {
-        let i = node / 2;
-        if ops[i].returned_at_ms.is_none() {
-            group_prev[i] = group_last.insert(ops[i].op, i);
-        }
-    }
+    let any_unknown = ops.iter().any(|op| op.returned_at_ms.is_none());
+    let group_prev = same_effect_predecessors(ops, &order);
     let mut completed = vec![0u64; words];
     let mut unknown = vec![0u64; words];
     // (completed set, state) -> minimal unknown sets explored with it.
@@ -495,26 +462,6 @@ fn search(ops: &[KeyOp], initial: State, max_steps: u64) -> (Search, u64) {
     let mut after_unknown = false;
     let mut steps: u64 = 0;
     let mut frontier_ms: u64 = 0;
-
-    let unlink = |next: &mut [usize], prev: &mut [usize], node: usize| {
-        next[prev[node]] = next[node];
-        if next[node] != NIL {
-            prev[next[node]] = prev[node];
-        }
-    };
-    let relink = |next: &mut [usize], prev: &mut [usize], node: usize| {
-        next[prev[node]] = node;
-        if next[node] != NIL {
-            prev[next[node]] = node;
-        }
-    };
-    let bits = |set: &mut Vec<u64>, i: usize, on: bool| {
-        if on {
-            set[i / 64] |= 1 << (i % 64);
-        } else {
-            set[i / 64] &= !(1 << (i % 64));
-        }
-    };
 
     loop {
         if entry == NIL {
@@ -538,12 +485,12 @@ fn search(ops: &[KeyOp], initial: State, max_steps: u64) -> (Search, u64) {
             let mut advanced = false;
             if let Some(after) = ops[i].op.step(state) {
                 let set = if is_unknown { &mut unknown } else { &mut completed };
-                bits(set, i, true);
+                set_bit(set, i, true);
                 let seen = cache.entry((completed.clone(), after)).or_default();
                 steps = steps.saturating_add(seen.len() as u64);
                 if seen.iter().any(|old| is_subset(old, &unknown)) {
                     let set = if is_unknown { &mut unknown } else { &mut completed };
-                    bits(set, i, false);
+                    set_bit(set, i, false);
                 } else {
                     seen.retain(|old| !is_subset(&unknown, old));
                     seen.push(unknown.clone());
@@ -578,7 +525,7 @@ fn search(ops: &[KeyOp], initial: State, max_steps: u64) -> (Search, u64) {
             let j = call / 2;
             let was_unknown = ops[j].returned_at_ms.is_none();
             let set = if was_unknown { &mut unknown } else { &mut completed };
-            bits(set, j, false);
+            set_bit(set, j, false);
             state = before;
             relink(&mut next, &mut prev, call + 1);
             relink(&mut next, &mut prev, call);
@@ -586,6 +533,70 @@ fn search(ops: &[KeyOp], initial: State, max_steps: u64) -> (Search, u64) {
             trying_unknown = was_unknown;
             after_unknown = stack.last().is_some_and(|&(top, _)| ops[top / 2].returned_at_ms.is_none());
         }
+    }
+}
+
+/// Every operation's invocation (node `2i`) and return (node `2i + 1`) in time order, as
+/// a doubly linked list from the head node `2n`: unknown outcomes return after everything.
+fn event_list(ops: &[KeyOp]) -> (Vec<usize>, Vec<usize>, Vec<usize>) {
+    let n = ops.len();
+    let head = 2 * n;
+    let mut order: Vec<usize> = (0..2 * n).collect();
+    order.sort_by_key(|&node| {
+        let op = &ops[node / 2];
+        let is_return = node % 2 == 1;
+        match (is_return, op.returned_at_ms) {
+            (false, _) => (0u8, op.invoked_at_ms, 0u8, node),
+            (true, Some(at)) => (0, at, 1, node),
+            // Unknown outcomes return after everything.
+            (true, None) => (1, 0, 1, node),
+        }
+    });
+    let mut next = vec![NIL; 2 * n + 1];
+    let mut prev = vec![NIL; 2 * n + 1];
+    let mut last = head;
+    for &node in &order {
+        next[last] = node;
+        prev[node] = last;
+        last = node;
+    }
+    (order, next, prev)
+}
+
+/// For each unknown operation, the previous one (in invocation order) with the same effect.
+fn same_effect_predecessors(ops: &[KeyOp], order: &[usize]) -> Vec<Option<usize>> {
+    let mut group_prev: Vec<Option<usize>> = vec![None; ops.len()];
+    let mut group_last: BTreeMap<ModelOp, usize> = BTreeMap::new();
+    for &node in order.iter().filter(|&&node| node % 2 == 0) {
+        let i = node / 2;
+        if ops[i].returned_at_ms.is_none() {
+            group_prev[i] = group_last.insert(ops[i].op, i);
+        }
+    }
+    group_prev
+}
+
+/// Takes `node` out of the event list (it stays linked to its neighbours, for `relink`).
+fn unlink(next: &mut [usize], prev: &mut [usize], node: usize) {
+    next[prev[node]] = next[node];
+    if next[node] != NIL {
+        prev[next[node]] = prev[node];
+    }
+}
+
+/// Puts back a node `unlink` took out, in its old place.
+fn relink(next: &mut [usize], prev: &mut [usize], node: usize) {
+    next[prev[node]] = node;
+    if next[node] != NIL {
+        prev[next[node]] = node;
+    }
+}
+
+fn set_bit(set: &mut [u64], i: usize, on: bool) {
+    if on {
+        set[i / 64] |= 1 << (i % 64);
+    } else {
+        set[i / 64] &= !(1 << (i % 64));
     }
 }
 
@@ -668,14 +679,35 @@ impl Relaxation {
 /// be ordered (see the module documentation). Returns the core's history indices, whether
 /// shrinking finished, and the relaxation that produced it.
 fn shrink(ops: &[KeyOp], frontier_ms: u64, max_steps: u64) -> (Vec<usize>, bool, Relaxation) {
-    let mut budget = max_steps;
-    // Some(true): fails from every initial state. Some(false): orderable. None: out of
-    // budget.
-    let mut fails = |relaxation: &Relaxation| -> Option<bool> {
-        let (candidate, initials) = relaxation.apply(ops);
+    let mut shrinker = Shrinker { ops, budget: max_steps, minimal: true };
+    let mut relaxation = Relaxation::none(ops.len());
+    let returns: Vec<u64> =
+        ops.iter().filter_map(|op| op.returned_at_ms).collect::<BTreeSet<u64>>().into_iter().collect();
+    shrinker.cut_at_frontier(&mut relaxation, frontier_ms);
+    shrinker.latest_left_cut(&mut relaxation, &returns);
+    shrinker.earliest_right_cut(&mut relaxation, &returns);
+    shrinker.relax_each(&mut relaxation);
+    let (left, _) = relaxation.apply(ops);
+    let core = left.into_iter().filter(|op| op.returned_at_ms.is_some()).map(|op| op.index).collect();
+    (core, shrinker.minimal, relaxation)
+}
+
+/// The shrinking steps' shared search budget; `minimal` turns false when it runs out (the
+/// steps after that keep what they have).
+struct Shrinker<'a> {
+    ops: &'a [KeyOp],
+    budget: u64,
+    minimal: bool,
+}
+
+impl Shrinker<'_> {
+    /// Some(true): fails from every initial state. Some(false): orderable. None: out of
+    /// budget.
+    fn fails(&mut self, relaxation: &Relaxation) -> Option<bool> {
+        let (candidate, initials) = relaxation.apply(self.ops);
         for initial in initials {
-            let (outcome, steps) = search(&candidate, initial, budget);
-            budget = budget.saturating_sub(steps);
+            let (outcome, steps) = search(&candidate, initial, self.budget);
+            self.budget = self.budget.saturating_sub(steps);
             match outcome {
                 Search::NotLinearizable { .. } => {}
                 Search::Linearizable => return Some(false),
@@ -683,107 +715,109 @@ fn shrink(ops: &[KeyOp], frontier_ms: u64, max_steps: u64) -> (Vec<usize>, bool,
             }
         }
         Some(true)
-    };
-    let mut relaxation = Relaxation::none(ops.len());
-    let mut minimal = true;
-    let returns: Vec<u64> =
-        ops.iter().filter_map(|op| op.returned_at_ms).collect::<BTreeSet<u64>>().into_iter().collect();
-
-    // 0. The search got stuck at `frontier_ms`: a right cut there usually still fails,
-    // and bounds every later search to the part of the history that matters.
-    relaxation.cut_ms = Some(frontier_ms);
-    match fails(&relaxation) {
-        Some(true) => {}
-        Some(false) => relaxation.cut_ms = None,
-        None => {
-            relaxation.cut_ms = None;
-            minimal = false;
-        }
     }
 
-    // 1. The latest left cut that still fails (failing only stops as it moves right),
-    // just after a return so that the operation returning then is dropped. Probes gallop
-    // in from the right end, where windows are short and searches cheap, then bisect.
-    // Candidate k (1..=len) cuts at froms[k - 1]; candidate 0 is no cut (known to fail).
-    let froms: Vec<u64> = returns
-        .iter()
-        .filter(|&&at| relaxation.cut_ms.is_none_or(|cut| at < cut))
-        .map(|&at| at.saturating_add(1))
-        .collect();
-    let mut probe = |relaxation: &mut Relaxation, k: usize| -> Option<bool> {
-        relaxation.from_ms = k.checked_sub(1).map(|i| froms[i]);
-        fails(relaxation)
-    };
-    // Invariant: candidate `lo` fails, candidates above `hi` do not.
-    let (mut lo, mut hi) = (0usize, froms.len());
-    let mut stride = 1usize;
-    while minimal && lo < hi {
-        let k = hi + 1 - stride.min(hi);
-        match probe(&mut relaxation, k) {
-            Some(true) => {
-                lo = k;
-                break;
+    /// Step 0: the search got stuck at `frontier_ms`: a right cut there usually still fails,
+    /// and bounds every later search to the part of the history that matters.
+    fn cut_at_frontier(&mut self, relaxation: &mut Relaxation, frontier_ms: u64) {
+        relaxation.cut_ms = Some(frontier_ms);
+        match self.fails(relaxation) {
+            Some(true) => {}
+            Some(false) => relaxation.cut_ms = None,
+            None => {
+                relaxation.cut_ms = None;
+                self.minimal = false;
             }
-            Some(false) => hi = k - 1,
-            None => minimal = false,
-        }
-        stride = stride.saturating_mul(2);
-    }
-    while minimal && lo < hi {
-        let k = lo + (hi - lo).div_ceil(2);
-        match probe(&mut relaxation, k) {
-            Some(true) => lo = k,
-            Some(false) => hi = k - 1,
-            None => minimal = false,
         }
     }
-    relaxation.from_ms = lo.checked_sub(1).map(|i| froms[i]);
 
-    // 2. The earliest right cut that still fails (failing only grows with the cut),
-    // among the returns inside the window.
-    let cuts: Vec<u64> = returns
-        .iter()
-        .copied()
-        .filter(|&at| relaxation.from_ms.is_none_or(|from| at >= from))
-        .filter(|&at| relaxation.cut_ms.is_none_or(|cut| at < cut))
-        .collect();
-    // Invariant: cutting at cuts[hi] fails (hi == len: the cut so far, known to fail).
-    let known_cut = relaxation.cut_ms;
-    let (mut lo, mut hi) = (0usize, cuts.len());
-    while minimal && lo < hi {
-        let mid = lo + (hi - lo) / 2;
-        relaxation.cut_ms = Some(cuts[mid]);
-        match fails(&relaxation) {
-            Some(true) => hi = mid,
-            Some(false) => lo = mid + 1,
-            None => minimal = false,
+    /// Step 1: the latest left cut that still fails (failing only stops as it moves right),
+    /// just after a return so that the operation returning then is dropped. Probes gallop
+    /// in from the right end, where windows are short and searches cheap, then bisect.
+    /// Candidate k (1..=len) cuts at froms[k - 1]; candidate 0 is no cut (known to fail).
+    fn latest_left_cut(&mut self, relaxation: &mut Relaxation, returns: &[u64]) {
+        let froms: Vec<u64> = returns
+            .iter()
+            .filter(|&&at| relaxation.cut_ms.is_none_or(|cut| at < cut))
+            .map(|&at| at.saturating_add(1))
+            .collect();
+        let probe = |this: &mut Self, relaxation: &mut Relaxation, k: usize| -> Option<bool> {
+            relaxation.from_ms = k.checked_sub(1).map(|i| froms[i]);
+            this.fails(relaxation)
+        };
+        // Invariant: candidate `lo` fails, candidates above `hi` do not.
+        let (mut lo, mut hi) = (0usize, froms.len());
+        let mut stride = 1usize;
+        while self.minimal && lo < hi {
+            let k = hi + 1 - stride.min(hi);
+            match probe(self, relaxation, k) {
+                Some(true) => {
+                    lo = k;
+                    break;
+                }
+                Some(false) => hi = k - 1,
+                None => self.minimal = false,
+            }
+            stride = stride.saturating_mul(2);
         }
+        while self.minimal && lo < hi {
+            let k = lo + (hi - lo).div_ceil(2);
+            match probe(self, relaxation, k) {
+                Some(true) => lo = k,
+                Some(false) => hi = k - 1,
+                None => self.minimal = false,
+            }
+        }
+        relaxation.from_ms = lo.checked_sub(1).map(|i| froms[i]);
     }
-    relaxation.cut_ms = cuts.get(hi).copied().or(known_cut);
 
-    // 3. Greedily relax every completed operation left.
-    if minimal {
+    /// Step 2: the earliest right cut that still fails (failing only grows with the cut),
+    /// among the returns inside the window.
+    fn earliest_right_cut(&mut self, relaxation: &mut Relaxation, returns: &[u64]) {
+        let cuts: Vec<u64> = returns
+            .iter()
+            .copied()
+            .filter(|&at| relaxation.from_ms.is_none_or(|from| at >= from))
+            .filter(|&at| relaxation.cut_ms.is_none_or(|cut| at < cut))
+            .collect();
+        // Invariant: cutting at cuts[hi] fails (hi == len: the cut so far, known to fail).
+        let known_cut = relaxation.cut_ms;
+        let (mut lo, mut hi) = (0usize, cuts.len());
+        while self.minimal && lo < hi {
+            let mid = lo + (hi - lo) / 2;
+            relaxation.cut_ms = Some(cuts[mid]);
+            match self.fails(relaxation) {
+                Some(true) => hi = mid,
+                Some(false) => lo = mid + 1,
+                None => self.minimal = false,
+            }
+        }
+        relaxation.cut_ms = cuts.get(hi).copied().or(known_cut);
+    }
+
+    /// Step 3: greedily relax every completed operation left.
+    fn relax_each(&mut self, relaxation: &mut Relaxation) {
+        if !self.minimal {
+            return;
+        }
+        let ops = self.ops;
         for k in 0..ops.len() {
             let (kept, _) = relaxation.apply(ops);
             if !kept.iter().any(|op| op.index == ops[k].index && op.returned_at_ms.is_some()) {
                 continue;
             }
             relaxation.relaxed[k] = true;
-            match fails(&relaxation) {
+            match self.fails(relaxation) {
                 Some(true) => {}
                 Some(false) => relaxation.relaxed[k] = false,
                 None => {
                     relaxation.relaxed[k] = false;
-                    minimal = false;
+                    self.minimal = false;
                     break;
                 }
             }
         }
     }
-
-    let (left, _) = relaxation.apply(ops);
-    let core = left.into_iter().filter(|op| op.returned_at_ms.is_some()).map(|op| op.index).collect();
-    (core, minimal, relaxation)
 }
 
 fn explain(

@@ -171,8 +171,10 @@ impl Api {
     /// audit record for an admin action, or the refusal to answer.
     pub fn admit(&self, caller: &Caller, request: &ClientRequest) -> Result<Admitted, RequestError> {
         let now = crate::rt::clock::unix_ms();
-        let mut standing =
-            self.credentials.standing(caller, now).map_err(|reason| RequestError::Unauthenticated { reason })?;
+        let mut standing = self
+            .credentials
+            .standing(caller, now)
+            .map_err(|refusal| RequestError::Unauthenticated { reason: refusal.to_string() })?;
         // A node outside the membership (a new node before `member add`) reads only.
         if let Caller::Node(from) = caller
             && !self.is_member_or_unformed(*from)
@@ -223,13 +225,8 @@ impl Api {
             Served::Heartbeat { member, resources } => self.heartbeat(member, resources).await,
             Served::Status => ClientResponse::Status(Box::new(self.status.status().await)),
             Served::Membership(change) => self.membership.handle(change).await,
-            Served::Launch(req) => {
-                let response = self.launcher.clone().launch(req).await;
-                if let Some(result) = launch_result(&response) {
-                    self.metrics.count_launch(result);
-                }
-                response
-            }
+            // Counted by the launcher, where the program starts (`roster_launches_total`).
+            Served::Launch(req) => self.launcher.clone().launch(req).await,
             Served::StartLocal(req) => self.launcher.clone().start_local(req).await,
             Served::Output(req) => self.launcher.output().read(req).await,
             Served::LocalOutput(req) => self.launcher.output().read_local(req),
@@ -254,16 +251,5 @@ impl Api {
             }
             Err(DriverUnavailable::Stopped) => ClientResponse::RetryLater(Unavailable::ShuttingDown),
         }
-    }
-}
-
-/// The `result` label of a launch this node led; `None` when it sent the caller on.
-fn launch_result(response: &ClientResponse) -> Option<&'static str> {
-    match response {
-        ClientResponse::Launched { .. } | ClientResponse::LaunchStarted { .. } => Some("started"),
-        ClientResponse::Error(RequestError::Placement { .. }) => Some("no_placement"),
-        ClientResponse::Error(RequestError::NotAllowed { .. }) => Some("not_allowed"),
-        ClientResponse::Error(_) => Some("failed"),
-        _ => None,
     }
 }
