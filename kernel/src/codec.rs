@@ -29,8 +29,9 @@ use serde::de::DeserializeOwned;
 /// are paged with a cursor, status counts processes instead of listing them, typed errors
 /// for an answer over the frame and for the per-connection and snapshot bounds; the
 /// cluster id is sealed by the first leader; `SessionExpired` and `SequenceReused`.
-/// 8: `OverBudget`, and status carries the state budget's use.)
-pub const WIRE_VERSION: u8 = 8;
+/// 8: `OverBudget`, and status carries the state budget's use. 9: status carries the
+/// leader's expiry guard: lateness grace and the brake's alarm.)
+pub const WIRE_VERSION: u8 = 9;
 
 /// Size of the length field.
 pub const LENGTH_BYTES: usize = 4;
