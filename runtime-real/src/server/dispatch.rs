@@ -365,6 +365,12 @@ async fn serve_client(
         let env = match env {
             Ok(env) => env,
             Err(TransportError::Closed) => break Ok(()),
+            // A client that exits, or drops a connection with bytes unread, resets it: the
+            // socket is gone, no fault of the frames, and nothing can be answered on it.
+            Err(TransportError::Io(io)) if is_hang_up(&io) => {
+                tracing::debug!(%peer, error = %io, "client connection ended");
+                break Err(TransportError::Io(io));
+            }
             Err(e) => {
                 tracing::warn!(%peer, error = %e, "closing client connection: bad frame");
                 let msg = ClientResponse::Error(crate::net::wire::RequestError::BadFrame { reason: e.to_string() });
@@ -544,13 +550,32 @@ fn http_refusal(head_only: bool) -> String {
     )
 }
 
+/// Whether a read failed because the other side went away (reset, aborted, or closed in
+/// the middle of a frame), rather than because of what it sent.
+fn is_hang_up(error: &std::io::Error) -> bool {
+    use std::io::ErrorKind::{BrokenPipe, ConnectionAborted, ConnectionReset, UnexpectedEof};
+    matches!(error.kind(), ConnectionReset | ConnectionAborted | BrokenPipe | UnexpectedEof)
+}
+
 #[cfg(test)]
 mod tests {
-    use super::{MAX_CONNECTIONS, RESERVED_FDS, connection_cap, http_refusal, write_answers};
+    use super::{MAX_CONNECTIONS, RESERVED_FDS, connection_cap, http_refusal, is_hang_up, write_answers};
     use crate::net::transport;
     use crate::net::wire::{ClientResponse, ClientResponseEnvelope, MAX_CLIENT_FRAME_BYTES, RequestError};
     use crate::server::outbox::{CLIENT_OUTBOX, Outgoing};
     use tokio::sync::mpsc;
+
+    #[test]
+    fn a_client_that_went_away_is_no_bad_frame() {
+        use std::io::{Error, ErrorKind};
+        for kind in
+            [ErrorKind::ConnectionReset, ErrorKind::ConnectionAborted, ErrorKind::BrokenPipe, ErrorKind::UnexpectedEof]
+        {
+            assert!(is_hang_up(&Error::from(kind)), "{kind:?} is the other side leaving");
+        }
+        // Garbled bytes (a TLS record that does not decrypt) are still a fault worth a warning.
+        assert!(!is_hang_up(&Error::from(ErrorKind::InvalidData)));
+    }
 
     #[tokio::test]
     async fn the_writer_never_dies_silently() {
