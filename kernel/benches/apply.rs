@@ -10,7 +10,7 @@
 
 use roster_kernel::{
     ClusterStateMachine, Command, LeaderCommand, Limits, ProcessId, ProcessInfo, ProcessPatch, Proposal, ProposalBody,
-    Reply, Request, ResourceAverage, ServerId, ServerInfo, SessionId,
+    Reply, Request, ResourceAverage, ServerId, ServerInfo, SessionId, SessionOwner,
 };
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::collections::BTreeMap;
@@ -127,7 +127,7 @@ impl Proposer {
         self.next_seq[index] += 1;
         self.now_ms += 1;
         let request = Request { session: SessionId(index as u64 + 1), seq, command };
-        Proposal { at_unix_ms: self.now_ms, body: ProposalBody::Client(request) }
+        Proposal { at_unix_ms: self.now_ms, body: ProposalBody::Client { request, by: SessionOwner::Node } }
     }
 
     fn leader(&mut self, command: LeaderCommand) -> Proposal {
@@ -153,7 +153,7 @@ impl Bench {
         let mut machine = ClusterStateMachine::new(limits());
         let proposer = Proposer { next_seq: vec![1; SESSIONS as usize], turn: 0, now_ms: 1 };
         for _ in 0..SESSIONS {
-            let open = Proposal { at_unix_ms: 1, body: ProposalBody::OpenSession };
+            let open = Proposal { at_unix_ms: 1, body: ProposalBody::OpenSession { owner: SessionOwner::Node } };
             machine.apply(&open).expect("open session");
         }
         let servers = (entries as u64 / 100).max(1);

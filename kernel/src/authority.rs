@@ -80,8 +80,9 @@ impl std::fmt::Display for Principal {
 pub enum Action<'a> {
     /// Status, lists, gets, key/value reads, tombstones, watch.
     Read,
-    /// Opens a session (numbers later commands; changes nothing else).
-    OpenSession,
+    /// Opens or closes a session of the caller's own (sessions number later commands;
+    /// changes nothing else).
+    Session,
     /// A replicated command; `host` is the server hosting the process it names, if it
     /// names a process that the record holds.
     Command {
@@ -112,7 +113,7 @@ impl Action<'_> {
     pub fn name(&self) -> String {
         match self {
             Action::Read => "read".into(),
-            Action::OpenSession => "open a session".into(),
+            Action::Session => "open or close a session".into(),
             Action::Command { command, .. } => command.describe(),
             Action::Heartbeat { member, .. } => format!("heartbeat {member}"),
             Action::Launch => "launch".into(),
@@ -136,7 +137,7 @@ fn allowed(caller: Principal, action: &Action<'_>) -> bool {
         (Node, _) => true,
         (_, Action::NodeOnly) => false,
         (Admin, _) => true,
-        (_, Action::Read | Action::OpenSession) => true,
+        (_, Action::Read | Action::Session) => true,
         // Advances the caller's own session; changes nothing else.
         (_, Action::Command { command: Command::Noop, .. }) => true,
         (Launch, Action::Launch | Action::ReadOutput) => true,

@@ -30,8 +30,10 @@ use serde::de::DeserializeOwned;
 /// for an answer over the frame and for the per-connection and snapshot bounds; the
 /// cluster id is sealed by the first leader; `SessionExpired` and `SequenceReused`.
 /// 8: `OverBudget`, and status carries the state budget's use. 9: status carries the
-/// leader's expiry guard: lateness grace and the brake's alarm.)
-pub const WIRE_VERSION: u8 = 9;
+/// leader's expiry guard: lateness grace and the brake's alarm. 10: sessions belong to
+/// the credential that opened them (`NotYourSession`), close, and a node's requests on a
+/// caller's behalf.)
+pub const WIRE_VERSION: u8 = 10;
 
 /// Size of the length field.
 pub const LENGTH_BYTES: usize = 4;

@@ -16,8 +16,9 @@ pub struct Proposal {
 impl std::fmt::Display for Proposal {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match &self.body {
-            ProposalBody::OpenSession => write!(f, "open-session"),
-            ProposalBody::Client(r) => write!(f, "{}#{} {:?}", r.session, r.seq, r.command),
+            ProposalBody::OpenSession { owner } => write!(f, "open-session for {owner}"),
+            ProposalBody::Client { request: r, by } => write!(f, "{}#{} by {by} {:?}", r.session, r.seq, r.command),
+            ProposalBody::CloseSession { session, by } => write!(f, "close {session} by {by}"),
             ProposalBody::Leader(c) => write!(f, "leader {c:?}"),
             ProposalBody::Audit(a) => write!(f, "audit {} ({}): {}", a.by, a.role, a.action),
         }
@@ -26,15 +27,43 @@ impl std::fmt::Display for Proposal {
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum ProposalBody {
-    /// Opens a session; the reply carries its id.
-    OpenSession,
-    /// A client command under exactly-once rules.
-    Client(Request),
+    /// Opens a session that only `owner` may use; the reply carries its id.
+    OpenSession { owner: SessionOwner },
+    /// A client command under exactly-once rules, made with credential `by` (which must
+    /// own the session).
+    Client { request: Request, by: SessionOwner },
+    /// Ends a session for good; only its owner may. A retry of the close finds it gone.
+    CloseSession { session: SessionId, by: SessionOwner },
     /// Leader-internal bookkeeping (expiries, resource averages); no session.
     Leader(LeaderCommand),
     /// An admin action, stamped by the node that authorised it: an event in the change
     /// stream (the audit trail), nothing else.
     Audit(AuditRecord),
+}
+
+/// The credential a session belongs to, as the node that received the request proved it:
+/// only requests made with the same credential may use the session, so a session id seen
+/// or guessed by another caller (ids are small integers) is of no use to it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub enum SessionOwner {
+    /// A node of the cluster (the peer key): its own sessions (the server agent, HTTP
+    /// writes without a session of the caller's).
+    Node,
+    /// The token file's credential.
+    Bootstrap,
+    /// A token the record holds; ids are never reused, so a revoked token's sessions stay
+    /// unusable by a later token.
+    Token(TokenId),
+}
+
+impl std::fmt::Display for SessionOwner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            SessionOwner::Node => f.write_str("a node"),
+            SessionOwner::Bootstrap => f.write_str("the bootstrap token"),
+            SessionOwner::Token(id) => id.fmt(f),
+        }
+    }
 }
 
 /// Who did what, for the audit trail.
@@ -348,6 +377,10 @@ pub enum CommandError {
     /// retry cannot be matched to its first attempt any more.
     #[error("{0} expired or was evicted: a command retried on it may have applied; open a new session")]
     SessionExpired(SessionId),
+    /// The session was opened with another credential: nothing was applied, and nothing
+    /// of the session (its sequence, its stored reply) is shown.
+    #[error("{0} belongs to another credential: open a session of your own")]
+    NotYourSession(SessionId),
     /// The write would take the replicated state past its byte budget (`budget.rs`):
     /// nothing was applied. Deletes still pass and free room.
     #[error(

@@ -137,13 +137,21 @@ impl ClusterStateMachine {
     /// Applies one committed proposal and returns its reply. The only mutator.
     pub fn apply(&mut self, proposal: &Proposal) -> CommandResult {
         let reply = match &proposal.body {
-            ProposalBody::OpenSession => {
+            ProposalBody::OpenSession { owner } => {
                 let revision = self.begin(proposal.at_unix_ms);
                 self.sessions.expire_idle(self.clock_unix_ms, self.limits.session_idle_ms);
-                let (session, _evicted) = self.sessions.open(revision, self.clock_unix_ms, self.limits.max_sessions);
+                let (session, _evicted) =
+                    self.sessions.open(*owner, revision, self.clock_unix_ms, self.limits.max_sessions);
                 Ok(Reply::SessionOpened { session })
             }
-            ProposalBody::Client(request) => match self.sessions.gate(request) {
+            ProposalBody::CloseSession { session, by } => {
+                // A refused close changes nothing, so the revision does not move.
+                self.sessions.close(*session, *by)?;
+                let revision = self.begin(proposal.at_unix_ms);
+                self.sessions.expire_idle(self.clock_unix_ms, self.limits.session_idle_ms);
+                Ok(Reply::Done { revision })
+            }
+            ProposalBody::Client { request, by } => match self.sessions.gate(request, *by) {
                 Gate::Duplicate(stored) => return stored.clone(),
                 Gate::Refuse(error) => return Err(error),
                 Gate::Apply => {

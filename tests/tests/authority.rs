@@ -166,6 +166,47 @@ fn a_worker_holds_its_own_credential_and_nothing_else() {
 }
 
 #[test]
+fn a_session_serves_only_the_credential_that_opened_it() {
+    use roster_kernel::{Command, CommandError};
+    use roster_real::client::{Client, ClientError, ClientOptions};
+    let c = TestCluster::start("authority-session", 3, |_| vec![]);
+    c.wait_leader(Duration::from_secs(20));
+    let admin = std::fs::read_to_string(&c.token_file).expect("token file");
+    let other = create_token(&c, &["--role", "admin", "--name", "other"]);
+    let endpoints: Vec<String> = c.endpoints().split(',').map(str::to_owned).collect();
+    let options = |token: &str| ClientOptions {
+        endpoints: endpoints.clone(),
+        token: token.trim().to_owned(),
+        connect_timeout_ms: 1_000,
+        request_timeout_ms: 10_000,
+    };
+    let put = |value: &str| Command::KvPut { key: "owned".into(), value: value.into() };
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+    rt.block_on(async {
+        let owner = Client::connect(options(&admin), 1).await.expect("owner connects");
+        let stranger = Client::connect(options(&other), 2).await.expect("stranger connects");
+        let session = owner.open_session().await.expect("open");
+        let first = owner.execute_in(session, 1, put("mine"), None).await.expect("the owner writes");
+        // The same pair, or the next one, from another credential: refused, and the
+        // stored reply is not shown.
+        for seq in [1, 2] {
+            let stolen = stranger.execute_in(session, seq, put("stolen"), None).await;
+            assert!(
+                matches!(stolen, Err(ClientError::Refused(CommandError::NotYourSession(s))) if s == session),
+                "{stolen:?}"
+            );
+        }
+        let close = stranger.close_session(session, None).await;
+        assert!(matches!(close, Err(ClientError::Refused(CommandError::NotYourSession(_)))), "{close:?}");
+        assert_eq!(owner.execute_in(session, 1, put("mine"), None).await.expect("a retry"), first);
+        owner.close_session(session, None).await.expect("the owner closes it");
+        let after = owner.execute_in(session, 2, put("again"), None).await;
+        assert!(matches!(after, Err(ClientError::Refused(CommandError::SessionExpired(_)))), "{after:?}");
+    });
+    assert_eq!(c.kv_get_at(&c.endpoints(), "owned", false).as_deref(), Some("mine"));
+}
+
+#[test]
 fn a_revoked_token_is_refused_on_every_node() {
     let c = TestCluster::start("authority-revoke", 3, |_| vec![]);
     c.wait_leader(Duration::from_secs(20));

@@ -261,6 +261,32 @@ fn members_sessions_and_events_over_http() {
     let gap = http.send("DELETE", 1, "/v1/kv/x", &skip, None);
     assert_eq!((gap.status, gap.body["error"]["kind"].as_str()), (409, Some("sequence_gap")), "{}", gap.body);
 
+    // A session is its opener's: another credential (an admin too) can neither use nor
+    // close it, and sees nothing of it; its owner closes it, and a retry on it after that
+    // is told the command may have applied.
+    let other = http.call("POST", 1, "/v1/tokens", Some(r#"{"role":"admin","name":"other"}"#));
+    assert_eq!(other.status, 201, "{}", other.body);
+    let other = format!("Bearer {}", other.body["secret"].as_str().expect("secret"));
+    let two = "2".to_string();
+    let theirs = [("authorization", other.as_str()), ("roster-session", s.as_str()), ("roster-seq", one.as_str())];
+    let stolen = http.send("POST", follower, "/v1/processes", &theirs, Some(body.as_bytes()));
+    assert_eq!(
+        (stolen.status, stolen.body["error"]["kind"].as_str()),
+        (403, Some("not_your_session")),
+        "{}",
+        stolen.body
+    );
+    assert!(stolen.body.get("id").is_none(), "the stored reply is not shown: {}", stolen.body);
+    let close = format!("/v1/sessions/{session}");
+    let refused = http.send("DELETE", 1, &close, &[("authorization", other.as_str())], None);
+    assert_eq!((refused.status, refused.body["error"]["kind"].as_str()), (403, Some("not_your_session")));
+    let mine = [("authorization", auth.as_str()), ("roster-session", s.as_str()), ("roster-seq", two.as_str())];
+    assert_eq!(http.send("PUT", 1, "/v1/kv/owned", &mine, Some(b"yes")).status, 200, "the owner goes on");
+    let closed = http.call("DELETE", follower, &close, None);
+    assert!(closed.status == 200 && closed.body["revision"].as_u64().is_some(), "{}", closed.body);
+    let after = http.send("PUT", 1, "/v1/kv/owned", &mine, Some(b"yes"));
+    assert_eq!((after.status, after.body["error"]["kind"].as_str()), (504, Some("ambiguous")), "{}", after.body);
+
     // A watch from a revision that is not yet compacted works from the start; the
     // stream's errors are JSON like the rest.
     let bad = http.call("GET", 1, "/v1/events?after=x", None);

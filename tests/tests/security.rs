@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 /// The wire protocol version these hand-made frames speak (`roster_kernel::codec::WIRE_VERSION`;
 /// written out, as a client in another language would).
-const WIRE_VERSION: u8 = 9;
+const WIRE_VERSION: u8 = 10;
 
 /// A frame: u32 BE length (version byte + body), the version byte, the body.
 fn frame(body: &[u8]) -> Vec<u8> {

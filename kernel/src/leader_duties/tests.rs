@@ -2,6 +2,7 @@
 //! naive model, driven step by step with a plain record.
 
 use super::*;
+use crate::command::SessionOwner;
 use crate::ids::{ProcessId, ServerId};
 use proptest::prelude::*;
 use std::collections::{BTreeMap, BTreeSet};
@@ -461,10 +462,11 @@ fn the_state_machine_is_a_member_record() {
     use crate::command::{Command, Proposal, ProposalBody, Reply, Request};
     use crate::model::{Labels, ProcessInfo};
     let mut sm = ClusterStateMachine::new(crate::state_machine::Limits::default());
-    let session = match sm.apply(&Proposal { at_unix_ms: 1, body: ProposalBody::OpenSession }) {
-        Ok(Reply::SessionOpened { session }) => session,
-        other => panic!("{other:?}"),
-    };
+    let session =
+        match sm.apply(&Proposal { at_unix_ms: 1, body: ProposalBody::OpenSession { owner: SessionOwner::Node } }) {
+            Ok(Reply::SessionOpened { session }) => session,
+            other => panic!("{other:?}"),
+        };
     let server_info = crate::model::ServerInfo {
         name: "s1".into(),
         raft_addr: "127.0.0.1:1".into(),
@@ -473,11 +475,10 @@ fn the_state_machine_is_a_member_record() {
         cpu_capacity_percent: 100,
         mem_capacity_bytes: 1 << 30,
     };
-    let body = ProposalBody::Client(Request {
-        session,
-        seq: 1,
-        command: Command::RegisterServer { id: ServerId(1), info: server_info },
-    });
+    let body = ProposalBody::Client {
+        request: Request { session, seq: 1, command: Command::RegisterServer { id: ServerId(1), info: server_info } },
+        by: SessionOwner::Node,
+    };
     sm.apply(&Proposal { at_unix_ms: 2, body }).unwrap();
     let mut d = LeaderDuties::new(config(8)).unwrap();
     d.handle_tick(0, leader(1), &sm);
@@ -490,7 +491,10 @@ fn the_state_machine_is_a_member_record() {
         labels: Labels::default(),
         reserved: ResourceAverage::default(),
     };
-    let body = ProposalBody::Client(Request { session, seq: 2, command: Command::RegisterProcess { info } });
+    let body = ProposalBody::Client {
+        request: Request { session, seq: 2, command: Command::RegisterProcess { info } },
+        by: SessionOwner::Node,
+    };
     let id = match sm.apply(&Proposal { at_unix_ms: 2, body }) {
         Ok(Reply::ProcessRegistered { id, .. }) => id,
         other => panic!("{other:?}"),

@@ -169,6 +169,7 @@ fn error_payload(error: &CommandError) -> u64 {
         | CommandError::DuplicateToken
         | CommandError::SequenceReused { .. }
         | CommandError::SessionExpired(_)
+        | CommandError::NotYourSession(_)
         | CommandError::OverBudget { .. } => 0,
     }
 }

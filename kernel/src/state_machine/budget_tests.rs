@@ -6,6 +6,7 @@
 use super::{ClusterStateMachine, ITEM_OVERHEAD_BYTES, Limits, StateBytes};
 use crate::command::{
     Command, CommandError, CommandResult, LeaderCommand, ProcessPatch, Proposal, ProposalBody, Reply, Request,
+    SessionOwner,
 };
 use crate::ids::{MemberId, ProcessId, ServerId, SessionId};
 use crate::model::{Labels, ProcessInfo, ResourceAverage, ServerInfo};
@@ -50,7 +51,7 @@ impl Driver {
     }
 
     fn open_proposal(&self) -> Proposal {
-        Proposal { at_unix_ms: self.now_ms, body: ProposalBody::OpenSession }
+        Proposal { at_unix_ms: self.now_ms, body: ProposalBody::OpenSession { owner: SessionOwner::Node } }
     }
 
     fn open(&mut self) -> SessionId {
@@ -69,7 +70,7 @@ impl Driver {
         let (session, seq) = &mut self.sessions[slot];
         *seq += 1;
         let request = Request { session: *session, seq: *seq, command };
-        Proposal { at_unix_ms: self.now_ms, body: ProposalBody::Client(request) }
+        Proposal { at_unix_ms: self.now_ms, body: ProposalBody::Client { request, by: SessionOwner::Node } }
     }
 
     fn run(&mut self, command: Command) -> CommandResult {
@@ -265,7 +266,10 @@ fn stored_replies_are_bounded_in_bytes_by_dropping_the_least_recently_used_sessi
     // Its retry is told it may have applied, never given another command's reply.
     let (first, seq) = driver.sessions[0];
     let retry = Request { session: first, seq, command: failed_swap };
-    let reply = driver.machine.apply(&Proposal { at_unix_ms: driver.now_ms, body: ProposalBody::Client(retry) });
+    let reply = driver.machine.apply(&Proposal {
+        at_unix_ms: driver.now_ms,
+        body: ProposalBody::Client { request: retry, by: SessionOwner::Node },
+    });
     assert_eq!(reply, Err(CommandError::SessionExpired(first)));
 }
 

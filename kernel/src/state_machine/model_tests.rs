@@ -6,7 +6,7 @@
 use super::{ClusterStateMachine, Limits, SnapshotError};
 use crate::command::{
     Command, CommandError, CommandResult, LeaderCommand, ListFilter, ProcessPatch, Proposal, ProposalBody, Query,
-    Reply, Request, ServerPatch, TokenHash, TokenId, TokenInfo, TokenRole,
+    Reply, Request, ServerPatch, SessionOwner, TokenHash, TokenId, TokenInfo, TokenRole,
 };
 use crate::event::{Event, EventKind};
 use crate::ids::{MemberId, ProcessId, ServerId, SessionId};
@@ -56,6 +56,7 @@ fn unstamped(command: &Command) -> Command {
 
 struct ModelSession {
     id: SessionId,
+    owner: SessionOwner,
     last_seq: u64,
     last_rev: u64,
     last_reply: Option<CommandResult>,
@@ -118,6 +119,20 @@ impl Model {
         self.sessions.iter().find(|s| s.id == id).map(|s| s.last_seq)
     }
 
+    /// The index of `session` if `by` may use it.
+    fn session_of(&self, session: SessionId, by: SessionOwner) -> Result<usize, CommandError> {
+        let Some(index) = self.sessions.iter().position(|s| s.id == session) else {
+            if session.0 >= 1 && session.0 < self.next_session {
+                return Err(CommandError::SessionExpired(session));
+            }
+            return Err(CommandError::UnknownSession(session));
+        };
+        if self.sessions[index].owner != by {
+            return Err(CommandError::NotYourSession(session));
+        }
+        Ok(index)
+    }
+
     fn drop_idle_sessions(&mut self) {
         let (clock, idle) = (self.clock, self.limits.session_idle_ms);
         self.sessions.retain(|s| clock - s.last_used <= idle);
@@ -136,7 +151,7 @@ impl Model {
 
     fn apply(&mut self, proposal: &Proposal) -> CommandResult {
         match &proposal.body {
-            ProposalBody::OpenSession => {
+            ProposalBody::OpenSession { owner } => {
                 self.begin(proposal.at_unix_ms);
                 self.drop_idle_sessions();
                 if self.sessions.len() >= self.limits.max_sessions {
@@ -150,6 +165,7 @@ impl Model {
                 let last_used = self.clock;
                 self.sessions.push(ModelSession {
                     id,
+                    owner: *owner,
                     last_seq: 0,
                     last_rev: self.revision,
                     last_reply: None,
@@ -158,19 +174,21 @@ impl Model {
                 });
                 Ok(Reply::SessionOpened { session: id })
             }
-            ProposalBody::Client(request) => {
+            ProposalBody::CloseSession { session, by } => {
+                let index = self.session_of(*session, *by)?;
+                self.sessions.remove(index);
+                self.begin(proposal.at_unix_ms);
+                self.drop_idle_sessions();
+                Ok(Reply::Done { revision: self.revision })
+            }
+            ProposalBody::Client { request, by } => {
                 if request.seq == 0 {
                     return Err(CommandError::InvalidField {
                         field: "seq".to_string(),
                         reason: "sequence numbers start at 1".to_string(),
                     });
                 }
-                let Some(index) = self.sessions.iter().position(|s| s.id == request.session) else {
-                    if request.session.0 >= 1 && request.session.0 < self.next_session {
-                        return Err(CommandError::SessionExpired(request.session));
-                    }
-                    return Err(CommandError::UnknownSession(request.session));
-                };
+                let index = self.session_of(request.session, *by)?;
                 let last = self.sessions[index].last_seq;
                 let (session, seq) = (request.session, request.seq);
                 if seq == last + 1 {
@@ -779,13 +797,23 @@ fn leader_command() -> impl Strategy<Value = LeaderCommand> {
 /// An operation, resolved against the model's state when it runs.
 #[derive(Clone, Debug)]
 enum Op {
-    Open,
+    /// Opens a session for `OWNERS[owner]`.
+    Open {
+        owner: usize,
+    },
     /// A client command at sequence `last + delta` on an open session (`pick` below 4:
-    /// the pick-th newest, wrapping) or on one that is likely evicted (`pick` of 4).
+    /// the pick-th newest, wrapping) or on one that is likely evicted (`pick` of 4), made
+    /// with the session's own credential, or with `OWNERS[stranger]` when that is given.
     Client {
         pick: u64,
         delta: i64,
-        command: Command,
+        command: Box<Command>,
+        stranger: Option<usize>,
+    },
+    /// Closes a session picked as for `Client`, with its credential or a stranger's.
+    Close {
+        pick: u64,
+        stranger: Option<usize>,
     },
     /// Proposes the previous client proposal again, unchanged.
     Retry,
@@ -795,18 +823,24 @@ enum Op {
 
 fn op() -> impl Strategy<Value = Op> {
     let delta = prop_oneof![8 => Just(1i64), 2 => Just(0i64), 1 => Just(-1i64), 1 => Just(2i64), 1 => Just(-5i64)];
+    let stranger = prop_oneof![19 => Just(None), 1 => (0..OWNERS.len()).prop_map(Some)];
+    // Closes are rare: a closed session's later commands are all refused.
     prop_oneof![
-        1 => Just(Op::Open),
-        12 => (0u64..5, delta, command())
-            .prop_map(|(pick, delta, command)| Op::Client { pick, delta, command }),
-        2 => Just(Op::Retry),
-        2 => leader_command().prop_map(Op::Leader),
-        1 => Just(Op::Audit),
+        4 => (0..OWNERS.len()).prop_map(|owner| Op::Open { owner }),
+        48 => (0u64..5, delta, command(), stranger.clone())
+            .prop_map(|(pick, delta, command, stranger)| Op::Client { pick, delta, command: Box::new(command), stranger }),
+        1 => (0u64..5, stranger).prop_map(|(pick, stranger)| Op::Close { pick, stranger }),
+        8 => Just(Op::Retry),
+        8 => leader_command().prop_map(Op::Leader),
+        4 => Just(Op::Audit),
     ]
 }
 
 /// Operations, each with a clock step that is sometimes negative (a new leader's clock
 /// behind the old one's).
+/// The credentials sessions are opened with.
+const OWNERS: [SessionOwner; 3] = [SessionOwner::Node, SessionOwner::Bootstrap, SessionOwner::Token(TokenId(4))];
+
 fn ops(max: usize) -> impl Strategy<Value = Vec<(Op, i64)>> {
     vec((op(), -30i64..60), 0..max)
 }
@@ -827,21 +861,20 @@ impl Driver {
     fn proposal(&mut self, op: &Op, step: i64) -> Proposal {
         self.now = self.now.saturating_add_signed(step);
         let body = match op {
-            Op::Open => ProposalBody::OpenSession,
-            Op::Client { pick, delta, command } => {
-                let open = &self.model.sessions;
-                let session = if *pick < 4 && !open.is_empty() {
-                    open[open.len() - 1 - (*pick as usize % open.len())].id
-                } else {
-                    SessionId(self.model.next_session.saturating_sub(4))
-                };
+            Op::Open { owner } => ProposalBody::OpenSession { owner: OWNERS[*owner] },
+            Op::Client { pick, delta, command, stranger } => {
+                let (session, by) = self.pick(*pick, *stranger);
                 let last = self.model.last_seq(session).unwrap_or(0) as i64;
                 let seq = (last + delta).max(0) as u64;
-                ProposalBody::Client(Request { session, seq, command: command.clone() })
+                ProposalBody::Client { request: Request { session, seq, command: Command::clone(command) }, by }
+            }
+            Op::Close { pick, stranger } => {
+                let (session, by) = self.pick(*pick, *stranger);
+                ProposalBody::CloseSession { session, by }
             }
             Op::Retry => match &self.last_client {
                 Some(previous) => previous.body.clone(),
-                None => ProposalBody::OpenSession,
+                None => ProposalBody::OpenSession { owner: SessionOwner::Node },
             },
             Op::Leader(command) => ProposalBody::Leader(command.clone()),
             Op::Audit => ProposalBody::Audit(crate::command::AuditRecord {
@@ -851,10 +884,23 @@ impl Driver {
             }),
         };
         let proposal = Proposal { at_unix_ms: self.now, body };
-        if matches!(proposal.body, ProposalBody::Client(_)) {
+        if matches!(proposal.body, ProposalBody::Client { .. }) {
             self.last_client = Some(proposal.clone());
         }
         proposal
+    }
+
+    /// A session (`pick` as for `Op::Client`) and the credential a request on it is made
+    /// with: its owner's, or the stranger's (who may be its owner after all).
+    fn pick(&self, pick: u64, stranger: Option<usize>) -> (SessionId, SessionOwner) {
+        let open = &self.model.sessions;
+        let (session, owner) = if pick < 4 && !open.is_empty() {
+            let chosen = &open[open.len() - 1 - (pick as usize % open.len())];
+            (chosen.id, chosen.owner)
+        } else {
+            (SessionId(self.model.next_session.saturating_sub(4)), SessionOwner::Node)
+        };
+        (session, stranger.map_or(owner, |i| OWNERS[i]))
     }
 }
 
@@ -1123,6 +1169,8 @@ fn model_limits_are_hit() {
             *hit.entry("evicted").or_default() |=
                 model.next_session > 1 && matches!(reply, Err(CommandError::SessionExpired(SessionId(1))));
             *hit.entry("sequence reused").or_default() |= matches!(reply, Err(CommandError::SequenceReused { .. }));
+            *hit.entry("not your session").or_default() |= matches!(reply, Err(CommandError::NotYourSession(_)));
+            *hit.entry("session closed").or_default() |= matches!(op, Op::Close { .. }) && reply.is_ok();
         }
     }
     for (what, was_hit) in hit {

@@ -2,7 +2,9 @@
 //! section 6.3).
 //!
 //! Each session remembers the sequence number, a digest and the reply of its last applied
-//! command. Clients are stop-and-wait (one command in flight per session), so one
+//! command, and the credential that opened it: only requests made with that credential
+//! may use the session (another caller is refused `NotYourSession` before anything of the
+//! session is looked at). Clients are stop-and-wait (one command in flight per session), so one
 //! remembered reply is enough to answer any retry; the digest makes sure it is a retry of
 //! the same command (another command under a reused pair is refused, never answered with
 //! the first one's reply). The table is bounded; opening a session when it is full evicts
@@ -10,15 +12,17 @@
 //! session id. A session unused for `session_idle_ms` is dropped too. A request on a
 //! session that existed and is gone is answered `SessionExpired` (it may be a retry of a
 //! command that applied), not `UnknownSession`. All of it is replicated values, so it is
-//! the same on every replica.
+//! the same on every replica. A session can be closed by its owner.
 
-use crate::command::{CommandError, CommandResult, Request, command_digest};
+use crate::command::{CommandError, CommandResult, Request, SessionOwner, command_digest};
 use crate::ids::SessionId;
 use crate::state_machine::limits::SEQ;
 use std::collections::{BTreeMap, BTreeSet};
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) struct SessionRecord {
+    /// The credential that opened it; the only one that may use or close it.
+    pub(crate) owner: SessionOwner,
     /// Sequence of the last applied command; 0 until the first one.
     pub(crate) last_seq: u64,
     /// Revision of the last applied command (of the opening, until the first one).
@@ -125,9 +129,15 @@ impl SessionTable {
         self.records.get(&id)
     }
 
-    /// Opens a session at `revision`, first evicting the least recently used one if the
-    /// table holds `max_sessions` already. Returns the new id and the evicted one.
-    pub(crate) fn open(&mut self, revision: u64, now_ms: u64, max_sessions: usize) -> (SessionId, Option<SessionId>) {
+    /// Opens a session for `owner` at `revision`, first evicting the least recently used
+    /// one if the table holds `max_sessions` already. Returns the new id and the evicted one.
+    pub(crate) fn open(
+        &mut self,
+        owner: SessionOwner,
+        revision: u64,
+        now_ms: u64,
+        max_sessions: usize,
+    ) -> (SessionId, Option<SessionId>) {
         assert!(max_sessions >= 1, "limits were checked at construction");
         let mut evicted = None;
         while self.records.len() >= max_sessions {
@@ -135,8 +145,14 @@ impl SessionTable {
         }
         let id = SessionId(self.next_id);
         self.next_id += 1;
-        let record =
-            SessionRecord { last_seq: 0, last_rev: revision, last_reply: None, last_digest: 0, last_used_ms: now_ms };
+        let record = SessionRecord {
+            owner,
+            last_seq: 0,
+            last_rev: revision,
+            last_reply: None,
+            last_digest: 0,
+            last_used_ms: now_ms,
+        };
         self.lru.insert((revision, id));
         let previous = self.records.insert(id, record);
         assert!(previous.is_none(), "session ids are never reused");
@@ -159,8 +175,25 @@ impl SessionTable {
         }
     }
 
-    /// Decides a request by its sequence number and the digest of its command.
-    pub(crate) fn gate(&self, request: &Request) -> Gate<'_> {
+    /// The session `by` may use, or why not: never issued, gone (expired, evicted or
+    /// closed), or another credential's.
+    fn owned(&self, session: SessionId, by: SessionOwner) -> Result<&SessionRecord, CommandError> {
+        let Some(record) = self.records.get(&session) else {
+            // Ids are issued in order and never reused: one below the next was issued.
+            if session.0 >= 1 && session.0 < self.next_id {
+                return Err(CommandError::SessionExpired(session));
+            }
+            return Err(CommandError::UnknownSession(session));
+        };
+        if record.owner != by {
+            return Err(CommandError::NotYourSession(session));
+        }
+        Ok(record)
+    }
+
+    /// Decides a request made with credential `by`, by its session's owner, its sequence
+    /// number and the digest of its command.
+    pub(crate) fn gate(&self, request: &Request, by: SessionOwner) -> Gate<'_> {
         let session = request.session;
         let seq = request.seq;
         if seq == 0 {
@@ -169,12 +202,9 @@ impl SessionTable {
                 reason: "sequence numbers start at 1".to_string(),
             });
         }
-        let Some(record) = self.records.get(&session) else {
-            // Ids are issued in order and never reused: one below the next was issued.
-            if session.0 >= 1 && session.0 < self.next_id {
-                return Gate::Refuse(CommandError::SessionExpired(session));
-            }
-            return Gate::Refuse(CommandError::UnknownSession(session));
+        let record = match self.owned(session, by) {
+            Ok(record) => record,
+            Err(refusal) => return Gate::Refuse(refusal),
         };
         let last = record.last_seq;
         if seq == last + 1 {
@@ -190,6 +220,17 @@ impl SessionTable {
         } else {
             Gate::Refuse(CommandError::SequenceGap { session, seq, last })
         }
+    }
+
+    /// Ends `session` for good, if `by` owns it: its id is never issued again, so a later
+    /// request on it is told it expired.
+    pub(crate) fn close(&mut self, session: SessionId, by: SessionOwner) -> Result<(), CommandError> {
+        let last_rev = self.owned(session, by)?.last_rev;
+        let removed = self.lru.remove(&(last_rev, session));
+        debug_assert!(removed, "lru holds every record");
+        let record = self.records.remove(&session).expect("owned found it");
+        self.reply_bytes -= stored_bytes(&record);
+        Ok(())
     }
 
     /// Records the reply of the command `gate` allowed; `revision` is the one it ran at.

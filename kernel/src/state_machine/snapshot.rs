@@ -25,7 +25,7 @@ use super::limits::Limits;
 use super::session::{SessionRecord, SessionTable};
 use super::tokens::{TokenRecord, TokenTable};
 use super::tombstones::{DepartedEntry, StoredTombstone, TombstoneLog};
-use crate::command::CommandResult;
+use crate::command::{CommandResult, SessionOwner};
 use crate::command::{TokenHash, TokenInfo};
 use crate::ids::{ProcessId, ServerId, SessionId};
 use crate::model::{Departure, ProcessEntry, ServerEntry, Tombstone};
@@ -45,7 +45,8 @@ use std::sync::Arc;
 ///   `session_idle_ms`.
 /// - 6: the limits hold `state_budget_bytes`; the event history's ledger (revision and
 ///   size of each event held).
-pub const SNAPSHOT_FORMAT_VERSION: u16 = 6;
+/// - 7: sessions keep the credential that opened them (`SessionOwner`).
+pub const SNAPSHOT_FORMAT_VERSION: u16 = 7;
 
 const MAGIC: [u8; 8] = *b"ROSTERSM";
 const VERSION_AT: usize = MAGIC.len();
@@ -79,6 +80,7 @@ fn malformed(reason: impl Into<String>) -> SnapshotError {
 #[derive(Serialize)]
 struct SessionOut<'a> {
     id: SessionId,
+    owner: SessionOwner,
     last_seq: u64,
     last_rev: u64,
     last_reply: Option<&'a CommandResult>,
@@ -89,6 +91,7 @@ struct SessionOut<'a> {
 #[derive(Deserialize)]
 struct SessionIn {
     id: SessionId,
+    owner: SessionOwner,
     last_seq: u64,
     last_rev: u64,
     last_reply: Option<CommandResult>,
@@ -153,6 +156,7 @@ impl Serialize for Sessions<'_> {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         serializer.collect_seq(self.0.records().map(|(id, record)| SessionOut {
             id: *id,
+            owner: record.owner,
             last_seq: record.last_seq,
             last_rev: record.last_rev,
             last_reply: record.last_reply.as_ref(),
@@ -375,8 +379,8 @@ fn build(body: BodyIn) -> Result<ClusterStateMachine, SnapshotError> {
         body.limits.check_value(value).map_err(|error| malformed(error.to_string()))?;
     }
     let records = body.sessions.into_iter().map(|session| {
-        let SessionIn { id, last_seq, last_rev, last_reply, last_digest, last_used_ms } = session;
-        (id, SessionRecord { last_seq, last_rev, last_reply, last_digest, last_used_ms })
+        let SessionIn { id, owner, last_seq, last_rev, last_reply, last_digest, last_used_ms } = session;
+        (id, SessionRecord { owner, last_seq, last_rev, last_reply, last_digest, last_used_ms })
     });
     let sessions = SessionTable::from_parts(body.next_session_id, records).map_err(malformed)?;
     let mut tokens = TokenTable::default();

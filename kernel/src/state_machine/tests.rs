@@ -3,7 +3,7 @@
 use super::{ClusterStateMachine, Limits, SnapshotError};
 use crate::command::{
     Command, CommandError, CommandResult, LeaderCommand, ListFilter, MemberKind, ProcessPatch, Proposal, ProposalBody,
-    Query, Reply, Request, ServerPatch,
+    Query, Reply, Request, ServerPatch, SessionOwner, TokenId,
 };
 use crate::event::EventKind;
 use crate::ids::{MemberId, ProcessId, ServerId, SessionId};
@@ -56,7 +56,8 @@ impl Client {
 
     fn send(&mut self, seq: u64, command: Command) -> CommandResult {
         let request = Request { session: self.session, seq, command };
-        let proposal = Proposal { at_unix_ms: self.now_ms, body: ProposalBody::Client(request) };
+        let proposal =
+            Proposal { at_unix_ms: self.now_ms, body: ProposalBody::Client { request, by: SessionOwner::Node } };
         self.machine.apply(&proposal)
     }
 
@@ -79,7 +80,7 @@ impl Client {
 }
 
 fn open(machine: &mut ClusterStateMachine, at_unix_ms: u64) -> SessionId {
-    let proposal = Proposal { at_unix_ms, body: ProposalBody::OpenSession };
+    let proposal = Proposal { at_unix_ms, body: ProposalBody::OpenSession { owner: SessionOwner::Node } };
     match machine.apply(&proposal) {
         Ok(Reply::SessionOpened { session }) => session,
         other => panic!("open failed: {other:?}"),
@@ -199,7 +200,10 @@ fn full_session_table_evicts_the_least_recently_used() {
     // a is used after b and c were opened, so b is now the least recently used.
     let noop = |session, seq| Proposal {
         at_unix_ms: 0,
-        body: ProposalBody::Client(Request { session, seq, command: Command::Noop }),
+        body: ProposalBody::Client {
+            request: Request { session, seq, command: Command::Noop },
+            by: SessionOwner::Node,
+        },
     };
     machine.apply(&noop(a, 1)).unwrap();
     let d = open(&mut machine, 0);
@@ -244,11 +248,10 @@ fn an_idle_session_expires_and_a_retry_on_it_is_told_it_may_have_applied() {
     let b = open(&mut machine, 0);
     let put = |session, seq, at_unix_ms| Proposal {
         at_unix_ms,
-        body: ProposalBody::Client(Request {
-            session,
-            seq,
-            command: Command::KvPut { key: "k".into(), value: "v".into() },
-        }),
+        body: ProposalBody::Client {
+            request: Request { session, seq, command: Command::KvPut { key: "k".into(), value: "v".into() } },
+            by: SessionOwner::Node,
+        },
     };
     machine.apply(&put(a, 1, 10)).unwrap();
     // b is used just within its idle time; a stays silent past it.
@@ -259,6 +262,56 @@ fn an_idle_session_expires_and_a_retry_on_it_is_told_it_may_have_applied() {
     let retry = machine.apply(&put(a, 1, idle + 12));
     assert_eq!(retry, Err(CommandError::SessionExpired(a)));
     assert!(retry.unwrap_err().to_string().contains("may have applied"));
+}
+
+#[test]
+fn a_session_serves_only_the_credential_that_opened_it() {
+    let mut machine = ClusterStateMachine::new(limits());
+    let (owner, stranger) = (SessionOwner::Token(TokenId(3)), SessionOwner::Token(TokenId(4)));
+    let opened = machine.apply(&Proposal { at_unix_ms: 0, body: ProposalBody::OpenSession { owner } });
+    let Ok(Reply::SessionOpened { session }) = opened else { panic!("open failed: {opened:?}") };
+    let put = |value: &str, by| Proposal {
+        at_unix_ms: 0,
+        body: ProposalBody::Client {
+            request: Request { session, seq: 1, command: Command::KvPut { key: "k".into(), value: value.into() } },
+            by,
+        },
+    };
+    for by in [stranger, SessionOwner::Bootstrap, SessionOwner::Node] {
+        assert_eq!(machine.apply(&put("x", by)), Err(CommandError::NotYourSession(session)), "{by}");
+    }
+    assert_eq!(machine.session_last_seq(session), Some(0), "a stranger's command moves nothing");
+    let applied = machine.apply(&put("v", owner)).unwrap();
+    let revision = machine.revision();
+    // The owner's retry gets the stored reply; a stranger's copy of it gets nothing, not
+    // even the reply.
+    assert_eq!(machine.apply(&put("v", owner)), Ok(applied.clone()));
+    assert_eq!(machine.apply(&put("v", stranger)), Err(CommandError::NotYourSession(session)));
+    assert_eq!(machine.revision(), revision);
+    // The owner is kept by snapshots.
+    let mut restored = ClusterStateMachine::restore(&machine.snapshot()).unwrap();
+    assert_eq!(restored.apply(&put("v", stranger)), Err(CommandError::NotYourSession(session)));
+    assert_eq!(restored.apply(&put("v", owner)), Ok(applied.clone()));
+}
+
+#[test]
+fn a_closed_session_is_gone_for_good_and_only_its_owner_closes_it() {
+    let mut client = Client::new();
+    client.run(Command::KvPut { key: "k".into(), value: "v".into() }).unwrap();
+    let session = client.session;
+    let close = |by| Proposal { at_unix_ms: 0, body: ProposalBody::CloseSession { session, by } };
+    let revision = client.machine.revision();
+    assert_eq!(client.machine.apply(&close(SessionOwner::Bootstrap)), Err(CommandError::NotYourSession(session)));
+    assert_eq!(client.machine.revision(), revision, "a refused close changes nothing");
+    assert_eq!(client.machine.apply(&close(SessionOwner::Node)), Ok(Reply::Done { revision: revision + 1 }));
+    assert_eq!(client.machine.session_last_seq(session), None);
+    // A retry of its last command, or of the close, cannot be matched any more.
+    assert_eq!(
+        client.send(1, Command::KvPut { key: "k".into(), value: "v".into() }),
+        Err(CommandError::SessionExpired(session))
+    );
+    assert_eq!(client.machine.apply(&close(SessionOwner::Node)), Err(CommandError::SessionExpired(session)));
+    assert_eq!(client.machine.check_invariants(), Ok(()));
 }
 
 #[test]
@@ -273,7 +326,7 @@ fn a_refusal_is_the_stored_reply_even_after_the_state_changes() {
         seq: 1,
         command: Command::RegisterServer { id: ServerId(7), info: server_info("s") },
     };
-    let proposal = Proposal { at_unix_ms: 0, body: ProposalBody::Client(register) };
+    let proposal = Proposal { at_unix_ms: 0, body: ProposalBody::Client { request: register, by: SessionOwner::Node } };
     client.machine.apply(&proposal).unwrap();
     assert_eq!(client.send(1, Command::RegisterProcess { info: process_info("p", 7) }), refused);
     assert_eq!(client.machine.process_count(), 0);
@@ -960,7 +1013,7 @@ proptest::proptest! {
             let session = SessionId(pick);
             let command = Command::KvPut { key: "k".into(), value: format!("v{which}") };
             let before = machine.revision();
-            let proposal = Proposal { at_unix_ms: at, body: ProposalBody::Client(Request { session, seq, command: command.clone() }) };
+            let proposal = Proposal { at_unix_ms: at, body: ProposalBody::Client { request: Request { session, seq, command: command.clone() }, by: SessionOwner::Node } };
             let reply = machine.apply(&proposal);
             if machine.revision() > before {
                 applied.insert((session, seq), command);

@@ -20,7 +20,7 @@ use roster_kernel::leader_search::SearchPolicy;
 use roster_kernel::retry_queue::RetryConfig;
 use roster_kernel::{
     Command, ListFilter, MemberId, ProcessEntry, ProcessId, ProcessPatch, Query, QueryReply, QueryResult, Reply,
-    ResourceAverage, ServerEntry, ServerId, ServerInfo, ServerPatch, SessionId, Tombstone,
+    ResourceAverage, ServerEntry, ServerId, ServerInfo, ServerPatch, SessionId, SessionOwner, Tombstone,
 };
 use std::sync::Arc;
 use std::time::Duration;
@@ -148,17 +148,43 @@ impl Client {
     /// Opens a session that the caller manages itself (the HTTP API's clients do), as
     /// opposed to this client's own, which `execute` opens and numbers.
     pub async fn open_session(&self) -> Result<SessionId, ClientError> {
-        match self.cluster.call_leader(ClientRequest::OpenSession).await? {
+        self.open_session_as(None).await
+    }
+
+    /// A node's open for a caller it authenticated (`owner`): the session is that caller's.
+    pub async fn open_session_for(&self, owner: SessionOwner) -> Result<SessionId, ClientError> {
+        self.open_session_as(Some(owner)).await
+    }
+
+    async fn open_session_as(&self, owner: Option<SessionOwner>) -> Result<SessionId, ClientError> {
+        match self.cluster.call_leader(on_behalf(owner, ClientRequest::OpenSession)).await? {
             ClientResponse::SessionOpened(id) => Ok(id),
             other => Err(unexpected("SessionOpened", other)),
+        }
+    }
+
+    /// Ends a session of this client's credential (or of `owner`'s, for a node passing
+    /// it on). A retry that finds it closed already is `SessionExpired`.
+    pub async fn close_session(&self, session: SessionId, owner: Option<SessionOwner>) -> Result<u64, ClientError> {
+        let request = on_behalf(owner, ClientRequest::CloseSession { session });
+        match self.cluster.call_leader(request).await? {
+            ClientResponse::Applied(reply) => done(reply.map_err(ClientError::Refused)?),
+            other => Err(unexpected("Applied", other)),
         }
     }
 
     /// Runs `command` as command `seq` of a session from `open_session`. The caller sends
     /// one command at a time, numbered from 1; repeating the same `(session, seq)` after
     /// a lost answer returns the stored reply instead of applying the command twice.
-    pub async fn execute_in(&self, session: SessionId, seq: u64, command: Command) -> Result<Reply, ClientError> {
-        let request = ClientRequest::Submit(roster_kernel::Request { session, seq, command });
+    /// `owner` is for a node passing on a caller's command (see `open_session_for`).
+    pub async fn execute_in(
+        &self,
+        session: SessionId,
+        seq: u64,
+        command: Command,
+        owner: Option<SessionOwner>,
+    ) -> Result<Reply, ClientError> {
+        let request = on_behalf(owner, ClientRequest::Submit(roster_kernel::Request { session, seq, command }));
         match self.cluster.call_leader(request).await? {
             ClientResponse::Applied(Ok(reply)) => Ok(reply),
             other => Err(unexpected("Applied", other)),
@@ -647,6 +673,14 @@ fn response_name(answer: &ClientResponse) -> &'static str {
         ClientResponse::NotLeader { .. } => "NotLeader",
         ClientResponse::RetryLater(_) => "RetryLater",
         ClientResponse::Error(_) => "Error",
+    }
+}
+
+/// `request` as is, or passed on for `owner`.
+fn on_behalf(owner: Option<SessionOwner>, request: ClientRequest) -> ClientRequest {
+    match owner {
+        Some(owner) => ClientRequest::OnBehalf { owner, request: Box::new(request) },
+        None => request,
     }
 }
 

@@ -4,6 +4,7 @@
 
 use roster_kernel::{
     CommandResult, Event, MemberId, ProcessId, Query, QueryReply, Request, ResourceAverage, ServerId, SessionId,
+    SessionOwner,
 };
 use serde::{Deserialize, Serialize};
 
@@ -98,9 +99,21 @@ pub struct ClientEnvelope {
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub enum ClientRequest {
+    /// Opens a session that only the caller's credential may use.
     OpenSession,
-    /// A command under exactly-once rules.
+    /// A command under exactly-once rules, on a session of the caller's.
     Submit(Request),
+    /// Ends a session of the caller's for good.
+    CloseSession {
+        session: SessionId,
+    },
+    /// A node passing on a session request (`OpenSession`, `Submit`, `CloseSession`) for
+    /// a caller it authenticated itself (an HTTP client): the session is the caller's, not
+    /// the node's. Only nodes may send it.
+    OnBehalf {
+        owner: SessionOwner,
+        request: Box<ClientRequest>,
+    },
     Query {
         query: Query,
         consistency: Consistency,

@@ -6,11 +6,13 @@
 use super::HttpState;
 use super::error::HttpError;
 use crate::net::wire::ClientRequest;
+use crate::server::api::Admitted;
 use crate::server::authority::Caller;
 use axum::extract::FromRequestParts;
 use axum::http::StatusCode;
 use axum::http::header::AUTHORIZATION;
 use axum::http::request::Parts;
+use roster_kernel::SessionOwner;
 
 /// Proof that the request carried a token the cluster knows; handlers take it as an
 /// argument and ask it whether the caller may act.
@@ -20,22 +22,23 @@ pub struct Authorized {
 
 impl Authorized {
     /// Whether the caller may send `request`: a refusal is 403 `forbidden` naming the role
-    /// and the action; an admin action goes to the audit trail.
-    pub async fn may(&self, state: &HttpState, request: &ClientRequest) -> Result<(), HttpError> {
-        self.admit(state, request).await.map(|_| ())
+    /// and the action; an admin action goes to the audit trail. `Ok` holds the caller's
+    /// credential, which the sessions it opens or uses are bound to.
+    pub async fn may(&self, state: &HttpState, request: &ClientRequest) -> Result<SessionOwner, HttpError> {
+        Ok(self.admit(state, request).await?.owner)
     }
 
     /// Whether the caller may see token and audit events in the event stream (as `token ls`).
     pub async fn sees_credentials(&self, state: &HttpState) -> Result<bool, HttpError> {
-        self.admit(state, &ClientRequest::Watch { after_revision: 0 }).await
+        Ok(self.admit(state, &ClientRequest::Watch { after_revision: 0 }).await?.sees_credentials)
     }
 
-    async fn admit(&self, state: &HttpState, request: &ClientRequest) -> Result<bool, HttpError> {
+    async fn admit(&self, state: &HttpState, request: &ClientRequest) -> Result<Admitted, HttpError> {
         let admitted = state.api().admit(&self.caller, request)?;
-        if let Some(audit) = admitted.audit {
-            state.api().record_audit(audit).await;
+        if let Some(audit) = &admitted.audit {
+            state.api().record_audit(audit.clone()).await;
         }
-        Ok(admitted.sees_credentials)
+        Ok(admitted)
     }
 }
 

@@ -18,8 +18,20 @@ pub async fn open_session(
     auth: Authorized,
     State(state): State<HttpState>,
 ) -> Result<(StatusCode, Json<Value>), HttpError> {
-    auth.may(&state, &ClientRequest::OpenSession).await?;
-    Ok((StatusCode::CREATED, Json(super::writes::open_session(&state).await?)))
+    let owner = auth.may(&state, &ClientRequest::OpenSession).await?;
+    Ok((StatusCode::CREATED, Json(super::writes::open_session(&state, owner).await?)))
+}
+
+/// `DELETE /v1/sessions/{id}`: ends a session the caller opened; answers the revision.
+pub async fn close_session(
+    auth: Authorized,
+    State(state): State<HttpState>,
+    Path(id): Path<u64>,
+) -> Result<Json<Value>, HttpError> {
+    let session = roster_kernel::SessionId(id);
+    let owner = auth.may(&state, &ClientRequest::CloseSession { session }).await?;
+    let revision = super::writes::close_session(&state, owner, id).await?;
+    Ok(Json(serde_json::to_value(crate::view::WriteReply::Done { revision }).map_err(super::reads::internal)?))
 }
 
 /// `POST /v1/nodes`: `{"id": N, "addr": "HOST:PORT"}` adds a server node (learner, then voter).

@@ -149,6 +149,7 @@ impl HttpError {
             CommandError::UnknownToken(_) => (S::NOT_FOUND, "unknown_token"),
             CommandError::DuplicateToken => (S::CONFLICT, "duplicate_token"),
             CommandError::Forbidden(_) => (S::FORBIDDEN, "forbidden"),
+            CommandError::NotYourSession(_) => (S::FORBIDDEN, "not_your_session"),
             CommandError::Unauthenticated { .. } => (S::UNAUTHORIZED, "unauthorized"),
         };
         let error = HttpError::new(status, kind, message);

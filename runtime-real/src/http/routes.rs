@@ -22,6 +22,7 @@ pub fn router(state: HttpState) -> Router {
         .route("/events", get(events::events))
         .route("/launch", post(members::launch))
         .route("/sessions", post(cluster::open_session))
+        .route("/sessions/{id}", delete(cluster::close_session))
         .route("/nodes", post(cluster::add_node))
         .route("/nodes/{id}", delete(cluster::remove_node))
         .route("/nodes/{id}/replace", post(cluster::replace_node))

@@ -11,7 +11,7 @@
 use super::HttpState;
 use super::error::HttpError;
 use axum::http::HeaderMap;
-use roster_kernel::{Command, Reply, SessionId};
+use roster_kernel::{Command, Reply, SessionId, SessionOwner};
 
 pub const SESSION_HEADER: &str = "roster-session";
 pub const SEQ_HEADER: &str = "roster-seq";
@@ -25,12 +25,13 @@ pub async fn write(
 ) -> Result<Reply, HttpError> {
     let request = roster_kernel::Request { session: SessionId(0), seq: 0, command };
     let request = crate::net::wire::ClientRequest::Submit(request);
-    auth.may(state, &request).await?;
+    let owner = auth.may(state, &request).await?;
     let crate::net::wire::ClientRequest::Submit(roster_kernel::Request { command, .. }) = request else {
         unreachable!("built as a Submit above")
     };
     match caller_session(headers)? {
-        Some((session, seq)) => Ok(state.client().execute_in(session, seq, command).await?),
+        // The caller's own session: only the credential that opened it may use it.
+        Some((session, seq)) => Ok(state.client().execute_in(session, seq, command, Some(owner)).await?),
         None => {
             // The node's session retries until the cluster answers; the caller gets an
             // answer in time even so. The command stays queued and may still apply.
@@ -47,10 +48,15 @@ pub async fn write(
     }
 }
 
-/// `POST /v1/sessions`.
-pub async fn open_session(state: &HttpState) -> Result<serde_json::Value, HttpError> {
-    let session = state.client().open_session().await?;
+/// `POST /v1/sessions`: a session of `owner`'s, the caller's credential.
+pub async fn open_session(state: &HttpState, owner: SessionOwner) -> Result<serde_json::Value, HttpError> {
+    let session = state.client().open_session_for(owner).await?;
     serde_json::to_value(crate::view::WriteReply::SessionOpened { session: session.0 }).map_err(super::reads::internal)
+}
+
+/// `DELETE /v1/sessions/{id}`: ends a session of `owner`'s.
+pub async fn close_session(state: &HttpState, owner: SessionOwner, session: u64) -> Result<u64, HttpError> {
+    Ok(state.client().close_session(SessionId(session), Some(owner)).await?)
 }
 
 fn caller_session(headers: &HeaderMap) -> Result<Option<(SessionId, u64)>, HttpError> {

@@ -319,7 +319,13 @@ mod tests {
     fn entry(index: u64, value_bytes: usize) -> Entry {
         let command = Command::KvPut { key: format!("k{index}"), value: "v".repeat(value_bytes) };
         let request = Request { session: SessionId(1), seq: index, command };
-        Entry::new_normal(lid(1, index), Batch::one(Proposal { at_unix_ms: 0, body: ProposalBody::Client(request) }))
+        Entry::new_normal(
+            lid(1, index),
+            Batch::one(Proposal {
+                at_unix_ms: 0,
+                body: ProposalBody::Client { request, by: roster_kernel::SessionOwner::Node },
+            }),
+        )
     }
 
     fn request(sizes: &[usize]) -> AppendEntriesRequest<TypeConfig> {

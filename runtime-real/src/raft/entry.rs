@@ -89,7 +89,7 @@ mod tests {
     use roster_kernel::ProposalBody;
 
     fn open(at: u64) -> Proposal {
-        Proposal { at_unix_ms: at, body: ProposalBody::OpenSession }
+        Proposal { at_unix_ms: at, body: ProposalBody::OpenSession { owner: roster_kernel::SessionOwner::Node } }
     }
 
     #[test]

@@ -6,7 +6,7 @@
 use crate::net::wire::{ClientRequest, RequestError};
 use crate::raft::NodeId;
 use crate::storage::SharedState;
-use roster_kernel::{Action, AuditRecord, Command, MemberId, Principal, Query, TokenHash};
+use roster_kernel::{Action, AuditRecord, Command, MemberId, Principal, Query, SessionOwner, TokenHash};
 use std::sync::Arc;
 
 /// The name the token file's credential carries in the audit trail.
@@ -29,6 +29,8 @@ pub struct Standing {
     pub principal: Principal,
     /// The credential's name, for the audit trail.
     pub name: String,
+    /// The credential itself, as the sessions it opens are bound to it.
+    pub owner: SessionOwner,
 }
 
 /// The credentials a node knows: the bootstrap token, and the tokens in the record.
@@ -66,7 +68,9 @@ impl Credentials {
     /// What `caller` may do now: a token revoked or expired since the hello is refused.
     pub fn standing(&self, caller: &Caller, now_unix_ms: u64) -> Result<Standing, Refusal> {
         match caller {
-            Caller::Node(_) => Ok(Standing { principal: Principal::Node, name: "node".into() }),
+            Caller::Node(_) => {
+                Ok(Standing { principal: Principal::Node, name: "node".into(), owner: SessionOwner::Node })
+            }
             Caller::Bootstrap => Ok(bootstrap_standing()),
             Caller::Token(hash) => {
                 let info = crate::storage::with_kernel(&self.shared, |sm| sm.token_by_hash(hash).cloned());
@@ -76,7 +80,11 @@ impl Credentials {
                 if info.expires_at_unix_ms.is_some_and(|at| at <= now_unix_ms) {
                     return Err(Refusal::Expired { id: info.id, name: info.name });
                 }
-                Ok(Standing { principal: Principal::of_token(info.role), name: info.name })
+                Ok(Standing {
+                    principal: Principal::of_token(info.role),
+                    name: info.name,
+                    owner: SessionOwner::Token(info.id),
+                })
             }
         }
     }
@@ -107,13 +115,13 @@ impl Credentials {
 }
 
 fn bootstrap_standing() -> Standing {
-    Standing { principal: Principal::Admin, name: BOOTSTRAP_NAME.into() }
+    Standing { principal: Principal::Admin, name: BOOTSTRAP_NAME.into(), owner: SessionOwner::Bootstrap }
 }
 
 /// What `request` asks to do, as far as authority goes.
 pub fn action_of(request: &ClientRequest, host: Option<roster_kernel::ServerId>) -> Action<'_> {
     match request {
-        ClientRequest::OpenSession => Action::OpenSession,
+        ClientRequest::OpenSession | ClientRequest::CloseSession { .. } => Action::Session,
         ClientRequest::Submit(req) => Action::Command { command: &req.command, host },
         ClientRequest::Query { query: Query::Tokens { .. }, .. } => Action::ListTokens,
         ClientRequest::Query { .. } | ClientRequest::Watch { .. } | ClientRequest::Status => Action::Read,
@@ -122,9 +130,10 @@ pub fn action_of(request: &ClientRequest, host: Option<roster_kernel::ServerId>)
         | ClientRequest::RemoveNode { .. }
         | ClientRequest::ReplaceNode { .. }
         | ClientRequest::TransferLeader { .. } => Action::NodeMembership,
-        ClientRequest::Readmit { .. } | ClientRequest::StartLocal(_) | ClientRequest::LocalOutput(_) => {
-            Action::NodeOnly
-        }
+        ClientRequest::Readmit { .. }
+        | ClientRequest::StartLocal(_)
+        | ClientRequest::LocalOutput(_)
+        | ClientRequest::OnBehalf { .. } => Action::NodeOnly,
         ClientRequest::Launch(_) => Action::Launch,
         ClientRequest::Output(_) => Action::ReadOutput,
         ClientRequest::Snapshot => Action::Snapshot,

@@ -407,21 +407,22 @@ async fn serve_request(
     let refuse = |slot: mpsc::OwnedPermit<Outgoing>, error| {
         slot.send(Outgoing::small(ClientResponseEnvelope { id: env.id, response: ClientResponse::Error(error) }));
     };
-    let sees_credentials = match api.admit(caller, &env.request) {
+    let (sees_credentials, owner) = match api.admit(caller, &env.request) {
         Ok(admitted) => {
             if let Some(audit) = admitted.audit {
                 api.record_audit(audit).await;
             }
-            admitted.sees_credentials
+            (admitted.sees_credentials, admitted.owner)
         }
         Err(error) => {
             tracing::debug!(%peer, %error, "refused a request");
             return refuse(slot, error);
         }
     };
-    let request = match route(env.request) {
-        Routed::Write(body) => return api.submit(body, ReplyTo::Connection { id: env.id, slot }).await,
-        Routed::Serve(request) => request,
+    let request = match route(env.request, owner) {
+        Ok(Routed::Write(body)) => return api.submit(body, ReplyTo::Connection { id: env.id, slot }).await,
+        Ok(Routed::Serve(request)) => request,
+        Err(error) => return refuse(slot, error),
     };
     let stream = match request.is_stream().then(|| in_flight.open_stream()).transpose() {
         Ok(place) => place,

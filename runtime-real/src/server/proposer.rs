@@ -159,7 +159,7 @@ async fn propose(node: NodeId, raft: &Raft, pending: Vec<Pending>) -> bool {
     let mut replies = Vec::with_capacity(pending.len());
     let mut proposals = Vec::with_capacity(pending.len());
     for p in pending {
-        let opens_session = matches!(p.body, ProposalBody::OpenSession);
+        let opens_session = matches!(p.body, ProposalBody::OpenSession { .. });
         proposals.push(Proposal { at_unix_ms, body: p.body });
         replies.push((p.reply, opens_session));
     }
@@ -239,7 +239,10 @@ mod tests {
 
     fn put(seq: u64, value_bytes: usize) -> Pending {
         let command = Command::KvPut { key: format!("k{seq}"), value: "v".repeat(value_bytes) };
-        let body = ProposalBody::Client(Request { session: SessionId(1), seq, command });
+        let body = ProposalBody::Client {
+            request: Request { session: SessionId(1), seq, command },
+            by: roster_kernel::SessionOwner::Node,
+        };
         let bytes = postcard::experimental::serialized_size(&body).unwrap();
         let (tx, _rx) = oneshot::channel();
         Pending { body, bytes, reply: ReplyTo::Caller(tx), queued_at: tokio::time::Instant::now() }
@@ -249,7 +252,7 @@ mod tests {
         batch
             .iter()
             .map(|p| match &p.body {
-                ProposalBody::Client(r) => r.seq,
+                ProposalBody::Client { request: r, .. } => r.seq,
                 other => panic!("unexpected {other:?}"),
             })
             .collect()

@@ -65,7 +65,10 @@ mod tests {
         });
         disk.set_failing(true);
         // The node's own agent writes (its registration, resources); one more to be sure.
-        let proposal = roster_kernel::Proposal { at_unix_ms: 1, body: roster_kernel::ProposalBody::OpenSession };
+        let proposal = roster_kernel::Proposal {
+            at_unix_ms: 1,
+            body: roster_kernel::ProposalBody::OpenSession { owner: roster_kernel::SessionOwner::Node },
+        };
         let _ = node.raft.client_write(crate::raft::entry::Batch::one(proposal)).await;
         let why = tokio::time::timeout(Duration::from_secs(10), stopped)
             .await

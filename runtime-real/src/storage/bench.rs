@@ -261,7 +261,7 @@ fn seeded_peak_dir(name: &str) -> (std::path::PathBuf, Arc<dyn Disk>) {
         at_unix_ms += 1;
         machine.apply(&Proposal { at_unix_ms, body }).expect("applies");
     };
-    propose(&mut machine, ProposalBody::OpenSession);
+    propose(&mut machine, ProposalBody::OpenSession { owner: roster_kernel::SessionOwner::Node });
     let session = SessionId(1);
     let info = roster_kernel::ServerInfo {
         name: "node-1".into(),
@@ -274,7 +274,10 @@ fn seeded_peak_dir(name: &str) -> (std::path::PathBuf, Arc<dyn Disk>) {
     let mut seq = 0;
     let mut client = |machine: &mut ClusterStateMachine, command: Command| {
         seq += 1;
-        propose(machine, ProposalBody::Client(Request { session, seq, command }));
+        propose(
+            machine,
+            ProposalBody::Client { request: Request { session, seq, command }, by: roster_kernel::SessionOwner::Node },
+        );
     };
     client(&mut machine, Command::RegisterServer { id: roster_kernel::ServerId(1), info });
     for n in 0..PEAK_PROCESSES {

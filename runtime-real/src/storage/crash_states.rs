@@ -592,7 +592,10 @@ fn big_entry(term: u64, index: u64, value_bytes: usize) -> Entry {
     let request = Request { session: SessionId(1), seq: index, command };
     Entry::new_normal(
         lid(term, index),
-        Batch::one(Proposal { at_unix_ms: 1_000 + index, body: ProposalBody::Client(request) }),
+        Batch::one(Proposal {
+            at_unix_ms: 1_000 + index,
+            body: ProposalBody::Client { request, by: roster_kernel::SessionOwner::Node },
+        }),
     )
 }
 
@@ -686,7 +689,10 @@ impl Workload {
         let sessions = (1..=through).map(|i| {
             let e = Entry::new_normal(
                 lid(self.term, i),
-                Batch::one(Proposal { at_unix_ms: 5_000 + i, body: ProposalBody::OpenSession }),
+                Batch::one(Proposal {
+                    at_unix_ms: 5_000 + i,
+                    body: ProposalBody::OpenSession { owner: roster_kernel::SessionOwner::Node },
+                }),
             );
             Ok((e, None))
         });

@@ -298,7 +298,13 @@ mod tests {
     }
 
     fn open_session(term: u64, index: u64) -> Entry {
-        Entry::new_normal(lid(term, index), Batch::one(Proposal { at_unix_ms: index, body: ProposalBody::OpenSession }))
+        Entry::new_normal(
+            lid(term, index),
+            Batch::one(Proposal {
+                at_unix_ms: index,
+                body: ProposalBody::OpenSession { owner: roster_kernel::SessionOwner::Node },
+            }),
+        )
     }
 
     /// A node restart: the state machine comes back from its snapshot and openraft

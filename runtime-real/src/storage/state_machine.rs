@@ -502,7 +502,10 @@ mod tests {
     fn open_session(term: u64, index: u64) -> Entry {
         Entry::new_normal(
             lid(term, index),
-            Batch::one(Proposal { at_unix_ms: 5_000 + index, body: ProposalBody::OpenSession }),
+            Batch::one(Proposal {
+                at_unix_ms: 5_000 + index,
+                body: ProposalBody::OpenSession { owner: roster_kernel::SessionOwner::Node },
+            }),
         )
     }
 
@@ -528,7 +531,10 @@ mod tests {
     #[tokio::test]
     async fn a_batch_applies_each_proposal_in_order() {
         let sm = store(&MemDisk::new());
-        let open = |at| Proposal { at_unix_ms: at, body: ProposalBody::OpenSession };
+        let open = |at| Proposal {
+            at_unix_ms: at,
+            body: ProposalBody::OpenSession { owner: roster_kernel::SessionOwner::Node },
+        };
         let batch = Batch::new(vec![open(1), open(2), open(3)]).unwrap();
         let replies = sm.apply_entry(&Entry::new_normal(lid(1, 1), batch));
         let sessions: Vec<u64> = replies

@@ -1054,7 +1054,10 @@ pub(crate) mod tests {
         let request = Request { session: SessionId(1), seq: index + 1, command };
         Entry::new_normal(
             lid(term, index),
-            Batch::one(Proposal { at_unix_ms: 1_000 + index, body: ProposalBody::Client(request) }),
+            Batch::one(Proposal {
+                at_unix_ms: 1_000 + index,
+                body: ProposalBody::Client { request, by: roster_kernel::SessionOwner::Node },
+            }),
         )
     }
 

@@ -44,6 +44,8 @@ pub struct Admitted {
     pub audit: Option<roster_kernel::AuditRecord>,
     /// Whether the caller may see token and audit events in a watch.
     pub sees_credentials: bool,
+    /// The credential the caller's session requests are made with.
+    pub owner: roster_kernel::SessionOwner,
 }
 
 /// What the node hands the API besides its owners' handles.
@@ -187,7 +189,7 @@ impl Api {
             tracing::info!(caller = %standing.name, role = %standing.principal, %refusal, "refused");
         }
         let sees_credentials = roster_kernel::authorize(standing.principal, &roster_kernel::Action::ListTokens).is_ok();
-        result.map(|audit| Admitted { audit, sees_credentials })
+        result.map(|audit| Admitted { audit, sees_credentials, owner: standing.owner })
     }
 
     /// Writes an admin action to the audit trail (an event in the change stream). Best
