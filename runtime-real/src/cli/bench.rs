@@ -77,6 +77,10 @@ enum Mode {
         /// How often the leader is looked up, to date leader changes.
         #[arg(long, default_value_t = 20)]
         poll_ms: u64,
+        /// Each session overwrites this many keys in turn, so a long run (a soak) keeps
+        /// the store's size flat; 0 writes a new key every time.
+        #[arg(long, default_value_t = 0)]
+        keys: u64,
     },
     /// Time until every process member is gone (run right after killing a heartbeats bench).
     ExpiryWatch {
@@ -99,8 +103,8 @@ pub async fn run(args: BenchArgs, client: ClientArgs) -> Result<ExitCode, CliErr
             heartbeats(members, duration_s, interval_ms, connections, server_id, client).await
         }
         Mode::ExpiryWatch { prefix, max_s } => expiry_watch(prefix, max_s, client).await,
-        Mode::Avail { duration_s, sessions, value_bytes, poll_ms } => {
-            avail(duration_s, sessions, value_bytes, poll_ms, client).await
+        Mode::Avail { duration_s, sessions, value_bytes, poll_ms, keys } => {
+            avail(duration_s, sessions, value_bytes, poll_ms, keys, client).await
         }
     }
 }
@@ -414,6 +418,7 @@ async fn avail(
     sessions: u64,
     value_bytes: usize,
     poll_ms: u64,
+    keys: u64,
     c: ClientArgs,
 ) -> Result<ExitCode, CliError> {
     if sessions == 0 || duration_s == 0 {
@@ -434,7 +439,7 @@ async fn avail(
     let tasks: Vec<_> = writers
         .into_iter()
         .enumerate()
-        .map(|(i, s)| tokio::spawn(put_until(s, i, value.clone(), start, end)))
+        .map(|(i, s)| tokio::spawn(put_until(s, i, keys, value.clone(), start, end)))
         .collect();
     let changes = watch_leader(&watcher, start, end, poll_ms).await;
     let mut acks = Vec::new();
@@ -479,12 +484,20 @@ async fn avail(
     Ok(ExitCode::SUCCESS)
 }
 
-/// One session's puts, one at a time, until `end`: when each was acknowledged (since
-/// `start`), and how many failed.
-async fn put_until(s: Session, i: usize, value: String, start: Instant, end: Instant) -> (Vec<Duration>, u64) {
+/// One session's puts, one at a time, until `end` (over `keys` keys in turn, or a new key
+/// each time for 0): when each was acknowledged (since `start`), and how many failed.
+async fn put_until(
+    s: Session,
+    i: usize,
+    keys: u64,
+    value: String,
+    start: Instant,
+    end: Instant,
+) -> (Vec<Duration>, u64) {
     let (mut acks, mut failures, mut j) = (Vec::new(), 0u64, 0u64);
     while Instant::now() < end {
-        match s.execute(Command::KvPut { key: format!("bench/avail/{i}/{j}"), value: value.clone() }).await {
+        let key = if keys == 0 { j } else { j % keys };
+        match s.execute(Command::KvPut { key: format!("bench/avail/{i}/{key}"), value: value.clone() }).await {
             Ok(_) => acks.push(start.elapsed()),
             Err(_) => failures += 1,
         }
