@@ -414,13 +414,7 @@ impl Cluster {
                     Ok(NodeReply::NotLeader(leader)) => {
                         let hint = self.hint_endpoint(&leader);
                         search.handle_endpoint_count(self.endpoint_count());
-                        last_error = match hint {
-                            Some(to) if to != endpoint => {
-                                format!("{addr} is not the leader; it named {}", self.addr_of(to)?)
-                            }
-                            Some(_) => format!("{addr}: names itself leader but is not ready"),
-                            None => format!("{addr} is not the leader and knows none"),
-                        };
+                        last_error = self.not_leader_error(&addr, endpoint, hint)?;
                         let hint = hint.map(EndpointId);
                         search.handle_answer(now_ms, a.attempt, SearchAnswer::NotLeader { hint });
                     }
@@ -454,6 +448,15 @@ impl Cluster {
                 None => debug_assert!(search.outcome().is_some(), "a search neither over nor waiting"),
             }
         }
+    }
+
+    /// What a node that is not the leader said, naming the leader it pointed to.
+    fn not_leader_error(&self, addr: &str, endpoint: usize, hint: Option<usize>) -> Result<String, ClientError> {
+        Ok(match hint {
+            Some(to) if to != endpoint => format!("{addr} is not the leader; it named {}", self.addr_of(to)?),
+            Some(_) => format!("{addr}: names itself leader but is not ready"),
+            None => format!("{addr} is not the leader and knows none"),
+        })
     }
 
     /// The result from how a search ended.

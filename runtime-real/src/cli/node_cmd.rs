@@ -94,65 +94,46 @@ impl NodeArgs {
                 )
             }
         };
-        if let Some(v) = self.id {
-            table.id = v;
-        }
-        if let Some(v) = self.listen {
-            table.listen = v;
-        }
-        if let Some(v) = self.advertise {
-            table.advertise = Some(v);
-        }
-        if let Some(v) = self.http_listen {
-            table.http_listen = Some(v);
-        }
+        // A flag given overrides the file's value.
+        set(&mut table.id, self.id);
+        set(&mut table.listen, self.listen);
+        set_some(&mut table.advertise, self.advertise);
+        set_some(&mut table.http_listen, self.http_listen);
         if let Some(v) = self.peers {
             table.peers = parse_peers(&v)?;
         }
-        if self.bootstrap {
-            table.bootstrap = true;
-        }
-        if let Some(v) = self.data_dir {
-            table.data_dir = v;
-        }
-        if let Some(v) = self.token_file {
-            table.token_file = Some(v);
-        }
-        if let Some(v) = self.peer_key_file {
-            table.peer_key_file = Some(v);
-        }
-        if let Some(v) = self.launch_user {
-            table.launch_user = Some(v);
-        }
-        if let Some(v) = self.name {
-            table.name = Some(v);
-        }
-        if let Some(v) = self.heartbeat_interval_ms {
-            table.heartbeat_interval_ms = v;
-        }
-        if let Some(v) = self.heartbeat_timeout_ms {
-            table.heartbeat_timeout_ms = v;
-        }
-        if let Some(v) = self.resource_window_ms {
-            table.resource_window_ms = v;
-        }
-        if let Some(v) = self.probe {
-            table.probe = v;
-        }
+        table.bootstrap |= self.bootstrap;
+        set(&mut table.data_dir, self.data_dir);
+        set_some(&mut table.token_file, self.token_file);
+        set_some(&mut table.peer_key_file, self.peer_key_file);
+        set_some(&mut table.launch_user, self.launch_user);
+        set_some(&mut table.name, self.name);
+        set(&mut table.heartbeat_interval_ms, self.heartbeat_interval_ms);
+        set(&mut table.heartbeat_timeout_ms, self.heartbeat_timeout_ms);
+        set(&mut table.resource_window_ms, self.resource_window_ms);
+        set(&mut table.probe, self.probe);
         if !self.launch_allow.is_empty() {
             table.launch_allow = self.launch_allow;
         }
-        if let Some(v) = self.tls_cert {
-            table.tls_cert = Some(v);
-        }
-        if let Some(v) = self.tls_key {
-            table.tls_key = Some(v);
-        }
-        if let Some(v) = self.tls_ca {
-            table.tls_ca = Some(v);
-        }
+        set_some(&mut table.tls_cert, self.tls_cert);
+        set_some(&mut table.tls_key, self.tls_key);
+        set_some(&mut table.tls_ca, self.tls_ca);
         table.validate()?;
         Ok(table)
+    }
+}
+
+/// `slot` takes the flag's value, if the flag was given.
+fn set<T>(slot: &mut T, flag: Option<T>) {
+    if let Some(value) = flag {
+        *slot = value;
+    }
+}
+
+/// `slot` (optional in the file too) takes the flag's value, if the flag was given.
+fn set_some<T>(slot: &mut Option<T>, flag: Option<T>) {
+    if flag.is_some() {
+        *slot = flag;
     }
 }
 
