@@ -56,6 +56,20 @@ impl<T> Shared<T> {
     }
 }
 
+/// A receiver's place among the parked waiters, given up when its wait ends or is dropped.
+struct Parked<'a, T> {
+    shared: &'a Shared<T>,
+    ticket: Option<u64>,
+}
+
+impl<T> Drop for Parked<'_, T> {
+    fn drop(&mut self) {
+        if let Some(ticket) = self.ticket {
+            self.shared.waiters().parked.remove(&ticket);
+        }
+    }
+}
+
 pub struct OrderedSender<T> {
     shared: Arc<Shared<T>>,
 }
@@ -169,9 +183,13 @@ impl<T: OptionalSend + OptionalSync> WatchSender<OrderedWatch, T> for OrderedSen
 
 impl<T: OptionalSend + OptionalSync> WatchReceiver<OrderedWatch, T> for OrderedReceiver<T> {
     async fn changed(&mut self) -> Result<(), RecvError> {
-        let mut ticket: Option<u64> = None;
         let shared = self.shared.clone();
         let seen = self.seen_version;
+        // Takes this wait's waker out however the wait ends: openraft's replication drops a
+        // pending `changed` in a select on every response, and a waker left parked stays
+        // until the next send, which on a quiet channel may never come (a leader grew by
+        // about 1 GiB an hour so).
+        let mut parked = Parked { shared: &shared, ticket: None };
         let result = poll_fn(|cx| {
             let version = shared.slot().version;
             if version != seen {
@@ -182,7 +200,7 @@ impl<T: OptionalSend + OptionalSync> WatchReceiver<OrderedWatch, T> for OrderedR
                 return Poll::Ready(Err(RecvError(())));
             }
             // Keep the first ticket across polls so a re-poll does not jump the queue.
-            let t = *ticket.get_or_insert_with(|| {
+            let t = *parked.ticket.get_or_insert_with(|| {
                 w.next_ticket += 1;
                 w.next_ticket
             });
@@ -190,9 +208,7 @@ impl<T: OptionalSend + OptionalSync> WatchReceiver<OrderedWatch, T> for OrderedR
             Poll::Pending
         })
         .await;
-        if let Some(t) = ticket {
-            shared.waiters().parked.remove(&t);
-        }
+        drop(parked);
         let version = result?;
         self.seen_version = version;
         Ok(())
@@ -229,6 +245,29 @@ mod tests {
         let (v, closed) = waiter.await.expect("task ends");
         assert_eq!(v, 7);
         assert!(closed);
+    }
+
+    #[tokio::test]
+    async fn a_wait_given_up_leaves_no_waker_behind() {
+        let (tx, mut rx) = OrderedWatch::channel(1u32);
+        let parked = |rx: &OrderedReceiver<u32>| rx.shared.waiters().parked.len();
+        for _ in 0..100 {
+            // A wait that something else wins, as in openraft's replication selects.
+            tokio::select! {
+                biased;
+                _ = rx.changed() => panic!("nothing was sent"),
+                _ = tokio::task::yield_now() => {}
+            }
+        }
+        assert_eq!(parked(&rx), 0, "every dropped wait took its waker out");
+        let waiter = tokio::spawn(async move {
+            rx.changed().await.expect("a change");
+            rx
+        });
+        tokio::task::yield_now().await;
+        tx.send(2).expect("a receiver exists");
+        let rx = waiter.await.expect("task ends");
+        assert_eq!(parked(&rx), 0);
     }
 
     #[test]
