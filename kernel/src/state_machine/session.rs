@@ -4,15 +4,15 @@
 //! Each session remembers the sequence number, a digest and the reply of its last applied
 //! command, and the credential that opened it: only requests made with that credential
 //! may use the session (another caller is refused `NotYourSession` before anything of the
-//! session is looked at). Clients are stop-and-wait (one command in flight per session), so one
-//! remembered reply is enough to answer any retry; the digest makes sure it is a retry of
-//! the same command (another command under a reused pair is refused, never answered with
-//! the first one's reply). The table is bounded; opening a session when it is full evicts
-//! the least recently used one: the smallest revision of a last applied command, ties by
-//! session id. A session unused for `session_idle_ms` is dropped too. A request on a
-//! session that existed and is gone is answered `SessionExpired` (it may be a retry of a
-//! command that applied), not `UnknownSession`. All of it is replicated values, so it is
-//! the same on every replica. A session can be closed by its owner.
+//! session is looked at). Clients are stop-and-wait (one command in flight per session),
+//! so one remembered reply is enough to answer any retry; the digest makes sure it is a
+//! retry of the same command (another command under a reused pair is refused, never
+//! answered with the first one's reply). The table is bounded; opening a session when it
+//! is full evicts the least recently used one: the smallest revision of a last applied
+//! command, ties by session id. A session unused for `session_idle_ms` is dropped too, and
+//! its owner can close it. A request on a session that existed and is gone is answered
+//! `SessionExpired` (it may be a retry of a command that applied), not `UnknownSession`.
+//! All of it is replicated values, so it is the same on every replica.
 
 use crate::command::{CommandError, CommandResult, Request, SessionOwner, command_digest};
 use crate::ids::SessionId;
