@@ -25,15 +25,20 @@ fn http() -> ureq::Agent {
 }
 
 fn call(agent: &ureq::Agent, method: &str, url: &str, body: Option<&str>) -> (u16, String) {
+    try_call(agent, method, url, body).unwrap_or_else(|e| panic!("{url}: {e}"))
+}
+
+/// `call`, with a failure to reach the node as an error (a restarted node opens its HTTP
+/// port a moment after its Raft port).
+fn try_call(agent: &ureq::Agent, method: &str, url: &str, body: Option<&str>) -> Result<(u16, String), ureq::Error> {
     let auth = format!("Bearer {TOKEN}");
-    let result = match (method, body) {
+    let mut response = match (method, body) {
         ("PUT", Some(body)) => agent.put(url).header("Authorization", &auth).send(body),
         ("GET", None) => agent.get(url).header("Authorization", &auth).call(),
         _ => panic!("unused method {method}"),
-    };
-    let mut response = result.unwrap_or_else(|e| panic!("{url}: {e}"));
+    }?;
     let status = response.status().as_u16();
-    (status, response.body_mut().read_to_string().expect("body"))
+    Ok((status, response.body_mut().read_to_string()?))
 }
 
 /// The keys under `fill/` with their values' lengths, through node `base`'s HTTP API.
@@ -166,8 +171,8 @@ fn a_full_budget_refuses_writes_takes_deletes_and_survives_a_restart() {
     for id in 1..=3 {
         assert!(c.log_of(id).contains("state machine restored from snapshot"), "node {id} replayed no snapshot");
         let after = eventually(Duration::from_secs(20), "the node to serve its HTTP API again", || {
-            let (code, _) = call(&agent, "GET", &format!("{}/readyz", base(id)), None);
-            (code == 200).then(|| filled(&agent, &base(id)))
+            let ready = try_call(&agent, "GET", &format!("{}/readyz", base(id)), None);
+            ready.is_ok_and(|(code, _)| code == 200).then(|| filled(&agent, &base(id)))
         });
         assert_eq!(after, before, "node {id} holds other values after its replay");
         let status = status_of(&c, id);
