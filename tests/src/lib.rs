@@ -291,6 +291,16 @@ pub fn json(out: &Output) -> Value {
     serde_json::from_str(&ok(out)).expect("valid JSON on stdout")
 }
 
+/// An HTTP client for the tests: a status other than 2xx is an answer to check, not an
+/// error, and every request gives up after 30 s.
+pub fn http_agent() -> ureq::Agent {
+    ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_global(Some(Duration::from_secs(30)))
+        .build()
+        .into()
+}
+
 /// Polls `f` until it returns `Some`, or panics with `what` once `within` has passed.
 pub fn eventually<T>(within: Duration, what: &str, mut f: impl FnMut() -> Option<T>) -> T {
     let deadline = Instant::now() + within;

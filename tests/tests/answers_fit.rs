@@ -29,14 +29,6 @@ fn one_node(tag: &str) -> (TestCluster, String) {
     (c, format!("http://127.0.0.1:{port}"))
 }
 
-fn http() -> ureq::Agent {
-    ureq::Agent::config_builder()
-        .http_status_as_error(false)
-        .timeout_global(Some(Duration::from_secs(30)))
-        .build()
-        .into()
-}
-
 fn get(agent: &ureq::Agent, url: &str) -> (u16, Value) {
     let mut response = agent
         .get(url)
@@ -107,7 +99,7 @@ fn a_watch_survives_a_burst_of_large_values_and_sees_the_marker_after_it() {
     }
 
     // The 13 MB of values list in pages over HTTP, each under a frame.
-    let agent = http();
+    let agent = roster_tests::http_agent();
     let mut keys = Vec::new();
     let mut start = "big-".to_string();
     let mut pages = 0;
@@ -131,7 +123,7 @@ fn a_watch_survives_a_burst_of_large_values_and_sees_the_marker_after_it() {
 #[test]
 fn status_ls_and_the_http_lists_answer_when_the_processes_would_not_fit_a_frame() {
     let (c, base) = one_node("fit-lists");
-    let agent = http();
+    let agent = roster_tests::http_agent();
     eventually(Duration::from_secs(20), "the node registered as server 1", || {
         let (_, servers) = get(&agent, &format!("{base}/v1/servers"));
         (servers["servers"].as_array().map(Vec::len) == Some(1)).then_some(())

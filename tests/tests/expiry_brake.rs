@@ -11,14 +11,6 @@ const TOKEN: &str = "test-token-0123456789";
 /// Processes registered and never heard: with the server itself, 61 members.
 const SILENT: u64 = 60;
 
-fn http() -> ureq::Agent {
-    ureq::Agent::config_builder()
-        .http_status_as_error(false)
-        .timeout_global(Some(Duration::from_secs(30)))
-        .build()
-        .into()
-}
-
 fn get(agent: &ureq::Agent, url: &str) -> String {
     let mut response = agent
         .get(url)
@@ -44,7 +36,7 @@ fn a_mass_silence_raises_the_brake_alarm_everywhere_then_all_go() {
     let c = TestCluster::start("expiry-brake", 1, |_| vec!["--http-listen".into(), format!("127.0.0.1:{port}")]);
     c.wait_leader(Duration::from_secs(20));
     let base = format!("http://127.0.0.1:{port}");
-    let agent = http();
+    let agent = roster_tests::http_agent();
     for i in 0..SILENT {
         let body = json!({ "name": format!("quiet-{i}"), "server": 1 }).to_string();
         let mut response = agent

@@ -16,14 +16,6 @@ const VALUE_BYTES: usize = 30_000;
 const ENTRY_BYTES: u64 = roster_kernel::state_machine::ITEM_OVERHEAD_BYTES + 8 + VALUE_BYTES as u64;
 const TOKEN: &str = "test-token-0123456789";
 
-fn http() -> ureq::Agent {
-    ureq::Agent::config_builder()
-        .http_status_as_error(false)
-        .timeout_global(Some(Duration::from_secs(30)))
-        .build()
-        .into()
-}
-
 fn call(agent: &ureq::Agent, method: &str, url: &str, body: Option<&str>) -> (u16, String) {
     try_call(agent, method, url, body).unwrap_or_else(|e| panic!("{url}: {e}"))
 }
@@ -103,7 +95,7 @@ fn a_full_budget_refuses_writes_takes_deletes_and_survives_a_restart() {
     });
     c.wait_leader(Duration::from_secs(20));
     let base = |id: u64| format!("http://127.0.0.1:{}", http_ports[&id]);
-    let agent = http();
+    let agent = roster_tests::http_agent();
 
     // Fill to the budget: the refusal is one line naming the budget and its parts.
     let (put, refusal) = fill(&c, 0);

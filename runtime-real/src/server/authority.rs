@@ -237,8 +237,31 @@ pub fn tokens_match(expected: &str, given: &str) -> bool {
 
 #[cfg(test)]
 mod tests {
-    use super::{RoleError, parse_member, parse_role, tokens_match};
-    use roster_kernel::{MemberId, ProcessId, ServerId, TokenRole};
+    use super::{RoleError, action_of, parse_member, parse_role, tokens_match};
+    use crate::net::wire::ClientRequest;
+    use roster_kernel::{MemberId, Principal, ProcessId, ServerId, SessionId, SessionOwner, TokenId, TokenRole};
+
+    #[test]
+    fn only_a_node_passes_a_session_request_on_and_anyone_may_close_a_session() {
+        let passed = ClientRequest::OnBehalf {
+            owner: SessionOwner::Token(TokenId(3)),
+            request: Box::new(ClientRequest::OpenSession),
+        };
+        let close = ClientRequest::CloseSession { session: SessionId(3) };
+        let roles = [
+            Principal::Admin,
+            Principal::Read,
+            Principal::Launch,
+            Principal::Agent(ServerId(1)),
+            Principal::Member(MemberId::Process(ProcessId(3))),
+        ];
+        for role in roles {
+            assert!(roster_kernel::authorize(role, &action_of(&passed, None)).is_err(), "{role} passed one on");
+            // Whose session it is, the state machine decides.
+            assert!(roster_kernel::authorize(role, &action_of(&close, None)).is_ok(), "{role} may not close");
+        }
+        assert!(roster_kernel::authorize(Principal::Node, &action_of(&passed, None)).is_ok());
+    }
 
     #[test]
     fn a_role_names_what_is_wrong_with_it() {
