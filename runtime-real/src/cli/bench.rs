@@ -236,30 +236,35 @@ async fn heartbeats(
         .map(|_| Cluster::with_connector(opts.clone(), connector.clone()))
         .collect::<Result<_, _>>()?;
     eprintln!("heartbeat bench pid {}: registering {members} members", std::process::id());
-    let reg_start = Instant::now();
-    let ids = register_members(&pools, members, server_id).await?;
-    eprintln!("registered {} members in {:.1} s", ids.len(), reg_start.elapsed().as_secs_f64());
-    // Steady phase: each member beats once per interval, spread evenly over the interval.
+    // Each lane registers its share of the members over its own session and beats each
+    // one from its own registration on, as a fleet of real workers does: no member waits
+    // for the others to be registered before its first beat.
     let start = Instant::now();
-    let end = start + Duration::from_secs(duration_s);
-    let lanes = (connections.max(1) * 16) as usize;
-    let tasks: Vec<_> = (0..lanes)
-        .map(|lane| {
-            let pool = pools[lane % pools.len()].clone();
-            let mine: Vec<ProcessId> = ids.iter().copied().skip(lane).step_by(lanes).collect();
-            tokio::spawn(beat_lane(pool, mine, interval_ms, end))
-        })
-        .collect();
+    let lanes = connections.max(1) * 16;
+    let schedule = Schedule { interval: Duration::from_millis(interval_ms), steady: Duration::from_secs(duration_s) };
+    let (mut registrars, mut beaters) = (Vec::new(), Vec::new());
+    for lane in 0..lanes {
+        let pool = pools[lane as usize % pools.len()].clone();
+        let (joined_tx, joined_rx) = tokio::sync::mpsc::channel(1024);
+        let mine = (lane..members).step_by(lanes as usize);
+        registrars.push(tokio::spawn(register_lane(pool.clone(), mine, server_id, joined_tx)));
+        beaters.push(tokio::spawn(beat_lane(pool, joined_rx, schedule)));
+    }
+    let mut registered = 0;
+    for r in registrars {
+        registered += r.await??;
+    }
+    eprintln!("registered {registered} members in {:.1} s", start.elapsed().as_secs_f64());
     let mut total = LaneFigures::default();
-    for t in tasks {
-        total.add(t.await?);
+    for b in beaters {
+        total.add(b.await?);
     }
     total.rtt_us.sort_unstable();
     total.late_us.sort_unstable();
     let secs = start.elapsed().as_secs_f64();
     let (rtt, late) = (&total.rtt_us, &total.late_us);
     let line = serde_json::json!({
-        "members": ids.len(), "seconds": secs, "heartbeats_ok": total.ok,
+        "members": registered, "seconds": secs, "heartbeats_ok": total.ok,
         "heartbeats_per_s": total.ok as f64 / secs, "false_expiries": total.unknown, "failed": total.failed,
         "rtt_p50_ms": pct(rtt, 0.5), "rtt_p99_ms": pct(rtt, 0.99), "rtt_max_ms": pct(rtt, 1.0),
         "send_late_p50_ms": pct(late, 0.5), "send_late_p99_ms": pct(late, 0.99), "send_late_max_ms": pct(late, 1.0),
@@ -268,40 +273,37 @@ async fn heartbeats(
     Ok(ExitCode::SUCCESS)
 }
 
-/// Registers `members` processes on `server_id` over 64 sessions at once.
-async fn register_members(pools: &[Cluster], members: u64, server_id: u64) -> Result<Vec<ProcessId>, CliError> {
-    let writers = 64.min(members.max(1));
-    let mut tasks = Vec::new();
-    for w in 0..writers {
-        let pool = pools[w as usize % pools.len()].clone();
-        tasks.push(tokio::spawn(async move {
-            let s = Session::open(pool, RetryConfig::default(), rand::random()).await?;
-            let mut ids = Vec::new();
-            let mut i = w;
-            while i < members {
-                let info = ProcessInfo {
-                    name: format!("bench-{i}"),
-                    server: ServerId(server_id),
-                    service_host: "127.0.0.1".into(),
-                    service_port: None,
-                    started_at_unix_ms: roster_real::rt::clock::unix_ms(),
-                    labels: Default::default(),
-                    reserved: ResourceAverage::default(),
-                };
-                match s.execute(Command::RegisterProcess { info }).await? {
-                    Reply::ProcessRegistered { id, .. } => ids.push(id),
-                    other => return Err(CliError::unexpected("registering a process", &other)),
-                }
-                i += writers;
+/// Registers the processes numbered `mine` on `server_id`, one at a time over one
+/// session, and hands each id to its lane's beater as soon as it is registered. Returns
+/// how many were registered.
+async fn register_lane(
+    pool: Cluster,
+    mine: impl Iterator<Item = u64>,
+    server_id: u64,
+    joined: tokio::sync::mpsc::Sender<ProcessId>,
+) -> Result<u64, CliError> {
+    let s = Session::open(pool, RetryConfig::default(), rand::random()).await?;
+    let mut count = 0;
+    for i in mine {
+        let info = ProcessInfo {
+            name: format!("bench-{i}"),
+            server: ServerId(server_id),
+            service_host: "127.0.0.1".into(),
+            service_port: None,
+            started_at_unix_ms: roster_real::rt::clock::unix_ms(),
+            labels: Default::default(),
+            reserved: ResourceAverage::default(),
+        };
+        match s.execute(Command::RegisterProcess { info }).await? {
+            Reply::ProcessRegistered { id, .. } => {
+                // The beater ends only after this sender is dropped, so it is listening.
+                let _ = joined.send(id).await;
+                count += 1;
             }
-            Ok::<Vec<ProcessId>, CliError>(ids)
-        }));
+            other => return Err(CliError::unexpected("registering a process", &other)),
+        }
     }
-    let mut ids = Vec::new();
-    for t in tasks {
-        ids.extend(t.await??);
-    }
-    Ok(ids)
+    Ok(count)
 }
 
 /// Heartbeats one lane keeps in flight: a lane sends on schedule while earlier answers
@@ -341,31 +343,56 @@ impl LaneFigures {
     }
 }
 
-/// Beats each of `mine` once per `interval_ms`, evenly spread, until `end`.
-async fn beat_lane(pool: Cluster, mine: Vec<ProcessId>, interval_ms: u64, end: Instant) -> LaneFigures {
+/// When a lane beats: each member once per `interval`, its first beat one interval after
+/// its registration, for `steady` after the lane's last registration.
+#[derive(Clone, Copy)]
+struct Schedule {
+    interval: Duration,
+    steady: Duration,
+}
+
+/// Beats each member that `joined` hands over on its own schedule, until the schedule ends.
+async fn beat_lane(
+    pool: Cluster,
+    mut joined: tokio::sync::mpsc::Receiver<ProcessId>,
+    schedule: Schedule,
+) -> LaneFigures {
     use futures::StreamExt;
     let mut figures = LaneFigures::default();
-    if mine.is_empty() {
-        return figures;
-    }
-    let gap = Duration::from_micros(interval_ms * 1000 / mine.len() as u64);
+    // Members by when each beats next. Every one joins or goes back at "now + interval",
+    // which is never before any deadline already queued, so the queue stays in order.
+    let mut due: std::collections::VecDeque<(Instant, ProcessId)> = Default::default();
+    let mut end: Option<Instant> = None;
     let mut in_flight = futures::stream::FuturesUnordered::new();
-    let mut members = mine.iter().cycle();
-    let mut next = Instant::now();
-    while next < end {
+    loop {
+        let next = due.front().map(|(at, _)| *at);
+        if let Some(end) = end
+            && next.is_none_or(|at| at >= end)
+        {
+            break;
+        }
         tokio::select! {
             biased;
             Some(done) = in_flight.next(), if !in_flight.is_empty() => {
                 figures.count(done);
                 continue;
             }
-            () = tokio::time::sleep_until(next.into()), if in_flight.len() < LANE_IN_FLIGHT => {}
+            member = joined.recv(), if end.is_none() => {
+                match member {
+                    Some(id) => due.push_back((Instant::now() + schedule.interval, id)),
+                    None => end = Some(Instant::now() + schedule.steady),
+                }
+                continue;
+            }
+            () = tokio::time::sleep_until(next.unwrap_or_else(Instant::now).into()),
+                if next.is_some() && in_flight.len() < LANE_IN_FLIGHT => {}
         }
-        let member = MemberId::Process(*members.next().expect("a cycle of a non-empty list"));
+        let (at, id) = due.pop_front().expect("the sleep waited for the first member due");
         let sent = Instant::now();
-        figures.late_us.push(sent.saturating_duration_since(next).as_micros() as u64);
-        next += gap;
+        figures.late_us.push(sent.saturating_duration_since(at).as_micros() as u64);
+        due.push_back((at + schedule.interval, id));
         let pool = pool.clone();
+        let member = MemberId::Process(id);
         in_flight.push(async move {
             let answer = pool.call_leader(ClientRequest::Heartbeat { member, resources: None }).await;
             (answer, sent.elapsed())
