@@ -1,9 +1,7 @@
 //! No answer can exceed a frame (4 MiB): a watch behind a burst of large values still
 //! streams, and `status`, `ls` and the HTTP lists answer whatever the record holds, page
-//! by page. A node with 100,000 processes is covered in the kernel
-//! (`a_hundred_thousand_processes_list_in_pages_that_each_fit_a_frame`): registering them
-//! through the binary takes longer than a test should. Here 200 processes of about 33 KiB
-//! of labels each (6.6 MB, which one answer could not carry) stand in for them.
+//! by page: 100,000 processes (about 45 MB of `ls --json`), and 200 processes of about
+//! 33 KiB of labels each (6.6 MB, which one answer could not carry).
 
 use roster_tests::{ChildGuard, TestCluster, eventually, free_port, json, ok, watch_events};
 use serde_json::{Value, json};
@@ -120,6 +118,69 @@ fn a_watch_survives_a_burst_of_large_values_and_sees_the_marker_after_it() {
     assert!(pages >= 13, "{pages} pages for 13 MB");
 }
 
+/// Pages `/v1/processes` at `limit=10000`; returns the ids in order and the page count.
+fn process_pages(agent: &ureq::Agent, base: &str) -> (Vec<u64>, usize) {
+    let mut ids = Vec::new();
+    let mut after = String::new();
+    let mut pages = 0;
+    loop {
+        let (code, page) = get(agent, &format!("{base}/v1/processes?limit=10000{after}"));
+        assert_eq!(code, 200, "{page}");
+        pages += 1;
+        ids.extend(page["processes"].as_array().expect("processes").iter().map(|p| p["id"].as_u64().expect("id")));
+        match page["next"].as_u64() {
+            Some(next) => after = format!("&after={next}"),
+            None => break,
+        }
+    }
+    assert!(ids.windows(2).all(|w| w[0] < w[1]), "in id order, each once");
+    (ids, pages)
+}
+
+#[test]
+fn status_ls_and_http_status_answer_with_a_hundred_thousand_processes() {
+    const MEMBERS: usize = 100_000;
+    let (c, base) = one_node("fit-100k");
+    // The bench registers them over 64 sessions; an interval longer than the run means
+    // none of them beats, and the node's 600 s timeout keeps them all.
+    let bench = ok(&c.roster(&[
+        "bench",
+        "heartbeats",
+        "--members",
+        &MEMBERS.to_string(),
+        "--duration-s",
+        "0",
+        "--interval-ms",
+        "600000",
+        "--timeout-ms",
+        "30000",
+    ]));
+    let figures: Value = serde_json::from_str(bench.trim()).unwrap_or_else(|e| panic!("{e}: {bench}"));
+    assert_eq!(figures["members"], MEMBERS, "{figures}");
+
+    // status gives counts, not the processes: a small answer whatever the record holds.
+    let text = ok(&c.roster(&["status"]));
+    assert!(text.contains(&format!("processes: {MEMBERS} ({MEMBERS} online")), "{text}");
+    assert!(text.len() < 4096, "status is a summary: {} bytes", text.len());
+    let agent = roster_tests::http_agent();
+    let (code, http_status) = get(&agent, &format!("{base}/v1/status"));
+    assert_eq!(code, 200, "{http_status}");
+    assert_eq!(http_status["processes"]["total"], MEMBERS);
+    assert!(http_status.to_string().len() < 65_536, "/v1/status is a summary");
+
+    // ls pages by itself: every process once, in both forms.
+    let lines = ok(&c.roster(&["ls", "--kind", "processes"]));
+    let names: std::collections::BTreeSet<&str> =
+        lines.lines().filter_map(|l| l.split_whitespace().nth(1).filter(|n| n.starts_with("bench-"))).collect();
+    assert_eq!(names.len(), MEMBERS, "{}", &lines[..300.min(lines.len())]);
+    let listed = json(&c.roster(&["ls", "--kind", "processes", "--json"]));
+    assert_eq!(listed["processes"].as_array().map(Vec::len), Some(MEMBERS));
+
+    let (ids, pages) = process_pages(&agent, &base);
+    assert_eq!(ids.len(), MEMBERS);
+    assert_eq!(pages, MEMBERS / 10_000, "pages of 10,000");
+}
+
 #[test]
 fn status_ls_and_the_http_lists_answer_when_the_processes_would_not_fit_a_frame() {
     let (c, base) = one_node("fit-lists");
@@ -169,21 +230,8 @@ fn status_ls_and_the_http_lists_answer_when_the_processes_would_not_fit_a_frame(
     let (code, http_status) = get(&agent, &format!("{base}/v1/status"));
     assert_eq!(code, 200, "{http_status}");
     assert_eq!(http_status["processes"]["total"], BURST);
-    let mut ids = Vec::new();
-    let mut after = String::new();
-    let mut pages = 0;
-    loop {
-        let (code, page) = get(&agent, &format!("{base}/v1/processes?limit=10000{after}"));
-        assert_eq!(code, 200, "{page}");
-        pages += 1;
-        ids.extend(page["processes"].as_array().expect("processes").iter().map(|p| p["id"].as_u64().expect("id")));
-        match page["next"].as_u64() {
-            Some(next) => after = format!("&after={next}"),
-            None => break,
-        }
-    }
+    let (ids, pages) = process_pages(&agent, &base);
     assert_eq!(ids.len(), BURST);
-    assert!(ids.windows(2).all(|w| w[0] < w[1]), "in id order, each once");
     assert!(pages >= 6, "6.6 MB in pages of 1 MiB: {pages} pages");
     let (code, refused) = get(&agent, &format!("{base}/v1/processes?limit=0"));
     assert_eq!(code, 400, "{refused}");
