@@ -186,7 +186,7 @@ impl Liveness {
     /// ignored: removal is idempotent. Returns whether it was pending (reported by
     /// `poll_expired` and not heard since): its removal was most likely that expiry.
     pub fn handle_member_removed(&mut self, member: MemberId) -> bool {
-        let was_pending = match self.members.remove(&member) {
+        match self.members.remove(&member) {
             Some(old) if !old.pending => {
                 let removed = self.deadlines.remove(&(self.deadline_ms(old.heard_ms), member));
                 assert!(removed, "liveness: {member} tracked but missing from the deadline index");
@@ -194,8 +194,7 @@ impl Liveness {
             }
             Some(_) => true,
             None => false,
-        };
-        was_pending
+        }
     }
 
     /// Records a heartbeat received at `now_ms` (the leader's clock). A pending member
