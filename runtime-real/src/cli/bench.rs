@@ -8,6 +8,8 @@ use roster_kernel::retry_queue::RetryConfig;
 use roster_kernel::{Command, MemberId, ProcessId, ProcessInfo, Reply, ResourceAverage, ServerId};
 use roster_real::client::{ClientOptions, Cluster, Session};
 use roster_real::net::wire::{ClientRequest, ClientResponse};
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
@@ -359,13 +361,12 @@ async fn beat_lane(
 ) -> LaneFigures {
     use futures::StreamExt;
     let mut figures = LaneFigures::default();
-    // Members by when each beats next. Every one joins or goes back at "now + interval",
-    // which is never before any deadline already queued, so the queue stays in order.
-    let mut due: std::collections::VecDeque<(Instant, ProcessId)> = Default::default();
+    // Members by when each beats next, soonest first.
+    let mut due: BinaryHeap<Reverse<(Instant, ProcessId)>> = BinaryHeap::new();
     let mut end: Option<Instant> = None;
     let mut in_flight = futures::stream::FuturesUnordered::new();
     loop {
-        let next = due.front().map(|(at, _)| *at);
+        let next = due.peek().map(|Reverse((at, _))| *at);
         if let Some(end) = end
             && next.is_none_or(|at| at >= end)
         {
@@ -379,7 +380,7 @@ async fn beat_lane(
             }
             member = joined.recv(), if end.is_none() => {
                 match member {
-                    Some(id) => due.push_back((Instant::now() + schedule.interval, id)),
+                    Some(id) => due.push(Reverse((Instant::now() + schedule.interval, id))),
                     None => end = Some(Instant::now() + schedule.steady),
                 }
                 continue;
@@ -387,10 +388,10 @@ async fn beat_lane(
             () = tokio::time::sleep_until(next.unwrap_or_else(Instant::now).into()),
                 if next.is_some() && in_flight.len() < LANE_IN_FLIGHT => {}
         }
-        let (at, id) = due.pop_front().expect("the sleep waited for the first member due");
+        let Reverse((at, id)) = due.pop().expect("the sleep waited for the first member due");
         let sent = Instant::now();
         figures.late_us.push(sent.saturating_duration_since(at).as_micros() as u64);
-        due.push_back((at + schedule.interval, id));
+        due.push(Reverse((at + schedule.interval, id)));
         let pool = pool.clone();
         let member = MemberId::Process(id);
         in_flight.push(async move {
